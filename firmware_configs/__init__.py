@@ -1,0 +1,1 @@
+"""Declarative device profiles, shipped as package data (one file per device model)."""

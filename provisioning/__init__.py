@@ -1,0 +1,1 @@
+"""Field provisioning: what a technician uses to set up a store gateway."""

@@ -1,0 +1,260 @@
+"""MQTT connection shared by the hub and the agent: paho-mqtt 2.x bridged to asyncio.
+
+paho runs its own network thread (``loop_start``), which also reconnects with
+exponential backoff. Callbacks from that thread are handed to the asyncio loop
+with ``call_soon_threadsafe``; incoming messages go through a bounded queue,
+and when that queue is full the network thread waits, so a slow consumer pushes
+back on the broker instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+log = structlog.get_logger(__name__)
+
+
+class MqttSettings(BaseModel):
+    """How to reach the broker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT version; 5 is needed for shared subscriptions when the hub scales out"
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+
+    @property
+    def address(self) -> str:
+        """host:port, for messages to people."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The last-will message the broker publishes when the connection is lost."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One received MQTT message."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class MqttLink:
+    """An MQTT connection usable from asyncio. Async context manager; not re-entrant.
+
+    ``on_connect`` runs on the event loop after every (re)connection, after the
+    subscriptions have been renewed. ``persistent_session`` asks the broker to keep
+    the subscriptions and queued QoS 1 messages while this client is away.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: MqttSettings,
+        client_id: str,
+        subscriptions: list[tuple[str, int]] | None = None,
+        will: Will | None = None,
+        persistent_session: bool = False,
+        session_expiry_s: int = 7 * 24 * 3600,
+        on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[str], None] | None = None,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._subscriptions = list(subscriptions or [])
+        self._will = will
+        self._persistent = persistent_session
+        self._session_expiry_s = session_expiry_s
+        self._on_connect_cb = on_connect
+        self._on_disconnect_cb = on_disconnect
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = threading.Event()
+        self._closing = False
+        self.connects_total = 0
+        self.last_error: str | None = None
+        self._client = self._make_client()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            # MQTT 3.1.1 only: v5 sets clean_start at connect time instead.
+            clean_session=None if v5 else not self._persistent,
+        )
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
+        if s.tls:
+            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+            if s.cert_file:
+                context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
+            client.tls_set_context(context)
+        if self._will is not None:
+            client.will_set(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
+        client.reconnect_delay_set(min_delay=max(1, int(s.reconnect_min_s)), max_delay=int(s.reconnect_max_s))
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        # Outgoing QoS 1 messages the broker has not PUBACKed yet; more wait in paho's queue.
+        client.max_inflight_messages_set(1000)
+        return client
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        s = self.settings
+        kwargs: dict[str, object] = {}
+        if s.protocol == "5":
+            kwargs["clean_start"] = not self._persistent
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._session_expiry_s if self._persistent else 0
+            kwargs["properties"] = props
+        # connect_async never raises for an unreachable broker: the network thread keeps trying.
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)  # type: ignore[arg-type]
+        self._client.loop_start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self, *, final_message: tuple[str, bytes, int, bool] | None = None) -> None:
+        """Publish an optional last message, disconnect cleanly and stop the network thread."""
+        if self._closing:
+            return
+        self._closing = True
+        if final_message is not None and self.connected:
+            info = self._client.publish(*final_message)
+            await asyncio.to_thread(info.wait_for_publish, 2.0)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker has accepted the connection and it has not dropped since."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected, up to ``timeout`` seconds."""
+        return await asyncio.to_thread(self._connected.wait, timeout)
+
+    # ------------------------------------------------------------------ I/O
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Queue a message for sending; paho keeps QoS>0 messages and retries them while reconnecting."""
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        """Incoming messages of the subscriptions, forever."""
+        while True:
+            yield await self._queue.get()
+
+    def get_nowait(self) -> Incoming | None:
+        """One waiting message, or None."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    # ------------------------------------------------------------------ paho thread callbacks
+
+    def _handle_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker {self.settings.address} refused the connection: {reason_code}"
+            log.warning("mqtt_refused", broker=self.settings.address, reason=str(reason_code))
+            return
+        for topic_filter, qos in self._subscriptions:
+            client.subscribe(topic_filter, qos)
+        self.connects_total += 1
+        self.last_error = None
+        self._connected.set()
+        log.info(
+            "mqtt_connected",
+            broker=self.settings.address,
+            client_id=self.client_id,
+            session_present=flags.session_present,
+        )
+        if self._on_connect_cb is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_connect_cb)
+
+    def _handle_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if self._closing:
+            return
+        self.last_error = f"connection to broker {self.settings.address} lost: {reason_code}"
+        if was_connected:  # log the transition once, not every failed retry
+            log.warning("mqtt_disconnected", broker=self.settings.address, reason=str(reason_code))
+        if self._on_disconnect_cb is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_disconnect_cb, str(reason_code))
+
+    def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        incoming = Incoming(message.topic, bytes(message.payload), message.qos, bool(message.retain))
+        # Blocks this network thread while the queue is full: backpressure instead of unbounded RAM.
+        future = asyncio.run_coroutine_threadsafe(self._queue.put(incoming), loop)
+        try:
+            future.result(timeout=60)
+        except Exception:  # the loop is shutting down; the message will be redelivered or resent
+            future.cancel()

@@ -1,0 +1,401 @@
+"""The wire contract between edge agents and the hub.
+
+This module imports only the standard library and pydantic, so the hub and the
+agent share it without importing each other. Every message that crosses MQTT
+is one frozen pydantic model here; every topic is built and parsed here.
+``docs/protocol.md`` documents the same contract for people.
+
+Topic layout (one versioned root, one subtree per store and gateway)::
+
+    storegate/v1/{store_id}/{gateway_id}/events            agent -> hub  EventBatch     QoS 1
+    storegate/v1/{store_id}/{gateway_id}/ack               hub -> agent  Ack            QoS 1
+    storegate/v1/{store_id}/{gateway_id}/status            agent -> hub  GatewayStatus  QoS 1, retained
+    storegate/v1/{store_id}/{gateway_id}/health            agent -> hub  GatewayHealth  QoS 0, retained
+    storegate/v1/{store_id}/{gateway_id}/commands          hub -> agent  Command        QoS 1
+    storegate/v1/{store_id}/{gateway_id}/command_results   agent -> hub  CommandResult  QoS 1
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Annotated, Final, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
+
+PROTOCOL_VERSION: Final = 1
+TOPIC_ROOT: Final = "storegate/v1"
+
+# A garbled or hostile payload is rejected before it is parsed: the largest
+# legitimate message is a full EventBatch, far below this.
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+MAX_BATCH_EVENTS: Final = 1000
+
+_SEGMENT = r"[a-z0-9][a-z0-9_-]{0,62}"
+# Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
+StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
+GatewayId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="gateway id, e.g. 'gw-1'")]
+DeviceId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        description="device id, stable across unplug and replug, e.g. 'fridge-1' or 'usb-1a86:7523-A1B2'",
+    ),
+]
+EventKind = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$",
+        max_length=64,
+        description="dotted event kind; the first segment is its family, e.g. 'environment.reading'",
+    ),
+]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class WireModel(BaseModel):
+    """Base of every message: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- topics
+
+
+class Channel(StrEnum):
+    """The last topic segment: which conversation a message belongs to."""
+
+    EVENTS = "events"
+    ACK = "ack"
+    STATUS = "status"
+    HEALTH = "health"
+    COMMANDS = "commands"
+    COMMAND_RESULTS = "command_results"
+
+
+class TopicError(ValueError):
+    """A topic that is not part of the Storegate layout."""
+
+
+_SEGMENT_RE = re.compile(rf"^{_SEGMENT}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed Storegate topic."""
+
+    store_id: str
+    gateway_id: str
+    channel: Channel
+
+    def __str__(self) -> str:
+        return f"{TOPIC_ROOT}/{self.store_id}/{self.gateway_id}/{self.channel.value}"
+
+
+def topic(store_id: str, gateway_id: str, channel: Channel) -> str:
+    """Build the topic of one gateway's channel; rejects ids that are not valid segments."""
+    for name, value in (("store_id", store_id), ("gateway_id", gateway_id)):
+        if not _SEGMENT_RE.match(value):
+            raise TopicError(f"{name} {value!r} is not a valid topic segment")
+    return str(Topic(store_id, gateway_id, channel))
+
+
+def subscription(channel: Channel, *, store_id: str = "+", gateway_id: str = "+") -> str:
+    """A subscription filter for one channel, all stores and gateways by default."""
+    return f"{TOPIC_ROOT}/{store_id}/{gateway_id}/{channel.value}"
+
+
+def parse_topic(value: str) -> Topic:
+    """Parse a concrete topic (no wildcards) into its parts, or raise TopicError."""
+    parts = value.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise TopicError(f"topic {value!r} is not under {TOPIC_ROOT}/<store>/<gateway>/<channel>")
+    _, _, store_id, gateway_id, channel = parts
+    if not _SEGMENT_RE.match(store_id) or not _SEGMENT_RE.match(gateway_id):
+        raise TopicError(f"topic {value!r} has an invalid store or gateway segment")
+    try:
+        return Topic(store_id, gateway_id, Channel(channel))
+    except ValueError:
+        raise TopicError(f"topic {value!r} has unknown channel {channel!r}") from None
+
+
+# --------------------------------------------------------------------------- priorities
+
+
+class Priority(IntEnum):
+    """Which events go first after an outage, and which are evicted last (lower = more important)."""
+
+    SECURITY = 0
+    SALES = 1
+    DEVICE = 2
+    TELEMETRY = 3
+
+
+_PRIORITY_BY_FAMILY: Final[dict[str, Priority]] = {
+    "security": Priority.SECURITY,
+    "camera": Priority.SECURITY,
+    "door": Priority.SECURITY,
+    "sale": Priority.SALES,
+    "scan": Priority.SALES,
+    "shelf": Priority.SALES,
+    "inventory": Priority.SALES,
+    "receiving": Priority.SALES,
+    "printer": Priority.SALES,
+    "device": Priority.DEVICE,
+    "gateway": Priority.DEVICE,
+    "outbox": Priority.DEVICE,
+    "environment": Priority.TELEMETRY,
+}
+
+
+def priority_of(kind: str) -> Priority:
+    """The priority of an event kind, by its family (unknown families count as device status)."""
+    return _PRIORITY_BY_FAMILY.get(kind.split(".", 1)[0], Priority.DEVICE)
+
+
+# --------------------------------------------------------------------------- event payloads
+
+
+class Quantity(StrEnum):
+    """What an environment sensor measures."""
+
+    TEMPERATURE = "temperature"
+    HUMIDITY = "humidity"
+    CO2 = "co2"
+    LIGHT = "light"
+
+
+# UCUM-style unit codes, so a reading is unambiguous without a lookup.
+UNIT_OF: Final[dict[Quantity, str]] = {
+    Quantity.TEMPERATURE: "Cel",
+    Quantity.HUMIDITY: "%RH",
+    Quantity.CO2: "ppm",
+    Quantity.LIGHT: "lx",
+}
+
+
+class EnvironmentReading(WireModel):
+    """Payload of ``environment.reading``: one measured value of one quantity."""
+
+    quantity: Quantity
+    value: float = Field(allow_inf_nan=False)
+    unit: str = Field(min_length=1, max_length=16)
+    zone: str | None = Field(default=None, max_length=64, description="e.g. 'chiller-1', 'back-room'")
+
+    @model_validator(mode="after")
+    def _unit_matches_quantity(self) -> EnvironmentReading:
+        expected = UNIT_OF[self.quantity]
+        if self.unit != expected:
+            raise ValueError(f"unit {self.unit!r} does not match {self.quantity.value} (expected {expected!r})")
+        return self
+
+
+class DataLoss(WireModel):
+    """Payload of ``outbox.loss``: events the gateway had to drop before the hub stored them."""
+
+    first_seq: int = Field(ge=1)
+    last_seq: int = Field(ge=1)
+    count: int = Field(ge=1)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+# Payload schema per event kind. A kind not listed here is carried with a free-form
+# payload, so an older hub still stores events of a newer agent.
+PAYLOAD_MODELS: Final[dict[str, type[WireModel]]] = {
+    "environment.reading": EnvironmentReading,
+    "outbox.loss": DataLoss,
+}
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class Event(WireModel):
+    """One thing a device reported, as the gateway recorded it.
+
+    ``(gateway_id, stream, seq)`` is contiguous per gateway: ``stream`` names one
+    life of the gateway's outbox (it changes only if the outbox is wiped), ``seq``
+    counts from 1 within it. ``event_id`` is globally unique and makes storage idempotent.
+    """
+
+    v: Literal[1] = PROTOCOL_VERSION
+    event_id: UUID
+    store_id: StoreId
+    gateway_id: GatewayId
+    stream: UUID
+    seq: int = Field(ge=1, description="per-gateway, per-stream sequence number, from 1 without gaps")
+    device_id: DeviceId
+    kind: EventKind
+    ts: UtcDatetime = Field(description="when the device reported it, UTC")
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _payload_matches_kind(self) -> Event:
+        model = PAYLOAD_MODELS.get(self.kind)
+        if model is not None:
+            model.model_validate(self.payload)
+        return self
+
+    def typed_payload(self) -> WireModel | None:
+        """The payload as its kind's model, or None for a kind without a schema."""
+        model = PAYLOAD_MODELS.get(self.kind)
+        return None if model is None else model.model_validate(self.payload)
+
+
+class EventBatch(WireModel):
+    """Events of one gateway published together on its ``events`` topic, in sequence order."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    sent_at: UtcDatetime
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+    @model_validator(mode="after")
+    def _events_belong_to_sender(self) -> EventBatch:
+        for event in self.events:
+            if event.store_id != self.store_id or event.gateway_id != self.gateway_id:
+                raise ValueError(
+                    f"event {event.event_id} belongs to {event.store_id}/{event.gateway_id}, "
+                    f"not to the batch's {self.store_id}/{self.gateway_id}"
+                )
+        return self
+
+
+class Ack(WireModel):
+    """The hub's word that it has durably stored a gateway's events.
+
+    ``through_seq`` is the highest sequence number of ``stream`` up to which the hub
+    holds every event (or a recorded loss). The gateway may delete those from its outbox.
+    """
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    stream: UUID
+    through_seq: int = Field(ge=0)
+    stored: int = Field(ge=0, description="events of the acknowledged batch stored now")
+    duplicates: int = Field(ge=0, description="events of the acknowledged batch the hub already had")
+    ts: UtcDatetime
+
+
+class GatewayStatus(WireModel):
+    """Retained presence of a gateway: the birth message on connect, its last will when it vanishes."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    online: bool
+    reason: Literal["birth", "shutdown", "lost"]
+    ts: UtcDatetime
+    agent_version: str | None = Field(default=None, max_length=64)
+    config_hash: str | None = Field(default=None, max_length=128)
+    devices: list[DeviceId] = Field(default_factory=list, max_length=256)
+
+
+class GatewayHealth(WireModel):
+    """A gateway's periodic self-report; ``problems`` says in words what is wrong."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    ts: UtcDatetime
+    outbox_depth: int = Field(ge=0)
+    oldest_unacked_age_s: float | None = Field(default=None, ge=0)
+    published_total: int = Field(ge=0)
+    acked_total: int = Field(ge=0)
+    resent_total: int = Field(ge=0)
+    reconnects_total: int = Field(ge=0)
+    evicted_total: int = Field(default=0, ge=0)
+    problems: list[str] = Field(default_factory=list)
+
+
+class Command(WireModel):
+    """An instruction from the hub to a gateway, or to one device behind it."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    command_id: UUID
+    store_id: StoreId
+    gateway_id: GatewayId
+    device_id: DeviceId | None = None
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$", description="e.g. 'print', 'tare', 'ping'")
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime | None = None
+
+
+class CommandResult(WireModel):
+    """What became of a Command."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    command_id: UUID
+    store_id: StoreId
+    gateway_id: GatewayId
+    status: Literal["done", "failed", "rejected", "expired"]
+    detail: str = Field(default="", max_length=2000)
+    ts: UtcDatetime
+
+
+# What each channel carries, so a receiver can decode by topic alone.
+MESSAGE_OF_CHANNEL: Final[dict[Channel, type[WireModel]]] = {
+    Channel.EVENTS: EventBatch,
+    Channel.ACK: Ack,
+    Channel.STATUS: GatewayStatus,
+    Channel.HEALTH: GatewayHealth,
+    Channel.COMMANDS: Command,
+    Channel.COMMAND_RESULTS: CommandResult,
+}
+
+
+class WireError(ValueError):
+    """A payload that is not a valid message; ``reason`` is a short label for counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+M = TypeVar("M", bound=WireModel)
+
+
+def decode(model: type[M], raw: bytes) -> M:
+    """Parse and validate one message, raising WireError with a short reason on any defect."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise WireError("too_large", f"{len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<message>"
+        reason = "malformed_json" if first["type"] in {"json_invalid", "json_type"} else "invalid"
+        detail = f"{model.__name__}: {where}: {first['msg']} ({err.error_count()} error(s))"
+        raise WireError(reason, detail) from err
+
+
+def encode(message: WireModel) -> bytes:
+    """Serialise a message as compact UTF-8 JSON."""
+    return message.model_dump_json().encode()
