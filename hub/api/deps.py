@@ -1,0 +1,45 @@
+"""Dependencies shared by the routers, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.runtime import HubRuntime
+from hub.settings import HubSettings
+from storegate import wire
+
+
+def get_runtime(request: Request) -> HubRuntime:
+    """The running hub's long-lived objects, created by the app's lifespan."""
+    runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise HTTPException(status_code=503, detail="the hub is starting or stopping")
+    return runtime
+
+
+def get_settings(request: Request) -> HubSettings:
+    """The settings the app was created with."""
+    settings: HubSettings = request.app.state.settings
+    return settings
+
+
+async def get_session(runtime: Annotated[HubRuntime, Depends(get_runtime)]) -> AsyncIterator[AsyncSession]:
+    """A database session for one request."""
+    async with runtime.sessions() as session:
+        yield session
+
+
+def get_now() -> datetime:
+    """The current time, UTC (a dependency, so tests can fix it)."""
+    return wire.utc_now()
+
+
+RuntimeDep = Annotated[HubRuntime, Depends(get_runtime)]
+SettingsDep = Annotated[HubSettings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+NowDep = Annotated[datetime, Depends(get_now)]

@@ -1,0 +1,88 @@
+"""``/api/v1/events``: stored events, filtered, newest first, with keyset pagination."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Final
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
+
+from hub.api.deps import SessionDep
+from hub.api.schemas import EventOut, EventPageOut
+from hub.db.models import StoredEvent
+from hub.queries import Cursor, CursorError, EventFilter, list_events
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+MAX_LIMIT: Final = 1000
+_ID_MAX: Final = 128
+
+
+def invalid(parameter: str, message: str, value: object) -> RequestValidationError:
+    """A 422 naming the query parameter, shaped like FastAPI's own validation errors."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", parameter), "msg": message, "input": value}]
+    )
+
+
+def _aware(parameter: str, value: datetime | None) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise invalid(
+            parameter,
+            f"{parameter} has no time zone; give one, e.g. 2025-01-31T12:00:00Z or 2025-01-31T13:00:00+01:00",
+            value.isoformat(),
+        )
+    return value
+
+
+def event_out(row: StoredEvent) -> EventOut:
+    """The API form of a stored event."""
+    return EventOut(
+        event_id=UUID(row.event_id),
+        store_id=row.store_id,
+        gateway_id=row.gateway_id,
+        stream=UUID(row.stream),
+        seq=row.seq,
+        device_id=row.device_id,
+        kind=row.kind,
+        ts=row.device_ts,
+        payload=row.payload,
+        received_at=row.received_at,
+    )
+
+
+@router.get(
+    "",
+    response_model=EventPageOut,
+    summary="List events",
+    description="Stored events matching every given filter, newest first by the device's timestamp. "
+    "Follow `next_cursor` for older events. Times are ISO 8601 with a time zone.",
+)
+async def get_events(
+    session: SessionDep,
+    store_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this store")] = None,
+    gateway_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this gateway")] = None,
+    device_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this device")] = None,
+    kind: Annotated[str | None, Query(max_length=64, description="only this kind, e.g. environment.reading")] = None,
+    since: Annotated[datetime | None, Query(description="device time at or after this, with time zone")] = None,
+    until: Annotated[datetime | None, Query(description="device time before this, with time zone")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="events per page")] = 100,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> EventPageOut:
+    """One page of events."""
+    since, until = _aware("since", since), _aware("until", until)
+    if since is not None and until is not None and until <= since:
+        raise invalid("until", "until must be later than since", until.isoformat())
+    position = None
+    if cursor is not None:
+        try:
+            position = Cursor.decode(cursor)
+        except CursorError as err:
+            raise invalid("cursor", str(err), cursor) from None
+    event_filter = EventFilter(
+        store_id=store_id, gateway_id=gateway_id, device_id=device_id, kind=kind, since=since, until=until
+    )
+    page = await list_events(session, event_filter, limit=limit, cursor=position)
+    return EventPageOut(items=[event_out(row) for row in page.items], next_cursor=page.next_cursor)

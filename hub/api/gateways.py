@@ -1,0 +1,55 @@
+"""``/api/v1/gateways``: presence, software, devices and stream marks of the gateways."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, cast
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from hub.api.deps import NowDep, SessionDep, SettingsDep
+from hub.api.schemas import GatewayList, GatewayOut
+from hub.queries import GatewayView, list_gateways
+
+router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
+
+StatusReason = Literal["birth", "shutdown", "lost"]
+
+
+def gateway_out(view: GatewayView) -> GatewayOut:
+    """The API form of a gateway."""
+    g = view.gateway
+    return GatewayOut(
+        gateway_id=g.gateway_id,
+        store_id=g.store_id,
+        online=view.connectivity == "online",
+        connectivity=view.connectivity,
+        last_status_reason=cast(StatusReason | None, g.last_status_reason),
+        status_changed_at=g.status_changed_at,
+        last_seen_at=g.last_seen_at,
+        agent_version=g.agent_version,
+        config_hash=g.config_hash,
+        devices=list(g.devices),
+        stream=UUID(view.stream) if view.stream else None,
+        through_seq=view.through_seq,
+        last_health=g.last_health,
+        last_health_at=g.last_health_at,
+    )
+
+
+@router.get(
+    "",
+    response_model=GatewayList,
+    summary="List gateways",
+    description="Every gateway (or those of one store) with its presence, agent version, config hash, devices, "
+    "the contiguous mark of its current outbox stream and its last health report.",
+)
+async def get_gateways(
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    store_id: Annotated[str | None, Query(max_length=128, description="only this store's gateways")] = None,
+) -> GatewayList:
+    """Gateways, by store and id."""
+    views = await list_gateways(session, now=now, grace_s=settings.gateway_offline_grace_s, store_id=store_id)
+    return GatewayList(items=[gateway_out(view) for view in views])

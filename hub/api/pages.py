@@ -1,0 +1,43 @@
+"""``/``: the dashboard page for people in the operations room."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from hub.api.deps import NowDep, RuntimeDep, SessionDep
+from hub.checks import check_database, check_mqtt
+from hub.dashboard import EVENTS_PER_STORE, StoreBlock, render_dashboard
+from hub.queries import latest_events, list_gateways, list_stores
+from storegate import __version__
+
+router = APIRouter(tags=["dashboard"])
+
+
+@router.get(
+    "/",
+    response_class=HTMLResponse,
+    summary="Dashboard",
+    description="Stores, their gateways online or offline, and each store's latest events; refreshes every 5 s.",
+)
+async def dashboard(runtime: RuntimeDep, session: SessionDep, now: NowDep) -> HTMLResponse:
+    """Render the dashboard."""
+    grace_s = runtime.settings.gateway_offline_grace_s
+    database, mqtt = await asyncio.gather(
+        check_database(runtime.engine, runtime.settings.database_url), check_mqtt(runtime.link)
+    )
+    problems = [c.problem for c in (database, mqtt) if c.problem is not None]
+    blocks: list[StoreBlock] = []
+    if database.ok:
+        gateways = await list_gateways(session, now=now, grace_s=grace_s)
+        for summary in await list_stores(session, now=now, grace_s=grace_s):
+            blocks.append(
+                StoreBlock(
+                    summary=summary,
+                    gateways=[g for g in gateways if g.gateway.store_id == summary.store_id],
+                    events=await latest_events(session, summary.store_id, limit=EVENTS_PER_STORE),
+                )
+            )
+    return HTMLResponse(render_dashboard(blocks, problems=problems, now=now, version=__version__))

@@ -1,0 +1,35 @@
+"""``/api/v1/stores``: the stores the hub has heard from."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hub.api.deps import NowDep, SessionDep, SettingsDep
+from hub.api.schemas import StoreList, StoreOut
+from hub.queries import list_stores
+
+router = APIRouter(prefix="/api/v1/stores", tags=["stores"])
+
+
+@router.get(
+    "",
+    response_model=StoreList,
+    summary="List stores",
+    description="Every store with its gateway counts, event count and when its last new event was stored.",
+)
+async def get_stores(session: SessionDep, settings: SettingsDep, now: NowDep) -> StoreList:
+    """Every store, by id."""
+    summaries = await list_stores(session, now=now, grace_s=settings.gateway_offline_grace_s)
+    return StoreList(
+        items=[
+            StoreOut(
+                store_id=s.store_id,
+                first_seen=s.first_seen,
+                gateway_count=s.gateway_count,
+                online_gateway_count=s.online_gateway_count,
+                event_count=s.event_count,
+                last_event_at=s.last_event_at,
+            )
+            for s in summaries
+        ]
+    )

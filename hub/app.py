@@ -1,0 +1,192 @@
+"""The hub's FastAPI application and the function that serves it with uvicorn.
+
+``create_app(settings)`` builds the app without side effects; its lifespan migrates the
+database, connects to MQTT and starts the consumer, and stops them in reverse order.
+``serve(settings)`` runs it on ``settings.http_host:http_port`` until SIGINT/SIGTERM or ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final
+
+import structlog
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from hub.api import events, gateways, health, pages, stores
+from hub.db.engine import create_engine, redacted, session_factory
+from hub.db.migrate import upgrade_to_head
+from hub.ingest import Ingestor, describe_error, subscriptions
+from hub.metrics import HubMetrics
+from hub.runtime import HubRuntime
+from hub.settings import HubSettings
+from storegate import __version__, wire
+from storegate.mqtt import MqttLink
+
+log = structlog.get_logger(__name__)
+
+CONSUMER_STOP_TIMEOUT_S: Final = 10.0
+
+DESCRIPTION: Final = """
+The Storegate hub stores the events that store gateways publish over MQTT, exactly once,
+acknowledges them to the gateways, and tracks each gateway's presence and health.
+
+* `/api/v1/stores`, `/api/v1/gateways`, `/api/v1/events`: what the hub knows, as JSON.
+* `/healthz`: the hub's own health (503 with problems in words when degraded).
+* `/metrics`: Prometheus metrics, `storegate_hub_*`.
+* `/`: a dashboard page for people.
+"""
+
+
+class HubStartupError(RuntimeError):
+    """The hub could not start: the database, its migrations, or the HTTP listener failed."""
+
+
+async def _start(settings: HubSettings, stack: AsyncExitStack) -> HubRuntime:
+    """Create the hub's long-lived objects; ``stack`` undoes each one in reverse order."""
+    where = redacted(settings.database_url)
+    try:
+        await upgrade_to_head(settings.database_url)
+    except Exception as err:  # unreachable server, bad path, a database newer than this code: all fatal here
+        raise HubStartupError(f"cannot migrate the database {where}: {describe_error(err)}") from err
+    engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    metrics = HubMetrics()
+    link = MqttLink(
+        settings=settings.mqtt,
+        client_id=settings.client_id,
+        subscriptions=subscriptions(settings.shared_subscription_group),
+        persistent_session=True,
+    )
+    await stack.enter_async_context(link)
+    metrics.queue_depth.set_function(lambda: link.queue_depth)
+    metrics.mqtt_connected.set_function(lambda: 1 if link.connected else 0)
+    ingestor = Ingestor(
+        link=link,
+        engine=engine,
+        metrics=metrics,
+        max_events_per_transaction=settings.max_events_per_transaction,
+        rejected_keep=settings.rejected_messages_keep,
+    )
+    ingestor.start()
+    stack.push_async_callback(ingestor.stop, timeout=CONSUMER_STOP_TIMEOUT_S)
+    return HubRuntime(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        metrics=metrics,
+        link=link,
+        ingestor=ingestor,
+        started_at=wire.utc_now(),
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Migrate the database, connect to MQTT, start the consumer; undo all of it on shutdown."""
+    settings: HubSettings = app.state.settings
+    where = redacted(settings.database_url)
+    log.info("hub_starting", database=where, broker=settings.mqtt.address, client_id=settings.client_id)
+    async with AsyncExitStack() as stack:
+        try:
+            runtime = await _start(settings, stack)
+        except Exception as err:
+            # Kept for serve(): uvicorn reports a failed startup only by exiting.
+            error = err if isinstance(err, HubStartupError) else HubStartupError(f"cannot start: {describe_error(err)}")
+            app.state.startup_error = error
+            if error is err:
+                raise
+            raise error from err
+        app.state.runtime = runtime
+        log.info("hub_started", database=where, broker=settings.mqtt.address)
+        try:
+            yield
+        finally:
+            app.state.runtime = None
+            log.info("hub_stopping")
+    log.info("hub_stopped")
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 body plus a one-line ``message`` naming each bad parameter."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in errors)
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors), "message": message})
+
+
+def create_app(settings: HubSettings) -> FastAPI:
+    """The hub's app for ``settings``; nothing is connected or created until its lifespan starts."""
+    app = FastAPI(
+        title="Storegate hub",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "stores", "description": "stores that have sent events or presence"},
+            {"name": "gateways", "description": "edge gateways: presence, software, devices, stream marks"},
+            {"name": "events", "description": "stored events, filtered and paginated"},
+            {"name": "operations", "description": "health and metrics of the hub itself"},
+            {"name": "dashboard", "description": "the HTML page for people"},
+        ],
+    )
+    app.state.settings = settings
+    app.state.runtime = None
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for module in (stores, gateways, events, health, pages):
+        app.include_router(module.router)
+    return app
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bind host:port before anything else starts, so a taken port fails fast and says why."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise HubStartupError(f"cannot listen on {host}:{port}: {(err.strerror or str(err)).lower()}") from err
+    return sock
+
+
+async def serve(settings: HubSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve the hub until SIGINT/SIGTERM (handled by uvicorn) or until ``stop`` is set.
+
+    Raises HubStartupError when the port cannot be bound or the app cannot start.
+    """
+    sock = _listening_socket(settings.http_host, settings.http_port)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,  # logging is configured once per process by storegate.logs
+        log_level=settings.log_level.lower(),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+
+    async def stop_when_asked(event: asyncio.Event) -> None:
+        await event.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_when_asked(stop)) if stop is not None else None
+    try:
+        log.info("hub_listening", address=f"http://{settings.http_host}:{settings.http_port}")
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:  # uvicorn exits the process when startup fails; turn that into an error
+        cause = getattr(app.state, "startup_error", None)
+        reason = str(cause) if cause is not None else "the HTTP server did not start (see the log above)"
+        raise HubStartupError(reason) from (cause or exc)
+    finally:
+        sock.close()
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)

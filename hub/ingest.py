@@ -1,0 +1,522 @@
+"""The hub's MQTT consumer: gateways' events, status and health into the database, then acknowledgements.
+
+Three layers, so each can be tested alone:
+
+* :func:`classify` is pure: one MQTT message in, a decoded message or a :class:`Rejection` out.
+* :func:`store_messages` writes a list of classified messages inside the caller's
+  transaction and computes the Acks; it never commits and never touches MQTT.
+* :class:`Ingestor` drains the MQTT queue into units of work, commits each unit, and
+  only after the commit publishes the Acks. Nothing is acknowledged that is not stored.
+
+A bad message never stops the consumer: it is counted in
+``storegate_hub_rejected_messages_total{reason}``, logged with its topic and reason,
+kept (its first 2 KB) in ``rejected_messages``, and the next message is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Protocol
+from uuid import UUID
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.db.engine import ping, session_factory
+from hub.metrics import HubMetrics
+from hub.storage import (
+    BatchOutcome,
+    Rejection,
+    Transition,
+    advance_through_seq,
+    apply_health,
+    apply_status,
+    record_rejections,
+    store_batch,
+)
+from storegate import wire
+from storegate.mqtt import Incoming
+
+log = structlog.get_logger(__name__)
+
+# The channels the hub subscribes to; anything else arriving is misrouted.
+CONSUMED_CHANNELS: Final = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.HEALTH)
+# Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
+MAX_REFUSALS: Final = 3
+_PAHO_OK_CODES: Final = (0, 4)  # MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN (paho keeps QoS 1 until reconnected)
+
+
+def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
+    """The hub's subscriptions at QoS 1, as shared subscriptions when a group is given."""
+    prefix = f"$share/{shared_group}/" if shared_group else ""
+    return [(prefix + wire.subscription(channel), 1) for channel in CONSUMED_CHANNELS]
+
+
+# --------------------------------------------------------------------------- classification (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMessage:
+    """A valid EventBatch from the gateway named in its topic."""
+
+    batch: wire.EventBatch
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMessage:
+    """A valid GatewayStatus (birth or last will)."""
+
+    status: wire.GatewayStatus
+    retained: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HealthMessage:
+    """A valid GatewayHealth report."""
+
+    health: wire.GatewayHealth
+    retained: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """An empty payload on a retained channel: someone deleted the retained message, nothing to store."""
+
+    topic: str
+
+
+Classified = BatchMessage | StatusMessage | HealthMessage | Rejection | Cleared
+
+
+def classify(incoming: Incoming, *, received_at: datetime) -> Classified:
+    """Parse the topic, decode the payload by channel and check that sender and topic agree."""
+
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(incoming.topic, reason, detail, incoming.payload, received_at)
+
+    try:
+        topic = wire.parse_topic(incoming.topic)
+    except wire.TopicError as err:
+        return reject("bad_topic", str(err))
+    if topic.channel not in CONSUMED_CHANNELS:
+        return reject("unexpected_channel", f"the hub does not consume {topic.channel.value} messages")
+    if not incoming.payload and topic.channel is not wire.Channel.EVENTS:
+        return Cleared(incoming.topic)
+    try:
+        message = wire.decode(wire.MESSAGE_OF_CHANNEL[topic.channel], incoming.payload)
+    except wire.WireError as err:
+        return reject(err.reason, err.detail)
+    match message:
+        case wire.EventBatch() | wire.GatewayStatus() | wire.GatewayHealth():
+            sender = (message.store_id, message.gateway_id)
+        case _:  # MESSAGE_OF_CHANNEL maps the consumed channels to exactly these three
+            return reject("unexpected_channel", f"{type(message).__name__} is not consumed by the hub")
+    if sender != (topic.store_id, topic.gateway_id):
+        return reject(
+            "topic_mismatch",
+            f"{type(message).__name__} from {sender[0]}/{sender[1]} published on the topic of "
+            f"{topic.store_id}/{topic.gateway_id}",
+        )
+    match message:
+        case wire.EventBatch():
+            return BatchMessage(message, received_at)
+        case wire.GatewayStatus():
+            return StatusMessage(message, incoming.retain, received_at)
+        case _:
+            return HealthMessage(message, incoming.retain, received_at)
+
+
+_CHANNEL_OF: Final[dict[type, wire.Channel]] = {
+    BatchMessage: wire.Channel.EVENTS,
+    StatusMessage: wire.Channel.STATUS,
+    HealthMessage: wire.Channel.HEALTH,
+}
+
+
+def weight(item: Classified) -> int:
+    """How much an item counts against the events-per-transaction budget."""
+    return len(item.batch.events) if isinstance(item, BatchMessage) else 1
+
+
+# --------------------------------------------------------------------------- storing one unit of work
+
+
+@dataclass(slots=True)
+class UnitResult:
+    """What one committed unit of work did, for metrics, logs and Acks."""
+
+    acks: list[wire.Ack] = field(default_factory=list)
+    stored: int = 0
+    duplicates: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    moves: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def extend(self, other: UnitResult) -> None:
+        """Add another unit's results to this one."""
+        self.acks += other.acks
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.rejections += other.rejections
+        self.transitions += other.transitions
+        self.moves += other.moves
+
+
+async def store_messages(
+    session: AsyncSession, items: Sequence[Classified], *, now: datetime, rejected_keep: int
+) -> UnitResult:
+    """Store every item in the caller's transaction and compute one Ack per (batch, stream).
+
+    Each Ack carries the stream's contiguous mark after the whole unit. A batch whose
+    events were all rejected as conflicts is still acknowledged: the agent would
+    otherwise resend it forever, and the rejected events are kept in rejected_messages.
+    """
+    result = UnitResult()
+    outcomes: list[BatchOutcome] = []
+    rejections: list[Rejection] = []
+    for item in items:
+        match item:
+            case BatchMessage(batch=batch, received_at=received_at):
+                outcome = await store_batch(session, batch, received_at=received_at, now=now)
+                outcomes.append(outcome)
+                result.stored += outcome.stored
+                result.duplicates += outcome.duplicates
+                result.rejections += outcome.rejections
+                if outcome.moved_from is not None:
+                    result.moves.append((batch.gateway_id, outcome.moved_from, batch.store_id))
+            case StatusMessage(status=status, retained=retained, received_at=received_at):
+                transition = await apply_status(session, status, received_at=received_at, retained=retained, now=now)
+                if transition is not None:
+                    result.transitions.append(transition)
+            case HealthMessage(health=health, retained=retained, received_at=received_at):
+                await apply_health(session, health, received_at=received_at, retained=retained, now=now)
+            case Rejection():
+                rejections.append(item)
+            case Cleared():
+                pass
+    through: dict[tuple[str, UUID], int] = {}
+    for outcome in outcomes:
+        for stream in outcome.streams:
+            key = (outcome.gateway_id, stream)
+            if key not in through:
+                through[key] = await advance_through_seq(
+                    session, gateway_id=outcome.gateway_id, stream=str(stream), now=now
+                )
+    for outcome in outcomes:
+        for stream, counts in outcome.streams.items():
+            result.acks.append(
+                wire.Ack(
+                    store_id=outcome.store_id,
+                    gateway_id=outcome.gateway_id,
+                    stream=stream,
+                    through_seq=through[(outcome.gateway_id, stream)],
+                    stored=counts.stored,
+                    duplicates=counts.duplicates,
+                    ts=now,
+                )
+            )
+    await record_rejections(session, rejections + result.rejections, keep=rejected_keep)
+    return result
+
+
+# --------------------------------------------------------------------------- the consumer
+
+
+class MessageLink(Protocol):
+    """What the consumer needs of an MQTT connection (:class:`storegate.mqtt.MqttLink` has it)."""
+
+    def messages(self) -> AsyncIterator[Incoming]:
+        """Incoming messages, forever."""
+        ...
+
+    def get_nowait(self) -> Incoming | None:
+        """One waiting message, or None."""
+        ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Any:
+        """Queue a message for sending."""
+        ...
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line description of a database error, without SQL or bound parameters (they may hold payloads)."""
+    cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    text = text[:300]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+class _LogLimiter:
+    """At most ``limit`` log lines per key and window; the number left out is reported with the next one."""
+
+    def __init__(self, *, limit: int = 20, window_s: float = 60.0) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._state: dict[str, tuple[float, int, int]] = {}  # key -> (window start, logged, suppressed)
+
+    def admit(self, key: str) -> tuple[bool, int]:
+        """Whether to log now, and how many lines of this key were left out before."""
+        now = time.monotonic()
+        start, logged, suppressed = self._state.get(key, (now, 0, 0))
+        if now - start >= self._window_s:
+            start, logged = now, 0
+        if logged < self._limit:
+            self._state[key] = (start, logged + 1, 0)
+            return True, suppressed
+        self._state[key] = (start, logged, suppressed + 1)
+        return False, 0
+
+
+class Ingestor:
+    """Consumes gateway messages from ``link`` into the database and acknowledges stored events.
+
+    ``start`` launches the consumer task, ``stop`` ends it after the unit in progress.
+    While the database is unreachable the consumer holds its unit, retries with backoff
+    and takes no further messages, so the bounded MQTT queue and the broker's persistent
+    session hold the rest; nothing is acknowledged until it is committed.
+    """
+
+    def __init__(
+        self,
+        *,
+        link: MessageLink,
+        engine: AsyncEngine,
+        metrics: HubMetrics,
+        max_events_per_transaction: int = 5000,
+        rejected_keep: int = 10_000,
+        retry_max_s: float = 10.0,
+        clock: Callable[[], datetime] = wire.utc_now,
+    ) -> None:
+        self._link = link
+        self._engine = engine
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self.metrics = metrics
+        self._max_events = max_events_per_transaction
+        self._rejected_keep = rejected_keep
+        self._retry_max_s = retry_max_s
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._idle = False
+        self._task: asyncio.Task[None] | None = None
+        self._log_limiter = _LogLimiter()
+        self.database_ok = True
+        self.last_database_error: str | None = None
+        self.units_committed = 0
+        self.metrics.database_up.set(1)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the consumer task on the running loop."""
+        if self._task is not None:
+            raise RuntimeError("the ingestor is already started")
+        self._task = asyncio.create_task(self._run(), name="storegate-hub-ingest")
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Finish the unit in progress (up to ``timeout`` seconds), then end the task."""
+        self._stopping.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._idle:  # waiting for a message: nothing in hand to finish
+            task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            log.warning("ingest_stop_timeout", timeout_s=timeout)
+            task.cancel()
+            await asyncio.wait({task})
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that ended the consumer task, if it ended by one."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    @property
+    def running(self) -> bool:
+        """Whether the consumer task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        messages = aiter(self._link.messages())
+        while not self._stopping.is_set():
+            self._idle = True
+            try:
+                first = await anext(messages)
+            finally:
+                self._idle = False
+            received_at = self._clock()
+            items = [classify(first, received_at=received_at)]
+            budget = self._max_events - weight(items[0])
+            while budget > 0:
+                incoming = self._link.get_nowait()
+                if incoming is None:
+                    break
+                items.append(classify(incoming, received_at=received_at))
+                budget -= weight(items[-1])
+            try:
+                await self._handle(items)
+            except Exception:  # a bug must not end ingestion for every store; nothing of this unit is acked
+                log.exception("ingest_unit_failed", messages=len(items))
+
+    async def process(self, incoming: Sequence[Incoming]) -> UnitResult:
+        """Classify, store and acknowledge ``incoming`` as one unit (the consumer task does this per drain)."""
+        received_at = self._clock()
+        return await self._handle([classify(message, received_at=received_at) for message in incoming])
+
+    # ------------------------------------------------------------------ one unit
+
+    async def _handle(self, items: list[Classified]) -> UnitResult:
+        for item in items:
+            if isinstance(item, Rejection):
+                self._note_rejection(item)
+            elif isinstance(item, Cleared):
+                log.info("retained_message_cleared", topic=item.topic)
+            else:
+                self.metrics.messages_received.labels(channel=_CHANNEL_OF[type(item)].value).inc()
+        result = await self._store_resilient(items)
+        self._after_commit(result)
+        return result
+
+    async def _commit(self, items: Sequence[Classified]) -> UnitResult:
+        started = time.perf_counter()
+        async with self._sessions() as session, session.begin():
+            result = await store_messages(session, items, now=self._clock(), rejected_keep=self._rejected_keep)
+        self.metrics.batch_commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_events.observe(result.stored + result.duplicates)
+        self.units_committed += 1
+        return result
+
+    async def _store_resilient(self, items: Sequence[Classified]) -> UnitResult:
+        """Commit ``items``; wait out a database outage; isolate and reject an item the database refuses."""
+        backoff = 0.5
+        refusals = 0
+        while True:
+            try:
+                result = await self._commit(items)
+            except Exception as err:  # drivers raise more than SQLAlchemyError (OverflowError, OSError, ...)
+                self.metrics.commit_failures.inc()
+                if not await self._database_reachable():
+                    self._database_down(err)
+                    if await self._stopped_within(backoff):
+                        log.warning("ingest_unit_abandoned", messages=len(items), why="stopping during outage")
+                        return UnitResult()
+                    backoff = min(backoff * 2, self._retry_max_s)
+                    continue
+                self._database_up()
+                if len(items) == 1:
+                    refusals += 1
+                    # A lock timeout or a serialisation failure passes on a second try; a bad value does not.
+                    if refusals < MAX_REFUSALS:
+                        continue
+                    return await self._reject_unstorable(items[0], err)
+                # One item broke the transaction; store the others one by one and reject that one.
+                log.warning("ingest_unit_isolating", messages=len(items), error=describe_error(err))
+                merged = UnitResult()
+                for item in items:
+                    merged.extend(await self._store_resilient([item]))
+                return merged
+            self._database_up()
+            return result
+
+    async def _reject_unstorable(self, item: Classified, err: BaseException) -> UnitResult:
+        detail = f"the database refused it: {describe_error(err)}"
+        match item:
+            case BatchMessage(batch=message, received_at=received_at):
+                topic = wire.topic(message.store_id, message.gateway_id, wire.Channel.EVENTS)
+            case StatusMessage(status=message, received_at=received_at):
+                topic = wire.topic(message.store_id, message.gateway_id, wire.Channel.STATUS)
+            case HealthMessage(health=message, received_at=received_at):
+                topic = wire.topic(message.store_id, message.gateway_id, wire.Channel.HEALTH)
+            case _:
+                log.error("rejection_not_recorded", error=describe_error(err))
+                return UnitResult()
+        rejection = Rejection(topic, "storage_error", detail, wire.encode(message), received_at)
+        self._note_rejection(rejection)
+        return await self._store_resilient([rejection])
+
+    async def _database_reachable(self) -> bool:
+        try:
+            await asyncio.wait_for(ping(self._engine), timeout=5.0)
+        except Exception:  # any failure to run SELECT 1 means the database is not there for us
+            return False
+        return True
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _database_down(self, err: BaseException) -> None:
+        self.last_database_error = describe_error(err)
+        self.metrics.database_up.set(0)
+        if self.database_ok:  # log the transition, not every retry
+            log.error("database_unavailable", error=self.last_database_error, action="holding messages, retrying")
+        self.database_ok = False
+
+    def _database_up(self) -> None:
+        if not self.database_ok:
+            log.info("database_available_again")
+        self.database_ok = True
+        self.last_database_error = None
+        self.metrics.database_up.set(1)
+
+    # ------------------------------------------------------------------ after the commit
+
+    def _note_rejection(self, rejection: Rejection) -> None:
+        self.metrics.rejected_messages.labels(reason=rejection.reason).inc()
+        admitted, left_out = self._log_limiter.admit(rejection.reason)
+        if admitted:
+            log.warning(
+                "message_rejected",
+                topic=rejection.topic,
+                reason=rejection.reason,
+                detail=rejection.detail,
+                payload_bytes=len(rejection.payload),
+                **({"not_logged_before": left_out} if left_out else {}),
+            )
+
+    def _after_commit(self, result: UnitResult) -> None:
+        self.metrics.events_stored.inc(result.stored)
+        self.metrics.events_duplicate.inc(result.duplicates)
+        for rejection in result.rejections:
+            self._note_rejection(rejection)
+        for transition in result.transitions:
+            state = "online" if transition.online else "offline"
+            self.metrics.status_transitions.labels(state=state).inc()
+            log.info(
+                "gateway_presence_changed",
+                state=state,
+                store_id=transition.store_id,
+                gateway_id=transition.gateway_id,
+                reason=transition.reason,
+            )
+        for gateway_id, old_store, new_store in result.moves:
+            log.warning("gateway_moved", gateway_id=gateway_id, from_store=old_store, to_store=new_store)
+        for ack in result.acks:
+            self._publish_ack(ack)
+
+    def _publish_ack(self, ack: wire.Ack) -> None:
+        topic = wire.topic(ack.store_id, ack.gateway_id, wire.Channel.ACK)
+        try:
+            info = self._link.publish(topic, wire.encode(ack), qos=1)
+        except (ValueError, RuntimeError, OSError) as err:  # the agent resends and gets the Ack again then
+            log.warning("ack_not_sent", topic=topic, error=str(err))
+            return
+        rc = getattr(info, "rc", 0)
+        if rc not in _PAHO_OK_CODES:
+            log.warning("ack_not_sent", topic=topic, error=f"MQTT client refused it (code {rc})")
+            return
+        self.metrics.acks_sent.inc()

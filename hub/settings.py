@@ -1,0 +1,167 @@
+"""The hub's settings: a TOML file, then ``STOREGATE_HUB_*`` environment variables, then keyword overrides.
+
+Precedence, highest first: keyword arguments of :func:`load_hub_settings`, environment
+variables (``STOREGATE_HUB_MQTT__PORT=1884`` sets ``mqtt.port``), the TOML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from storegate.configfile import ConfigError, describe_validation_error, read_toml
+from storegate.mqtt import MqttSettings
+
+ENV_PREFIX: Final = "STOREGATE_HUB_"
+ENV_NESTED_DELIMITER: Final = "__"
+
+# The async drivers the hub is built and tested with.
+SUPPORTED_DRIVERS: Final = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
+
+# Values read from the TOML file for the settings being built now; see load_hub_settings.
+_file_values: ContextVar[MappingProxyType[str, Any]] = ContextVar(
+    "storegate_hub_file_values", default=MappingProxyType({})
+)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's values, at the lowest precedence of the explicit sources."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` hands over the whole file at once."""
+        return _file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get())
+
+
+class HubSettings(BaseSettings):
+    """Everything the hub process needs to know; built by :func:`load_hub_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # repr=False: a PostgreSQL URL may carry a password.
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///storegate-hub.sqlite3",
+        repr=False,
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user:password@host/db",
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="how the hub reaches the broker")
+    client_id: str = Field(
+        default="storegate-hub",
+        min_length=1,
+        max_length=128,
+        description="MQTT client id; fixed, because the broker keeps the hub's persistent session under it",
+    )
+    shared_subscription_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description="subscribe as $share/<group>/... so several hub processes split the gateways' messages",
+    )
+    http_host: str = Field(default="127.0.0.1", min_length=1)
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: LogLevel = "INFO"
+    gateway_offline_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "a gateway whose status says online but from which nothing (event, status, health) arrived for "
+            "this long is shown as silent, not online; keep it above the agents' health interval"
+        ),
+    )
+    max_events_per_transaction: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="the consumer drains queued messages into one transaction up to this many events",
+    )
+    rejected_messages_keep: int = Field(
+        default=10_000,
+        ge=100,
+        description="newest rows kept in rejected_messages; older ones are pruned so bad senders cannot fill the disk",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the TOML file (no dotenv, no secrets dir)."""
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        # The messages never echo the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (expected e.g. sqlite+aiosqlite:///hub.sqlite3)") from None
+        if url.drivername not in SUPPORTED_DRIVERS:
+            raise ValueError(f"driver {url.drivername!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}")
+        if url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:"):
+            raise ValueError("SQLite needs a file path: an in-memory database is lost on every connection")
+        return value
+
+    @model_validator(mode="after")
+    def _shared_subscription_needs_v5(self) -> HubSettings:
+        if self.shared_subscription_group is not None and self.mqtt.protocol != "5":
+            raise ValueError("shared_subscription_group needs mqtt.protocol = '5' (shared subscriptions are MQTT 5)")
+        return self
+
+
+def _env_var_of(location: tuple[int | str, ...]) -> str | None:
+    """The environment variable that set the value at ``location``, if one did."""
+    name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in location)
+    wanted = name.upper()
+    return next((key for key in os.environ if key.upper() == wanted), None)
+
+
+def _describe(err: ValidationError) -> list[str]:
+    """describe_validation_error, with the database URL redacted and environment-sourced keys marked."""
+    problems = describe_validation_error(err)
+    described: list[str] = []
+    for problem, item in zip(problems, err.errors(), strict=True):
+        location = tuple(item["loc"])
+        if location[:1] == ("database_url",):
+            problem = f"database_url: {item['msg']}"
+        source = _env_var_of(location) if location else None
+        described.append(f"{problem} [from environment variable {source}]" if source else problem)
+    return described
+
+
+def load_hub_settings(path: Path | None, **overrides: Any) -> HubSettings:
+    """Build the settings from ``path`` (if given), the environment and ``overrides``; raise ConfigError."""
+    file_values = read_toml(path) if path is not None else {}
+    token = _file_values.set(MappingProxyType(file_values))
+    try:
+        return HubSettings(**overrides)
+    except ValidationError as err:
+        # from None: the ValidationError's text would repeat the inputs, passwords included.
+        raise ConfigError(path, _describe(err)) from None
+    finally:
+        _file_values.reset(token)

@@ -1,0 +1,280 @@
+"""Fixtures of the hub's tests: databases (SQLite in tmp_path, a throwaway PostgreSQL database), messages, a
+running hub app, and a plain paho client that plays the gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import paho.mqtt.client as paho
+import pytest
+from fastapi import FastAPI
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.app import create_app, lifespan
+from hub.db.engine import create_engine
+from hub.db.migrate import upgrade_to_head
+from hub.runtime import HubRuntime
+from hub.settings import HubSettings, load_hub_settings
+from storegate import wire
+from storegate.mqtt import MqttSettings
+from tests.conftest import eventually, wait_until
+
+# Where the PostgreSQL of the tests is: STOREGATE_TEST_POSTGRES_URL, else these (trust auth on loopback).
+POSTGRES_CANDIDATES = (
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+    "postgresql+asyncpg://root@127.0.0.1:5432/test",
+)
+
+
+async def until(predicate: Callable[[], object], *, timeout: float = 5.0, what: str) -> None:
+    """Wait, without blocking the loop, until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
+
+    async def probe() -> bool:
+        return bool(predicate())
+
+    await eventually(probe, timeout=timeout, what=what)
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings of the machine running the tests must not leak into them."""
+    for key in list(os.environ):
+        if key.upper().startswith("STOREGATE_HUB_"):
+            monkeypatch.delenv(key)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file in this test's directory."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite3'}"
+
+
+async def _admin_connection() -> tuple[asyncpg.Connection, str]:
+    configured = os.environ.get("STOREGATE_TEST_POSTGRES_URL")
+    errors = []
+    for candidate in (configured,) if configured else POSTGRES_CANDIDATES:
+        url = make_url(candidate)
+        try:
+            connection = await asyncpg.connect(
+                host=url.host,
+                port=url.port or 5432,
+                user=url.username,
+                password=url.password,
+                database=url.database,
+                timeout=5,
+            )
+        except (OSError, asyncpg.PostgresError) as err:
+            errors.append(f"{url.render_as_string(hide_password=True)}: {err}")
+            continue
+        return connection, candidate
+    message = "PostgreSQL for the tests is not reachable: " + "; ".join(errors)
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must run the PostgreSQL tests: start PostgreSQL in .ci/run)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own for this test, dropped afterwards."""
+    admin, base_url = await _admin_connection()
+    name = f"storegate_test_{uuid.uuid4().hex[:16]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite and on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated database and its engine."""
+    await upgrade_to_head(database_url)
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+# --------------------------------------------------------------------------- messages
+
+BASE_TS = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def reading(
+    *,
+    store_id: str = "store-0001",
+    gateway_id: str = "gw-1",
+    stream: uuid.UUID,
+    seq: int,
+    device_id: str = "fridge-1",
+    value: float = 4.2,
+    event_id: uuid.UUID | None = None,
+    ts: datetime | None = None,
+) -> wire.Event:
+    """One temperature reading event."""
+    return wire.Event(
+        event_id=event_id or uuid.uuid4(),
+        store_id=store_id,
+        gateway_id=gateway_id,
+        stream=stream,
+        seq=seq,
+        device_id=device_id,
+        kind="environment.reading",
+        ts=ts or BASE_TS + timedelta(seconds=seq),
+        payload={"quantity": "temperature", "value": value, "unit": "Cel"},
+    )
+
+
+def batch_of(events: list[wire.Event]) -> wire.EventBatch:
+    """The events as one batch of their gateway."""
+    return wire.EventBatch(
+        store_id=events[0].store_id, gateway_id=events[0].gateway_id, sent_at=wire.utc_now(), events=events
+    )
+
+
+def status(
+    online: bool, reason: str, *, store_id: str = "store-0001", gateway_id: str = "gw-1", **extra: Any
+) -> wire.GatewayStatus:
+    """A birth or last-will message."""
+    return wire.GatewayStatus(
+        store_id=store_id, gateway_id=gateway_id, online=online, reason=reason, ts=wire.utc_now(), **extra
+    )
+
+
+# --------------------------------------------------------------------------- the hub
+
+
+@pytest.fixture
+def hub_settings(sqlite_url: str, mqtt_settings: MqttSettings) -> HubSettings:
+    """Settings of a hub on this test's broker and SQLite file."""
+    return load_hub_settings(None, database_url=sqlite_url, mqtt=mqtt_settings, client_id=f"hub-{uuid.uuid4().hex[:8]}")
+
+
+@dataclass
+class RunningHub:
+    """An app whose lifespan has run, and an HTTP client for it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> HubRuntime:
+        """The app's long-lived objects."""
+        runtime: HubRuntime = self.app.state.runtime
+        return runtime
+
+
+@contextlib.asynccontextmanager
+async def running_hub(settings: HubSettings) -> AsyncIterator[RunningHub]:
+    """Start a hub app (migrations, MQTT, consumer) and give an HTTP client on it."""
+    app = create_app(settings)
+    async with lifespan(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+            yield RunningHub(app, client)
+
+
+@pytest.fixture
+async def hub(hub_settings: HubSettings) -> AsyncIterator[RunningHub]:
+    """A running hub connected to this test's broker."""
+    async with running_hub(hub_settings) as running:
+        assert await running.runtime.link.wait_connected(5.0), "the hub did not connect to the test broker"
+        yield running
+
+
+# --------------------------------------------------------------------------- a gateway made of plain paho
+
+
+@dataclass
+class Received:
+    """Messages a paho client received, guarded for the network thread."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    messages: list[paho.MQTTMessage] = field(default_factory=list)
+
+    def on(self, topic: str) -> list[bytes]:
+        """Payloads received on ``topic``."""
+        with self.lock:
+            return [bytes(m.payload) for m in self.messages if m.topic == topic]
+
+
+class PlainGateway:
+    """A paho client that publishes what a gateway would and collects what the hub sends back."""
+
+    def __init__(self, settings: MqttSettings, *, client_id: str, will: tuple[str, bytes] | None = None) -> None:
+        self.received = Received()
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self._subscribed = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.connect(settings.host, settings.port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        with self.received.lock:
+            self.received.messages.append(message)
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe at QoS 1 and wait for the broker's SUBACK."""
+        self._subscribed.clear()
+        self.client.subscribe(topic, qos=1)
+        assert self._subscribed.wait(5), f"no SUBACK for {topic}"
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(5)
+        assert info.is_published(), f"broker did not take the message on {topic}"
+
+    def vanish(self) -> None:
+        """Drop the TCP connection without DISCONNECT, so the broker publishes the last will."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        """Disconnect cleanly."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def gateway_client(mqtt_settings: MqttSettings) -> Iterator[PlainGateway]:
+    """A plain paho client connected to this test's broker."""
+    client = PlainGateway(mqtt_settings, client_id=f"test-gw-{uuid.uuid4().hex[:8]}")
+    wait_until(client.client.is_connected, timeout=5, what="test client connected")
+    try:
+        yield client
+    finally:
+        client.close()

@@ -1,0 +1,341 @@
+"""The HTTP API, the dashboard, /healthz and /metrics, through httpx on the ASGI app and uvicorn on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.api.deps import get_now
+from hub.app import HubStartupError, serve
+from hub.settings import HubSettings, load_hub_settings
+from storegate import wire
+from storegate.broker import free_port
+from storegate.mqtt import Incoming, MqttSettings
+from tests.conftest import eventually
+from tests.hub.conftest import BASE_TS, RunningHub, batch_of, reading, running_hub, status
+
+STREAM = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
+def incoming(store_id: str, gateway_id: str, channel: wire.Channel, message: wire.WireModel) -> Incoming:
+    return Incoming(wire.topic(store_id, gateway_id, channel), wire.encode(message), 1, False)
+
+
+async def seed(hub: RunningHub) -> list[wire.Event]:
+    """Store 1: gw-1 online with 24 readings on two fridges and a door event; store 2: gw-9, no status."""
+    events = [
+        reading(stream=STREAM, seq=seq, device_id=f"fridge-{seq % 2 + 1}", value=4.2 if seq == 24 else seq / 10)
+        for seq in range(1, 25)
+    ]
+    # Same device time as seq 12: the id breaks the tie.
+    door = wire.Event(
+        event_id=uuid.uuid4(),
+        store_id="store-0001",
+        gateway_id="gw-1",
+        stream=STREAM,
+        seq=25,
+        device_id="door-1",
+        kind="door.opened",
+        ts=events[11].ts,
+        payload={"note": "<script>alert(1)</script>", "open": True},
+    )
+    other = reading(store_id="store-0002", gateway_id="gw-9", stream=uuid.uuid4(), seq=1, value=-18.5)
+    health = wire.GatewayHealth(
+        store_id="store-0001",
+        gateway_id="gw-1",
+        ts=wire.utc_now(),
+        outbox_depth=0,
+        published_total=25,
+        acked_total=25,
+        resent_total=0,
+        reconnects_total=1,
+    )
+    birth = status(True, "birth", agent_version="0.1.0", config_hash="c0ffee", devices=["fridge-1", "fridge-2"])
+    result = await hub.runtime.ingestor.process(
+        [
+            incoming("store-0001", "gw-1", wire.Channel.STATUS, birth),
+            incoming("store-0001", "gw-1", wire.Channel.EVENTS, batch_of(events[:12])),
+            incoming("store-0001", "gw-1", wire.Channel.EVENTS, batch_of([*events[12:], door])),
+            incoming("store-0001", "gw-1", wire.Channel.HEALTH, health),
+            incoming("store-0002", "gw-9", wire.Channel.EVENTS, batch_of([other])),
+            Incoming("storegate/v1/store-0001/gw-1/events", b"garbage", 1, False),
+        ]
+    )
+    assert result.stored == 26
+    return [*events, door, other]
+
+
+async def get(hub: RunningHub, url: str, **params: Any) -> httpx.Response:
+    return await hub.client.get(url, params=params)
+
+
+@pytest.fixture
+async def any_db_hub(database_url: str, mqtt_settings: MqttSettings) -> AsyncIterator[RunningHub]:
+    """A running hub on SQLite and, in a second run of the test, on PostgreSQL."""
+    settings = load_hub_settings(None, database_url=database_url, mqtt=mqtt_settings, client_id="hub-any-db")
+    async with running_hub(settings) as running:
+        yield running
+
+
+# --------------------------------------------------------------------------- resources
+
+
+async def test_stores(any_db_hub: RunningHub) -> None:
+    hub = any_db_hub
+    await seed(hub)
+    response = await get(hub, "/api/v1/stores")
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert [(i["store_id"], i["gateway_count"], i["online_gateway_count"], i["event_count"]) for i in items] == [
+        ("store-0001", 1, 1, 25),
+        ("store-0002", 1, 0, 1),
+    ]
+    assert all(i["last_event_at"].endswith("Z") or i["last_event_at"].endswith("+00:00") for i in items)
+
+
+async def test_gateways(any_db_hub: RunningHub) -> None:
+    hub = any_db_hub
+    await seed(hub)
+    response = await get(hub, "/api/v1/gateways")
+    assert response.status_code == 200
+    gw1, gw9 = response.json()["items"]
+    assert (gw1["gateway_id"], gw1["store_id"], gw1["online"], gw1["connectivity"]) == (
+        "gw-1",
+        "store-0001",
+        True,
+        "online",
+    )
+    assert (gw1["agent_version"], gw1["config_hash"], gw1["devices"]) == ("0.1.0", "c0ffee", ["fridge-1", "fridge-2"])
+    assert (gw1["stream"], gw1["through_seq"]) == (str(STREAM), 25)
+    assert gw1["last_health"]["reconnects_total"] == 1
+    assert gw1["status_changed_at"] is not None
+    assert (gw9["online"], gw9["connectivity"], gw9["through_seq"], gw9["last_health"]) == (False, "unknown", 1, None)
+
+    only = (await get(hub, "/api/v1/gateways", store_id="store-0002")).json()["items"]
+    assert [g["gateway_id"] for g in only] == ["gw-9"]
+
+
+async def test_a_gateway_silent_longer_than_the_grace_is_not_online(hub: RunningHub) -> None:
+    await seed(hub)
+    later = wire.utc_now() + timedelta(seconds=hub.runtime.settings.gateway_offline_grace_s + 60)
+    hub.app.dependency_overrides[get_now] = lambda: later
+    gw1 = (await get(hub, "/api/v1/gateways", store_id="store-0001")).json()["items"][0]
+    stores = (await get(hub, "/api/v1/stores")).json()["items"]
+    assert (gw1["online"], gw1["connectivity"]) == (False, "silent")
+    assert stores[0]["online_gateway_count"] == 0
+
+
+async def test_events_carry_every_field_newest_first(hub: RunningHub) -> None:
+    events = await seed(hub)
+    page = (await get(hub, "/api/v1/events", store_id="store-0001", limit=1)).json()
+    (item,) = page["items"]
+    newest = events[23]
+    assert item["event_id"] == str(newest.event_id)
+    assert {k: item[k] for k in ("store_id", "gateway_id", "stream", "seq", "device_id", "kind", "payload")} == {
+        "store_id": "store-0001",
+        "gateway_id": "gw-1",
+        "stream": str(STREAM),
+        "seq": 24,
+        "device_id": "fridge-1",
+        "kind": "environment.reading",
+        "payload": {"quantity": "temperature", "value": 4.2, "unit": "Cel"},
+    }
+    assert item["ts"].replace("Z", "+00:00") == newest.ts.isoformat()
+    assert "received_at" in item
+    assert page["next_cursor"]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"store_id": "store-0002"}, 1),
+        ({"gateway_id": "gw-1"}, 25),
+        ({"device_id": "fridge-2"}, 12),
+        ({"kind": "door.opened"}, 1),
+        ({"since": (BASE_TS + timedelta(seconds=20)).isoformat()}, 5),  # seqs 20..24
+        ({"until": (BASE_TS + timedelta(seconds=3)).isoformat()}, 3),  # seqs 1, 2 and store-0002's seq 1
+        ({"device_id": "fridge-1", "since": "2025-03-01T13:00:10+01:00", "until": "2025-03-01T12:00:16Z"}, 3),
+        ({"store_id": "store-0404"}, 0),
+    ],
+)
+async def test_event_filters(any_db_hub: RunningHub, params: dict[str, str], expected: int) -> None:
+    hub = any_db_hub
+    await seed(hub)
+    response = await get(hub, "/api/v1/events", limit=1000, **params)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["items"]) == expected
+
+
+async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub) -> None:
+    hub = any_db_hub
+    events = await seed(hub)
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(10):
+        params: dict[str, Any] = {"limit": 4} | ({"cursor": cursor} if cursor else {})
+        page = (await get(hub, "/api/v1/events", **params)).json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(events) == 26
+    assert len({i["event_id"] for i in seen}) == 26
+    keys = [(i["ts"], i["seq"]) for i in seen]
+    assert [k[0] for k in keys] == sorted((k[0] for k in keys), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "words"),
+    [
+        ({"limit": "0"}, "limit", "greater than or equal to 1"),
+        ({"limit": "1001"}, "limit", "less than or equal to 1000"),
+        ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor", "not a cursor returned by this API"),
+        ({"since": "2025-03-01T12:00:00"}, "since", "since has no time zone"),
+        ({"until": "yesterday"}, "until", "datetime"),
+        ({"since": "2025-03-02T00:00:00Z", "until": "2025-03-01T00:00:00Z"}, "until", "later than since"),
+    ],
+)
+async def test_wrong_requests_are_422_naming_the_parameter(
+    hub: RunningHub, params: dict[str, str], parameter: str, words: str
+) -> None:
+    response = await get(hub, "/api/v1/events", **params)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["detail"][0]["loc"] == ["query", parameter]
+    assert words in body["detail"][0]["msg"]
+    assert body["message"].startswith(f"{parameter}: ")
+
+
+# --------------------------------------------------------------------------- operations
+
+
+async def test_healthz_ok(hub: RunningHub) -> None:
+    response = await get(hub, "/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert (body["status"], body["problems"]) == ("ok", [])
+    assert set(body["checks"]) == {"database", "mqtt", "consumer"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["version"]
+
+
+async def test_healthz_is_503_in_words_when_the_broker_is_down(sqlite_url: str) -> None:
+    port = free_port()
+    settings = load_hub_settings(None, database_url=sqlite_url, mqtt={"port": port, "reconnect_min_s": 0.2})
+    async with running_hub(settings) as hub:
+        response = await get(hub, "/healthz")
+        page = (await get(hub, "/")).text
+    body = response.json()
+    assert response.status_code == 503
+    assert body["status"] == "degraded"
+    assert body["problems"] == [f"MQTT broker 127.0.0.1:{port} unreachable: connection refused"]
+    assert body["checks"]["mqtt"]["ok"] is False
+    assert body["checks"]["database"]["ok"] is True
+    assert f"<li>MQTT broker 127.0.0.1:{port} unreachable: connection refused</li>" in page
+
+
+async def test_metrics(hub: RunningHub) -> None:
+    await seed(hub)
+    response = await get(hub, "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "storegate_hub_events_stored_total 26.0" in text
+    assert 'storegate_hub_rejected_messages_total{reason="malformed_json"} 1.0' in text
+    assert "storegate_hub_acks_sent_total 3.0" in text
+    assert "storegate_hub_batch_commit_seconds_bucket" in text
+    assert "storegate_hub_consumer_queue_depth 0.0" in text
+    assert "storegate_hub_mqtt_connected 1.0" in text
+
+
+async def test_two_apps_keep_separate_metrics(hub: RunningHub, hub_settings: HubSettings, tmp_path: Path) -> None:
+    await seed(hub)
+    other_settings = hub_settings.model_copy(
+        update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", "client_id": "other-hub"}
+    )
+    async with running_hub(other_settings) as other:
+        text = (await get(other, "/metrics")).text
+    assert "storegate_hub_events_stored_total 0.0" in text
+
+
+async def test_dashboard_shows_stores_gateways_and_events_escaped(hub: RunningHub) -> None:
+    await seed(hub)
+    response = await get(hub, "/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "<meta http-equiv='refresh' content='5'>" in page
+    for text in (
+        "store-0001",
+        "store-0002",
+        "gw-1",
+        "gw-9",
+        "fridge-1",
+        "temperature 4.2 Cel",
+        "temperature -18.5 Cel",
+    ):
+        assert text in page
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "1 of 1 gateways online" in page
+    # 20 newest events of store-0001 plus 1 of store-0002.
+    assert page.count("environment.reading") + page.count("door.opened") == 21
+
+
+async def test_openapi_describes_the_api(hub: RunningHub) -> None:
+    spec = (await get(hub, "/openapi.json")).json()
+    assert spec["info"]["title"] == "Storegate hub"
+    assert {"/api/v1/stores", "/api/v1/gateways", "/api/v1/events", "/healthz", "/metrics", "/"} <= set(spec["paths"])
+    events = spec["paths"]["/api/v1/events"]["get"]
+    assert events["summary"] == "List events"
+    assert events["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/EventPageOut")
+    assert {"EventOut", "GatewayOut", "StoreOut", "HealthOut"} <= set(spec["components"]["schemas"])
+
+
+# --------------------------------------------------------------------------- serve() with uvicorn
+
+
+async def test_serve_on_loopback_until_stopped(sqlite_url: str, mqtt_settings: MqttSettings) -> None:
+    port = free_port()
+    settings = load_hub_settings(None, database_url=sqlite_url, mqtt=mqtt_settings, http_port=port)
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(settings, stop=stop))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+
+            async def healthy() -> bool:
+                try:
+                    return (await client.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(healthy, timeout=5, what="the hub to answer /healthz with 200")
+            assert (await client.get("/api/v1/stores")).json() == {"items": []}
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, timeout=10)
+
+
+async def test_serve_fails_clearly_when_the_port_is_taken(sqlite_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = load_hub_settings(None, database_url=sqlite_url, http_port=port, mqtt={"port": free_port()})
+        with pytest.raises(HubStartupError, match=f"cannot listen on 127.0.0.1:{port}: address already in use"):
+            await asyncio.wait_for(serve(settings), timeout=10)
+
+
+async def test_serve_fails_clearly_when_the_database_is_unusable(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'hub.sqlite3'}"
+    settings = load_hub_settings(None, database_url=url, http_port=free_port(), mqtt={"port": free_port()})
+    with pytest.raises(HubStartupError, match=r"cannot migrate the database .*missing-dir does not exist"):
+        await asyncio.wait_for(serve(settings), timeout=10)
