@@ -1,0 +1,106 @@
+"""The interface every device driver implements, and the errors drivers raise.
+
+A driver turns one physical (or simulated) device into an async stream of
+:class:`Reading` objects and executes hub commands on it. It does not reconnect
+by itself: when the device goes away, ``readings()`` ends or raises, and the
+agent's supervisor opens the driver again with jittered, capped backoff.
+
+Exception tree (catch :class:`DriverError` for "anything a driver reports")::
+
+    DriverError                      base of every failure a driver reports
+    ├── DeviceUnavailableError       device absent, unplugged, powered off or silent  (retryable)
+    ├── ProtocolError                device answered with bytes that are not its protocol
+    └── CommandNotSupportedError     the device (or driver) has no such command
+
+Library and OS errors are converted at the transport with ``raise ... from err``,
+so nothing above a driver sees ``OSError`` or ``serial.SerialException``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import ClassVar, Protocol, Self, runtime_checkable
+
+from pydantic import JsonValue
+
+from storegate.wire import Command, CommandResult
+
+
+class DriverError(Exception):
+    """Base of every failure a driver reports; ``retryable`` says whether trying again may succeed."""
+
+    retryable: ClassVar[bool] = False
+
+
+class DeviceUnavailableError(DriverError):
+    """The device cannot be reached right now (absent, unplugged, busy, silent); retrying may succeed."""
+
+    retryable: ClassVar[bool] = True
+
+
+class ProtocolError(DriverError):
+    """The device sent something its protocol does not allow (garbled frame, bad checksum, wrong reply)."""
+
+
+class CommandNotSupportedError(DriverError):
+    """The command is not one this device or driver can execute."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One thing a device reported; the agent turns it into a wire ``Event``."""
+
+    device_id: str
+    kind: str
+    ts: datetime
+    payload: dict[str, JsonValue] = field(default_factory=dict)
+
+
+class DriverState(StrEnum):
+    """Where a driver is in its lifecycle."""
+
+    CLOSED = "closed"
+    OPENING = "opening"
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class DriverHealth:
+    """A driver's own view of its device, for health reports and metrics."""
+
+    state: DriverState
+    last_error: str | None = None
+    last_reading_at: datetime | None = None
+    readings_total: int = 0
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """One device behind a small async interface. Async context manager; reusable, not re-entrant."""
+
+    async def __aenter__(self) -> Self:
+        """Open the device, or raise a DriverError subtype."""
+        ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the device; always succeeds and is idempotent."""
+        ...
+
+    def readings(self) -> AsyncIterator[Reading]:
+        """Readings as the device produces them; ends or raises a DriverError when the device goes away."""
+        ...
+
+    async def execute(self, command: Command) -> CommandResult:
+        """Execute one hub command; raises CommandNotSupportedError for a command the device lacks."""
+        ...
+
+    def health(self) -> DriverHealth:
+        """State, last error and last reading time, without I/O."""
+        ...

@@ -1,0 +1,129 @@
+"""A simulated temperature sensor: a daily sine around a base value plus seeded noise.
+
+The value is a pure function of the reading's time and the seed's noise sequence
+(:func:`temperature_at`), so two sensors with the same seed and clock report the
+same values. Readings come every ``interval_s`` as ``environment.reading`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Final, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from device_drivers.base import (
+    CommandNotSupportedError,
+    DeviceUnavailableError,
+    DriverHealth,
+    DriverState,
+    Reading,
+)
+from storegate.wire import (
+    UNIT_OF,
+    Command,
+    CommandResult,
+    DeviceId,
+    EnvironmentReading,
+    Quantity,
+    utc_now,
+)
+
+KIND: Final = "environment.reading"
+_SECONDS_PER_DAY: Final = 86_400.0
+# The sine peaks mid-afternoon and bottoms out before dawn, as a store's back room does.
+_PEAK_SECOND_OF_DAY: Final = 15 * 3600.0
+
+
+class SimulatedSensorConfig(BaseModel):
+    """Config of one simulated temperature sensor (a ``[[devices]]`` entry with this driver)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: DeviceId
+    driver: Literal["simulated-temperature"]
+    zone: str | None = Field(default=None, min_length=1, max_length=64, description="e.g. 'chiller-1'")
+    interval_s: float = Field(default=10.0, gt=0, le=86_400, description="seconds between readings")
+    base_celsius: float = Field(default=4.0, ge=-80, le=150, description="daily mean, Cel")
+    amplitude_celsius: float = Field(default=1.0, ge=0, le=50, description="half the daily swing, Cel")
+    noise_celsius: float = Field(default=0.1, ge=0, le=20, description="standard deviation of the noise, Cel")
+    seed: int = Field(default=0, description="seeds the noise, so runs repeat")
+
+
+def temperature_at(ts: datetime, *, base: float, amplitude: float, noise_sample: float) -> float:
+    """The simulated temperature at ``ts`` (UTC time of day), rounded to hundredths of a degree."""
+    second_of_day = ts.hour * 3600 + ts.minute * 60 + ts.second + ts.microsecond / 1e6
+    phase = 2 * math.pi * (second_of_day - _PEAK_SECOND_OF_DAY) / _SECONDS_PER_DAY
+    return round(base + amplitude * math.cos(phase) + noise_sample, 2)
+
+
+class SimulatedTemperatureSensor:
+    """A Driver that produces seeded temperature readings every ``interval_s``."""
+
+    def __init__(self, *, config: SimulatedSensorConfig, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self._clock = clock
+        self._rng = random.Random(config.seed)
+        self._state = DriverState.CLOSED
+        self._last_reading_at: datetime | None = None
+        self._readings_total = 0
+
+    async def __aenter__(self) -> Self:
+        self._state = DriverState.UP
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._state = DriverState.CLOSED
+
+    def sample(self) -> Reading:
+        """Take one reading now (the next value of the noise sequence)."""
+        ts = self._clock()
+        noise = self._rng.gauss(0.0, self.config.noise_celsius) if self.config.noise_celsius > 0 else 0.0
+        value = temperature_at(
+            ts, base=self.config.base_celsius, amplitude=self.config.amplitude_celsius, noise_sample=noise
+        )
+        payload = EnvironmentReading(
+            quantity=Quantity.TEMPERATURE, value=value, unit=UNIT_OF[Quantity.TEMPERATURE], zone=self.config.zone
+        ).model_dump(mode="json", exclude_none=True)
+        self._last_reading_at = ts
+        self._readings_total += 1
+        return Reading(device_id=self.config.device_id, kind=KIND, ts=ts, payload=payload)
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """One reading at once, then one every ``interval_s`` on a drift-free schedule."""
+        if self._state is not DriverState.UP:
+            raise DeviceUnavailableError(f"{self.config.device_id} is not open")
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while self._state is DriverState.UP:
+            yield self.sample()
+            due += self.config.interval_s
+            # A consumer that fell behind gets the next reading at once, not a burst of missed ones.
+            due = max(due, loop.time())
+            await asyncio.sleep(due - loop.time())
+
+    async def execute(self, command: Command) -> CommandResult:
+        """Answers ``ping``; a temperature sensor has no other commands."""
+        if command.name != "ping":
+            raise CommandNotSupportedError(f"{self.config.device_id} does not support command {command.name!r}")
+        return CommandResult(
+            command_id=command.command_id,
+            store_id=command.store_id,
+            gateway_id=command.gateway_id,
+            status="done",
+            detail="pong",
+            ts=self._clock(),
+        )
+
+    def health(self) -> DriverHealth:
+        """State, last reading time and count; a simulated device never fails on its own."""
+        return DriverHealth(
+            state=self._state, last_reading_at=self._last_reading_at, readings_total=self._readings_total
+        )

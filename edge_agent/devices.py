@@ -1,0 +1,134 @@
+"""Running device drivers: which driver a config names, and a supervisor that keeps each one going.
+
+Each device has its own :class:`DeviceSupervisor` task. A driver that fails to
+open, raises, or stops producing readings is closed and opened again after a
+jittered, capped backoff, without disturbing the other devices. Only state
+changes are logged: one warning when a device goes down, one line when it is
+back; the failures in between are at debug level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import structlog
+
+from device_drivers.base import DeviceUnavailableError, Driver, DriverError, Reading
+from device_drivers.simulated.temperature import SimulatedTemperatureSensor
+from edge_agent.config import DeviceConfig
+from edge_agent.errors import AgentStoppedError, InvalidReadingError
+from edge_agent.timing import Backoff, Clock
+
+log = structlog.get_logger(__name__)
+
+DriverFactory = Callable[[DeviceConfig], Driver]
+
+
+def _simulated_temperature(config: DeviceConfig) -> Driver:
+    return SimulatedTemperatureSensor(config=config)
+
+
+# The driver for each ``driver = "..."`` value of a [[devices]] entry.
+DRIVERS: Final[dict[str, DriverFactory]] = {
+    "simulated-temperature": _simulated_temperature,
+}
+
+
+def make_driver(config: DeviceConfig) -> Driver:
+    """A new driver for one configured device."""
+    return DRIVERS[config.driver](config)
+
+
+class DeviceSupervisor:
+    """Runs one device's driver until cancelled, reopening it after failures; its state is for health reports."""
+
+    def __init__(
+        self,
+        *,
+        config: DeviceConfig,
+        factory: DriverFactory,
+        record: Callable[[Reading], Awaitable[None]],
+        backoff: Backoff,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        self._factory = factory
+        self._record = record
+        self._backoff = backoff
+        self._clock = clock
+        self._rng = rng
+        self.up = False
+        self.failures = 0  # consecutive, since the last reading
+        self.since = clock.monotonic()  # when ``up`` last changed
+        self.last_error: str | None = None
+        self.rejected = 0
+
+    def down_for(self, now: float) -> float | None:
+        """Seconds since the device went down, or None while it works (or has not failed yet)."""
+        return None if self.up or self.failures == 0 else now - self.since
+
+    async def run(self) -> None:
+        """Open the driver and pass its readings on, forever; returns only when the agent stops."""
+        attempt = 0
+        while True:
+            failure: Exception
+            try:
+                async with self._factory(self.config) as driver:
+                    async for reading in driver.readings():
+                        attempt = 0
+                        if not self.up:
+                            self._went_up()
+                        await self._pass_on(reading)
+                failure = DeviceUnavailableError(f"{self.device_id}: the driver stopped producing readings")
+            except AgentStoppedError:
+                return
+            except Exception as err:  # any driver failure, its bugs included, restarts only this device
+                failure = err
+            attempt += 1
+            delay = self._backoff.delay(attempt, self._rng)
+            self._went_down(failure, retry_in_s=delay)
+            await asyncio.sleep(delay)
+
+    async def _pass_on(self, reading: Reading) -> None:
+        try:
+            await self._record(reading)
+        except InvalidReadingError as err:
+            self.rejected += 1
+            # The 1st, 10th, 100th...: a device sending garbage every second does not flood the log.
+            if 10 ** len(str(self.rejected)) // 10 == self.rejected:
+                log.warning("readings_rejected", device_id=self.device_id, count=self.rejected, error=str(err))
+
+    def _went_up(self) -> None:
+        now = self._clock.monotonic()
+        if self.failures:
+            log.info(
+                "device_recovered",
+                device_id=self.device_id,
+                down_for_s=round(now - self.since, 1),
+                failures=self.failures,
+            )
+        else:
+            log.info("device_up", device_id=self.device_id)
+        self.up = True
+        self.failures = 0
+        self.last_error = None
+        self.since = now
+
+    def _went_down(self, failure: Exception, *, retry_in_s: float) -> None:
+        error = str(failure) or type(failure).__name__
+        retry = round(retry_in_s, 1)
+        if self.up or self.failures == 0:
+            # A driver bug (anything but a DriverError) gets its traceback, once per outage.
+            details = {} if isinstance(failure, DriverError) else {"exc_info": failure}
+            log.warning("device_down", device_id=self.device_id, error=error, retry_in_s=retry, **details)
+            self.since = self._clock.monotonic()
+        else:
+            log.debug("device_still_down", device_id=self.device_id, error=error, retry_in_s=retry)
+        self.up = False
+        self.failures += 1
+        self.last_error = error

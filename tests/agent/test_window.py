@@ -1,0 +1,89 @@
+"""The send window, with a hand-driven clock: what to send, when to send it again."""
+
+from __future__ import annotations
+
+from edge_agent.window import SendWindow
+
+
+def window(*, acked_seq: int = 0, max_in_flight: int = 10) -> SendWindow:
+    return SendWindow(acked_seq=acked_seq, max_in_flight=max_in_flight, ack_timeout_s=5.0, now=0.0)
+
+
+def test_publishing_fills_the_window_and_acks_open_it() -> None:
+    w = window()
+    assert (w.next_after, w.room(), w.in_flight) == (0, 10, 0)
+    assert w.published([1, 2, 3, 4, 5, 6], now=1.0) == 0
+    assert (w.next_after, w.room(), w.in_flight) == (6, 4, 6)
+    w.published([7, 8, 9, 10], now=1.0)
+    assert w.room() == 0
+    assert w.acknowledged(4, now=2.0)
+    assert (w.acked_seq, w.next_after, w.room()) == (4, 10, 4)
+
+
+def test_stale_and_duplicate_acks_change_nothing() -> None:
+    w = window()
+    w.published([1, 2, 3], now=0.0)
+    assert w.acknowledged(3, now=1.0)
+    assert not w.acknowledged(3, now=2.0)
+    assert not w.acknowledged(1, now=2.0)
+    assert w.acked_seq == 3
+
+
+def test_an_ack_beyond_the_cursor_moves_the_start_of_sending() -> None:
+    w = window()
+    w.published([1, 2], now=0.0)
+    w.request_rewind()
+    assert w.rewind_if_due(now=1.0) == "connected"
+    # The hub had more than this connection sent (from before a restart).
+    assert w.acknowledged(5, now=1.0)
+    assert (w.next_after, w.in_flight, w.room()) == (5, 0, 10)
+
+
+def test_the_ack_timeout_rewinds_and_counts_resends() -> None:
+    w = window()
+    w.published([1, 2, 3], now=10.0)
+    assert w.ack_deadline() == 15.0
+    assert w.stalled_for(14.9) is None
+    assert w.rewind_if_due(now=14.9) is None
+    assert w.stalled_for(15.0) == 5.0
+    assert w.rewind_if_due(now=15.0) == "ack timeout"
+    assert (w.next_after, w.in_flight) == (0, 0)
+    assert w.published([1, 2, 3], now=15.0) == 3
+    assert w.published([4], now=15.0) == 0
+    assert w.ack_deadline() == 20.0
+
+
+def test_the_ack_clock_starts_with_the_first_event_of_an_empty_window() -> None:
+    w = window()
+    assert w.ack_deadline() is None
+    assert w.stalled_for(100.0) is None  # nothing in flight: nothing to wait for
+    w.published([1], now=100.0)
+    assert w.ack_deadline() == 105.0
+    w.published([2], now=103.0)  # a later event does not push the deadline
+    assert w.ack_deadline() == 105.0
+    w.acknowledged(1, now=104.0)  # progress does
+    assert w.ack_deadline() == 109.0
+
+
+def test_the_hub_counts_as_silent_across_rewinds_until_it_acknowledges() -> None:
+    w = window()
+    assert w.hub_silent_for(50.0) is None
+    w.published([1, 2], now=10.0)
+    assert w.rewind_if_due(now=15.0) == "ack timeout"
+    w.published([1, 2], now=15.0)
+    assert w.hub_silent_for(16.0) == 6.0
+    w.acknowledged(1, now=17.0)
+    assert w.hub_silent_for(18.0) == 1.0
+    w.acknowledged(2, now=18.0)
+    assert w.hub_silent_for(30.0) is None
+
+
+def test_a_rewind_on_connect_resends_everything_unacknowledged_first() -> None:
+    w = window(acked_seq=20)
+    w.published([21, 22, 23], now=0.0)
+    w.acknowledged(21, now=0.5)
+    w.request_rewind()
+    assert w.rewind_if_due(now=1.0) == "connected"
+    assert w.rewind_if_due(now=1.0) is None  # once per request
+    assert (w.next_after, w.in_flight) == (21, 0)
+    assert w.published([22, 23, 24], now=1.0) == 2
