@@ -166,11 +166,15 @@ class MqttLink:
         if self._closing:
             return
         self._closing = True
-        if final_message is not None and self.connected:
-            info = self._client.publish(*final_message)
-            await asyncio.to_thread(info.wait_for_publish, 2.0)
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        try:
+            if final_message is not None and self.connected:
+                info = self._client.publish(*final_message)
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
+        except (RuntimeError, ValueError) as err:  # the connection dropped at that moment
+            log.warning("mqtt_final_message_not_sent", broker=self.settings.address, error=str(err))
+        finally:
+            self._client.disconnect()
+            await asyncio.to_thread(self._client.loop_stop)
 
     # ------------------------------------------------------------------ state
 
@@ -178,6 +182,11 @@ class MqttLink:
     def connected(self) -> bool:
         """Whether the broker has accepted the connection and it has not dropped since."""
         return self._connected.is_set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages received from the broker and not yet taken by the consumer."""
+        return self._queue.qsize()
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until connected, up to ``timeout`` seconds."""

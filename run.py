@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""The README's two commands: ``python3 run.py demo`` and ``python3 run.py test``.
+
+Needs only Python 3.11+. On first use (and whenever pyproject.toml changes) it
+creates ``.venv`` beside this file and installs Storegate with its development
+tools into it; then it replaces itself with the requested program, so Ctrl-C
+and exit codes reach you unchanged.
+
+    python3 run.py demo [storegate demo options]   broker, hub, dashboard and a simulated store
+    python3 run.py test [pytest options]           ruff, mypy, then the whole test suite
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".storegate-installed"
+
+
+def _requirements_digest() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the project into it unless it is already up to date."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - run.py may be started by an older python3
+        sys.exit(f"Storegate needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    digest = _requirements_digest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest and (BIN / "storegate").exists():
+        return
+    if not (BIN / "python").exists():
+        print(f"run.py: creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("run.py: installing storegate and its development tools (first run only)", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(digest + "\n")
+
+
+def run_tests(args: list[str]) -> int:
+    """Lint, type-check, then run pytest; the first failure decides the exit code."""
+    steps = [
+        [str(BIN / "ruff"), "check", "."],
+        [str(BIN / "mypy")],
+        [str(BIN / "pytest"), *args],
+    ]
+    for step in steps:
+        print(f"run.py: {' '.join(Path(step[0]).name if i == 0 else part for i, part in enumerate(step))}", flush=True)
+        code = subprocess.run(step, cwd=ROOT, check=False).returncode
+        if code != 0:
+            return code
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch ``demo`` or ``test``."""
+    if not argv or argv[0] not in {"demo", "test"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ensure_venv()
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        storegate = str(BIN / "storegate")
+        os.execv(storegate, [storegate, "demo", *rest])  # noqa: S606 - replaces this process on purpose
+    return run_tests(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

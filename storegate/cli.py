@@ -1,0 +1,158 @@
+"""The ``storegate`` command: ``hub``, ``agent``, ``provision`` and ``demo``.
+
+Each subcommand imports its side lazily, so ``storegate --help`` stays quick on
+a Raspberry Pi and the agent never loads the hub's web stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from storegate import __version__
+
+app = typer.Typer(
+    name="storegate",
+    help="Storegate: edge gateway and central hub for chain stores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+provision_app = typer.Typer(
+    help="Field provisioning: write and check a gateway's configuration.",
+    no_args_is_help=True,
+)
+app.add_typer(provision_app, name="provision")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"storegate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Storegate: edge gateway and central hub for chain stores."""
+
+
+@app.command()
+def hub(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Hub TOML config file. Every key can also be set by an environment variable "
+            "STOREGATE_HUB_<KEY> (nested keys with __, e.g. STOREGATE_HUB_MQTT__PORT).",
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address the API and dashboard listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port the API and dashboard listen on.")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL: sqlite+aiosqlite:///path.sqlite3 or postgresql+asyncpg://user@host/db."),
+    ] = None,
+) -> None:
+    """Run the hub: MQTT consumer, database, API and dashboard."""
+    from hub.runner import run_hub
+
+    overrides = {
+        key: value
+        for key, value in (("http_host", host), ("http_port", port), ("database_url", database_url))
+        if value is not None
+    }
+    raise typer.Exit(run_hub(config, overrides))
+
+
+@app.command()
+def agent(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file (see docs/).")],
+) -> None:
+    """Run the edge agent of one store gateway: devices, durable outbox, MQTT uplink."""
+    from edge_agent.runner import run_agent
+
+    raise typer.Exit(run_agent(config))
+
+
+@app.command()
+def demo(
+    http_port: Annotated[int, typer.Option(help="Port of the hub's API and dashboard.")] = 8000,
+    broker: Annotated[
+        str,
+        typer.Option(help="auto: Mosquitto when installed, else the embedded broker; or mosquitto, or embedded."),
+    ] = "auto",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the demo's databases and configs here (default: a temporary directory)."),
+    ] = None,
+) -> None:
+    """Run a whole demo on this machine: broker, hub with dashboard, and one simulated store."""
+    from storegate.demo import DemoOptions, run_demo
+
+    if broker not in {"auto", "mosquitto", "embedded"}:
+        typer.echo(f"--broker must be auto, mosquitto or embedded, not {broker!r}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(DemoOptions(http_port=http_port, broker=broker, data_dir=data_dir)))
+
+
+@provision_app.command("agent-config")
+def provision_agent_config(
+    store_id: Annotated[str, typer.Option(help="The store's id, e.g. store-0042.")],
+    gateway_id: Annotated[str, typer.Option(help="This gateway's id within the chain, e.g. gw-1.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the agent's TOML config.")],
+    broker_host: Annotated[str, typer.Option(help="The hub's MQTT broker.")] = "127.0.0.1",
+    broker_port: Annotated[int, typer.Option(help="The broker's port.")] = 1883,
+    username: Annotated[str | None, typer.Option(help="Broker user name of this gateway.")] = None,
+    outbox: Annotated[Path, typer.Option(help="Outbox database path, relative to the config file.")] = Path(
+        "outbox.sqlite3"
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a validated agent config for one gateway (the broker password is set separately)."""
+    from provisioning.agent_config import write_agent_config
+
+    if output.exists() and not force:
+        typer.echo(f"{output} exists; pass --force to overwrite it", err=True)
+        raise typer.Exit(2)
+    try:
+        write_agent_config(
+            output,
+            store_id=store_id,
+            gateway_id=gateway_id,
+            broker_host=broker_host,
+            broker_port=broker_port,
+            username=username,
+            outbox=outbox,
+        )
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"wrote {output}")
+
+
+@provision_app.command("check")
+def provision_check(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file to check.")],
+) -> None:
+    """Check an agent config file and say what is wrong with it, key by key."""
+    from edge_agent.config import load_agent_config
+    from storegate.configfile import ConfigError
+
+    try:
+        loaded = load_agent_config(config)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"{config}: valid for store {loaded.store_id}, gateway {loaded.gateway_id}")
+
+
+def run() -> None:
+    """Console entry point."""
+    app(prog_name="storegate")

@@ -1,0 +1,83 @@
+"""The ``storegate`` command as a technician meets it: help texts, config errors, provisioning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import load_agent_config
+
+
+def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "storegate", *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        ((), ["hub", "agent", "provision", "demo"]),
+        (("hub",), ["--config", "--port", "--database-url", "STOREGATE_HUB_"]),
+        (("agent",), ["--config"]),
+        (("demo",), ["--http-port", "--broker", "--data-dir"]),
+        (("provision",), ["agent-config", "check"]),
+        (("provision", "agent-config"), ["--store-id", "--gateway-id", "--broker-host"]),
+    ],
+)
+def test_every_subcommand_explains_its_options(args: tuple[str, ...], mentions: list[str]) -> None:
+    result = storegate(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    for word in mentions:
+        assert word in result.stdout
+
+
+def test_broken_agent_config_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('store_id = "store-1"\ngateway_id = "gw-1"\n[outbox]\npath = "o.sqlite3"\nmax_batch = -1\n'
+                      '[mqtt]\nprot = 1883\n')
+    result = storegate("agent", "--config", str(config))
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "outbox.max_batch" in result.stderr
+    assert "mqtt.prot: unknown key" in result.stderr
+
+
+def test_broken_hub_config_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text("http_port = 8000\n[mqtt]\nport = 70000\n")
+    result = storegate("hub", "--config", str(config))
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "mqtt.port" in result.stderr
+    assert "70000" in result.stderr
+
+
+def test_provisioned_config_is_valid_and_checkable(tmp_path: Path) -> None:
+    output = tmp_path / "gw" / "agent.toml"
+    result = storegate("provision", "agent-config", "--store-id", "store-0042", "--gateway-id", "gw-3",
+                       "--broker-host", "hub.example.net", "--broker-port", "8883", "--username", "gw-3",
+                       "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    config = load_agent_config(output)
+    assert (config.store_id, config.gateway_id, config.mqtt.host, config.mqtt.port) == (
+        "store-0042", "gw-3", "hub.example.net", 8883
+    )
+    assert config.outbox.path == output.parent / "outbox.sqlite3"
+    check = storegate("provision", "check", "--config", str(output))
+    assert check.returncode == 0
+    assert "valid for store store-0042" in check.stdout
+    again = storegate("provision", "agent-config", "--store-id", "s", "--gateway-id", "g", "--output", str(output))
+    assert again.returncode == 2
+    assert "--force" in again.stderr
+
+
+def test_provisioning_refuses_ids_that_cannot_be_topic_segments(tmp_path: Path) -> None:
+    result = storegate("provision", "agent-config", "--store-id", "Store 42/#", "--gateway-id", "gw-1",
+                       "--output", str(tmp_path / "agent.toml"))
+    assert result.returncode == 2
+    assert "store_id" in result.stderr
+    assert not (tmp_path / "agent.toml").exists()

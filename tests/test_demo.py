@@ -1,0 +1,79 @@
+"""``storegate demo`` as a user runs it: a subprocess, live events over HTTP, Ctrl-C, exit 0, nothing left."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from storegate.broker import free_port
+from tests.conftest import wait_until
+
+START_BUDGET_S = 20.0
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _events(base: str) -> list[dict[str, object]]:
+    try:
+        response = httpx.get(f"{base}/api/v1/events", params={"limit": 50}, timeout=2.0)
+    except httpx.HTTPError:
+        return []
+    if response.status_code != 200:
+        return []
+    items: list[dict[str, object]] = response.json()["items"]
+    return items
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, broker: str) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "storegate", "demo", "--http-port", str(port), "--broker", broker,
+         "--data-dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    children: set[int] = set()
+    try:
+        def events_seen() -> list[dict[str, object]]:
+            children.update(p.pid for p in _descendants(demo.pid))
+            assert demo.poll() is None, f"demo exited early with {demo.returncode}"
+            return _events(base)
+
+        events = wait_until(events_seen, timeout=START_BUDGET_S, interval=0.2, what="events through the HTTP API")
+        elapsed = time.monotonic() - started
+        assert elapsed < START_BUDGET_S
+        assert {e["store_id"] for e in events} == {"store-0001"}
+        assert {e["kind"] for e in events} == {"environment.reading"}
+        assert {e["device_id"] for e in events} <= {"chiller-1", "freezer-1", "backroom-1"}
+        page = httpx.get(f"{base}/", timeout=5.0)
+        assert page.status_code == 200
+        assert "store-0001" in page.text
+        children.update(p.pid for p in _descendants(demo.pid))
+        assert len(children) >= 3, "broker, hub and agent should run as children"
+
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=45)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    text = output.decode(errors="replace")
+    assert demo.returncode == 0, text[-3000:]
+    assert "Storegate demo is running" in text
+    left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert left == [], f"processes left behind: {left}"

@@ -1,0 +1,152 @@
+"""The wire contract: topics round-trip, messages validate strictly, decode rejects with a reason."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import uuid4
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storegate import wire
+
+SEGMENTS = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,20}\Z")
+
+
+def make_event(seq: int = 1, **overrides: object) -> wire.Event:
+    fields: dict[str, object] = {
+        "event_id": uuid4(),
+        "store_id": "store-1",
+        "gateway_id": "gw-1",
+        "stream": uuid4(),
+        "seq": seq,
+        "device_id": "chiller-1",
+        "kind": "environment.reading",
+        "ts": datetime(2026, 11, 22, 12, 0, tzinfo=UTC),
+        "payload": {"quantity": "temperature", "value": 3.5, "unit": "Cel", "zone": "chiller-1"},
+    }
+    fields.update(overrides)
+    return wire.Event.model_validate(fields)
+
+
+@given(store=SEGMENTS, gateway=SEGMENTS, channel=st.sampled_from(list(wire.Channel)))
+def test_topic_round_trips(store: str, gateway: str, channel: wire.Channel) -> None:
+    built = wire.topic(store, gateway, channel)
+    assert built.startswith("storegate/v1/")
+    assert wire.parse_topic(built) == wire.Topic(store, gateway, channel)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "storegate/v2/s/g/events",
+        "storegate/v1/s/g/unknown",
+        "storegate/v1/S/g/events",
+        "storegate/v1/s/g/events/extra",
+        "storegate/v1/+/g/events",
+        "other/v1/s/g/events",
+        "",
+    ],
+)
+def test_parse_topic_rejects_foreign_topics(bad: str) -> None:
+    with pytest.raises(wire.TopicError):
+        wire.parse_topic(bad)
+
+
+def test_topic_refuses_wildcards_in_ids() -> None:
+    with pytest.raises(wire.TopicError, match="store_id"):
+        wire.topic("store/#", "gw-1", wire.Channel.EVENTS)
+
+
+def test_subscription_filters() -> None:
+    assert wire.subscription(wire.Channel.EVENTS) == "storegate/v1/+/+/events"
+    assert wire.subscription(wire.Channel.ACK, store_id="s1", gateway_id="g1") == "storegate/v1/s1/g1/ack"
+
+
+def test_event_timestamps_are_normalised_to_utc() -> None:
+    local = datetime(2026, 11, 22, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    event = make_event(ts=local)
+    assert event.ts == datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert event.ts.utcoffset() == timedelta(0)
+
+
+def test_naive_timestamps_are_rejected() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        make_event(ts=datetime(2026, 11, 22, 12, 0))
+
+
+def test_known_kind_payload_is_validated() -> None:
+    with pytest.raises(ValueError, match="unit"):
+        make_event(payload={"quantity": "temperature", "value": 3.5, "unit": "F"})
+    with pytest.raises(ValueError, match="finite"):
+        make_event(payload={"quantity": "temperature", "value": float("nan"), "unit": "Cel"})
+
+
+def test_unknown_kind_keeps_free_payload() -> None:
+    event = make_event(kind="shelf.pick", payload={"slot": 3, "count": -2})
+    assert event.typed_payload() is None
+    assert event.payload == {"slot": 3, "count": -2}
+
+
+def test_batch_round_trip_keeps_every_field() -> None:
+    events = [make_event(seq) for seq in range(1, 4)]
+    batch = wire.EventBatch(store_id="store-1", gateway_id="gw-1", sent_at=wire.utc_now(), events=events)
+    assert wire.decode(wire.EventBatch, wire.encode(batch)) == batch
+
+
+def test_batch_refuses_events_of_another_gateway() -> None:
+    with pytest.raises(ValueError, match="not to the batch"):
+        wire.EventBatch(
+            store_id="store-1", gateway_id="gw-2", sent_at=wire.utc_now(), events=[make_event()]
+        )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x00\xffnot json", "malformed_json"),
+        (b"[1, 2]", "invalid"),
+        (b'{"v": 1}', "invalid"),
+        (json.dumps({"v": 2, "store_id": "s", "gateway_id": "g", "sent_at": "2026-01-01T00:00:00Z",
+                     "events": []}).encode(), "invalid"),
+        (b" " * (wire.MAX_MESSAGE_BYTES + 1), "too_large"),
+    ],
+)
+def test_decode_rejects_with_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode(wire.EventBatch, raw)
+    assert caught.value.reason == reason
+
+
+def test_extra_fields_are_rejected() -> None:
+    ack = wire.Ack(store_id="s", gateway_id="g", stream=uuid4(), through_seq=3, stored=3, duplicates=0,
+                   ts=wire.utc_now())
+    data = json.loads(wire.encode(ack))
+    data["surprise"] = True
+    with pytest.raises(wire.WireError, match="surprise"):
+        wire.decode(wire.Ack, json.dumps(data).encode())
+
+
+@given(st.binary(max_size=512))
+def test_decode_never_raises_anything_but_wire_error(raw: bytes) -> None:
+    for model in wire.MESSAGE_OF_CHANNEL.values():
+        with contextlib.suppress(wire.WireError):
+            wire.decode(model, raw)
+
+
+@pytest.mark.parametrize(
+    ("kind", "priority"),
+    [
+        ("security.motion", wire.Priority.SECURITY),
+        ("scan.sale", wire.Priority.SALES),
+        ("shelf.pick", wire.Priority.SALES),
+        ("device.attached", wire.Priority.DEVICE),
+        ("environment.reading", wire.Priority.TELEMETRY),
+        ("brand_new.kind", wire.Priority.DEVICE),
+    ],
+)
+def test_priorities_by_family(kind: str, priority: wire.Priority) -> None:
+    assert wire.priority_of(kind) is priority
