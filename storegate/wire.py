@@ -213,13 +213,48 @@ class EnvironmentReading(WireModel):
         return self
 
 
-class DataLoss(WireModel):
-    """Payload of ``outbox.loss``: events the gateway had to drop before the hub stored them."""
+class SeqRange(WireModel):
+    """An inclusive range of sequence numbers of one stream."""
 
-    first_seq: int = Field(ge=1)
-    last_seq: int = Field(ge=1)
+    first: int = Field(ge=1)
+    last: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeqRange:
+        if self.last < self.first:
+            raise ValueError(f"range {self.first}..{self.last} ends before it starts")
+        return self
+
+    @property
+    def size(self) -> int:
+        """How many sequence numbers the range holds."""
+        return self.last - self.first + 1
+
+
+MAX_LOSS_RANGES: Final = 1000
+
+
+class DataLoss(WireModel):
+    """Payload of ``outbox.loss``: events of this stream the hub will never receive.
+
+    ``evicted``: the outbox quota was full and these (lowest priority, oldest) were dropped.
+    ``not_held``: the hub asked for them again, but the gateway no longer has them (it had
+    deleted them on an earlier acknowledgement, e.g. before the hub was restored from a backup).
+    ``corrupt``: the stored copy could not be read back.
+    """
+
+    ranges: list[SeqRange] = Field(min_length=1, max_length=MAX_LOSS_RANGES)
     count: int = Field(ge=1)
-    reason: str = Field(min_length=1, max_length=200)
+    reason: Literal["evicted", "not_held", "corrupt"]
+    detail: str = Field(default="", max_length=500)
+    by_kind: dict[str, int] = Field(default_factory=dict, description="lost events per kind, where known")
+
+    @model_validator(mode="after")
+    def _count_matches_ranges(self) -> DataLoss:
+        total = sum(r.size for r in self.ranges)
+        if total != self.count:
+            raise ValueError(f"count {self.count} does not match the {total} sequence numbers of the ranges")
+        return self
 
 
 # Payload schema per event kind. A kind not listed here is carried with a free-form
@@ -290,6 +325,9 @@ class Ack(WireModel):
 
     ``through_seq`` is the highest sequence number of ``stream`` up to which the hub
     holds every event (or a recorded loss). The gateway may delete those from its outbox.
+    ``gaps`` lists what is missing between ``through_seq`` and the highest sequence number
+    the hub holds: the gateway resends those it has already published (they were lost on the
+    way), or reports them as ``outbox.loss`` with reason ``not_held`` when it no longer has them.
     """
 
     v: Literal[1] = PROTOCOL_VERSION
@@ -300,6 +338,11 @@ class Ack(WireModel):
     stored: int = Field(ge=0, description="events of the acknowledged batch stored now")
     duplicates: int = Field(ge=0, description="events of the acknowledged batch the hub already had")
     ts: UtcDatetime
+    gaps: list[SeqRange] = Field(
+        default_factory=list,
+        max_length=100,
+        description="sequence numbers above through_seq the hub is missing although it holds later ones",
+    )
 
 
 class GatewayStatus(WireModel):
@@ -330,6 +373,10 @@ class GatewayHealth(WireModel):
     resent_total: int = Field(ge=0)
     reconnects_total: int = Field(ge=0)
     evicted_total: int = Field(default=0, ge=0)
+    duplicates_dropped_total: int = Field(default=0, ge=0, description="device replays the outbox already had")
+    outbox_bytes: int = Field(default=0, ge=0)
+    publish_rate: float = Field(default=0.0, ge=0, description="events published per second, last minute")
+    ack_rate: float = Field(default=0.0, ge=0, description="events acknowledged per second, last minute")
     problems: list[str] = Field(default_factory=list)
 
 

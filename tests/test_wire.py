@@ -150,3 +150,22 @@ def test_decode_never_raises_anything_but_wire_error(raw: bytes) -> None:
 )
 def test_priorities_by_family(kind: str, priority: wire.Priority) -> None:
     assert wire.priority_of(kind) is priority
+
+
+def test_loss_record_count_must_match_its_ranges() -> None:
+    loss = wire.DataLoss(
+        ranges=[wire.SeqRange(first=3, last=5), wire.SeqRange(first=9, last=9)], count=4, reason="evicted"
+    )
+    assert [r.size for r in loss.ranges] == [3, 1]
+    with pytest.raises(ValueError, match="does not match"):
+        wire.DataLoss(ranges=[wire.SeqRange(first=3, last=5)], count=2, reason="evicted")
+    with pytest.raises(ValueError, match="ends before it starts"):
+        wire.SeqRange(first=5, last=3)
+
+
+def test_loss_event_payload_is_validated_by_kind() -> None:
+    payload = {"ranges": [{"first": 1, "last": 10}], "count": 10, "reason": "not_held"}
+    event = make_event(kind="outbox.loss", payload=payload)
+    assert isinstance(event.typed_payload(), wire.DataLoss)
+    with pytest.raises(ValueError, match="reason"):
+        make_event(kind="outbox.loss", payload={**payload, "reason": "because"})
