@@ -58,6 +58,9 @@ class Reading:
     kind: str
     ts: datetime
     payload: dict[str, JsonValue] = field(default_factory=dict)
+    # The device's own number of this reading, for devices that keep a history and can replay it:
+    # the agent stores each number once per device and drops a replayed one (see Resumable).
+    source_seq: int | None = None
 
 
 class DriverState(StrEnum):
@@ -103,4 +106,19 @@ class Driver(Protocol):
 
     def health(self) -> DriverHealth:
         """State, last error and last reading time, without I/O."""
+        ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """Optional part of a Driver whose device numbers its readings (``source_seq``) and can replay them.
+
+    The supervisor calls :meth:`resume_after` before every open with the highest number the
+    outbox has committed for the device (None: nothing yet), and the driver's ``readings()``
+    then starts right after it. A replayed reading the outbox already has is dropped there,
+    so a driver may safely start a little early.
+    """
+
+    def resume_after(self, source_seq: int | None) -> None:
+        """Start the next ``readings()`` after reading number ``source_seq`` (from the first when None)."""
         ...

@@ -10,6 +10,8 @@ Example ``agent.toml``::
 
     [outbox]
     path = "outbox.sqlite"          # relative to this file's directory
+    max_events = 2000000            # the quota; beyond it telemetry is evicted first (and reported)
+    max_bytes = 1073741824
 
     [health]
     metrics_port = 9101
@@ -18,6 +20,13 @@ Example ``agent.toml``::
     device_id = "chiller-1-temp"
     driver = "simulated-temperature"
     zone = "chiller-1"
+
+    [[devices]]                     # numbers its readings and replays after a restart
+    device_id = "door-1"
+    driver = "simulated-sequence"
+    kind = "door.opened"
+    count = 5000
+    rate_per_s = 10
 """
 
 from __future__ import annotations
@@ -25,9 +34,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from device_drivers.simulated.sequence import SimulatedSequenceConfig
 from device_drivers.simulated.temperature import SimulatedSensorConfig
 from storegate.configfile import load_model
 from storegate.mqtt import MqttSettings
@@ -40,6 +51,10 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+DEFAULT_MAX_EVENTS: Final = 2_000_000
+DEFAULT_MAX_BYTES: Final = 1024**3
+
+
 class OutboxConfig(ConfigModel):
     """Where events wait until the hub acknowledges them, and how they are sent."""
 
@@ -49,6 +64,15 @@ class OutboxConfig(ConfigModel):
     ack_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="resend when the hub is silent this long")
     commit_max_events: int = Field(default=1000, gt=0, le=100_000, description="events per SQLite transaction")
     queue_size: int = Field(default=10_000, gt=0, description="readings waiting to be written, at most")
+    # Sized for a Raspberry Pi's SD card: at ~300 bytes an event, a few days of a busy store offline.
+    max_events: int = Field(
+        default=DEFAULT_MAX_EVENTS, ge=10, description="events kept at most; beyond, the least important are evicted"
+    )
+    max_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES,
+        ge=64 * 1024,
+        description="bytes of stored events at most (JSON plus a fixed per-row overhead); beyond, eviction",
+    )
 
 
 class HealthConfig(ConfigModel):
@@ -61,8 +85,8 @@ class HealthConfig(ConfigModel):
     )
 
 
-# One entry of [[devices]]; becomes a union discriminated by ``driver`` as real drivers arrive.
-DeviceConfig = SimulatedSensorConfig
+# One entry of [[devices]], told apart by its ``driver`` key.
+DeviceConfig = Annotated[SimulatedSensorConfig | SimulatedSequenceConfig, Field(discriminator="driver")]
 
 
 class AgentConfig(ConfigModel):

@@ -5,6 +5,9 @@ open, raises, or stops producing readings is closed and opened again after a
 jittered, capped backoff, without disturbing the other devices. Only state
 changes are logged: one warning when a device goes down, one line when it is
 back; the failures in between are at debug level.
+
+A driver that can replay its device's numbered readings (:class:`Resumable`) is told,
+before every open, the highest number the outbox has committed for it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Final
 
 import structlog
 
-from device_drivers.base import DeviceUnavailableError, Driver, DriverError, Reading
-from device_drivers.simulated.temperature import SimulatedTemperatureSensor
+from device_drivers.base import DeviceUnavailableError, Driver, DriverError, Reading, Resumable
+from device_drivers.simulated.sequence import SimulatedSequenceConfig, SimulatedSequenceDevice
+from device_drivers.simulated.temperature import SimulatedSensorConfig, SimulatedTemperatureSensor
 from edge_agent.config import DeviceConfig
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.timing import Backoff, Clock
@@ -28,12 +32,19 @@ DriverFactory = Callable[[DeviceConfig], Driver]
 
 
 def _simulated_temperature(config: DeviceConfig) -> Driver:
+    assert isinstance(config, SimulatedSensorConfig)  # the table below pairs them
     return SimulatedTemperatureSensor(config=config)
+
+
+def _simulated_sequence(config: DeviceConfig) -> Driver:
+    assert isinstance(config, SimulatedSequenceConfig)
+    return SimulatedSequenceDevice(config=config)
 
 
 # The driver for each ``driver = "..."`` value of a [[devices]] entry.
 DRIVERS: Final[dict[str, DriverFactory]] = {
     "simulated-temperature": _simulated_temperature,
+    "simulated-sequence": _simulated_sequence,
 }
 
 
@@ -54,11 +65,13 @@ class DeviceSupervisor:
         backoff: Backoff,
         clock: Clock,
         rng: random.Random,
+        committed_mark: Callable[[str], int | None] = lambda device_id: None,
     ) -> None:
         self.config = config
         self.device_id = config.device_id
         self._factory = factory
         self._record = record
+        self._committed_mark = committed_mark
         self._backoff = backoff
         self._clock = clock
         self._rng = rng
@@ -78,7 +91,10 @@ class DeviceSupervisor:
         while True:
             failure: Exception
             try:
-                async with self._factory(self.config) as driver:
+                driver = self._factory(self.config)
+                if isinstance(driver, Resumable):
+                    driver.resume_after(self._committed_mark(self.device_id))
+                async with driver:
                     async for reading in driver.readings():
                         attempt = 0
                         if not self.up:

@@ -68,22 +68,46 @@ async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, timeout=20)
 
 
+def seq_gaps(held: set[int], through: int, *, limit: int = 100) -> list[wire.SeqRange]:
+    """What is missing between ``through`` and the highest seq held above it, as the hub reports it."""
+    gaps: list[wire.SeqRange] = []
+    expected = through + 1
+    for seq in sorted(held):
+        if seq > expected and len(gaps) < limit:
+            gaps.append(wire.SeqRange(first=expected, last=seq - 1))
+        expected = max(expected, seq + 1)
+    return gaps
+
+
 class FakeHub:
     """A minimal hub on plain paho: records what the gateway sends and acknowledges on request.
 
     With ``auto_ack`` it acknowledges, after every batch, the highest seq up to which it
-    has every event of the stream, as the real hub does.
+    has every event of the stream (or a loss record for it), as the real hub does, and
+    names the gaps above it. ``drop`` lists seqs it loses the first time they arrive
+    (as if the broker had lost them); :meth:`restore` forgets what it held above a seq
+    (as if restored from an older backup).
     """
 
-    def __init__(self, settings: MqttSettings, *, auto_ack: bool, store_id: str = STORE, gateway_id: str = GATEWAY):
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        auto_ack: bool,
+        store_id: str = STORE,
+        gateway_id: str = GATEWAY,
+        drop: set[int] | None = None,
+    ):
         self.auto_ack = auto_ack
         self.store_id = store_id
         self.gateway_id = gateway_id
         self._lock = threading.Lock()
         self.events: list[wire.Event] = []
+        self.dropped: list[wire.Event] = []
         self.statuses: list[wire.GatewayStatus] = []
         self.health: list[wire.GatewayHealth] = []
-        self._have: dict[UUID, set[int]] = {}
+        self._drop = set(drop or ())
+        self._have: dict[UUID, set[int]] = {}  # per stream, the seqs held above its through_seq
         self._through: dict[UUID, int] = {}
         self._subscribed = threading.Event()
         self._client = paho.Client(
@@ -111,6 +135,7 @@ class FakeHub:
         return wire.topic(self.store_id, self.gateway_id, channel)
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        self._subscribed.clear()
         client.subscribe(
             [
                 (self._topic(wire.Channel.EVENTS), 1),
@@ -122,6 +147,11 @@ class FakeHub:
     def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, rcs: object, props: object) -> None:
         self._subscribed.set()
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether the hub is subscribed on its current connection."""
+        return self._subscribed.is_set()
+
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         channel = wire.parse_topic(message.topic).channel
         with self._lock:
@@ -131,18 +161,31 @@ class FakeHub:
                 self.health.append(wire.decode(wire.GatewayHealth, bytes(message.payload)))
             elif channel is wire.Channel.EVENTS:
                 batch = wire.decode(wire.EventBatch, bytes(message.payload))
-                self.events.extend(batch.events)
                 stream = batch.events[0].stream
                 have = self._have.setdefault(stream, set())
-                have.update(event.seq for event in batch.events)
+                for event in batch.events:
+                    if event.seq in self._drop:
+                        self._drop.discard(event.seq)
+                        self.dropped.append(event)
+                        continue
+                    self.events.append(event)
+                    have.add(event.seq)
+                    loss = event.typed_payload()
+                    if isinstance(loss, wire.DataLoss):  # the hub counts a recorded loss as held
+                        for r in loss.ranges:
+                            have.update(range(r.first, r.last + 1))
                 through = self._through.get(stream, 0)
                 while through + 1 in have:
                     through += 1
+                    have.discard(through)  # only what lies above through_seq is kept
+                have.difference_update([seq for seq in have if seq <= through])
                 self._through[stream] = through
                 if self.auto_ack:
-                    self._publish_ack(stream, through, stored=len(batch.events))
+                    self._publish_ack(stream, through, stored=len(batch.events), gaps=seq_gaps(have, through))
 
-    def _publish_ack(self, stream: UUID, through_seq: int, *, stored: int = 0) -> None:
+    def _publish_ack(
+        self, stream: UUID, through_seq: int, *, stored: int = 0, gaps: list[wire.SeqRange] | None = None
+    ) -> None:
         ack = wire.Ack(
             store_id=self.store_id,
             gateway_id=self.gateway_id,
@@ -151,25 +194,40 @@ class FakeHub:
             stored=stored,
             duplicates=0,
             ts=wire.utc_now(),
+            gaps=gaps or [],
         )
         self._client.publish(self._topic(wire.Channel.ACK), wire.encode(ack), qos=1)
 
-    def ack(self, stream: UUID, through_seq: int) -> None:
-        """Acknowledge ``stream`` through ``through_seq`` now."""
-        self._publish_ack(stream, through_seq)
+    def ack(self, stream: UUID, through_seq: int, *, gaps: list[wire.SeqRange] | None = None) -> None:
+        """Acknowledge ``stream`` through ``through_seq`` now (naming ``gaps`` above it)."""
+        self._publish_ack(stream, through_seq, gaps=gaps)
+
+    def restore(self, stream: UUID, through_seq: int) -> None:
+        """Forget everything of ``stream`` above ``through_seq``, as a hub restored from a backup would."""
+        with self._lock:
+            self._have[stream] = set()
+            self._through[stream] = through_seq
 
     def publish_raw_ack(self, payload: bytes) -> None:
         """Publish anything on the gateway's ack topic."""
         self._client.publish(self._topic(wire.Channel.ACK), payload, qos=1)
 
     def received(self) -> list[wire.Event]:
-        """Every event received so far, duplicates included, in arrival order."""
+        """Every event kept so far, duplicates included, in arrival order."""
         with self._lock:
             return list(self.events)
 
     def unique(self) -> dict[int, wire.Event]:
         """The received events by seq (the last copy of each)."""
         return {event.seq: event for event in self.received()}
+
+    def losses(self) -> list[wire.DataLoss]:
+        """The loss records received (each once, by seq)."""
+        return [
+            loss
+            for event in sorted(self.unique().values(), key=lambda e: e.seq)
+            if isinstance(loss := event.typed_payload(), wire.DataLoss)
+        ]
 
     def last_status(self) -> wire.GatewayStatus | None:
         """The latest status message received."""
@@ -186,8 +244,8 @@ class FakeHub:
 def fake_hub_factory(mqtt_settings: MqttSettings) -> Callable[..., FakeHub]:
     """Makes FakeHubs on the test's broker; use them as context managers."""
 
-    def make(*, auto_ack: bool) -> FakeHub:
-        return FakeHub(mqtt_settings, auto_ack=auto_ack)
+    def make(*, auto_ack: bool, drop: set[int] | None = None) -> FakeHub:
+        return FakeHub(mqtt_settings, auto_ack=auto_ack, drop=drop)
 
     return make
 

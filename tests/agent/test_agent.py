@@ -17,7 +17,7 @@ import storegate
 from device_drivers.base import DeviceUnavailableError, DriverHealth, DriverState, Reading
 from device_drivers.simulated.temperature import SimulatedSensorConfig, SimulatedTemperatureSensor
 from edge_agent.agent import EdgeAgent
-from edge_agent.config import config_hash
+from edge_agent.config import DeviceConfig, config_hash
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.outbox import Outbox
 from edge_agent.timing import Backoff
@@ -300,7 +300,8 @@ async def test_failing_driver_is_restarted_without_disturbing_other_devices(
     ]
     FlakyDriver.opened = 0
 
-    def factory(device: SimulatedSensorConfig) -> FlakyDriver | SimulatedTemperatureSensor:
+    def factory(device: DeviceConfig) -> FlakyDriver | SimulatedTemperatureSensor:
+        assert isinstance(device, SimulatedSensorConfig)
         sensor = SimulatedTemperatureSensor(config=device)
         return FlakyDriver(sensor, failures=3) if device.device_id == "flaky" else sensor
 

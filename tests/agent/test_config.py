@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from device_drivers.simulated.sequence import SimulatedSequenceConfig
+from device_drivers.simulated.temperature import SimulatedSensorConfig
 from edge_agent.config import AgentConfig, config_hash, load_agent_config
 from storegate.configfile import ConfigError
 
@@ -34,6 +36,8 @@ max_in_flight = 2000
 ack_timeout_s = 5.0
 commit_max_events = 300
 queue_size = 4000
+max_events = 500000
+max_bytes = 268435456
 
 [health]
 interval_s = 15
@@ -48,6 +52,14 @@ base_celsius = 3.5
 amplitude_celsius = 0.8
 noise_celsius = 0.05
 seed = 7
+
+[[devices]]
+device_id = "door-1"
+driver = "simulated-sequence"
+kind = "door.opened"
+count = 5000
+rate_per_s = 400
+seed = 3
 """
 
 
@@ -72,6 +84,7 @@ def test_minimal_config_gets_defaults_and_a_path_relative_to_the_file(tmp_path: 
     assert config.outbox.path == tmp_path / "etc" / "data" / "outbox.sqlite3"
     assert (config.outbox.max_batch, config.outbox.max_in_flight, config.outbox.ack_timeout_s) == (500, 5000, 10.0)
     assert (config.outbox.commit_max_events, config.outbox.queue_size) == (1000, 10_000)
+    assert (config.outbox.max_events, config.outbox.max_bytes) == (2_000_000, 1024**3)
     assert (config.health.interval_s, config.health.metrics_host, config.health.metrics_port) == (30, "127.0.0.1", None)
     assert config.mqtt.address == "127.0.0.1:1883"
     assert config.devices == []
@@ -82,7 +95,17 @@ def test_full_config(tmp_path: Path) -> None:
     assert config.outbox.path == Path("/var/lib/storegate/outbox.sqlite3")
     assert config.mqtt.ca_file == tmp_path / "etc" / "certs" / "ca.pem"
     assert config.health.metrics_port == 9101
-    (device,) = config.devices
+    assert (config.outbox.max_events, config.outbox.max_bytes) == (500_000, 256 * 1024**2)
+    device, door = config.devices
+    assert isinstance(door, SimulatedSequenceConfig)
+    assert (door.device_id, door.kind, door.count, door.rate_per_s, door.seed) == (
+        "door-1",
+        "door.opened",
+        5000,
+        400,
+        3,
+    )
+    assert isinstance(device, SimulatedSensorConfig)
     assert (device.device_id, device.zone, device.interval_s, device.base_celsius, device.seed) == (
         "chiller-1-temp",
         "chiller-1",
@@ -105,16 +128,26 @@ def test_full_config(tmp_path: Path) -> None:
         (MINIMAL + "[health]\nmetrics_port = 70000\n", "health.metrics_port: Input should be less than or equal to"),
         (
             MINIMAL + '[[devices]]\ndevice_id = "t1"\ndriver = "thermo-9000"\n',
-            "devices.0.driver: Input should be 'simulated-temperature'",
+            "devices.0: Input tag 'thermo-9000' found using 'driver' does not match any of the expected tags: "
+            "'simulated-temperature', 'simulated-sequence'",
         ),
         (
             MINIMAL + '[[devices]]\ndevice_id = "t1"\ndriver = "simulated-temperature"\ninterval_s = 0\n',
-            "devices.0.interval_s: Input should be greater than 0 (got 0)",
+            "devices.0.simulated-temperature.interval_s: Input should be greater than 0 (got 0)",
         ),
         (
             MINIMAL + '[[devices]]\ndevice_id = "t1"\ndriver = "simulated-temperature"\nbase = 4\n',
-            "devices.0.base: unknown key",
+            "devices.0.simulated-temperature.base: unknown key",
         ),
+        (
+            MINIMAL + '[[devices]]\ndevice_id = "s1"\ndriver = "simulated-sequence"\n',
+            "devices.0.simulated-sequence.count: Field required",
+        ),
+        (
+            MINIMAL + '[[devices]]\ndevice_id = "s1"\ndriver = "simulated-sequence"\ncount = 5\nkind = "outbox.loss"\n',
+            "devices.0.simulated-sequence: Value error, kind 'outbox.loss' has a payload schema",
+        ),
+        (MINIMAL + "max_events = 5\n", "outbox.max_events: Input should be greater than or equal to 10 (got 5)"),
     ],
 )
 def test_a_bad_key_or_value_names_the_key_and_the_file(tmp_path: Path, text: str, expected: str) -> None:

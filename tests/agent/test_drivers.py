@@ -1,7 +1,8 @@
-"""The driver interface and the simulated temperature sensor."""
+"""The driver interface, the simulated temperature sensor and the simulated sequence device."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -16,6 +17,15 @@ from device_drivers.base import (
     DriverError,
     DriverState,
     ProtocolError,
+    Reading,
+    Resumable,
+)
+from device_drivers.simulated.sequence import (
+    SimulatedSequenceConfig,
+    SimulatedSequenceDevice,
+    TokenBucket,
+    payload_of,
+    reading_number,
 )
 from device_drivers.simulated.temperature import SimulatedSensorConfig, SimulatedTemperatureSensor, temperature_at
 from storegate import wire
@@ -107,3 +117,99 @@ async def test_commands() -> None:
         assert (result.status, result.detail) == ("done", "pong")
         with pytest.raises(CommandNotSupportedError, match="tare"):
             await sensor.execute(command("tare"))
+
+
+# --------------------------------------------------------------------------- the sequence device
+
+
+def sequence_config(**overrides: object) -> SimulatedSequenceConfig:
+    fields: dict[str, object] = {"device_id": "door-1", "driver": "simulated-sequence", "count": 10, "rate_per_s": 5}
+    return SimulatedSequenceConfig.model_validate({**fields, **overrides})
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the device sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+async def take(device: SimulatedSequenceDevice, n: int) -> list[Reading]:
+    readings = []
+    async with device:
+        async for reading in device.readings():
+            readings.append(reading)
+            if len(readings) == n:
+                break
+    return readings
+
+
+def test_the_sequence_device_is_a_resumable_driver() -> None:
+    device = SimulatedSequenceDevice(config=sequence_config())
+    assert isinstance(device, Driver)
+    assert isinstance(device, Resumable)
+    assert not isinstance(SimulatedTemperatureSensor(config=sensor_config()), Resumable)
+
+
+@pytest.mark.parametrize("kind", ["environment.reading", "door.opened", "scan.sale"])
+async def test_sequence_readings_are_numbered_valid_and_identify_themselves(kind: str) -> None:
+    time = FakeTime()
+    device = SimulatedSequenceDevice(
+        config=sequence_config(kind=kind, seed=4), monotonic=time.monotonic, sleep=time.sleep
+    )
+    readings = await take(device, 10)
+    assert [r.source_seq for r in readings] == list(range(1, 11))
+    assert {(r.device_id, r.kind) for r in readings} == {("door-1", kind)}
+    for n, reading in enumerate(readings, start=1):
+        event = wire.Event(
+            event_id=uuid4(), store_id="s1", gateway_id="g1", stream=uuid4(), seq=n, device_id=reading.device_id,
+            kind=reading.kind, ts=reading.ts, payload=reading.payload,
+        )  # fmt: skip
+        assert reading_number(event.kind, event.payload) == n
+        # The payload is a function of (kind, n, seed): a replay is identical.
+        assert reading.payload == payload_of(kind, n, seed=4)
+    if kind == "environment.reading":
+        assert wire.EnvironmentReading.model_validate(readings[2].payload).value == 0.03
+
+
+async def test_sequence_device_resumes_after_the_committed_number_and_then_goes_quiet() -> None:
+    time = FakeTime()
+    device = SimulatedSequenceDevice(config=sequence_config(count=10), monotonic=time.monotonic, sleep=time.sleep)
+    device.resume_after(7)
+    readings = await take(device, 3)
+    assert [r.source_seq for r in readings] == [8, 9, 10]
+    device.resume_after(None)
+    assert [r.source_seq for r in await take(device, 2)] == [1, 2]
+    device.resume_after(10)
+    async with device:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(device.readings()), timeout=0.05)
+
+
+async def test_sequence_device_keeps_its_rate_on_a_token_bucket() -> None:
+    time = FakeTime()
+    device = SimulatedSequenceDevice(
+        config=sequence_config(count=1000, rate_per_s=50), monotonic=time.monotonic, sleep=time.sleep
+    )
+    start = time.now
+    readings = await take(device, 501)
+    # 50 a second: the 501st reading is due 10 s after the first, without drift.
+    assert time.now - start == pytest.approx(10.0)
+    assert len(readings) == 501
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=10, burst=3, now=0.0)
+    assert bucket.take(0.0) == 0.0  # one token to start with
+    assert bucket.take(0.0) == pytest.approx(0.1)
+    assert bucket.take(0.1) == 0.0
+    # A consumer that stalled gets at most ``burst`` at once, not everything it missed.
+    assert [bucket.take(10.0) for _ in range(4)] == [0.0, 0.0, 0.0, pytest.approx(0.1)]

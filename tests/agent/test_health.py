@@ -6,7 +6,7 @@ import random
 
 from prometheus_client import generate_latest
 
-from edge_agent.health import AgentStats, agent_registry, describe_problems
+from edge_agent.health import AgentStats, RateMeter, agent_registry, describe_problems
 from edge_agent.timing import Backoff
 
 
@@ -43,6 +43,24 @@ def test_problems_in_words() -> None:
     ]
 
 
+def test_a_full_outbox_and_readings_held_in_memory_are_problems() -> None:
+    problems = describe_problems(
+        broker="b:1",
+        connected=True,
+        disconnected_for_s=None,
+        depth=50,
+        ack_stalled_for_s=None,
+        write_failing=(12.0, "database or disk is full"),
+        devices_down=[],
+        queued=10_000,
+        evicting=(1234, "50 events or 1 MB"),
+    )
+    assert problems == [
+        "outbox full (50 events or 1 MB): 1,234 events evicted so far, telemetry first; the hub is told which",
+        "outbox writes failing for 12 s: database or disk is full; 10,000 readings held in memory, devices wait",
+    ]
+
+
 def test_a_silent_hub_is_a_problem_only_while_connected() -> None:
     def problems(*, connected: bool) -> list[str]:
         return describe_problems(
@@ -71,7 +89,13 @@ def test_metrics_have_the_agent_names() -> None:
         connected=True,
         oldest_unacked_age_s=12.5,
         devices_up=(("fridge-1", True), ("scale-2", False)),
+        size_bytes=4096,
+        duplicates=5,
+        evicted_by_priority=(("security", 0), ("sales", 0), ("device", 1), ("telemetry", 9)),
+        publish_rate=120.5,
+        ack_rate=118.0,
     )
+    assert stats.evicted == 10
     text = generate_latest(agent_registry(lambda: stats)).decode()
     for line in (
         "storegate_agent_outbox_depth 7.0",
@@ -84,6 +108,12 @@ def test_metrics_have_the_agent_names() -> None:
         "storegate_agent_connected 1.0",
         'storegate_agent_device_up{device_id="fridge-1"} 1.0',
         'storegate_agent_device_up{device_id="scale-2"} 0.0',
+        "storegate_agent_outbox_bytes 4096.0",
+        "storegate_agent_duplicates_dropped_total 5.0",
+        'storegate_agent_evicted_total{priority="telemetry"} 9.0',
+        'storegate_agent_evicted_total{priority="security"} 0.0',
+        "storegate_agent_publish_rate 120.5",
+        "storegate_agent_ack_rate 118.0",
     ):
         assert line in text.splitlines(), line
 
@@ -95,3 +125,16 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
         delays = {backoff.delay(attempt, rng) for _ in range(50)}
         assert all(cap / 2 <= delay <= cap for delay in delays)
         assert len(delays) > 1
+
+
+def test_rates_are_per_second_over_the_last_minute() -> None:
+    meter = RateMeter(window_s=60.0)
+    assert meter.sample(0.0, 0) == 0.0
+    for second in range(1, 121):
+        # 100 events a second for the first minute, then 10.
+        meter.sample(float(second), 100 * min(second, 60) + 10 * max(second - 60, 0))
+    assert meter.rate == 10.0
+    assert len(meter._samples) <= 62
+    meter.sample(120.5, 100 * 60 + 10 * 60 + 5)  # samples closer than a second apart are not kept
+    assert len(meter._samples) <= 62
+    assert round(meter.rate, 3) == round((6000 + 605 - 6000) / 60.5, 3)
