@@ -8,6 +8,7 @@ database, connects to MQTT and starts the consumer, and stops them in reverse or
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,7 +21,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from hub.api import events, gateways, health, pages, stores
+from hub.api import events, gateways, health, losses, pages, stores
 from hub.db.engine import create_engine, redacted, session_factory
 from hub.db.migrate import upgrade_to_head
 from hub.ingest import Ingestor, describe_error, subscriptions
@@ -39,6 +40,7 @@ The Storegate hub stores the events that store gateways publish over MQTT, exact
 acknowledges them to the gateways, and tracks each gateway's presence and health.
 
 * `/api/v1/stores`, `/api/v1/gateways`, `/api/v1/events`: what the hub knows, as JSON.
+* `/api/v1/data-losses`: events gateways reported they can never deliver; data loss is never silent.
 * `/healthz`: the hub's own health (503 with problems in words when degraded).
 * `/metrics`: Prometheus metrics, `storegate_hub_*`.
 * `/`: a dashboard page for people.
@@ -105,10 +107,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 raise
             raise error from err
         app.state.runtime = runtime
+        # Everything alive now (modules, schemas, the engine, the app) lives as long as the hub. Kept out
+        # of the collector's full passes, which otherwise walk all of it again and again while batches are
+        # decoded: a third of the decoding time. Cyclic garbage is still collected; unfreeze on the way out.
+        gc.freeze()
         log.info("hub_started", database=where, broker=settings.mqtt.address)
         try:
             yield
         finally:
+            gc.unfreeze()
             app.state.runtime = None
             log.info("hub_stopping")
     log.info("hub_stopped")
@@ -132,6 +139,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             {"name": "stores", "description": "stores that have sent events or presence"},
             {"name": "gateways", "description": "edge gateways: presence, software, devices, stream marks"},
             {"name": "events", "description": "stored events, filtered and paginated"},
+            {"name": "data losses", "description": "events gateways reported they can never deliver"},
             {"name": "operations", "description": "health and metrics of the hub itself"},
             {"name": "dashboard", "description": "the HTML page for people"},
         ],
@@ -139,7 +147,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.settings = settings
     app.state.runtime = None
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (stores, gateways, events, health, pages):
+    for module in (stores, gateways, events, losses, health, pages):
         app.include_router(module.router)
     return app
 

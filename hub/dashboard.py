@@ -10,7 +10,8 @@ from html import escape
 from typing import Any, Final
 
 from hub.db.models import StoredEvent
-from hub.queries import GatewayView, StoreSummary
+from hub.queries import GatewayView, LossSummary, StoreSummary
+from hub.seqs import describe
 
 REFRESH_S: Final = 5
 EVENTS_PER_STORE: Final = 20
@@ -32,7 +33,15 @@ th { color: #555; font-weight: 600; }
 .offline, .silent { color: #b3261e; font-weight: 600; }
 .unknown { color: #777; }
 .mono { font-family: ui-monospace, monospace; }
+.loss { background: #fff4e5; border: 1px solid #f0c36d; color: #7a3e00; padding: .25rem .6rem; margin: .25rem 0; }
 """
+
+# Why a reason's events are gone, in the words of the operations room.
+_LOSS_CAUSE: Final[dict[str, str]] = {
+    "evicted": "outbox full",
+    "not_held": "no longer on the gateway",
+    "corrupt": "unreadable in the outbox",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,7 @@ class StoreBlock:
     summary: StoreSummary
     gateways: Sequence[GatewayView]
     events: Sequence[StoredEvent]
+    losses: Sequence[LossSummary] = ()
 
 
 def _number(value: Any) -> str:
@@ -54,7 +64,8 @@ def _environment(payload: dict[str, Any]) -> str:
 
 
 def _loss(payload: dict[str, Any]) -> str:
-    return f"lost seq {payload['first_seq']}-{payload['last_seq']} ({payload['count']} events): {payload['reason']}"
+    ranges = describe(((r["first"], r["last"]) for r in payload["ranges"]), limit=3)
+    return f"{payload['count']:,} events {payload['reason'].replace('_', ' ')}: seq {ranges}"
 
 
 def _generic(payload: dict[str, Any]) -> str:
@@ -102,11 +113,12 @@ def _gateway_rows(gateways: Sequence[GatewayView]) -> str:
             f"<td>{escape(g.agent_version or _NONE)}</td>"
             f"<td>{escape(', '.join(g.devices) or _NONE)}</td>"
             f"<td>{escape(through)}</td>"
+            f"<td>{view.events_lost:,}</td>"
             "</tr>"
         )
     return (
         "<table><thead><tr><th>Gateway</th><th>State</th><th>Since (UTC)</th><th>Last heard (UTC)</th>"
-        "<th>Agent</th><th>Devices</th><th>Stored through seq</th></tr></thead><tbody>"
+        "<th>Agent</th><th>Devices</th><th>Stored through seq</th><th>Events lost</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
     )
@@ -131,13 +143,25 @@ def _event_rows(events: Sequence[StoredEvent]) -> str:
     )
 
 
+def loss_line(losses: Sequence[LossSummary]) -> str:
+    """One line for people, e.g. ``data loss: 1,200 events evicted at gw-1 (outbox full, last 12:00:00 UTC)``."""
+    parts = [
+        f"{loss.count:,} events {loss.reason.replace('_', ' ')} at {loss.gateway_id} "
+        f"({_LOSS_CAUSE.get(loss.reason, loss.reason)}, last reported {_time(loss.last_reported_at)} UTC)"
+        for loss in losses
+    ]
+    return "data loss: " + "; ".join(parts)
+
+
 def _store_section(block: StoreBlock) -> str:
     s = block.summary
+    losses = f"<p class='loss'>{escape(loss_line(block.losses))}</p>" if block.losses else ""
     return (
         f"<section id='store-{escape(s.store_id)}'>"
         f"<h2>{escape(s.store_id)}</h2>"
         f"<p class='meta'>{s.online_gateway_count} of {s.gateway_count} gateways online · {s.event_count} events"
         f" · last new event {escape(_time(s.last_event_at))} UTC</p>"
+        f"{losses}"
         f"<h3>Gateways</h3>{_gateway_rows(block.gateways)}"
         f"<h3>Latest events</h3>{_event_rows(block.events)}"
         "</section>"

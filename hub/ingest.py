@@ -21,24 +21,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
-from uuid import UUID
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.db.engine import ping, session_factory
+from hub.eventlog import LossRecord, store_batches
 from hub.metrics import HubMetrics
-from hub.storage import (
-    BatchOutcome,
-    Rejection,
-    Transition,
-    advance_through_seq,
-    apply_health,
-    apply_status,
-    record_rejections,
-    store_batch,
-)
+from hub.seqs import describe
+from hub.storage import Rejection, Transition, apply_health, apply_status, record_rejections
 from storegate import wire
 from storegate.mqtt import Incoming
 
@@ -159,6 +151,8 @@ class UnitResult:
     rejections: list[Rejection] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     moves: list[tuple[str, str, str]] = field(default_factory=list)
+    losses: list[LossRecord] = field(default_factory=list)
+    healths: list[wire.GatewayHealth] = field(default_factory=list)
 
     def extend(self, other: UnitResult) -> None:
         """Add another unit's results to this one."""
@@ -168,6 +162,8 @@ class UnitResult:
         self.rejections += other.rejections
         self.transitions += other.transitions
         self.moves += other.moves
+        self.losses += other.losses
+        self.healths += other.healths
 
 
 async def store_messages(
@@ -175,54 +171,48 @@ async def store_messages(
 ) -> UnitResult:
     """Store every item in the caller's transaction and compute one Ack per (batch, stream).
 
-    Each Ack carries the stream's contiguous mark after the whole unit. A batch whose
-    events were all rejected as conflicts is still acknowledged: the agent would
-    otherwise resend it forever, and the rejected events are kept in rejected_messages.
+    Each Ack carries the stream's contiguous mark and gaps after the whole unit. A batch whose
+    events were all rejected as conflicts is still acknowledged: the agent would otherwise
+    resend it forever, and the rejected events are kept in rejected_messages.
     """
     result = UnitResult()
-    outcomes: list[BatchOutcome] = []
+    batches = [(item.batch, item.received_at) for item in items if isinstance(item, BatchMessage)]
+    events = await store_batches(session, batches, now=now)
+    result.rejections += events.rejections
+    result.losses += events.losses
+    for outcome in events.batches:
+        result.stored += outcome.stored
+        result.duplicates += outcome.duplicates
+        if outcome.moved_from is not None:
+            result.moves.append((outcome.gateway_id, outcome.moved_from, outcome.store_id))
+        for stream, counts in outcome.streams.items():
+            mark = events.marks[(outcome.gateway_id, stream)]
+            result.acks.append(
+                wire.Ack(
+                    store_id=outcome.store_id,
+                    gateway_id=outcome.gateway_id,
+                    stream=stream,
+                    through_seq=mark.through,
+                    stored=counts.stored,
+                    duplicates=counts.duplicates,
+                    ts=now,
+                    gaps=[wire.SeqRange(first=first, last=last) for first, last in mark.gaps],
+                )
+            )
     rejections: list[Rejection] = []
     for item in items:
         match item:
-            case BatchMessage(batch=batch, received_at=received_at):
-                outcome = await store_batch(session, batch, received_at=received_at, now=now)
-                outcomes.append(outcome)
-                result.stored += outcome.stored
-                result.duplicates += outcome.duplicates
-                result.rejections += outcome.rejections
-                if outcome.moved_from is not None:
-                    result.moves.append((batch.gateway_id, outcome.moved_from, batch.store_id))
             case StatusMessage(status=status, retained=retained, received_at=received_at):
                 transition = await apply_status(session, status, received_at=received_at, retained=retained, now=now)
                 if transition is not None:
                     result.transitions.append(transition)
             case HealthMessage(health=health, retained=retained, received_at=received_at):
                 await apply_health(session, health, received_at=received_at, retained=retained, now=now)
+                result.healths.append(health)
             case Rejection():
                 rejections.append(item)
-            case Cleared():
+            case BatchMessage() | Cleared():
                 pass
-    through: dict[tuple[str, UUID], int] = {}
-    for outcome in outcomes:
-        for stream in outcome.streams:
-            key = (outcome.gateway_id, stream)
-            if key not in through:
-                through[key] = await advance_through_seq(
-                    session, gateway_id=outcome.gateway_id, stream=str(stream), now=now
-                )
-    for outcome in outcomes:
-        for stream, counts in outcome.streams.items():
-            result.acks.append(
-                wire.Ack(
-                    store_id=outcome.store_id,
-                    gateway_id=outcome.gateway_id,
-                    stream=stream,
-                    through_seq=through[(outcome.gateway_id, stream)],
-                    stored=counts.stored,
-                    duplicates=counts.duplicates,
-                    ts=now,
-                )
-            )
     await record_rejections(session, rejections + result.rejections, keep=rejected_keep)
     return result
 
@@ -355,19 +345,24 @@ class Ingestor:
                 first = await anext(messages)
             finally:
                 self._idle = False
-            received_at = self._clock()
-            items = [classify(first, received_at=received_at)]
-            budget = self._max_events - weight(items[0])
-            while budget > 0:
-                incoming = self._link.get_nowait()
-                if incoming is None:
-                    break
-                items.append(classify(incoming, received_at=received_at))
-                budget -= weight(items[-1])
+            items = self._drain(first)
             try:
                 await self._handle(items)
             except Exception:  # a bug must not end ingestion for every store; nothing of this unit is acked
                 log.exception("ingest_unit_failed", messages=len(items))
+
+    def _drain(self, first: Incoming) -> list[Classified]:
+        """``first`` and the messages waiting behind it, up to the events budget, classified."""
+        received_at = self._clock()
+        items = [classify(first, received_at=received_at)]
+        budget = self._max_events - weight(items[0])
+        while budget > 0:
+            incoming = self._link.get_nowait()
+            if incoming is None:
+                break
+            items.append(classify(incoming, received_at=received_at))
+            budget -= weight(items[-1])
+        return items
 
     async def process(self, incoming: Sequence[Incoming]) -> UnitResult:
         """Classify, store and acknowledge ``incoming`` as one unit (the consumer task does this per drain)."""
@@ -505,8 +500,47 @@ class Ingestor:
             )
         for gateway_id, old_store, new_store in result.moves:
             log.warning("gateway_moved", gateway_id=gateway_id, from_store=old_store, to_store=new_store)
+        for loss in result.losses:
+            self._note_loss(loss)
+        for health in result.healths:
+            self.metrics.observe_gateway_health(health)
         for ack in result.acks:
             self._publish_ack(ack)
+
+    def _note_loss(self, loss: LossRecord) -> None:
+        if loss.ignored:
+            log.warning(
+                "loss_report_beyond_itself",
+                store_id=loss.store_id,
+                gateway_id=loss.gateway_id,
+                stream=loss.stream,
+                ignored=describe(loss.ignored),
+                event_id=loss.event_id,
+                why="a gateway can only have lost events it recorded before the report",
+            )
+        if loss.count:
+            self.metrics.events_lost.labels(reason=loss.reason).inc(loss.count)
+            log.warning(
+                "events_lost",
+                store_id=loss.store_id,
+                gateway_id=loss.gateway_id,
+                stream=loss.stream,
+                ranges=describe(loss.recorded),
+                count=loss.count,
+                reason=loss.reason,
+                detail=loss.detail,
+                event_id=loss.event_id,
+            )
+        else:  # a repeated report (another loss event of the same seqs), or seqs the hub holds after all
+            log.info(
+                "loss_already_accounted",
+                store_id=loss.store_id,
+                gateway_id=loss.gateway_id,
+                stream=loss.stream,
+                ranges=describe(loss.reported),
+                reason=loss.reason,
+                event_id=loss.event_id,
+            )
 
     def _publish_ack(self, ack: wire.Ack) -> None:
         topic = wire.topic(ack.store_id, ack.gateway_id, wire.Channel.ACK)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final, get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from storegate import wire
+
+LOSS_REASONS: Final[tuple[str, ...]] = get_args(wire.DataLoss.model_fields["reason"].annotation)
+_GATEWAY_LABELS: Final = ["store", "gateway"]
 
 
 class HubMetrics:
@@ -24,6 +31,14 @@ class HubMetrics:
             registry=r,
         )
         self.events_stored = Counter("storegate_hub_events_stored", "events stored for the first time", registry=r)
+        self.events_lost = Counter(
+            "storegate_hub_events_lost",
+            "events that gateways reported lost (outbox.loss), less those held or recorded before, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in LOSS_REASONS:  # every series from the start, so rate() and alerts see the first loss
+            self.events_lost.labels(reason=reason)
         self.events_duplicate = Counter(
             "storegate_hub_events_duplicate", "events received again that were already stored", registry=r
         )
@@ -58,3 +73,54 @@ class HubMetrics:
             "storegate_hub_database_up", "1 while the consumer can write to the database, else 0", registry=r
         )
         self.mqtt_connected = Gauge("storegate_hub_mqtt_connected", "1 while connected to the broker", registry=r)
+        # One series per gateway (bounded by the fleet), from each gateway's latest GatewayHealth.
+        self.gateway_backlog = Gauge(
+            "storegate_hub_gateway_backlog_events",
+            "events in the gateway's outbox not yet acknowledged by the hub",
+            _GATEWAY_LABELS,
+            registry=r,
+        )
+        self.gateway_oldest_unacked = Gauge(
+            "storegate_hub_gateway_oldest_unacked_seconds",
+            "age of the oldest event in the gateway's outbox (0 when empty)",
+            _GATEWAY_LABELS,
+            registry=r,
+        )
+        self.gateway_evicted = Gauge(
+            "storegate_hub_gateway_evicted_events",
+            "events the gateway evicted from its full outbox since it started (its evicted_total)",
+            _GATEWAY_LABELS,
+            registry=r,
+        )
+        self.gateway_health_timestamp = Gauge(
+            "storegate_hub_gateway_health_timestamp_seconds",
+            "when the gateway wrote its latest health report (Unix time, its clock): alert when it grows old",
+            _GATEWAY_LABELS,
+            registry=r,
+        )
+        self._store_of_gateway: dict[str, str] = {}
+
+    def observe_gateway_health(self, health: wire.GatewayHealth) -> None:
+        """Set the per-gateway gauges from a health report; a gateway that moved store keeps one series."""
+        old_store = self._store_of_gateway.get(health.gateway_id)
+        if old_store is not None and old_store != health.store_id:
+            self.forget_gateway(health.gateway_id)
+        self._store_of_gateway[health.gateway_id] = health.store_id
+        labels = {"store": health.store_id, "gateway": health.gateway_id}
+        self.gateway_backlog.labels(**labels).set(health.outbox_depth)
+        self.gateway_oldest_unacked.labels(**labels).set(health.oldest_unacked_age_s or 0.0)
+        self.gateway_evicted.labels(**labels).set(health.evicted_total)
+        self.gateway_health_timestamp.labels(**labels).set(health.ts.timestamp())
+
+    def forget_gateway(self, gateway_id: str) -> None:
+        """Remove a gateway's series (when it moved store, or is deleted)."""
+        store = self._store_of_gateway.pop(gateway_id, None)
+        if store is None:
+            return
+        for gauge in (
+            self.gateway_backlog,
+            self.gateway_oldest_unacked,
+            self.gateway_evicted,
+            self.gateway_health_timestamp,
+        ):
+            gauge.remove(store, gateway_id)

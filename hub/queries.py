@@ -14,7 +14,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from hub.db.models import Gateway, GatewayStream, Store, StoredEvent
+from hub.db.models import DataLossRecord, Gateway, GatewayStream, Store, StoredEvent
 
 Connectivity = Literal["online", "silent", "offline", "unknown"]
 
@@ -41,6 +41,12 @@ class StoreSummary:
     online_gateway_count: int
     event_count: int
     last_event_at: datetime | None
+    events_lost: int
+
+
+def _lost_by(column: Any) -> Any:
+    """A subquery of events recorded lost, summed by ``column`` of data_losses (labelled key, lost)."""
+    return select(column.label("key"), func.sum(DataLossRecord.count).label("lost")).group_by(column).subquery()
 
 
 async def list_stores(session: AsyncSession, *, now: datetime, grace_s: float) -> list[StoreSummary]:
@@ -56,9 +62,16 @@ async def list_stores(session: AsyncSession, *, now: datetime, grace_s: float) -
         .group_by(Gateway.store_id)
         .subquery()
     )
+    lost = _lost_by(DataLossRecord.store_id)
     rows = await session.execute(
-        select(Store, func.coalesce(counts.c.gateways, 0), func.coalesce(counts.c.online, 0))
+        select(
+            Store,
+            func.coalesce(counts.c.gateways, 0),
+            func.coalesce(counts.c.online, 0),
+            func.coalesce(lost.c.lost, 0),
+        )
         .outerjoin(counts, counts.c.store_id == Store.store_id)
+        .outerjoin(lost, lost.c.key == Store.store_id)
         .order_by(Store.store_id)
     )
     return [
@@ -69,8 +82,9 @@ async def list_stores(session: AsyncSession, *, now: datetime, grace_s: float) -
             online_gateway_count=int(online_count),
             event_count=store.event_count,
             last_event_at=store.last_event_at,
+            events_lost=int(events_lost),
         )
-        for store, gateways, online_count in rows
+        for store, gateways, online_count, events_lost in rows
     ]
 
 
@@ -85,6 +99,7 @@ class GatewayView:
     connectivity: Connectivity
     stream: str | None
     through_seq: int | None
+    events_lost: int = 0
 
 
 async def list_gateways(
@@ -104,6 +119,13 @@ async def list_gateways(
     )
     # Ordered by updated_at, so the last one written per gateway wins: its current stream.
     newest = {s.gateway_id: s for s in streams}
+    lost = _lost_by(DataLossRecord.gateway_id)
+    lost_of = {
+        key: int(count)
+        for key, count in await session.execute(
+            select(lost.c.key, lost.c.lost).where(lost.c.key.in_([g.gateway_id for g in gateways]))
+        )
+    }
     views = []
     for gateway in gateways:
         stream = newest.get(gateway.gateway_id)
@@ -113,6 +135,7 @@ async def list_gateways(
                 connectivity=connectivity(gateway.online, gateway.last_seen_at, now=now, grace_s=grace_s),
                 stream=stream.stream if stream else None,
                 through_seq=stream.through_seq if stream else None,
+                events_lost=lost_of.get(gateway.gateway_id, 0),
             )
         )
     return views
@@ -211,3 +234,82 @@ async def latest_events(session: AsyncSession, store_id: str, *, limit: int) -> 
     """The newest ``limit`` events of one store."""
     page = await list_events(session, EventFilter(store_id=store_id), limit=limit)
     return page.items
+
+
+# --------------------------------------------------------------------------- data losses
+
+
+@dataclass(frozen=True, slots=True)
+class LossFilter:
+    """Which loss records to list; ``since`` is inclusive, on the time the gateway reported the loss."""
+
+    store_id: str | None = None
+    gateway_id: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions of this filter."""
+        conditions: list[ColumnElement[bool]] = []
+        equal: Sequence[tuple[Any, str | None]] = (
+            (DataLossRecord.store_id, self.store_id),
+            (DataLossRecord.gateway_id, self.gateway_id),
+            (DataLossRecord.reason, self.reason),
+        )
+        conditions += [column == value for column, value in equal if value is not None]
+        if self.since is not None:
+            conditions.append(DataLossRecord.reported_at >= self.since)
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class LossPage:
+    """One page of loss records and the cursor of the next page (None on the last)."""
+
+    items: list[DataLossRecord]
+    next_cursor: str | None
+
+
+async def list_losses(
+    session: AsyncSession, loss_filter: LossFilter, *, limit: int, cursor: Cursor | None = None
+) -> LossPage:
+    """Loss records matching the filter, newest report first, ``limit`` at a time (keyset pagination)."""
+    stmt = select(DataLossRecord).where(*loss_filter.conditions())
+    if cursor is not None:
+        stmt = stmt.where(
+            or_(
+                DataLossRecord.reported_at < cursor.ts,
+                and_(DataLossRecord.reported_at == cursor.ts, DataLossRecord.id < cursor.id),
+            )
+        )
+    stmt = stmt.order_by(DataLossRecord.reported_at.desc(), DataLossRecord.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(stmt))
+    if len(rows) <= limit:
+        return LossPage(rows, None)
+    last = rows[limit - 1]
+    return LossPage(rows[:limit], Cursor(last.reported_at, last.id).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class LossSummary:
+    """Events one gateway lost for one reason, for the dashboard."""
+
+    gateway_id: str
+    reason: str
+    count: int
+    last_reported_at: datetime
+
+
+async def loss_summaries(session: AsyncSession, store_id: str) -> list[LossSummary]:
+    """A store's recorded losses summed per gateway and reason, the most recent first."""
+    last = func.max(DataLossRecord.reported_at)
+    rows = await session.execute(
+        select(DataLossRecord.gateway_id, DataLossRecord.reason, func.sum(DataLossRecord.count), last)
+        .where(DataLossRecord.store_id == store_id)
+        .group_by(DataLossRecord.gateway_id, DataLossRecord.reason)
+        .order_by(last.desc(), DataLossRecord.gateway_id)
+    )
+    return [
+        LossSummary(gateway_id=gateway_id, reason=reason, count=int(count), last_reported_at=last_reported_at)
+        for gateway_id, reason, count, last_reported_at in rows
+    ]

@@ -1,18 +1,18 @@
-"""Writing what gateways send into the database: idempotent events, stream marks, presence and health.
+"""Writing what gateways send into the database: stores and gateways, presence, health, rejected messages.
 
-Every function here runs inside the caller's transaction and never commits; the
-consumer (:mod:`hub.ingest`) commits and only then acknowledges.
+Events, loss records and stream marks are in :mod:`hub.eventlog`. Every function here runs
+inside the caller's transaction and never commits; the consumer (:mod:`hub.ingest`) commits
+and only then acknowledges.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from uuid import UUID
 
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,15 +21,11 @@ from hub.db.models import (
     TOPIC_LENGTH,
     Gateway,
     GatewayPresence,
-    GatewayStream,
     RejectedMessage,
     Store,
-    StoredEvent,
 )
 from storegate import wire
 
-# Stored sequence numbers read per query while walking a stream's contiguous run.
-CONTIGUITY_CHUNK: Final = 5000
 DETAIL_MAX_CHARS: Final = 2000
 
 InsertFactory = Callable[[Any], sqlite.Insert | postgresql.Insert]
@@ -43,7 +39,8 @@ class UnsupportedDatabaseError(RuntimeError):
     """A database for which the hub has no upsert statement."""
 
 
-def _insert(session: AsyncSession) -> InsertFactory:
+def dialect_insert(session: AsyncSession) -> InsertFactory:
+    """The insert construct of the session's database, for upserts."""
     dialect = session.get_bind().dialect.name
     try:
         return _INSERT_OF_DIALECT[dialect]
@@ -51,7 +48,7 @@ def _insert(session: AsyncSession) -> InsertFactory:
         raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}") from None
 
 
-def _later(column: Any, value: datetime) -> Any:
+def later(column: Any, value: datetime) -> Any:
     """SQL for the later of a nullable timestamp column and ``value`` (portable GREATEST)."""
     return case((column.is_(None), value), (column < value, value), else_=column)
 
@@ -110,7 +107,7 @@ async def record_rejections(session: AsyncSession, rejections: Sequence[Rejectio
 
 async def ensure_store(session: AsyncSession, store_id: str, *, now: datetime) -> None:
     """Create the store's row if it does not exist yet."""
-    stmt = _insert(session)(Store).values(store_id=store_id, first_seen=now, event_count=0)
+    stmt = dialect_insert(session)(Store).values(store_id=store_id, first_seen=now, event_count=0)
     await session.execute(stmt.on_conflict_do_nothing(index_elements=[Store.store_id]))
 
 
@@ -132,14 +129,14 @@ async def touch_gateway(
     ).scalar_one_or_none()
     if known is None:
         await session.execute(
-            _insert(session)(Gateway)
+            dialect_insert(session)(Gateway)
             .values(
                 gateway_id=gateway_id, store_id=store_id, online=None, first_seen=now, last_seen_at=seen_at, devices=[]
             )
             .on_conflict_do_nothing(index_elements=[Gateway.gateway_id])
         )
         return GatewaySeen(created=True, moved_from=None)
-    values: dict[str, Any] = {"last_seen_at": _later(Gateway.last_seen_at, seen_at)}
+    values: dict[str, Any] = {"last_seen_at": later(Gateway.last_seen_at, seen_at)}
     if known != store_id:
         values["store_id"] = store_id
     await session.execute(update(Gateway).where(Gateway.gateway_id == gateway_id).values(**values))
@@ -149,214 +146,6 @@ async def touch_gateway(
 def seen_time(reported: datetime, received_at: datetime, *, retained: bool) -> datetime:
     """When the gateway was last heard of, given a message: a retained one is old news, not a sign of life."""
     return min(reported, received_at) if retained else received_at
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(slots=True)
-class StreamCounts:
-    """Events of one stream in one batch: newly stored and already held."""
-
-    stream: UUID
-    stored: int = 0
-    duplicates: int = 0
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What storing one batch did."""
-
-    store_id: str
-    gateway_id: str
-    streams: dict[UUID, StreamCounts] = field(default_factory=dict)
-    rejections: list[Rejection] = field(default_factory=list)
-    moved_from: str | None = None
-
-    @property
-    def stored(self) -> int:
-        """Events of the batch stored now."""
-        return sum(c.stored for c in self.streams.values())
-
-    @property
-    def duplicates(self) -> int:
-        """Events of the batch that were already stored."""
-        return sum(c.duplicates for c in self.streams.values())
-
-
-def seq_runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted, merged (low, high) ranges covering ``seqs``: a batch is usually one run.
-
-    The stored events of a batch's positions are looked up by index range scans;
-    PostgreSQL plans a thousand-value IN list far worse.
-    """
-    runs: list[tuple[int, int]] = []
-    for seq in sorted(set(seqs)):
-        if runs and seq == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], seq)
-        else:
-            runs.append((seq, seq))
-    return runs
-
-
-def _event_row(event: wire.Event, received_at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": str(event.event_id),
-        "store_id": event.store_id,
-        "gateway_id": event.gateway_id,
-        "stream": str(event.stream),
-        "seq": event.seq,
-        "device_id": event.device_id,
-        "kind": event.kind,
-        "device_ts": event.ts,
-        "received_at": received_at,
-        "payload": event.payload,
-    }
-
-
-def _conflict(event: wire.Event, *, topic: str, reason: str, detail: str, received_at: datetime) -> Rejection:
-    return Rejection(topic, reason, detail, event.model_dump_json().encode(), received_at)
-
-
-async def store_batch(
-    session: AsyncSession, batch: wire.EventBatch, *, received_at: datetime, now: datetime
-) -> BatchOutcome:
-    """Store a batch's events exactly once, creating its store and gateway as needed.
-
-    An event already stored under the same event_id and (gateway, stream, seq) is a
-    duplicate. An event whose (gateway, stream, seq) is stored under another event_id,
-    or whose event_id is stored at another position, breaks the protocol: it is
-    returned as a rejection and the rest of the batch is stored.
-    """
-    topic = wire.topic(batch.store_id, batch.gateway_id, wire.Channel.EVENTS)
-    seen = await touch_gateway(
-        session, store_id=batch.store_id, gateway_id=batch.gateway_id, seen_at=received_at, now=now
-    )
-    outcome = BatchOutcome(batch.store_id, batch.gateway_id, moved_from=seen.moved_from)
-    for event in batch.events:
-        outcome.streams.setdefault(event.stream, StreamCounts(event.stream))
-
-    # What is stored already at the batch's positions, and under the batch's event ids.
-    by_position: dict[tuple[str, int], str] = {}
-    for stream in outcome.streams:
-        seqs = {e.seq for e in batch.events if e.stream == stream}
-        rows = await session.execute(
-            select(StoredEvent.seq, StoredEvent.event_id).where(
-                StoredEvent.gateway_id == batch.gateway_id,
-                StoredEvent.stream == str(stream),
-                or_(*(StoredEvent.seq.between(low, high) for low, high in seq_runs(seqs))),
-            )
-        )
-        by_position.update({(str(stream), seq): event_id for seq, event_id in rows if seq in seqs})
-    unplaced = [str(e.event_id) for e in batch.events if (str(e.stream), e.seq) not in by_position]
-    by_id: dict[str, tuple[str, str, int]] = {}
-    if unplaced:
-        placed = await session.execute(
-            select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
-                StoredEvent.event_id.in_(unplaced)
-            )
-        )
-        by_id = {event_id: (gateway_id, stream, seq) for event_id, gateway_id, stream, seq in placed}
-
-    to_insert: dict[str, wire.Event] = {}
-    for event in batch.events:
-        event_id, position = str(event.event_id), (str(event.stream), event.seq)
-        counts = outcome.streams[event.stream]
-        holder = by_position.get(position)
-        if holder == event_id:
-            counts.duplicates += 1
-        elif holder is not None:
-            outcome.rejections.append(
-                _conflict(
-                    event,
-                    topic=topic,
-                    reason="seq_conflict",
-                    detail=f"seq {event.seq} of stream {event.stream} is already stored as event {holder}, "
-                    f"not {event_id}",
-                    received_at=received_at,
-                )
-            )
-        elif event_id in by_id:
-            held_gateway, held_stream, held_seq = by_id[event_id]
-            outcome.rejections.append(
-                _conflict(
-                    event,
-                    topic=topic,
-                    reason="event_id_conflict",
-                    detail=f"event {event_id} is already stored as {held_gateway} stream {held_stream} seq {held_seq}, "
-                    f"not {event.gateway_id} stream {event.stream} seq {event.seq}",
-                    received_at=received_at,
-                )
-            )
-        else:
-            # Claim the position and id, so a second copy later in the same batch is judged against it.
-            by_position[position] = event_id
-            by_id[event_id] = (event.gateway_id, str(event.stream), event.seq)
-            to_insert[event_id] = event
-
-    inserted: set[str] = set()
-    if to_insert:
-        stmt = _insert(session)(StoredEvent).on_conflict_do_nothing().returning(StoredEvent.event_id)
-        result = await session.execute(stmt, [_event_row(e, received_at) for e in to_insert.values()])
-        inserted = set(result.scalars().all())
-    for event_id, event in to_insert.items():
-        counts = outcome.streams[event.stream]
-        # Not inserted although checked above: another hub process stored it at the same moment.
-        if event_id in inserted:
-            counts.stored += 1
-        else:
-            counts.duplicates += 1
-
-    if inserted:
-        await session.execute(
-            update(Store)
-            .where(Store.store_id == batch.store_id)
-            .values(event_count=Store.event_count + len(inserted), last_event_at=_later(Store.last_event_at, now))
-        )
-    return outcome
-
-
-async def advance_through_seq(session: AsyncSession, *, gateway_id: str, stream: str, now: datetime) -> int:
-    """Move the stream's mark up over every consecutively stored seq and return it (0: nothing from 1 on)."""
-    mark = (
-        await session.execute(
-            select(GatewayStream.through_seq).where(
-                GatewayStream.gateway_id == gateway_id, GatewayStream.stream == stream
-            )
-        )
-    ).scalar_one_or_none()
-    expected = (mark or 0) + 1
-    while True:
-        seqs = (
-            await session.scalars(
-                select(StoredEvent.seq)
-                .where(StoredEvent.gateway_id == gateway_id, StoredEvent.stream == stream, StoredEvent.seq >= expected)
-                .order_by(StoredEvent.seq)
-                .limit(CONTIGUITY_CHUNK)
-            )
-        ).all()
-        for seq in seqs:
-            if seq != expected:
-                break
-            expected += 1
-        else:
-            if len(seqs) == CONTIGUITY_CHUNK:
-                continue
-        break
-    through = expected - 1
-    if mark is None or through > mark:
-        stmt = _insert(session)(GatewayStream).values(
-            gateway_id=gateway_id, stream=stream, through_seq=through, updated_at=now
-        )
-        # Monotonic even if another hub process moved the mark meanwhile.
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[GatewayStream.gateway_id, GatewayStream.stream],
-                set_={"through_seq": stmt.excluded.through_seq, "updated_at": stmt.excluded.updated_at},
-                where=GatewayStream.through_seq < stmt.excluded.through_seq,
-            )
-        )
-    return through
 
 
 # --------------------------------------------------------------------------- presence and health

@@ -7,34 +7,17 @@ from typing import Annotated, Final
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from fastapi.exceptions import RequestValidationError
 
 from hub.api.deps import SessionDep
+from hub.api.params import aware, cursor_of, invalid
 from hub.api.schemas import EventOut, EventPageOut
 from hub.db.models import StoredEvent
-from hub.queries import Cursor, CursorError, EventFilter, list_events
+from hub.queries import EventFilter, list_events
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 MAX_LIMIT: Final = 1000
 _ID_MAX: Final = 128
-
-
-def invalid(parameter: str, message: str, value: object) -> RequestValidationError:
-    """A 422 naming the query parameter, shaped like FastAPI's own validation errors."""
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", parameter), "msg": message, "input": value}]
-    )
-
-
-def _aware(parameter: str, value: datetime | None) -> datetime | None:
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-        raise invalid(
-            parameter,
-            f"{parameter} has no time zone; give one, e.g. 2025-01-31T12:00:00Z or 2025-01-31T13:00:00+01:00",
-            value.isoformat(),
-        )
-    return value
 
 
 def event_out(row: StoredEvent) -> EventOut:
@@ -72,15 +55,10 @@ async def get_events(
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> EventPageOut:
     """One page of events."""
-    since, until = _aware("since", since), _aware("until", until)
+    since, until = aware("since", since), aware("until", until)
     if since is not None and until is not None and until <= since:
         raise invalid("until", "until must be later than since", until.isoformat())
-    position = None
-    if cursor is not None:
-        try:
-            position = Cursor.decode(cursor)
-        except CursorError as err:
-            raise invalid("cursor", str(err), cursor) from None
+    position = cursor_of(cursor)
     event_filter = EventFilter(
         store_id=store_id, gateway_id=gateway_id, device_id=device_id, kind=kind, since=since, until=until
     )

@@ -32,6 +32,7 @@ def gateway_out(view: GatewayView) -> GatewayOut:
         devices=list(g.devices),
         stream=UUID(view.stream) if view.stream else None,
         through_seq=view.through_seq,
+        events_lost=view.events_lost,
         last_health=g.last_health,
         last_health_at=g.last_health_at,
     )
@@ -42,7 +43,7 @@ def gateway_out(view: GatewayView) -> GatewayOut:
     response_model=GatewayList,
     summary="List gateways",
     description="Every gateway (or those of one store) with its presence, agent version, config hash, devices, "
-    "the contiguous mark of its current outbox stream and its last health report.",
+    "the contiguous mark of its current outbox stream, the events it reported lost and its last health report.",
 )
 async def get_gateways(
     session: SessionDep,

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
 from hub.checks import check_database, check_mqtt
 from hub.dashboard import EVENTS_PER_STORE, StoreBlock, render_dashboard
-from hub.queries import latest_events, list_gateways, list_stores
+from hub.queries import latest_events, list_gateways, list_stores, loss_summaries
 from storegate import __version__
 
 router = APIRouter(tags=["dashboard"])
@@ -20,7 +20,8 @@ router = APIRouter(tags=["dashboard"])
     "/",
     response_class=HTMLResponse,
     summary="Dashboard",
-    description="Stores, their gateways online or offline, and each store's latest events; refreshes every 5 s.",
+    description="Stores, their gateways online or offline, any data loss, and each store's latest events; "
+    "refreshes every 5 s.",
 )
 async def dashboard(runtime: RuntimeDep, session: SessionDep, now: NowDep) -> HTMLResponse:
     """Render the dashboard."""
@@ -38,6 +39,7 @@ async def dashboard(runtime: RuntimeDep, session: SessionDep, now: NowDep) -> HT
                     summary=summary,
                     gateways=[g for g in gateways if g.gateway.store_id == summary.store_id],
                     events=await latest_events(session, summary.store_id, limit=EVENTS_PER_STORE),
+                    losses=await loss_summaries(session, summary.store_id) if summary.events_lost else (),
                 )
             )
     return HTMLResponse(render_dashboard(blocks, problems=problems, now=now, version=__version__))

@@ -40,6 +40,7 @@ class StoreOut(ApiModel):
     online_gateway_count: int = Field(description="gateways that are online and were heard from within the grace")
     event_count: int
     last_event_at: datetime | None = Field(description="when the hub last stored a new event of the store, UTC")
+    events_lost: int = Field(description="events its gateways reported lost (see /api/v1/data-losses)")
 
 
 class StoreList(ApiModel):
@@ -64,7 +65,8 @@ class GatewayOut(ApiModel):
     config_hash: str | None
     devices: list[str] = Field(description="device ids from the gateway's last birth message")
     stream: UUID | None = Field(description="the gateway's current outbox stream")
-    through_seq: int | None = Field(description="every event of the stream up to this seq is stored")
+    through_seq: int | None = Field(description="every event of the stream up to this seq is stored or recorded lost")
+    events_lost: int = Field(description="events the gateway reported lost, over all its streams")
     last_health: dict[str, JsonValue] | None = Field(description="the gateway's last GatewayHealth report")
     last_health_at: datetime | None
 
@@ -94,4 +96,32 @@ class EventPageOut(ApiModel):
     """A page of events, newest first."""
 
     items: list[EventOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class DataLossOut(ApiModel):
+    """A range of a gateway's events the hub will never receive, as reported by an ``outbox.loss`` event."""
+
+    id: int = Field(description="the record's id; records of one loss event share event_id")
+    store_id: str
+    gateway_id: str
+    stream: UUID
+    first_seq: int
+    last_seq: int
+    count: int = Field(description="events in the range: last_seq - first_seq + 1")
+    reason: Literal["evicted", "not_held", "corrupt"] = Field(
+        description="evicted: the gateway's outbox was full; not_held: asked for again, the gateway no longer "
+        "had them; corrupt: the gateway could not read them back"
+    )
+    detail: str
+    by_kind: dict[str, int] = Field(description="lost events per kind of the whole loss event, where known")
+    event_id: UUID = Field(description="the outbox.loss event that reported it")
+    reported_at: datetime = Field(description="when the gateway recorded the loss (its clock), UTC")
+    recorded_at: datetime = Field(description="when the hub stored it, UTC")
+
+
+class DataLossPageOut(ApiModel):
+    """A page of loss records, newest report first."""
+
+    items: list[DataLossOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")

@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api/v1/stores", tags=["stores"])
     "",
     response_model=StoreList,
     summary="List stores",
-    description="Every store with its gateway counts, event count and when its last new event was stored.",
+    description="Every store with its gateway counts, event count, when its last new event was stored, "
+    "and how many events its gateways reported lost.",
 )
 async def get_stores(session: SessionDep, settings: SettingsDep, now: NowDep) -> StoreList:
     """Every store, by id."""
@@ -29,6 +30,7 @@ async def get_stores(session: SessionDep, settings: SettingsDep, now: NowDep) ->
                 online_gateway_count=s.online_gateway_count,
                 event_count=s.event_count,
                 last_event_at=s.last_event_at,
+                events_lost=s.events_lost,
             )
             for s in summaries
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import pydantic_core
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -11,7 +12,24 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 # How long SQLite waits for another writer (the API never writes, but migrations and a second process may).
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+# Page cache per connection (negative: KiB). The events table has seven indexes; with SQLite's 2 MiB
+# default, index pages are evicted and read again on every unit of work.
+SQLITE_CACHE_KIB: Final = 64 * 1024
+# Checkpoint the WAL every ~40 MiB instead of every 4 MiB: an index page written by several units is
+# copied into the database file once. Durability is unchanged: every commit still fsyncs the WAL.
+SQLITE_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
+# After a checkpoint, the WAL file is truncated to this size rather than left at its largest.
+SQLITE_JOURNAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 POSTGRES_CONNECT_TIMEOUT_S: Final = 5.0
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text, the way every JSON column of the hub is written.
+
+    pydantic-core's serializer is several times faster than ``json.dumps`` on the ingest path;
+    NaN and infinities are written as ``json.dumps`` writes them (the wire accepts them in payloads).
+    """
+    return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
 
 
 def redacted(database_url: str) -> str:
@@ -31,6 +49,9 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntr
         # FULL, not NORMAL: an acknowledged event must survive a power cut, since the agent deletes it.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT_BYTES}")
     finally:
         cursor.close()
 
@@ -38,7 +59,7 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntr
 def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for ``database_url`` (sqlite+aiosqlite or postgresql+asyncpg), tuned for the hub."""
     url = make_url(database_url)
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "json_serializer": json_text}
     if url.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"timeout": POSTGRES_CONNECT_TIMEOUT_S}
     engine = create_async_engine(url, **kwargs)

@@ -152,14 +152,52 @@ class StoredEvent(Base):
 
 
 class GatewayStream(Base):
-    """How far one outbox stream of a gateway is stored without a gap."""
+    """How far one outbox stream of a gateway is accounted for (stored or recorded lost) without a gap."""
 
     __tablename__ = "gateway_streams"
 
     gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("gateways.gateway_id"), primary_key=True)
     stream: Mapped[str] = mapped_column(String(UUID_LENGTH), primary_key=True)
     through_seq: Mapped[int] = mapped_column(BigInteger)
+    # The highest seq stored or recorded lost. While it equals through_seq nothing is held above the
+    # mark, and the next batch's mark follows from its own seqs without reading the events back.
+    max_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime]
+
+
+class DataLossRecord(Base):
+    """A range of a stream's events the hub will never receive, from an ``outbox.loss`` event.
+
+    One row per range; a loss event's ranges are trimmed of seqs the hub holds or had already
+    recorded as lost, so ``count`` adds up to distinct lost events.
+    """
+
+    __tablename__ = "data_losses"
+    __table_args__ = (
+        UniqueConstraint("event_id", "first_seq"),
+        Index("ix_data_losses_stream", "gateway_id", "stream", "first_seq"),
+        Index("ix_data_losses_store_reported", "store_id", "reported_at", "id"),
+        Index("ix_data_losses_reported", "reported_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("stores.store_id"))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("gateways.gateway_id"))
+    stream: Mapped[str] = mapped_column(String(UUID_LENGTH))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    # Lost events per kind of the whole loss event, as the gateway reported them (the same on each of its rows).
+    by_kind: Mapped[dict[str, int]] = mapped_column(JSON)
+    # The outbox.loss event that reported it.
+    event_id: Mapped[str] = mapped_column(String(UUID_LENGTH))
+    # The loss event's timestamp: when the gateway recorded the loss (its clock).
+    reported_at: Mapped[datetime]
+    # When the hub stored it.
+    recorded_at: Mapped[datetime]
 
 
 class RejectedMessage(Base):

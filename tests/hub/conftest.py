@@ -3,8 +3,11 @@ running hub app, and a plain paho client that plays the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
+import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -58,10 +61,26 @@ def _no_hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------- databases
 
 
+# Each test gets a database of its own, cloned from one migrated once per session: migrating takes
+# longer than copying. The migrations themselves are tested on empty databases (empty_database_url).
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest revision, for tests to copy."""
+    path = tmp_path_factory.mktemp("migrated") / "hub.sqlite3"
+    asyncio.run(upgrade_to_head(f"sqlite+aiosqlite:///{path}"))
+    with contextlib.closing(sqlite3.connect(path)) as connection:  # everything into the main file
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    """A SQLite database file in this test's directory."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite3'}"
+def sqlite_url(tmp_path: Path, migrated_sqlite_file: Path) -> str:
+    """A SQLite database file in this test's directory, at the newest revision."""
+    path = tmp_path / "hub.sqlite3"
+    shutil.copyfile(migrated_sqlite_file, path)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 async def _admin_connection() -> tuple[asyncpg.Connection, str]:
@@ -88,30 +107,69 @@ async def _admin_connection() -> tuple[asyncpg.Connection, str]:
     pytest.skip(message)
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A PostgreSQL database of its own for this test, dropped afterwards."""
+async def _create_database(template: str | None = None) -> tuple[str, str]:
+    """Create a database (as a copy of ``template``); return its name and URL."""
     admin, base_url = await _admin_connection()
     name = f"storegate_test_{uuid.uuid4().hex[:16]}"
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+        await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+    return name, make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_database(name: str) -> None:
+    admin, _ = await _admin_connection()
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """The name of a PostgreSQL database at the newest revision, the template of each test's database."""
+    name, url = asyncio.run(_create_database())
+    try:
+        asyncio.run(upgrade_to_head(url))
+        yield name
+    finally:
+        asyncio.run(_drop_database(name))
+
+
+@pytest.fixture
+async def postgres_url(postgres_template: str) -> AsyncIterator[str]:
+    """A PostgreSQL database of its own for this test, at the newest revision, dropped afterwards."""
+    name, url = await _create_database(postgres_template)
+    try:
+        yield url
+    finally:
+        await _drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """The same test on SQLite and on PostgreSQL."""
+    """The same test on SQLite and on PostgreSQL, each database at the newest revision."""
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database, before any migration, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    name, url = await _create_database()
+    try:
+        yield url
+    finally:
+        await _drop_database(name)
 
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated database and its engine."""
-    await upgrade_to_head(database_url)
     engine = create_engine(database_url)
     try:
         yield engine

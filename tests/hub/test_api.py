@@ -339,3 +339,151 @@ async def test_serve_fails_clearly_when_the_database_is_unusable(tmp_path: Path)
     settings = load_hub_settings(None, database_url=url, http_port=free_port(), mqtt={"port": free_port()})
     with pytest.raises(HubStartupError, match=r"cannot migrate the database .*missing-dir does not exist"):
         await asyncio.wait_for(serve(settings), timeout=10)
+
+
+# --------------------------------------------------------------------------- data loss and fleet health
+
+
+def loss_event(
+    *,
+    gateway_id: str = "gw-1",
+    store_id: str = "store-0001",
+    stream: uuid.UUID,
+    seq: int,
+    ranges: list[tuple[int, int]],
+) -> wire.Event:
+    """An outbox.loss event: the gateway evicted ``ranges`` from its full outbox."""
+    payload = wire.DataLoss(
+        ranges=[wire.SeqRange(first=first, last=last) for first, last in ranges],
+        count=sum(last - first + 1 for first, last in ranges),
+        reason="evicted",
+        detail="outbox quota of 50 MB reached",
+        by_kind={"environment.reading": 1200},
+    )
+    return wire.Event(
+        event_id=uuid.uuid4(),
+        store_id=store_id,
+        gateway_id=gateway_id,
+        stream=stream,
+        seq=seq,
+        device_id=gateway_id,
+        kind="outbox.loss",
+        ts=BASE_TS + timedelta(hours=1),
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+async def test_data_loss_is_visible_in_the_api_the_metric_and_the_page(
+    any_db_hub: RunningHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = any_db_hub
+    await seed(hub)  # gw-1 holds 1..25 of STREAM
+    evicted = loss_event(stream=STREAM, seq=1226, ranges=[(26, 1225)])
+    message = incoming("store-0001", "gw-1", wire.Channel.EVENTS, batch_of([evicted]))
+
+    first = await hub.runtime.ingestor.process([message])
+    again = await hub.runtime.ingestor.process([message])  # the agent missed the Ack and resent it
+
+    assert [(a.through_seq, a.gaps) for a in first.acks + again.acks] == [(1226, []), (1226, [])]
+    lost = hub.runtime.metrics.registry.get_sample_value
+    assert lost("storegate_hub_events_lost_total", {"reason": "evicted"}) == 1200
+    assert lost("storegate_hub_events_lost_total", {"reason": "not_held"}) == 0
+    warnings = [r.getMessage() for r in caplog.records if "events_lost" in r.getMessage()]
+    assert len(warnings) == 1
+    assert all(words in warnings[0] for words in ("store-0001", "gw-1", "26-1225", "1200", "evicted"))
+
+    page = (await get(hub, "/api/v1/data-losses", store_id="store-0001")).json()
+    (item,) = page["items"]
+    assert {k: item[k] for k in ("store_id", "gateway_id", "stream", "first_seq", "last_seq", "count")} == {
+        "store_id": "store-0001",
+        "gateway_id": "gw-1",
+        "stream": str(STREAM),
+        "first_seq": 26,
+        "last_seq": 1225,
+        "count": 1200,
+    }
+    assert (item["reason"], item["detail"], item["by_kind"]) == (
+        "evicted",
+        "outbox quota of 50 MB reached",
+        {"environment.reading": 1200},
+    )
+    assert item["event_id"] == str(evicted.event_id)
+    assert item["reported_at"].replace("Z", "+00:00") == evicted.ts.isoformat()
+    assert page["next_cursor"] is None
+    assert (await get(hub, "/api/v1/data-losses", gateway_id="gw-9")).json()["items"] == []
+    later = (evicted.ts + timedelta(seconds=1)).isoformat()
+    assert (await get(hub, "/api/v1/data-losses", since=later)).json()["items"] == []
+
+    gateways = {g["gateway_id"]: g for g in (await get(hub, "/api/v1/gateways")).json()["items"]}
+    stores = {s["store_id"]: s for s in (await get(hub, "/api/v1/stores")).json()["items"]}
+    assert (gateways["gw-1"]["events_lost"], gateways["gw-1"]["through_seq"], gateways["gw-9"]["events_lost"]) == (
+        1200,
+        1226,
+        0,
+    )
+    assert (stores["store-0001"]["events_lost"], stores["store-0002"]["events_lost"]) == (1200, 0)
+    text = (await get(hub, "/")).text
+    assert "data loss: 1,200 events evicted at gw-1 (outbox full, last reported 2025-03-01 13:00:00 UTC)" in text
+    assert "1,200 events evicted: seq 26-1225" in text  # the loss event among the latest events
+    assert text.count("data loss:") == 1  # store-0002 lost nothing
+
+
+async def test_data_losses_are_paginated_newest_first(hub: RunningHub) -> None:
+    streams = [uuid.uuid4() for _ in range(5)]
+    messages = [
+        incoming("store-0001", "gw-1", wire.Channel.EVENTS, batch_of([loss_event(stream=s, seq=3, ranges=[(1, 2)])]))
+        for s in streams
+    ]
+    await hub.runtime.ingestor.process(messages)
+    seen: list[int] = []
+    cursor = None
+    for _ in range(5):
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await get(hub, "/api/v1/data-losses", **params)).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [5, 4, 3, 2, 1]  # same report time: newest record first
+    bad = await get(hub, "/api/v1/data-losses", cursor="bm90LWEtY3Vyc29y")
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_each_gateways_health_is_exported_as_gauges(hub: RunningHub) -> None:
+    def health(store_id: str, gateway_id: str, depth: int, age: float | None, evicted: int) -> Incoming:
+        report = wire.GatewayHealth(
+            store_id=store_id,
+            gateway_id=gateway_id,
+            ts=wire.utc_now(),
+            outbox_depth=depth,
+            oldest_unacked_age_s=age,
+            published_total=10,
+            acked_total=10,
+            resent_total=0,
+            reconnects_total=0,
+            evicted_total=evicted,
+        )
+        return incoming(store_id, gateway_id, wire.Channel.HEALTH, report)
+
+    await hub.runtime.ingestor.process(
+        [health("store-0001", "gw-1", 1200, 42.5, 7), health("store-0002", "gw-9", 0, None, 0)]
+    )
+
+    value = hub.runtime.metrics.registry.get_sample_value
+    gw1 = {"store": "store-0001", "gateway": "gw-1"}
+    gw9 = {"store": "store-0002", "gateway": "gw-9"}
+    assert value("storegate_hub_gateway_backlog_events", gw1) == 1200
+    assert value("storegate_hub_gateway_oldest_unacked_seconds", gw1) == 42.5
+    assert value("storegate_hub_gateway_evicted_events", gw1) == 7
+    assert value("storegate_hub_gateway_oldest_unacked_seconds", gw9) == 0  # nothing waiting
+    assert value("storegate_hub_gateway_health_timestamp_seconds", gw9) is not None
+
+    await hub.runtime.ingestor.process([health("store-0003", "gw-1", 5, 1.0, 7)])  # gw-1 moved store
+
+    assert value("storegate_hub_gateway_backlog_events", gw1) is None  # one series per gateway
+    assert value("storegate_hub_gateway_backlog_events", {"store": "store-0003", "gateway": "gw-1"}) == 5
+    assert (
+        'storegate_hub_gateway_backlog_events{gateway="gw-9",store="store-0002"} 0.0'
+        in (await get(hub, "/metrics")).text
+    )

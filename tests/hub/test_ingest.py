@@ -238,3 +238,59 @@ async def test_a_batch_the_database_refuses_is_rejected_and_the_others_stored(
         count = (await session.execute(select(func.count()).select_from(StoredEvent))).scalar_one()
     assert list(reasons) == ["storage_error"]
     assert count == 1
+
+
+async def test_a_lost_batch_is_asked_for_in_the_ack_and_a_loss_report_closes_the_gap(
+    hub: RunningHub, gateway_client: PlainGateway
+) -> None:
+    gateway_client.subscribe(ACKS)
+    stream = uuid.uuid4()
+    e = {seq: reading(stream=stream, seq=seq) for seq in range(1, 8)}
+    gateway_client.publish(EVENTS, wire.encode(batch_of([e[1], e[2], e[3]])))
+    # 4..5 never reach the hub
+    gateway_client.publish(EVENTS, wire.encode(batch_of([e[6], e[7]])))
+
+    acks = await acks_on(gateway_client, 2)
+    assert [(a.through_seq, [(g.first, g.last) for g in a.gaps]) for a in acks] == [(3, []), (3, [(4, 5)])]
+
+    # The gateway had deleted them already: it reports them as lost instead of resending.
+    gone = wire.DataLoss(ranges=[wire.SeqRange(first=4, last=5)], count=2, reason="not_held")
+    report = wire.Event(
+        event_id=uuid.uuid4(),
+        store_id="store-0001",
+        gateway_id="gw-1",
+        stream=stream,
+        seq=8,
+        device_id="gw-1",
+        kind="outbox.loss",
+        ts=wire.utc_now(),
+        payload=gone.model_dump(mode="json"),
+    )
+    gateway_client.publish(EVENTS, wire.encode(batch_of([report])))
+
+    acks = await acks_on(gateway_client, 3)
+    assert (acks[2].through_seq, acks[2].gaps) == (8, [])
+    lost = hub.runtime.metrics.registry.get_sample_value("storegate_hub_events_lost_total", {"reason": "not_held"})
+    assert lost == 2
+
+
+async def test_a_restarted_hub_does_not_record_the_retained_status_as_a_transition(
+    hub_settings: HubSettings, gateway_client: PlainGateway
+) -> None:
+    gateway_client.publish(STATUS, wire.encode(status(True, "birth", agent_version="0.1.0")), retain=True)
+    async with running_hub(hub_settings) as first:
+        await eventually(lambda: online_of(first, "gw-1", True), timeout=5, what="gw-1 online")
+
+    async with running_hub(hub_settings) as second:
+        # The broker hands the retained birth over again when the hub subscribes anew.
+        registry = second.runtime.metrics.registry
+
+        def status_messages() -> float:
+            return registry.get_sample_value("storegate_hub_messages_received_total", {"channel": "status"}) or 0
+
+        await until(lambda: status_messages() >= 1, what="the retained status at the restarted hub")
+        await until(lambda: second.runtime.ingestor.units_committed >= 1, what="the retained status stored")
+        async with second.runtime.sessions() as session:
+            presence = (await session.scalars(select(GatewayPresence))).all()
+    assert [(p.online, p.reason) for p in presence] == [(True, "birth")]
+    assert registry.get_sample_value("storegate_hub_gateway_status_transitions_total", {"state": "online"}) is None

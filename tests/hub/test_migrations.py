@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, insert, inspect, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import create_engine
-from hub.db.migrate import current_revision, head_revision, upgrade_to_head
-from hub.db.models import Base, Store
+from hub.db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
+from hub.db.models import Base, Gateway, Store, StoredEvent, UtcDateTime
 
 
 async def schema_diff(engine: AsyncEngine, metadata: MetaData) -> list[Any]:
@@ -79,3 +81,69 @@ async def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url: str) -> Non
     finally:
         await engine.dispose()
     assert (journal, busy, foreign_keys) == ("wal", 5000, 1)
+
+
+async def test_an_empty_database_is_migrated_to_the_models_schema(empty_database_url: str) -> None:
+    await upgrade_to_head(empty_database_url)
+    engine = create_engine(empty_database_url)
+    try:
+        assert await current_revision(engine) == head_revision()
+        assert await schema_diff(engine, Base.metadata) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_0002_fills_max_seq_from_the_stored_events_and_can_be_undone(empty_database_url: str) -> None:
+    database_url = empty_database_url
+    config = alembic_config(database_url)
+    await asyncio.to_thread(command.upgrade, config, "0001")
+    engine = create_engine(database_url)
+    now = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    mark = text(
+        "INSERT INTO gateway_streams (gateway_id, stream, through_seq, updated_at) VALUES (:g, :s, :t, :u)"
+    ).bindparams(bindparam("u", type_=UtcDateTime()))
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(Store).values(store_id="s-1", first_seen=now, event_count=3))
+            await connection.execute(
+                insert(Gateway).values(gateway_id="gw-1", store_id="s-1", first_seen=now, last_seen_at=now, devices=[])
+            )
+            await connection.execute(
+                insert(StoredEvent),
+                [
+                    {
+                        "event_id": f"00000000-0000-4000-8000-00000000000{seq}",
+                        "store_id": "s-1",
+                        "gateway_id": "gw-1",
+                        "stream": "a",
+                        "seq": seq,
+                        "device_id": "d",
+                        "kind": "door.opened",
+                        "device_ts": now,
+                        "received_at": now,
+                        "payload": {},
+                    }
+                    for seq in (1, 2, 7)
+                ],
+            )
+            await connection.execute(
+                mark, [{"g": "gw-1", "s": "a", "t": 2, "u": now}, {"g": "gw-1", "s": "b", "t": 0, "u": now}]
+            )
+
+        await upgrade_to_head(database_url)
+
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT stream, through_seq, max_seq FROM gateway_streams"))).all()
+            assert sorted(tuple(row) for row in rows) == [("a", 2, 7), ("b", 0, 0)]
+            assert await schema_diff(engine, Base.metadata) == []
+        await asyncio.to_thread(command.downgrade, config, "0001")
+        async with engine.connect() as connection:
+            assert await current_revision(engine) == "0001"
+            tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("gateway_streams"))
+        assert "data_losses" not in tables
+        assert "max_seq" not in {c["name"] for c in columns}
+        await upgrade_to_head(database_url)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.db.engine import session_factory
 from hub.db.models import Gateway, GatewayPresence, GatewayStream, RejectedMessage, Store, StoredEvent
 from hub.ingest import BatchMessage, Classified, HealthMessage, StatusMessage, UnitResult, store_messages
-from hub.storage import Rejection, seq_runs
+from hub.seqs import runs as seq_runs
+from hub.storage import Rejection
 from storegate import wire
 from tests.hub.conftest import batch_of, reading, status
 
