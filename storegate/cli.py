@@ -71,14 +71,40 @@ def hub(
     raise typer.Exit(run_hub(config, overrides))
 
 
-@app.command()
+agent_app = typer.Typer(
+    help="Run the edge agent of one store gateway (devices, durable outbox, MQTT uplink), or ask how it is doing.",
+)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.callback(invoke_without_command=True)
 def agent(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file (see docs/).")],
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Agent TOML config file (see docs/operations.md).")
+    ] = None,
 ) -> None:
-    """Run the edge agent of one store gateway: devices, durable outbox, MQTT uplink."""
+    """Run the edge agent: ``storegate agent --config agent.toml``; ``storegate agent status`` reports on it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        typer.echo("storegate agent needs --config FILE (or a subcommand: status)", err=True)
+        raise typer.Exit(2)
     from edge_agent.runner import run_agent
 
     raise typer.Exit(run_agent(config))
+
+
+@agent_app.command("status")
+def agent_status(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The agent's TOML config file.")],
+) -> None:
+    """Say how the agent is doing: backlog, oldest unacknowledged event, rates, resends, evictions, broker."""
+    from edge_agent.status import agent_status as describe
+
+    text, code = describe(config)
+    typer.echo(text, err=code == 2)
+    raise typer.Exit(code)
 
 
 @app.command()
