@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PAYLOAD_BYTES = 200
+RAW_MAX_OUTSTANDING = 10_000
 STORE, GATEWAY = "store-bench", "gw-bench"
 
 
@@ -174,12 +175,13 @@ def raw_qos1_rate(port: int, count: int) -> float:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     done = threading.Event()
     acked = [0]
-    lock = threading.Lock()
+    progress = threading.Condition()
 
     def on_publish(*_: Any) -> None:
         # paho may call this from the publishing thread as well as its network thread.
-        with lock:
+        with progress:
             acked[0] += 1
+            progress.notify()
             if acked[0] == count:
                 done.set()
 
@@ -191,7 +193,11 @@ def raw_qos1_rate(port: int, count: int) -> float:
     connected.wait(10)
     payload = json.dumps(_payload(0)).encode()
     started = time.perf_counter()
-    for _ in range(count):
+    for sent in range(count):
+        # MQTT message ids are 16-bit: a publisher must not have more than 65,535 outstanding,
+        # or paho reuses ids and loses track of acknowledgements. Keep at most 10,000 queued.
+        with progress:
+            progress.wait_for(lambda sent=sent: sent - acked[0] < RAW_MAX_OUTSTANDING, timeout=60)
         client.publish(f"bench/{GATEWAY}/raw", payload, qos=1)
     if not done.wait(120):
         raise SystemExit("raw baseline: not every PUBACK arrived")

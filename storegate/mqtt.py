@@ -10,6 +10,8 @@ back on the broker instead of growing memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -224,6 +226,12 @@ class MqttLink:
             self.last_error = f"broker {self.settings.address} refused the connection: {reason_code}"
             log.warning("mqtt_refused", broker=self.settings.address, reason=str(reason_code))
             return
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # also ssl.SSLSocket; None or a websocket wrapper otherwise
+            # paho leaves Nagle's algorithm on: a small publish could then wait for the broker's
+            # delayed ACK (up to 40 ms on Linux) before it leaves. Events and acks are latency-bound.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for topic_filter, qos in self._subscriptions:
             client.subscribe(topic_filter, qos)
         self.connects_total += 1
