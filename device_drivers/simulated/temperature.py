@@ -18,12 +18,12 @@ from typing import Final, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from device_drivers.base import (
-    CommandNotSupportedError,
     DeviceUnavailableError,
     DriverHealth,
     DriverState,
     Reading,
 )
+from device_drivers.simulated.common import answer_ping
 from storegate.wire import (
     UNIT_OF,
     Command,
@@ -111,16 +111,7 @@ class SimulatedTemperatureSensor:
 
     async def execute(self, command: Command) -> CommandResult:
         """Answers ``ping``; a temperature sensor has no other commands."""
-        if command.name != "ping":
-            raise CommandNotSupportedError(f"{self.config.device_id} does not support command {command.name!r}")
-        return CommandResult(
-            command_id=command.command_id,
-            store_id=command.store_id,
-            gateway_id=command.gateway_id,
-            status="done",
-            detail="pong",
-            ts=self._clock(),
-        )
+        return answer_ping(command, device_id=self.config.device_id, now=self._clock())
 
     def health(self) -> DriverHealth:
         """State, last reading time and count; a simulated device never fails on its own."""
