@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
-from typing import Final
 
 import structlog
 
@@ -16,31 +14,22 @@ from edge_agent.errors import AgentFailedError
 from edge_agent.outbox import OutboxError
 from storegate.configfile import ConfigError
 from storegate.logs import configure_logging
+from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, stop_on_signals
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_CONFIG: Final = 2
 
 
 async def _serve(config: AgentConfig) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await EdgeAgent(config=config).run(stop)
-    except (OutboxError, OSError) as err:  # outbox unusable, metrics port taken, TLS file missing
-        log.error("agent_cannot_start", error=str(err))
-        return EXIT_FAILED
-    except AgentFailedError as err:
-        log.error("agent_failed", error=str(err))
-        return EXIT_FAILED
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    with stop_on_signals(stop):
+        try:
+            await EdgeAgent(config=config).run(stop)
+        except (OutboxError, OSError) as err:  # outbox unusable, metrics port taken, TLS file missing
+            log.error("agent_cannot_start", error=str(err))
+            return EXIT_FAILED
+        except AgentFailedError as err:
+            log.error("agent_failed", error=str(err))
+            return EXIT_FAILED
     return EXIT_OK
 
 

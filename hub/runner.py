@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import structlog
 
@@ -15,30 +14,21 @@ from hub.app import HubStartupError, serve
 from hub.settings import HubSettings, load_hub_settings
 from storegate.configfile import ConfigError
 from storegate.logs import configure_logging
+from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, stop_on_signals
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_CONFIG: Final = 2
 
 
 async def _serve(settings: HubSettings) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
     # uvicorn handles these signals while it serves and raises them again when it is done; these
     # handlers take that second delivery, so a clean stop ends with exit code 0.
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await serve(settings, stop=stop)
-    except HubStartupError as err:
-        log.error("hub_cannot_start", error=str(err))
-        return EXIT_FAILED
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    with stop_on_signals(stop):
+        try:
+            await serve(settings, stop=stop)
+        except HubStartupError as err:
+            log.error("hub_cannot_start", error=str(err))
+            return EXIT_FAILED
     return EXIT_OK
 
 
