@@ -22,7 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from hub.api import events, gateways, health, losses, pages, stores
-from hub.db.engine import create_engine, redacted, session_factory
+from hub.db.checkpoint import WalCheckpointer
+from hub.db.engine import create_engine, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
 from hub.ingest import Ingestor, describe_error, subscriptions
 from hub.metrics import HubMetrics
@@ -58,8 +59,13 @@ async def _start(settings: HubSettings, stack: AsyncExitStack) -> HubRuntime:
         await upgrade_to_head(settings.database_url)
     except Exception as err:  # unreachable server, bad path, a database newer than this code: all fatal here
         raise HubStartupError(f"cannot migrate the database {where}: {describe_error(err)}") from err
-    engine = create_engine(settings.database_url)
+    database_file = sqlite_path(settings.database_url)
+    engine = create_engine(settings.database_url, background_checkpoint=database_file is not None)
     stack.push_async_callback(engine.dispose)
+    if database_file is not None:
+        checkpointer = WalCheckpointer(path=database_file)
+        checkpointer.start()
+        stack.push_async_callback(checkpointer.stop)
     metrics = HubMetrics()
     link = MqttLink(
         settings=settings.mqtt,

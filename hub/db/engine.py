@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Any, Final
 
 import pydantic_core
@@ -40,7 +42,7 @@ def redacted(database_url: str) -> str:
         return "<unparsable database URL>"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntry, *, autocheckpoint: bool) -> None:
     cursor = dbapi_connection.cursor()
     try:
         # WAL lets the API read while the consumer writes.
@@ -50,21 +52,36 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntr
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
+        # 0 when a WalCheckpointer runs: a checkpoint then never lands inside an ingest commit.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES if autocheckpoint else 0}")
         cursor.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT_BYTES}")
     finally:
         cursor.close()
 
 
-def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine for ``database_url`` (sqlite+aiosqlite or postgresql+asyncpg), tuned for the hub."""
+def sqlite_path(database_url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for any other database."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return Path(url.database)
+
+
+def create_engine(database_url: str, *, echo: bool = False, background_checkpoint: bool = False) -> AsyncEngine:
+    """An async engine for ``database_url`` (sqlite+aiosqlite or postgresql+asyncpg), tuned for the hub.
+
+    ``background_checkpoint``: the caller runs a :class:`~hub.db.checkpoint.WalCheckpointer`, so
+    SQLite's automatic checkpoints are turned off on this engine's connections.
+    """
     url = make_url(database_url)
     kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "json_serializer": json_text}
     if url.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"timeout": POSTGRES_CONNECT_TIMEOUT_S}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(
+            engine.sync_engine, "connect", partial(_sqlite_pragmas, autocheckpoint=not background_checkpoint)
+        )
     return engine
 
 
