@@ -78,7 +78,7 @@ async def _child(args: argparse.Namespace) -> None:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing a simulated device, not synchronisation
-            reading = Reading(device_id=args.device, kind="scan.sale", ts=datetime.now(UTC), payload=_payload(n))
+            reading = Reading(device_id=args.device, kind="sale.item", ts=datetime.now(UTC), payload=_payload(n))
             await agent.record(reading)
         print(json.dumps({"produced": args.count, "produce_s": time.monotonic() - start}), flush=True)
 

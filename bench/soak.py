@@ -39,7 +39,7 @@ def main() -> None:
     from storegate.mqtt import MqttSettings
     from tests.procs import agent_service, hub_rows, hub_service
 
-    devices = {"door-1": "security.door", "till-1": "scan.sale", "shelf-1": "shelf.pick",
+    devices = {"door-1": "security.door", "till-1": "sale.item", "shelf-1": "shelf.sample",
                "fridge-1": "environment.reading"}
     duration = args.minutes * 60
     per_device = int(args.rate / len(devices) * duration)

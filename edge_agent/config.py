@@ -24,7 +24,7 @@ Example ``agent.toml``::
     [[devices]]                     # numbers its readings and replays after a restart
     device_id = "door-1"
     driver = "simulated-sequence"
-    kind = "door.opened"
+    kind = "door.contact"
     count = 5000
     rate_per_s = 10
 """

@@ -171,8 +171,18 @@ _PRIORITY_BY_FAMILY: Final[dict[str, Priority]] = {
 }
 
 
+# Kinds whose priority differs from their family's: a local cold-chain alarm is food safety, not
+# telemetry, and must outlive the readings around it when the outbox is full.
+_PRIORITY_BY_KIND: Final[dict[str, Priority]] = {
+    "environment.alarm": Priority.SALES,
+}
+
+
 def priority_of(kind: str) -> Priority:
-    """The priority of an event kind, by its family (unknown families count as device status)."""
+    """The priority of an event kind: its own where listed, else its family's (unknown: device status)."""
+    own = _PRIORITY_BY_KIND.get(kind)
+    if own is not None:
+        return own
     return _PRIORITY_BY_FAMILY.get(kind.split(".", 1)[0], Priority.DEVICE)
 
 
@@ -257,11 +267,151 @@ class DataLoss(WireModel):
         return self
 
 
+class EnvironmentAlarm(WireModel):
+    """Payload of ``environment.alarm``: a local threshold alarm raised or cleared by the gateway itself.
+
+    Raised after the value has been beyond ``limit`` for the rule's delay; cleared once it is back
+    inside by the rule's hysteresis. The gateway decides this without the hub, so it works offline.
+    """
+
+    state: Literal["raised", "cleared"]
+    quantity: Quantity
+    direction: Literal["high", "low"]
+    limit: float = Field(allow_inf_nan=False)
+    value: float = Field(allow_inf_nan=False, description="the reading that raised or cleared it")
+    unit: str = Field(min_length=1, max_length=16)
+    zone: str | None = Field(default=None, max_length=64)
+    since: UtcDatetime = Field(description="when the value first crossed the limit (raised) or came back (cleared)")
+
+
+class DeviceIdentity(WireModel):
+    """How a plugged-in device identified itself: what a technician needs to assign it a profile."""
+
+    vendor_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{4}$", description="USB vendor id, hex")
+    product_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{4}$", description="USB product id, hex")
+    serial_number: str | None = Field(default=None, max_length=128)
+    manufacturer: str | None = Field(default=None, max_length=128)
+    product: str | None = Field(default=None, max_length=128)
+    location: str | None = Field(default=None, max_length=128, description="physical port path, e.g. '1-1.2:1.0'")
+
+
+class DeviceAttached(WireModel):
+    """Payload of ``device.attached``: a device appeared and its driver started."""
+
+    profile: str = Field(min_length=1, max_length=64)
+    address: str = Field(min_length=1, max_length=256, description="port path or bus address it was found at")
+    identity: DeviceIdentity | None = None
+
+
+class DeviceDetached(WireModel):
+    """Payload of ``device.detached``: a device went away (unplugged, or removed from the config)."""
+
+    reason: Literal["unplugged", "unconfigured", "shutdown"]
+    address: str = Field(min_length=1, max_length=256)
+
+
+class DeviceUnknown(WireModel):
+    """Payload of ``device.unknown``: a device no profile matches; a technician assigns one."""
+
+    address: str = Field(min_length=1, max_length=256)
+    identity: DeviceIdentity
+
+
+class DeviceError(WireModel):
+    """Payload of ``device.error``: a driver failed; the gateway retries after ``retry_in_s``."""
+
+    error: str = Field(min_length=1, max_length=500)
+    retry_in_s: float | None = Field(default=None, ge=0)
+    failures: int = Field(ge=1, description="consecutive failures, this one included")
+
+
+class DeviceStale(WireModel):
+    """Payload of ``device.stale``: a sensor went silent, or keeps repeating one value with fresh timestamps."""
+
+    reason: Literal["silent", "stuck", "recovered"]
+    quantity: Quantity | None = None
+    since: UtcDatetime = Field(description="last reading (silent), first repeat (stuck), or recovery")
+    value: float | None = Field(default=None, allow_inf_nan=False, description="the repeated value (stuck)")
+    zone: str | None = Field(default=None, max_length=64)
+
+
+class ShelfChange(WireModel):
+    """Payload of ``shelf.pick`` and ``shelf.put``: a settled change of one slot's item count."""
+
+    slot: int = Field(ge=1, le=255)
+    sku: str | None = Field(default=None, max_length=64)
+    delta: int = Field(description="items added (put, > 0) or removed (pick, < 0)")
+    count: int = Field(ge=0, description="items on the slot after the change")
+    weight_g: float = Field(allow_inf_nan=False, description="settled net weight after the change")
+
+
+class ShelfStock(WireModel):
+    """Payload of ``shelf.stock``: the periodic stock level of one slot."""
+
+    slot: int = Field(ge=1, le=255)
+    sku: str | None = Field(default=None, max_length=64)
+    count: int = Field(ge=0)
+    weight_g: float = Field(allow_inf_nan=False)
+
+
+class ShelfFault(WireModel):
+    """Payload of ``shelf.fault``: a load cell that cannot be trusted, or ``cleared`` once it is again."""
+
+    slot: int = Field(ge=1, le=255)
+    fault: Literal["stuck", "out_of_range", "negative_drift", "disconnected", "cleared"]
+    detail: str = Field(default="", max_length=500)
+
+
+ScanMode = Literal["checkout", "receiving", "stock_count"]
+
+
+class Scan(WireModel):
+    """Payload of ``scan.sale``, ``scan.receiving`` and ``scan.count``: one validated barcode read.
+
+    ``code`` is the data as read (GS1 separators as ``\x1d``); the other fields are what it says.
+    In-store variable-measure codes (prefix 02, 20-29) carry ``price`` or ``weight_g``.
+    """
+
+    code: str = Field(min_length=1, max_length=512)
+    symbology: Literal["ean13", "ean8", "upca", "upce", "code128", "gs1_128", "gs1_datamatrix"]
+    mode: ScanMode
+    gtin: str | None = Field(default=None, pattern=r"^[0-9]{14}$", description="as GTIN-14")
+    quantity: int = Field(default=1, ge=1)
+    batch: str | None = Field(default=None, max_length=20)
+    expiry: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    serial: str | None = Field(default=None, max_length=20)
+    net_weight_g: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    price: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?$", description="decimal, store currency")
+    ai: dict[str, str] = Field(default_factory=dict, description="GS1 application identifiers and values")
+
+
+class DoorChange(WireModel):
+    """Payload of ``door.opened`` and ``door.closed``: a debounced contact change."""
+
+    zone: str | None = Field(default=None, max_length=64)
+    open: bool
+
+
 # Payload schema per event kind. A kind not listed here is carried with a free-form
 # payload, so an older hub still stores events of a newer agent.
 PAYLOAD_MODELS: Final[dict[str, type[WireModel]]] = {
     "environment.reading": EnvironmentReading,
+    "environment.alarm": EnvironmentAlarm,
     "outbox.loss": DataLoss,
+    "device.attached": DeviceAttached,
+    "device.detached": DeviceDetached,
+    "device.unknown": DeviceUnknown,
+    "device.error": DeviceError,
+    "device.stale": DeviceStale,
+    "shelf.pick": ShelfChange,
+    "shelf.put": ShelfChange,
+    "shelf.stock": ShelfStock,
+    "shelf.fault": ShelfFault,
+    "scan.sale": Scan,
+    "scan.receiving": Scan,
+    "scan.count": Scan,
+    "door.opened": DoorChange,
+    "door.closed": DoorChange,
 }
 
 

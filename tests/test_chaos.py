@@ -30,8 +30,8 @@ RATE_PER_DEVICE = 400.0
 # One device per priority class, so replay order and eviction rules are exercised too.
 DEVICES = {
     "door-1": "security.door",
-    "till-1": "scan.sale",
-    "shelf-1": "shelf.pick",
+    "till-1": "sale.item",
+    "shelf-1": "shelf.sample",
     "fridge-1": "environment.reading",
 }
 TOTAL = PER_DEVICE * len(DEVICES)

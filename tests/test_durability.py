@@ -23,7 +23,7 @@ from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
 from tests.procs import agent_service
 
-DEVICES = {"door-1": "security.door", "till-1": "scan.sale", "fridge-1": "environment.reading"}
+DEVICES = {"door-1": "security.door", "till-1": "sale.item", "fridge-1": "environment.reading"}
 KILLS = 5
 
 

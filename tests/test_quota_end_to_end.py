@@ -37,7 +37,7 @@ def reading(n: int) -> Reading:
     if n % 8 == 0:
         return Reading(device_id="door-1", kind="security.door", ts=ts, payload={"n": n, "open": True})
     if n % 8 == 4:
-        return Reading(device_id="till-1", kind="scan.sale", ts=ts, payload={"n": n, "gtin": "05012345678900"})
+        return Reading(device_id="till-1", kind="sale.item", ts=ts, payload={"n": n, "gtin": "05012345678900"})
     payload = {"quantity": "temperature", "value": 3.0 + n / 1000, "unit": "Cel", "zone": "fridge-1"}
     return Reading(device_id="fridge-1", kind="environment.reading", ts=ts, payload=payload)
 
@@ -47,7 +47,7 @@ async def test_full_outbox_evicts_telemetry_first_and_the_hub_records_the_loss(
 ) -> None:
     readings = [reading(n) for n in range(1, READINGS + 1)]
     kinds = {kind: sum(1 for r in readings if r.kind == kind) for kind in {r.kind for r in readings}}
-    assert kinds == {"environment.reading": 300, "security.door": 50, "scan.sale": 50}
+    assert kinds == {"environment.reading": 300, "security.door": 50, "sale.item": 50}
 
     mosquitto.stop()  # the store's uplink is down
     config = AgentConfig.model_validate(
@@ -94,7 +94,7 @@ async def test_full_outbox_evicts_telemetry_first_and_the_hub_records_the_loss(
         stored = {kind: sum(1 for k, _ in rows if k == kind) for kind in kinds}
         # Security and sales are the last to go: all of them arrived.
         assert stored["security.door"] == kinds["security.door"]
-        assert stored["scan.sale"] == kinds["scan.sale"]
+        assert stored["sale.item"] == kinds["sale.item"]
         # Telemetry that did not arrive is exactly what the loss records name.
         losses = [payload for kind, payload in rows if kind == "outbox.loss"]
         assert losses, "the hub must have received loss records"

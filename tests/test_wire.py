@@ -86,7 +86,7 @@ def test_known_kind_payload_is_validated() -> None:
 
 
 def test_unknown_kind_keeps_free_payload() -> None:
-    event = make_event(kind="shelf.pick", payload={"slot": 3, "count": -2})
+    event = make_event(kind="shelf.sample", payload={"slot": 3, "count": -2})
     assert event.typed_payload() is None
     assert event.payload == {"slot": 3, "count": -2}
 

@@ -348,7 +348,7 @@ async def test_record_waits_while_the_queue_is_full(tmp_path: Path, unreachable_
     ("reading", "why"),
     [
         (Reading(device_id="x", kind="NotDotted", ts=temperature(0).ts), "kind"),
-        (Reading(device_id="bad id!", kind="door.opened", ts=temperature(0).ts), "device_id"),
+        (Reading(device_id="bad id!", kind="door.contact", ts=temperature(0).ts), "device_id"),
         (
             Reading(
                 device_id="x",
@@ -358,9 +358,9 @@ async def test_record_waits_while_the_queue_is_full(tmp_path: Path, unreachable_
             ),
             "does not match",
         ),
-        (Reading(device_id="x", kind="door.opened", ts=temperature(0).ts, payload={"v": math.nan}), "JSON"),
-        (Reading(device_id="x", kind="door.opened", ts=temperature(0).ts.replace(tzinfo=None)), "timezone"),
-        (Reading(device_id="x", kind="door.opened", ts=temperature(0).ts, payload={"blob": "x" * 70_000}), "limit"),
+        (Reading(device_id="x", kind="door.contact", ts=temperature(0).ts, payload={"v": math.nan}), "JSON"),
+        (Reading(device_id="x", kind="door.contact", ts=temperature(0).ts.replace(tzinfo=None)), "timezone"),
+        (Reading(device_id="x", kind="door.contact", ts=temperature(0).ts, payload={"blob": "x" * 70_000}), "limit"),
     ],
 )
 async def test_invalid_readings_are_rejected_and_counted(

@@ -56,7 +56,7 @@ seed = 7
 [[devices]]
 device_id = "door-1"
 driver = "simulated-sequence"
-kind = "door.opened"
+kind = "door.contact"
 count = 5000
 rate_per_s = 400
 seed = 3
@@ -100,7 +100,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert isinstance(door, SimulatedSequenceConfig)
     assert (door.device_id, door.kind, door.count, door.rate_per_s, door.seed) == (
         "door-1",
-        "door.opened",
+        "door.contact",
         5000,
         400,
         3,

@@ -159,7 +159,7 @@ def test_the_sequence_device_is_a_resumable_driver() -> None:
     assert not isinstance(SimulatedTemperatureSensor(config=sensor_config()), Resumable)
 
 
-@pytest.mark.parametrize("kind", ["environment.reading", "door.opened", "scan.sale"])
+@pytest.mark.parametrize("kind", ["environment.reading", "door.contact", "sale.item"])
 async def test_sequence_readings_are_numbered_valid_and_identify_themselves(kind: str) -> None:
     time = FakeTime()
     device = SimulatedSequenceDevice(

@@ -57,7 +57,7 @@ def path(tmp_path: Path) -> Path:
 async def test_append_assigns_consecutive_seqs_from_one_and_stores_the_event_json(path: Path) -> None:
     async with Outbox(path=path) as outbox:
         assert (outbox.last_seq, outbox.depth()) == (0, 0)
-        events = [new_event(0), new_event(1, kind="door.opened"), new_event(2, kind="sale.completed")]
+        events = [new_event(0), new_event(1, kind="door.contact"), new_event(2, kind="sale.completed")]
         result = await outbox.append(events)
         assert (result.stored, result.first_seq, result.duplicates, result.evicted) == (3, 1, 0, {})
         rows = await outbox.read_after(0, 10)
@@ -84,7 +84,7 @@ async def test_append_assigns_consecutive_seqs_from_one_and_stores_the_event_jso
 async def test_timestamps_are_stored_in_utc(path: Path) -> None:
     local = datetime(2025, 3, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
     async with Outbox(path=path) as outbox:
-        await outbox.append([NewEvent.of(device_id="d", kind="door.opened", ts=local, payload={})])
+        await outbox.append([NewEvent.of(device_id="d", kind="door.contact", ts=local, payload={})])
         (row,) = await outbox.read_after(0, 1)
         assert await outbox.oldest_ts() == local
     assert row.fields()["ts"] == "2025-03-01T12:00:00+00:00"
@@ -167,7 +167,7 @@ async def test_read_after_pages_in_seq_order(path: Path) -> None:
 
 async def test_the_sender_reads_the_backlog_and_high_priority_events_ahead_of_it(path: Path) -> None:
     kinds = ["environment.reading"] * 10
-    kinds[3], kinds[6], kinds[8] = "door.opened", "sale.completed", "device.online"
+    kinds[3], kinds[6], kinds[8] = "door.contact", "sale.completed", "device.online"
     async with Outbox(path=path) as outbox:
         await outbox.append([new_event(n, kind=kind) for n, kind in enumerate(kinds)])
         backlog, ahead = await outbox.read_for_send(after=0, ahead_through=0, limit=3, ahead_limit=10)
@@ -189,7 +189,7 @@ async def test_the_sender_reads_the_backlog_and_high_priority_events_ahead_of_it
 
 async def test_a_backlog_of_sales_events_goes_in_order(path: Path) -> None:
     async with Outbox(path=path) as outbox:
-        await outbox.append([new_event(n, kind="scan.sale") for n in range(10)])
+        await outbox.append([new_event(n, kind="sale.item") for n in range(10)])
         backlog, ahead = await outbox.read_for_send(after=0, ahead_through=0, limit=3, ahead_limit=10)
         assert (seqs(backlog), ahead) == ([1, 2, 3], [])
 
@@ -289,8 +289,8 @@ async def test_a_full_quota_evicts_telemetry_first_oldest_first_and_records_the_
     quota = Quota(max_events=20, max_bytes=10**9)
     async with Outbox(path=path, quota=quota, loss_device_id="gw-1") as outbox:
         await outbox.append([new_event(n) for n in range(5)])  # telemetry 1..5
-        await outbox.append([new_event(n, kind="door.opened") for n in range(5, 10)])  # security 6..10
-        await outbox.append([new_event(n, kind="scan.sale") for n in range(10, 15)])  # sales 11..15
+        await outbox.append([new_event(n, kind="door.contact") for n in range(5, 10)])  # security 6..10
+        await outbox.append([new_event(n, kind="sale.item") for n in range(10, 15)])  # sales 11..15
         await outbox.append([new_event(n, kind="device.online") for n in range(15, 18)])  # device 16..18
         await outbox.append([new_event(n) for n in range(18, 20)])  # telemetry 19, 20: full now
         assert outbox.depth() == 20
@@ -307,11 +307,11 @@ async def test_a_full_quota_evicts_telemetry_first_oldest_first_and_records_the_
         assert left[-1].priority == Priority.SECURITY, "a loss record travels ahead of the backlog"
 
         # Telemetry gone: device status next, then sales; security last, and never the loss record.
-        await outbox.append([new_event(n, kind="door.opened") for n in range(30, 40)])
+        await outbox.append([new_event(n, kind="door.contact") for n in range(30, 40)])
         kinds = [row.fields()["kind"] for row in await outbox.read_after(0, 100)]
         assert "environment.sample" not in kinds
         assert "device.online" not in kinds
-        assert kinds.count("door.opened") == 15
+        assert kinds.count("door.contact") == 15
         assert kinds.count(LOSS_KIND) == 2
         assert outbox.depth() <= 20
 
@@ -324,17 +324,17 @@ async def test_the_byte_quota_counts_too(path: Path) -> None:
     quota = Quota(max_events=10**6, max_bytes=per_event * 10 + 5)
     async with Outbox(path=path, quota=quota) as outbox:
         assert (await outbox.append([new_event(n) for n in range(10)])).evicted == {}
-        result = await outbox.append([new_event(10, kind="door.opened")])
+        result = await outbox.append([new_event(10, kind="door.contact")])
         assert set(result.evicted) == {Priority.TELEMETRY}
         assert result.loss_events == 1
         assert outbox.size_bytes <= quota.max_bytes
 
 
 async def test_evictions_beyond_a_thousand_ranges_take_several_loss_records(path: Path) -> None:
-    kinds = ["environment.sample", "door.opened"] * 1100  # every telemetry event is its own range
+    kinds = ["environment.sample", "door.contact"] * 1100  # every telemetry event is its own range
     async with Outbox(path=path, quota=Quota(max_events=2200, max_bytes=10**9)) as outbox:
         await outbox.append([new_event(n, kind=kind) for n, kind in enumerate(kinds)])
-        result = await outbox.append([new_event(n, kind="door.opened") for n in range(1050)])
+        result = await outbox.append([new_event(n, kind="door.contact") for n in range(1050)])
         evicted = result.evicted[Priority.TELEMETRY]
         assert result.evicted == {Priority.TELEMETRY: evicted}
         assert evicted > 1000
@@ -360,7 +360,7 @@ async def test_sqlite_full_is_recognised_and_making_room_evicts_the_least_import
         return NewEvent.of(device_id="d", kind=kind, ts=T0, payload={"n": n, "blob": "x" * 1500})
 
     async with Outbox(path=path) as outbox:
-        await outbox.append([sized(n, "door.opened") for n in range(20)])
+        await outbox.append([sized(n, "door.contact") for n in range(20)])
         await outbox.append([sized(n, "environment.sample") for n in range(20, 40)])
         await outbox.cap_pages(1)  # no growth from here on, like a full disk
         big = [
@@ -423,8 +423,8 @@ async def test_a_schema_1_outbox_is_migrated_with_its_seqs(path: Path) -> None:
         )
         old = [
             (str(uuid4()), "chiller-1", "environment.reading", 3, T0.isoformat(), '{"quantity": "temperature"}'),
-            (str(uuid4()), "door-1", "door.opened", 0, T0.isoformat(), '{"door": "back"}'),
-            (str(uuid4()), "door-1", "door.opened", 0, T0.isoformat(), '{"door": "front"}'),
+            (str(uuid4()), "door-1", "door.contact", 0, T0.isoformat(), '{"door": "back"}'),
+            (str(uuid4()), "door-1", "door.contact", 0, T0.isoformat(), '{"door": "front"}'),
         ]
         conn.executemany(
             "INSERT INTO outbox (event_id, device_id, kind, priority, ts, payload) VALUES (?, ?, ?, ?, ?, ?)", old

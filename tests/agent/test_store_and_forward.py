@@ -27,11 +27,11 @@ from tests.agent.test_agent import connected, until
 
 
 def door(n: int) -> Reading:
-    return Reading(device_id="door-1", kind="door.opened", ts=T0 + timedelta(seconds=n), payload={"door": "back"})
+    return Reading(device_id="door-1", kind="door.contact", ts=T0 + timedelta(seconds=n), payload={"door": "back"})
 
 
 def sale(n: int) -> Reading:
-    return Reading(device_id="till-1", kind="scan.sale", ts=T0 + timedelta(seconds=n), payload={"gtin": str(n)})
+    return Reading(device_id="till-1", kind="sale.item", ts=T0 + timedelta(seconds=n), payload={"gtin": str(n)})
 
 
 def big(n: int, kind: str = "camera.motion") -> Reading:
@@ -127,10 +127,10 @@ async def test_a_security_event_overtakes_a_telemetry_backlog(tmp_path: Path, mq
         async with running(agent):
             await until(lambda: len(hub.received()) >= 2000, "the drain under way")
             await agent.record(door(0))
-            await until(lambda: any(e.kind == "door.opened" for e in hub.received()), "the security event")
+            await until(lambda: any(e.kind == "door.contact" for e in hub.received()), "the security event")
             await until(lambda: agent.stats.acked == backlog + 1, "the backlog drained", timeout=30)
     kinds = [event.kind for event in hub.received()]
-    position = kinds.index("door.opened")
+    position = kinds.index("door.contact")
     # It went out with the next round of the sender, not after the 18,000 events still waiting.
     assert 2000 <= position < 2000 + 3000, position
     assert kinds.count("environment.reading") >= backlog
@@ -178,8 +178,8 @@ async def test_with_the_broker_down_a_full_outbox_evicts_telemetry_first_and_tel
     assert set().union(*(loss.by_kind for loss in losses)) == {"environment.reading"}
     # The oldest telemetry went: seqs 1..k, the first 40 readings' start.
     assert lost == set(range(1, len(lost) + 1))
-    assert Counter(events[seq].kind for seq in delivered)["door.opened"] == 5
-    assert Counter(events[seq].kind for seq in delivered)["scan.sale"] == 5
+    assert Counter(events[seq].kind for seq in delivered)["door.contact"] == 5
+    assert Counter(events[seq].kind for seq in delivered)["sale.item"] == 5
 
 
 async def test_a_full_disk_holds_readings_in_memory_and_the_agent_keeps_running(
@@ -241,7 +241,7 @@ async def test_numbered_readings_reach_the_outbox_exactly_once_across_restarts(
     device = {
         "device_id": "till-1",
         "driver": "simulated-sequence",
-        "kind": "scan.sale",
+        "kind": "sale.item",
         "count": 30,
         "rate_per_s": 2000,
     }

@@ -43,7 +43,7 @@ async def seed(hub: RunningHub) -> list[wire.Event]:
         stream=STREAM,
         seq=25,
         device_id="door-1",
-        kind="door.opened",
+        kind="door.contact",
         ts=events[11].ts,
         payload={"note": "<script>alert(1)</script>", "open": True},
     )
@@ -159,7 +159,7 @@ async def test_events_carry_every_field_newest_first(hub: RunningHub) -> None:
         ({"store_id": "store-0002"}, 1),
         ({"gateway_id": "gw-1"}, 25),
         ({"device_id": "fridge-2"}, 12),
-        ({"kind": "door.opened"}, 1),
+        ({"kind": "door.contact"}, 1),
         ({"since": (BASE_TS + timedelta(seconds=20)).isoformat()}, 5),  # seqs 20..24
         ({"until": (BASE_TS + timedelta(seconds=3)).isoformat()}, 3),  # seqs 1, 2 and store-0002's seq 1
         ({"device_id": "fridge-1", "since": "2025-03-01T13:00:10+01:00", "until": "2025-03-01T12:00:16Z"}, 3),
@@ -287,7 +287,7 @@ async def test_dashboard_shows_stores_gateways_and_events_escaped(hub: RunningHu
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "1 of 1 gateways online" in page
     # 20 newest events of store-0001 plus 1 of store-0002.
-    assert page.count("environment.reading") + page.count("door.opened") == 21
+    assert page.count("environment.reading") + page.count("door.contact") == 21
 
 
 async def test_openapi_describes_the_api(hub: RunningHub) -> None:

@@ -118,7 +118,7 @@ async def test_0002_fills_max_seq_from_the_stored_events_and_can_be_undone(empty
                         "stream": "a",
                         "seq": seq,
                         "device_id": "d",
-                        "kind": "door.opened",
+                        "kind": "door.contact",
                         "device_ts": now,
                         "received_at": now,
                         "payload": {},
