@@ -1,0 +1,1 @@
+"""What every environment sensor shares: per-device settings, stale-sensor detection and local alarms."""

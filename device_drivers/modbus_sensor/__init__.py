@@ -1,0 +1,1 @@
+"""Modbus RTU temperature and humidity sensors (XY-MD02 / SHT20 class)."""

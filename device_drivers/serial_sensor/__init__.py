@@ -1,0 +1,1 @@
+"""Sensors that print one line per reading on a serial port."""
