@@ -103,3 +103,70 @@ class PtyPort:
             self._chunks.put_nowait(None)
         if slave is not None:
             os.close(slave)
+
+
+class NullModem:
+    """Two pty pairs joined master to master: a serial cable with a device node at each end.
+
+    For simulated devices that are themselves programs opening a serial port (a pymodbus
+    server, say): the simulator opens :attr:`device_port`, the driver opens :attr:`port`.
+    Every byte crossing the cable is also kept in :attr:`to_device` / :attr:`from_device`
+    (when ``record`` is set), so tests can compare the traffic byte for byte.
+    :meth:`unplug` closes everything: the driver sees EIO and its path disappears.
+    """
+
+    def __init__(self, *, record: bool = False) -> None:
+        self._driver_end = PtyPort()
+        self._device_end = PtyPort()
+        self.record = record
+        self.to_device = bytearray()
+        self.from_device = bytearray()
+        self._pumps: list[asyncio.Task[None]] = []
+
+    @property
+    def port(self) -> str:
+        """The node the driver opens."""
+        return self._driver_end.port
+
+    @property
+    def device_port(self) -> str:
+        """The node the simulated device opens."""
+        return self._device_end.port
+
+    def open(self) -> Self:
+        """Create both pairs and start carrying bytes between them."""
+        self._driver_end.open()
+        self._device_end.open()
+        self._pumps = [
+            asyncio.create_task(self._pump(self._driver_end, self._device_end, self.to_device), name="null modem >"),
+            asyncio.create_task(self._pump(self._device_end, self._driver_end, self.from_device), name="null modem <"),
+        ]
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _pump(self, source: PtyPort, sink: PtyPort, log: bytearray) -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                chunk = await source.read()
+                if self.record:
+                    log += chunk
+                with contextlib.suppress(ConnectionError):
+                    sink.write(chunk)
+
+    def unplug(self) -> None:
+        """Pull the cable out: both ends close (the pumps stop on their own)."""
+        self._driver_end.unplug()
+        self._device_end.unplug()
+
+    async def close(self) -> None:
+        """Unplug and wait for the pumps to stop. Idempotent."""
+        self.unplug()
+        for task in self._pumps:
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        self._pumps = []
