@@ -160,7 +160,7 @@ class SerialTransport:
             if cut is not None:
                 line = bytes(self._buffer[:cut])
                 del self._buffer[: cut + 1]
-                if self._discarding:
+                if self._discarding or len(line) > self.max_line:
                     self._discarding = False
                     raise LineTooLongError(f"a line from {self.url} exceeded {self.max_line} bytes")
                 if line:

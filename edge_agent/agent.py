@@ -22,7 +22,10 @@ Data path::
 - The ack handler deletes rows up to ``through_seq``, resends at once the seqs an ack
   names as ``gaps``, and reports seqs the hub lost after acknowledging them as
   ``not_held``.
-- Each device runs in its own :class:`DeviceSupervisor` task.
+- Each device runs in its own :class:`DeviceSupervisor` task, kept by the
+  :class:`DeviceManager`, which also starts and stops hot-plugged devices.
+- Commands from the hub (``commands`` topic) go to the device they name; each result is
+  published on ``command_results``.
 - Presence: a retained birth status on every connect, a retained "lost" last will, and
   a retained "shutdown" status on a clean stop. Health: a retained health message and
   the status file every ``health.interval_s``, Prometheus ``/metrics`` on request.
@@ -45,11 +48,13 @@ import structlog
 from pydantic import ValidationError
 
 import storegate
-from device_drivers.base import Reading
-from edge_agent.config import AgentConfig, config_hash
-from edge_agent.devices import DeviceSupervisor, DriverFactory, make_driver
+from device_drivers.base import CommandNotSupportedError, DriverError, Reading
+from device_drivers.profiles import ProfileCatalog
+from edge_agent.config import AgentConfig, catalog_of, config_hash
+from edge_agent.devices import DriverBuilder, DriverFactory
 from edge_agent.errors import AgentFailedError, AgentStoppedError, InvalidReadingError
 from edge_agent.health import AgentStats, MetricsServer, RateMeter, agent_registry, describe_problems
+from edge_agent.hotplug import DeviceManager, PortLister, default_lister
 from edge_agent.outbox import (
     LOSS_KIND,
     AppendResult,
@@ -69,7 +74,7 @@ from edge_agent.status import AgentStatusFile, status_path, write_status
 from edge_agent.timing import Backoff, Clock, SystemClock
 from edge_agent.window import SendWindow
 from storegate import wire
-from storegate.mqtt import MqttLink, Will
+from storegate.mqtt import Incoming, MqttLink, Will
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +101,11 @@ RATE_SAMPLE_S: Final = 1.0
 EVICTION_CLEAR_SHARE: Final = 0.9
 # Corrupt rows whose loss was logged, at most (each is logged once, not at every resend).
 _CORRUPT_LOGGED_MAX: Final = 1000
+
+# A device command that takes longer than this is answered "failed" (the device may still finish it).
+COMMAND_TIMEOUT_S: Final = 30.0
+# Results of recent commands kept to answer a redelivered command (QoS 1) without running it twice.
+COMMAND_RESULTS_KEPT: Final = 1000
 
 # Stand-ins to check a reading against the wire contract before it is stored.
 _PROBE_UUID: Final = UUID(int=0)
@@ -128,7 +138,8 @@ def encode_batches(rows: Sequence[bytes], *, head: bytes, max_bytes: int) -> lis
 class EdgeAgent:
     """One gateway's agent. Runs once: ``await agent.run(stop)`` until ``stop`` is set.
 
-    ``clock``, ``driver_factory``, ``device_backoff`` and ``rng`` are seams for tests.
+    ``clock``, ``driver_factory``, ``device_backoff``, ``rng``, ``catalog`` and ``port_lister``
+    (the hot-plug port list; None turns hot-plug off) are seams for tests.
     """
 
     def __init__(
@@ -136,9 +147,11 @@ class EdgeAgent:
         *,
         config: AgentConfig,
         clock: Clock | None = None,
-        driver_factory: DriverFactory = make_driver,
+        driver_factory: DriverFactory | None = None,
         device_backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        catalog: ProfileCatalog | None = None,
+        port_lister: PortLister | Literal["default"] | None = "default",
     ) -> None:
         self.config = config
         self._clock: Clock = clock or SystemClock()
@@ -149,6 +162,11 @@ class EdgeAgent:
         self._ack_topic = wire.topic(store, gateway, wire.Channel.ACK)
         self._status_topic = wire.topic(store, gateway, wire.Channel.STATUS)
         self._health_topic = wire.topic(store, gateway, wire.Channel.HEALTH)
+        self._commands_topic = wire.topic(store, gateway, wire.Channel.COMMANDS)
+        self._command_results_topic = wire.topic(store, gateway, wire.Channel.COMMAND_RESULTS)
+        self._command_results: dict[UUID, wire.CommandResult] = {}
+        self._command_tasks: set[asyncio.Task[None]] = set()
+        self._commands_rejected = 0
         self._batch_head = f'{{"v":{wire.PROTOCOL_VERSION},"store_id":"{store}","gateway_id":"{gateway}","sent_at":"'
         self.status_path = status_path(config.outbox.path)
 
@@ -192,19 +210,21 @@ class EdgeAgent:
         self._publish_rate = RateMeter()
         self._ack_rate = RateMeter()
 
-        backoff = device_backoff or Backoff()
-        self._devices = [
-            DeviceSupervisor(
-                config=device,
-                factory=driver_factory,
-                record=self.record,
-                backoff=backoff,
-                clock=self._clock,
-                rng=self._rng,
-                committed_mark=self._committed_mark,
-            )
-            for device in config.devices
-        ]
+        catalog = catalog if catalog is not None else catalog_of(config)
+        builder = DriverBuilder(catalog=catalog)
+        factory = driver_factory
+        self._devices = DeviceManager(
+            devices=config.devices,
+            build=builder if factory is None else (lambda device, identity: factory(device)),
+            catalog=catalog,
+            record=self.record,
+            backoff=device_backoff or Backoff(),
+            clock=self._clock,
+            rng=self._rng,
+            committed_mark=self._committed_mark,
+            hotplug=config.hotplug,
+            lister=default_lister(config.hotplug) if port_lister == "default" else port_lister,
+        )
         self.registry = agent_registry(lambda: self.stats)
         self._metrics = (
             None
@@ -236,7 +256,7 @@ class EdgeAgent:
             last_ack_seq=0 if window is None else window.acked_seq,
             connected=self._connected,
             oldest_unacked_age_s=None if oldest is None else max(0.0, (self._clock.now() - oldest).total_seconds()),
-            devices_up=tuple((device.device_id, device.up) for device in self._devices),
+            devices_up=tuple((device.device_id, device.up) for device in self._devices.supervisors),
         )
 
     @property
@@ -253,6 +273,11 @@ class EdgeAgent:
     def metrics_port(self) -> int | None:
         """The port /metrics is served on while the agent runs (the bound one when configured as 0)."""
         return None if self._metrics is None else self._metrics.port
+
+    @property
+    def devices(self) -> DeviceManager:
+        """The gateway's devices (for tests and tools; the agent owns them)."""
+        return self._devices
 
     def _committed_mark(self, device_id: str) -> int | None:
         return None if self._outbox is None else self._outbox.device_mark(device_id)
@@ -361,7 +386,7 @@ class EdgeAgent:
         link = self._link = MqttLink(
             settings=self.config.mqtt,
             client_id=f"storegate-agent-{self.config.store_id}-{self.config.gateway_id}",
-            subscriptions=[(self._ack_topic, 1)],
+            subscriptions=[(self._ack_topic, 1), (self._commands_topic, 1)],
             will=Will(self._status_topic, wire.encode(self._status(online=False, reason="lost"))),
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
@@ -381,7 +406,7 @@ class EdgeAgent:
                 "health publisher": self._health_publisher(link),
             }
             core = {asyncio.create_task(job, name=f"agent {name}"): name for name, job in jobs.items()}
-            devices = [asyncio.create_task(device.run(), name=f"device {device.device_id}") for device in self._devices]
+            devices = [asyncio.create_task(self._devices.run(), name="device manager")]
             stopping = asyncio.create_task(stop.wait(), name="agent stop")
             try:
                 done, _ = await asyncio.wait([stopping, *core], return_when=asyncio.FIRST_COMPLETED)
@@ -403,9 +428,9 @@ class EdgeAgent:
         self, core: dict[asyncio.Task[None], str], devices: list[asyncio.Task[None]], link: MqttLink
     ) -> None:
         # Devices first, so nothing new arrives; then commit what they reported.
-        for task in devices:
+        for task in [*devices, *self._command_tasks]:
             task.cancel()
-        await asyncio.gather(*devices, return_exceptions=True)
+        await asyncio.gather(*devices, *self._command_tasks, return_exceptions=True)
         self._accepting = False
         writer_alive = any(name == "writer" and not task.done() for task, name in core.items())
         if writer_alive:
@@ -442,7 +467,7 @@ class EdgeAgent:
             ts=self._clock.now(),
             agent_version=storegate.__version__,
             config_hash=self._config_hash,
-            devices=[device.device_id for device in self.config.devices] if online else [],
+            devices=self._devices.device_ids[:256] if online else [],
         )
 
     def _on_connect(self) -> None:
@@ -671,14 +696,82 @@ class EdgeAgent:
 
     async def _ack_handler(self, outbox: Outbox, link: MqttLink, window: SendWindow) -> None:
         async for message in link.messages():
-            raws = [message.payload]
-            while len(raws) < ACK_COALESCE and (more := link.get_nowait()) is not None:
-                raws.append(more.payload)
+            raws: list[bytes] = []
+            incoming: Incoming | None = message
+            while incoming is not None:
+                if incoming.topic == self._commands_topic:
+                    self._start_command(link, incoming.payload)
+                else:
+                    raws.append(incoming.payload)
+                incoming = link.get_nowait() if len(raws) < ACK_COALESCE else None
+            if not raws:
+                continue
             try:
                 await self._handle_acks(outbox, link, window, raws)
             except (sqlite3.Error, OSError, OutboxFullError) as err:
                 # The next ack says the same again (acks are cumulative); the agent goes on.
                 log.warning("ack_not_applied", error=str(err))
+
+    # ------------------------------------------------------------------ commands
+
+    def _start_command(self, link: MqttLink, raw: bytes) -> None:
+        # Each command in its own task: a slow device never holds up acks or other devices' commands.
+        task = asyncio.create_task(self._run_command(link, raw), name="agent command")
+        self._command_tasks.add(task)
+        task.add_done_callback(self._command_tasks.discard)
+
+    async def _run_command(self, link: MqttLink, raw: bytes) -> None:
+        try:
+            command = wire.decode(wire.Command, raw)
+        except wire.WireError as err:
+            self._commands_rejected += 1
+            log.warning("command_invalid", reason=err.reason, detail=err.detail)
+            return  # without a valid command_id there is no one to answer
+        if (command.store_id, command.gateway_id) != (self.config.store_id, self.config.gateway_id):
+            log.warning("command_for_other_gateway", store_id=command.store_id, gateway_id=command.gateway_id)
+            return
+        result = self._command_results.get(command.command_id)
+        if result is None:
+            result = await self._execute(command)
+            self._command_results[command.command_id] = result
+            while len(self._command_results) > COMMAND_RESULTS_KEPT:
+                self._command_results.pop(next(iter(self._command_results)))
+        log.info("command_done", command=command.name, device_id=command.device_id, status=result.status)
+        if link.connected:
+            link.publish(self._command_results_topic, wire.encode(result), qos=1)
+
+    async def _execute(self, command: wire.Command) -> wire.CommandResult:
+        def answer(status: Literal["done", "failed", "rejected", "expired"], detail: str) -> wire.CommandResult:
+            return wire.CommandResult(
+                command_id=command.command_id,
+                store_id=command.store_id,
+                gateway_id=command.gateway_id,
+                status=status,
+                detail=detail[:2000],
+                ts=self._clock.now(),
+            )
+
+        if command.expires_at is not None and command.expires_at <= self._clock.now():
+            return answer("expired", f"expired at {command.expires_at.isoformat()}")
+        if command.device_id is None:
+            if command.name == "ping":
+                return answer("done", "pong")
+            return answer("rejected", f"the gateway has no command {command.name!r}; name a device_id")
+        supervisor = self._devices.supervisor(command.device_id)
+        if supervisor is None:
+            known = ", ".join(self._devices.device_ids) or "none"
+            return answer("rejected", f"no device {command.device_id!r} on this gateway (devices: {known})")
+        try:
+            return await asyncio.wait_for(supervisor.execute(command), COMMAND_TIMEOUT_S)
+        except CommandNotSupportedError as err:
+            return answer("rejected", str(err))
+        except DriverError as err:
+            return answer("failed", str(err))
+        except TimeoutError:
+            return answer("failed", f"no answer from {command.device_id} within {COMMAND_TIMEOUT_S:.0f} s")
+        except Exception as err:  # a driver bug answers "failed" and is logged; the agent goes on
+            log.error("command_crashed", command=command.name, device_id=command.device_id, exc_info=err)
+            return answer("failed", f"the driver failed: {err!r}")
 
     def _valid_ack(self, outbox: Outbox, raw: bytes) -> wire.Ack | None:
         try:
@@ -889,7 +982,7 @@ class EdgeAgent:
             write_failing=None if write_failing is None else (now - write_failing[0], write_failing[1]),
             devices_down=[
                 (device.device_id, down_for, device.last_error)
-                for device in self._devices
+                for device in self._devices.supervisors
                 if (down_for := device.down_for(now)) is not None
             ],
             queued=self._queue.qsize(),

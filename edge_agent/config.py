@@ -34,15 +34,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from device_drivers.profile_base import ProfileId
+from device_drivers.profiles import ProfileCatalog, load_catalog, parse_settings
 from device_drivers.simulated.sequence import SimulatedSequenceConfig
 from device_drivers.simulated.temperature import SimulatedSensorConfig
-from storegate.configfile import load_model
+from storegate.configfile import ConfigError, describe_validation_error, load_model
 from storegate.mqtt import MqttSettings
-from storegate.wire import MAX_BATCH_EVENTS, GatewayId, StoreId
+from storegate.wire import MAX_BATCH_EVENTS, DeviceId, GatewayId, StoreId
 
 
 class ConfigModel(BaseModel):
@@ -85,8 +87,62 @@ class HealthConfig(ConfigModel):
     )
 
 
-# One entry of [[devices]], told apart by its ``driver`` key.
-DeviceConfig = Annotated[SimulatedSensorConfig | SimulatedSequenceConfig, Field(discriminator="driver")]
+class ProfiledDeviceConfig(ConfigModel):
+    """A device driven through a profile of ``firmware_configs/``: shelves, scanners, sensors, doors.
+
+    Either ``address`` (a device that is always there: an RS-485 bus, a 1-Wire probe, an
+    I2C sensor, a GPIO pin) or ``identity`` (the stable key of a hot-plugged device, as the
+    gateway reported it in ``device.attached`` or ``device.unknown``, so its id, profile and
+    settings follow it across unplug and replug).
+    """
+
+    driver: Literal["profile"] = "profile"
+    device_id: DeviceId
+    profile: ProfileId
+    address: str | None = Field(default=None, min_length=1, max_length=256, description="e.g. '/dev/ttyUSB0'")
+    identity: str | None = Field(
+        default=None, min_length=1, max_length=128, description="a hot-plugged device's stable key: 'usb-0c2e:0b61-A1'"
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, description="the profile kind's settings, checked on load")
+
+    @model_validator(mode="after")
+    def _address_or_identity(self) -> ProfiledDeviceConfig:
+        if (self.address is None) == (self.identity is None):
+            raise ValueError("give either 'address' (a fixed device) or 'identity' (a hot-plugged one), not both")
+        return self
+
+
+def _driver_tag(value: Any) -> str:
+    """The ``driver`` of a [[devices]] entry; entries that name a ``profile`` may leave it out."""
+    if isinstance(value, dict):
+        return str(value.get("driver", "profile"))
+    return str(getattr(value, "driver", "profile"))
+
+
+# One entry of [[devices]], told apart by its ``driver`` key ("profile" when it is left out).
+DeviceConfig = Annotated[
+    Annotated[SimulatedSensorConfig, Tag("simulated-temperature")]
+    | Annotated[SimulatedSequenceConfig, Tag("simulated-sequence")]
+    | Annotated[ProfiledDeviceConfig, Tag("profile")],
+    Discriminator(
+        _driver_tag,
+        custom_error_type="unknown_driver",
+        custom_error_message="unknown driver: use 'simulated-temperature' or 'simulated-sequence', "
+        "or name a 'profile' (and leave 'driver' out) for a real device",
+    ),
+]
+
+
+class HotplugConfig(ConfigModel):
+    """Finding devices as they are plugged in and out, and where extra device profiles are."""
+
+    enabled: bool = Field(default=True, description="watch for devices arriving and leaving")
+    watch: Literal["auto", "udev", "poll"] = Field(
+        default="auto", description="udev events (Linux), polling the port list, or udev when it works"
+    )
+    poll_interval_s: float = Field(default=2.0, gt=0, le=60, description="seconds between scans")
+    profiles_dir: Path | None = Field(default=None, description="more device profiles, beside the shipped ones")
+    w1_root: Path = Field(default=Path("/sys/bus/w1/devices"), description="where 1-Wire probes appear")
 
 
 class AgentConfig(ConfigModel):
@@ -97,6 +153,7 @@ class AgentConfig(ConfigModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     outbox: OutboxConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
+    hotplug: HotplugConfig = Field(default_factory=HotplugConfig)
     devices: list[DeviceConfig] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
@@ -106,6 +163,9 @@ class AgentConfig(ConfigModel):
             if device.device_id in seen:
                 raise ValueError(f"device_id {device.device_id!r} appears more than once in [[devices]]")
             seen.add(device.device_id)
+        identities = [d.identity for d in self.devices if isinstance(d, ProfiledDeviceConfig) and d.identity]
+        if len(identities) != len(set(identities)):
+            raise ValueError("an identity appears more than once in [[devices]]")
         return self
 
 
@@ -126,6 +186,11 @@ def load_agent_config(path: Path) -> AgentConfig:
     """
     config = load_model(AgentConfig, path)
     base = path.resolve().parent
+    hotplug = config.hotplug.model_copy(update={"profiles_dir": _resolved_optional(config.hotplug.profiles_dir, base)})
+    config = config.model_copy(update={"hotplug": hotplug})
+    problems = device_problems(config, catalog_of(config))
+    if problems:
+        raise ConfigError(path, problems)
     outbox_path = _resolved(config.outbox.path, base)
     mqtt = config.mqtt.model_copy(
         update={
@@ -135,6 +200,31 @@ def load_agent_config(path: Path) -> AgentConfig:
         }
     )
     return config.model_copy(update={"outbox": config.outbox.model_copy(update={"path": outbox_path}), "mqtt": mqtt})
+
+
+def catalog_of(config: AgentConfig) -> ProfileCatalog:
+    """The device profiles this agent knows: the shipped ones and ``hotplug.profiles_dir``'s (ConfigError if bad)."""
+    extra = config.hotplug.profiles_dir
+    return load_catalog(*([] if extra is None else [extra]))
+
+
+def device_problems(config: AgentConfig, catalog: ProfileCatalog) -> list[str]:
+    """One line per [[devices]] entry whose profile is unknown or whose settings its profile refuses."""
+    problems: list[str] = []
+    for index, device in enumerate(config.devices):
+        if not isinstance(device, ProfiledDeviceConfig):
+            continue
+        where = f"devices.{index}"
+        try:
+            profile = catalog.get(device.profile)
+        except KeyError as err:
+            problems.append(f"{where}.profile: {err.args[0]}")
+            continue
+        try:
+            parse_settings(profile, device.settings)
+        except ValidationError as err:
+            problems.extend(f"{where}.settings.{line}" for line in describe_validation_error(err))
+    return problems
 
 
 def config_hash(config: AgentConfig) -> str:

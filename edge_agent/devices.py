@@ -20,11 +20,15 @@ from typing import Final
 import structlog
 
 from device_drivers.base import DeviceUnavailableError, Driver, DriverError, Reading, Resumable
+from device_drivers.ports import DeviceBinding
+from device_drivers.profiles import ProfileCatalog, create_driver, parse_settings
 from device_drivers.simulated.sequence import SimulatedSequenceConfig, SimulatedSequenceDevice
 from device_drivers.simulated.temperature import SimulatedSensorConfig, SimulatedTemperatureSensor
-from edge_agent.config import DeviceConfig
+from edge_agent.config import DeviceConfig, ProfiledDeviceConfig
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.timing import Backoff, Clock
+from storegate import wire
+from storegate.wire import Command, CommandResult, DeviceIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +53,28 @@ DRIVERS: Final[dict[str, DriverFactory]] = {
 
 
 def make_driver(config: DeviceConfig) -> Driver:
-    """A new driver for one configured device."""
+    """A new driver for one configured simulated device (profiled devices need a :class:`DriverBuilder`)."""
+    if isinstance(config, ProfiledDeviceConfig):
+        raise TypeError(f"{config.device_id}: a profiled device is built by a DriverBuilder with the profile catalog")
     return DRIVERS[config.driver](config)
+
+
+class DriverBuilder:
+    """Builds the driver of any [[devices]] entry: simulated ones by their ``driver``, real ones by their profile."""
+
+    def __init__(self, *, catalog: ProfileCatalog) -> None:
+        self.catalog = catalog
+
+    def __call__(self, config: DeviceConfig, identity: DeviceIdentity | None = None) -> Driver:
+        """A new driver for ``config``; ``identity`` is what a hot-plugged device said about itself."""
+        if not isinstance(config, ProfiledDeviceConfig):
+            return make_driver(config)
+        if config.address is None:
+            raise DeviceUnavailableError(f"{config.device_id} is not plugged in")
+        profile = self.catalog.get(config.profile)
+        settings = parse_settings(profile, config.settings)
+        binding = DeviceBinding(device_id=config.device_id, address=config.address, identity=identity)
+        return create_driver(profile, binding, settings)
 
 
 class DeviceSupervisor:
@@ -66,9 +90,14 @@ class DeviceSupervisor:
         clock: Clock,
         rng: random.Random,
         committed_mark: Callable[[str], int | None] = lambda device_id: None,
+        identity: DeviceIdentity | None = None,
     ) -> None:
         self.config = config
         self.device_id = config.device_id
+        self.identity = identity
+        # Real (profiled) devices report their lifecycle as events; simulated test instruments do not.
+        self.reports_lifecycle = isinstance(config, ProfiledDeviceConfig)
+        self._driver: Driver | None = None  # while open, for commands
         self._factory = factory
         self._record = record
         self._committed_mark = committed_mark
@@ -95,11 +124,15 @@ class DeviceSupervisor:
                 if isinstance(driver, Resumable):
                     driver.resume_after(self._committed_mark(self.device_id))
                 async with driver:
-                    async for reading in driver.readings():
-                        attempt = 0
-                        if not self.up:
-                            self._went_up()
-                        await self._pass_on(reading)
+                    self._driver = driver
+                    try:
+                        async for reading in driver.readings():
+                            attempt = 0
+                            if not self.up:
+                                await self._went_up()
+                            await self._pass_on(reading)
+                    finally:
+                        self._driver = None
                 failure = DeviceUnavailableError(f"{self.device_id}: the driver stopped producing readings")
             except AgentStoppedError:
                 return
@@ -107,8 +140,27 @@ class DeviceSupervisor:
                 failure = err
             attempt += 1
             delay = self._backoff.delay(attempt, self._rng)
-            self._went_down(failure, retry_in_s=delay)
+            try:
+                await self._went_down(failure, retry_in_s=delay)
+            except AgentStoppedError:
+                return
             await asyncio.sleep(delay)
+
+    async def execute(self, command: Command) -> CommandResult:
+        """Run a hub command on the device; DeviceUnavailableError while its driver is not open."""
+        driver = self._driver
+        if driver is None:
+            raise DeviceUnavailableError(f"{self.device_id} is not available ({self.last_error or 'not open yet'})")
+        return await driver.execute(command)
+
+    async def _emit(self, kind: str, payload: wire.WireModel) -> None:
+        reading = Reading(
+            device_id=self.device_id,
+            kind=kind,
+            ts=self._clock.now(),
+            payload=payload.model_dump(mode="json", exclude_none=True),
+        )
+        await self._pass_on(reading)
 
     async def _pass_on(self, reading: Reading) -> None:
         try:
@@ -119,7 +171,7 @@ class DeviceSupervisor:
             if 10 ** len(str(self.rejected)) // 10 == self.rejected:
                 log.warning("readings_rejected", device_id=self.device_id, count=self.rejected, error=str(err))
 
-    def _went_up(self) -> None:
+    async def _went_up(self) -> None:
         now = self._clock.monotonic()
         if self.failures:
             log.info(
@@ -134,11 +186,20 @@ class DeviceSupervisor:
         self.failures = 0
         self.last_error = None
         self.since = now
+        if self.reports_lifecycle:
+            assert isinstance(self.config, ProfiledDeviceConfig)
+            await self._emit(
+                "device.attached",
+                wire.DeviceAttached(
+                    profile=self.config.profile, address=self.config.address or "?", identity=self.identity
+                ),
+            )
 
-    def _went_down(self, failure: Exception, *, retry_in_s: float) -> None:
+    async def _went_down(self, failure: Exception, *, retry_in_s: float) -> None:
         error = str(failure) or type(failure).__name__
         retry = round(retry_in_s, 1)
-        if self.up or self.failures == 0:
+        first_of_outage = self.up or self.failures == 0
+        if first_of_outage:
             # A driver bug (anything but a DriverError) gets its traceback, once per outage.
             details = {} if isinstance(failure, DriverError) else {"exc_info": failure}
             log.warning("device_down", device_id=self.device_id, error=error, retry_in_s=retry, **details)
@@ -148,3 +209,8 @@ class DeviceSupervisor:
         self.up = False
         self.failures += 1
         self.last_error = error
+        if first_of_outage and self.reports_lifecycle:
+            # Once per outage, like the log: a device failing every few seconds is not an event stream.
+            await self._emit(
+                "device.error", wire.DeviceError(error=error[:500], retry_in_s=retry, failures=self.failures)
+            )

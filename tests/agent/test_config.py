@@ -128,8 +128,8 @@ def test_full_config(tmp_path: Path) -> None:
         (MINIMAL + "[health]\nmetrics_port = 70000\n", "health.metrics_port: Input should be less than or equal to"),
         (
             MINIMAL + '[[devices]]\ndevice_id = "t1"\ndriver = "thermo-9000"\n',
-            "devices.0: Input tag 'thermo-9000' found using 'driver' does not match any of the expected tags: "
-            "'simulated-temperature', 'simulated-sequence'",
+            "devices.0: unknown driver: use 'simulated-temperature' or 'simulated-sequence', "
+            "or name a 'profile' (and leave 'driver' out) for a real device",
         ),
         (
             MINIMAL + '[[devices]]\ndevice_id = "t1"\ndriver = "simulated-temperature"\ninterval_s = 0\n',

@@ -1,0 +1,354 @@
+"""Devices that come and go: finding ports, matching them to profiles, starting and stopping their drivers.
+
+Store staff plug a scanner or a shelf into the gateway and expect it to work. The
+:class:`DeviceManager` keeps one :class:`DeviceSupervisor` per device:
+
+- devices with a fixed ``address`` (and the simulated ones) start with the agent;
+- hot-plugged devices are found by scanning the port list: when udev works (Linux,
+  through pyudev) a kernel event triggers the scan at once, otherwise (or in addition)
+  the list is polled. A new port is matched to a ``[[devices]]`` entry by its stable
+  key, else to a profile by its USB ids; its driver starts and ``device.attached``
+  follows once it opens. A port that disappears stops its driver: ``device.detached``.
+  A port no profile matches is reported once as ``device.unknown`` with its
+  identifiers, so a technician can assign a profile;
+- a driver that fails is reopened with backoff by its supervisor (``device.error`` once
+  per outage), without disturbing the others.
+
+The device id of a hot-plugged device is its stable key (see :mod:`device_drivers.ports`)
+unless a ``[[devices]]`` entry with that ``identity`` names it, so its history and config
+follow it across unplug and replug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from device_drivers.base import Driver, Reading
+from device_drivers.ports import PortInfo
+from device_drivers.profiles import ProfileCatalog
+from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
+from edge_agent.devices import DeviceSupervisor
+from edge_agent.errors import AgentStoppedError, InvalidReadingError
+from edge_agent.timing import Backoff, Clock
+from storegate import wire
+from storegate.wire import DeviceIdentity
+
+log = structlog.get_logger(__name__)
+
+# A factory that also hears what a hot-plugged device said about itself.
+Builder = Callable[[DeviceConfig, DeviceIdentity | None], Driver]
+
+
+class PortLister(Protocol):
+    """Lists the ports present right now (quick, no waiting)."""
+
+    def list_ports(self) -> list[PortInfo]:
+        """Every port present now."""
+        ...
+
+
+class SerialPortLister:
+    """USB serial ports (CDC-ACM, USB-serial adapters) from pyserial's port list; built-in UARTs are left out."""
+
+    def list_ports(self) -> list[PortInfo]:
+        """Every USB serial port present now, with its USB identity."""
+        from serial.tools import list_ports
+
+        found: list[PortInfo] = []
+        for port in list_ports.comports():
+            if port.vid is None:
+                continue  # a UART on the board: configure it by address, it is not plugged in
+            found.append(
+                PortInfo(
+                    address=port.device,
+                    identity=DeviceIdentity(
+                        vendor_id=f"{port.vid:04x}",
+                        product_id=f"{port.pid:04x}" if port.pid is not None else None,
+                        serial_number=_short(port.serial_number),
+                        manufacturer=_short(port.manufacturer),
+                        product=_short(port.product),
+                        location=_short(port.location),
+                    ),
+                )
+            )
+        return found
+
+
+def _short(value: str | None) -> str | None:
+    return None if not value else value[:128]
+
+
+class CombinedLister:
+    """The ports of several listers; one that fails is logged and left out of that scan."""
+
+    def __init__(self, listers: Sequence[PortLister]) -> None:
+        self.listers = list(listers)
+
+    def list_ports(self) -> list[PortInfo]:
+        """Every port any lister reports (the first report of an address wins)."""
+        seen: dict[str, PortInfo] = {}
+        for lister in self.listers:
+            try:
+                ports = lister.list_ports()
+            except Exception as err:  # a broken lister must not stop the others
+                log.warning("port_listing_failed", lister=type(lister).__name__, error=str(err))
+                continue
+            for port in ports:
+                seen.setdefault(port.address, port)
+        return list(seen.values())
+
+
+@dataclass(frozen=True, slots=True)
+class PortChanges:
+    """What changed between two scans."""
+
+    arrived: tuple[PortInfo, ...]
+    left: tuple[PortInfo, ...]
+
+
+def diff_ports(before: Iterable[PortInfo], now: Iterable[PortInfo]) -> PortChanges:
+    """Ports that arrived and left between two scans; a port whose identity changed left and arrived."""
+    old = {(p.address, p.stable_key): p for p in before}
+    new = {(p.address, p.stable_key): p for p in now}
+    return PortChanges(
+        arrived=tuple(p for key, p in sorted(new.items()) if key not in old),
+        left=tuple(p for key, p in sorted(old.items()) if key not in new),
+    )
+
+
+class UdevWakeups:
+    """Kernel device events (tty and input subsystems) through pyudev: each one wakes the scanner at once."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._wake = wake
+        self._monitor: object | None = None
+
+    def start(self) -> bool:
+        """Start listening; False when udev is not available here (no pyudev, no netlink, not Linux)."""
+        try:
+            import pyudev
+
+            context = pyudev.Context()
+            monitor = pyudev.Monitor.from_netlink(context)
+            monitor.filter_by("tty")
+            monitor.filter_by("input")
+            monitor.start()
+            asyncio.get_running_loop().add_reader(monitor.fileno(), self._readable, monitor)
+        except Exception as err:  # ImportError, OSError from netlink in a container: fall back to polling
+            log.info("udev_unavailable", error=str(err) or type(err).__name__, fallback="polling")
+            return False
+        self._monitor = monitor
+        return True
+
+    def _readable(self, monitor: object) -> None:
+        poll = getattr(monitor, "poll")  # noqa: B009 - pyudev is typed as object here: it may not be installed
+        while poll(timeout=0) is not None:
+            pass  # drain: the scan reads the current state, the events only say "look now"
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop listening; idempotent."""
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            fileno = getattr(monitor, "fileno")  # noqa: B009
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(fileno())
+
+
+@dataclass(slots=True)
+class _Running:
+    supervisor: DeviceSupervisor
+    task: asyncio.Task[None]
+    port: PortInfo | None  # None for fixed devices
+
+
+class DeviceManager:
+    """All of a gateway's devices: fixed ones from the config, hot-plugged ones as they come and go."""
+
+    def __init__(
+        self,
+        *,
+        devices: Sequence[DeviceConfig],
+        build: Builder,
+        catalog: ProfileCatalog,
+        record: Callable[[Reading], Awaitable[None]],
+        backoff: Backoff,
+        clock: Clock,
+        rng: random.Random,
+        committed_mark: Callable[[str], int | None],
+        hotplug: HotplugConfig,
+        lister: PortLister | None,
+    ) -> None:
+        self._configured = list(devices)
+        self._by_identity = {
+            d.identity: d for d in devices if isinstance(d, ProfiledDeviceConfig) and d.identity is not None
+        }
+        self._fixed_addresses = {d.address for d in devices if isinstance(d, ProfiledDeviceConfig) and d.address}
+        self._build = build
+        self._catalog = catalog
+        self._record = record
+        self._backoff = backoff
+        self._clock = clock
+        self._rng = rng
+        self._committed_mark = committed_mark
+        self._hotplug = hotplug
+        self._lister = lister
+        self._running: dict[str, _Running] = {}
+        self._ports: list[PortInfo] = []  # as of the last scan
+        self._unknown: set[str] = set()  # stable keys reported as unknown while present
+        self._wake = asyncio.Event()
+        self.scans = 0
+
+    @property
+    def supervisors(self) -> list[DeviceSupervisor]:
+        """The supervisors of every device running now."""
+        return [running.supervisor for running in self._running.values()]
+
+    @property
+    def device_ids(self) -> list[str]:
+        """The ids of every device running now, sorted."""
+        return sorted(self._running)
+
+    def supervisor(self, device_id: str) -> DeviceSupervisor | None:
+        """The supervisor of one running device, or None."""
+        running = self._running.get(device_id)
+        return None if running is None else running.supervisor
+
+    def rescan(self) -> None:
+        """Scan the ports now rather than at the next poll (a hint, e.g. from a test or udev)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Start the fixed devices, then follow hot-plug until cancelled; cancelling stops every driver."""
+        udev: UdevWakeups | None = None
+        try:
+            for config in self._configured:
+                if isinstance(config, ProfiledDeviceConfig) and config.identity is not None:
+                    continue  # started when it is plugged in
+                self._start(config, port=None)
+            if self._lister is None or not self._hotplug.enabled:
+                await asyncio.Event().wait()  # nothing to watch; run until cancelled
+            if self._hotplug.watch in ("auto", "udev"):
+                udev = UdevWakeups(self._wake)
+                if not udev.start() and self._hotplug.watch == "udev":
+                    log.warning("udev_requested_but_unavailable", fallback="polling")
+            while True:
+                await self._scan()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._hotplug.poll_interval_s)
+                self._wake.clear()
+        finally:
+            if udev is not None:
+                udev.stop()
+            tasks = [running.task for running in self._running.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _scan(self) -> None:
+        assert self._lister is not None
+        try:
+            listed = await asyncio.to_thread(self._lister.list_ports)
+            ports = [p for p in listed if p.address not in self._fixed_addresses]
+        except Exception as err:  # keep the devices we have; try again at the next scan
+            log.warning("port_scan_failed", error=str(err))
+            return
+        self.scans += 1
+        changes = diff_ports(self._ports, ports)
+        self._ports = ports
+        for port in changes.left:
+            await self._left(port)
+        for port in changes.arrived:
+            await self._arrived(port)
+
+    async def _arrived(self, port: PortInfo) -> None:
+        key = port.stable_key
+        config: DeviceConfig | None = self._by_identity.get(key)
+        if config is not None:
+            assert isinstance(config, ProfiledDeviceConfig)
+            config = config.model_copy(update={"address": port.address})
+        else:
+            if port.identity.vendor_id is None and port.identity.serial_number is None:
+                return
+            profile = self._catalog.match(port)
+            if profile is None:
+                if key not in self._unknown:
+                    self._unknown.add(key)
+                    log.warning("device_unknown", key=key, address=port.address, **_identity_fields(port.identity))
+                    await self._emit(
+                        key, "device.unknown", wire.DeviceUnknown(address=port.address, identity=port.identity)
+                    )
+                return
+            config = ProfiledDeviceConfig(device_id=key, profile=profile.id, address=port.address)
+        if config.device_id in self._running:
+            # The same device at a new address before its old one was seen to leave: restart it there.
+            await self._stop(config.device_id, reason="unplugged")
+        log.info("device_plugged_in", device_id=config.device_id, profile=config.profile, address=port.address)
+        self._start(config, port=port)
+
+    async def _left(self, port: PortInfo) -> None:
+        self._unknown.discard(port.stable_key)
+        for device_id, running in list(self._running.items()):
+            if running.port is not None and running.port.address == port.address:
+                log.info("device_unplugged", device_id=device_id, address=port.address)
+                await self._stop(device_id, reason="unplugged")
+
+    def _start(self, config: DeviceConfig, *, port: PortInfo | None) -> None:
+        identity = None if port is None else port.identity
+        supervisor = DeviceSupervisor(
+            config=config,
+            factory=lambda c: self._build(c, identity),
+            record=self._record,
+            backoff=self._backoff,
+            clock=self._clock,
+            rng=self._rng,
+            committed_mark=self._committed_mark,
+            identity=identity,
+        )
+        task = asyncio.create_task(supervisor.run(), name=f"device {config.device_id}")
+        self._running[config.device_id] = _Running(supervisor=supervisor, task=task, port=port)
+
+    async def _stop(self, device_id: str, *, reason: str) -> None:
+        running = self._running.pop(device_id)
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+        address = running.port.address if running.port is not None else "?"
+        if running.supervisor.reports_lifecycle and reason in ("unplugged", "unconfigured"):
+            await self._emit(
+                device_id,
+                "device.detached",
+                wire.DeviceDetached(reason="unplugged" if reason == "unplugged" else "unconfigured", address=address),
+            )
+
+    async def _emit(self, device_id: str, kind: str, payload: wire.WireModel) -> None:
+        body = payload.model_dump(mode="json", exclude_none=True)
+        reading = Reading(device_id=device_id, kind=kind, ts=self._clock.now(), payload=body)
+        try:
+            await self._record(reading)
+        except InvalidReadingError as err:  # a device id the wire refuses: log it, keep managing the others
+            log.warning("device_event_rejected", device_id=device_id, kind=kind, error=str(err))
+        except AgentStoppedError:
+            raise asyncio.CancelledError from None
+
+
+def _identity_fields(identity: DeviceIdentity) -> dict[str, str]:
+    return {k: v for k, v in identity.model_dump(exclude_none=True).items() if isinstance(v, str)}
+
+
+def default_lister(hotplug: HotplugConfig) -> PortLister:
+    """The port listers of this gateway: USB serial ports, and 1-Wire probes under ``hotplug.w1_root``."""
+    listers: list[PortLister] = [SerialPortLister()]
+    listers.extend(_extra_listers(hotplug.w1_root))
+    return CombinedLister(listers)
+
+
+def _extra_listers(w1_root: Path) -> list[PortLister]:
+    return []
