@@ -1,0 +1,384 @@
+"""Barcode scanner drivers: serial (USB CDC-ACM, RS-232) and keyboard wedge (USB HID through evdev).
+
+Both turn each scanned code into one ``scan.sale`` / ``scan.receiving`` / ``scan.count``
+reading (by the mode in the settings, changeable with the ``set_mode`` command), after
+validation (:func:`.scan.decode`) and double-read suppression. A bad code is counted
+(``rejected_total``, per reason in ``rejected_by_reason``), logged with its context on the
+1st, 10th, 100th... reject of a run, and skipped; the driver keeps running.
+
+``binding.address`` is a serial device node or pyserial URL for ``interface = "serial"``,
+and an evdev node (``/dev/input/by-id/usb-...-event-kbd``) for ``interface = "hid"``. The
+HID driver grabs the device, so the scanner's keystrokes never reach a console or a
+desktop; ``evdev`` is imported only when a HID scanner is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import structlog
+
+from device_drivers.barcode.keymap import KeyDecoder, key_code
+from device_drivers.barcode.profile import TERMINATOR_BYTES, BarcodeProfile, BarcodeSettings
+from device_drivers.barcode.scan import KIND_OF_MODE, DecodeOptions, DoubleReadFilter, decode
+from device_drivers.barcode.symbology import BarcodeRejectedError, RejectReason
+from device_drivers.base import (
+    CommandNotSupportedError,
+    DeviceUnavailableError,
+    Driver,
+    DriverHealth,
+    DriverState,
+    Reading,
+)
+from device_drivers.ports import DeviceBinding
+from device_drivers.serialio import SerialTransport
+from storegate.wire import Command, CommandResult, ScanMode, utc_now
+
+log = structlog.get_logger(__name__)
+
+_MODES: tuple[ScanMode, ...] = ("checkout", "receiving", "stock_count")
+
+
+def _decade(n: int) -> bool:
+    """Whether ``n`` is 1, 10, 100...: the rejects of a run that are logged."""
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
+class ScanPipeline:
+    """What both drivers share: validation, double reads, mode, counters, commands and health."""
+
+    def __init__(
+        self,
+        *,
+        profile: BarcodeProfile,
+        binding: DeviceBinding,
+        settings: BarcodeSettings,
+        now: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.binding = binding
+        self.mode: ScanMode = settings.mode
+        self.options = DecodeOptions(
+            aim_ids=profile.aim_ids,
+            gs1_strict=settings.gs1_strict,
+            variable_measure=settings.variable_measure,
+            max_length=profile.max_length,
+        )
+        self.double_reads = DoubleReadFilter(window_s=settings.double_read_window_s, clock=monotonic)
+        self._now = now
+        self.state = DriverState.CLOSED
+        self.readings_total = 0
+        self.rejected_total = 0
+        self.rejected_by_reason: Counter[str] = Counter()
+        self.partial_discarded_total = 0
+        self.last_error: str | None = None
+        self.last_reading_at: datetime | None = None
+        self._reject_run = 0
+
+    @property
+    def suppressed_total(self) -> int:
+        """Double reads suppressed so far."""
+        return self.double_reads.suppressed_total
+
+    def handle(self, text: str) -> Reading | None:
+        """The reading for one scanned text, or None when it was rejected or a double read."""
+        try:
+            scan = decode(text, mode=self.mode, options=self.options)
+        except BarcodeRejectedError as err:
+            self.reject(err.reason, err.detail, text=text)
+            return None
+        self._reject_run = 0
+        if not self.double_reads.admit(scan.code):
+            log.debug("barcode double read suppressed", device_id=self.binding.device_id, code=scan.code)
+            return None
+        ts = self._now()
+        self.readings_total += 1
+        self.last_reading_at = ts
+        return Reading(
+            device_id=self.binding.device_id,
+            kind=KIND_OF_MODE[self.mode],
+            ts=ts,
+            payload=scan.model_dump(mode="json", exclude_none=True),
+        )
+
+    def reject(self, reason: RejectReason, detail: str, *, text: str | None = None) -> None:
+        """Count and (1st, 10th, 100th... of a run) log one unacceptable code."""
+        self.rejected_total += 1
+        self.rejected_by_reason[reason.value] += 1
+        self._reject_run += 1
+        self.last_error = f"rejected {self.rejected_total} code(s); last: {reason.value}: {detail}"
+        if _decade(self._reject_run):
+            log.warning(
+                "barcode rejected",
+                device_id=self.binding.device_id,
+                address=self.binding.address,
+                reason=reason.value,
+                detail=detail,
+                raw=text[:80] if text is not None else None,
+                run=self._reject_run,
+                rejected_total=self.rejected_total,
+            )
+
+    async def execute(self, command: Command) -> CommandResult:
+        """``ping``, and ``set_mode`` with ``{"mode": "checkout" | "receiving" | "stock_count"}``."""
+        if command.name == "ping":
+            return self._result(command, "done", "pong")
+        if command.name == "set_mode":
+            mode = command.args.get("mode")
+            if mode not in _MODES:
+                return self._result(command, "rejected", f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
+            old, self.mode = self.mode, _MODES[_MODES.index(mode)]
+            log.info("barcode mode changed", device_id=self.binding.device_id, old=old, new=self.mode)
+            return self._result(command, "done", f"mode {self.mode}")
+        raise CommandNotSupportedError(f"{self.binding.device_id} does not support command {command.name!r}")
+
+    def _result(self, command: Command, status: Any, detail: str) -> CommandResult:
+        return CommandResult(
+            command_id=command.command_id,
+            store_id=command.store_id,
+            gateway_id=command.gateway_id,
+            status=status,
+            detail=detail,
+            ts=self._now(),
+        )
+
+    def health(self) -> DriverHealth:
+        """State, last error and reading counters, without I/O."""
+        return DriverHealth(
+            state=self.state,
+            last_error=self.last_error,
+            last_reading_at=self.last_reading_at,
+            readings_total=self.readings_total,
+        )
+
+    def went_down(self, error: BaseException) -> None:
+        """Record that the device went away."""
+        self.state = DriverState.DOWN
+        self.last_error = str(error)
+
+
+class SerialBarcodeDriver(ScanPipeline):
+    """A scanner on a serial line: one code per line, ended by the profile's terminator."""
+
+    def __init__(
+        self,
+        *,
+        profile: BarcodeProfile,
+        binding: DeviceBinding,
+        settings: BarcodeSettings,
+        now: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(profile=profile, binding=binding, settings=settings, now=now, monotonic=monotonic)
+        self.profile = profile
+        self._transport: SerialTransport | None = None
+        self._bytes_read_before = 0  # of earlier opens
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes received from the scanner since this driver was created."""
+        transport = self._transport
+        return self._bytes_read_before + (transport.bytes_read if transport is not None else 0)
+
+    async def __aenter__(self) -> Self:
+        self.state = DriverState.OPENING
+        transport = SerialTransport(url=self.binding.address, link=self.profile.serial)
+        try:
+            await transport.__aenter__()
+        except DeviceUnavailableError as err:
+            self.went_down(err)
+            raise
+        self._transport = transport
+        self.state = DriverState.UP
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            self._bytes_read_before += transport.bytes_read
+            await transport.close()
+        self.state = DriverState.CLOSED
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """One reading per accepted scan; raises DeviceUnavailableError when the port goes away."""
+        transport = self._transport
+        if transport is None:
+            raise DeviceUnavailableError(f"{self.binding.address} is not open")
+        terminators = TERMINATOR_BYTES[self.profile.terminator]
+        buffer = bytearray()
+        discarding = False  # inside an over-long line: drop bytes up to its terminator
+        while True:
+            try:
+                buffer += await transport.read_chunk()
+            except DeviceUnavailableError as err:
+                if buffer.strip(terminators) and not discarding:
+                    # Unplugged mid-code: the bytes that came are not a code, and are not sent.
+                    self.partial_discarded_total += 1
+                    self.reject(RejectReason.PARTIAL, f"code cut off: {err}", text=repr(bytes(buffer)))
+                self.went_down(err)
+                raise
+            while (cut := _first_terminator(buffer, terminators)) is not None:
+                raw = bytes(buffer[:cut])
+                del buffer[: cut + 1]
+                if discarding:
+                    discarding = False
+                    continue
+                if raw and (reading := self._line(raw)) is not None:
+                    yield reading
+            if len(buffer) > self.profile.max_length and not discarding:
+                self.reject(RejectReason.TOO_LONG, f"a line over {self.profile.max_length} bytes")
+                discarding = True
+            if discarding:
+                buffer.clear()
+
+    def _line(self, raw: bytes) -> Reading | None:
+        try:
+            text = raw.decode(self.profile.encoding)
+        except UnicodeDecodeError as err:
+            self.reject(RejectReason.ILLEGAL_CHARACTERS, f"not {self.profile.encoding}: {err.reason}", text=repr(raw))
+            return None
+        return self.handle(text)
+
+
+def _first_terminator(buffer: bytearray, terminators: bytes) -> int | None:
+    positions = [i for i in (buffer.find(t) for t in terminators) if i >= 0]
+    return min(positions) if positions else None
+
+
+class InputEvent(Protocol):
+    """The part of ``evdev.InputEvent`` the HID driver reads."""
+
+    type: int
+    code: int
+    value: int
+
+
+class InputDevice(Protocol):
+    """The part of ``evdev.InputDevice`` the HID driver uses (the seam tests fake)."""
+
+    def grab(self) -> None:
+        """Take the device exclusively."""
+
+    def ungrab(self) -> None:
+        """Release it."""
+
+    def close(self) -> None:
+        """Close its file descriptor."""
+
+    def async_read_loop(self) -> AsyncIterator[InputEvent]:
+        """Its events; raises OSError (ENODEV) when it is unplugged."""
+        ...
+
+
+def open_evdev(address: str) -> InputDevice:
+    """The real evdev device at ``address`` (evdev is imported here: Linux only)."""
+    import evdev  # lazy: a gateway without evdev still runs serial scanners
+
+    device: InputDevice = evdev.InputDevice(address)
+    return device
+
+
+class HidBarcodeDriver(ScanPipeline):
+    """A keyboard-wedge scanner read through evdev, grabbed so its keystrokes reach nothing else."""
+
+    def __init__(
+        self,
+        *,
+        profile: BarcodeProfile,
+        binding: DeviceBinding,
+        settings: BarcodeSettings,
+        open_device: Callable[[str], InputDevice] = open_evdev,
+        now: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(profile=profile, binding=binding, settings=settings, now=now, monotonic=monotonic)
+        self.profile = profile
+        self._open_device = open_device
+        self._device: InputDevice | None = None
+        self._decoder = KeyDecoder(
+            layout=profile.keyboard,
+            gs_key=key_code(profile.gs_key) if profile.gs_key else None,
+            max_length=profile.max_length,
+        )
+
+    async def __aenter__(self) -> Self:
+        self.state = DriverState.OPENING
+        try:
+            device = self._open_device(self.binding.address)
+        except (OSError, ImportError) as err:
+            error = DeviceUnavailableError(f"cannot open {self.binding.address}: {err}")
+            self.went_down(error)
+            raise error from err
+        try:
+            device.grab()  # EBUSY when another program holds it
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                device.close()
+            error = DeviceUnavailableError(f"cannot grab {self.binding.address}: {err}")
+            self.went_down(error)
+            raise error from err
+        self._device = device
+        self._decoder.reset()
+        self.state = DriverState.UP
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        device, self._device = self._device, None
+        if device is not None:
+            # Both fail once the scanner is unplugged; closing must still succeed.
+            with contextlib.suppress(OSError):
+                device.ungrab()
+            with contextlib.suppress(OSError):
+                device.close()
+        self.state = DriverState.CLOSED
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """One reading per accepted scan; raises DeviceUnavailableError when the scanner is unplugged."""
+        device = self._device
+        if device is None:
+            raise DeviceUnavailableError(f"{self.binding.address} is not open")
+        try:
+            async for event in device.async_read_loop():
+                keyed = self._decoder.feed(event.type, event.code, event.value)
+                if keyed is None:
+                    continue
+                if keyed.unknown_keys:
+                    keys = ", ".join(str(k) for k in keyed.unknown_keys)
+                    self.reject(RejectReason.ILLEGAL_CHARACTERS, f"keys without a character: {keys}", text=keyed.text)
+                    continue
+                reading = self.handle(keyed.text)
+                if reading is not None:
+                    yield reading
+        except OSError as err:
+            what = "unplugged" if err.errno == errno.ENODEV else f"failed: {err}"
+            if self._decoder.pending:
+                # The scanner went away mid-code: what arrived is not a code, and is not sent.
+                self.partial_discarded_total += 1
+                self.reject(RejectReason.PARTIAL, f"code cut off: scanner {what}")
+            self._decoder.reset()
+            error = DeviceUnavailableError(f"{self.binding.address} {what}")
+            self.went_down(error)
+            raise error from err
+        error = DeviceUnavailableError(f"{self.binding.address} stopped sending events")
+        self.went_down(error)
+        raise error
+
+
+def create(*, profile: BarcodeProfile, binding: DeviceBinding, settings: BarcodeSettings) -> Driver:
+    """The driver for one scanner, by the profile's interface."""
+    if profile.interface == "hid":
+        return HidBarcodeDriver(profile=profile, binding=binding, settings=settings)
+    return SerialBarcodeDriver(profile=profile, binding=binding, settings=settings)

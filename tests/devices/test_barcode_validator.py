@@ -1,0 +1,310 @@
+"""The pure barcode validator: real decoded barcodes (zxing-cpp samples), GS1, in-store codes, fuzzing."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from device_drivers.barcode.gs1 import parse_gs1
+from device_drivers.barcode.profile import DEFAULT_VARIABLE_MEASURE, BarcodeSettings, VariableMeasureRule
+from device_drivers.barcode.scan import KIND_OF_MODE, DecodeOptions, DoubleReadFilter, decode
+from device_drivers.barcode.symbology import GS, BarcodeRejectedError, RejectReason, classify
+from device_drivers.simulated.climate import shared_data_dir
+from storegate.wire import PAYLOAD_MODELS
+
+ZXING_FILE = Path("barcodes") / "zxing_expected_texts.csv"
+OPTIONS = DecodeOptions(variable_measure=DEFAULT_VARIABLE_MEASURE)
+
+# What a scanner programmed for AIM ids sends for each zxing sample set, when the row has no
+# identifier of its own, and what the gateway must make of it (None: rejected).
+EXPECTED_OF_SET: dict[str, tuple[str, str | None]] = {
+    "ean13-1": ("]E0", "ean13"),
+    "ean8-1": ("]E4", "ean8"),
+    "upca-1": ("]E0", "upca"),
+    "upce-1": ("]E0", "upce"),
+    "code128-1": ("]C0", "code128"),
+    "qrcode-1": ("]Q1", None),
+    "itf-1": ("]I0", None),
+}
+
+
+def zxing_rows() -> list[Any]:
+    """Every row of the shared zxing file, or one marker that makes each test fail when it is missing."""
+    folder = shared_data_dir()
+    path = None if folder is None else folder / ZXING_FILE
+    if path is None or not path.is_file():
+        return [pytest.param(None, id="zxing-data-missing")]
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [pytest.param(row, id=f"{row['set']}:{row['sample']}") for row in rows]
+
+
+def scanner_text(row: dict[str, str] | None) -> tuple[str, str, str | None]:
+    """(text the scanner sends, its AIM id, expected symbology) for one row."""
+    if row is None:
+        pytest.fail(f"shared data file {ZXING_FILE} is missing: set STOREGATE_SHARED_DATA or restore /work/shared/data")
+    default_aim, expected = EXPECTED_OF_SET[row["set"]]
+    meta = dict(part.split("=", 1) for part in row["result_meta"].split(";") if "=" in part)
+    aim = meta.get("symbologyIdentifier", default_aim)
+    if aim == "]C1":
+        expected = "gs1_128"
+    return aim + row["text"], aim, expected
+
+
+GTIN_PAD = {"ean13": 1, "ean8": 6, "upca": 1, "upce": 1}
+
+
+@pytest.mark.parametrize("row", zxing_rows())
+def test_every_real_sample_is_accepted_or_rejected_as_its_symbology_demands(row: dict[str, str] | None) -> None:
+    text, _aim, expected = scanner_text(row)
+    assert row is not None
+    if expected is None:
+        with pytest.raises(BarcodeRejectedError) as caught:
+            decode(text, mode="checkout", options=OPTIONS)
+        assert caught.value.reason is RejectReason.UNSUPPORTED_SYMBOLOGY
+        assert ("ITF" if row["set"].startswith("itf") else "QR Code") in str(caught.value)
+        return
+    scan = decode(text, mode="checkout", options=OPTIONS)
+    assert scan.symbology == expected
+    assert scan.code == row["text"]
+    if expected in GTIN_PAD:
+        assert scan.gtin == "0" * GTIN_PAD[expected] + row["text"]
+        assert scan.gtin is not None
+        assert len(scan.gtin) == 14
+    PAYLOAD_MODELS["scan.sale"].model_validate(scan.model_dump(mode="json", exclude_none=True))
+
+
+@pytest.mark.parametrize("row", zxing_rows())
+def test_ean_upc_samples_are_recognised_without_aim_ids(row: dict[str, str] | None) -> None:
+    _, _, expected = scanner_text(row)
+    assert row is not None
+    if expected not in GTIN_PAD:
+        return
+    symbol = classify(row["text"], aim_ids=False)
+    assert symbol.symbology == expected
+
+
+def test_gs1_128_samples_that_break_gs1_syntax_are_kept_leniently_and_rejected_strictly() -> None:
+    # zxing's "]C1 123456" reads as AI (12) with a 4-digit date: not valid GS1.
+    lenient = decode("]C1123456", mode="checkout", options=OPTIONS)
+    assert (lenient.symbology, lenient.ai, lenient.gtin) == ("gs1_128", {}, None)
+    strict = DecodeOptions(gs1_strict=True)
+    with pytest.raises(BarcodeRejectedError) as caught:
+        decode("]C1123456", mode="checkout", options=strict)
+    assert caught.value.reason is RejectReason.GS1_SYNTAX
+
+
+def test_gs1_element_strings_give_gtin_batch_expiry_serial_and_net_weight() -> None:
+    text = "]C10109501101020917" + "17250600" + "10ABC123" + GS + "3103001250" + "21SN42"
+    scan = decode(text, mode="receiving", options=OPTIONS)
+    assert scan.symbology == "gs1_128"
+    assert scan.gtin == "09501101020917"
+    assert scan.expiry == "2025-06-30"  # day 00: the month's last day
+    assert scan.batch == "ABC123"
+    assert scan.net_weight_g == 1250.0
+    assert scan.serial == "SN42"
+    assert scan.ai == {"01": "09501101020917", "17": "250600", "10": "ABC123", "3103": "001250", "21": "SN42"}
+
+
+def test_gs1_datamatrix_is_parsed_the_same_way() -> None:
+    scan = decode("]d2" + "0109501101020917" + "10LOT7" + GS + "3102000750", mode="stock_count", options=OPTIONS)
+    assert (scan.symbology, scan.gtin, scan.batch, scan.net_weight_g) == (
+        "gs1_datamatrix",
+        "09501101020917",
+        "LOT7",
+        7500.0,
+    )
+
+
+def test_a_gtin_with_a_bad_check_digit_inside_gs1_is_rejected_even_leniently() -> None:
+    with pytest.raises(BarcodeRejectedError) as caught:
+        decode("]C10109501101020918", mode="checkout", options=OPTIONS)
+    assert caught.value.reason is RejectReason.BAD_CHECK_DIGIT
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("]E05901234123458", RejectReason.BAD_CHECK_DIGIT),
+        ("]E448512344", RejectReason.BAD_CHECK_DIGIT),
+        ("]E0036602301468", RejectReason.BAD_CHECK_DIGIT),
+        ("]E001234566", RejectReason.BAD_CHECK_DIGIT),  # UPC-E checked on its UPC-A expansion
+        ("]E059012341234X", RejectReason.ILLEGAL_CHARACTERS),
+        ("]E012345", RejectReason.BAD_LENGTH),
+        ("]C0ab\tc", RejectReason.ILLEGAL_CHARACTERS),
+        ("]C0ab" + GS + "c", RejectReason.ILLEGAL_CHARACTERS),
+        ("5901234123457", RejectReason.MISSING_IDENTIFIER),
+        ("]I100012345678905", RejectReason.UNSUPPORTED_SYMBOLOGY),
+        ("]e001095011010209", RejectReason.UNSUPPORTED_SYMBOLOGY),
+        ("]d1hello", RejectReason.UNSUPPORTED_SYMBOLOGY),
+        ("]E3590123412345712", RejectReason.UNSUPPORTED_SYMBOLOGY),
+        ("]C0", RejectReason.EMPTY),
+        ("]C1" + GS, RejectReason.EMPTY),
+        ("]C0" + "x" * 600, RejectReason.TOO_LONG),
+    ],
+)
+def test_bad_codes_are_rejected_with_their_reason(text: str, reason: RejectReason) -> None:
+    with pytest.raises(BarcodeRejectedError) as caught:
+        decode(text, mode="checkout", options=OPTIONS)
+    assert caught.value.reason is reason
+
+
+def test_upce_sent_in_its_eight_digits_expands_to_the_upca_gtin() -> None:
+    scan = decode("]E001234565", mode="checkout", options=OPTIONS)
+    assert (scan.symbology, scan.gtin) == ("upce", "00012345000065")
+
+
+@pytest.mark.parametrize(
+    ("code", "price", "weight", "key"),
+    [
+        ("2012345012349", "12.34", None, "02012345000007"),  # 20: price, 2 decimals
+        ("2400001009994", "9.99", None, "02400001000002"),
+        ("2512345012346", None, 1234.0, "02512345000004"),  # 25: weight in grams
+        ("0212345001505", "1.50", None, "00212345000002"),  # 02 (a UPC-A with number system 2)
+    ],
+)
+def test_in_store_variable_measure_codes_carry_price_or_weight(
+    code: str, price: str | None, weight: float | None, key: str
+) -> None:
+    fixed = code[:-1] + str(_check(code[:-1]))
+    scan = decode("]E0" + fixed, mode="checkout", options=OPTIONS)
+    assert (scan.price, scan.net_weight_g) == (price, weight)
+    assert scan.gtin == key[:-1] + str(_check(key[1:-1]))
+
+
+def test_a_store_can_lay_out_its_own_prefixes_with_a_price_check_digit() -> None:
+    rule = VariableMeasureRule(prefixes=("23",), measure="price", decimals=2, price_check_digit=True)
+    options = DecodeOptions(variable_measure=(rule,))
+    # item 12345, price check digit of 0150 is 0 (GS1 4-digit price check), price 1.50
+    from biip.checksums import gs1_price_weight_check_digit
+
+    pcd = gs1_price_weight_check_digit("0150")
+    body = f"2312345{pcd}0150"
+    scan = decode("]E0" + body + str(_check(body)), mode="checkout", options=options)
+    assert scan.price == "1.50"
+    wrong = f"2312345{(pcd + 1) % 10}0150"
+    with pytest.raises(BarcodeRejectedError) as caught:
+        decode("]E0" + wrong + str(_check(wrong)), mode="checkout", options=options)
+    assert caught.value.reason is RejectReason.BAD_CHECK_DIGIT
+
+
+def test_settings_refuse_a_prefix_in_two_rules_and_non_store_prefixes() -> None:
+    with pytest.raises(ValidationError, match="more than one rule"):
+        BarcodeSettings.model_validate(
+            {
+                "variable_measure": [
+                    {"prefixes": ["20"], "measure": "price"},
+                    {"prefixes": ["20"], "measure": "weight_g"},
+                ]
+            }
+        )
+    with pytest.raises(ValidationError, match="in-store prefix"):
+        VariableMeasureRule(prefixes=("30",), measure="price")
+
+
+def test_each_mode_emits_its_event_kind_with_the_mode_in_the_payload() -> None:
+    assert KIND_OF_MODE == {"checkout": "scan.sale", "receiving": "scan.receiving", "stock_count": "scan.count"}
+    for mode, kind in KIND_OF_MODE.items():
+        scan = decode("]E05901234123457", mode=mode, options=OPTIONS)  # type: ignore[arg-type]
+        assert PAYLOAD_MODELS[kind].model_validate(scan.model_dump(mode="json")).mode == mode  # type: ignore[attr-defined]
+
+
+def test_double_reads_within_the_window_are_suppressed_and_a_deliberate_rescan_counts() -> None:
+    now = [0.0]
+    reads = DoubleReadFilter(window_s=1.0, clock=lambda: now[0])
+    assert reads.admit("A")
+    now[0] = 0.4
+    assert not reads.admit("A")  # the scanner saw it twice
+    now[0] = 0.9
+    assert not reads.admit("A")  # still held under the scanner: the window runs from the last sighting
+    now[0] = 2.0
+    assert reads.admit("A")  # taken away, then scanned again on purpose
+    assert reads.admit("B")
+    assert reads.admit("A")  # A B A is three items
+    assert reads.suppressed_total == 2
+
+
+def _check(body: str) -> int:
+    from biip.checksums import gs1_standard_check_digit
+
+    return gs1_standard_check_digit(body)
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+AIMS = st.sampled_from(["]E0", "]E4", "]C0", "]C1", "]d2", "]I1", "]Q1", "]X0", "", "]"])
+ALPHABET = st.sampled_from([*list("0123456789"), GS, "A", "z", "-", "é", "\x00", "\t", "]", "(", " "])
+SEEDS = st.sampled_from(
+    [
+        "5901234123457",
+        "48512343",
+        "0012345000065",
+        "01234565",
+        "0109501101020917" + "17250600" + "10ABC123" + GS + "3103001250",
+        "8101054321120021123456",
+        "2012345012349",
+        "Code 128",
+    ]
+)
+
+
+@st.composite
+def scanned_texts(draw: st.DrawFn) -> str:
+    """Random texts and mutations of valid codes (a digit changed, cut, extended)."""
+    aim = draw(AIMS)
+    if draw(st.booleans()):
+        return aim + draw(st.text(ALPHABET, max_size=60))
+    seed = list(draw(SEEDS))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(seed)))
+        action = draw(st.sampled_from(["replace", "insert", "delete"]))
+        char = draw(ALPHABET)
+        if action == "replace" and at < len(seed):
+            seed[at] = char
+        elif action == "insert":
+            seed.insert(at, char)
+        elif seed and at < len(seed):
+            del seed[at]
+    return aim + "".join(seed)
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=scanned_texts(), aim_ids=st.booleans(), strict=st.booleans())
+def test_fuzzed_scans_either_validate_against_the_wire_model_or_are_rejected(
+    text: str, aim_ids: bool, strict: bool
+) -> None:
+    options = DecodeOptions(aim_ids=aim_ids, gs1_strict=strict, variable_measure=DEFAULT_VARIABLE_MEASURE)
+    try:
+        scan = decode(text, mode="checkout", options=options)
+    except BarcodeRejectedError as err:
+        reason: RejectReason | None = err.reason
+    else:
+        reason = None
+    if reason is not None:
+        assert reason in set(RejectReason)
+        return
+    PAYLOAD_MODELS["scan.sale"].model_validate(scan.model_dump(mode="json", exclude_none=True))
+    if scan.gtin is not None:
+        assert len(scan.gtin) == 14
+        assert scan.gtin.isdigit()
+
+
+@settings(max_examples=1500, deadline=None)
+@given(data=st.text(ALPHABET, max_size=80), strict=st.booleans())
+def test_fuzzed_gs1_data_parses_or_is_rejected(data: str, strict: bool) -> None:
+    try:
+        parsed = parse_gs1(data, strict=strict)
+    except BarcodeRejectedError as err:
+        reason: RejectReason | None = err.reason
+    else:
+        reason = None
+    if reason is not None:
+        assert reason in {RejectReason.EMPTY, RejectReason.GS1_SYNTAX, RejectReason.BAD_CHECK_DIGIT}
+        return
+    assert parsed.complete or not strict
