@@ -1,0 +1,284 @@
+"""Door contacts: a reed contact on a GPIO pin (gpiozero) or on a Modbus RTU discrete input (pymodbus).
+
+Addresses (``binding.address``):
+
+- ``gpio:17``: BCM GPIO 17 of the gateway (``gpio:BOARD11`` names the header pin instead);
+- a serial device node for an RS-485 I/O module, e.g. ``/dev/ttyUSB0``; the unit id and the
+  discrete input come from the settings (``unit``, ``input_index``).
+
+Readings: on open, the current state (``door.opened`` or ``door.closed``), then every debounced
+change, each with a :class:`~storegate.wire.DoorChange` payload. A GPIO contact reports its edges
+through gpiozero's callbacks (they run in gpiozero's thread and are handed to the event loop);
+a Modbus input is polled every ``poll_interval_s``. A module that leaves ``max_missed_polls``
+polls in a row unanswered, or whose port disappears, raises DeviceUnavailableError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import structlog
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ModbusException
+
+from device_drivers.base import DeviceUnavailableError, Driver, DriverError, DriverHealth, DriverState, Reading
+from device_drivers.door.profile import DoorProfile, DoorSettings
+from device_drivers.door.protocol import Debouncer, door_is_open, parse_gpio_address
+from device_drivers.environment.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
+from device_drivers.ports import DeviceBinding
+from device_drivers.profile_base import SerialLink
+from storegate.wire import Command, CommandResult, DoorChange
+
+log = structlog.get_logger(__name__)
+
+KIND_OF_STATE: Final[dict[bool, str]] = {True: "door.opened", False: "door.closed"}
+
+
+class _DoorDriver:
+    """What both contact kinds share: lifecycle, debouncing and the events; subclasses read the contact."""
+
+    def __init__(
+        self, *, profile: DoorProfile, binding: DeviceBinding, settings: DoorSettings, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.profile = profile
+        self.binding = binding
+        self.settings = settings
+        self._clock = clock
+        self._state = DriverState.CLOSED
+        self._last_error: str | None = None
+        self._last_reading_at: datetime | None = None
+        self._readings_total = 0
+        self.door_open: bool | None = None
+        self.rejects = RejectCounter(logger=log, device_id=binding.device_id)
+
+    @property
+    def rejected_total(self) -> int:
+        """Failed reads since the driver was made."""
+        return self.rejects.total
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    async def _initial_level(self) -> bool:
+        """Whether the contact conducts now."""
+        raise NotImplementedError
+
+    async def _next_level(self, timeout: float | None) -> tuple[bool, float] | None:
+        """The next raw level and its monotonic time, or None when ``timeout`` passed without one."""
+        raise NotImplementedError
+
+    def _fail(self, message: str) -> DeviceUnavailableError:
+        self._state = DriverState.DOWN
+        self._last_error = message
+        return DeviceUnavailableError(message)
+
+    async def __aenter__(self) -> Self:
+        self._state = DriverState.OPENING
+        try:
+            await self._open()
+        except BaseException:
+            await self._close()
+            if self._state is DriverState.OPENING:
+                self._state = DriverState.DOWN
+            raise
+        self._state = DriverState.UP
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._state = DriverState.CLOSED
+        await self._close()
+
+    def _reading(self, door_open: bool) -> Reading:
+        ts = self._clock.now()
+        self.door_open = door_open
+        self._last_reading_at = ts
+        self._readings_total += 1
+        payload = DoorChange(zone=self.settings.zone, open=door_open).model_dump(mode="json", exclude_none=True)
+        return Reading(device_id=self.binding.device_id, kind=KIND_OF_STATE[door_open], ts=ts, payload=payload)
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """The state on open, then each debounced change; ends or raises when the contact goes away."""
+        if self._state is not DriverState.UP:
+            raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
+        polarity = self.settings.normally_open
+        debouncer = Debouncer(debounce_s=self.settings.debounce_s, initial=await self._initial_level())
+        yield self._reading(door_is_open(debouncer.state, normally_open=polarity))
+        while self._state is DriverState.UP:
+            deadline = debouncer.deadline
+            timeout = None if deadline is None else max(0.0, deadline - self._clock.monotonic())
+            sample = await self._next_level(timeout)
+            changed = debouncer.poll(self._clock.monotonic()) if sample is None else debouncer.feed(*sample)
+            if changed is not None:
+                yield self._reading(door_is_open(changed, normally_open=polarity))
+
+    async def execute(self, command: Command) -> CommandResult:
+        """``ping``: the driver's state and the door's last known state, without I/O."""
+        door = {None: "unknown", True: "open", False: "closed"}[self.door_open]
+        return answer_ping(
+            command,
+            device_id=self.binding.device_id,
+            now=self._clock.now(),
+            detail=f"{self._state.value}, door {door}",
+            ok=self._state is DriverState.UP,
+        )
+
+    def health(self) -> DriverHealth:
+        """State, last error and counts, without I/O."""
+        return DriverHealth(
+            state=self._state,
+            last_error=self._last_error or self.rejects.last_error,
+            last_reading_at=self._last_reading_at,
+            readings_total=self._readings_total,
+        )
+
+
+class GpioDoorDriver(_DoorDriver):
+    """A contact between a GPIO pin and ground (internal pull-up), read through gpiozero."""
+
+    def __init__(
+        self,
+        *,
+        profile: DoorProfile,
+        binding: DeviceBinding,
+        settings: DoorSettings,
+        clock: Clock = SYSTEM_CLOCK,
+        pin_factory: Any = None,  # a gpiozero Factory; None: gpiozero's default (the tests pass MockFactory)
+    ) -> None:
+        super().__init__(profile=profile, binding=binding, settings=settings, clock=clock)
+        self._pin_factory = pin_factory
+        self._device: Any = None
+        self._edges: asyncio.Queue[tuple[bool, float]] = asyncio.Queue()
+
+    async def _open(self) -> None:
+        from gpiozero import DigitalInputDevice, GPIOZeroError  # imported on use: gateways without GPIO still run
+
+        try:
+            pin = parse_gpio_address(self.binding.address)
+        except ValueError as err:
+            self._last_error = str(err)
+            raise DriverError(str(err)) from err
+        try:
+            # No gpiozero bounce_time: debouncing is ours (pure, tested), and its edge filter would hide bounces.
+            device = DigitalInputDevice(
+                pin, pull_up=self.profile.pull_up, bounce_time=None, pin_factory=self._pin_factory
+            )
+        except (GPIOZeroError, OSError, RuntimeError) as err:
+            raise self._fail(f"cannot use {self.binding.address}: {err}") from err
+        loop = asyncio.get_running_loop()
+        self._edges = asyncio.Queue()
+        clock = self._clock
+
+        def edge(level: bool) -> None:
+            # Called in gpiozero's thread (the loop's own thread with the mock factory): hand over, stamped now.
+            loop.call_soon_threadsafe(self._edges.put_nowait, (level, clock.monotonic()))
+
+        device.when_activated = lambda: edge(True)
+        device.when_deactivated = lambda: edge(False)
+        self._device = device
+
+    async def _close(self) -> None:
+        device, self._device = self._device, None
+        if device is not None:
+            with contextlib.suppress(Exception):  # closing a pin the factory already lost must not fail __aexit__
+                device.close()
+
+    async def _initial_level(self) -> bool:
+        # is_active: the pin is pulled to the contact's side, i.e. the contact conducts (pull-up or not).
+        return bool(self._device.is_active)
+
+    async def _next_level(self, timeout: float | None) -> tuple[bool, float] | None:
+        try:
+            return await asyncio.wait_for(self._edges.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class ModbusDoorDriver(_DoorDriver):
+    """A contact on a discrete input of a Modbus RTU I/O module, polled every ``poll_interval_s``."""
+
+    def __init__(
+        self, *, profile: DoorProfile, binding: DeviceBinding, settings: DoorSettings, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(profile=profile, binding=binding, settings=settings, clock=clock)
+        self._client: AsyncModbusSerialClient | None = None
+        self._missed = 0
+        self._due = 0.0
+
+    async def _open(self) -> None:
+        link = self.profile.serial or SerialLink()
+        client = AsyncModbusSerialClient(
+            self.binding.address,
+            baudrate=link.baudrate,
+            bytesize=link.bytesize,
+            parity=link.parity,
+            stopbits=int(link.stopbits),
+            timeout=self.profile.response_timeout_s,
+            retries=0,
+            reconnect_delay=0,  # no reconnecting inside pymodbus: the supervisor reopens us
+        )
+        self._client = client
+        if not await client.connect():
+            raise self._fail(f"cannot open {self.binding.address}")
+        self._missed = 0
+        self._due = self._clock.monotonic()
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _read(self) -> bool | None:
+        """The input's level, None for a failed poll (counted); raises once the module counts as gone."""
+        client = self._client
+        if client is None or not client.connected:
+            raise self._fail(f"{self.binding.address} is closed (unplugged?)")
+        try:
+            response = await client.read_discrete_inputs(
+                self.settings.input_index, count=1, device_id=self.settings.unit
+            )
+        except ModbusException as err:
+            reason, detail = "no_answer", str(err)
+        else:
+            if not response.isError() and response.bits:
+                self._missed = 0
+                self.rejects.accepted()
+                return bool(response.bits[0])
+            reason, detail = "exception_response", str(response)
+        self._missed += 1
+        self.rejects.reject(reason, detail, address=self.binding.address, unit=self.settings.unit)
+        if self._missed >= self.profile.max_missed_polls or client is not self._client or not client.connected:
+            raise self._fail(
+                f"{self.binding.address} unit {self.settings.unit}: {self._missed} polls failed, last: {detail}"
+            )
+        return None
+
+    async def _initial_level(self) -> bool:
+        while (level := await self._read()) is None:
+            await self._clock.sleep(self.settings.poll_interval_s)
+        return level
+
+    async def _next_level(self, timeout: float | None) -> tuple[bool, float] | None:
+        # Each poll is a sample; the debounce deadline needs no timer of its own (it is checked at each poll).
+        self._due = max(self._due + self.settings.poll_interval_s, self._clock.monotonic())
+        await self._clock.sleep(self._due - self._clock.monotonic())
+        level = await self._read()
+        return None if level is None else (level, self._clock.monotonic())
+
+
+FACTORIES: Final = {"gpio": GpioDoorDriver, "modbus": ModbusDoorDriver}
+
+
+def create(*, profile: DoorProfile, binding: DeviceBinding, settings: DoorSettings) -> Driver:
+    """The driver of one door contact, by the profile's ``input`` (gpio or modbus)."""
+    driver: Driver = FACTORIES[profile.input](profile=profile, binding=binding, settings=settings)
+    return driver
