@@ -205,6 +205,7 @@ class DeviceManager:
         self._ports: list[PortInfo] = []  # as of the last scan
         self._unknown: set[str] = set()  # stable keys reported as unknown while present
         self._wake = asyncio.Event()
+        self._scanning = asyncio.Lock()
         self.scans = 0
 
     @property
@@ -223,8 +224,13 @@ class DeviceManager:
         return None if running is None else running.supervisor
 
     def rescan(self) -> None:
-        """Scan the ports now rather than at the next poll (a hint, e.g. from a test or udev)."""
+        """Scan the ports soon rather than at the next poll (a hint, as udev gives)."""
         self._wake.set()
+
+    async def scan_now(self) -> None:
+        """Scan the ports and act on what changed; returns once done (one scan at a time)."""
+        async with self._scanning:
+            await self._scan()
 
     async def run(self) -> None:
         """Start the fixed devices, then follow hot-plug until cancelled; cancelling stops every driver."""
@@ -241,9 +247,11 @@ class DeviceManager:
                 if not udev.start() and self._hotplug.watch == "udev":
                     log.warning("udev_requested_but_unavailable", fallback="polling")
             while True:
-                await self._scan()
+                await self.scan_now()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wakeup.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._hotplug.poll_interval_s)
+                    async with asyncio.timeout(self._hotplug.poll_interval_s):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             if udev is not None:
@@ -261,13 +269,13 @@ class DeviceManager:
         except Exception as err:  # keep the devices we have; try again at the next scan
             log.warning("port_scan_failed", error=str(err))
             return
-        self.scans += 1
         changes = diff_ports(self._ports, ports)
         self._ports = ports
         for port in changes.left:
             await self._left(port)
         for port in changes.arrived:
             await self._arrived(port)
+        self.scans += 1  # counted once done, so "n scans" means n scans acted on
 
     async def _arrived(self, port: PortInfo) -> None:
         key = port.stable_key

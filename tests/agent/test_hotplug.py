@@ -1,0 +1,255 @@
+"""Hot-plug: ports that come and go become drivers that start and stop, with lifecycle events and stable ids."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Literal, Self
+
+import pytest
+
+from device_drivers.base import DeviceUnavailableError, DriverHealth, DriverState, Reading
+from device_drivers.ports import PortInfo
+from device_drivers.profile_base import ProfileBase, UsbMatch
+from device_drivers.profiles import ProfileCatalog
+from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
+from edge_agent.hotplug import CombinedLister, DeviceManager, diff_ports
+from edge_agent.timing import Backoff, SystemClock
+from storegate import wire
+from storegate.wire import DeviceIdentity
+from tests.agent.conftest import T0
+from tests.hub.conftest import until
+
+
+class FakeProfile(ProfileBase):
+    """A profile of any kind: the manager only matches USB ids and passes the id on."""
+
+    kind: Literal["barcode"] = "barcode"
+
+
+SCANNER = FakeProfile(id="test-scanner", vendor="Acme", model="S1", usb=[UsbMatch(vendor_id="0c2e", product_id="0b61")])
+ANY_ACME = FakeProfile(id="acme-any", vendor="Acme", model="any", usb=[UsbMatch(vendor_id="0c2e")])
+CATALOG = ProfileCatalog(profiles={p.id: p for p in (SCANNER, ANY_ACME)})
+
+
+def scanner_port(address: str, serial: str | None = "SN1", pid: str = "0b61", location: str = "1-1.2") -> PortInfo:
+    return PortInfo(
+        address=address,
+        identity=DeviceIdentity(vendor_id="0c2e", product_id=pid, serial_number=serial, location=location),
+    )
+
+
+class Lister:
+    """The test's port list: what the test plugs in."""
+
+    def __init__(self) -> None:
+        self.ports: list[PortInfo] = []
+
+    def list_ports(self) -> list[PortInfo]:
+        return list(self.ports)
+
+
+class PluggedDriver:
+    """A driver that reads one reading from its port, then waits until it is unplugged."""
+
+    opened: list[tuple[str, str]] = []  # (device id, address) of every open
+
+    def __init__(self, config: ProfiledDeviceConfig, identity: DeviceIdentity | None) -> None:
+        self.config = config
+        self.identity = identity
+        self.unplugged = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        assert self.config.address is not None
+        PluggedDriver.opened.append((self.config.device_id, self.config.address))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pass
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        yield Reading(device_id=self.config.device_id, kind="scan.test", ts=T0, payload={"n": 1})
+        await self.unplugged.wait()
+        raise DeviceUnavailableError("gone")
+
+    async def execute(self, command: wire.Command) -> wire.CommandResult:
+        raise NotImplementedError
+
+    def health(self) -> DriverHealth:
+        return DriverHealth(state=DriverState.UP)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    async def __call__(self, reading: Reading) -> None:
+        wire.Event(  # what the agent checks before storing: every lifecycle payload must be valid
+            event_id=wire.UUID(int=1),
+            store_id="s",
+            gateway_id="g",
+            stream=wire.UUID(int=1),
+            seq=1,
+            device_id=reading.device_id,
+            kind=reading.kind,
+            ts=reading.ts,
+            payload=reading.payload,
+        )
+        self.readings.append(reading)
+
+    def kinds(self, device_id: str) -> list[str]:
+        return [r.kind for r in self.readings if r.device_id == device_id]
+
+
+def manager(lister: Lister, recorder: Recorder, devices: list[DeviceConfig] | None = None) -> DeviceManager:
+    def build(config: DeviceConfig, identity: DeviceIdentity | None) -> PluggedDriver:
+        assert isinstance(config, ProfiledDeviceConfig)
+        return PluggedDriver(config, identity)
+
+    return DeviceManager(
+        devices=devices or [],
+        build=build,
+        catalog=CATALOG,
+        record=recorder,
+        backoff=Backoff(initial_s=0.01, max_s=0.05),
+        clock=SystemClock(),
+        rng=random.Random(1),
+        committed_mark=lambda device_id: None,
+        hotplug=HotplugConfig(watch="poll", poll_interval_s=30.0),  # the test wakes every scan itself
+        lister=lister,
+    )
+
+
+async def scanned(devices: DeviceManager, count: int) -> None:
+    """One more scan, seeing the ports as they are now; ``count`` scans in all at least."""
+    await devices.scan_now()
+    assert devices.scans >= count
+
+
+def test_diff_ports_sees_arrivals_departures_and_identity_changes() -> None:
+    a, b = scanner_port("/dev/ttyACM0"), scanner_port("/dev/ttyACM1", serial="SN2")
+    b_other_device = scanner_port("/dev/ttyACM1", serial="SN3")
+    changes = diff_ports([a, b], [a, b_other_device])
+    assert changes.arrived == (b_other_device,)
+    assert changes.left == (b,)
+    assert diff_ports([a], [a]).arrived == diff_ports([a], [a]).left == ()
+
+
+def test_the_most_specific_profile_wins() -> None:
+    assert CATALOG.match(scanner_port("/dev/ttyACM0")) is SCANNER
+    assert CATALOG.match(scanner_port("/dev/ttyACM0", pid="9999")) is ANY_ACME
+    assert CATALOG.match(PortInfo(address="/dev/ttyUSB0", identity=DeviceIdentity(vendor_id="1a86"))) is None
+
+
+def test_a_failing_lister_does_not_hide_the_others() -> None:
+    class Broken:
+        def list_ports(self) -> list[PortInfo]:
+            raise OSError("sysfs unreadable")
+
+    good = Lister()
+    good.ports = [scanner_port("/dev/ttyACM0")]
+    assert CombinedLister([Broken(), good]).list_ports() == good.ports
+
+
+async def test_plug_unplug_and_replug_elsewhere_keeps_the_device_id() -> None:
+    lister, recorder = Lister(), Recorder()
+    devices = manager(lister, recorder)
+    task = asyncio.create_task(devices.run())
+    try:
+        await scanned(devices, 1)
+        assert devices.device_ids == []
+        lister.ports = [scanner_port("/dev/ttyACM0")]
+        await scanned(devices, 2)
+        key = "usb-0c2e:0b61-SN1"
+        assert devices.device_ids == [key]
+        await until(lambda: recorder.kinds(key) == ["device.attached", "scan.test"], what="attached, then its scan")
+        attached = recorder.readings[0].payload
+        assert attached["profile"] == "test-scanner"
+        assert attached["address"] == "/dev/ttyACM0"
+        assert attached["identity"] == {
+            "vendor_id": "0c2e",
+            "product_id": "0b61",
+            "serial_number": "SN1",
+            "location": "1-1.2",
+        }
+
+        lister.ports = []
+        await scanned(devices, 3)
+        assert devices.device_ids == []
+        assert recorder.kinds(key)[-1] == "device.detached"
+        assert recorder.readings[-1].payload == {"reason": "unplugged", "address": "/dev/ttyACM0"}
+
+        # The same scanner in another USB socket: another address and location, the same id.
+        lister.ports = [scanner_port("/dev/ttyACM4", location="1-1.4")]
+        await scanned(devices, 4)
+        assert devices.device_ids == [key]
+        await until(lambda: recorder.kinds(key).count("device.attached") == 2, what="attached again")
+        assert (key, "/dev/ttyACM4") in PluggedDriver.opened
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_unknown_device_is_reported_once_with_its_identifiers() -> None:
+    lister, recorder = Lister(), Recorder()
+    devices = manager(lister, recorder)
+    stranger = PortInfo(
+        address="/dev/ttyUSB0",
+        identity=DeviceIdentity(vendor_id="1a86", product_id="7523", product="USB Serial", location="1-1.3"),
+    )
+    task = asyncio.create_task(devices.run())
+    try:
+        lister.ports = [stranger]
+        for n in range(1, 4):
+            await scanned(devices, n)
+        key = "port-1-1.3"
+        assert recorder.kinds(key) == ["device.unknown"]
+        assert recorder.readings[0].payload["identity"]["vendor_id"] == "1a86"
+        assert devices.device_ids == []
+        # Unplugged and plugged in again: reported again, so the technician sees it is back.
+        lister.ports = []
+        await scanned(devices, 4)
+        lister.ports = [stranger]
+        await scanned(devices, 5)
+        assert recorder.kinds(key) == ["device.unknown", "device.unknown"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_configured_identity_gives_its_id_and_profile() -> None:
+    lister, recorder = Lister(), Recorder()
+    till = ProfiledDeviceConfig(
+        device_id="till-2-scanner", profile="acme-any", identity="usb-0c2e:0b61-SN9", settings={"mode": "checkout"}
+    )
+    devices = manager(lister, recorder, devices=[till])
+    task = asyncio.create_task(devices.run())
+    try:
+        await scanned(devices, 1)
+        assert devices.device_ids == []  # not started before it is plugged in
+        lister.ports = [scanner_port("/dev/ttyACM2", serial="SN9")]
+        await scanned(devices, 2)
+        assert devices.device_ids == ["till-2-scanner"]
+        await until(lambda: "device.attached" in recorder.kinds("till-2-scanner"), what="attached")
+        assert recorder.readings[0].payload["profile"] == "acme-any"  # the config's, not the best USB match
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("watch", ["poll", "auto"])
+async def test_fixed_devices_start_without_any_port_scan(watch: Literal["poll", "auto"]) -> None:
+    recorder = Recorder()
+    fixed = ProfiledDeviceConfig(device_id="bus-sensor", profile="acme-any", address="/dev/ttyUSB7")
+    devices = manager(Lister(), recorder, devices=[fixed])
+    task = asyncio.create_task(devices.run())
+    try:
+        await until(lambda: recorder.kinds("bus-sensor") == ["device.attached", "scan.test"], what="fixed device")
+        assert recorder.readings[0].payload["address"] == "/dev/ttyUSB7"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
