@@ -23,6 +23,8 @@ class PortInfo:
 
     address: str  # the device node or URL a driver opens, e.g. "/dev/ttyACM0"
     identity: DeviceIdentity
+    # Set by listers that know the model from where they found it (a 1-Wire family code), not from USB ids.
+    profile_hint: str | None = None
 
     @property
     def stable_key(self) -> str:

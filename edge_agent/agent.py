@@ -223,7 +223,7 @@ class EdgeAgent:
             rng=self._rng,
             committed_mark=self._committed_mark,
             hotplug=config.hotplug,
-            lister=default_lister(config.hotplug) if port_lister == "default" else port_lister,
+            lister=default_lister(config.hotplug, catalog) if port_lister == "default" else port_lister,
         )
         self.registry = agent_registry(lambda: self.stats)
         self._metrics = (

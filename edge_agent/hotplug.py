@@ -32,6 +32,7 @@ from typing import Protocol
 import structlog
 
 from device_drivers.base import Driver, Reading
+from device_drivers.onewire.profile import OneWireSensorProfile
 from device_drivers.ports import PortInfo
 from device_drivers.profiles import ProfileCatalog
 from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
@@ -286,7 +287,7 @@ class DeviceManager:
         else:
             if port.identity.vendor_id is None and port.identity.serial_number is None:
                 return
-            profile = self._catalog.match(port)
+            profile = self._catalog.profiles.get(port.profile_hint) if port.profile_hint else self._catalog.match(port)
             if profile is None:
                 if key not in self._unknown:
                     self._unknown.add(key)
@@ -351,12 +352,25 @@ def _identity_fields(identity: DeviceIdentity) -> dict[str, str]:
     return {k: v for k, v in identity.model_dump(exclude_none=True).items() if isinstance(v, str)}
 
 
-def default_lister(hotplug: HotplugConfig) -> PortLister:
+class OneWireLister:
+    """1-Wire probes under the w1 sysfs root, each with the profile its family code names."""
+
+    def __init__(self, *, root: Path, profiles: Sequence[OneWireSensorProfile]) -> None:
+        self.root = root
+        self.profiles = list(profiles)
+
+    def list_ports(self) -> list[PortInfo]:
+        """Every probe present now of a family some profile knows."""
+        from device_drivers.onewire.driver import discover
+
+        found: list[PortInfo] = []
+        for profile in self.profiles:
+            for port in discover(self.root, profile.family_codes):
+                found.append(PortInfo(address=port.address, identity=port.identity, profile_hint=profile.id))
+        return found
+
+
+def default_lister(hotplug: HotplugConfig, catalog: ProfileCatalog) -> PortLister:
     """The port listers of this gateway: USB serial ports, and 1-Wire probes under ``hotplug.w1_root``."""
-    listers: list[PortLister] = [SerialPortLister()]
-    listers.extend(_extra_listers(hotplug.w1_root))
-    return CombinedLister(listers)
-
-
-def _extra_listers(w1_root: Path) -> list[PortLister]:
-    return []
+    w1_profiles = [p for p in catalog.profiles.values() if isinstance(p, OneWireSensorProfile)]
+    return CombinedLister([SerialPortLister(), OneWireLister(root=hotplug.w1_root, profiles=w1_profiles)])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
@@ -13,9 +15,9 @@ import pytest
 from device_drivers.base import DeviceUnavailableError, DriverHealth, DriverState, Reading
 from device_drivers.ports import PortInfo
 from device_drivers.profile_base import ProfileBase, UsbMatch
-from device_drivers.profiles import ProfileCatalog
+from device_drivers.profiles import ProfileCatalog, load_catalog
 from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
-from edge_agent.hotplug import CombinedLister, DeviceManager, diff_ports
+from edge_agent.hotplug import CombinedLister, DeviceManager, OneWireLister, default_lister, diff_ports
 from edge_agent.timing import Backoff, SystemClock
 from storegate import wire
 from storegate.wire import DeviceIdentity
@@ -250,6 +252,46 @@ async def test_fixed_devices_start_without_any_port_scan(watch: Literal["poll", 
     try:
         await until(lambda: recorder.kinds("bus-sensor") == ["device.attached", "scan.test"], what="fixed device")
         assert recorder.readings[0].payload["address"] == "/dev/ttyUSB7"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_one_wire_probes_are_found_by_family_code_and_come_and_go(tmp_path: Path) -> None:
+    catalog = load_catalog()
+    probe = tmp_path / "28-0316a279b0ff"
+    probe.mkdir()
+    (probe / "w1_slave").write_text("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n")
+    (tmp_path / "w1_bus_master1").mkdir()  # the bus master itself is no probe
+    (tmp_path / "3a-00000012ab34").mkdir()  # a family no profile knows (a DS2413 switch)
+    lister = default_lister(HotplugConfig(w1_root=tmp_path), catalog)
+    w1 = [p for p in lister.list_ports() if p.address.startswith(str(tmp_path))]
+    assert [(p.address, p.profile_hint) for p in w1] == [(str(probe), "ds18b20")]
+
+    recorder = Recorder()
+    devices = DeviceManager(
+        devices=[],
+        build=lambda config, identity: PluggedDriver(config, identity),  # type: ignore[arg-type]
+        catalog=catalog,
+        record=recorder,
+        backoff=Backoff(initial_s=0.01, max_s=0.05),
+        clock=SystemClock(),
+        rng=random.Random(1),
+        committed_mark=lambda device_id: None,
+        hotplug=HotplugConfig(watch="poll", poll_interval_s=30.0, w1_root=tmp_path),
+        lister=OneWireLister(root=tmp_path, profiles=[catalog.get("ds18b20")]),  # type: ignore[list-item]
+    )
+    task = asyncio.create_task(devices.run())
+    try:
+        await devices.scan_now()
+        key = "dev-28-0316a279b0ff"  # named by the probe's ROM id, wherever it sits on the bus
+        assert devices.device_ids == [key]
+        await until(lambda: "device.attached" in recorder.kinds(key), what="the probe attached")
+        assert recorder.readings[0].payload["profile"] == "ds18b20"
+        shutil.rmtree(probe)
+        await devices.scan_now()
+        assert devices.device_ids == []
+        assert recorder.kinds(key)[-1] == "device.detached"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
