@@ -126,10 +126,10 @@ class DeviceSupervisor:
                 async with driver:
                     self._driver = driver
                     try:
+                        # Up once open: a scanner or a door may rightly say nothing for hours.
+                        await self._went_up()
                         async for reading in driver.readings():
-                            attempt = 0
-                            if not self.up:
-                                await self._went_up()
+                            attempt = 0  # the backoff restarts only once the device has really worked
                             await self._pass_on(reading)
                     finally:
                         self._driver = None
