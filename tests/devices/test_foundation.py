@@ -91,20 +91,19 @@ async def test_no_line_within_the_timeout() -> None:
 
 
 async def test_null_modem_carries_and_records_both_directions() -> None:
-    async with NullModem(record=True) as cable:
-        async with (
-            SerialTransport(url=cable.port, link=SerialLink()) as driver,
-            SerialTransport(url=cable.device_port, link=SerialLink()) as device,
-        ):
-            await driver.write(b"\x01\x04\x00\x01\x00\x02\x20\x0b\n")
-            assert await device.read_line(terminators=b"\n", timeout=2) == b"\x01\x04\x00\x01\x00\x02\x20\x0b"
-            await device.write(b"answer\n")
-            assert await driver.read_line(timeout=2) == b"answer"
-            assert bytes(cable.to_device) == b"\x01\x04\x00\x01\x00\x02\x20\x0b\n"
-            assert bytes(cable.from_device) == b"answer\n"
-            cable.unplug()
-            with pytest.raises(DeviceUnavailableError):
-                await driver.read_line(timeout=2)
+    async with (
+        NullModem(record=True) as cable, SerialTransport(url=cable.port, link=SerialLink()) as driver,
+        SerialTransport(url=cable.device_port, link=SerialLink()) as device,
+    ):
+        await driver.write(b"\x01\x04\x00\x01\x00\x02\x20\x0b\n")
+        assert await device.read_line(terminators=b"\n", timeout=2) == b"\x01\x04\x00\x01\x00\x02\x20\x0b"
+        await device.write(b"answer\n")
+        assert await driver.read_line(timeout=2) == b"answer"
+        assert bytes(cable.to_device) == b"\x01\x04\x00\x01\x00\x02\x20\x0b\n"
+        assert bytes(cable.from_device) == b"answer\n"
+        cable.unplug()
+        with pytest.raises(DeviceUnavailableError):
+            await driver.read_line(timeout=2)
 
 
 def test_the_real_climate_series_is_found_and_shifted() -> None:
