@@ -139,7 +139,9 @@ class SerialTransport:
     async def _next_chunk(self, timeout: float | None) -> bytes:
         if self._port is None:
             raise DeviceUnavailableError(f"{self.url} is not open")
-        item = await asyncio.wait_for(self._chunks.get(), timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races an arriving chunk.
+        async with asyncio.timeout(timeout):
+            item = await self._chunks.get()
         if isinstance(item, BaseException):
             self._chunks.put_nowait(item)  # every later read fails the same way
             raise item

@@ -346,11 +346,11 @@ class ShelfChange(WireModel):
 
 
 class ShelfStock(WireModel):
-    """Payload of ``shelf.stock``: the periodic stock level of one slot."""
+    """Payload of ``shelf.stock``: the periodic stock level of one slot (no count without a unit weight)."""
 
     slot: int = Field(ge=1, le=255)
     sku: str | None = Field(default=None, max_length=64)
-    count: int = Field(ge=0)
+    count: int | None = Field(default=None, ge=0)
     weight_g: float = Field(allow_inf_nan=False)
 
 

@@ -198,7 +198,8 @@ class GpioDoorDriver(_DoorDriver):
 
     async def _next_level(self, timeout: float | None) -> tuple[bool, float] | None:
         try:
-            return await asyncio.wait_for(self._edges.get(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.serialio
+                return await self._edges.get()
         except TimeoutError:
             return None
 

@@ -75,7 +75,8 @@ class PtyPort:
             data = bytes(self._buffer)
             self._buffer.clear()
             return data
-        chunk = await asyncio.wait_for(self._chunks.get(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.serialio
+            chunk = await self._chunks.get()
         if chunk is None:
             self._chunks.put_nowait(None)
             raise ConnectionError("the simulated device is unplugged")
