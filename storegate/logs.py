@@ -52,3 +52,6 @@ def configure_logging(*, level: str = "INFO", json: bool | None = None, process:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # pymodbus logs every unanswered request at ERROR with a frame dump; the Modbus drivers log
+    # a silent device once, on the transition, and count the rest, so its own log stays quiet.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
