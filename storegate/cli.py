@@ -107,6 +107,17 @@ def agent_status(
     raise typer.Exit(code)
 
 
+@app.command("simulate-store", hidden=True)
+def simulate_store(
+    workdir: Annotated[Path, typer.Option(help="Where the simulated devices live; devices.json is written here.")],
+    seed: Annotated[int, typer.Option(help="Seeds customers, noise and sensor series, so runs repeat.")] = 0,
+) -> None:
+    """Run the demo's simulated store devices (shelf, till scanner, sensors, freezer door) until SIGTERM."""
+    from device_drivers.simulated.runner import run_simulated_store
+
+    raise typer.Exit(run_simulated_store(workdir, seed=seed))
+
+
 @app.command()
 def demo(
     http_port: Annotated[int, typer.Option(help="Port of the hub's API and dashboard.")] = 8000,

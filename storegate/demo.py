@@ -1,15 +1,18 @@
 """``storegate demo``: a broker, the hub and one simulated store on this machine.
 
 Every part runs as its own child process, exactly as it would in a store and a
-data centre, so the demo exercises the real MQTT path. The demo process only
-orchestrates: it starts the parts in order, prints where to look, and on Ctrl-C
-or SIGTERM stops them in the reverse order (agent, hub, broker) and exits 0.
+data centre, so the demo exercises the real MQTT path. The simulated store's devices
+(``storegate simulate-store``) speak their real protocols on pseudo-terminals, and the
+agent drives them through its real drivers. The demo process only orchestrates: it
+starts the parts in order, prints where to look, and on Ctrl-C or SIGTERM stops them in
+the reverse order (agent, devices, hub, broker) and exits 0.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import shutil
 import signal
 import subprocess
@@ -31,6 +34,7 @@ DEMO_STORE_ID = "store-0001"
 DEMO_GATEWAY_ID = "gw-1"
 STOP_TIMEOUT_S = 15.0
 HUB_START_TIMEOUT_S = 30.0
+DEVICES_START_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,15 @@ def _stop(process: subprocess.Popen[bytes], name: str) -> int:
     return process.returncode
 
 
-def demo_configs(data_dir: Path, broker: LocalBroker, http_port: int) -> tuple[Path, Path]:
-    """Write the hub's and the simulated store's configs; returns their paths."""
+def demo_configs(
+    data_dir: Path, broker: LocalBroker, http_port: int, manifest: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write the hub's and the store gateway's configs; returns their paths.
+
+    ``manifest`` is what ``storegate simulate-store`` wrote: its devices become [[devices]]
+    entries with their pty addresses, and its 1-Wire tree the hot-plug root. Without it the
+    gateway runs three simple simulated temperature sensors.
+    """
     protocol = "5" if broker.kind == "mosquitto" else "3.1.1"  # amqtt speaks MQTT 3.1.1 only
     mqtt: dict[str, Any] = {"host": broker.host, "port": broker.port, "protocol": protocol}
     hub_config = {
@@ -89,7 +100,7 @@ def demo_configs(data_dir: Path, broker: LocalBroker, http_port: int) -> tuple[P
         ("freezer-1", "freezer-1", -20.0, 1.5),
         ("backroom-1", "back-room", 20.5, 2.0),
     ]
-    agent_config = {
+    agent_config: dict[str, Any] = {
         "store_id": DEMO_STORE_ID,
         "gateway_id": DEMO_GATEWAY_ID,
         "mqtt": mqtt,
@@ -108,6 +119,12 @@ def demo_configs(data_dir: Path, broker: LocalBroker, http_port: int) -> tuple[P
             for index, (device_id, zone, base, amplitude) in enumerate(sensors)
         ],
     }
+    if manifest is not None:
+        agent_config["devices"] = [
+            {k: v for k, v in device.items() if k != "settings" or v} for device in manifest["devices"]
+        ]
+        # The store's USB serial ports are pseudo-terminals here, so only the 1-Wire tree is watched.
+        agent_config["hotplug"] = {"watch": "poll", "poll_interval_s": 2.0, "w1_root": manifest["w1_root"]}
     hub_path = data_dir / "hub.toml"
     agent_path = data_dir / "agent.toml"
     hub_path.write_bytes(tomli_w.dumps(hub_config).encode())
@@ -160,7 +177,10 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
     parts: list[tuple[str, subprocess.Popen[bytes]]] = []
     failed = False
     try:
-        hub_path, agent_path = demo_configs(data_dir, broker, options.http_port)
+        store_dir = data_dir / "store"
+        store = _spawn([sys.executable, "-m", "storegate", "simulate-store", "--workdir", str(store_dir)])
+        parts.append(("simulated devices", store))
+        hub_path, _ = demo_configs(data_dir, broker, options.http_port)
         hub = _spawn([sys.executable, "-m", "storegate", "hub", "--config", str(hub_path)])
         parts.append(("hub", hub))
         deadline = time.monotonic() + HUB_START_TIMEOUT_S
@@ -171,6 +191,17 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                     failed = True
                 return 1 if failed else 0
             stop_requested.wait(0.1)
+        manifest_path = store_dir / "devices.json"
+        deadline = time.monotonic() + DEVICES_START_TIMEOUT_S
+        while not manifest_path.exists():
+            if store.poll() is not None or stop_requested.is_set() or time.monotonic() > deadline:
+                if not stop_requested.is_set():
+                    print("storegate demo: the simulated devices did not start; see the log above", file=sys.stderr)
+                    failed = True
+                return 1 if failed else 0
+            stop_requested.wait(0.1)
+        manifest = json.loads(manifest_path.read_text())
+        _, agent_path = demo_configs(data_dir, broker, options.http_port, manifest)
         agent = _spawn([sys.executable, "-m", "storegate", "agent", "--config", str(agent_path)])
         parts.append(("agent", agent))
         base = f"http://127.0.0.1:{options.http_port}"
@@ -184,7 +215,9 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                     f"  API docs       {base}/docs",
                     f"  metrics        {base}/metrics",
                     f"  MQTT broker    {broker.host}:{broker.port} ({broker.kind})",
-                    f"  simulated store {DEMO_STORE_ID}, gateway {DEMO_GATEWAY_ID}",
+                    f"  simulated store {DEMO_STORE_ID}, gateway {DEMO_GATEWAY_ID}: "
+                    + ", ".join(d["device_id"] for d in manifest["devices"])
+                    + ", and a 1-Wire probe found by hot-plug",
                     f"  data           {data_dir}",
                     "Press Ctrl-C to stop.",
                     "",
