@@ -125,24 +125,34 @@ def diff_ports(before: Iterable[PortInfo], now: Iterable[PortInfo]) -> PortChang
     )
 
 
-class UdevWakeups:
-    """Kernel device events (tty and input subsystems) through pyudev: each one wakes the scanner at once."""
+def _udev_monitor() -> object:
+    import pyudev
 
-    def __init__(self, wake: asyncio.Event) -> None:
+    monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+    monitor.filter_by("tty")
+    monitor.filter_by("input")
+    monitor.start()
+    return monitor
+
+
+class UdevWakeups:
+    """Kernel device events (tty and input subsystems) through pyudev: each one wakes the scanner at once.
+
+    ``monitor_factory`` is a seam for tests: anything with ``fileno()`` and ``poll(timeout)``
+    as pyudev's ``Monitor`` has.
+    """
+
+    def __init__(self, wake: asyncio.Event, *, monitor_factory: Callable[[], object] = _udev_monitor) -> None:
         self._wake = wake
         self._monitor: object | None = None
+        self._factory = monitor_factory
 
     def start(self) -> bool:
         """Start listening; False when udev is not available here (no pyudev, no netlink, not Linux)."""
         try:
-            import pyudev
-
-            context = pyudev.Context()
-            monitor = pyudev.Monitor.from_netlink(context)
-            monitor.filter_by("tty")
-            monitor.filter_by("input")
-            monitor.start()
-            asyncio.get_running_loop().add_reader(monitor.fileno(), self._readable, monitor)
+            monitor = self._factory()
+            fileno = getattr(monitor, "fileno")  # noqa: B009 - pyudev is untyped: typed as object here
+            asyncio.get_running_loop().add_reader(fileno(), self._readable, monitor)
         except Exception as err:  # ImportError, OSError from netlink in a container: fall back to polling
             log.info("udev_unavailable", error=str(err) or type(err).__name__, fallback="polling")
             return False

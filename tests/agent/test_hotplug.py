@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 from collections.abc import AsyncIterator
@@ -17,7 +18,14 @@ from device_drivers.ports import PortInfo
 from device_drivers.profile_base import ProfileBase, UsbMatch
 from device_drivers.profiles import ProfileCatalog, load_catalog
 from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
-from edge_agent.hotplug import CombinedLister, DeviceManager, OneWireLister, default_lister, diff_ports
+from edge_agent.hotplug import (
+    CombinedLister,
+    DeviceManager,
+    OneWireLister,
+    UdevWakeups,
+    default_lister,
+    diff_ports,
+)
 from edge_agent.timing import Backoff, SystemClock
 from storegate import wire
 from storegate.wire import DeviceIdentity
@@ -292,6 +300,88 @@ async def test_one_wire_probes_are_found_by_family_code_and_come_and_go(tmp_path
         await devices.scan_now()
         assert devices.device_ids == []
         assert recorder.kinds(key)[-1] == "device.detached"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class FakeUdevMonitor:
+    """pyudev's Monitor at its lowest layer: a readable descriptor, and poll() returning queued events."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+
+    def fileno(self) -> int:
+        return self.read_fd
+
+    def poll(self, timeout: float | None = None) -> object | None:
+        try:
+            return os.read(self.read_fd, 1) or None
+        except BlockingIOError:
+            return None
+
+    def kernel_event(self) -> None:
+        os.write(self.write_fd, b"e")
+
+
+async def test_a_udev_event_wakes_the_scanner_at_once() -> None:
+    fake = FakeUdevMonitor()
+    wake = asyncio.Event()
+    wakeups = UdevWakeups(wake, monitor_factory=lambda: fake)
+    assert wakeups.start()
+    try:
+        assert not wake.is_set()
+        fake.kernel_event()
+        fake.kernel_event()
+        await asyncio.wait_for(wake.wait(), 5)
+        assert fake.poll() is None  # both events drained: the scan reads the state, not the events
+    finally:
+        wakeups.stop()
+        os.close(fake.read_fd)
+        os.close(fake.write_fd)
+
+
+async def test_without_udev_the_manager_falls_back_to_polling() -> None:
+    def no_netlink() -> object:
+        raise OSError("netlink socket not permitted")
+
+    assert not UdevWakeups(asyncio.Event(), monitor_factory=no_netlink).start()
+
+
+async def test_a_failing_device_reports_one_error_per_outage_and_attaches_when_it_opens() -> None:
+    recorder = Recorder()
+    attempts = 0
+
+    class FlakyDriver(PluggedDriver):
+        async def __aenter__(self) -> Self:
+            nonlocal attempts
+            attempts += 1
+            if attempts <= 3:
+                raise DeviceUnavailableError(f"cannot open /dev/ttyUSB7 (attempt {attempts})")
+            return await super().__aenter__()
+
+    fixed = ProfiledDeviceConfig(device_id="bus-sensor", profile="acme-any", address="/dev/ttyUSB7")
+    devices = DeviceManager(
+        devices=[fixed],
+        build=lambda config, identity: FlakyDriver(config, identity),  # type: ignore[arg-type]
+        catalog=CATALOG,
+        record=recorder,
+        backoff=Backoff(initial_s=0.01, max_s=0.02),
+        clock=SystemClock(),
+        rng=random.Random(1),
+        committed_mark=lambda device_id: None,
+        hotplug=HotplugConfig(enabled=False),
+        lister=None,
+    )
+    task = asyncio.create_task(devices.run())
+    try:
+        await until(lambda: "scan.test" in recorder.kinds("bus-sensor"), what="the device working at last")
+        assert recorder.kinds("bus-sensor") == ["device.error", "device.attached", "scan.test"]
+        error = recorder.readings[0].payload
+        assert error["error"] == "cannot open /dev/ttyUSB7 (attempt 1)"
+        assert error["failures"] == 1
+        assert attempts == 4
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
