@@ -28,6 +28,7 @@ from edge_agent.config import DeviceConfig, ProfiledDeviceConfig
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.timing import Backoff, Clock
 from storegate import wire
+from storegate.logs import worth_logging
 from storegate.wire import Command, CommandResult, DeviceIdentity
 
 log = structlog.get_logger(__name__)
@@ -168,7 +169,7 @@ class DeviceSupervisor:
         except InvalidReadingError as err:
             self.rejected += 1
             # The 1st, 10th, 100th...: a device sending garbage every second does not flood the log.
-            if 10 ** len(str(self.rejected)) // 10 == self.rejected:
+            if worth_logging(self.rejected):
                 log.warning("readings_rejected", device_id=self.device_id, count=self.rejected, error=str(err))
 
     async def _went_up(self) -> None:

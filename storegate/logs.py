@@ -55,3 +55,8 @@ def configure_logging(*, level: str = "INFO", json: bool | None = None, process:
     # pymodbus logs every unanswered request at ERROR with a frame dump; the Modbus drivers log
     # a silent device once, on the transition, and count the rest, so its own log stays quiet.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def worth_logging(count: int) -> bool:
+    """The 1st, 10th, 100th... of a run of the same trouble: enough to see it, not one line per occurrence."""
+    return count > 0 and str(count).rstrip("0") == "1"

@@ -29,9 +29,9 @@ from pymodbus.exceptions import ModbusException
 from device_drivers.base import DeviceUnavailableError, Driver, DriverError, DriverHealth, DriverState, Reading
 from device_drivers.door.profile import DoorProfile, DoorSettings
 from device_drivers.door.protocol import Debouncer, door_is_open, parse_gpio_address
-from device_drivers.environment.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
 from device_drivers.ports import DeviceBinding
 from device_drivers.profile_base import SerialLink
+from device_drivers.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
 from storegate.wire import Command, CommandResult, DoorChange
 
 log = structlog.get_logger(__name__)

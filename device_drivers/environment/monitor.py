@@ -29,8 +29,8 @@ from pydantic import ValidationError
 from device_drivers.base import Driver, DriverHealth, Reading
 from device_drivers.environment.rules import AlarmTransition, StaleMachine, StaleTransition, ThresholdMachine
 from device_drivers.environment.settings import EnvironmentSettings
-from device_drivers.environment.support import SYSTEM_CLOCK, Clock
 from device_drivers.ports import DeviceBinding
+from device_drivers.support import SYSTEM_CLOCK, Clock
 from storegate.wire import UNIT_OF, Command, CommandResult, DeviceStale, EnvironmentAlarm, EnvironmentReading
 
 log = structlog.get_logger(__name__)

@@ -49,16 +49,13 @@ from device_drivers.modbus_sensor.protocol import (
     plan_reads,
 )
 from device_drivers.ports import DeviceBinding
+from storegate.logs import worth_logging
 from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, utc_now
 
 KIND: Final = "environment.reading"
 
 _log = structlog.get_logger(__name__)
 
-
-def _worth_logging(count: int) -> bool:
-    """The 1st, 10th, 100th... of a run of the same trouble: enough to see it, not a line per poll."""
-    return count > 0 and str(count).rstrip("0") == "1"
 
 
 class ModbusSensorDriver:
@@ -225,7 +222,7 @@ class ModbusSensorDriver:
         self.rejected_total += 1
         self._reject_run += 1
         self._last_error = f"rejected {self.rejected_total} responses (last: {reason})"
-        if _worth_logging(self._reject_run):
+        if worth_logging(self._reject_run):
             _log.warning(
                 "modbus sensor response rejected",
                 device_id=self.binding.device_id,

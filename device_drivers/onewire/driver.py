@@ -20,10 +20,10 @@ import structlog
 
 from device_drivers.base import DeviceUnavailableError, DriverHealth, DriverState, Reading
 from device_drivers.environment.settings import EnvironmentSettings
-from device_drivers.environment.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
 from device_drivers.onewire.profile import OneWireSensorProfile
 from device_drivers.onewire.protocol import FAMILY_NAMES, W1RejectError, parse_device_name, parse_w1_slave, rom_id
 from device_drivers.ports import DeviceBinding, PortInfo
+from device_drivers.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
 from storegate.wire import UNIT_OF, Command, CommandResult, DeviceIdentity, EnvironmentReading, Quantity
 
 log = structlog.get_logger(__name__)

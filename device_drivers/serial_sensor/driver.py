@@ -36,6 +36,7 @@ from device_drivers.ports import DeviceBinding
 from device_drivers.serial_sensor.profile import SerialSensorProfile
 from device_drivers.serial_sensor.protocol import LineRejectedError, Measurement, parse_line
 from device_drivers.serialio import LineTooLongError, SerialTransport
+from storegate.logs import worth_logging
 from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, utc_now
 
 KIND: Final = "environment.reading"
@@ -44,10 +45,6 @@ _REPORT_SLACK: Final = 0.9
 
 _log = structlog.get_logger(__name__)
 
-
-def _worth_logging(count: int) -> bool:
-    """The 1st, 10th, 100th... of a run of the same trouble: enough to see it, not a line per line."""
-    return count > 0 and str(count).rstrip("0") == "1"
 
 
 class SerialSensorDriver:
@@ -166,7 +163,7 @@ class SerialSensorDriver:
         self.rejected_total += 1
         self._reject_run += 1
         self._last_error = f"rejected {self.rejected_total} lines (last: {reason})"
-        if _worth_logging(self._reject_run):
+        if worth_logging(self._reject_run):
             _log.warning(
                 "serial sensor line rejected",
                 device_id=self.binding.device_id,

@@ -69,6 +69,7 @@ from device_drivers.shelf.settle import (
     SlotEvent,
     SlotTracker,
 )
+from storegate.logs import worth_logging
 from storegate.wire import Command, CommandResult, ShelfChange, ShelfFault, ShelfStock, WireModel, utc_now
 
 log = structlog.get_logger(__name__)
@@ -310,7 +311,7 @@ class ShelfDriver:
 
     def _log_reject(self, total: int) -> None:
         # The 1st, 10th, 100th... reject: a noisy line must not flood the log.
-        if str(total).rstrip("0") == "1":
+        if worth_logging(total):
             log.warning(
                 "shelf line rejected",
                 device_id=self.binding.device_id,

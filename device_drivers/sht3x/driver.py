@@ -26,7 +26,6 @@ import structlog
 
 from device_drivers.base import DeviceUnavailableError, DriverError, DriverHealth, DriverState, Reading
 from device_drivers.environment.settings import EnvironmentSettings
-from device_drivers.environment.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
 from device_drivers.ports import DeviceBinding
 from device_drivers.sht3x.profile import I2cSensorProfile
 from device_drivers.sht3x.protocol import (
@@ -41,6 +40,7 @@ from device_drivers.sht3x.protocol import (
     parse_address,
     parse_measurement,
 )
+from device_drivers.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
 from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, Quantity
 
 log = structlog.get_logger(__name__)

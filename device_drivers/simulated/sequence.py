@@ -30,7 +30,7 @@ from device_drivers.base import (
     DriverState,
     Reading,
 )
-from device_drivers.simulated.common import answer_ping
+from device_drivers.support import answer_ping
 from storegate.wire import (
     PAYLOAD_MODELS,
     UNIT_OF,

@@ -18,6 +18,8 @@ from typing import Final
 
 import structlog
 
+from storegate.logs import worth_logging
+
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_INTERVAL_S: Final = 1.0
@@ -75,5 +77,5 @@ class WalCheckpointer:
             except sqlite3.Error as err:
                 self.failures += 1
                 # Logged on the 1st, 10th, 100th... failure: a locked database for a minute is not 60 lines.
-                if 10 ** len(str(self.failures)) // 10 == self.failures:
+                if worth_logging(self.failures):
                     log.warning("wal_checkpoint_failed", database=str(self.path), error=str(err), count=self.failures)

@@ -1,4 +1,4 @@
-"""What the sensor and door drivers share: an injectable clock, reject counting, and the ``ping`` answer."""
+"""What drivers share: an injectable clock, reject counting, and the ``ping`` answer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from device_drivers.base import CommandNotSupportedError
+from storegate.logs import worth_logging
 from storegate.wire import Command, CommandResult, utc_now
 
 
@@ -46,13 +47,6 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
-def _is_logged(run: int) -> bool:
-    """1, 10, 100, 1000...: a run of rejects is logged without flooding the log."""
-    while run % 10 == 0:
-        run //= 10
-    return run == 1
-
-
 class RejectCounter:
     """Counts what a driver rejected (bad frames, bus errors) and logs the 1st, 10th, 100th... of a run."""
 
@@ -70,7 +64,7 @@ class RejectCounter:
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         self.last_error = f"{reason}: {detail} (rejected_total={self.total})"
         self._run += 1
-        if _is_logged(self._run):
+        if worth_logging(self._run):
             self._log.warning(
                 "reading_rejected",
                 device_id=self._device_id,
@@ -88,7 +82,9 @@ class RejectCounter:
         self._run = 0
 
 
-def answer_ping(command: Command, *, device_id: str, now: datetime, detail: str, ok: bool = True) -> CommandResult:
+def answer_ping(
+    command: Command, *, device_id: str, now: datetime, detail: str = "pong", ok: bool = True
+) -> CommandResult:
     """``done`` (``failed`` when not ``ok``) with ``detail`` for ``ping``; CommandNotSupportedError otherwise."""
     if command.name != "ping":
         raise CommandNotSupportedError(f"{device_id} does not support command {command.name!r}")
