@@ -27,7 +27,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -380,7 +380,57 @@ class OneWireLister:
         return found
 
 
+def _udev_context() -> Any:
+    import pyudev
+
+    return pyudev.Context()
+
+
+class KeyboardLister:
+    """USB keyboards from udev's database: barcode scanners in keyboard-wedge (HID) mode.
+
+    Only keyboards (``ID_INPUT_KEYBOARD``) on USB with a ``/dev/input/event*`` node are listed;
+    a scanner profile with ``interface = "hid"`` claims it by its USB ids, any other keyboard is
+    reported once as unknown. ``context_factory`` is a seam for tests (pyudev's ``Context``).
+    """
+
+    def __init__(self, *, context_factory: Callable[[], Any] = _udev_context) -> None:
+        self._context_factory = context_factory
+
+    def list_ports(self) -> list[PortInfo]:
+        """Every USB keyboard present now, by its event node, with its USB identity."""
+        found: list[PortInfo] = []
+        for device in self._context_factory().list_devices(subsystem="input"):
+            props = device.properties
+            node = props.get("DEVNAME", "")
+            if not node.startswith("/dev/input/event") or props.get("ID_INPUT_KEYBOARD") != "1":
+                continue
+            if props.get("ID_BUS") != "usb" or not props.get("ID_VENDOR_ID"):
+                continue
+            found.append(
+                PortInfo(
+                    address=node,
+                    identity=DeviceIdentity(
+                        vendor_id=props["ID_VENDOR_ID"].lower(),
+                        product_id=(props.get("ID_MODEL_ID") or "").lower() or None,
+                        serial_number=_short(props.get("ID_SERIAL_SHORT")),
+                        manufacturer=_short(props.get("ID_VENDOR")),
+                        product=_short(props.get("ID_MODEL")),
+                        location=_short(props.get("ID_PATH")),
+                    ),
+                )
+            )
+        return found
+
+
 def default_lister(hotplug: HotplugConfig, catalog: ProfileCatalog) -> PortLister:
-    """The port listers of this gateway: USB serial ports, and 1-Wire probes under ``hotplug.w1_root``."""
+    """This gateway's port listers: USB serial ports, USB keyboards (HID scanners), 1-Wire probes."""
     w1_profiles = [p for p in catalog.profiles.values() if isinstance(p, OneWireSensorProfile)]
-    return CombinedLister([SerialPortLister(), OneWireLister(root=hotplug.w1_root, profiles=w1_profiles)])
+    listers: list[PortLister] = [SerialPortLister(), OneWireLister(root=hotplug.w1_root, profiles=w1_profiles)]
+    try:
+        import pyudev  # noqa: F401 - Linux only: without it, HID scanners are configured by address
+    except ImportError:
+        log.info("hid_hotplug_unavailable", reason="pyudev is not installed")
+    else:
+        listers.append(KeyboardLister())
+    return CombinedLister(listers)

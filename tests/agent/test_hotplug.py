@@ -21,6 +21,7 @@ from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
 from edge_agent.hotplug import (
     CombinedLister,
     DeviceManager,
+    KeyboardLister,
     OneWireLister,
     UdevWakeups,
     default_lister,
@@ -385,3 +386,47 @@ async def test_a_failing_device_reports_one_error_per_outage_and_attaches_when_i
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class FakeUdevDevice:
+    def __init__(self, **properties: str) -> None:
+        self.properties = properties
+
+
+class FakeUdevContext:
+    """pyudev's Context at its lowest layer: the devices of one subsystem with their udev properties."""
+
+    def __init__(self, devices: list[FakeUdevDevice]) -> None:
+        self.devices = devices
+
+    def list_devices(self, *, subsystem: str) -> list[FakeUdevDevice]:
+        assert subsystem == "input"
+        return self.devices
+
+
+def test_keyboard_wedge_scanners_are_listed_from_udev_and_match_their_hid_profile() -> None:
+    scanner = FakeUdevDevice(
+        DEVNAME="/dev/input/event5",
+        ID_INPUT_KEYBOARD="1",
+        ID_BUS="usb",
+        ID_VENDOR_ID="05E0",
+        ID_MODEL_ID="1200",
+        ID_SERIAL_SHORT="21122B0077",
+        ID_VENDOR="Zebra",
+        ID_MODEL="Symbol_Bar_Code_Scanner",
+        ID_PATH="pci-0000:00:14.0-usb-0:2:1.0",
+    )
+    devices = [
+        scanner,
+        FakeUdevDevice(DEVNAME="/dev/input/mouse0", ID_INPUT_MOUSE="1", ID_BUS="usb", ID_VENDOR_ID="046d"),
+        FakeUdevDevice(DEVNAME="/dev/input/event1", ID_INPUT_KEYBOARD="1", ID_BUS="i8042"),  # the laptop's own
+        FakeUdevDevice(DEVNAME="/dev/input/event9", ID_INPUT_MOUSE="1", ID_BUS="usb", ID_VENDOR_ID="046d"),
+    ]
+    ports = KeyboardLister(context_factory=lambda: FakeUdevContext(devices)).list_ports()
+    assert len(ports) == 1
+    (port,) = ports
+    assert port.address == "/dev/input/event5"
+    assert port.identity.vendor_id == "05e0"
+    assert port.stable_key == "usb-05e0:1200-21122B0077"
+    assert load_catalog().match(port) is not None
+    assert load_catalog().match(port).id == "zebra-ds-hid-kbd"  # type: ignore[union-attr]
