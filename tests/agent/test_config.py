@@ -8,7 +8,7 @@ import pytest
 
 from device_drivers.simulated.sequence import SimulatedSequenceConfig
 from device_drivers.simulated.temperature import SimulatedSensorConfig
-from edge_agent.config import AgentConfig, config_hash, load_agent_config
+from edge_agent.config import AgentConfig, ProfiledDeviceConfig, config_hash, load_agent_config
 from storegate.configfile import ConfigError
 
 MINIMAL = """
@@ -192,3 +192,52 @@ def test_the_model_validates_without_a_file(tmp_path: Path) -> None:
         {"store_id": "s1", "gateway_id": "g1", "outbox": {"path": str(tmp_path / "o.sqlite3")}}
     )
     assert config.outbox.path == tmp_path / "o.sqlite3"
+
+
+PROFILED = '''
+[[devices]]
+device_id = "chiller-1"
+profile = "xy-md02"
+address = "/dev/ttyUSB0"
+[devices.settings]
+zone = "chiller-1"
+[[devices.settings.alarms]]
+high = 5.0
+delay_s = 300
+
+[[devices]]
+device_id = "till-1-scanner"
+profile = "zebra-ds-cdc"
+identity = "usb-05e0:1701-S_N_21122B0012"
+[devices.settings]
+mode = "receiving"
+'''
+
+
+def test_profiled_devices_by_address_or_identity(tmp_path: Path) -> None:
+    config = load_agent_config(write(tmp_path, MINIMAL + PROFILED))
+    chiller, scanner = config.devices
+    assert isinstance(chiller, ProfiledDeviceConfig)
+    assert isinstance(scanner, ProfiledDeviceConfig)
+    assert (chiller.driver, chiller.address, chiller.identity) == ("profile", "/dev/ttyUSB0", None)
+    assert scanner.identity == "usb-05e0:1701-S_N_21122B0012"
+    assert config.hotplug.enabled
+    assert config.hotplug.watch == "auto"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('profile = "xy-md02"', 'profile = "xy-md03"'), "devices.0.profile: no device profile 'xy-md03' (known: "),
+        (("high = 5.0", "colour = 1"), "devices.0.settings.alarms.0.colour: unknown key"),
+        (("delay_s = 300", "delay_s = -1"), "devices.0.settings.alarms.0.delay_s: Input should be greater than or equal"),
+        (('mode = "receiving"', 'mode = "refunds"'), "devices.1.settings.mode: Input should be 'checkout', 'receiving'"),
+        (('address = "/dev/ttyUSB0"', ""), "devices.0.profile: Value error, give either 'address'"),
+    ],
+)
+def test_a_profiled_device_with_an_unknown_profile_or_bad_settings_names_the_entry(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_agent_config(write(tmp_path, MINIMAL + PROFILED.replace(*change)))
+    assert any(problem.startswith(expected) for problem in caught.value.problems), caught.value.problems
