@@ -230,8 +230,8 @@ def test_profiled_devices_by_address_or_identity(tmp_path: Path) -> None:
     [
         (('profile = "xy-md02"', 'profile = "xy-md03"'), "devices.0.profile: no device profile 'xy-md03' (known: "),
         (("high = 5.0", "colour = 1"), "devices.0.settings.alarms.0.colour: unknown key"),
-        (("delay_s = 300", "delay_s = -1"), "devices.0.settings.alarms.0.delay_s: Input should be greater than or equal"),
-        (('mode = "receiving"', 'mode = "refunds"'), "devices.1.settings.mode: Input should be 'checkout', 'receiving'"),
+        (("delay_s = 300", "delay_s = -1"), "devices.0.settings.alarms.0.delay_s: Input should be greater"),
+        (('mode = "receiving"', 'mode = "refunds"'), "devices.1.settings.mode: Input should be 'checkout'"),
         (('address = "/dev/ttyUSB0"', ""), "devices.0.profile: Value error, give either 'address'"),
     ],
 )
