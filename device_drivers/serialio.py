@@ -24,6 +24,9 @@ from device_drivers.profile_base import SerialLink
 # A line longer than this is garbage (noise on the line, a wrong baud rate): it is dropped, counted.
 DEFAULT_MAX_LINE: Final = 4096
 _READ_CHUNK: Final = 4096
+# Chunks read but not yet taken, at most: beyond, reading pauses and the kernel's tty buffer (and
+# the device's flow control) holds the rest, so a stalled consumer never grows this process.
+_MAX_CHUNKS: Final = 256
 
 
 class LineTooLongError(Exception):
@@ -42,6 +45,7 @@ class SerialTransport:
         self._buffer = bytearray()
         self._chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
         self._fd: int | None = None
+        self._paused = False  # the fd's reader is off while _MAX_CHUNKS wait
         self._reader_thread: asyncio.Task[None] | None = None
         self._discarding = False  # inside an over-long line: drop bytes up to its terminator
 
@@ -112,6 +116,9 @@ class SerialTransport:
             self._stop_reading(DeviceUnavailableError(f"{self.url} went away (end of file)"))
             return
         self._chunks.put_nowait(chunk)
+        if self._chunks.qsize() >= _MAX_CHUNKS:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._paused = True
 
     def _stop_reading(self, error: BaseException) -> None:
         if self._fd is not None:
@@ -142,6 +149,9 @@ class SerialTransport:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races an arriving chunk.
         async with asyncio.timeout(timeout):
             item = await self._chunks.get()
+        if self._paused and self._fd is not None and self._chunks.qsize() < _MAX_CHUNKS // 2:
+            self._paused = False
+            asyncio.get_running_loop().add_reader(self._fd, self._readable)
         if isinstance(item, BaseException):
             self._chunks.put_nowait(item)  # every later read fails the same way
             raise item

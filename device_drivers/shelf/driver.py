@@ -74,6 +74,9 @@ from storegate.wire import Command, CommandResult, ShelfChange, ShelfFault, Shel
 
 log = structlog.get_logger(__name__)
 
+# Readings waiting for the agent, at most (a few hours of stock reports of a full shelf).
+_MAX_QUEUED: Final = 10_000
+
 KIND_PICK: Final = "shelf.pick"
 KIND_PUT: Final = "shelf.put"
 KIND_STOCK: Final = "shelf.stock"
@@ -119,6 +122,7 @@ class ShelfDriver:
         self._last_seq: int | None = None
         self._last_reading_at: datetime | None = None
         self._readings_total = 0
+        self.dropped_total = 0
         self.samples_missed = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,7 +133,7 @@ class ShelfDriver:
         self._state = DriverState.OPENING
         self._failure = None
         self._trackers = {}
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(maxsize=_MAX_QUEUED)
         transport = SerialTransport(url=self.binding.address, link=self.profile.serial, max_line=MAX_LINE)
         try:
             await transport.__aenter__()
@@ -384,15 +388,18 @@ class ShelfDriver:
         ts = self._wall()
         self._readings_total += 1
         self._last_reading_at = ts
-        if self._queue is not None:
-            self._queue.put_nowait(
-                Reading(
-                    device_id=self.binding.device_id,
-                    kind=kind,
-                    ts=ts,
-                    payload=payload.model_dump(mode="json", exclude_none=True),
-                )
-            )
+        if self._queue is None:
+            return
+        body = payload.model_dump(mode="json", exclude_none=True)
+        reading = Reading(device_id=self.binding.device_id, kind=kind, ts=ts, payload=body)
+        try:
+            self._queue.put_nowait(reading)
+        except asyncio.QueueFull:
+            # Only when the agent has taken nothing for a long time (its outbox cannot write): bounded
+            # memory first; the loss is counted and logged, and stock levels are reported again later.
+            self.dropped_total += 1
+            if worth_logging(self.dropped_total):
+                log.error("shelf_readings_dropped", device_id=self.binding.device_id, dropped=self.dropped_total)
 
     # ------------------------------------------------------------------ the Driver interface
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from device_drivers.serialio import LineTooLongError, SerialTransport
 from device_drivers.simulated.climate import climate_series, recorded_climate, shared_data_dir
 from device_drivers.simulated.pty import NullModem, PtyPort
 from storegate.wire import DeviceIdentity
+from tests.conftest import eventually
 
 
 def port(address: str = "/dev/ttyACM0", **identity: str) -> PortInfo:
@@ -128,3 +130,30 @@ def test_without_the_data_the_simulators_fall_back_to_a_curve(monkeypatch: pytes
     finally:
         monkeypatch.undo()
         recorded_climate.cache_clear()
+
+
+async def test_a_stalled_reader_pauses_reading_instead_of_growing() -> None:
+    from device_drivers import serialio
+
+    async with PtyPort() as device, SerialTransport(url=device.port, link=SerialLink(), max_line=1 << 20) as serial:
+        sent = 0
+        # Far more than the transport may hold: the kernel's pty buffer takes the rest, then refuses.
+        for _ in range(4000):
+            device.write(b"x" * 256)
+            sent += 256
+            await asyncio.sleep(0)
+        await eventually(lambda: _async(serial._paused), timeout=5, what="reading paused")
+        assert serial._chunks.qsize() <= serialio._MAX_CHUNKS
+        # Taking chunks resumes reading, and what the kernel kept arrives in order.
+        received = 0
+        while True:
+            try:
+                received += len(await serial.read_chunk(timeout=0.5))
+            except TimeoutError:
+                break
+        assert not serial._paused
+        assert 0 < received <= sent
+
+
+async def _async(value: object) -> object:
+    return value
