@@ -36,6 +36,9 @@ from storegate.wire import Command, CommandResult, DoorChange
 
 log = structlog.get_logger(__name__)
 
+# GPIO edges waiting for the debouncer, at most; beyond, the oldest are dropped (the latest level wins).
+_MAX_EDGES: Final = 1024
+
 KIND_OF_STATE: Final[dict[bool, str]] = {True: "door.opened", False: "door.closed"}
 
 
@@ -175,12 +178,18 @@ class GpioDoorDriver(_DoorDriver):
         except (GPIOZeroError, OSError, RuntimeError) as err:
             raise self._fail(f"cannot use {self.binding.address}: {err}") from err
         loop = asyncio.get_running_loop()
-        self._edges = asyncio.Queue()
+        self._edges = asyncio.Queue(maxsize=_MAX_EDGES)
         clock = self._clock
+
+        def keep(item: tuple[bool, float]) -> None:
+            # A chattering contact with nobody reading: the oldest edges go, the debouncer needs the latest.
+            if self._edges.full():
+                self._edges.get_nowait()
+            self._edges.put_nowait(item)
 
         def edge(level: bool) -> None:
             # Called in gpiozero's thread (the loop's own thread with the mock factory): hand over, stamped now.
-            loop.call_soon_threadsafe(self._edges.put_nowait, (level, clock.monotonic()))
+            loop.call_soon_threadsafe(keep, (level, clock.monotonic()))
 
         device.when_activated = lambda: edge(True)
         device.when_deactivated = lambda: edge(False)
