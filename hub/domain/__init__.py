@@ -1,0 +1,1 @@
+"""The hub's pure domain core: rules and calculations without I/O."""
