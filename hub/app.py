@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from hub.api import events, gateways, health, losses, pages, stores
+from hub.catalog import api as catalog
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
@@ -42,6 +43,7 @@ acknowledges them to the gateways, and tracks each gateway's presence and health
 
 * `/api/v1/stores`, `/api/v1/gateways`, `/api/v1/events`: what the hub knows, as JSON.
 * `/api/v1/data-losses`: events gateways reported they can never deliver; data loss is never silent.
+* `/api/v1/catalog/...`: SKUs, store profiles and planograms, with CSV import (row and column errors) and export.
 * `/healthz`: the hub's own health (503 with problems in words when degraded).
 * `/metrics`: Prometheus metrics, `storegate_hub_*`.
 * `/`: a dashboard page for people.
@@ -146,6 +148,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             {"name": "gateways", "description": "edge gateways: presence, software, devices, stream marks"},
             {"name": "events", "description": "stored events, filtered and paginated"},
             {"name": "data losses", "description": "events gateways reported they can never deliver"},
+            {"name": "catalog", "description": "SKUs, store profiles and planograms: CSV import and export"},
             {"name": "operations", "description": "health and metrics of the hub itself"},
             {"name": "dashboard", "description": "the HTML page for people"},
         ],
@@ -153,7 +156,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.settings = settings
     app.state.runtime = None
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (stores, gateways, events, losses, health, pages):
+    for module in (stores, gateways, events, losses, catalog, health, pages):
         app.include_router(module.router)
     return app
 
