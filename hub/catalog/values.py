@@ -9,10 +9,12 @@ import itertools
 import re
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import time
 from decimal import Decimal
 from functools import cache
 from typing import Final
+
+from hub.domain.store_hours import OpeningInterval, StoreHours, Weekday
 
 # Active ISO 4217 currencies a price can be quoted in, with their minor-unit digits (amendment of 2025).
 # Fund codes (BOV, CHE, CLF, ...), precious metals (XAU, ...) and withdrawn codes (HRK, ANG, SLL, ZWL) are
@@ -170,10 +172,24 @@ class OpeningHours:
             day: [str(interval) for interval in intervals] for day, intervals in zip(WEEKDAYS, self.days, strict=True)
         }
 
-    def is_open(self, moment: datetime, time_zone: zoneinfo.ZoneInfo) -> bool:
-        """Whether the store is open at ``moment`` (aware), read on its wall clock in ``time_zone``."""
-        if moment.tzinfo is None or moment.utcoffset() is None:
-            raise ValueError("moment must be an aware datetime")
-        local = moment.astimezone(time_zone)
-        minute = local.hour * 60 + local.minute
-        return any(interval.start <= minute < interval.end for interval in self.days[local.weekday()])
+    def to_store_hours(self, timezone: str) -> StoreHours:
+        """The same hours as the rules engine reads them (``hub.domain.store_hours``: one notion of "open").
+
+        ``24:00`` becomes a closing at midnight, which the domain model writes as ``00:00``.
+        """
+        weekly = {
+            Weekday(day): tuple(
+                OpeningInterval(opens=_wall(interval.start), closes=_wall(interval.end % _MINUTES_PER_DAY))
+                for interval in intervals
+            )
+            for day, intervals in zip(WEEKDAYS, self.days, strict=True)
+            if intervals
+        }
+        return StoreHours(timezone=timezone, weekly=weekly)
+
+
+_MINUTES_PER_DAY: Final = 24 * 60
+
+
+def _wall(minutes: int) -> time:
+    return time(minutes // 60, minutes % 60)
