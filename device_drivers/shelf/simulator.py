@@ -62,6 +62,7 @@ class SlotSpec:
 
     unit_weight_g: float
     items: int = 0
+    max_items: int | None = None  # random customers never fill the slot beyond this (None: no limit)
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ class _Cell:
 
     unit_weight_g: float
     items: int
+    max_items: int | None
     zero_counts: int  # the raw value of the empty slot
     counts_per_g: float  # the cell's true sensitivity
     offset: float  # the firmware's tare: raw counts it calls zero
@@ -130,6 +132,7 @@ class ShelfSimulator:
         return _Cell(
             unit_weight_g=spec.unit_weight_g,
             items=spec.items,
+            max_items=spec.max_items,
             zero_counts=zero,
             counts_per_g=sensitivity,
             offset=float(zero),  # shipped tared and calibrated
@@ -280,8 +283,9 @@ class ShelfSimulator:
             self.rest_hand(slot, self.rng.uniform(100, 600), self.rng.uniform(0.3, 1.5))
         elif action < 0.7 and cell.items > 0:
             self.pick(slot, self.rng.randint(1, min(2, cell.items)))
-        else:
-            self.put(slot, self.rng.randint(1, 3))
+        elif cell.max_items is None or cell.items < cell.max_items:
+            room = 3 if cell.max_items is None else min(3, cell.max_items - cell.items)
+            self.put(slot, self.rng.randint(1, room))
 
     def _sample(self, cell: _Cell, now: float) -> SlotWeight:
         cell.hands = [hand for hand in cell.hands if hand.until > now]

@@ -51,6 +51,8 @@ SHELF_SKUS: Final = (
 )
 # Valid EAN-13 codes scanned when the retail data is not on this machine.
 FALLBACK_CODES: Final = ("5449000039231", "4007817327098", "9780140013993", "5000213101025", "8480010001136")
+# A full slot's load: below the shelf controller's 5 kg cells, with room for a resting hand.
+SLOT_LOAD_G: Final = 4000.0
 # The freezer warms this much per Modbus poll while its door is open, and cools back at half that.
 FREEZER_WARMING_C: Final = 0.25
 
@@ -71,6 +73,11 @@ class DoorState:
 
     open: bool = False
     warming_c: float = 0.0
+
+
+def _fill(unit_weight_g: float) -> int:
+    """Items a slot holds when full: at most 12, and well within the shelf's 5 kg cells."""
+    return max(1, min(12, int(SLOT_LOAD_G // unit_weight_g)))
 
 
 def _freezer_samples(door: DoorState, *, seed: int) -> Iterator[ClimateSample]:
@@ -126,7 +133,9 @@ class SimulatedStore:
         shelf_port = await stack.enter_async_context(PtyPort())
         shelf = ShelfSimulator(
             port=shelf_port,
-            slots=[SlotSpec(unit_weight_g=weight, items=12) for _, weight in SHELF_SKUS],
+            slots=[
+                SlotSpec(unit_weight_g=weight, items=_fill(weight), max_items=_fill(weight)) for _, weight in SHELF_SKUS
+            ],
             rng=random.Random(self.rng.random()),
             customers_per_minute=self.customers_per_minute,
             serial="SGS-0001-DEMO",
