@@ -53,8 +53,9 @@ SHELF_SKUS: Final = (
 FALLBACK_CODES: Final = ("5449000039231", "4007817327098", "9780140013993", "5000213101025", "8480010001136")
 # A full slot's load: below the shelf controller's 5 kg cells, with room for a resting hand.
 SLOT_LOAD_G: Final = 4000.0
-# The freezer warms this much per Modbus poll while its door is open, and cools back at half that.
-FREEZER_WARMING_C: Final = 0.25
+# The freezer warms this much per sample (a Modbus poll, 2 s) while its door is open, about
+# 2 Cel a minute, and cools back at half that: past -18 Cel within the door's 150 s.
+FREEZER_WARMING_C: Final = 0.06
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class SimulatedStore:
         workdir: Path,
         seed: int = 0,
         door_every_s: float = 240.0,
-        door_open_s: float = 90.0,
+        door_open_s: float = 150.0,
         customers_per_minute: float = 4.0,
     ) -> None:
         self.workdir = workdir
