@@ -49,6 +49,7 @@ from device_drivers.modbus_sensor.protocol import (
     plan_reads,
 )
 from device_drivers.ports import DeviceBinding
+from device_drivers.support import answer_ping
 from storegate.logs import worth_logging
 from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, utc_now
 
@@ -267,14 +268,8 @@ class ModbusSensorDriver:
             raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
         result = await self._poll(self._blocks[0])
         answered = result is not None and bool(result.measurements)
-        return CommandResult(
-            command_id=command.command_id,
-            store_id=command.store_id,
-            gateway_id=command.gateway_id,
-            status="done" if answered else "failed",
-            detail="pong" if answered else (self._last_error or "no usable answer"),
-            ts=self._clock(),
-        )
+        detail = "pong" if answered else (self._last_error or "no usable answer")
+        return answer_ping(command, device_id=self.binding.device_id, now=self._clock(), detail=detail, ok=answered)
 
     def health(self) -> DriverHealth:
         """State, the last trouble (with the reject and timeout counts) and the last reading, without I/O."""

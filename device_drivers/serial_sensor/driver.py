@@ -36,6 +36,7 @@ from device_drivers.ports import DeviceBinding
 from device_drivers.serial_sensor.profile import SerialSensorProfile
 from device_drivers.serial_sensor.protocol import LineRejectedError, Measurement, parse_line
 from device_drivers.serialio import LineTooLongError, SerialTransport
+from device_drivers.support import answer_ping
 from storegate.logs import worth_logging
 from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, utc_now
 
@@ -202,14 +203,8 @@ class SerialSensorDriver:
         now = asyncio.get_running_loop().time()
         age = None if self._last_line_at is None else now - self._last_line_at
         alive = self._state is DriverState.UP and age is not None and age <= self.profile.line.silence_s
-        return CommandResult(
-            command_id=command.command_id,
-            store_id=command.store_id,
-            gateway_id=command.gateway_id,
-            status="done" if alive else "failed",
-            detail=f"pong (last line {age:.1f} s ago)" if alive and age is not None else "no recent line",
-            ts=self._clock(),
-        )
+        detail = f"pong (last line {age:.1f} s ago)" if alive and age is not None else "no recent line"
+        return answer_ping(command, device_id=self.binding.device_id, now=self._clock(), detail=detail, ok=alive)
 
     def health(self) -> DriverHealth:
         """State, the last trouble (with the reject and timeout counts) and the last reading, without I/O."""
