@@ -13,6 +13,7 @@ from typing import Final
 from sqlalchemy import (
     JSON,
     CheckConstraint,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Integer,
@@ -63,6 +64,9 @@ class StoreProfile(Base):
     currency: Mapped[str] = mapped_column(String(3))
     # {"mon": ["08:00-12:00", "13:00-20:00"], ..., "sun": []}: every weekday, local wall-clock time.
     opening_hours: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    # Where the store is (WGS 84), for transfer suggestions between nearby stores; None: unknown.
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime]
 
 

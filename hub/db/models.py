@@ -213,3 +213,25 @@ class RejectedMessage(Base):
     detail: Mapped[str] = mapped_column(Text)
     payload_excerpt: Mapped[str] = mapped_column(Text)
     payload_bytes: Mapped[int] = mapped_column(Integer)
+
+
+class OutgoingCommand(Base):
+    """A command the hub sent to a gateway (or a device behind it), and the result that came back."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_store_issued", "store_id", "issued_at"),)
+
+    command_id: Mapped[str] = mapped_column(String(UUID_LENGTH), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    device_id: Mapped[str | None] = mapped_column(String(DEVICE_ID_LENGTH))
+    name: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    # "pending" (not yet handed to the broker), "sent", then the gateway's "done", "failed", "rejected",
+    # "expired"; or "undeliverable" when no gateway of the store can take it.
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    sent_at: Mapped[datetime | None]
+    result_detail: Mapped[str | None] = mapped_column(Text)
+    result_at: Mapped[datetime | None]

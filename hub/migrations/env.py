@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import hub.catalog.models  # noqa: F401 - registers the catalog tables on Base.metadata
+import hub.db.schema  # noqa: F401 - registers every table on Base.metadata
 from hub.db.engine import create_engine
 from hub.db.models import Base
 

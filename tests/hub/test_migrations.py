@@ -14,6 +14,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, bindparam, insert, insp
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import hub.db.schema  # noqa: F401 - every table on Base.metadata
 from hub.db.engine import create_engine
 from hub.db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from hub.db.models import Base, Gateway, Store, StoredEvent, UtcDateTime
