@@ -12,6 +12,7 @@ values for :mod:`hub.domain.alerts`. Nothing here reads a clock, a database or t
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -544,10 +545,14 @@ _UNIT_LABEL: Final = {Quantity.TEMPERATURE: "°C", Quantity.HUMIDITY: "%RH", Qua
 
 
 class EnvironmentRangeRule(RuleBase):
-    """A zone's quantity outside its range for ``alarm_after_s``; clears back inside by ``hysteresis``."""
+    """Each matching zone's quantity outside the range for ``alarm_after_s``; clears back inside by ``hysteresis``.
+
+    ``zone`` is a zone name or a glob pattern (``freezer-*``), so one chain rule covers every freezer of
+    every store; each matching zone has its own excursion state and its own alert subject.
+    """
 
     kind: Literal["environment_range"] = "environment_range"
-    zone: str = Field(min_length=1, max_length=64)
+    zone: str = Field(min_length=1, max_length=64, description="zone name, or a pattern such as 'freezer-*'")
     quantity: Quantity = Quantity.TEMPERATURE
     low: float | None = Field(default=None, allow_inf_nan=False)
     high: float | None = Field(default=None, allow_inf_nan=False)
@@ -557,14 +562,17 @@ class EnvironmentRangeRule(RuleBase):
 
     @model_validator(mode="after")
     def _valid_range(self) -> EnvironmentRangeRule:
-        self.limits  # noqa: B018 -- builds the ZoneRange, whose validation names the problem
+        self.limits_of(self.zone)  # builds the ZoneRange, whose validation names the problem
         return self
 
-    @property
-    def limits(self) -> ZoneRange:
-        """The zone range this rule checks."""
+    def matches(self, zone: str) -> bool:
+        """Whether a zone is covered by this rule (case matters: zones are ids)."""
+        return fnmatch.fnmatchcase(zone, self.zone)
+
+    def limits_of(self, zone: str) -> ZoneRange:
+        """The range this rule sets for one zone."""
         return ZoneRange(
-            zone=self.zone,
+            zone=zone,
             quantity=self.quantity,
             low=self.low,
             high=self.high,
@@ -573,28 +581,32 @@ class EnvironmentRangeRule(RuleBase):
             max_gap_s=self.max_gap_s,
         )
 
-    def initial_state(self) -> ExcursionState:
-        """No reading seen."""
-        return ExcursionState()
+    def initial_state(self) -> Mapping[str, ExcursionState]:
+        """No reading seen in any zone."""
+        return {}
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
-        """Feed a reading of this zone and quantity to the excursion state machine."""
+        """Feed a reading of a matching zone and this quantity to that zone's excursion state machine."""
         if not isinstance(observation, EventObservation) or observation.kind != "environment.reading":
             return RuleOutcome(state=state)
         reading = EnvironmentReading.model_validate(observation.payload)
-        if reading.zone != self.zone or reading.quantity != self.quantity:
+        zone = reading.zone
+        if zone is None or reading.quantity != self.quantity or not self.matches(zone):
             return RuleOutcome(state=state)
-        step = feed(self.limits, state, Reading(at=observation.at, value=reading.value, event_id=observation.event_id))
+        zones: Mapping[str, ExcursionState] = state
+        reading_of = Reading(at=observation.at, value=reading.value, event_id=observation.event_id)
+        step = feed(self.limits_of(zone), zones.get(zone, ExcursionState()), reading_of)
+        new_state = {**zones, zone: step.state}
         if step.rejected is not None:
-            return RuleOutcome(state=step.state, rejected=(f"{observation.event_id}: {step.rejected}",))
-        subject = Subject(kind="zone", id=self.zone)
+            return RuleOutcome(state=new_state, rejected=(f"{observation.event_id}: {step.rejected}",))
+        subject = Subject(kind="zone", id=zone)
         unit = _UNIT_LABEL[self.quantity]
         signals: list[AlertSignal] = []
         if step.cleared is not None:
             ended = step.cleared
             duration = ended.duration.total_seconds() if ended.duration is not None else 0.0
             message = (
-                f"{self.zone} {self.quantity.value} back within range after {duration / 60:g} min "
+                f"{zone} {self.quantity.value} back within range after {duration / 60:g} min "
                 f"(peak {ended.peak:g} {unit})"
             )
             cleared = self.signal(
@@ -606,7 +618,7 @@ class EnvironmentRangeRule(RuleBase):
             side = "above" if started.direction == "high" else "below"
             local = started.start.astimezone(ctx.hours.zone)
             message = (
-                f"{self.zone} {self.quantity.value} {side} {started.limit:g} {unit} since {local:%H:%M} "
+                f"{zone} {self.quantity.value} {side} {started.limit:g} {unit} since {local:%H:%M} "
                 f"(now {reading.value:g} {unit}, worst {started.peak:g} {unit})"
             )
             raised = self.signal(
@@ -620,7 +632,7 @@ class EnvironmentRangeRule(RuleBase):
             )
             signals.append(raised)
         closed = (step.cleared,) if step.cleared is not None else ()
-        return RuleOutcome(state=step.state, signals=tuple(signals), excursions=closed)
+        return RuleOutcome(state=new_state, signals=tuple(signals), excursions=closed)
 
 
 Rule = Annotated[

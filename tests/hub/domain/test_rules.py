@@ -311,6 +311,19 @@ CASES: list[Any] = [
         [(RAISE, "zone:freezer-1", s(300))],
         id="freezer too warm",
     ),
+    pytest.param(
+        EnvironmentRangeRule(zone="freezer-*", high=-18, alarm_after_s=300),
+        [
+            reading(s(0), -15, zone="freezer-1"),
+            reading(s(100), -14, zone="freezer-2"),
+            reading(s(300), -14, zone="freezer-1"),
+            reading(s(350), -19, zone="freezer-2"),
+            reading(s(400), -9, zone="chiller-1"),
+            reading(s(600), -19, zone="freezer-1"),
+        ],
+        [(RAISE, "zone:freezer-1", s(300)), (CLEAR, "zone:freezer-1", s(600))],
+        id="zone pattern: each freezer its own excursion, other zones ignored",
+    ),
 ]
 
 
