@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from typing import Final
 
 import structlog
@@ -20,14 +21,26 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.alerting import api as alerts_api
+from hub.alerting import rules_api, webhooks_api
+from hub.alerting.notify import NotificationDispatcher
+from hub.alerting.rules_store import seed_default_rules
+from hub.alerting.service import MonitoringSettings
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
+from hub.commands import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
 from hub.ingest import Ingestor, describe_error, subscriptions
+from hub.inventory import api as inventory_api
+from hub.inventory import replenishment_api
+from hub.inventory.apply import RestockSettings
 from hub.metrics import HubMetrics
+from hub.operations import HubOperations
+from hub.reports import api as reports
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings
 from storegate import __version__, wire
@@ -54,7 +67,9 @@ class HubStartupError(RuntimeError):
     """The hub could not start: the database, its migrations, or the HTTP listener failed."""
 
 
-async def _start(settings: HubSettings, stack: AsyncExitStack) -> HubRuntime:
+async def _start(
+    settings: HubSettings, stack: AsyncExitStack, clock: Callable[[], datetime] = wire.utc_now
+) -> HubRuntime:
     """Create the hub's long-lived objects; ``stack`` undoes each one in reverse order."""
     where = redacted(settings.database_url)
     try:
@@ -78,12 +93,15 @@ async def _start(settings: HubSettings, stack: AsyncExitStack) -> HubRuntime:
     await stack.enter_async_context(link)
     metrics.queue_depth.set_function(lambda: link.queue_depth)
     metrics.mqtt_connected.set_function(lambda: 1 if link.connected else 0)
+    operations, commands = await _start_operations(settings, engine, link, stack, clock, metrics)
     ingestor = Ingestor(
         link=link,
         engine=engine,
         metrics=metrics,
         max_events_per_transaction=settings.max_events_per_transaction,
         rejected_keep=settings.rejected_messages_keep,
+        operations=operations,
+        clock=clock,
     )
     ingestor.start()
     stack.push_async_callback(ingestor.stop, timeout=CONSUMER_STOP_TIMEOUT_S)
@@ -95,7 +113,52 @@ async def _start(settings: HubSettings, stack: AsyncExitStack) -> HubRuntime:
         link=link,
         ingestor=ingestor,
         started_at=wire.utc_now(),
+        operations=operations,
+        commands=commands,
     )
+
+
+async def _start_operations(
+    hub_settings: HubSettings,
+    engine: AsyncEngine,
+    link: MqttLink,
+    stack: AsyncExitStack,
+    clock: Callable[[], datetime],
+    metrics: HubMetrics,
+) -> tuple[HubOperations | None, CommandPublisher | None]:
+    """Seed the default rules, warm the rules up, start the ticker, the command and notification senders."""
+    settings = hub_settings.operations
+    if not settings.enabled:
+        return None, None
+    async with session_factory(engine)() as session:
+        seeded = await seed_default_rules(session, now=clock())
+    if seeded:
+        log.info("default_rules_seeded", rules=seeded)
+    operations = HubOperations(
+        engine=engine,
+        monitoring=MonitoringSettings(
+            tick_s=settings.rules_tick_s,
+            shrink_window_s=settings.shrink_window_s,
+            snapshot_window_s=settings.snapshot_window_s,
+            warm_up_hours=settings.warm_up_hours,
+        ),
+        restock=RestockSettings(printer_device_id=settings.restock_printer_device_id),
+        clock=clock,
+    )
+    await operations.warm_up()
+    commands = CommandPublisher(engine=engine, link=link, clock=clock)
+    operations.add_sender(commands)
+    commands.start()
+    stack.push_async_callback(commands.stop)
+    dispatcher = NotificationDispatcher(
+        engine=engine, link=link, registry=metrics.registry, settings=hub_settings.notifications, clock=clock
+    )
+    operations.add_sender(dispatcher)
+    dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    operations.start()
+    stack.push_async_callback(operations.stop)
+    return operations, commands
 
 
 @asynccontextmanager
@@ -106,7 +169,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("hub_starting", database=where, broker=settings.mqtt.address, client_id=settings.client_id)
     async with AsyncExitStack() as stack:
         try:
-            runtime = await _start(settings, stack)
+            runtime = await _start(settings, stack, app.state.clock)
         except Exception as err:
             # Kept for serve(): uvicorn reports a failed startup only by exiting.
             error = err if isinstance(err, HubStartupError) else HubStartupError(f"cannot start: {describe_error(err)}")
@@ -136,8 +199,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors), "message": message})
 
 
-def create_app(settings: HubSettings) -> FastAPI:
-    """The hub's app for ``settings``; nothing is connected or created until its lifespan starts."""
+def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.utc_now) -> FastAPI:
+    """The hub's app for ``settings``; nothing is connected or created until its lifespan starts.
+
+    ``clock`` is the hub's notion of now for the consumer, the rules and commands: tests that replay a
+    past store day pass the day's time; everyone else leaves the wall clock.
+    """
     app = FastAPI(
         title="Storegate hub",
         version=__version__,
@@ -149,14 +216,35 @@ def create_app(settings: HubSettings) -> FastAPI:
             {"name": "events", "description": "stored events, filtered and paginated"},
             {"name": "data losses", "description": "events gateways reported they can never deliver"},
             {"name": "catalog", "description": "SKUs, store profiles and planograms: CSV import and export"},
+            {"name": "reports", "description": "sales, stock, shrink, alert and cold-chain reports: JSON, CSV, PDF"},
+            {"name": "inventory", "description": "stock, shelf levels, restock tasks, the ledger, manual movements"},
+            {"name": "alerts", "description": "security and environment alerts: list, acknowledge, resolve, history"},
+            {"name": "replenishment", "description": "reorder suggestions per store and transfers between near stores"},
+            {"name": "rules", "description": "the chain's monitoring rules and each store's overrides, as data"},
+            {"name": "notifications", "description": "webhooks that receive alert notifications, and their deliveries"},
             {"name": "operations", "description": "health and metrics of the hub itself"},
             {"name": "dashboard", "description": "the HTML page for people"},
         ],
     )
     app.state.settings = settings
+    app.state.clock = clock
     app.state.runtime = None
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (stores, gateways, events, losses, catalog, health, pages):
+    for module in (
+        stores,
+        gateways,
+        events,
+        losses,
+        catalog,
+        inventory_api,
+        alerts_api,
+        replenishment_api,
+        rules_api,
+        webhooks_api,
+        reports,
+        health,
+        pages,
+    ):
         app.include_router(module.router)
     return app
 

@@ -142,6 +142,8 @@ class EventsOutcome:
     marks: dict[tuple[str, UUID], StreamMark] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     losses: list[LossRecord] = field(default_factory=list)
+    # Events stored for the first time by this unit (not duplicates): what inventory and rules apply.
+    stored_events: list[wire.Event] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- values per database
@@ -478,6 +480,7 @@ async def store_batches(
             missing += [(e, group.counts, group.received_at) for e in group.events if str(e.event_id) not in inserted]
         group.counts.stored += len(stored)
         stored_per_store[group.store_id] += len(stored)
+        outcome.stored_events += stored
         new_losses += [event for event in stored if event.kind == LOSS_KIND]
     for gateway_id, stream, seq in await _judge_not_inserted(session, missing, outcome.rejections):
         unit.held_seqs[(gateway_id, stream)].remove(seq)

@@ -26,9 +26,11 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hub.commands import record_result
 from hub.db.engine import ping, session_factory
 from hub.eventlog import LossRecord, store_batches
 from hub.metrics import HubMetrics
+from hub.operations import HubOperations, OperationsOutcome
 from hub.seqs import describe
 from hub.storage import Rejection, Transition, apply_health, apply_status, record_rejections
 from storegate import wire
@@ -37,7 +39,12 @@ from storegate.mqtt import Incoming
 log = structlog.get_logger(__name__)
 
 # The channels the hub subscribes to; anything else arriving is misrouted.
-CONSUMED_CHANNELS: Final = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.HEALTH)
+CONSUMED_CHANNELS: Final = (
+    wire.Channel.EVENTS,
+    wire.Channel.STATUS,
+    wire.Channel.HEALTH,
+    wire.Channel.COMMAND_RESULTS,
+)
 # Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
 MAX_REFUSALS: Final = 3
 _PAHO_OK_CODES: Final = (0, 4)  # MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN (paho keeps QoS 1 until reconnected)
@@ -79,13 +86,21 @@ class HealthMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultMessage:
+    """A gateway's result of a command the hub sent it."""
+
+    result: wire.CommandResult
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Cleared:
     """An empty payload on a retained channel: someone deleted the retained message, nothing to store."""
 
     topic: str
 
 
-Classified = BatchMessage | StatusMessage | HealthMessage | Rejection | Cleared
+Classified = BatchMessage | StatusMessage | HealthMessage | ResultMessage | Rejection | Cleared
 
 
 def classify(incoming: Incoming, *, received_at: datetime) -> Classified:
@@ -100,14 +115,14 @@ def classify(incoming: Incoming, *, received_at: datetime) -> Classified:
         return reject("bad_topic", str(err))
     if topic.channel not in CONSUMED_CHANNELS:
         return reject("unexpected_channel", f"the hub does not consume {topic.channel.value} messages")
-    if not incoming.payload and topic.channel is not wire.Channel.EVENTS:
+    if not incoming.payload and topic.channel in (wire.Channel.STATUS, wire.Channel.HEALTH):
         return Cleared(incoming.topic)
     try:
         message = wire.decode(wire.MESSAGE_OF_CHANNEL[topic.channel], incoming.payload)
     except wire.WireError as err:
         return reject(err.reason, err.detail)
     match message:
-        case wire.EventBatch() | wire.GatewayStatus() | wire.GatewayHealth():
+        case wire.EventBatch() | wire.GatewayStatus() | wire.GatewayHealth() | wire.CommandResult():
             sender = (message.store_id, message.gateway_id)
         case _:  # MESSAGE_OF_CHANNEL maps the consumed channels to exactly these three
             return reject("unexpected_channel", f"{type(message).__name__} is not consumed by the hub")
@@ -122,6 +137,8 @@ def classify(incoming: Incoming, *, received_at: datetime) -> Classified:
             return BatchMessage(message, received_at)
         case wire.GatewayStatus():
             return StatusMessage(message, incoming.retain, received_at)
+        case wire.CommandResult():
+            return ResultMessage(message, received_at)
         case _:
             return HealthMessage(message, incoming.retain, received_at)
 
@@ -130,6 +147,7 @@ _CHANNEL_OF: Final[dict[type, wire.Channel]] = {
     BatchMessage: wire.Channel.EVENTS,
     StatusMessage: wire.Channel.STATUS,
     HealthMessage: wire.Channel.HEALTH,
+    ResultMessage: wire.Channel.COMMAND_RESULTS,
 }
 
 
@@ -153,6 +171,8 @@ class UnitResult:
     moves: list[tuple[str, str, str]] = field(default_factory=list)
     losses: list[LossRecord] = field(default_factory=list)
     healths: list[wire.GatewayHealth] = field(default_factory=list)
+    command_results: int = 0
+    operations: list[OperationsOutcome] = field(default_factory=list)
 
     def extend(self, other: UnitResult) -> None:
         """Add another unit's results to this one."""
@@ -164,10 +184,17 @@ class UnitResult:
         self.moves += other.moves
         self.losses += other.losses
         self.healths += other.healths
+        self.command_results += other.command_results
+        self.operations += other.operations
 
 
 async def store_messages(
-    session: AsyncSession, items: Sequence[Classified], *, now: datetime, rejected_keep: int
+    session: AsyncSession,
+    items: Sequence[Classified],
+    *,
+    now: datetime,
+    rejected_keep: int,
+    operations: HubOperations | None = None,
 ) -> UnitResult:
     """Store every item in the caller's transaction and compute one Ack per (batch, stream).
 
@@ -209,11 +236,27 @@ async def store_messages(
             case HealthMessage(health=health, retained=retained, received_at=received_at):
                 await apply_health(session, health, received_at=received_at, retained=retained, now=now)
                 result.healths.append(health)
+            case ResultMessage(result=command_result, received_at=received_at):
+                if await record_result(session, command_result, now=now):
+                    result.command_results += 1
+                else:
+                    topic = wire.topic(command_result.store_id, command_result.gateway_id, wire.Channel.COMMAND_RESULTS)
+                    rejections.append(
+                        Rejection(
+                            topic,
+                            "unknown_command",
+                            f"no command {command_result.command_id} was sent to {command_result.gateway_id}",
+                            wire.encode(command_result),
+                            received_at,
+                        )
+                    )
             case Rejection():
                 rejections.append(item)
             case BatchMessage() | Cleared():
                 pass
     await record_rejections(session, rejections + result.rejections, keep=rejected_keep)
+    if operations is not None:
+        result.operations.append(await operations.apply(session, events.stored_events, result.transitions, now=now))
     return result
 
 
@@ -284,8 +327,10 @@ class Ingestor:
         rejected_keep: int = 10_000,
         retry_max_s: float = 10.0,
         clock: Callable[[], datetime] = wire.utc_now,
+        operations: HubOperations | None = None,
     ) -> None:
         self._link = link
+        self._operations = operations
         self._engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self.metrics = metrics
@@ -385,8 +430,18 @@ class Ingestor:
 
     async def _commit(self, items: Sequence[Classified]) -> UnitResult:
         started = time.perf_counter()
-        async with self._sessions() as session, session.begin():
-            result = await store_messages(session, items, now=self._clock(), rejected_keep=self._rejected_keep)
+        operations = self._operations
+        if operations is None:
+            async with self._sessions() as session, session.begin():
+                result = await store_messages(session, items, now=self._clock(), rejected_keep=self._rejected_keep)
+        else:
+            async with operations.unit():
+                async with self._sessions() as session, session.begin():
+                    result = await store_messages(
+                        session, items, now=self._clock(), rejected_keep=self._rejected_keep, operations=operations
+                    )
+                for outcome in result.operations:
+                    operations.committed(outcome)
         self.metrics.batch_commit_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_events.observe(result.stored + result.duplicates)
         self.units_committed += 1

@@ -7,8 +7,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hub.commands import CommandPublisher
 from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
+from hub.operations import HubOperations
 from hub.settings import HubSettings
 from storegate.mqtt import MqttLink
 
@@ -24,3 +26,5 @@ class HubRuntime:
     link: MqttLink
     ingestor: Ingestor
     started_at: datetime
+    operations: HubOperations | None = None
+    commands: CommandPublisher | None = None

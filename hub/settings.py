@@ -12,12 +12,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from hub.alerting.notify import NotificationSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
 
@@ -47,6 +48,30 @@ class _FileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_file_values.get())
+
+
+class OperationsSettings(BaseModel):
+    """How the hub applies events: rules ticks, shrink, snapshots, restock printing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="apply events to inventory and rules (off: store them only)")
+    rules_tick_s: float = Field(default=5.0, gt=0, le=60, description="how often grace periods and escalations run")
+    shrink_window_s: float = Field(
+        default=3600.0, gt=0, description="items off a shelf and not sold within this long become shrink"
+    )
+    snapshot_window_s: float = Field(
+        default=120.0, ge=0, description="a camera snapshot this close to a security alert is attached to it"
+    )
+    warm_up_hours: float = Field(
+        default=6.0, ge=0, le=168, description="recent events replayed into the rules on start (open doors, timers)"
+    )
+    restock_printer_device_id: str = Field(
+        default="receipt-printer",
+        min_length=1,
+        max_length=128,
+        description="the device id of the receipt printer that prints pick lists, on each store's gateway",
+    )
 
 
 class HubSettings(BaseSettings):
@@ -94,6 +119,14 @@ class HubSettings(BaseSettings):
         ge=1,
         le=100_000,
         description="the consumer drains queued messages into one transaction up to this many events",
+    )
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings,
+        description="alert notifications: webhook retries and timeouts, the MQTT alert topic",
+    )
+    operations: OperationsSettings = Field(
+        default_factory=OperationsSettings,
+        description="inventory, restock, monitoring rules and alerts",
     )
     rejected_messages_keep: int = Field(
         default=10_000,

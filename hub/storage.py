@@ -159,6 +159,7 @@ class Transition:
     gateway_id: str
     online: bool
     reason: str
+    at: datetime  # when the gateway was last heard of as the message says (see seen_time)
 
 
 async def apply_status(
@@ -190,7 +191,7 @@ async def apply_status(
                 recorded_at=now,
             )
         )
-        transition = Transition(status.store_id, status.gateway_id, status.online, status.reason)
+        transition = Transition(status.store_id, status.gateway_id, status.online, status.reason, seen_at)
     if values:
         await session.execute(update(Gateway).where(Gateway.gateway_id == status.gateway_id).values(**values))
     return transition

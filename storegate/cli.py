@@ -1,4 +1,4 @@
-"""The ``storegate`` command: ``hub``, ``agent``, ``provision`` and ``demo``.
+"""The ``storegate`` command: ``hub`` (with ``backup`` and ``restore``), ``agent``, ``provision`` and ``demo``.
 
 Each subcommand imports its side lazily, so ``storegate --help`` stays quick on
 a Raspberry Pi and the agent never loads the hub's web stack.
@@ -42,25 +42,37 @@ def main(
     """Storegate: edge gateway and central hub for chain stores."""
 
 
-@app.command()
+hub_app = typer.Typer(
+    help="Run the hub (MQTT consumer, database, API and dashboard), or back up and restore its database.",
+)
+app.add_typer(hub_app, name="hub")
+
+HubConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Hub TOML config file. Every key can also be set by an environment variable "
+        "STOREGATE_HUB_<KEY> (nested keys with __, e.g. STOREGATE_HUB_MQTT__PORT).",
+    ),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(help="SQLAlchemy URL: sqlite+aiosqlite:///path.sqlite3 or postgresql+asyncpg://user@host/db."),
+]
+
+
+@hub_app.callback(invoke_without_command=True)
 def hub(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Hub TOML config file. Every key can also be set by an environment variable "
-            "STOREGATE_HUB_<KEY> (nested keys with __, e.g. STOREGATE_HUB_MQTT__PORT).",
-        ),
-    ] = None,
+    ctx: typer.Context,
+    config: HubConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address the API and dashboard listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port the API and dashboard listen on.")] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="SQLAlchemy URL: sqlite+aiosqlite:///path.sqlite3 or postgresql+asyncpg://user@host/db."),
-    ] = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Run the hub: MQTT consumer, database, API and dashboard."""
+    """Run the hub: MQTT consumer, database, API and dashboard. ``storegate hub backup|restore`` for its database."""
+    if ctx.invoked_subcommand is not None:
+        return
     from hub.runner import run_hub
 
     overrides = {
@@ -69,6 +81,52 @@ def hub(
         if value is not None
     }
     raise typer.Exit(run_hub(config, overrides))
+
+
+def _hub_database_options(
+    ctx: typer.Context, config: Path | None, database_url: str | None
+) -> tuple[Path | None, dict[str, str]]:
+    """The subcommand's --config and --database-url, else those given before it (``storegate hub -c x backup``)."""
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    config = config if config is not None else parent.get("config")
+    database_url = database_url if database_url is not None else parent.get("database_url")
+    return config, {"database_url": database_url} if database_url is not None else {}
+
+
+@hub_app.command("backup")
+def hub_backup(
+    ctx: typer.Context,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Backup file to write: a SQLite file, or a pg_dump custom-format archive for PostgreSQL.",
+            show_default=False,
+        ),
+    ],
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing backup file.")] = False,
+) -> None:
+    """Back up the hub's database while the hub runs: one consistent snapshot (see docs/backup.md)."""
+    from hub.backup import run_backup
+
+    config, overrides = _hub_database_options(ctx, config, database_url)
+    raise typer.Exit(run_backup(config, overrides, path, overwrite=force))
+
+
+@hub_app.command("restore")
+def hub_restore(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Backup file made by storegate hub backup.", show_default=False)],
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    force: Annotated[bool, typer.Option(help="Replace a database that holds rows.")] = False,
+) -> None:
+    """Restore the hub's database from a backup and migrate it to this version; stop the hub first."""
+    from hub.backup import run_restore
+
+    config, overrides = _hub_database_options(ctx, config, database_url)
+    raise typer.Exit(run_restore(config, overrides, path, force=force))
 
 
 agent_app = typer.Typer(

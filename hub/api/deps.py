@@ -43,3 +43,19 @@ RuntimeDep = Annotated[HubRuntime, Depends(get_runtime)]
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 NowDep = Annotated[datetime, Depends(get_now)]
+
+
+async def catalog_may_change(request: Request) -> AsyncIterator[None]:
+    """After a request that may have changed the catalog, have the consumer reload it at its next unit."""
+    yield
+    runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
+    if request.method != "GET" and runtime is not None and runtime.operations is not None:
+        runtime.operations.catalog.invalidate()
+
+
+async def rules_may_change(request: Request) -> AsyncIterator[None]:
+    """After a request that may have changed the rules, have the rules engine check them at its next unit."""
+    yield
+    runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
+    if request.method != "GET" and runtime is not None and runtime.operations is not None:
+        runtime.operations.engine.invalidate_rules()

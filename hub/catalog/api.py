@@ -1,4 +1,4 @@
-"""``/api/v1/catalog``: SKUs, store profiles and the planogram, as CSV in and out and as JSON.
+"""``/api/v1/catalog``: SKUs, store profiles, the planogram and stock policies, as CSV in and out and as JSON.
 
 Imports take the file as the request body (``Content-Type: text/csv``) and answer 422 with every bad
 row and column when anything is wrong, having applied nothing.
@@ -11,19 +11,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Protocol
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.api.deps import NowDep, SessionDep
+from hub.api.deps import NowDep, SessionDep, catalog_may_change
 from hub.api.schemas import ApiModel
 from hub.catalog import service
 from hub.catalog.csv_io import CsvRowsError, decode_csv
 from hub.catalog.models import Sku, Slot, StoreProfile
 from hub.catalog.values import decimal_text, money_text
+from hub.inventory.models import StockPolicy
 
-router = APIRouter(prefix="/api/v1/catalog", tags=["catalog"])
+router = APIRouter(prefix="/api/v1/catalog", tags=["catalog"], dependencies=[Depends(catalog_may_change)])
 
 # A chain's 100 000 SKUs are about 10 MB of CSV; a body past this is refused before it is parsed.
 MAX_CSV_BYTES: Final = 32 * 1024 * 1024
@@ -92,6 +93,8 @@ class StoreProfileOut(ApiModel):
     opening_hours: dict[str, list[str]] = Field(
         description='per weekday ("mon" ... "sun") the opening intervals "HH:MM-HH:MM" in local time; [] is closed'
     )
+    latitude: float | None = Field(default=None, description="WGS 84 decimal degrees; null: unknown")
+    longitude: float | None = Field(default=None, description="WGS 84 decimal degrees; null: unknown")
     updated_at: datetime
 
 
@@ -119,6 +122,25 @@ class SlotList(ApiModel):
     items: list[SlotOut]
 
 
+class StockPolicyOut(ApiModel):
+    """The min/max rules of one SKU in one store."""
+
+    store_id: str
+    sku_id: str
+    max_stock: int = Field(description="orders never bring the inventory position past it")
+    reorder_point: int | None = Field(description="fixed reorder point; null: lead-time forecast + safety stock")
+    lead_time_days: int
+    safety_stock: int
+    on_order: int = Field(description="units ordered and not yet received")
+    updated_at: datetime
+
+
+class StockPolicyList(ApiModel):
+    """Stock policies by store and SKU."""
+
+    items: list[StockPolicyOut]
+
+
 def sku_out(sku: Sku) -> SkuOut:
     """The API form of a SKU."""
     return SkuOut(
@@ -141,6 +163,8 @@ def store_out(profile: StoreProfile) -> StoreProfileOut:
         timezone=profile.timezone,
         currency=profile.currency,
         opening_hours=profile.opening_hours,
+        latitude=profile.latitude,
+        longitude=profile.longitude,
         updated_at=profile.updated_at,
     )
 
@@ -155,6 +179,20 @@ def slot_out(slot: Slot) -> SlotOut:
         capacity=slot.capacity,
         min_quantity=slot.min_quantity,
         updated_at=slot.updated_at,
+    )
+
+
+def stock_policy_out(policy: StockPolicy) -> StockPolicyOut:
+    """The API form of a stock policy."""
+    return StockPolicyOut(
+        store_id=policy.store_id,
+        sku_id=policy.sku_id,
+        max_stock=policy.max_stock,
+        reorder_point=policy.reorder_point,
+        lead_time_days=policy.lead_time_days,
+        safety_stock=policy.safety_stock,
+        on_order=policy.on_order,
+        updated_at=policy.updated_at,
     )
 
 
@@ -300,6 +338,20 @@ async def get_store_slots(session: SessionDep, store_id: StoreIdPath) -> SlotLis
     return SlotList(items=[slot_out(s) for s in await service.list_slots(session, store_id=store_id)])
 
 
+@router.get(
+    "/stores/{store_id}/stock-policies",
+    response_model=StockPolicyList,
+    summary="A store's stock policies",
+    responses={404: {"description": "no such store profile"}},
+)
+async def get_store_stock_policies(session: SessionDep, store_id: StoreIdPath) -> StockPolicyList:
+    """The stock policies of one store by SKU (404 when the store has no profile)."""
+    if await service.get_store_profile(session, store_id) is None:
+        raise HTTPException(status_code=404, detail=f"no store profile {store_id!r}")
+    policies = await service.list_stock_policies(session, store_id=store_id)
+    return StockPolicyList(items=[stock_policy_out(p) for p in policies])
+
+
 # --------------------------------------------------------------------------- planogram
 
 
@@ -332,3 +384,41 @@ async def get_planogram(
 ) -> SlotList:
     """Every slot (of one store or all), by store, shelf and number."""
     return SlotList(items=[slot_out(s) for s in await service.list_slots(session, store_id=store_id)])
+
+
+# --------------------------------------------------------------------------- stock policies
+
+
+@router.post(
+    "/stock-policies/import",
+    summary="Import stock_policies.csv",
+    description="Create or update min/max stock policies from a CSV body (see docs/catalog.md). "
+    "Stores and SKUs must exist already. All rows or none.",
+    responses=_IMPORT_RESPONSES,
+    openapi_extra=_CSV_BODY,
+)
+async def post_stock_policies_import(request: Request, session: SessionDep, now: NowDep) -> Response:
+    """Apply stock_policies.csv."""
+    return await _import(request, session, now, service.import_stock_policies)
+
+
+@router.get(
+    "/stock-policies/export", summary="Export stock_policies.csv", response_class=Response, responses=_CSV_RESPONSE
+)
+async def get_stock_policies_export(
+    session: SessionDep,
+    store_id: Annotated[str | None, Query(max_length=63, description="only this store")] = None,
+) -> Response:
+    """The stock policies (of one store or all) as CSV, in the format the import takes."""
+    return _csv(await service.export_stock_policies(session, store_id=store_id), "stock_policies.csv")
+
+
+@router.get("/stock-policies", response_model=StockPolicyList, summary="List stock policies")
+async def get_stock_policies(
+    session: SessionDep,
+    store_id: Annotated[str | None, Query(max_length=63, description="only this store")] = None,
+) -> StockPolicyList:
+    """Every stock policy (of one store or all), by store and SKU."""
+    return StockPolicyList(
+        items=[stock_policy_out(p) for p in await service.list_stock_policies(session, store_id=store_id)]
+    )

@@ -102,6 +102,30 @@ class StoreRow(CatalogRow):
     fri: DayHours
     sat: DayHours
     sun: DayHours
+    # Optional and last, so store files written before coordinates existed still import.
+    latitude: float | None = Field(
+        default=None, ge=-90, le=90, allow_inf_nan=False, description="WGS 84 decimal degrees, north positive"
+    )
+    longitude: float | None = Field(
+        default=None,
+        ge=-180,
+        le=180,
+        allow_inf_nan=False,
+        validate_default=True,  # so a latitude without a longitude is caught here
+        description="WGS 84 decimal degrees, east positive",
+    )
+
+    @field_validator("longitude")
+    @classmethod
+    def _both_or_neither(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if "latitude" not in info.data:
+            return value  # the latitude is wrong itself and reported on its own column
+        latitude = info.data["latitude"]
+        if latitude is not None and value is None:
+            raise ValueError(f"latitude {latitude:g} has no longitude: give both or neither")
+        if latitude is None and value is not None:
+            raise ValueError(f"longitude {value:g} has no latitude: give both or neither")
+        return value
 
     @property
     def days(self) -> tuple[tuple[Interval, ...], ...]:
@@ -125,6 +149,33 @@ class SlotRow(CatalogRow):
         capacity = info.data.get("capacity")
         if capacity is not None and value > capacity:
             raise ValueError(f"minimum {value} is more than the capacity {capacity}")
+        return value
+
+
+# Quantities are PostgreSQL INTEGER columns; a billion units is past any store's room.
+MAX_UNITS: Final = 1_000_000_000
+MAX_LEAD_TIME_DAYS: Final = 365
+
+
+class StockPolicyRow(CatalogRow):
+    """One line of ``stock_policies.csv``: the min/max rules of one SKU in one store."""
+
+    store_id: StoreId
+    sku_id: SkuId
+    max_stock: int = Field(ge=0, le=MAX_UNITS, description="the most the store has room for; orders never pass it")
+    reorder_point: int | None = Field(
+        default=None, ge=0, description="order at or below this; blank: lead-time forecast + safety stock"
+    )
+    lead_time_days: int = Field(default=0, ge=0, le=MAX_LEAD_TIME_DAYS, description="days from order to delivery")
+    safety_stock: int = Field(default=0, ge=0, le=MAX_UNITS, description="units kept on top of lead-time demand")
+    on_order: int = Field(default=0, ge=0, le=MAX_UNITS, description="units ordered and not yet received")
+
+    @field_validator("reorder_point")
+    @classmethod
+    def _below_max(cls, value: int | None, info: ValidationInfo) -> int | None:
+        max_stock = info.data.get("max_stock")
+        if value is not None and max_stock is not None and value >= max_stock:
+            raise ValueError(f"reorder point {value} must be below max_stock {max_stock}")
         return value
 
 
@@ -180,6 +231,7 @@ class CsvFormat(Generic[R]):
 SKUS: Final = CsvFormat(name="skus", model=SkuRow, key=("sku_id",))
 STORES: Final = CsvFormat(name="stores", model=StoreRow, key=("store_id",))
 PLANOGRAM: Final = CsvFormat(name="planogram", model=SlotRow, key=("store_id", "shelf_id", "slot"))
+STOCK_POLICIES: Final = CsvFormat(name="stock_policies", model=StockPolicyRow, key=("store_id", "sku_id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +249,14 @@ def decode_csv(body: bytes) -> str:
     except UnicodeDecodeError as err:
         row = body[: err.start].count(b"\n") + 1
         raise CsvRowsError([RowError(row=row, column=None, message=f"not UTF-8 (byte {err.start})")]) from err
+
+
+def header_of(text: str) -> tuple[str, ...]:
+    """The column names of a CSV text's header, stripped (empty for an empty or unreadable file)."""
+    try:
+        return tuple(name.strip() for name in next(csv.reader(io.StringIO(text, newline=""), strict=True)))
+    except (StopIteration, csv.Error):
+        return ()
 
 
 def _header_errors(header: list[str], fmt: CsvFormat[Any]) -> list[RowError]:

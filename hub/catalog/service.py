@@ -21,13 +21,16 @@ from sqlalchemy.orm import InstrumentedAttribute
 from hub.catalog.csv_io import (
     PLANOGRAM,
     SKUS,
+    STOCK_POLICIES,
     STORES,
     CsvRowsError,
     ParsedRow,
     RowError,
     SkuRow,
     SlotRow,
+    StockPolicyRow,
     StoreRow,
+    header_of,
     parse_csv,
     read_csv,
     write_csv,
@@ -35,6 +38,7 @@ from hub.catalog.csv_io import (
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.catalog.values import WEEKDAYS, OpeningHours, format_day
 from hub.db.models import Base
+from hub.inventory.models import StockPolicy
 
 # Keys per IN (...) list: far below SQLite's and asyncpg's limits on bound parameters.
 KEYS_PER_QUERY: Final = 500
@@ -207,20 +211,31 @@ async def export_skus(session: AsyncSession) -> str:
 # --------------------------------------------------------------------------- store profiles
 
 
-def _store_values(row: StoreRow) -> dict[str, Any]:
-    return {
+LOCATION_COLUMNS: Final = ("latitude", "longitude")
+
+
+def _store_values(row: StoreRow, *, with_location: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {
         "store_id": row.store_id,
         "name": row.name,
         "timezone": row.timezone,
         "currency": row.currency,
         "opening_hours": OpeningHours(days=row.days).to_json(),
     }
+    if with_location:
+        values |= {"latitude": row.latitude, "longitude": row.longitude}
+    return values
 
 
 async def import_stores(session: AsyncSession, text: str, *, now: datetime) -> ImportReport:
-    """Apply ``stores.csv``; CsvRowsError (nothing applied) names every bad row and column."""
+    """Apply ``stores.csv``; CsvRowsError (nothing applied) names every bad row and column.
+
+    A file without the ``latitude``/``longitude`` columns leaves stored coordinates as they are (files
+    written before coordinates existed must not erase them); with the columns, a blank pair clears them.
+    """
     rows = parse_csv(text, STORES)  # nothing to look up: the rows alone decide
-    values = [_store_values(p.value) for p in rows]
+    with_location = any(column in header_of(text) for column in LOCATION_COLUMNS)
+    values = [_store_values(p.value, with_location=with_location) for p in rows]
     report = await _upsert(session, StoreProfile, [StoreProfile.store_id], values, now=now)
     await _commit(session)
     return report
@@ -243,6 +258,7 @@ def store_row(profile: StoreProfile) -> StoreRow:
     return StoreRow.model_validate(
         {"store_id": profile.store_id, "name": profile.name, "timezone": profile.timezone, "currency": profile.currency}
         | days
+        | {"latitude": profile.latitude, "longitude": profile.longitude}
     )
 
 
@@ -254,7 +270,9 @@ async def export_stores(session: AsyncSession) -> str:
 # --------------------------------------------------------------------------- planogram
 
 
-async def _reference_errors(session: AsyncSession, rows: Sequence[ParsedRow[SlotRow]]) -> list[RowError]:
+async def _reference_errors(
+    session: AsyncSession, rows: Sequence[ParsedRow[SlotRow]] | Sequence[ParsedRow[StockPolicyRow]]
+) -> list[RowError]:
     """Rows naming a store or SKU the catalog does not have."""
     stores = await _existing(session, StoreProfile.store_id, (p.value.store_id for p in rows))
     skus = await _existing(session, Sku.sku_id, (p.value.sku_id for p in rows))
@@ -305,3 +323,43 @@ def slot_row(slot: Slot) -> SlotRow:
 async def export_planogram(session: AsyncSession, *, store_id: str | None = None) -> str:
     """The slots (of one store or all) as ``planogram.csv``."""
     return write_csv(PLANOGRAM, (slot_row(slot) for slot in await list_slots(session, store_id=store_id)))
+
+
+# --------------------------------------------------------------------------- stock policies
+
+
+async def import_stock_policies(session: AsyncSession, text: str, *, now: datetime) -> ImportReport:
+    """Apply ``stock_policies.csv``; CsvRowsError (nothing applied) names every bad row, unknown stores and SKUs too."""
+    rows, errors = read_csv(text, STOCK_POLICIES)
+    _raise_if_any(errors + await _reference_errors(session, rows))
+    values = [p.value.model_dump() for p in rows]
+    report = await _upsert(session, StockPolicy, [StockPolicy.store_id, StockPolicy.sku_id], values, now=now)
+    await _commit(session)
+    return report
+
+
+async def list_stock_policies(session: AsyncSession, *, store_id: str | None = None) -> list[StockPolicy]:
+    """Stock policies by store and SKU, of one store or all."""
+    query = select(StockPolicy).order_by(StockPolicy.store_id, StockPolicy.sku_id)
+    if store_id is not None:
+        query = query.where(StockPolicy.store_id == store_id)
+    return list((await session.scalars(query)).all())
+
+
+def stock_policy_row(policy: StockPolicy) -> StockPolicyRow:
+    """The CSV row of a stored stock policy (as stored: a row another writer broke is exported, not refused)."""
+    return StockPolicyRow.model_construct(
+        store_id=policy.store_id,
+        sku_id=policy.sku_id,
+        max_stock=policy.max_stock,
+        reorder_point=policy.reorder_point,
+        lead_time_days=policy.lead_time_days,
+        safety_stock=policy.safety_stock,
+        on_order=policy.on_order,
+    )
+
+
+async def export_stock_policies(session: AsyncSession, *, store_id: str | None = None) -> str:
+    """The stock policies (of one store or all) as ``stock_policies.csv``."""
+    policies = await list_stock_policies(session, store_id=store_id)
+    return write_csv(STOCK_POLICIES, (stock_policy_row(policy) for policy in policies))

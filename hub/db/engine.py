@@ -12,6 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from hub.db.sqlfunctions import register_sqlite_functions
+
 # How long SQLite waits for another writer (the API never writes, but migrations and a second process may).
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 # Page cache per connection (negative: KiB). The events table has seven indexes; with SQLite's 2 MiB
@@ -57,6 +59,8 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntr
         cursor.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT_BYTES}")
     finally:
         cursor.close()
+    # Time zones for the reports (PostgreSQL has them built in).
+    register_sqlite_functions(dbapi_connection)
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -79,9 +83,7 @@ def create_engine(database_url: str, *, echo: bool = False, background_checkpoin
         kwargs["connect_args"] = {"timeout": POSTGRES_CONNECT_TIMEOUT_S}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
-        event.listen(
-            engine.sync_engine, "connect", partial(_sqlite_pragmas, autocheckpoint=not background_checkpoint)
-        )
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, autocheckpoint=not background_checkpoint))
     return engine
 
 

@@ -36,7 +36,7 @@ class MovementKind(StrEnum):
 
 
 # Movements that change on hand by their signed quantity (a count sets it instead).
-_ON_HAND_DELTA: Final[frozenset[MovementKind]] = frozenset(
+ON_HAND_DELTA: Final[frozenset[MovementKind]] = frozenset(
     {
         MovementKind.SALE,
         MovementKind.RECEIPT,
@@ -159,7 +159,7 @@ def apply(position: StockPosition, movement: Movement) -> StockPosition:
             last_variance=variance,
             variance_total=position.variance_total + variance,
         )
-    if movement.kind in _ON_HAND_DELTA:
+    if movement.kind in ON_HAND_DELTA:
         return replace(position, on_hand=position.on_hand + movement.quantity)
     return position
 
@@ -216,16 +216,23 @@ class ShrinkTracker:
 
     window_s: float
     waiting: Mapping[tuple[str, str], tuple[_Pick, ...]] = field(default_factory=dict)
+    # A put this soon after a pick is the customer putting it back; later it is staff refilling the shelf,
+    # which must not wipe out the evidence of items that went missing.
+    return_window_s: float = 300.0
 
     def observe(self, movement: Movement) -> ShrinkTracker:
-        """A shelf pick waits for its sale; a sale takes the oldest waiting picks; a put returns them."""
+        """A shelf pick waits for its sale; a sale takes the oldest waiting picks; a put soon after returns them."""
         key = (movement.store_id, movement.sku)
         picks = list(self.waiting.get(key, ()))
         if movement.kind is MovementKind.SHELF_PICK:
             picks.append(_Pick(movement.event_id, -movement.quantity, movement.at))
-        elif movement.kind in (MovementKind.SALE, MovementKind.SHELF_PUT):
-            # A sale pays for the oldest picks; an item put back is no longer missing.
-            picks = _take(picks, abs(movement.quantity))
+        elif movement.kind is MovementKind.SALE:
+            picks = _take(picks, abs(movement.quantity))  # a sale pays for the oldest picks
+        elif movement.kind is MovementKind.SHELF_PUT:
+            recent = [p for p in picks if (movement.at - p.at).total_seconds() <= self.return_window_s]
+            older = [p for p in picks if (movement.at - p.at).total_seconds() > self.return_window_s]
+            # Put back: the newest picks are the ones returned.
+            picks = older + list(reversed(_take(list(reversed(recent)), movement.quantity)))
         else:
             return self
         waiting = dict(self.waiting)

@@ -166,14 +166,14 @@ def reorder_suggestion(
 ) -> ReorderSuggestion | None:
     """A min/max order when on hand plus on order is at or below the reorder point, else None."""
     position = on_hand + on_order
-    reorder_point, point_reason = _reorder_point(policy, model, today)
-    if position > reorder_point:
+    point, point_reason = reorder_point(policy, model, today)
+    if position > point:
         return None
     room = policy.max_stock - position
     packs = max(room, 0) // policy.pack_size
     quantity = packs * policy.pack_size
     reasons = [
-        f"on hand {on_hand} + on order {on_order} = {position}, at or below the reorder point {reorder_point}",
+        f"on hand {on_hand} + on order {on_order} = {position}, at or below the reorder point {point}",
         point_reason,
     ]
     if packs:
@@ -193,7 +193,7 @@ def reorder_suggestion(
         quantity=quantity,
         packs=packs,
         inventory_position=position,
-        reorder_point=reorder_point,
+        reorder_point=point,
         max_stock=policy.max_stock,
         days_of_cover=cover,
         reasons=tuple(reasons),
@@ -266,7 +266,7 @@ def transfer_suggestions(
     return suggestions
 
 
-def _reorder_point(policy: ReorderPolicy, model: DemandModel | None, today: date) -> tuple[int, str]:
+def reorder_point(policy: ReorderPolicy, model: DemandModel | None, today: date) -> tuple[int, str]:
     """The reorder point and the words explaining where it comes from."""
     if policy.reorder_point is not None:
         return policy.reorder_point, f"fixed reorder point {policy.reorder_point}"

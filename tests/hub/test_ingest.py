@@ -78,6 +78,7 @@ def test_shared_subscriptions_when_a_group_is_set() -> None:
         "$share/hubs/storegate/v1/+/+/events",
         "$share/hubs/storegate/v1/+/+/status",
         "$share/hubs/storegate/v1/+/+/health",
+        "$share/hubs/storegate/v1/+/+/command_results",
     ]
 
 

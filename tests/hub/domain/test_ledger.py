@@ -133,3 +133,15 @@ def test_picks_not_sold_within_the_window_become_shrink() -> None:
     tracker, later = tracker.expire(T0 + timedelta(seconds=900))
     assert [(r.sku, r.quantity) for r in later] == [("85123A", 1)]
     assert tracker.waiting == {}
+
+
+def test_a_refill_long_after_a_pick_does_not_cancel_the_missing_items() -> None:
+    tracker = ShrinkTracker(window_s=3600, return_window_s=300)
+    for view in [
+        event("shelf.pick", 0, slot=1, delta=-3, count=9),
+        event("shelf.put", 1200, slot=1, delta=3, count=12),  # staff refilling 20 minutes later
+    ]:
+        for movement in moved(view):  # type: ignore[union-attr]
+            tracker = tracker.observe(movement)
+    _, records = tracker.expire(T0 + timedelta(seconds=3600))
+    assert [(r.sku, r.quantity) for r in records] == [("COLA-33", 3)]

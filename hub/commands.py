@@ -1,0 +1,168 @@
+"""Commands from the hub to gateways: queued in the database, published over MQTT, results recorded.
+
+A command is written as a ``commands`` row (status ``pending``) in the transaction that decides it, for
+instance the one that opens a restock task, so a crash can neither send a command for something that
+did not happen nor lose one that did. :class:`CommandPublisher` publishes pending rows on the gateway's
+``commands`` topic at QoS 1 and marks them ``sent``; a command past its expiry is marked ``expired``
+instead. The gateway's :class:`~storegate.wire.CommandResult` comes back on ``command_results``; the
+consumer records it with :func:`record_result`, which also updates the restock task that printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final, Protocol
+from uuid import UUID
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.db.engine import session_factory
+from hub.db.models import OutgoingCommand
+from hub.inventory.models import RestockTask
+from storegate import wire
+
+log = structlog.get_logger(__name__)
+
+POLL_S: Final = 1.0
+BATCH: Final = 200
+_PAHO_OK: Final = (0, 4)  # MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN: paho keeps QoS 1 until reconnected
+
+
+class Publisher(Protocol):
+    """What the publisher needs of an MQTT link."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Any:
+        """Queue a message."""
+        ...
+
+
+def to_wire(row: OutgoingCommand) -> wire.Command:
+    """The MQTT message of a stored command."""
+    return wire.Command(
+        command_id=UUID(row.command_id),
+        store_id=row.store_id,
+        gateway_id=row.gateway_id,
+        device_id=row.device_id,
+        name=row.name,
+        args=row.args,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+    )
+
+
+async def publish_pending(session: AsyncSession, link: Publisher, *, now: datetime) -> int:
+    """Publish up to BATCH pending commands, oldest first, and mark each sent (or expired)."""
+    rows = (
+        (
+            await session.execute(
+                select(OutgoingCommand)
+                .where(OutgoingCommand.status == "pending")
+                .order_by(OutgoingCommand.issued_at, OutgoingCommand.command_id)
+                .limit(BATCH)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    sent = 0
+    for row in rows:
+        if row.expires_at is not None and row.expires_at <= now:
+            await _set_status(session, row.command_id, "expired", detail="expired before it could be sent", at=now)
+            continue
+        topic = wire.topic(row.store_id, row.gateway_id, wire.Channel.COMMANDS)
+        info = link.publish(topic, wire.encode(to_wire(row)), qos=1)
+        if getattr(info, "rc", 0) not in _PAHO_OK:
+            log.warning("command_publish_refused", command_id=row.command_id, rc=getattr(info, "rc", None))
+            break  # try again on the next round, in order
+        await session.execute(
+            update(OutgoingCommand)
+            .where(OutgoingCommand.command_id == row.command_id, OutgoingCommand.status == "pending")
+            .values(status="sent", sent_at=now)
+        )
+        await session.execute(
+            update(RestockTask)
+            .where(RestockTask.command_id == row.command_id, RestockTask.print_status == "pending")
+            .values(print_status="sent")
+        )
+        sent += 1
+    return sent
+
+
+async def _set_status(session: AsyncSession, command_id: str, status: str, *, detail: str, at: datetime) -> None:
+    await session.execute(
+        update(OutgoingCommand)
+        .where(OutgoingCommand.command_id == command_id)
+        .values(status=status, result_detail=detail, result_at=at)
+    )
+    await session.execute(
+        update(RestockTask)
+        .where(RestockTask.command_id == command_id)
+        .values(print_status=_print_status(status), print_detail=detail)
+    )
+
+
+def _print_status(status: str) -> str:
+    return {"done": "printed"}.get(status, status)
+
+
+async def record_result(session: AsyncSession, result: wire.CommandResult, *, now: datetime) -> bool:
+    """Record a gateway's result for a command it was sent; False when no such command went to that gateway."""
+    command_id = str(result.command_id)
+    known = (
+        await session.execute(
+            select(OutgoingCommand.command_id).where(
+                OutgoingCommand.command_id == command_id,
+                OutgoingCommand.store_id == result.store_id,
+                OutgoingCommand.gateway_id == result.gateway_id,
+            )
+        )
+    ).scalar_one_or_none()
+    if known is None:
+        return False
+    await _set_status(session, command_id, result.status, detail=result.detail, at=result.ts)
+    log.info("command_result", command_id=command_id, status=result.status, gateway_id=result.gateway_id)
+    return True
+
+
+class CommandPublisher:
+    """Publishes pending commands: woken by :meth:`notify` after a commit that queued some, else every second."""
+
+    def __init__(self, *, engine: AsyncEngine, link: Publisher, clock: Callable[[], datetime] = wire.utc_now) -> None:
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._link = link
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def notify(self) -> None:
+        """Commands were queued: publish them now."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start publishing on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="storegate-hub-commands")
+
+    async def stop(self) -> None:
+        """Stop publishing (pending commands stay pending for the next start)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                async with self._sessions() as session, session.begin():
+                    self.published += await publish_pending(session, self._link, now=self._clock())
+            except Exception as err:  # the database may be away; the next round tries again
+                log.warning("command_publish_failed", error=type(err).__name__, detail=str(err)[:200])

@@ -1,0 +1,441 @@
+"""Inventory through the API: stock and shelf levels per store, restock tasks, the ledger, manual movements.
+
+Manual adjustments and transfers are ledger movements like any other, written through the same code as
+the events' (:func:`hub.inventory.apply.apply_movements`); their ids are made by the hub and the person
+who made them is recorded on the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Final, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import Field, model_validator
+from sqlalchemy import and_, select
+
+from hub.api.deps import NowDep, SessionDep
+from hub.api.params import aware, invalid
+from hub.api.schemas import ApiModel
+from hub.catalog.models import Sku, Slot, StoreProfile
+from hub.db.models import OutgoingCommand
+from hub.domain.ledger import Movement, MovementKind
+from hub.inventory.apply import apply_movements
+from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPosition, UnplacedEvent
+
+router = APIRouter(tags=["inventory"])
+
+MAX_LIMIT: Final = 1000
+
+
+class StockOut(ApiModel):
+    """On hand of one SKU in one store."""
+
+    sku_id: str
+    name: str | None
+    on_hand: int
+    counted_at: datetime | None
+    last_variance: int = Field(description="counted minus expected at the last count (negative: missing)")
+    variance_total: int
+    last_movement_at: datetime
+
+
+class StockList(ApiModel):
+    """A store's stock positions."""
+
+    store_id: str
+    items: list[StockOut]
+
+
+class ShelfLevelOut(ApiModel):
+    """Items on a slot, against its planogram."""
+
+    shelf_id: str
+    slot: int
+    sku_id: str
+    quantity: int
+    at: datetime
+    capacity: int | None
+    min_quantity: int | None
+    below_minimum: bool
+
+
+class ShelfLevelList(ApiModel):
+    """A store's shelf levels."""
+
+    store_id: str
+    items: list[ShelfLevelOut]
+
+
+class RestockTaskOut(ApiModel):
+    """A restock task and the pick list printed for it."""
+
+    task_id: str
+    store_id: str
+    shelf_id: str
+    slot: int
+    sku_id: str
+    status: str
+    level_at_open: int
+    quantity: int = Field(description="items to bring: capacity minus the level when it opened")
+    opened_at: datetime
+    closed_at: datetime | None
+    level_at_close: int | None
+    command_id: str | None
+    print_status: str = Field(description="pending, sent, printed, failed, rejected, expired, no_gateway")
+    print_detail: str | None
+    pick_list: dict[str, object]
+
+
+class RestockTaskList(ApiModel):
+    """A store's restock tasks, newest first."""
+
+    items: list[RestockTaskOut]
+
+
+class LedgerRowOut(ApiModel):
+    """One movement of stock."""
+
+    id: int
+    event_id: str
+    line: int
+    sku_id: str
+    kind: str
+    quantity: int
+    at: datetime
+    shelf_id: str | None
+    slot: int | None
+    level: int | None
+    unit_price: Decimal | None
+    actor: str | None
+    note: str | None
+
+
+class LedgerPage(ApiModel):
+    """A page of ledger rows, newest first."""
+
+    items: list[LedgerRowOut]
+    next_cursor: int | None
+
+
+class UnplacedOut(ApiModel):
+    """An event that should have moved stock but could not be placed."""
+
+    event_id: str
+    device_id: str
+    kind: str
+    reason: str
+    at: datetime
+
+
+class UnplacedList(ApiModel):
+    """A store's unplaced events, newest first."""
+
+    items: list[UnplacedOut]
+
+
+class AdjustmentIn(ApiModel):
+    """A manual correction of on hand (breakage, found stock, write-off)."""
+
+    sku_id: str = Field(min_length=1, max_length=63)
+    quantity: int = Field(description="signed: negative removes, positive adds; not zero")
+    by: str = Field(min_length=1, max_length=128)
+    note: str = Field(min_length=1, max_length=2000, description="why")
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> AdjustmentIn:
+        if self.quantity == 0:
+            raise ValueError("quantity must not be 0")
+        return self
+
+
+class TransferIn(ApiModel):
+    """Stock sent from one store to another."""
+
+    sku_id: str = Field(min_length=1, max_length=63)
+    from_store_id: str = Field(min_length=1, max_length=63)
+    to_store_id: str = Field(min_length=1, max_length=63)
+    quantity: int = Field(gt=0)
+    by: str = Field(min_length=1, max_length=128)
+    note: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _two_stores(self) -> TransferIn:
+        if self.from_store_id == self.to_store_id:
+            raise ValueError("from_store_id and to_store_id must differ")
+        return self
+
+
+class MovementOut(ApiModel):
+    """The id of the movements a manual change made."""
+
+    event_id: str
+    lines: int
+
+
+class CommandOut(ApiModel):
+    """A command the hub sent to a gateway and what became of it."""
+
+    command_id: str
+    store_id: str
+    gateway_id: str
+    device_id: str | None
+    name: str
+    status: str
+    issued_at: datetime
+    sent_at: datetime | None
+    result_at: datetime | None
+    result_detail: str | None
+
+
+class CommandList(ApiModel):
+    """Commands, newest first."""
+
+    items: list[CommandOut]
+
+
+@router.get("/api/v1/stores/{store_id}/stock", response_model=StockList, summary="A store's stock on hand")
+async def get_stock(
+    session: SessionDep, store_id: str, sku_id: Annotated[str | None, Query(max_length=63)] = None
+) -> StockList:
+    """On hand per SKU, derived from the ledger."""
+    query = (
+        select(StockPosition, Sku.name)
+        .join(Sku, Sku.sku_id == StockPosition.sku_id, isouter=True)
+        .where(StockPosition.store_id == store_id)
+    )
+    if sku_id is not None:
+        query = query.where(StockPosition.sku_id == sku_id)
+    rows = (await session.execute(query.order_by(StockPosition.sku_id))).all()
+    return StockList(
+        store_id=store_id,
+        items=[
+            StockOut(
+                sku_id=p.sku_id,
+                name=name,
+                on_hand=p.on_hand,
+                counted_at=p.counted_at,
+                last_variance=p.last_variance,
+                variance_total=p.variance_total,
+                last_movement_at=p.last_movement_at,
+            )
+            for p, name in rows
+        ],
+    )
+
+
+@router.get("/api/v1/stores/{store_id}/shelf-levels", response_model=ShelfLevelList, summary="Items on each slot")
+async def get_shelf_levels(session: SessionDep, store_id: str) -> ShelfLevelList:
+    """The shelves' latest counts, with the planogram's capacity and minimum."""
+    rows = (
+        await session.execute(
+            select(ShelfLevel, Slot.capacity, Slot.min_quantity)
+            .join(
+                Slot,
+                and_(
+                    Slot.store_id == ShelfLevel.store_id,
+                    Slot.shelf_id == ShelfLevel.shelf_id,
+                    Slot.slot == ShelfLevel.slot,
+                ),
+                isouter=True,
+            )
+            .where(ShelfLevel.store_id == store_id)
+            .order_by(ShelfLevel.shelf_id, ShelfLevel.slot)
+        )
+    ).all()
+    return ShelfLevelList(
+        store_id=store_id,
+        items=[
+            ShelfLevelOut(
+                shelf_id=level.shelf_id,
+                slot=level.slot,
+                sku_id=level.sku_id,
+                quantity=level.quantity,
+                at=level.at,
+                capacity=capacity,
+                min_quantity=minimum,
+                below_minimum=minimum is not None and level.quantity < minimum,
+            )
+            for level, capacity, minimum in rows
+        ],
+    )
+
+
+def task_out(task: RestockTask) -> RestockTaskOut:
+    """The API form of a restock task."""
+    return RestockTaskOut(
+        task_id=task.task_id,
+        store_id=task.store_id,
+        shelf_id=task.shelf_id,
+        slot=task.slot,
+        sku_id=task.sku_id,
+        status=task.status,
+        level_at_open=task.level_at_open,
+        quantity=task.quantity,
+        opened_at=task.opened_at,
+        closed_at=task.closed_at,
+        level_at_close=task.level_at_close,
+        command_id=task.command_id,
+        print_status=task.print_status,
+        print_detail=task.print_detail,
+        pick_list=task.pick_list,
+    )
+
+
+@router.get("/api/v1/stores/{store_id}/restock-tasks", response_model=RestockTaskList, summary="Restock tasks")
+async def get_restock_tasks(
+    session: SessionDep,
+    store_id: str,
+    status: Annotated[Literal["open", "closed"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> RestockTaskList:
+    """A store's restock tasks, newest first."""
+    query = select(RestockTask).where(RestockTask.store_id == store_id)
+    if status is not None:
+        query = query.where(RestockTask.status == status)
+    rows = (await session.execute(query.order_by(RestockTask.opened_at.desc()).limit(limit))).scalars()
+    return RestockTaskList(items=[task_out(t) for t in rows])
+
+
+@router.get("/api/v1/stores/{store_id}/ledger", response_model=LedgerPage, summary="A store's stock movements")
+async def get_ledger(
+    session: SessionDep,
+    store_id: str,
+    sku_id: Annotated[str | None, Query(max_length=63)] = None,
+    since: Annotated[datetime | None, Query(description="at or after, with time zone")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 200,
+    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+) -> LedgerPage:
+    """Ledger rows, newest recorded first."""
+    query = select(LedgerRow).where(LedgerRow.store_id == store_id)
+    if sku_id is not None:
+        query = query.where(LedgerRow.sku_id == sku_id)
+    since = aware("since", since)
+    if since is not None:
+        query = query.where(LedgerRow.at >= since)
+    if cursor is not None:
+        query = query.where(LedgerRow.id < cursor)
+    rows = list((await session.execute(query.order_by(LedgerRow.id.desc()).limit(limit + 1))).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return LedgerPage(
+        items=[
+            LedgerRowOut(
+                id=r.id,
+                event_id=r.event_id,
+                line=r.line,
+                sku_id=r.sku_id,
+                kind=r.kind,
+                quantity=r.quantity,
+                at=r.at,
+                shelf_id=r.shelf_id,
+                slot=r.slot,
+                level=r.level,
+                unit_price=r.unit_price,
+                actor=r.actor,
+                note=r.note,
+            )
+            for r in rows
+        ],
+        next_cursor=rows[-1].id if more and rows else None,
+    )
+
+
+@router.get(
+    "/api/v1/stores/{store_id}/unplaced-events", response_model=UnplacedList, summary="Events that moved no stock"
+)
+async def get_unplaced(
+    session: SessionDep, store_id: str, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 200
+) -> UnplacedList:
+    """Scans of codes not in the catalog, shelf moves of slots without a SKU: fix the catalog, then they count."""
+    rows = (
+        await session.execute(
+            select(UnplacedEvent)
+            .where(UnplacedEvent.store_id == store_id)
+            .order_by(UnplacedEvent.at.desc())
+            .limit(limit)
+        )
+    ).scalars()
+    return UnplacedList(
+        items=[
+            UnplacedOut(event_id=r.event_id, device_id=r.device_id, kind=r.kind, reason=r.reason, at=r.at) for r in rows
+        ]
+    )
+
+
+async def _require_sku(session: SessionDep, sku_id: str) -> None:
+    if await session.get(Sku, sku_id) is None:
+        raise invalid("sku_id", f"SKU {sku_id!r} is not in the catalog", sku_id)
+
+
+async def _require_store(session: SessionDep, store_id: str, field_name: str) -> None:
+    if await session.get(StoreProfile, store_id) is None:
+        raise HTTPException(status_code=404, detail=f"{field_name}: no store profile {store_id!r}")
+
+
+@router.post(
+    "/api/v1/stores/{store_id}/stock/adjustments",
+    response_model=MovementOut,
+    status_code=201,
+    summary="Adjust on hand by hand",
+)
+async def post_adjustment(session: SessionDep, now: NowDep, store_id: str, body: AdjustmentIn) -> MovementOut:
+    """One adjustment row in the ledger; on hand changes by ``quantity``."""
+    await _require_store(session, store_id, "store_id")
+    await _require_sku(session, body.sku_id)
+    event_id = str(uuid.uuid4())
+    movement = Movement(event_id, 0, store_id, body.sku_id, MovementKind.ADJUSTMENT, body.quantity, now)
+    async with session.begin():
+        await apply_movements(session, [movement], now=now, actor=body.by, note=body.note)
+    return MovementOut(event_id=event_id, lines=1)
+
+
+@router.post("/api/v1/transfers", response_model=MovementOut, status_code=201, summary="Record a transfer")
+async def post_transfer(session: SessionDep, now: NowDep, body: TransferIn) -> MovementOut:
+    """Two ledger rows of one transfer: out of one store (line 0), into the other (line 1)."""
+    await _require_store(session, body.from_store_id, "from_store_id")
+    await _require_store(session, body.to_store_id, "to_store_id")
+    await _require_sku(session, body.sku_id)
+    event_id = str(uuid.uuid4())
+    movements = [
+        Movement(event_id, 0, body.from_store_id, body.sku_id, MovementKind.TRANSFER_OUT, -body.quantity, now),
+        Movement(event_id, 1, body.to_store_id, body.sku_id, MovementKind.TRANSFER_IN, body.quantity, now),
+    ]
+    async with session.begin():
+        await apply_movements(session, movements, now=now, actor=body.by, note=body.note)
+    return MovementOut(event_id=event_id, lines=2)
+
+
+@router.get("/api/v1/commands", response_model=CommandList, summary="Commands sent to gateways")
+async def get_commands(
+    session: SessionDep,
+    store_id: Annotated[str | None, Query(max_length=63)] = None,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> CommandList:
+    """Newest first; ``status`` one of pending, sent, done, failed, rejected, expired."""
+    query = select(OutgoingCommand)
+    if store_id is not None:
+        query = query.where(OutgoingCommand.store_id == store_id)
+    if status is not None:
+        query = query.where(OutgoingCommand.status == status)
+    rows = (await session.execute(query.order_by(OutgoingCommand.issued_at.desc()).limit(limit))).scalars()
+    return CommandList(
+        items=[
+            CommandOut(
+                command_id=c.command_id,
+                store_id=c.store_id,
+                gateway_id=c.gateway_id,
+                device_id=c.device_id,
+                name=c.name,
+                status=c.status,
+                issued_at=c.issued_at,
+                sent_at=c.sent_at,
+                result_at=c.result_at,
+                result_detail=c.result_detail,
+            )
+            for c in rows
+        ]
+    )

@@ -1,0 +1,529 @@
+"""Newly stored events into the inventory, in the ingest transaction: ledger rows, positions, levels, restock.
+
+:func:`apply_events` turns the events a unit stored for the first time into ledger movements (the rules
+are pure, in :mod:`hub.domain.ledger`), writes them, and brings ``stock_positions`` and ``shelf_levels``
+up to date in the same transaction. Replaying events changes nothing: the event log stores each event
+once and only newly stored events reach this module, and the ledger's (event_id, line) is unique.
+
+Positions are maintained incrementally when movements arrive in time order (the usual case). A movement
+older than the newest one already applied to its (store, SKU) -- a gateway's backlog after an outage --
+makes the position be recomputed from that key's ledger rows by the same pure function, so the result
+never depends on arrival order.
+
+A slot's level below its planogram minimum opens a restock task and queues a print command with the
+pick list for the gateway that reported it; the task closes once the shelf reports the slot refilled
+(at least halfway from the minimum back to capacity, so one item put back does not close it).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import structlog
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.db.models import OutgoingCommand
+from hub.domain import ledger
+from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
+from hub.inventory.catalog_view import CatalogSnapshot, SlotPlan
+from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPosition, UnplacedEvent
+from hub.storage import dialect_insert
+from storegate import wire
+
+log = structlog.get_logger(__name__)
+
+# Event kinds that can move stock or report a shelf's level.
+INVENTORY_KINDS: Final = frozenset(
+    {"scan.sale", "scan.receiving", "scan.count", "shelf.pick", "shelf.put", "shelf.stock"}
+)
+# Movements that change on hand: the ledger's deltas, and counts (which set it).
+_ON_HAND_KINDS: Final = ledger.ON_HAND_DELTA | {MovementKind.COUNT}
+LOOKUP_CHUNK: Final = 400
+PRINT_COMMAND: Final = "print"
+PICK_LIST_TTL: Final = timedelta(hours=4)
+
+PositionKey = tuple[str, str]
+SlotKey = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RestockSettings:
+    """Where pick lists are printed: the device id of the store's receipt printer, behind its gateway."""
+
+    printer_device_id: str = "receipt-printer"
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LevelReport:
+    """A slot's item count as a shelf reported it (after a pick or put, or in a stock report)."""
+
+    store_id: str
+    shelf_id: str
+    slot: int
+    quantity: int
+    at: datetime
+    event_id: str
+    gateway_id: str | None
+
+
+@dataclass(slots=True)
+class InventoryOutcome:
+    """What applying one unit's events did, for metrics, the monitoring rules and the command publisher."""
+
+    movements: list[Movement] = field(default_factory=list)
+    unplaced: list[Unmatched] = field(default_factory=list)
+    recomputed: int = 0
+    tasks_opened: list[str] = field(default_factory=list)
+    tasks_closed: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def extend(self, other: InventoryOutcome) -> None:
+        """Add another unit's outcome to this one."""
+        self.movements += other.movements
+        self.unplaced += other.unplaced
+        self.recomputed += other.recomputed
+        self.tasks_opened += other.tasks_opened
+        self.tasks_closed += other.tasks_closed
+        self.commands += other.commands
+
+
+# --------------------------------------------------------------------------- events to movements (pure)
+
+
+@dataclass(slots=True)
+class Placed:
+    """A unit's events sorted into movements, level reports and events that could not be placed."""
+
+    movements: list[Movement] = field(default_factory=list)
+    levels: list[LevelReport] = field(default_factory=list)
+    unplaced: list[tuple[wire.Event, Unmatched]] = field(default_factory=list)
+
+
+def place(events: Iterable[wire.Event], catalog: CatalogSnapshot) -> Placed:
+    """The movements and level reports of events (pure: the catalog is a snapshot)."""
+    placed = Placed()
+    for event in events:
+        if event.kind not in INVENTORY_KINDS:
+            continue
+        event_id = str(event.event_id)
+        payload = event.payload
+        if event.kind == "shelf.stock":
+            slot, count = payload.get("slot"), payload.get("count")
+            if isinstance(slot, int) and isinstance(count, int):  # a stock report without a count says nothing
+                placed.levels.append(
+                    LevelReport(event.store_id, event.device_id, slot, count, event.ts, event_id, event.gateway_id)
+                )
+            continue
+        view = EventView(event_id, event.store_id, event.device_id, event.kind, event.ts, payload)
+        result = ledger.movements_of(view, sku_of_code=catalog.sku_of_code, sku_of_slot=catalog.sku_of_slot)
+        if isinstance(result, Unmatched):
+            placed.unplaced.append((event, result))
+            continue
+        for movement in result:
+            if movement.kind is MovementKind.SALE:
+                price = catalog.prices.get(movement.sku)
+                placed.movements.append(_priced(movement, price))
+            else:
+                placed.movements.append(movement)
+            if movement.level is not None and movement.shelf_id is not None and movement.slot is not None:
+                placed.levels.append(
+                    LevelReport(
+                        movement.store_id,
+                        movement.shelf_id,
+                        movement.slot,
+                        movement.level,
+                        movement.at,
+                        event_id,
+                        event.gateway_id,
+                    )
+                )
+    return placed
+
+
+@dataclass(frozen=True, slots=True)
+class PricedMovement(Movement):
+    """A sale with the catalog's unit price when it was applied."""
+
+    unit_price: Decimal | None = None
+
+
+def _priced(movement: Movement, price: Decimal | None) -> Movement:
+    return PricedMovement(**{name: getattr(movement, name) for name in Movement.__slots__}, unit_price=price)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+async def apply_events(
+    session: AsyncSession,
+    events: Sequence[wire.Event],
+    catalog: CatalogSnapshot,
+    *,
+    now: datetime,
+    restock: RestockSettings,
+) -> InventoryOutcome:
+    """Apply newly stored events to the inventory inside the caller's transaction."""
+    placed = place(events, catalog)
+    outcome = InventoryOutcome(unplaced=[unmatched for _, unmatched in placed.unplaced])
+    if placed.unplaced:
+        await _record_unplaced(session, placed.unplaced, now=now)
+    await apply_movements(session, placed.movements, now=now, outcome=outcome)
+    if placed.levels:
+        changed = await _apply_levels(session, placed.levels, catalog, now=now)
+        if restock.enabled:
+            await _restock(session, changed, catalog, now=now, restock=restock, outcome=outcome)
+    return outcome
+
+
+async def apply_movements(
+    session: AsyncSession,
+    movements: Sequence[Movement],
+    *,
+    now: datetime,
+    outcome: InventoryOutcome | None = None,
+    actor: str | None = None,
+    note: str | None = None,
+) -> InventoryOutcome:
+    """Write ledger rows and bring stock positions up to date (manual movements come in here too)."""
+    outcome = outcome if outcome is not None else InventoryOutcome()
+    if not movements:
+        return outcome
+    await session.execute(
+        dialect_insert(session)(LedgerRow).on_conflict_do_nothing(index_elements=["event_id", "line"]),
+        [_ledger_values(m, now=now, actor=actor, note=note) for m in movements],
+    )
+    outcome.movements += movements
+    by_key: dict[PositionKey, list[Movement]] = defaultdict(list)
+    for movement in movements:
+        if movement.kind in _ON_HAND_KINDS:
+            by_key[(movement.store_id, movement.sku)].append(movement)
+    if by_key:
+        outcome.recomputed += await _update_positions(session, by_key, now=now)
+    return outcome
+
+
+def _ledger_values(movement: Movement, *, now: datetime, actor: str | None, note: str | None) -> dict[str, Any]:
+    return {
+        "event_id": movement.event_id,
+        "line": movement.line,
+        "store_id": movement.store_id,
+        "sku_id": movement.sku,
+        "kind": movement.kind.value,
+        "quantity": movement.quantity,
+        "at": movement.at,
+        "shelf_id": movement.shelf_id,
+        "slot": movement.slot,
+        "level": movement.level,
+        "unit_price": movement.unit_price if isinstance(movement, PricedMovement) else None,
+        "actor": actor,
+        "note": note,
+        "recorded_at": now,
+    }
+
+
+async def _record_unplaced(
+    session: AsyncSession, unplaced: Sequence[tuple[wire.Event, Unmatched]], *, now: datetime
+) -> None:
+    await session.execute(
+        dialect_insert(session)(UnplacedEvent).on_conflict_do_nothing(index_elements=["event_id"]),
+        [
+            {
+                "event_id": unmatched.event_id,
+                "store_id": event.store_id,
+                "device_id": event.device_id,
+                "kind": event.kind,
+                "reason": unmatched.reason,
+                "at": event.ts,
+                "recorded_at": now,
+            }
+            for event, unmatched in unplaced
+        ],
+    )
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), LOOKUP_CHUNK):
+        yield items[start : start + LOOKUP_CHUNK]
+
+
+async def _update_positions(
+    session: AsyncSession, by_key: Mapping[PositionKey, list[Movement]], *, now: datetime
+) -> int:
+    """Apply movements to their positions; recompute a key from its ledger when one arrived out of order."""
+    keys = list(by_key)
+    current: dict[PositionKey, StockPosition] = {}
+    for chunk in _chunks(keys):
+        rows = await session.execute(
+            select(StockPosition).where(tuple_(StockPosition.store_id, StockPosition.sku_id).in_(chunk))
+        )
+        current.update({(row.store_id, row.sku_id): row for row in rows.scalars()})
+    values: list[dict[str, Any]] = []
+    recomputed = 0
+    for key, movements in by_key.items():
+        movements.sort(key=lambda m: (m.at, m.event_id, m.line))
+        row = current.get(key)
+        if row is not None and movements[0].at < row.last_movement_at:
+            position, last_at = await _recompute(session, key)
+            recomputed += 1
+        else:
+            position = (
+                ledger.StockPosition(row.on_hand, row.counted_at, row.last_variance, row.variance_total)
+                if row is not None
+                else ledger.StockPosition()
+            )
+            for movement in movements:
+                position = ledger.apply(position, movement)
+            last_at = movements[-1].at
+        values.append(
+            {
+                "store_id": key[0],
+                "sku_id": key[1],
+                "on_hand": position.on_hand,
+                "counted_at": position.counted_at,
+                "last_variance": position.last_variance,
+                "variance_total": position.variance_total,
+                "last_movement_at": last_at,
+                "updated_at": now,
+            }
+        )
+    stmt = dialect_insert(session)(StockPosition)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["store_id", "sku_id"],
+            set_={
+                name: stmt.excluded[name]
+                for name in (
+                    "on_hand",
+                    "counted_at",
+                    "last_variance",
+                    "variance_total",
+                    "last_movement_at",
+                    "updated_at",
+                )
+            },
+        ),
+        values,
+    )
+    return recomputed
+
+
+async def _recompute(session: AsyncSession, key: PositionKey) -> tuple[ledger.StockPosition, datetime]:
+    """A key's position from all its ledger rows (this unit's included: they are already inserted)."""
+    rows = await session.execute(
+        select(LedgerRow.event_id, LedgerRow.line, LedgerRow.kind, LedgerRow.quantity, LedgerRow.at).where(
+            LedgerRow.store_id == key[0],
+            LedgerRow.sku_id == key[1],
+            LedgerRow.kind.in_([kind.value for kind in _ON_HAND_KINDS]),
+        )
+    )
+    movements = [
+        Movement(event_id, line, key[0], key[1], MovementKind(kind), quantity, at)
+        for event_id, line, kind, quantity, at in rows
+    ]
+    position = ledger.on_hand(movements).get(key, ledger.StockPosition())
+    return position, max(m.at for m in movements)
+
+
+async def _apply_levels(
+    session: AsyncSession, reports: Sequence[LevelReport], catalog: CatalogSnapshot, *, now: datetime
+) -> list[LevelReport]:
+    """Keep each slot's newest reported level; returns the reports that became a slot's level."""
+    newest: dict[SlotKey, LevelReport] = {}
+    for report in reports:
+        key = (report.store_id, report.shelf_id, report.slot)
+        held = newest.get(key)
+        if held is None or (report.at, report.event_id) >= (held.at, held.event_id):
+            newest[key] = report
+    keys = list(newest)
+    stored: dict[SlotKey, datetime] = {}
+    for chunk in _chunks(keys):
+        rows = await session.execute(
+            select(ShelfLevel.store_id, ShelfLevel.shelf_id, ShelfLevel.slot, ShelfLevel.at).where(
+                tuple_(ShelfLevel.store_id, ShelfLevel.shelf_id, ShelfLevel.slot).in_(chunk)
+            )
+        )
+        stored.update({(s, shelf, n): at for s, shelf, n, at in rows})
+    changed = [r for key, r in newest.items() if key not in stored or r.at >= stored[key]]
+    if not changed:
+        return []
+    values = []
+    for report in changed:
+        plan = catalog.slots.get((report.store_id, report.shelf_id, report.slot))
+        values.append(
+            {
+                "store_id": report.store_id,
+                "shelf_id": report.shelf_id,
+                "slot": report.slot,
+                "sku_id": plan.sku_id if plan is not None else "",
+                "quantity": report.quantity,
+                "at": report.at,
+                "updated_at": now,
+            }
+        )
+    stmt = dialect_insert(session)(ShelfLevel)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["store_id", "shelf_id", "slot"],
+            set_={name: stmt.excluded[name] for name in ("sku_id", "quantity", "at", "updated_at")},
+        ),
+        values,
+    )
+    return changed
+
+
+# --------------------------------------------------------------------------- restock
+
+
+def refill_level(plan: SlotPlan) -> int:
+    """The level at which a restock task counts as done: halfway from the minimum back to capacity."""
+    return max(plan.min_quantity, math.ceil((plan.min_quantity + plan.capacity) / 2))
+
+
+def open_key(store_id: str, shelf_id: str, slot: int) -> str:
+    """The key that allows one live restock task per slot."""
+    return f"{store_id}|{shelf_id}|{slot}"
+
+
+def pick_list(task_id: str, report: LevelReport, plan: SlotPlan, catalog: CatalogSnapshot) -> dict[str, Any]:
+    """The pick list of a restock task, as the print command carries it (structured, and as text lines)."""
+    quantity = plan.capacity - report.quantity
+    name = catalog.sku_names.get(plan.sku_id, plan.sku_id)
+    store = catalog.stores.get(report.store_id)
+    local = report.at.astimezone(store.hours.zone) if store is not None else report.at
+    lines = [
+        "RESTOCK",
+        f"Store {report.store_id}  {local:%Y-%m-%d %H:%M}",
+        f"Shelf {report.shelf_id}  slot {report.slot}",
+        f"{plan.sku_id}  {name}",
+        f"On shelf {report.quantity} of {plan.capacity} (min {plan.min_quantity})",
+        f"BRING {quantity}",
+        f"Task {task_id}",
+    ]
+    return {
+        "document": "pick_list",
+        "task_id": task_id,
+        "store_id": report.store_id,
+        "shelf_id": report.shelf_id,
+        "slot": report.slot,
+        "sku_id": plan.sku_id,
+        "name": name,
+        "level": report.quantity,
+        "capacity": plan.capacity,
+        "min_quantity": plan.min_quantity,
+        "quantity": quantity,
+        "lines": lines,
+    }
+
+
+async def _restock(
+    session: AsyncSession,
+    changed: Sequence[LevelReport],
+    catalog: CatalogSnapshot,
+    *,
+    now: datetime,
+    restock: RestockSettings,
+    outcome: InventoryOutcome,
+) -> None:
+    planned = [
+        (r, catalog.slots[(r.store_id, r.shelf_id, r.slot)])
+        for r in changed
+        if (r.store_id, r.shelf_id, r.slot) in catalog.slots
+    ]
+    if not planned:
+        return
+    keys = [open_key(r.store_id, r.shelf_id, r.slot) for r, _ in planned]
+    live: dict[str, str] = {}
+    for chunk in _chunks(keys):
+        rows = await session.execute(
+            select(RestockTask.open_key, RestockTask.task_id).where(RestockTask.open_key.in_(chunk))
+        )
+        live.update({key: task_id for key, task_id in rows if key is not None})
+    for (report, plan), key in zip(planned, keys, strict=True):
+        task_id = live.get(key)
+        if task_id is None and report.quantity < plan.min_quantity:
+            await _open_task(session, report, plan, catalog, key=key, now=now, restock=restock, outcome=outcome)
+        elif task_id is not None and report.quantity >= refill_level(plan):
+            await session.execute(
+                update(RestockTask)
+                .where(RestockTask.task_id == task_id)
+                .values(
+                    status="closed",
+                    open_key=None,
+                    closed_at=report.at,
+                    closing_event_id=report.event_id,
+                    level_at_close=report.quantity,
+                )
+            )
+            outcome.tasks_closed.append(task_id)
+            log.info("restock_task_closed", task_id=task_id, store_id=report.store_id, level=report.quantity)
+
+
+async def _open_task(
+    session: AsyncSession,
+    report: LevelReport,
+    plan: SlotPlan,
+    catalog: CatalogSnapshot,
+    *,
+    key: str,
+    now: datetime,
+    restock: RestockSettings,
+    outcome: InventoryOutcome,
+) -> None:
+    task_id = str(uuid.uuid4())
+    document = pick_list(task_id, report, plan, catalog)
+    command_id = str(uuid.uuid4()) if report.gateway_id is not None else None
+    await session.execute(
+        insert(RestockTask).values(
+            task_id=task_id,
+            store_id=report.store_id,
+            shelf_id=report.shelf_id,
+            slot=report.slot,
+            sku_id=plan.sku_id,
+            status="open",
+            open_key=key,
+            level_at_open=report.quantity,
+            min_quantity=plan.min_quantity,
+            capacity=plan.capacity,
+            quantity=document["quantity"],
+            opened_at=report.at,
+            opening_event_id=report.event_id,
+            command_id=command_id,
+            print_status="pending" if command_id is not None else "no_gateway",
+            pick_list=document,
+        )
+    )
+    if command_id is not None and report.gateway_id is not None:
+        await session.execute(
+            insert(OutgoingCommand).values(
+                command_id=command_id,
+                store_id=report.store_id,
+                gateway_id=report.gateway_id,
+                device_id=restock.printer_device_id,
+                name=PRINT_COMMAND,
+                args=document,
+                issued_at=now,
+                expires_at=now + PICK_LIST_TTL,
+                status="pending",
+            )
+        )
+        outcome.commands.append(command_id)
+    outcome.tasks_opened.append(task_id)
+    log.info(
+        "restock_task_opened",
+        task_id=task_id,
+        store_id=report.store_id,
+        shelf_id=report.shelf_id,
+        slot=report.slot,
+        sku_id=plan.sku_id,
+        level=report.quantity,
+        minimum=plan.min_quantity,
+    )

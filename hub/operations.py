@@ -1,0 +1,186 @@
+"""What the hub does with the events it stores: inventory, restock, monitoring rules, alerts, commands.
+
+The consumer calls :meth:`HubOperations.apply` inside each unit's transaction with the events that
+unit stored for the first time and the presence changes it recorded, and :meth:`HubOperations.committed`
+once the transaction has committed. Everything that follows from an event is therefore committed with
+it or not at all, and a replayed event (already stored) is never applied twice.
+
+A background task ticks the rules (grace periods, shrink, escalations) every ``tick_s`` seconds.
+
+A bug in the pure part (placing an event, evaluating a rule) must not cost the events themselves: it
+is counted and logged, the inventory events of the unit are recorded as unplaced with the error, and
+the events are stored and acknowledged as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.alerting.service import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
+from hub.db.engine import session_factory
+from hub.domain.ledger import Unmatched
+from hub.inventory.apply import INVENTORY_KINDS, InventoryOutcome, RestockSettings, apply_events
+from hub.inventory.catalog_view import CatalogCache
+from hub.storage import Transition
+from storegate import wire
+
+log = structlog.get_logger(__name__)
+
+
+class Notifiable(Protocol):
+    """A background sender woken after a commit that gave it work."""
+
+    def notify(self) -> None:
+        """There is work."""
+        ...
+
+
+@dataclass(slots=True)
+class OperationsOutcome:
+    """What one unit did beyond storing events."""
+
+    inventory: InventoryOutcome = field(default_factory=InventoryOutcome)
+    evaluation: UnitEvaluation | None = None
+    failed: bool = False
+
+
+class HubOperations:
+    """Inventory, restock and monitoring of stored events; one per hub process."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        monitoring: MonitoringSettings | None = None,
+        restock: RestockSettings | None = None,
+        clock: Callable[[], datetime] = wire.utc_now,
+    ) -> None:
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self.catalog = CatalogCache()
+        self.engine = MonitoringEngine(monitoring)
+        self.restock = restock or RestockSettings()
+        self._clock = clock
+        self._senders: list[Notifiable] = []
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+        self.ticks = 0
+        self.last_tick_error: str | None = None
+
+    def wake_senders(self) -> None:
+        """Something outside a unit (a person in the API) queued notifications or commands."""
+        for sender in self._senders:
+            sender.notify()
+
+    def add_sender(self, sender: Notifiable) -> None:
+        """Wake ``sender`` after every commit that queued commands or notifications."""
+        self._senders.append(sender)
+
+    # ------------------------------------------------------------------ units of the consumer
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[None]:
+        """Hold the rules engine for one unit of the consumer (evaluate, write, commit, adopt)."""
+        async with self.engine.unit():
+            yield
+
+    async def apply(
+        self,
+        session: AsyncSession,
+        events: Sequence[wire.Event],
+        transitions: Sequence[Transition],
+        *,
+        now: datetime,
+    ) -> OperationsOutcome:
+        """Apply a unit's new events and presence changes inside its transaction."""
+        outcome = OperationsOutcome()
+        if not events and not transitions:
+            return outcome
+        catalog = await self.catalog.snapshot(session)
+        await self.engine.refresh_rules(session, now=now)
+        try:
+            outcome.inventory = await apply_events(session, events, catalog, now=now, restock=self.restock)
+            evaluation = self.engine.evaluate(
+                catalog, observations_of(events, transitions), outcome.inventory.movements, now=now
+            )
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as err:
+            # Only a bug gets here (the payloads were validated on the way in); keep the events, say so.
+            self.failures += 1
+            outcome.failed = True
+            log.exception("operations_apply_failed", events=len(events), error=type(err).__name__)
+            await self._record_unapplied(session, events, err, now=now)
+            return outcome
+        await self.engine.write(session, evaluation, now=now)
+        outcome.evaluation = evaluation
+        return outcome
+
+    async def _record_unapplied(
+        self, session: AsyncSession, events: Sequence[wire.Event], err: BaseException, *, now: datetime
+    ) -> None:
+        from hub.inventory.apply import _record_unplaced
+
+        reason = f"not applied, hub error {type(err).__name__}: {str(err)[:300]}"
+        unplaced = [(e, Unmatched(str(e.event_id), reason)) for e in events if e.kind in INVENTORY_KINDS]
+        if unplaced:
+            await _record_unplaced(session, unplaced, now=now)
+
+    def committed(self, outcome: OperationsOutcome) -> None:
+        """The unit committed: adopt the rules' states, wake the senders."""
+        if outcome.evaluation is not None:
+            self.engine.adopt(outcome.evaluation)
+        sends = outcome.inventory.commands or (
+            outcome.evaluation is not None and (outcome.evaluation.effects or outcome.evaluation.escalations)
+        )
+        if sends:
+            for sender in self._senders:
+                sender.notify()
+
+    # ------------------------------------------------------------------ the ticker
+
+    async def warm_up(self) -> None:
+        """Load rules and catalog and rebuild rule states from recent events (before consuming)."""
+        async with self._sessions() as session:
+            catalog = await self.catalog.snapshot(session)
+            await self.engine.warm_up(session, catalog, now=self._clock())
+
+    async def tick(self) -> UnitEvaluation:
+        """One tick of the rules, in its own transaction."""
+        async with self.unit():
+            async with self._sessions() as session, session.begin():
+                catalog = await self.catalog.snapshot(session)
+                evaluation = await self.engine.tick(session, catalog, now=self._clock())
+            self.engine.adopt(evaluation)
+        self.ticks += 1
+        if evaluation.effects or evaluation.escalations:
+            for sender in self._senders:
+                sender.notify()
+        return evaluation
+
+    def start(self) -> None:
+        """Start ticking on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="storegate-hub-rules-ticker")
+
+    async def stop(self) -> None:
+        """Stop ticking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.engine.settings.tick_s)  # a period, not a synchronisation
+            try:
+                await self.tick()
+                self.last_tick_error = None
+            except Exception as err:  # the database may be away; the next tick tries again
+                self.last_tick_error = f"{type(err).__name__}: {str(err)[:200]}"
+                log.warning("rules_tick_failed", error=self.last_tick_error)
