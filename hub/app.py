@@ -144,6 +144,7 @@ async def _start_operations(
         ),
         restock=RestockSettings(printer_device_id=settings.restock_printer_device_id),
         clock=clock,
+        metrics=metrics,
     )
     await operations.warm_up()
     commands = CommandPublisher(engine=engine, link=link, clock=clock)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import ping, redacted
 from hub.ingest import Ingestor, describe_error
+from hub.operations import HubOperations
 from storegate.mqtt import MqttLink
 
 CHECK_TIMEOUT_S: Final = 2.0
@@ -95,3 +96,33 @@ def check_consumer(ingestor: Ingestor) -> CheckResult:
             f"event consumer cannot write to the database and holds its messages: {ingestor.last_database_error}",
         )
     return CheckResult(True, f"running, {ingestor.units_committed} transactions committed")
+
+
+def check_operations(operations: HubOperations | None) -> CheckResult:
+    """Whether events are applied (inventory, rules) and the rules' clock ticks; which rules are skipped."""
+    if operations is None:
+        return CheckResult(True, "off: events are stored only (operations.enabled = false)")
+    if not operations.ticker_running:
+        return CheckResult(
+            False, "ticker stopped", "the rules ticker is not running: grace periods, shrink and escalations stall"
+        )
+    if operations.last_tick_error is not None:
+        return CheckResult(
+            False,
+            "ticker failing",
+            f"the rules ticker fails ({operations.last_tick_error}): grace periods, shrink and escalations are late",
+        )
+    if operations.failures:
+        return CheckResult(
+            False,
+            f"{operations.failures} units not applied",
+            f"{operations.failures} units of events were stored but not applied to inventory and rules "
+            "(a hub bug; their inventory events are listed as unplaced): see the log event operations_apply_failed",
+        )
+    skipped = operations.engine.rules.problems()
+    detail = f"{len(operations.engine.rules.chain.rules)} chain rules, {operations.ticks} ticks"
+    if skipped:
+        first = skipped[0]
+        where = f"store {first.store_id}" if first.store_id else "the chain"
+        detail += f"; {len(skipped)} rules not in force as written, e.g. {first.rule_id} of {where}: {first.message}"
+    return CheckResult(True, detail)

@@ -99,6 +99,46 @@ class HubMetrics:
             registry=r,
         )
         self._store_of_gateway: dict[str, str] = {}
+        # What the hub made of the events (hub/operations.py).
+        self.ledger_movements = Counter(
+            "storegate_hub_ledger_movements", "stock movements written to the ledger", ["kind"], registry=r
+        )
+        self.unplaced_events = Counter(
+            "storegate_hub_unplaced_events", "events that should move stock but could not be placed", registry=r
+        )
+        self.restock_tasks = Counter(
+            "storegate_hub_restock_tasks", "restock tasks opened and closed", ["action"], registry=r
+        )
+        self.alert_signals = Counter(
+            "storegate_hub_alert_signals",
+            "rule signals and what they did to alerts (opened, repeated, resolved, ignored)",
+            ["effect"],
+            registry=r,
+        )
+        self.alert_escalations = Counter(
+            "storegate_hub_alert_escalations", "alerts escalated for want of an acknowledgement", registry=r
+        )
+        self.shrink_records = Counter(
+            "storegate_hub_shrink_records", "shrink records: picks not sold within the window", registry=r
+        )
+        self.rule_observations_rejected = Counter(
+            "storegate_hub_rule_observations_rejected",
+            "observations a rule refused (e.g. a reading older than the zone's last one)",
+            registry=r,
+        )
+        self.operations_failures = Counter(
+            "storegate_hub_operations_failures",
+            "units whose events were stored but could not be applied (a bug: see unplaced_events)",
+            registry=r,
+        )
+        self.rules_tick_failures = Counter(
+            "storegate_hub_rules_tick_failures", "rule ticks that failed (the database was away)", registry=r
+        )
+        self.rules_not_in_force = Gauge(
+            "storegate_hub_rules_not_in_force",
+            "stored rules or store overrides that are invalid and skipped",
+            registry=r,
+        )
 
     def observe_gateway_health(self, health: wire.GatewayHealth) -> None:
         """Set the per-gateway gauges from a health report; a gateway that moved store keeps one series."""

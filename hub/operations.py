@@ -30,6 +30,7 @@ from hub.db.engine import session_factory
 from hub.domain.ledger import Unmatched
 from hub.inventory.apply import INVENTORY_KINDS, InventoryOutcome, RestockSettings, apply_events
 from hub.inventory.catalog_view import CatalogCache
+from hub.metrics import HubMetrics
 from hub.storage import Transition
 from storegate import wire
 
@@ -63,12 +64,14 @@ class HubOperations:
         monitoring: MonitoringSettings | None = None,
         restock: RestockSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
+        metrics: HubMetrics | None = None,
     ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self.catalog = CatalogCache()
         self.engine = MonitoringEngine(monitoring)
         self.restock = restock or RestockSettings()
         self._clock = clock
+        self.metrics = metrics or HubMetrics()
         self._senders: list[Notifiable] = []
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -114,6 +117,7 @@ class HubOperations:
         except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as err:
             # Only a bug gets here (the payloads were validated on the way in); keep the events, say so.
             self.failures += 1
+            self.metrics.operations_failures.inc()
             outcome.failed = True
             log.exception("operations_apply_failed", events=len(events), error=type(err).__name__)
             await self._record_unapplied(session, events, err, now=now)
@@ -133,9 +137,16 @@ class HubOperations:
             await _record_unplaced(session, unplaced, now=now)
 
     def committed(self, outcome: OperationsOutcome) -> None:
-        """The unit committed: adopt the rules' states, wake the senders."""
+        """The unit committed: adopt the rules' states, count what happened, wake the senders."""
+        inventory = outcome.inventory
+        for movement in inventory.movements:
+            self.metrics.ledger_movements.labels(kind=movement.kind.value).inc()
+        self.metrics.unplaced_events.inc(len(inventory.unplaced))
+        self.metrics.restock_tasks.labels(action="opened").inc(len(inventory.tasks_opened))
+        self.metrics.restock_tasks.labels(action="closed").inc(len(inventory.tasks_closed))
         if outcome.evaluation is not None:
             self.engine.adopt(outcome.evaluation)
+            self._count(outcome.evaluation)
         sends = outcome.inventory.commands or (
             outcome.evaluation is not None and (outcome.evaluation.effects or outcome.evaluation.escalations)
         )
@@ -158,11 +169,25 @@ class HubOperations:
                 catalog = await self.catalog.snapshot(session)
                 evaluation = await self.engine.tick(session, catalog, now=self._clock())
             self.engine.adopt(evaluation)
+        self._count(evaluation)
         self.ticks += 1
         if evaluation.effects or evaluation.escalations:
             for sender in self._senders:
                 sender.notify()
         return evaluation
+
+    def _count(self, evaluation: UnitEvaluation) -> None:
+        for effect in evaluation.effects:
+            self.metrics.alert_signals.labels(effect=effect.effect).inc()
+        self.metrics.alert_escalations.inc(len(evaluation.escalations))
+        self.metrics.shrink_records.inc(evaluation.shrink_records)
+        self.metrics.rule_observations_rejected.inc(len(evaluation.rejected))
+        self.metrics.rules_not_in_force.set(len(self.engine.rules.problems()))
+
+    @property
+    def ticker_running(self) -> bool:
+        """Whether the ticker task is alive."""
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         """Start ticking on the running loop."""
@@ -182,5 +207,6 @@ class HubOperations:
                 await self.tick()
                 self.last_tick_error = None
             except Exception as err:  # the database may be away; the next tick tries again
+                self.metrics.rules_tick_failures.inc()
                 self.last_tick_error = f"{type(err).__name__}: {str(err)[:200]}"
                 log.warning("rules_tick_failed", error=self.last_tick_error)

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.api.deps import RuntimeDep
 from hub.api.schemas import CheckOut, HealthOut
-from hub.checks import check_consumer, check_database, check_mqtt
+from hub.checks import check_consumer, check_database, check_mqtt, check_operations
 from storegate import __version__
 
 router = APIRouter(tags=["operations"])
@@ -19,7 +19,8 @@ router = APIRouter(tags=["operations"])
     "/healthz",
     response_model=HealthOut,
     summary="Health of the hub",
-    description="Checks the database, the MQTT session and the event consumer. HTTP 200 when all pass, "
+    description="Checks the database, the MQTT session, the event consumer and the operations on events "
+    "(inventory, rules ticker). HTTP 200 when all pass, "
     "503 when any fails; `problems` then says in words what is wrong.",
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": HealthOut, "description": "at least one check failed"}},
 )
@@ -28,7 +29,12 @@ async def healthz(runtime: RuntimeDep, response: Response) -> HealthOut:
     database, mqtt = await asyncio.gather(
         check_database(runtime.engine, runtime.settings.database_url), check_mqtt(runtime.link)
     )
-    results = {"database": database, "mqtt": mqtt, "consumer": check_consumer(runtime.ingestor)}
+    results = {
+        "database": database,
+        "mqtt": mqtt,
+        "consumer": check_consumer(runtime.ingestor),
+        "operations": check_operations(runtime.operations),
+    }
     problems = [result.problem for result in results.values() if result.problem is not None]
     if problems:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

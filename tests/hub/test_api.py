@@ -222,7 +222,7 @@ async def test_healthz_ok(hub: RunningHub) -> None:
     body = response.json()
     assert response.status_code == 200, body
     assert (body["status"], body["problems"]) == ("ok", [])
-    assert set(body["checks"]) == {"database", "mqtt", "consumer"}
+    assert set(body["checks"]) == {"database", "mqtt", "consumer", "operations"}
     assert all(check["ok"] for check in body["checks"].values())
     assert body["version"]
 

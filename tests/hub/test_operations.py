@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.alerting.models import AlertHistoryRow, AlertRow, ChainRule, ExcursionRow, NotificationRow
 from hub.alerting.store import acknowledge, resolve
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
+from hub.checks import check_operations
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand
 from hub.domain import ledger
@@ -504,3 +505,38 @@ async def test_a_store_draining_a_backlog_ticks_at_its_own_events_time(store: St
     )
     await store.tick(NOON + timedelta(hours=3, minutes=12))
     assert await alerts(store) == [("door-held-open", "door:door-1/back", "open", "warning")]
+
+
+def sample(operations: HubOperations, name: str, **labels: str) -> float:
+    value = operations.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_what_the_hub_made_of_events_is_counted_and_its_health_said_in_words(store: Store) -> None:
+    operations = store.operations
+    await store.send(
+        store.event("scan.receiving", scan(GTIN_A, 5, mode="receiving"), at=NOON),
+        store.event("scan.sale", scan("unknown-code"), at=NOON),
+        store.event("shelf.pick", shelf(1, -8, 2), at=NOON, device_id="shelf-1"),
+        store.event("motion.detected", {}, at=datetime(2025, 3, 1, 23, 0, tzinfo=UTC), device_id="pir"),
+    )
+    assert sample(operations, "storegate_hub_ledger_movements_total", kind="receipt") == 1
+    assert sample(operations, "storegate_hub_ledger_movements_total", kind="shelf_pick") == 1
+    assert sample(operations, "storegate_hub_unplaced_events_total") == 1
+    assert sample(operations, "storegate_hub_restock_tasks_total", action="opened") == 1
+    assert sample(operations, "storegate_hub_alert_signals_total", effect="opened") == 2  # the motion; 8 at once: a sweep
+    # Not started: no ticker, and health says so.
+    assert check_operations(operations).problem == (
+        "the rules ticker is not running: grace periods, shrink and escalations stall"
+    )
+    operations.start()
+    try:
+        assert check_operations(operations).ok
+        operations.last_tick_error = "OperationalError: database is locked"
+        assert check_operations(operations).problem == (
+            "the rules ticker fails (OperationalError: database is locked): grace periods, shrink and escalations "
+            "are late"
+        )
+    finally:
+        await operations.stop()
+    assert check_operations(None).ok
