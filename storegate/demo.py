@@ -29,6 +29,7 @@ from typing import Any
 import tomli_w
 
 from storegate.broker import BrokerError, LocalBroker, port_open, start_local_broker
+from storegate.demo_catalog import load_demo_catalog
 
 DEMO_STORE_ID = "store-0001"
 DEMO_GATEWAY_ID = "gw-1"
@@ -191,6 +192,10 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                     failed = True
                 return 1 if failed else 0
             stop_requested.wait(0.1)
+        try:
+            load_demo_catalog(f"http://127.0.0.1:{options.http_port}", DEMO_STORE_ID)
+        except (RuntimeError, OSError) as err:  # the demo still runs; events are stored but not placed
+            print(f"storegate demo: the demo catalog was not loaded: {err}", file=sys.stderr)
         manifest_path = store_dir / "devices.json"
         deadline = time.monotonic() + DEVICES_START_TIMEOUT_S
         while not manifest_path.exists():
@@ -212,6 +217,9 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                     "Storegate demo is running.",
                     f"  dashboard      {base}/",
                     f"  events API     {base}/api/v1/events",
+                    f"  stock          {base}/api/v1/stores/{DEMO_STORE_ID}/stock",
+                    f"  restock tasks  {base}/api/v1/stores/{DEMO_STORE_ID}/restock-tasks",
+                    f"  alerts         {base}/api/v1/alerts",
                     f"  API docs       {base}/docs",
                     f"  metrics        {base}/metrics",
                     f"  MQTT broker    {broker.host}:{broker.port} ({broker.kind})",

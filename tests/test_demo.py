@@ -78,6 +78,16 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
             return expected <= seen
 
         wait_until(devices_reporting, timeout=45, interval=0.5, what=f"events of every simulated device: {expected}")
+        # The demo's catalog is loaded: the till's real baskets and the shelf's moves become stock movements.
+        def stock_moving() -> set[str]:
+            ledger = httpx.get(f"{base}/api/v1/stores/store-0001/ledger", timeout=5.0).json()["items"]
+            return {row["kind"] for row in ledger}
+
+        wait_until(
+            lambda: {"sale", "adjustment"} <= stock_moving(), timeout=30, interval=0.5, what="sales in the ledger"
+        )
+        unplaced = httpx.get(f"{base}/api/v1/stores/store-0001/unplaced-events", timeout=5.0).json()["items"]
+        assert unplaced == [], f"the demo catalog should place every scan and shelf move: {unplaced[:3]}"
         errors = _events(base, kind="device.error") + _events(base, kind="shelf.fault")
         assert errors == [], f"a simulated device failed, or its setup is wrong: {errors}"
         page = httpx.get(f"{base}/", timeout=5.0)
@@ -95,5 +105,6 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
     text = output.decode(errors="replace")
     assert demo.returncode == 0, text[-3000:]
     assert "Storegate demo is running" in text
+    assert "demo catalog was not loaded" not in text
     left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"processes left behind: {left}"

@@ -76,7 +76,7 @@ class DoorState:
     warming_c: float = 0.0
 
 
-def _fill(unit_weight_g: float) -> int:
+def fill_of(unit_weight_g: float) -> int:
     """Items a slot holds when full: at most 12, and well within the shelf's 5 kg cells."""
     return max(1, min(12, int(SLOT_LOAD_G // unit_weight_g)))
 
@@ -135,7 +135,8 @@ class SimulatedStore:
         shelf = ShelfSimulator(
             port=shelf_port,
             slots=[
-                SlotSpec(unit_weight_g=weight, items=_fill(weight), max_items=_fill(weight)) for _, weight in SHELF_SKUS
+                SlotSpec(unit_weight_g=weight, items=fill_of(weight), max_items=fill_of(weight))
+                for _, weight in SHELF_SKUS
             ],
             rng=random.Random(self.rng.random()),
             customers_per_minute=self.customers_per_minute,

@@ -254,10 +254,23 @@ async def apply_signals(
     return effects
 
 
+def _not_before_history(alert: Alert, at: datetime) -> datetime:
+    """A person's action happens now, but never before the alert's last transition.
+
+    Alerts open at the device's time; a gateway whose clock runs ahead would otherwise make its alerts
+    impossible to acknowledge for as long as it is ahead.
+    """
+    last = alert.history[-1].at if alert.history else alert.opened_at
+    if at < last:
+        log.warning("alert_clock_skew", alert_id=alert.alert_id, now=at.isoformat(), last_transition=last.isoformat())
+        return last
+    return at
+
+
 async def acknowledge(session: AsyncSession, alert_id: str, *, by: str, at: datetime, note: str | None) -> AlertRow:
     """A person acknowledges an alert (raises AlertTransitionError when not allowed)."""
     row, before = await load(session, alert_id)
-    after = lifecycle.acknowledge(before, by=by, at=at, note=note)
+    after = lifecycle.acknowledge(before, by=by, at=_not_before_history(before, at), note=note)
     await save(session, row, before, after, now=at)
     log.info("alert_acknowledged", alert_id=alert_id, store_id=row.store_id, by=by)
     return row
@@ -266,7 +279,7 @@ async def acknowledge(session: AsyncSession, alert_id: str, *, by: str, at: date
 async def resolve(session: AsyncSession, alert_id: str, *, by: str, at: datetime, note: str) -> AlertRow:
     """A person resolves an alert with a note saying what was done."""
     row, before = await load(session, alert_id)
-    after = lifecycle.resolve(before, by=by, at=at, note=note)
+    after = lifecycle.resolve(before, by=by, at=_not_before_history(before, at), note=note)
     await save(session, row, before, after, now=at)
     log.info("alert_resolved", alert_id=alert_id, store_id=row.store_id, by=by)
     return row

@@ -387,8 +387,8 @@ async def post_adjustment(session: SessionDep, now: NowDep, store_id: str, body:
     await _require_sku(session, body.sku_id)
     event_id = str(uuid.uuid4())
     movement = Movement(event_id, 0, store_id, body.sku_id, MovementKind.ADJUSTMENT, body.quantity, now)
-    async with session.begin():
-        await apply_movements(session, [movement], now=now, actor=body.by, note=body.note)
+    await apply_movements(session, [movement], now=now, actor=body.by, note=body.note)
+    await session.commit()
     return MovementOut(event_id=event_id, lines=1)
 
 
@@ -403,8 +403,8 @@ async def post_transfer(session: SessionDep, now: NowDep, body: TransferIn) -> M
         Movement(event_id, 0, body.from_store_id, body.sku_id, MovementKind.TRANSFER_OUT, -body.quantity, now),
         Movement(event_id, 1, body.to_store_id, body.sku_id, MovementKind.TRANSFER_IN, body.quantity, now),
     ]
-    async with session.begin():
-        await apply_movements(session, movements, now=now, actor=body.by, note=body.note)
+    await apply_movements(session, movements, now=now, actor=body.by, note=body.note)
+    await session.commit()
     return MovementOut(event_id=event_id, lines=2)
 
 

@@ -1,33 +1,21 @@
 """Real SKUs through the CSV import: the products of two days of a UK online retailer's invoice lines
-(UCI "Online Retail", 2010-12-01 and 02), one SKU per StockCode, imported over HTTP on SQLite and PostgreSQL.
-
-How the invoice lines become SKUs (docs/catalog.md says the same):
-- only sales: cancelled invoices (InvoiceNo starting with C), lines with a quantity or unit price of zero
-  or less (stock adjustments, with blank descriptions) are left out;
-- only products: a StockCode is five digits and an optional letter suffix (85123A); POST, DOT and C2
-  (postage and carriage), M (manual), D (discount) and BANK CHARGES are not;
-- a code sold at several prices gets the price it was sold at most often (the others are volume and
-  per-customer prices), ties to the earliest line; the description likewise.
+(UCI "Online Retail", 2010-12-01 and 02), one SKU per StockCode (``hub/catalog/retail_sample.py`` says how),
+imported over HTTP on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
-from collections import Counter
 from pathlib import Path
-from typing import Final
 
 import httpx
 import pytest
 
 from device_drivers.simulated.climate import shared_data_dir
-from hub.catalog.csv_io import SKUS, SkuRow, write_csv
+from hub.catalog.csv_io import SKUS, write_csv
+from hub.catalog.retail_sample import INVOICE_FILE, PRODUCT_CODE, read_invoice_lines, skus_from_invoices
 from tests.hub.test_catalog_api import client, clock, imported  # noqa: F401  (fixtures)
-
-INVOICE_FILE: Final = "retail/onlineretail_2010-12-01_to_02.csv"
-PRODUCT_CODE: Final = re.compile(r"\d{5}[A-Z]*")
 
 
 def invoice_lines() -> list[dict[str, str]]:
@@ -35,35 +23,7 @@ def invoice_lines() -> list[dict[str, str]]:
     path = data / INVOICE_FILE if data is not None else Path("shared/data") / INVOICE_FILE
     if not path.is_file():
         pytest.fail(f"the real retail data is missing: {path} (set STOREGATE_SHARED_DATA to the shared/data folder)")
-    with path.open(newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
-
-
-def most_common_first_seen(counts: Counter[str]) -> str:
-    """The most frequent value; on a tie the one seen first (Counter keeps first-seen order)."""
-    return max(counts.items(), key=lambda item: item[1])[0]
-
-
-def skus_from_invoices(lines: list[dict[str, str]]) -> list[SkuRow]:
-    """One SKU per product StockCode sold, with its usual description and price in GBP."""
-    prices: dict[str, Counter[str]] = {}
-    names: dict[str, Counter[str]] = {}
-    for line in lines:
-        code = line["StockCode"].strip()
-        is_sale = not line["InvoiceNo"].startswith("C") and float(line["Quantity"]) > 0
-        if not (is_sale and float(line["UnitPrice"]) > 0 and PRODUCT_CODE.fullmatch(code)):
-            continue
-        prices.setdefault(code, Counter())[line["UnitPrice"]] += 1
-        names.setdefault(code, Counter())[line["Description"].strip()] += 1
-    return [
-        SkuRow(
-            sku_id=code,
-            name=most_common_first_seen(names[code]),
-            price=most_common_first_seen(prices[code]),
-            currency="GBP",
-        )
-        for code in sorted(prices)
-    ]
+    return read_invoice_lines(path)
 
 
 async def test_two_days_of_real_invoice_lines_give_1587_skus(client: httpx.AsyncClient) -> None:  # noqa: F811

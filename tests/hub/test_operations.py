@@ -524,7 +524,7 @@ async def test_what_the_hub_made_of_events_is_counted_and_its_health_said_in_wor
     assert sample(operations, "storegate_hub_ledger_movements_total", kind="shelf_pick") == 1
     assert sample(operations, "storegate_hub_unplaced_events_total") == 1
     assert sample(operations, "storegate_hub_restock_tasks_total", action="opened") == 1
-    assert sample(operations, "storegate_hub_alert_signals_total", effect="opened") == 2  # the motion; 8 at once: a sweep
+    assert sample(operations, "storegate_hub_alert_signals_total", effect="opened") == 2  # motion; a sweep (8 at once)
     # Not started: no ticker, and health says so.
     assert check_operations(operations).problem == (
         "the rules ticker is not running: grace periods, shrink and escalations stall"

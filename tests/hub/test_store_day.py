@@ -42,13 +42,14 @@ from device_drivers.simulated.climate import shared_data_dir
 from hub.alerting.models import ExcursionRow
 from hub.app import create_app, lifespan
 from hub.catalog.csv_io import SKUS, write_csv
+from hub.catalog.retail_sample import skus_from_invoices
 from hub.runtime import HubRuntime
 from hub.settings import load_hub_settings
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
 from tests.hub.conftest import PlainGateway
-from tests.hub.test_catalog_real_data import invoice_lines, skus_from_invoices
+from tests.hub.test_catalog_real_data import invoice_lines
 
 STORE = "store-0042"
 GATEWAY = "gw-till-1"

@@ -1,0 +1,1229 @@
+#!/usr/bin/env python3
+"""Hub ingest and apply benchmark (issue 5): events per second the hub stores *and applies*, against raw inserts.
+
+For each database (SQLite in a temp file; PostgreSQL in a throwaway database on 127.0.0.1:5432), one run:
+  1. applied: the real hub, one process (``python -m storegate hub``), on a real Mosquitto, takes N events
+     of 50 stores (two gateways each) and applies them: ledger rows, stock positions, shelf levels, restock
+     tasks with printed pick lists, rules, alerts, excursions, notifications. Timed from the first publish
+     to the Ack that covers the last event; the hub sends an Ack only after the commit that stored the
+     events and applied them, so the Ack is the proof that both are done.
+  2. stored only: the same events into a fresh database with ``operations.enabled = false``.
+  3. raw: the rows the hub wrote in (1) -- events, ledger, unplaced_events -- read back and inserted into
+     a fresh database with the same driver and engine settings (``hub.db.engine.create_engine``), one
+     ``executemany`` per table and transaction, transactions of the hub's mean unit size; then the events
+     rows alone (the baseline of (2)). Left out of the raw rows: stock_positions and shelf_levels upserts,
+     stores/gateway_streams bookkeeping, restock tasks, commands, alerts and their history, excursions,
+     notifications (upserts per key, or a few hundred rows).
+Ratios are against (3) of the same run. Then checks: events stored == sent, ledger rows == the movements
+the workload makes, unplaced == the unknown codes sent, stock positions and shelf levels == those computed
+here independently, rejected messages == the deliberately malformed ones.
+
+The workload: real SKUs (one per product of two days of a UK retailer's invoice lines), real checkout lines
+replayed as scan.sale, about 2 % real EAN-13 codes no SKU has (unplaced), receiving and stock counts,
+shelf picks and puts on planogram slots (refilled when below minimum: restock tasks and print commands),
+picks bought at the tills a few minutes later (the rest becomes shrink), chiller/freezer readings every
+minute (some excursions), back-room humidity and temperature from a real room's sensor log, back doors
+(a few held open), a receipt printer unplugged (some for long), camera motion with snapshots, a tamper.
+Events carry the times of one store hour (Monday 2025-03-03 from 09:00 UTC, stores open), in batches of
+100 per gateway, published in the order the batches would fill.
+
+Usage: .venv/bin/python bench/hub_ingest.py [--database sqlite|postgresql|both] [--events 200000] [--json out.json]
+       .venv/bin/python bench/hub_ingest.py --database sqlite --events 50000 --profile /tmp/prof   (cProfile)
+Not a test: it prints figures; docs/benchmarks.md records them with this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import shutil
+import socket
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# One store hour: Monday 2025-03-03 from 09:00 in London (GMT in March), every store open.
+DAY_START: Final = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+EVENTS_PER_STORE_HOUR: Final = 4000
+GATEWAYS: Final = ("front", "back")  # tills, cameras, receipt printer | receiving scanner, shelves, sensors, door
+SHELVES: Final = 4
+SLOTS_PER_SHELF: Final = 12
+ASSORTMENT: Final = 400  # the most sold SKUs: what stores receive, count and put on shelves
+UNIT_WEIGHT_G: Final = 250.0
+SHARE_RECEIVING: Final = 0.07
+SHARE_COUNT: Final = 0.03
+SHARE_SHELF: Final = 0.20
+SHARE_UNKNOWN_SALES: Final = 0.02
+PICKS_BOUGHT: Final = 0.85  # picked items scanned at a till a few minutes later; the rest becomes shrink
+ROOM_FILE: Final = "sensors/datatraining.txt"
+BARCODE_FILE: Final = "barcodes/zxing_expected_texts.csv"
+POSTGRES_CANDIDATES: Final = (
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    "postgresql+asyncpg://root@127.0.0.1:5432/postgres",
+)
+
+
+# --------------------------------------------------------------------------- the real data and the catalog
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The catalog the hub is given (as the CSV files an operator imports) and the data the workload replays."""
+
+    skus_csv: str
+    stores_csv: str
+    planogram_csv: str
+    sku_ids: frozenset[str]
+    slots: dict[str, list[tuple[str, int, str, int, int]]]  # store -> (shelf, slot, sku, capacity, minimum)
+    sale_lines: list[tuple[str, int]]  # (code, quantity) of every real checkout line, in invoice order
+    assortment: list[str]
+    unknown_codes: list[str]  # real EAN-13 codes that no SKU has
+    room: list[tuple[float, float]]  # (°C, %RH) of a real room, one a minute
+
+
+def _data_dir() -> Path:
+    from device_drivers.simulated.climate import shared_data_dir
+    from hub.catalog.retail_sample import INVOICE_FILE
+
+    data = shared_data_dir()
+    if data is None or not (data / INVOICE_FILE).is_file():
+        raise SystemExit("the shared real data is missing: set STOREGATE_SHARED_DATA to the shared/data folder")
+    return data
+
+
+def store_ids(count: int) -> list[str]:
+    """``store-0001`` ... of the benchmark."""
+    return [f"store-{n:04d}" for n in range(1, count + 1)]
+
+
+def build_catalog(stores: list[str], seed: int) -> Catalog:
+    """Real SKUs from the invoice lines; profiles of the stores; 48 planogram slots per store."""
+    from hub.catalog.csv_io import PLANOGRAM, SKUS, STORES, SlotRow, StoreRow, write_csv
+    from hub.catalog.retail_sample import INVOICE_FILE, read_invoice_lines, skus_from_invoices
+    from hub.catalog.values import normalise_gtin
+
+    data = _data_dir()
+    lines = read_invoice_lines(data / INVOICE_FILE)
+    skus = skus_from_invoices(lines)
+    sku_ids = frozenset(row.sku_id for row in skus)
+    sale_lines = [
+        (line["StockCode"].strip(), int(float(line["Quantity"])))
+        for line in lines
+        if not line["InvoiceNo"].startswith("C") and float(line["Quantity"]) >= 1
+    ]
+    sold = Counter(code for code, _ in sale_lines if code in sku_ids)
+    assortment = [code for code, _ in sold.most_common(ASSORTMENT)]
+    rng = random.Random(seed)
+    hours = {day: "07:00-22:00" for day in ("mon", "tue", "wed", "thu", "fri", "sat")} | {"sun": "10:00-16:00"}
+    store_rows = [
+        StoreRow.model_validate(
+            {"store_id": store, "name": f"Bench store {store[-4:]}", "timezone": "Europe/London", "currency": "GBP"}
+            | hours
+            | {"latitude": round(rng.uniform(50.5, 55.5), 4), "longitude": round(rng.uniform(-4.5, 1.5), 4)}
+        )
+        for store in stores
+    ]
+    slots: dict[str, list[tuple[str, int, str, int, int]]] = {}
+    slot_rows = []
+    for store in stores:
+        chosen = rng.sample(assortment[:200], SHELVES * SLOTS_PER_SHELF)
+        plan = []
+        for n, sku in enumerate(chosen):
+            capacity = rng.choice((12, 16, 20, 24))
+            plan.append((f"shelf-{n // SLOTS_PER_SHELF + 1}", n % SLOTS_PER_SHELF + 1, sku, capacity, capacity // 4))
+        slots[store] = plan
+        slot_rows += [
+            SlotRow(store_id=store, shelf_id=shelf, slot=slot, sku_id=sku, capacity=capacity, min_quantity=minimum)
+            for shelf, slot, sku, capacity, minimum in plan
+        ]
+    unknown = []
+    with (data / BARCODE_FILE).open(newline="", encoding="utf-8") as file:
+        for row in csv.DictReader(file):
+            code = row["text"].strip()
+            if row["set"].startswith("ean13") and code.isdigit() and len(code) == 13:
+                with suppress(ValueError):  # a sample whose check digit does not add up is not a GTIN
+                    normalise_gtin(code)
+                    unknown.append(code)
+    with (data / ROOM_FILE).open(newline="", encoding="utf-8") as file:
+        # Each line starts with a row number the header does not name: id, date, Temperature, Humidity, ...
+        room = [(float(row[2]), float(row[3])) for row in list(csv.reader(file))[1:]]
+    return Catalog(
+        skus_csv=write_csv(SKUS, skus),
+        stores_csv=write_csv(STORES, store_rows),
+        planogram_csv=write_csv(PLANOGRAM, slot_rows),
+        sku_ids=sku_ids,
+        slots=slots,
+        sale_lines=sale_lines,
+        assortment=assortment,
+        unknown_codes=sorted(set(unknown)),
+        room=room,
+    )
+
+
+# --------------------------------------------------------------------------- the workload
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One event of a store before it gets its ids: seconds after DAY_START, gateway, device, kind, payload."""
+
+    t: float
+    gateway: str
+    device_id: str
+    kind: str
+    payload: dict[str, Any]
+
+
+def _scan(t: float, mode: str, device: str, code: str, quantity: int, *, gtin: str | None = None) -> Planned:
+    kind = {"checkout": "scan.sale", "receiving": "scan.receiving", "stock_count": "scan.count"}[mode]
+    payload: dict[str, Any] = {"code": code, "symbology": "ean13" if gtin else "code128", "mode": mode}
+    if gtin:
+        payload["gtin"] = gtin
+    if quantity != 1:
+        payload["quantity"] = quantity
+    gateway = "front" if mode == "checkout" else "back"
+    return Planned(t, gateway, device, kind, payload)
+
+
+def _reading(t: float, device: str, zone: str, quantity: str, value: float) -> Planned:
+    unit = {"temperature": "Cel", "humidity": "%RH"}[quantity]
+    payload = {"quantity": quantity, "value": round(value, 2), "unit": unit, "zone": zone}
+    return Planned(t, "back", device, "environment.reading", payload)
+
+
+def _shelf(t: float, shelf: str, slot: int, sku: str, delta: int, count: int) -> Planned:
+    payload = {"slot": slot, "sku": sku, "delta": delta, "count": count, "weight_g": count * UNIT_WEIGHT_G}
+    return Planned(t, "back", shelf, "shelf.pick" if delta < 0 else "shelf.put", payload)
+
+
+def store_hour(index: int, count: int, catalog: Catalog, store: str, rng: random.Random) -> list[Planned]:
+    """``count`` events of one store, in time order, over ``count / EVENTS_PER_STORE_HOUR`` hours."""
+    span = count / EVENTS_PER_STORE_HOUR * 3600.0
+    minutes = int(span // 60)
+    out: list[Planned] = []
+
+    # Sensors, one reading a minute: two chillers, a freezer, the back room (a real room's log).
+    warm_chiller = index % 10 == 3  # a chiller door left ajar: above 5 °C for 25 minutes -> alert, excursion
+    warm_freezer = index % 25 == 7
+    room_start = rng.randrange(0, len(catalog.room) - minutes - 1)
+    for minute in range(minutes):
+        t = minute * 60.0 + rng.uniform(0, 5)
+        chiller = 3.2 + rng.gauss(0, 0.3) + (3.8 if warm_chiller and 15 <= minute < 40 else 0.0)
+        freezer = -20.5 + rng.gauss(0, 0.5) + (6.5 if warm_freezer and 20 <= minute < 45 else 0.0)
+        temperature, humidity = catalog.room[room_start + minute]
+        out += [
+            _reading(t, "th-chiller-1", "chiller-1", "temperature", chiller),
+            _reading(t + 0.5, "th-chiller-2", "chiller-2", "temperature", 2.8 + rng.gauss(0, 0.3)),
+            _reading(t + 1.0, "th-freezer-1", "freezer-1", "temperature", freezer),
+            _reading(t + 1.5, "th-back-room", "back-room", "temperature", temperature),
+            _reading(t + 1.5, "th-back-room", "back-room", "humidity", humidity),
+        ]
+
+    # The back door: deliveries and bins, open a minute or two; in some stores once held open 7 minutes.
+    t = rng.expovariate(1 / 300)
+    held = index % 8 == 1
+    while t < span - 600:
+        open_s = 420.0 if held else rng.uniform(15, 120)
+        held = False
+        out += [
+            Planned(t, "back", "door-back", "door.opened", {"zone": "back", "open": True}),
+            Planned(t + open_s, "back", "door-back", "door.closed", {"zone": "back", "open": False}),
+        ]
+        t += open_s + rng.expovariate(1 / 300)
+
+    # The receipt printer: a blip (no alert), or in some stores 4 minutes unplugged (device_unplugged).
+    t = rng.uniform(60, max(span - 400, 61))
+    away = 240.0 if index % 6 == 2 else 20.0
+    out += [
+        Planned(t, "front", "receipt-printer", "device.detached", {"reason": "unplugged", "address": "usb:1-1.4"}),
+        Planned(t + away, "front", "receipt-printer", "device.attached", {"profile": "escpos", "address": "usb:1-1.4"}),
+    ]
+
+    # Cameras: motion with a snapshot every two minutes or so; one store has a camera covered for two minutes.
+    for camera in ("cam-1", "cam-2"):
+        t = rng.expovariate(1 / 120)
+        while t < span:
+            out.append(Planned(t, "front", camera, "camera.motion", {"snapshot_ref": f"snap/{store}/{camera}/{t:.0f}"}))
+            t += rng.expovariate(1 / 120)
+    if index % 20 == 11:
+        t = rng.uniform(60, max(span - 200, 61))
+        out += [
+            Planned(t, "front", "cam-2", "camera.tamper", {"snapshot_ref": f"snap/{store}/cam-2/tamper"}),
+            Planned(t + 120, "front", "cam-2", "camera.restored", {}),
+        ]
+
+    # Receiving and stock counts at the back, of the assortment.
+    for _ in range(round(count * SHARE_RECEIVING)):
+        sku = rng.choice(catalog.assortment)
+        out.append(_scan(rng.uniform(0, span), "receiving", "scanner-back", sku, rng.choice((6, 12, 24, 48))))
+    for _ in range(round(count * SHARE_COUNT)):
+        sku = rng.choice(catalog.assortment)
+        out.append(_scan(rng.uniform(0, span), "stock_count", "scanner-back", sku, rng.randint(1, 40)))
+
+    # Shelves: customers pick; staff refill a slot 5-20 minutes after it falls below its minimum.
+    plan = catalog.slots[store]
+    level = {(shelf, slot): capacity for shelf, slot, _, capacity, _ in plan}
+    refill_due: dict[tuple[str, int], float] = {}
+    sweep_at = rng.uniform(300, span - 300) if index % 5 == 0 and span > 900 else None
+    shelf_events: list[Planned] = []
+    bought: list[Planned] = []
+    till = 0
+
+    def refill_until(now: float) -> None:
+        for key, due in sorted(refill_due.items(), key=lambda item: item[1]):
+            if due > now:
+                break
+            shelf, slot, sku, capacity, _ = next(p for p in plan if (p[0], p[1]) == key)
+            shelf_events.append(_shelf(due, shelf, slot, sku, capacity - level[key], capacity))
+            level[key] = capacity
+            del refill_due[key]
+
+    def pick(now: float, entry: tuple[str, int, str, int, int], items: int) -> None:
+        nonlocal till
+        shelf, slot, sku, _, minimum = entry
+        key = (shelf, slot)
+        items = min(items, level[key])
+        if items == 0:
+            return
+        level[key] -= items
+        shelf_events.append(_shelf(now, shelf, slot, sku, -items, level[key]))
+        if level[key] < minimum and key not in refill_due:
+            refill_due[key] = now + rng.uniform(300, 1200)
+        if rng.random() < PICKS_BOUGHT:
+            till = till % 4 + 1
+            bought.append(_scan(now + rng.uniform(60, 900), "checkout", f"till-{till}", sku, items))
+
+    for now in sorted(rng.uniform(0, span) for _ in range(round(count * SHARE_SHELF / 1.1))):
+        refill_until(now)
+        if sweep_at is not None and now >= sweep_at:
+            # A sweep: three grabs of two items from one full slot within 14 s (shelf_sweep: 6 within 30 s).
+            entry = max(plan, key=lambda p: level[(p[0], p[1])])
+            for n in range(3):
+                pick(sweep_at + 7 * n, entry, 2)
+            sweep_at = None
+            continue
+        pick(now, rng.choice(plan), 1 if rng.random() < 0.75 else 2)
+    out += shelf_events
+    out += [scan for scan in bought if scan.t < span]
+
+    # The rest are checkout lines, replayed from the real invoices from an offset of the store's own.
+    line = rng.randrange(len(catalog.sale_lines))
+    for _ in range(max(count - len(out), 0)):
+        t = rng.uniform(0, span)
+        till = till % 4 + 1
+        if rng.random() < SHARE_UNKNOWN_SALES:
+            code = rng.choice(catalog.unknown_codes)
+            out.append(_scan(t, "checkout", f"till-{till}", code, 1, gtin=code.zfill(14)))
+            continue
+        code, quantity = catalog.sale_lines[line % len(catalog.sale_lines)]
+        line += 1
+        out.append(_scan(t, "checkout", f"till-{till}", code, quantity))
+    out.sort(key=lambda planned: planned.t)
+    return out[:count]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT publish of the run: a batch of ``events`` events (0 for a malformed message)."""
+
+    topic: str
+    payload: bytes
+    events: int
+
+
+@dataclass
+class Expected:
+    """What the hub must hold after applying the workload, computed here without the hub's code."""
+
+    events: int = 0
+    movements: int = 0
+    unplaced: int = 0
+    on_hand: dict[tuple[str, str], int] = field(default_factory=dict)
+    shelf: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    below_minimum: int = 0  # shelf reports under the slot's minimum: restock tasks must follow
+
+
+@dataclass
+class Workload:
+    """Pre-encoded messages in publish order, the births, and what the hub must end with."""
+
+    messages: list[Message]
+    births: list[Message]
+    last_seq: dict[str, int]  # gateway -> its last seq (one stream each)
+    bad_messages: int
+    kinds: Counter[str]
+    expected: Expected
+    stores: int
+    span_s: float
+
+    @property
+    def events(self) -> int:
+        """Events in the run."""
+        return sum(self.last_seq.values())
+
+
+def _expect(
+    expected: Expected,
+    store: str,
+    events: Sequence[tuple[datetime, str, Planned]],
+    skus: frozenset[str],
+    slots: Sequence[tuple[str, int, str, int, int]],
+) -> None:
+    """Add one store's movements, unplaced scans, final stock and shelf levels to ``expected``."""
+    minimum = {(shelf, slot): least for shelf, slot, _, _, least in slots}
+    scans: list[tuple[datetime, str, str, str, int]] = []
+    for at, event_id, planned in events:
+        expected.events += 1
+        if planned.kind.startswith("scan."):
+            code = planned.payload.get("gtin") or planned.payload["code"]
+            if code not in skus:  # unknown codes are GTINs no SKU carries: the hub records them unplaced
+                expected.unplaced += 1
+                continue
+            expected.movements += 1
+            scans.append((at, event_id, code, planned.kind, planned.payload.get("quantity", 1)))
+        elif planned.kind in ("shelf.pick", "shelf.put"):
+            expected.movements += 1
+            slot_key = (store, planned.device_id, planned.payload["slot"])
+            expected.shelf[slot_key] = planned.payload["count"]  # events are in time order: the last one stands
+            expected.below_minimum += planned.payload["count"] < minimum[slot_key[1:]]
+    for _, _, sku, kind, quantity in sorted(scans):
+        key = (store, sku)
+        held = expected.on_hand.get(key, 0)
+        expected.on_hand[key] = {"scan.sale": held - quantity, "scan.receiving": held + quantity}.get(kind, quantity)
+
+
+def build_workload(catalog: Catalog, *, events: int, stores: int, batch: int, bad: int, seed: int) -> Workload:
+    """Every store's hour as EventBatch messages of ``batch`` events per gateway, in the order they fill."""
+    from storegate import wire
+
+    rng = random.Random(seed)
+    names = store_ids(stores)
+    per_store = [events // stores + (1 if n < events % stores else 0) for n in range(stores)]
+    expected = Expected()
+    kinds: Counter[str] = Counter()
+    batches: list[tuple[datetime, str, wire.EventBatch]] = []
+    births: list[Message] = []
+    last_seq: dict[str, int] = {}
+    now = wire.utc_now()
+    for index, (store, count) in enumerate(zip(names, per_store, strict=True)):
+        planned = store_hour(index, count, catalog, store, rng)
+        by_gateway: dict[str, list[wire.Event]] = defaultdict(list)
+        timed: list[tuple[datetime, str, Planned]] = []
+        streams = {role: uuid.UUID(int=rng.getrandbits(128), version=4) for role in GATEWAYS}
+        for item in planned:
+            gateway = f"gw-{store[-4:]}-{item.gateway}"
+            at = DAY_START + timedelta(microseconds=round(item.t * 1_000_000))
+            event = wire.Event(
+                event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                store_id=store,
+                gateway_id=gateway,
+                stream=streams[item.gateway],
+                seq=len(by_gateway[gateway]) + 1,
+                device_id=item.device_id,
+                kind=item.kind,
+                ts=at,
+                payload=item.payload,
+            )
+            by_gateway[gateway].append(event)
+            timed.append((at, str(event.event_id), item))
+            kinds[item.kind] += 1
+        _expect(expected, store, timed, catalog.sku_ids, catalog.slots[store])
+        for gateway, gateway_events in by_gateway.items():
+            last_seq[gateway] = len(gateway_events)
+            for start in range(0, len(gateway_events), batch):
+                chunk = gateway_events[start : start + batch]
+                sent_at = chunk[-1].ts + timedelta(milliseconds=200)
+                batches.append(
+                    (
+                        sent_at,
+                        gateway,
+                        wire.EventBatch(store_id=store, gateway_id=gateway, sent_at=sent_at, events=chunk),
+                    )
+                )
+            status = wire.GatewayStatus(
+                store_id=store,
+                gateway_id=gateway,
+                online=True,
+                reason="birth",
+                ts=now,
+                agent_version="bench",
+                devices=sorted({e.device_id for e in gateway_events}),
+            )
+            births.append(Message(wire.topic(store, gateway, wire.Channel.STATUS), wire.encode(status), 0))
+    batches.sort(key=lambda item: (item[0], item[1]))
+    messages = [
+        Message(wire.topic(b.store_id, b.gateway_id, wire.Channel.EVENTS), wire.encode(b), len(b.events))
+        for _, _, b in batches
+    ]
+    # Deliberately malformed messages, spread over the run: the hub must reject them and carry on.
+    for n in range(bad):
+        position = (n + 1) * len(messages) // (bad + 1)
+        target = messages[position]
+        messages.insert(position, Message(target.topic, b'{"v": 1, "store_id": "trunc', 0))
+    span = max(per_store) / EVENTS_PER_STORE_HOUR * 3600.0
+    return Workload(messages, births, last_seq, bad, kinds, expected, stores, span)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+class Databases:
+    """A migrated template database holding the catalog, cloned for every phase; all dropped by ``close``."""
+
+    def __init__(self, kind: str, workdir: Path, postgres_url: str | None) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self._postgres_url = postgres_url
+        self._admin_url = ""
+        self._template = ""
+        self._created: list[str] = []
+
+    async def prepare(self, catalog: Catalog) -> None:
+        """Create the template: migrations, then the catalog through the import functions."""
+        from hub.db.migrate import upgrade_to_head
+
+        if self.kind == "sqlite":
+            path = self.workdir / "template.sqlite3"
+            self._template = str(path)
+            url = f"sqlite+aiosqlite:///{path}"
+        else:
+            self._admin_url = await self._find_admin()
+            self._template = f"storegate_bench_{uuid.uuid4().hex[:12]}_template"
+            await self._admin(f'CREATE DATABASE "{self._template}"')
+            self._created.append(self._template)
+            url = self._url(self._template)
+        await upgrade_to_head(url)
+        await import_catalog(url, catalog)
+        if self.kind == "sqlite":
+            with closing(sqlite3.connect(self._template)) as connection:  # everything into the main file
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def fresh(self, label: str) -> str:
+        """A new database cloned from the template."""
+        if self.kind == "sqlite":
+            path = self.workdir / f"{label}.sqlite3"
+            shutil.copyfile(self._template, path)
+            return f"sqlite+aiosqlite:///{path}"
+        name = f"{self._template.removesuffix('_template')}_{label}"
+        await self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
+        self._created.append(name)
+        return self._url(name)
+
+    async def close(self) -> None:
+        """Drop every PostgreSQL database this run created (SQLite files go with the temp directory)."""
+        for name in reversed(self._created):
+            await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._created.clear()
+
+    def _url(self, name: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(self._admin_url).set(database=name).render_as_string(hide_password=False)
+
+    async def _find_admin(self) -> str:
+        import asyncpg  # type: ignore[import-untyped]
+        from sqlalchemy.engine import make_url
+
+        errors = []
+        for candidate in (self._postgres_url,) if self._postgres_url else POSTGRES_CANDIDATES:
+            url = make_url(candidate)
+            try:
+                connection = await asyncpg.connect(
+                    host=url.host,
+                    port=url.port or 5432,
+                    user=url.username,
+                    password=url.password,
+                    database=url.database,
+                    timeout=5,
+                )
+            except (OSError, asyncpg.PostgresError) as err:
+                errors.append(f"{url.render_as_string(hide_password=True)}: {err}")
+                continue
+            await connection.close()
+            return candidate
+        raise SystemExit("PostgreSQL is not reachable: " + "; ".join(errors))
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self._admin_url)
+        connection = await asyncpg.connect(
+            host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+        )
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+
+async def import_catalog(url: str, catalog: Catalog) -> None:
+    """SKUs, store profiles and the planogram, through the same functions as the catalog API."""
+    from hub.catalog.service import import_planogram, import_skus, import_stores
+    from hub.db.engine import create_engine, session_factory
+    from storegate import wire
+
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            now = wire.utc_now()
+            await import_skus(session, catalog.skus_csv, now=now)
+            await import_stores(session, catalog.stores_csv, now=now)
+            await import_planogram(session, catalog.planogram_csv, now=now)
+    finally:
+        await engine.dispose()
+
+
+# --------------------------------------------------------------------------- the gateways' side
+
+
+class Gateways:
+    """Every gateway of the run over one MQTT connection: publishes pre-encoded messages, counts Acks."""
+
+    def __init__(self, port: int, last_seq: dict[str, int]) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        self._total = sum(last_seq.values())
+        self._through: dict[str, int] = {}
+        self.acked = 0
+        self.done_at: float | None = None
+        self._progress = threading.Condition()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"bench-gateways-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self._client.max_inflight_messages_set(1000)
+        connected, subscribed = threading.Event(), threading.Event()
+        self._client.on_connect = lambda *_: connected.set()
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.on_message = self._on_ack
+        self._client.connect("127.0.0.1", port, keepalive=60)
+        self._client.loop_start()
+        if not connected.wait(10):
+            raise SystemExit("the benchmark's gateways could not connect to the broker")
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # a small PUBLISH must not wait for a delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._client.subscribe("storegate/v1/+/+/ack", qos=1)
+        if not subscribed.wait(10):
+            raise SystemExit("no SUBACK for the Ack subscription")
+
+    def _on_ack(self, client: Any, userdata: Any, message: Any) -> None:
+        ack = json.loads(message.payload)
+        gateway, through = ack["gateway_id"], ack["through_seq"]
+        with self._progress:
+            held = self._through.get(gateway, 0)
+            if through > held:
+                self._through[gateway] = through
+                self.acked += through - held
+                if self.acked == self._total:
+                    self.done_at = time.perf_counter()
+                self._progress.notify_all()
+
+    def publish_and_wait(self, messages: Sequence[Message], *, retain: bool = False) -> None:
+        """Publish and wait for every PUBACK (births: not timed)."""
+        infos = [self._client.publish(m.topic, m.payload, qos=1, retain=retain) for m in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+
+    def run(self, messages: Sequence[Message], *, outstanding: int, limit_s: float) -> tuple[float, float | None, int]:
+        """Publish as fast as the hub acknowledges (at most ``outstanding`` events unacknowledged).
+
+        Returns the time of the first publish, the time of the Ack of the last event (None if ``limit_s``
+        passed first) and the events sent.
+        """
+        started = time.perf_counter()
+        deadline = started + limit_s
+        sent = 0
+
+        def room() -> bool:
+            return sent - self.acked < outstanding
+
+        for message in messages:
+            with self._progress:
+                if not self._progress.wait_for(room, timeout=max(deadline - time.perf_counter(), 0)):
+                    break
+            self._client.publish(message.topic, message.payload, qos=1)
+            sent += message.events
+        with self._progress:
+            self._progress.wait_for(lambda: self.done_at is not None, timeout=max(deadline - time.perf_counter(), 0))
+        return started, self.done_at, sent
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class HubMetricsReader:
+    """The hub's /metrics, as numbers."""
+
+    def __init__(self, port: int) -> None:
+        import httpx
+
+        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+
+    def read(self) -> dict[str, float]:
+        """Every sample, keyed by its name with labels as written; empty while the hub is not up."""
+        import httpx
+
+        try:
+            text = self._client.get("/metrics").text
+        except httpx.HTTPError:
+            return {}
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                with suppress(ValueError):
+                    samples[name] = float(value)
+        return samples
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._client.close()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)  # polling another process's metrics; there is no event to wait on
+    raise SystemExit(f"benchmark gave up waiting for {what} after {timeout:.0f}s")
+
+
+# --------------------------------------------------------------------------- one hub phase
+
+
+@dataclass
+class HubRun:
+    """One timed run of the hub."""
+
+    operations: bool
+    events: int
+    seconds: float
+    complete: bool
+    units: int
+    unit_events: float
+    commit_seconds: float
+    hub_cpu_seconds: float
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Events per second, first publish to the Ack of the last event."""
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, args: argparse.Namespace) -> HubRun:
+    """Start a broker and the hub on ``url``, publish the workload, time it, stop, verify."""
+    import psutil  # type: ignore[import-untyped]
+
+    from storegate.broker import free_port, start_mosquitto
+    from storegate.mqtt import MqttSettings
+    from tests.procs import hub_service
+
+    broker = start_mosquitto(workdir / "broker")
+    http_port = free_port()
+    hub = hub_service(
+        workdir / "hub",
+        MqttSettings(host=broker.host, port=broker.port),
+        http_port=http_port,
+        database_url=url,
+        log_level="INFO",  # the hub's default
+        operations={"enabled": operations},
+    )
+    if args.profile and operations:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profile_out = args.profile / f"hub-{workdir.parent.name}.prof"
+        hub.argv = [
+            sys.executable,
+            __file__,
+            "--hub-child",
+            str(workdir / "hub" / "hub.toml"),
+            "--profile-out",
+            str(profile_out),
+        ]
+    metrics = HubMetricsReader(http_port)
+    gateways: Gateways | None = None
+    try:
+        hub.start()
+        _wait(
+            lambda: metrics.read().get("storegate_hub_mqtt_connected") == 1.0, 120, "the hub to connect to the broker"
+        )
+        gateways = Gateways(broker.port, workload.last_seq)
+        gateways.publish_and_wait(workload.births, retain=True)
+        status = 'storegate_hub_messages_received_total{channel="status"}'
+        _wait(lambda: metrics.read().get(status, 0) >= len(workload.births), 60, "the hub to take the births")
+        before = metrics.read()
+        assert hub.process is not None
+        process = psutil.Process(hub.process.pid)
+        cpu_before = sum(process.cpu_times()[:2])
+        started, done_at, sent = gateways.run(workload.messages, outstanding=args.outstanding, limit_s=args.max_seconds)
+        ended = done_at if done_at is not None else time.perf_counter()
+        cpu = sum(process.cpu_times()[:2]) - cpu_before
+        after = metrics.read()
+        acked = gateways.acked
+    finally:
+        if gateways is not None:
+            gateways.close()
+        metrics.close()
+        if hub.alive:
+            code = hub.stop(timeout=120)
+            if code != 0:
+                print(f"hub exited with {code}; its log: {hub.log_path}", file=sys.stderr)
+        broker.stop()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    units = int(delta("storegate_hub_transaction_events_count"))
+    run = HubRun(
+        operations=operations,
+        events=acked,
+        seconds=ended - started,
+        complete=done_at is not None,
+        units=units,
+        unit_events=delta("storegate_hub_transaction_events_sum") / units if units else 0.0,
+        commit_seconds=delta("storegate_hub_batch_commit_seconds_sum"),
+        hub_cpu_seconds=cpu,
+    )
+    if not run.complete:
+        print(f"  time limit: {acked:,} of {sent:,} sent events acknowledged after {args.max_seconds:.0f}s", flush=True)
+    run.checks = asyncio.run(verify(url, workload, operations=operations, complete=run.complete))
+    return run
+
+
+async def verify(url: str, workload: Workload, *, operations: bool, complete: bool) -> dict[str, Any]:
+    """What the hub holds after the run, against what the workload makes."""
+    from sqlalchemy import text
+
+    from hub.db.engine import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+
+            async def scalar(sql: str) -> int:
+                return int((await connection.execute(text(sql))).scalar_one())
+
+            async def rows(sql: str) -> list[Any]:
+                return list((await connection.execute(text(sql))).all())
+
+            expected = workload.expected
+            checks: dict[str, Any] = {
+                "events_sent": workload.events,
+                "events_stored": await scalar("SELECT count(*) FROM events"),
+                "rejected_expected": workload.bad_messages,
+                "rejected": await scalar("SELECT count(*) FROM rejected_messages"),
+            }
+            ok = checks["rejected"] == workload.bad_messages and (
+                not complete or checks["events_stored"] == workload.events
+            )
+            if operations:
+                positions = {
+                    (s, k): int(q) for s, k, q in await rows("SELECT store_id, sku_id, on_hand FROM stock_positions")
+                }
+                levels = {
+                    (s, h, int(n)): int(q)
+                    for s, h, n, q in await rows("SELECT store_id, shelf_id, slot, quantity FROM shelf_levels")
+                }
+                tasks = dict(await rows("SELECT status, count(*) FROM restock_tasks GROUP BY status"))
+                alerts = dict(await rows("SELECT rule_id, count(*) FROM alerts GROUP BY rule_id ORDER BY rule_id"))
+                checks |= {
+                    "movements_expected": expected.movements,
+                    "ledger_rows": await scalar("SELECT count(*) FROM ledger"),
+                    "unplaced_expected": expected.unplaced,
+                    "unplaced": await scalar("SELECT count(*) FROM unplaced_events"),
+                    "positions_expected": len(expected.on_hand),
+                    "positions_wrong": sum(positions.get(k) != v for k, v in expected.on_hand.items())
+                    + len(positions.keys() - expected.on_hand.keys()),
+                    "shelf_levels_expected": len(expected.shelf),
+                    "shelf_reports_below_minimum": expected.below_minimum,
+                    "shelf_levels_wrong": sum(levels.get(k) != v for k, v in expected.shelf.items())
+                    + len(levels.keys() - expected.shelf.keys()),
+                    "restock_tasks": {str(k): int(v) for k, v in tasks.items()},
+                    "print_commands": await scalar("SELECT count(*) FROM commands WHERE name = 'print'"),
+                    "alerts": {str(k): int(v) for k, v in alerts.items()},
+                    "alert_history": await scalar("SELECT count(*) FROM alert_history"),
+                    "excursions": await scalar("SELECT count(*) FROM excursions"),
+                    "notifications": await scalar("SELECT count(*) FROM notifications"),
+                    "shrink_records": await scalar("SELECT count(*) FROM shrink_records"),
+                }
+                if complete:
+                    ok = ok and checks["ledger_rows"] == expected.movements and checks["unplaced"] == expected.unplaced
+                    ok = ok and checks["positions_wrong"] == 0 and checks["shelf_levels_wrong"] == 0
+                    if expected.below_minimum:
+                        ok = ok and sum(tasks.values()) > 0 and checks["print_commands"] > 0
+            else:
+                checks["ledger_rows"] = await scalar("SELECT count(*) FROM ledger")
+                ok = ok and checks["ledger_rows"] == 0
+            checks["ok"] = ok
+            return checks
+    finally:
+        await engine.dispose()
+
+
+# --------------------------------------------------------------------------- the raw baseline
+
+
+@dataclass
+class RawRun:
+    """Rows inserted with plain executemany, the hub's transaction size."""
+
+    tables: tuple[str, ...]
+    events: int
+    rows: int
+    transactions: int
+    seconds: float
+
+    @property
+    def events_per_s(self) -> float:
+        """Events (with their other rows) per second."""
+        return self.events / self.seconds
+
+    @property
+    def rows_per_s(self) -> float:
+        """Rows per second over every table."""
+        return self.rows / self.seconds
+
+
+def _columns(table: str) -> list[str]:
+    import hub.db.schema  # noqa: F401  (registers every table)
+    from hub.db.models import Base
+
+    columns = Base.metadata.tables[table].columns
+    return [c.name for c in columns if not (c.name == "id" and c.primary_key)]
+
+
+def _all_columns(table: str) -> set[str]:
+    import hub.db.schema  # noqa: F401  (registers every table)
+    from hub.db.models import Base
+
+    return {c.name for c in Base.metadata.tables[table].columns}
+
+
+def _insert_sql(dialect: str, table: str, columns: list[str]) -> str:
+    marks = ", ".join("?" if dialect == "sqlite" else f"${n}" for n in range(1, len(columns) + 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+
+async def _read(engine: Any, table: str, columns: list[str], order: str) -> list[tuple[Any, ...]]:
+    from hub.db.engine import json_text
+
+    async with engine.connect() as connection:
+        result = await connection.exec_driver_sql(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")
+        # asyncpg hands JSON back decoded; the insert takes it as text, like the hub's own insert.
+        return [tuple(json_text(v) if isinstance(v, dict | list) else v for v in row) for row in result]
+
+
+async def raw_insert(source_url: str, fresh_url: str, *, unit_events: int, tables: tuple[str, ...]) -> RawRun:
+    """Insert the rows the hub wrote (read back from ``source_url``) into ``fresh_url``, timed."""
+    from hub.db.engine import create_engine
+
+    source = create_engine(source_url)
+    target = create_engine(fresh_url)
+    dialect = target.dialect.name
+    try:
+        # Untimed: what the events refer to (stores, gateways), as the hub created them.
+        for table in ("stores", "gateways"):
+            columns = _columns(table)
+            rows = await _read(source, table, columns, columns[0])
+            async with target.begin() as connection:
+                await connection.exec_driver_sql(_insert_sql(dialect, table, columns), rows)
+        event_columns = _columns("events")
+        events = await _read(source, "events", event_columns, "id")
+        chunk_of = {row[0]: n // unit_events for n, row in enumerate(events)}
+        transactions = (len(events) + unit_events - 1) // unit_events
+        plan: list[list[tuple[str, list[tuple[Any, ...]]]]] = [[] for _ in range(transactions)]
+        for n in range(transactions):
+            plan[n].append(
+                (_insert_sql(dialect, "events", event_columns), events[n * unit_events : (n + 1) * unit_events])
+            )
+        rows_total = len(events)
+        for table in tables:
+            if table == "events":
+                continue
+            columns = _columns(table)
+            by_chunk: list[list[tuple[Any, ...]]] = [[] for _ in range(transactions)]
+            for row in await _read(source, table, columns, "id" if "id" in _all_columns(table) else "event_id"):
+                by_chunk[chunk_of[row[columns.index("event_id")]]].append(row)
+            for n, chunk_rows in enumerate(by_chunk):
+                if chunk_rows:
+                    plan[n].append((_insert_sql(dialect, table, columns), chunk_rows))
+            rows_total += sum(len(r) for r in by_chunk)
+        started = time.perf_counter()
+        for statements in plan:
+            async with target.begin() as connection:
+                for sql, rows in statements:
+                    await connection.exec_driver_sql(sql, rows)
+        seconds = time.perf_counter() - started
+    finally:
+        await source.dispose()
+        await target.dispose()
+    return RawRun(tables, len(events), rows_total, transactions, seconds)
+
+
+# --------------------------------------------------------------------------- profiling the hub child
+
+
+def hub_child(config: Path, profile_out: Path | None) -> int:
+    """``storegate hub --config`` in this process, under cProfile when asked."""
+    from hub.runner import run_hub as run_hub_process
+
+    if profile_out is None:
+        return run_hub_process(config)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(run_hub_process, config)
+    finally:
+        profiler.dump_stats(profile_out)
+
+
+# Where the time of a unit goes: (label, file suffix, function) in the profile, cumulative seconds.
+PROFILE_ROWS: Final = (
+    ("unit of work (store + apply + commit)", "hub/ingest.py", "_commit"),
+    ("  decode + classify messages", "hub/ingest.py", "_drain"),
+    ("  store_batches (events, marks)", "hub/eventlog.py", "store_batches"),
+    ("  HubOperations.apply", "hub/operations.py", "apply"),
+    ("    catalog snapshot", "hub/inventory/catalog_view.py", "snapshot"),
+    ("    apply_events (inventory)", "hub/inventory/apply.py", "apply_events"),
+    ("      place (pure)", "hub/inventory/apply.py", "place"),
+    ("      ledger insert + positions", "hub/inventory/apply.py", "apply_movements"),
+    ("        _update_positions", "hub/inventory/apply.py", "_update_positions"),
+    ("        _recompute", "hub/inventory/apply.py", "_recompute"),
+    ("      _apply_levels", "hub/inventory/apply.py", "_apply_levels"),
+    ("      _restock", "hub/inventory/apply.py", "_restock"),
+    ("      _record_unplaced", "hub/inventory/apply.py", "_record_unplaced"),
+    ("    observations_of", "hub/alerting/service.py", "observations_of"),
+    ("    MonitoringEngine.evaluate", "hub/alerting/service.py", "evaluate"),
+    ("      rules.evaluate (per observation)", "hub/domain/rules.py", "evaluate"),
+    ("      ShrinkTracker.observe", "hub/domain/ledger.py", "observe"),
+    ("    MonitoringEngine.write", "hub/alerting/service.py", "write"),
+    ("      apply_signals", "hub/alerting/store.py", "apply_signals"),
+    ("  commit", "sqlalchemy/ext/asyncio/session.py", "commit"),
+    ("rules ticker", "hub/operations.py", "tick"),
+    ("command publisher", "hub/commands.py", "_run"),
+)
+
+
+def profile_breakdown(path: Path) -> list[tuple[str, float, int]]:
+    """(label, cumulative seconds, calls) of PROFILE_ROWS in a cProfile dump."""
+    import pstats
+
+    stats: dict[Any, Any] = getattr(pstats.Stats(str(path)), "stats")  # noqa: B009  (not in the stubs)
+    out = []
+    for label, suffix, name in PROFILE_ROWS:
+        seconds, calls = 0.0, 0
+        for (filename, _, function), (_, ncalls, _, cumulative, _) in stats.items():
+            if function == name and filename.endswith(suffix):
+                seconds = max(seconds, cumulative)  # recursion-safe: the outermost entry
+                calls += ncalls
+        out.append((label, seconds, calls))
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def run_database(
+    kind: str, workload: Workload, catalog: Catalog, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """All phases on one database; returns its figures."""
+    dbwork = work / kind
+    dbwork.mkdir()
+    databases = Databases(kind, dbwork, args.postgres_url)
+    figures: dict[str, Any] = {"database": kind}
+    try:
+        asyncio.run(databases.prepare(catalog))
+        print(f"[{kind}] applied: {workload.events:,} events, operations on ...", flush=True)
+        applied_url = asyncio.run(databases.fresh("applied"))
+        applied = run_hub(applied_url, workload, operations=True, workdir=dbwork / "applied", args=args)
+        print(
+            f"[{kind}]   {_fmt(applied.rate)} events/s in {applied.seconds:.1f} s; {applied.units} units of "
+            f"{applied.unit_events:,.0f} events; hub CPU {applied.hub_cpu_seconds:.1f} s",
+            flush=True,
+        )
+        figures["applied"] = applied.__dict__ | {"rate": applied.rate}
+        if args.profile:
+            return figures | {"profile": profile_breakdown(args.profile / f"hub-{kind}.prof")}
+        print(f"[{kind}] stored only: operations off ...", flush=True)
+        stored_url = asyncio.run(databases.fresh("stored"))
+        stored = run_hub(stored_url, workload, operations=False, workdir=dbwork / "stored", args=args)
+        print(
+            f"[{kind}]   {_fmt(stored.rate)} events/s in {stored.seconds:.1f} s; {stored.units} units of "
+            f"{stored.unit_events:,.0f} events; hub CPU {stored.hub_cpu_seconds:.1f} s",
+            flush=True,
+        )
+        figures["stored"] = stored.__dict__ | {"rate": stored.rate}
+        unit_full = max(round(applied.unit_events), 1)
+        unit_events_only = max(round(stored.unit_events), 1)
+        print(f"[{kind}] raw inserts of the rows the hub wrote ...", flush=True)
+        raw_full = asyncio.run(
+            raw_insert(
+                applied_url,
+                asyncio.run(databases.fresh("raw_full")),
+                unit_events=unit_full,
+                tables=("events", "ledger", "unplaced_events"),
+            )
+        )
+        raw_events = asyncio.run(
+            raw_insert(
+                applied_url,
+                asyncio.run(databases.fresh("raw_events")),
+                unit_events=unit_events_only,
+                tables=("events",),
+            )
+        )
+        for name, raw in (("raw_full", raw_full), ("raw_events", raw_events)):
+            print(
+                f"[{kind}]   {'+'.join(raw.tables)}: {_fmt(raw.events_per_s)} events/s, {_fmt(raw.rows_per_s)} "
+                f"rows/s ({raw.rows:,} rows, {raw.transactions} transactions)",
+                flush=True,
+            )
+            figures[name] = raw.__dict__ | {"events_per_s": raw.events_per_s, "rows_per_s": raw.rows_per_s}
+        figures["applied_vs_raw"] = applied.rate / raw_full.events_per_s
+        figures["stored_vs_raw_events"] = stored.rate / raw_events.events_per_s
+        figures["applied_vs_stored"] = applied.rate / stored.rate
+        figures["target_met"] = applied.complete and applied.rate >= 5000 and figures["applied_vs_raw"] >= 0.5
+        return figures
+    finally:
+        asyncio.run(databases.close())
+
+
+def print_report(workload: Workload, results: list[dict[str, Any]]) -> None:
+    """The table of figures and the checks."""
+    print()
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in workload.kinds.most_common())
+    print(
+        f"workload: {workload.events:,} events of {workload.stores} stores ({len(workload.last_seq)} gateways), "
+        f"{len(workload.messages) - workload.bad_messages:,} batches + {workload.bad_messages} malformed; "
+        f"{workload.span_s / 60:.0f} min of store time"
+    )
+    print(f"  by kind: {kinds}")
+    print()
+    header = (
+        "database",
+        "applied ev/s",
+        "stored-only ev/s",
+        "raw ev+ledger+unplaced",
+        "raw events only",
+        "applied/raw",
+        "stored/raw-ev",
+        "target",
+    )
+    print(" | ".join(header))
+    for r in results:
+        if "raw_full" not in r:
+            print(f"{r['database']} | {_fmt(r['applied']['rate'])} (profiled) | - | - | - | - | - | -")
+            continue
+        print(
+            " | ".join(
+                (
+                    r["database"],
+                    _fmt(r["applied"]["rate"]),
+                    _fmt(r["stored"]["rate"]),
+                    f"{_fmt(r['raw_full']['events_per_s'])} ev/s = {_fmt(r['raw_full']['rows_per_s'])} rows/s",
+                    f"{_fmt(r['raw_events']['events_per_s'])}",
+                    f"{r['applied_vs_raw']:.2f}x",
+                    f"{r['stored_vs_raw_events']:.2f}x",
+                    "met" if r["target_met"] else "NOT met (>= 5,000 ev/s and >= 0.5x raw)",
+                )
+            )
+        )
+    print()
+    for r in results:
+        for phase in ("applied", "stored"):
+            if phase in r:
+                checks = r[phase]["checks"]
+                verdict = "OK" if checks["ok"] else "FAILED"
+                print(f"checks {r['database']} {phase}: {verdict}")
+                for key, value in checks.items():
+                    if key != "ok":
+                        print(f"    {key}: {value}")
+        if "profile" in r:
+            print(f"profile of the hub ({r['database']}, cProfile: times inflated, shares are what count):")
+            total = r["profile"][0][1] or 1.0
+            for label, seconds, calls in r["profile"]:
+                print(f"    {label:<42} {seconds:8.2f} s {seconds / total:6.1%} {calls:>9,} calls")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--events", type=int, default=200_000, help="events per run")
+    parser.add_argument("--stores", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=100, help="events per EventBatch")
+    parser.add_argument("--outstanding", type=int, default=20_000, help="events published and not yet acknowledged")
+    parser.add_argument("--bad-messages", type=int, default=5, help="malformed messages spread over the run")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="time limit of each hub run")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("STOREGATE_TEST_POSTGRES_URL"),
+        help="an existing database to connect to for CREATE DATABASE (default: postgres or root on 127.0.0.1:5432)",
+    )
+    parser.add_argument("--profile", type=Path, help="run the applied phase only, the hub under cProfile; dumps here")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--hub-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hub_child:
+        raise SystemExit(hub_child(args.hub_child, args.profile_out))
+
+    started = time.perf_counter()
+    stores = store_ids(args.stores)
+    catalog = build_catalog(stores, args.seed)
+    workload = build_workload(
+        catalog, events=args.events, stores=args.stores, batch=args.batch, bad=args.bad_messages, seed=args.seed
+    )
+    print(
+        f"workload built in {time.perf_counter() - started:.1f} s: {workload.events:,} events, "
+        f"{len(workload.messages):,} messages, {sum(len(m.payload) for m in workload.messages) / 2**20:.0f} MiB",
+        flush=True,
+    )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="storegate-bench-hub-") as tmp:
+        for kind in ("sqlite", "postgresql") if args.database == "both" else (args.database,):
+            results.append(run_database(kind, workload, catalog, Path(tmp), args))
+    print_report(workload, results)
+    figures = {
+        "cpus": os.cpu_count(),
+        "events": workload.events,
+        "stores": args.stores,
+        "batch": args.batch,
+        "kinds": dict(workload.kinds),
+        "results": results,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
