@@ -6,6 +6,7 @@ transition is kept in the alert's append-only history with that name and time.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
 from typing import Annotated, Final, Literal
@@ -200,21 +201,36 @@ async def get_alert(session: SessionDep, alert_id: str) -> AlertOut:
     return await _one(session, alert_id)
 
 
-@router.post("/{alert_id}/acknowledge", response_model=AlertOut, summary="Acknowledge an alert")
-async def post_acknowledge(
-    session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: AcknowledgeIn
+async def _transition(
+    session: SessionDep,
+    runtime: HubRuntime,
+    alert_id: str,
+    change: Callable[[], Awaitable[object]],
 ) -> AlertOut:
-    """Stops its escalation; 409 if it is already acknowledged or resolved."""
+    """Run a person's transition in its own transaction; 404 for an unknown alert, 409 for a refused one."""
     try:
         async with _serialised(runtime), session.begin():
-            await alert_store.acknowledge(session, alert_id, by=body.by, at=now, note=body.note)
+            await change()
     except alert_store.AlertNotFoundError as err:
         raise HTTPException(status_code=404, detail=str(err)) from None
     except (AlertTransitionError, alert_store.AlertChangedError) as err:
         raise HTTPException(status_code=409, detail=str(err)) from None
     if runtime.operations is not None:
-        runtime.operations.wake_senders()
+        runtime.operations.wake_senders()  # the transition's notification goes out now
     return await _one(session, alert_id)
+
+
+@router.post("/{alert_id}/acknowledge", response_model=AlertOut, summary="Acknowledge an alert")
+async def post_acknowledge(
+    session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: AcknowledgeIn
+) -> AlertOut:
+    """Stops its escalation; 409 if it is already acknowledged or resolved."""
+    return await _transition(
+        session,
+        runtime,
+        alert_id,
+        lambda: alert_store.acknowledge(session, alert_id, by=body.by, at=now, note=body.note),
+    )
 
 
 @router.post("/{alert_id}/resolve", response_model=AlertOut, summary="Resolve an alert by hand")
@@ -222,13 +238,9 @@ async def post_resolve(
     session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: ResolveIn
 ) -> AlertOut:
     """Resolve with a note; 409 if it is already resolved."""
-    try:
-        async with _serialised(runtime), session.begin():
-            await alert_store.resolve(session, alert_id, by=body.by, at=now, note=body.note)
-    except alert_store.AlertNotFoundError as err:
-        raise HTTPException(status_code=404, detail=str(err)) from None
-    except (AlertTransitionError, alert_store.AlertChangedError) as err:
-        raise HTTPException(status_code=409, detail=str(err)) from None
-    if runtime.operations is not None:
-        runtime.operations.wake_senders()
-    return await _one(session, alert_id)
+    return await _transition(
+        session,
+        runtime,
+        alert_id,
+        lambda: alert_store.resolve(session, alert_id, by=body.by, at=now, note=body.note),
+    )

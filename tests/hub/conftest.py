@@ -21,12 +21,14 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.app import create_app, lifespan
-from hub.db.engine import create_engine
+from hub.api.deps import get_now, get_runtime, get_session
+from hub.app import _validation_error, create_app, lifespan
+from hub.db.engine import create_engine, session_factory
 from hub.db.migrate import upgrade_to_head
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings, load_hub_settings
@@ -336,3 +338,32 @@ def gateway_client(mqtt_settings: MqttSettings) -> Iterator[PlainGateway]:
         yield client
     finally:
         client.close()
+
+
+@contextlib.asynccontextmanager
+async def router_client(
+    engine: AsyncEngine, *routers: Any, now: Callable[[], datetime], runtime: Any = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on an app with only ``routers``, sessions of ``engine`` and the test's clock.
+
+    The hub's 422 handler is installed, so errors read as they do in the hub; ``runtime`` stands in for
+    the running hub's objects where a router needs them.
+    """
+
+
+    sessions = session_factory(engine)
+    app = FastAPI()
+    for router in routers:
+        app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    async def session() -> AsyncIterator[Any]:
+        async with sessions() as s:
+            yield s
+
+    app.dependency_overrides[get_session] = session
+    app.dependency_overrides[get_now] = now
+    if runtime is not None:
+        app.dependency_overrides[get_runtime] = lambda: runtime
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+        yield http

@@ -13,18 +13,17 @@ from typing import Any
 import httpx
 import pytest
 from alembic import command
-from fastapi import FastAPI
 from sqlalchemy import insert, inspect, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.api.deps import get_now, get_session
 from hub.catalog import api as catalog_api
 from hub.catalog.api import router
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
-from hub.db.engine import create_engine, session_factory
+from hub.db.engine import create_engine
 from hub.db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from hub.db.models import Base
+from tests.hub.conftest import router_client
 from tests.hub.test_migrations import schema_diff
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -66,17 +65,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def client(engine: AsyncEngine, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on an app with the catalog router and a session of this test's database."""
-    sessions = session_factory(engine)
-    app = FastAPI()
-    app.include_router(router)
-
-    async def session() -> AsyncIterator[AsyncSession]:
-        async with sessions() as s:
-            yield s
-
-    app.dependency_overrides[get_session] = session
-    app.dependency_overrides[get_now] = lambda: clock.now
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    async with router_client(engine, router, now=lambda: clock.now) as http:
         yield http
 
 

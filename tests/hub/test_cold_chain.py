@@ -16,19 +16,17 @@ from zoneinfo import ZoneInfo
 import httpx
 import pypdf
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.alerting.models import ChainRule, ExcursionRow, StoreRuleOverride
-from hub.api.deps import get_now, get_session
 from hub.catalog.models import StoreProfile
-from hub.db.engine import session_factory
 from hub.db.models import Gateway, Store, StoredEvent
 from hub.domain.excursions import freezer_range
 from hub.domain.rules import EnvironmentRangeRule
 from hub.reports.api import router
 from hub.reports.cold_chain import CSV_COLUMNS, Limits, Sample, day_bounds, pdf_text, time_outside
+from tests.hub.conftest import router_client
 
 NOW = datetime(2025, 11, 10, 12, 0, tzinfo=UTC)
 ALERT_ID = "0b6b6f4e-5b1a-4c51-9d0e-2f1f4f8d9a10"
@@ -42,17 +40,7 @@ def utc(text: str) -> datetime:
 @pytest.fixture
 async def client(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on an app with the reports router and a session of this test's database."""
-    sessions = session_factory(engine)
-    app = FastAPI()
-    app.include_router(router)
-
-    async def session() -> AsyncIterator[AsyncSession]:
-        async with sessions() as s:
-            yield s
-
-    app.dependency_overrides[get_session] = session
-    app.dependency_overrides[get_now] = lambda: NOW
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    async with router_client(engine, router, now=lambda: NOW) as http:
         yield http
 
 

@@ -9,17 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting import api as alerts_api
-from hub.api.deps import get_now, get_runtime, get_session
-from hub.app import _validation_error
 from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
 from hub.inventory import api as inventory_api
+from tests.hub.conftest import router_client
 from tests.hub.test_operations import GTIN_A, NOON, STORE, Store, door, scan, shelf, store  # noqa: F401 (fixture)
 
 LATER = NOON + timedelta(hours=1)
@@ -27,20 +23,10 @@ LATER = NOON + timedelta(hours=1)
 
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
-    sessions = session_factory(store.engine)
-    app = FastAPI()
-    app.include_router(inventory_api.router)
-    app.include_router(alerts_api.router)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-
-    async def session() -> AsyncIterator[AsyncSession]:
-        async with sessions() as s:
-            yield s
-
-    app.dependency_overrides[get_session] = session
-    app.dependency_overrides[get_now] = lambda: LATER
-    app.dependency_overrides[get_runtime] = lambda: SimpleNamespace(operations=store.operations)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    runtime = SimpleNamespace(operations=store.operations)
+    async with router_client(
+        store.engine, inventory_api.router, alerts_api.router, now=lambda: LATER, runtime=runtime
+    ) as http:
         yield http
 
 

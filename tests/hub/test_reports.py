@@ -16,19 +16,17 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.alerting.models import AlertRow
-from hub.api.deps import get_now, get_session
 from hub.app import create_app
 from hub.catalog.models import Sku, StoreProfile
-from hub.db.engine import session_factory
 from hub.db.sqlfunctions import epoch_seconds, local_wall_time
 from hub.inventory.models import LedgerRow, ShrinkRecord, StockPosition
 from hub.reports.api import router
 from hub.settings import load_hub_settings
+from tests.hub.conftest import router_client
 
 NOW = datetime(2025, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -41,17 +39,7 @@ def utc(text: str) -> datetime:
 @pytest.fixture
 async def client(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on an app with the reports router and a session of this test's database."""
-    sessions = session_factory(engine)
-    app = FastAPI()
-    app.include_router(router)
-
-    async def session() -> AsyncIterator[AsyncSession]:
-        async with sessions() as s:
-            yield s
-
-    app.dependency_overrides[get_session] = session
-    app.dependency_overrides[get_now] = lambda: NOW
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    async with router_client(engine, router, now=lambda: NOW) as http:
         yield http
 
 
