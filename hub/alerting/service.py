@@ -39,7 +39,7 @@ from hub.domain import ledger as ledger_mod
 from hub.domain import rules as rules_mod
 from hub.domain.alerts import AlertSignal, Escalation
 from hub.domain.excursions import Excursion
-from hub.domain.ledger import Movement, MovementKind, ShrinkTracker
+from hub.domain.ledger import Movement, ShrinkTracker
 from hub.domain.rules import EventObservation, GatewayPresence, Observation, Rule, ShrinkTotal, StoreContext, Tick
 from hub.inventory.catalog_view import CatalogSnapshot
 from hub.inventory.models import ShrinkRecord
@@ -200,11 +200,7 @@ class MonitoringEngine:
                 evaluation.excursions += [(store_id, _rule_of(rules, e), e) for e in result.excursions]
                 evaluation.rejected += result.rejected
             evaluation.states[store_id] = dict(states)
-        tracker = self._tracker
-        for movement in movements:
-            if movement.kind in (MovementKind.SHELF_PICK, MovementKind.SALE, MovementKind.SHELF_PUT):
-                tracker = tracker.observe(movement)
-        evaluation.tracker = tracker
+        evaluation.tracker = self._tracker.observe_all(movements)
         evaluation.signals = [self._with_snapshot(s, evaluation.snapshots) for s in evaluation.signals]
         return evaluation
 

@@ -191,6 +191,10 @@ def on_shelf(movements: Iterable[Movement]) -> dict[tuple[str, str, int], int]:
     return quantities
 
 
+# Movements that wait for, pay for or return a pick.
+_SHRINK_KINDS: Final = frozenset({MovementKind.SHELF_PICK, MovementKind.SALE, MovementKind.SHELF_PUT})
+
+
 @dataclass(frozen=True, slots=True)
 class ShrinkRecord:
     """Items that left a shelf and were not sold within the window."""
@@ -222,22 +226,31 @@ class ShrinkTracker:
 
     def observe(self, movement: Movement) -> ShrinkTracker:
         """A shelf pick waits for its sale; a sale takes the oldest waiting picks; a put soon after returns them."""
-        key = (movement.store_id, movement.sku)
-        picks = list(self.waiting.get(key, ()))
+        return self.observe_all((movement,))
+
+    def observe_all(self, movements: Iterable[Movement]) -> ShrinkTracker:
+        """:meth:`observe` each movement in turn (one copy of the waiting picks for all of them)."""
+        waiting: dict[tuple[str, str], tuple[_Pick, ...]] | None = None
+        for movement in movements:
+            if movement.kind not in _SHRINK_KINDS:
+                continue
+            if waiting is None:
+                waiting = dict(self.waiting)
+            key = (movement.store_id, movement.sku)
+            waiting[key] = self._after(list(waiting.get(key, ())), movement)
+        return self if waiting is None else replace(self, waiting=waiting)
+
+    def _after(self, picks: list[_Pick], movement: Movement) -> tuple[_Pick, ...]:
         if movement.kind is MovementKind.SHELF_PICK:
             picks.append(_Pick(movement.event_id, -movement.quantity, movement.at))
         elif movement.kind is MovementKind.SALE:
             picks = _take(picks, abs(movement.quantity))  # a sale pays for the oldest picks
-        elif movement.kind is MovementKind.SHELF_PUT:
+        else:  # SHELF_PUT
             recent = [p for p in picks if (movement.at - p.at).total_seconds() <= self.return_window_s]
             older = [p for p in picks if (movement.at - p.at).total_seconds() > self.return_window_s]
             # Put back: the newest picks are the ones returned.
             picks = older + list(reversed(_take(list(reversed(recent)), movement.quantity)))
-        else:
-            return self
-        waiting = dict(self.waiting)
-        waiting[key] = tuple(picks)
-        return replace(self, waiting=waiting)
+        return tuple(picks)
 
     def expire(self, now: datetime) -> tuple[ShrinkTracker, list[ShrinkRecord]]:
         """Picks older than the window become shrink, one record per (store, SKU) and expiry."""

@@ -24,12 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.db.bulk import BulkColumn, bulk_write
 from hub.db.models import OutgoingCommand
 from hub.domain import ledger
 from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
@@ -197,9 +198,12 @@ async def apply_movements(
     outcome = outcome if outcome is not None else InventoryOutcome()
     if not movements:
         return outcome
-    await session.execute(
-        dialect_insert(session)(LedgerRow).on_conflict_do_nothing(index_elements=["event_id", "line"]),
-        [_ledger_values(m, now=now, actor=actor, note=note) for m in movements],
+    await bulk_write(
+        session,
+        LedgerRow.__tablename__,
+        _LEDGER_COLUMNS,
+        [_ledger_row(m, now=now, actor=actor, note=note) for m in movements],
+        on_conflict="ON CONFLICT (event_id, line) DO NOTHING",
     )
     outcome.movements += movements
     by_key: dict[PositionKey, list[Movement]] = defaultdict(list)
@@ -211,23 +215,60 @@ async def apply_movements(
     return outcome
 
 
-def _ledger_values(movement: Movement, *, now: datetime, actor: str | None, note: str | None) -> dict[str, Any]:
-    return {
-        "event_id": movement.event_id,
-        "line": movement.line,
-        "store_id": movement.store_id,
-        "sku_id": movement.sku,
-        "kind": movement.kind.value,
-        "quantity": movement.quantity,
-        "at": movement.at,
-        "shelf_id": movement.shelf_id,
-        "slot": movement.slot,
-        "level": movement.level,
-        "unit_price": movement.unit_price if isinstance(movement, PricedMovement) else None,
-        "actor": actor,
-        "note": note,
-        "recorded_at": now,
-    }
+_LEDGER_COLUMNS: Final = tuple(
+    BulkColumn(name, pg_type)
+    for name, pg_type in (
+        ("event_id", "varchar"),
+        ("line", "int"),
+        ("store_id", "varchar"),
+        ("sku_id", "varchar"),
+        ("kind", "varchar"),
+        ("quantity", "int"),
+        ("at", "timestamptz"),
+        ("shelf_id", "varchar"),
+        ("slot", "int"),
+        ("level", "int"),
+        ("unit_price", "numeric"),
+        ("actor", "varchar"),
+        ("note", "text"),
+        ("recorded_at", "timestamptz"),
+    )
+)
+_POSITION_COLUMNS: Final = tuple(
+    BulkColumn(name, pg_type)
+    for name, pg_type in (
+        ("store_id", "varchar"),
+        ("sku_id", "varchar"),
+        ("on_hand", "int"),
+        ("counted_at", "timestamptz"),
+        ("last_variance", "int"),
+        ("variance_total", "int"),
+        ("last_movement_at", "timestamptz"),
+        ("updated_at", "timestamptz"),
+    )
+)
+_POSITION_UPSERT: Final = "ON CONFLICT (store_id, sku_id) DO UPDATE SET " + ", ".join(
+    f"{c.name} = excluded.{c.name}" for c in _POSITION_COLUMNS[2:]
+)
+
+
+def _ledger_row(movement: Movement, *, now: datetime, actor: str | None, note: str | None) -> tuple[Any, ...]:
+    return (
+        movement.event_id,
+        movement.line,
+        movement.store_id,
+        movement.sku,
+        movement.kind.value,
+        movement.quantity,
+        movement.at,
+        movement.shelf_id,
+        movement.slot,
+        movement.level,
+        movement.unit_price if isinstance(movement, PricedMovement) else None,
+        actor,
+        note,
+        now,
+    )
 
 
 async def _record_unplaced(
@@ -260,59 +301,43 @@ async def _update_positions(
 ) -> int:
     """Apply movements to their positions; recompute a key from its ledger when one arrived out of order."""
     keys = list(by_key)
-    current: dict[PositionKey, StockPosition] = {}
+    current: dict[PositionKey, tuple[ledger.StockPosition, datetime]] = {}
+    p = StockPosition
     for chunk in _chunks(keys):
         rows = await session.execute(
-            select(StockPosition).where(tuple_(StockPosition.store_id, StockPosition.sku_id).in_(chunk))
+            select(
+                p.store_id, p.sku_id, p.on_hand, p.counted_at, p.last_variance, p.variance_total, p.last_movement_at
+            ).where(tuple_(p.store_id, p.sku_id).in_(chunk))
         )
-        current.update({(row.store_id, row.sku_id): row for row in rows.scalars()})
-    values: list[dict[str, Any]] = []
+        for store_id, sku_id, on_hand, counted_at, last_variance, variance_total, last_at in rows:
+            position = ledger.StockPosition(on_hand, counted_at, last_variance, variance_total)
+            current[(store_id, sku_id)] = (position, last_at)
+    values: list[tuple[Any, ...]] = []
     recomputed = 0
     for key, movements in by_key.items():
         movements.sort(key=lambda m: (m.at, m.event_id, m.line))
-        row = current.get(key)
-        if row is not None and movements[0].at < row.last_movement_at:
+        held = current.get(key)
+        if held is not None and movements[0].at < held[1]:
             position, last_at = await _recompute(session, key)
             recomputed += 1
         else:
-            position = (
-                ledger.StockPosition(row.on_hand, row.counted_at, row.last_variance, row.variance_total)
-                if row is not None
-                else ledger.StockPosition()
-            )
+            position = held[0] if held is not None else ledger.StockPosition()
             for movement in movements:
                 position = ledger.apply(position, movement)
             last_at = movements[-1].at
         values.append(
-            {
-                "store_id": key[0],
-                "sku_id": key[1],
-                "on_hand": position.on_hand,
-                "counted_at": position.counted_at,
-                "last_variance": position.last_variance,
-                "variance_total": position.variance_total,
-                "last_movement_at": last_at,
-                "updated_at": now,
-            }
+            (
+                key[0],
+                key[1],
+                position.on_hand,
+                position.counted_at,
+                position.last_variance,
+                position.variance_total,
+                last_at,
+                now,
+            )
         )
-    stmt = dialect_insert(session)(StockPosition)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["store_id", "sku_id"],
-            set_={
-                name: stmt.excluded[name]
-                for name in (
-                    "on_hand",
-                    "counted_at",
-                    "last_variance",
-                    "variance_total",
-                    "last_movement_at",
-                    "updated_at",
-                )
-            },
-        ),
-        values,
-    )
+    await bulk_write(session, StockPosition.__tablename__, _POSITION_COLUMNS, values, on_conflict=_POSITION_UPSERT)
     return recomputed
 
 
@@ -447,28 +472,55 @@ async def _restock(
             select(RestockTask.open_key, RestockTask.task_id).where(RestockTask.open_key.in_(chunk))
         )
         live.update({key: task_id for key, task_id in rows if key is not None})
+    tasks: list[dict[str, Any]] = []
+    commands: list[dict[str, Any]] = []
+    closes: list[dict[str, Any]] = []
     for (report, plan), key in zip(planned, keys, strict=True):
         task_id = live.get(key)
         if task_id is None and report.quantity < plan.min_quantity:
-            await _open_task(session, report, plan, catalog, key=key, now=now, restock=restock, outcome=outcome)
+            task, command = _new_task(report, plan, catalog, key=key, now=now, restock=restock)
+            tasks.append(task)
+            if command is not None:
+                commands.append(command)
+                outcome.commands.append(command["command_id"])
+            outcome.tasks_opened.append(task["task_id"])
+            log.info(
+                "restock_task_opened",
+                task_id=task["task_id"],
+                store_id=report.store_id,
+                shelf_id=report.shelf_id,
+                slot=report.slot,
+                sku_id=plan.sku_id,
+                level=report.quantity,
+                minimum=plan.min_quantity,
+            )
         elif task_id is not None and report.quantity >= refill_level(plan):
-            await session.execute(
-                update(RestockTask)
-                .where(RestockTask.task_id == task_id)
-                .values(
-                    status="closed",
-                    open_key=None,
-                    closed_at=report.at,
-                    closing_event_id=report.event_id,
-                    level_at_close=report.quantity,
-                )
+            closes.append(
+                {"b_task_id": task_id, "b_at": report.at, "b_event_id": report.event_id, "b_level": report.quantity}
             )
             outcome.tasks_closed.append(task_id)
             log.info("restock_task_closed", task_id=task_id, store_id=report.store_id, level=report.quantity)
+    if tasks:
+        await session.execute(insert(RestockTask), tasks)
+    if commands:
+        await session.execute(insert(OutgoingCommand), commands)
+    if closes:
+        table = cast(Table, RestockTask.__table__)  # Core, not the ORM's bulk update by primary key
+        await session.execute(
+            update(table)
+            .where(table.c.task_id == bindparam("b_task_id"))
+            .values(
+                status="closed",
+                open_key=None,
+                closed_at=bindparam("b_at"),
+                closing_event_id=bindparam("b_event_id"),
+                level_at_close=bindparam("b_level"),
+            ),
+            closes,
+        )
 
 
-async def _open_task(
-    session: AsyncSession,
+def _new_task(
     report: LevelReport,
     plan: SlotPlan,
     catalog: CatalogSnapshot,
@@ -476,54 +528,47 @@ async def _open_task(
     key: str,
     now: datetime,
     restock: RestockSettings,
-    outcome: InventoryOutcome,
-) -> None:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A restock task's row and its print command's row (None when no gateway reported the level)."""
     task_id = str(uuid.uuid4())
     document = pick_list(task_id, report, plan, catalog)
     command_id = str(uuid.uuid4()) if report.gateway_id is not None else None
-    await session.execute(
-        insert(RestockTask).values(
-            task_id=task_id,
-            store_id=report.store_id,
-            shelf_id=report.shelf_id,
-            slot=report.slot,
-            sku_id=plan.sku_id,
-            status="open",
-            open_key=key,
-            level_at_open=report.quantity,
-            min_quantity=plan.min_quantity,
-            capacity=plan.capacity,
-            quantity=document["quantity"],
-            opened_at=report.at,
-            opening_event_id=report.event_id,
-            command_id=command_id,
-            print_status="pending" if command_id is not None else "no_gateway",
-            pick_list=document,
-        )
-    )
-    if command_id is not None and report.gateway_id is not None:
-        await session.execute(
-            insert(OutgoingCommand).values(
-                command_id=command_id,
-                store_id=report.store_id,
-                gateway_id=report.gateway_id,
-                device_id=restock.printer_device_id,
-                name=PRINT_COMMAND,
-                args=document,
-                issued_at=now,
-                expires_at=now + PICK_LIST_TTL,
-                status="pending",
-            )
-        )
-        outcome.commands.append(command_id)
-    outcome.tasks_opened.append(task_id)
-    log.info(
-        "restock_task_opened",
-        task_id=task_id,
-        store_id=report.store_id,
-        shelf_id=report.shelf_id,
-        slot=report.slot,
-        sku_id=plan.sku_id,
-        level=report.quantity,
-        minimum=plan.min_quantity,
-    )
+    task = {
+        "task_id": task_id,
+        "store_id": report.store_id,
+        "shelf_id": report.shelf_id,
+        "slot": report.slot,
+        "sku_id": plan.sku_id,
+        "status": "open",
+        "open_key": key,
+        "level_at_open": report.quantity,
+        "min_quantity": plan.min_quantity,
+        "capacity": plan.capacity,
+        "quantity": document["quantity"],
+        "opened_at": report.at,
+        "opening_event_id": report.event_id,
+        "closed_at": None,
+        "closing_event_id": None,
+        "level_at_close": None,
+        "command_id": command_id,
+        "print_status": "pending" if command_id is not None else "no_gateway",
+        "print_detail": None,
+        "pick_list": document,
+    }
+    if command_id is None or report.gateway_id is None:
+        return task, None
+    command = {
+        "command_id": command_id,
+        "store_id": report.store_id,
+        "gateway_id": report.gateway_id,
+        "device_id": restock.printer_device_id,
+        "name": PRINT_COMMAND,
+        "args": document,
+        "issued_at": now,
+        "expires_at": now + PICK_LIST_TTL,
+        "status": "pending",
+        "sent_at": None,
+        "result_detail": None,
+        "result_at": None,
+    }
+    return task, command
