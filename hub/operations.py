@@ -20,12 +20,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.alerting.service import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
+from hub.alerting.store import AlertChangedError
 from hub.db.engine import session_factory
 from hub.domain.ledger import Unmatched
 from hub.inventory.apply import INVENTORY_KINDS, InventoryOutcome, RestockSettings, apply_events
@@ -35,6 +36,10 @@ from hub.storage import Transition
 from storegate import wire
 
 log = structlog.get_logger(__name__)
+
+# What a bug in applying events raises (a refused alert transition is a ValueError too), as opposed to the
+# database's own errors, which the consumer handles by retrying or holding the unit.
+_NOT_THE_DATABASE: Final = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, AlertChangedError)
 
 
 class Notifiable(Protocol):
@@ -114,7 +119,7 @@ class HubOperations:
             evaluation = self.engine.evaluate(
                 catalog, observations_of(events, transitions), outcome.inventory.movements, now=now
             )
-        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as err:
+        except _NOT_THE_DATABASE as err:
             # Only a bug gets here (the payloads were validated on the way in); keep the events, say so.
             self.failures += 1
             self.metrics.operations_failures.inc()
@@ -122,7 +127,18 @@ class HubOperations:
             log.exception("operations_apply_failed", events=len(events), error=type(err).__name__)
             await self._record_unapplied(session, events, err, now=now)
             return outcome
-        await self.engine.write(session, evaluation, now=now)
+        try:
+            # A savepoint: signals that cannot be written (an alert transition the lifecycle refuses) must not
+            # cost the unit its events, which the consumer would then reject and never acknowledge.
+            async with session.begin_nested():
+                await self.engine.write(session, evaluation, now=now)
+        except _NOT_THE_DATABASE as err:  # a bug or a refused transition; the events and the inventory stand
+            # (a database error is not caught: the consumer retries the unit, or holds it through an outage)
+            self.failures += 1
+            self.metrics.operations_failures.inc()
+            outcome.failed = True
+            log.exception("operations_write_failed", signals=len(evaluation.signals), error=type(err).__name__)
+            return outcome
         outcome.evaluation = evaluation
         return outcome
 

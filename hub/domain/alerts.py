@@ -201,7 +201,11 @@ def apply_signal(current: Alert | None, signal: AlertSignal, *, new_alert_id: st
         return SignalOutcome(alert=repeated, effect="repeated")
     if live is None:
         return SignalOutcome(alert=None, effect="ignored")
-    resolved = _resolve(live, by=SYSTEM_ACTOR, at=signal.at, note=f"condition cleared: {signal.message}")
+    # A store's observations reach the rules through several gateways, so a clear can carry an earlier time
+    # than the alert's last transition (raised on another gateway's later events before this one arrived):
+    # it resolves at that transition, never before it.
+    at = max(signal.at, live.history[-1].at) if live.history else signal.at
+    resolved = _resolve(live, by=SYSTEM_ACTOR, at=at, note=f"condition cleared: {signal.message}")
     return SignalOutcome(alert=resolved, effect="resolved")
 
 

@@ -22,7 +22,7 @@ from hub.alerting.store import acknowledge, resolve
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.checks import check_operations
 from hub.db.engine import session_factory
-from hub.db.models import OutgoingCommand
+from hub.db.models import OutgoingCommand, StoredEvent
 from hub.domain import ledger
 from hub.domain.alerts import AlertTransitionError
 from hub.ingest import BatchMessage, StatusMessage, store_messages
@@ -43,6 +43,7 @@ RULES: dict[str, dict[str, Any]] = {
     "gateway-offline": {"kind": "gateway_offline", "grace_s": 300},
     "shrink": {"kind": "shrink_over_threshold", "max_units": 2, "max_value": None},
     "freezers": {"kind": "environment_range", "zone": "freezer-*", "high": -18, "alarm_after_s": 600},
+    "device-unplugged": {"kind": "device_unplugged", "grace_s": 120},
 }
 
 
@@ -540,3 +541,41 @@ async def test_what_the_hub_made_of_events_is_counted_and_its_health_said_in_wor
     finally:
         await operations.stop()
     assert check_operations(None).ok
+
+
+async def test_a_clear_from_a_gateway_behind_another_resolves_the_alert_instead_of_failing_the_unit(
+    store: Store,
+) -> None:
+    """Two gateways in one store: the till's camera event makes the printer's grace run out before the back
+    gateway's older batch says the printer came back; the alert resolves, and the events are all kept."""
+    await store.send(
+        store.event("device.detached", {"reason": "unplugged", "address": "/dev/usb/lp0"}, at=NOON, device_id="printer")
+    )
+    front = wire.Event(
+        event_id=uuid.uuid4(),
+        store_id=STORE,
+        gateway_id="gw-front",
+        stream=uuid.uuid4(),
+        seq=1,
+        device_id="cam-1",
+        kind="camera.motion",
+        ts=NOON + timedelta(seconds=200),
+        payload={},
+    )
+    batch = wire.EventBatch(store_id=STORE, gateway_id="gw-front", sent_at=store.now, events=[front])
+    await store._unit([BatchMessage(batch, store.now)])
+    assert await alerts(store) == [("device-unplugged", "device:printer", "open", "warning")]
+    back = store.event(
+        "device.attached",
+        {"address": "/dev/usb/lp0", "profile": "escpos"},
+        at=NOON + timedelta(seconds=100),
+        device_id="printer",
+    )
+    await store.send(back)
+    assert await alerts(store) == [("device-unplugged", "device:printer", "resolved", "warning")]
+    (row,) = await store.rows(AlertRow)
+    assert row.resolved_at == row.opened_at == NOON + timedelta(seconds=120)
+    assert store.operations.failures == 0
+    async with session_factory(store.engine)() as session:
+        stored = (await session.execute(select(func.count()).select_from(StoredEvent))).scalar_one()
+    assert stored == 3

@@ -100,6 +100,15 @@ def test_a_clear_resolves_automatically() -> None:
     assert [h.action for h in alert.history] == ["opened", "resolved"]
 
 
+def test_a_clear_older_than_the_alert_resolves_it_at_its_last_transition() -> None:
+    """Events of one store come through several gateways: a clear may be dated before the raise it clears."""
+    alert = open_alert(signal(seconds=120), alert_id="a-1")
+    outcome = apply_signal(alert, signal("clear", seconds=100), new_alert_id="unused")
+    assert outcome.effect == "resolved"
+    assert outcome.alert is not None
+    assert outcome.alert.resolved_at == at(120)
+
+
 @pytest.mark.parametrize("current", [None, "resolved"])
 def test_a_clear_without_a_live_alert_is_ignored(current: str | None) -> None:
     alert = resolve(opened(), by="maria", at=at(5), note="false alarm") if current else None
