@@ -21,14 +21,18 @@ here independently, rejected messages == the deliberately malformed ones.
 The workload: real SKUs (one per product of two days of a UK retailer's invoice lines), real checkout lines
 replayed as scan.sale, about 2 % real EAN-13 codes no SKU has (unplaced), receiving and stock counts,
 shelf picks and puts on planogram slots (refilled when below minimum: restock tasks and print commands),
-picks bought at the tills a few minutes later (the rest becomes shrink), chiller/freezer readings every
-minute (some excursions), back-room humidity and temperature from a real room's sensor log, back doors
-(a few held open), a receipt printer unplugged (some for long), camera motion with snapshots, a tamper.
-Events carry the times of one store hour (Monday 2025-03-03 from 09:00 UTC, stores open), in batches of
-100 per gateway, published in the order the batches would fill.
+picks bought at the tills a few minutes later (the rest waits in the shrink tracker), chiller/freezer
+readings every minute (some excursions), back-room humidity and temperature from a real room's sensor log,
+back doors (a few held open), a receipt printer unplugged (some for long), camera motion with snapshots, a
+camera covered. 4,000 events a store-hour: the default 200,000 carry the times of one hour of 50 stores
+(Monday 2025-03-03 from 09:00 UTC, stores open), in batches of 100 per gateway, published in the order the
+batches would fill, at most 20,000 events unacknowledged.
 
 Usage: .venv/bin/python bench/hub_ingest.py [--database sqlite|postgresql|both] [--events 200000] [--json out.json]
-       .venv/bin/python bench/hub_ingest.py --database sqlite --events 50000 --profile /tmp/prof   (cProfile)
+  --breakdown         instead of the hub runs: the consumer's unit path in this process, timed part by part
+  --profile DIR       the applied run only, the hub under cProfile (DIR/hub-<database>.prof)
+  --cameras-at-front  cameras on the tills' gateway: rule observations of a store arrive out of order
+  --hub-preload FILE  experiments only: a Python file the hub runs before it starts (a monkeypatch)
 Not a test: it prints figures; docs/benchmarks.md records them with this command.
 """
 
@@ -62,7 +66,10 @@ sys.path.insert(0, str(ROOT))
 # One store hour: Monday 2025-03-03 from 09:00 in London (GMT in March), every store open.
 DAY_START: Final = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 EVENTS_PER_STORE_HOUR: Final = 4000
-GATEWAYS: Final = ("front", "back")  # tills, cameras, receipt printer | receiving scanner, shelves, sensors, door
+# Two gateways a store: the tills at the front; the receiving scanner, shelves, sensors, back door, cameras and
+# the receipt printer that prints pick lists at the back. Every event a rule looks at comes through the back
+# gateway unless --cameras-at-front (see docs/benchmarks.md: rules fed out of order across gateways).
+GATEWAYS: Final = ("front", "back")
 SHELVES: Final = 4
 SLOTS_PER_SHELF: Final = 12
 ASSORTMENT: Final = 400  # the most sold SKUs: what stores receive, count and put on shelves
@@ -213,7 +220,9 @@ def _shelf(t: float, shelf: str, slot: int, sku: str, delta: int, count: int) ->
     return Planned(t, "back", shelf, "shelf.pick" if delta < 0 else "shelf.put", payload)
 
 
-def store_hour(index: int, count: int, catalog: Catalog, store: str, rng: random.Random) -> list[Planned]:
+def store_hour(
+    index: int, count: int, catalog: Catalog, store: str, rng: random.Random, *, cameras: str = "back"
+) -> list[Planned]:
     """``count`` events of one store, in time order, over ``count / EVENTS_PER_STORE_HOUR`` hours."""
     span = count / EVENTS_PER_STORE_HOUR * 3600.0
     minutes = int(span // 60)
@@ -252,21 +261,21 @@ def store_hour(index: int, count: int, catalog: Catalog, store: str, rng: random
     t = rng.uniform(60, max(span - 400, 61))
     away = 240.0 if index % 6 == 2 else 20.0
     out += [
-        Planned(t, "front", "receipt-printer", "device.detached", {"reason": "unplugged", "address": "usb:1-1.4"}),
-        Planned(t + away, "front", "receipt-printer", "device.attached", {"profile": "escpos", "address": "usb:1-1.4"}),
+        Planned(t, "back", "receipt-printer", "device.detached", {"reason": "unplugged", "address": "usb:1-1.4"}),
+        Planned(t + away, "back", "receipt-printer", "device.attached", {"profile": "escpos", "address": "usb:1-1.4"}),
     ]
 
     # Cameras: motion with a snapshot every two minutes or so; one store has a camera covered for two minutes.
     for camera in ("cam-1", "cam-2"):
         t = rng.expovariate(1 / 120)
         while t < span:
-            out.append(Planned(t, "front", camera, "camera.motion", {"snapshot_ref": f"snap/{store}/{camera}/{t:.0f}"}))
+            out.append(Planned(t, cameras, camera, "camera.motion", {"snapshot_ref": f"snap/{store}/{camera}/{t:.0f}"}))
             t += rng.expovariate(1 / 120)
     if index % 20 == 11:
         t = rng.uniform(60, max(span - 200, 61))
         out += [
-            Planned(t, "front", "cam-2", "camera.tamper", {"snapshot_ref": f"snap/{store}/cam-2/tamper"}),
-            Planned(t + 120, "front", "cam-2", "camera.restored", {}),
+            Planned(t, cameras, "cam-2", "camera.tamper", {"snapshot_ref": f"snap/{store}/cam-2/tamper"}),
+            Planned(t + 120, cameras, "cam-2", "camera.restored", {}),
         ]
 
     # Receiving and stock counts at the back, of the assortment.
@@ -409,7 +418,9 @@ def _expect(
         expected.on_hand[key] = {"scan.sale": held - quantity, "scan.receiving": held + quantity}.get(kind, quantity)
 
 
-def build_workload(catalog: Catalog, *, events: int, stores: int, batch: int, bad: int, seed: int) -> Workload:
+def build_workload(
+    catalog: Catalog, *, events: int, stores: int, batch: int, bad: int, seed: int, cameras: str = "back"
+) -> Workload:
     """Every store's hour as EventBatch messages of ``batch`` events per gateway, in the order they fill."""
     from storegate import wire
 
@@ -423,7 +434,7 @@ def build_workload(catalog: Catalog, *, events: int, stores: int, batch: int, ba
     last_seq: dict[str, int] = {}
     now = wire.utc_now()
     for index, (store, count) in enumerate(zip(names, per_store, strict=True)):
-        planned = store_hour(index, count, catalog, store, rng)
+        planned = store_hour(index, count, catalog, store, rng, cameras=cameras)
         by_gateway: dict[str, list[wire.Event]] = defaultdict(list)
         timed: list[tuple[datetime, str, Planned]] = []
         streams = {role: uuid.UUID(int=rng.getrandbits(128), version=4) for role in GATEWAYS}
@@ -753,17 +764,14 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
         log_level="INFO",  # the hub's default
         operations={"enabled": operations},
     )
-    if args.profile and operations:
-        args.profile.mkdir(parents=True, exist_ok=True)
-        profile_out = args.profile / f"hub-{workdir.parent.name}.prof"
-        hub.argv = [
-            sys.executable,
-            __file__,
-            "--hub-child",
-            str(workdir / "hub" / "hub.toml"),
-            "--profile-out",
-            str(profile_out),
-        ]
+    if (args.profile and operations) or args.hub_preload:
+        # This file as the hub process, to run it under cProfile or with an experiment loaded first.
+        hub.argv = [sys.executable, __file__, "--hub-child", str(workdir / "hub" / "hub.toml")]
+        if args.profile and operations:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            hub.argv += ["--profile-out", str(args.profile / f"hub-{workdir.parent.name}.prof")]
+        if args.hub_preload:
+            hub.argv += ["--hub-preload", str(args.hub_preload)]
     metrics = HubMetricsReader(http_port)
     gateways: Gateways | None = None
     try:
@@ -791,7 +799,7 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
         if hub.alive:
             code = hub.stop(timeout=120)
             if code != 0:
-                print(f"hub exited with {code}; its log: {hub.log_path}", file=sys.stderr)
+                print(f"hub exited with {code}; its log: {hub.log_path} (kept with --keep)", file=sys.stderr)
         broker.stop()
 
     def delta(name: str) -> float:
@@ -987,10 +995,14 @@ async def raw_insert(source_url: str, fresh_url: str, *, unit_events: int, table
 # --------------------------------------------------------------------------- profiling the hub child
 
 
-def hub_child(config: Path, profile_out: Path | None) -> int:
-    """``storegate hub --config`` in this process, under cProfile when asked."""
+def hub_child(config: Path, profile_out: Path | None, preload: Path | None) -> int:
+    """``storegate hub --config`` in this process, under cProfile and after running ``preload`` when asked."""
+    import runpy
+
     from hub.runner import run_hub as run_hub_process
 
+    if preload is not None:
+        runpy.run_path(str(preload), run_name="hub_preload")
     if profile_out is None:
         return run_hub_process(config)
     import cProfile
@@ -1002,47 +1014,179 @@ def hub_child(config: Path, profile_out: Path | None) -> int:
         profiler.dump_stats(profile_out)
 
 
-# Where the time of a unit goes: (label, file suffix, function) in the profile, cumulative seconds.
-PROFILE_ROWS: Final = (
-    ("unit of work (store + apply + commit)", "hub/ingest.py", "_commit"),
-    ("  decode + classify messages", "hub/ingest.py", "_drain"),
-    ("  store_batches (events, marks)", "hub/eventlog.py", "store_batches"),
-    ("  HubOperations.apply", "hub/operations.py", "apply"),
-    ("    catalog snapshot", "hub/inventory/catalog_view.py", "snapshot"),
-    ("    apply_events (inventory)", "hub/inventory/apply.py", "apply_events"),
-    ("      place (pure)", "hub/inventory/apply.py", "place"),
-    ("      ledger insert + positions", "hub/inventory/apply.py", "apply_movements"),
-    ("        _update_positions", "hub/inventory/apply.py", "_update_positions"),
-    ("        _recompute", "hub/inventory/apply.py", "_recompute"),
-    ("      _apply_levels", "hub/inventory/apply.py", "_apply_levels"),
-    ("      _restock", "hub/inventory/apply.py", "_restock"),
-    ("      _record_unplaced", "hub/inventory/apply.py", "_record_unplaced"),
-    ("    observations_of", "hub/alerting/service.py", "observations_of"),
-    ("    MonitoringEngine.evaluate", "hub/alerting/service.py", "evaluate"),
-    ("      rules.evaluate (per observation)", "hub/domain/rules.py", "evaluate"),
-    ("      ShrinkTracker.observe", "hub/domain/ledger.py", "observe"),
-    ("    MonitoringEngine.write", "hub/alerting/service.py", "write"),
-    ("      apply_signals", "hub/alerting/store.py", "apply_signals"),
-    ("  commit", "sqlalchemy/ext/asyncio/session.py", "commit"),
-    ("rules ticker", "hub/operations.py", "tick"),
-    ("command publisher", "hub/commands.py", "_run"),
+# --------------------------------------------------------------------------- where a unit's time goes
+
+
+# The parts of a unit timed by --breakdown: (label, module, attribute). Each attribute is replaced by a timing
+# wrapper for the breakdown and put back after it; an attribute that no longer exists is left out.
+BREAKDOWN_PARTS: Final = (
+    ("store_batches: events, marks, stores", "hub.ingest", "store_batches"),
+    ("catalog snapshot", "hub.inventory.catalog_view", "CatalogCache.snapshot"),
+    ("rules refresh", "hub.alerting.service", "MonitoringEngine.refresh_rules"),
+    ("apply_events: inventory", "hub.operations", "apply_events"),
+    ("  place (pure)", "hub.inventory.apply", "place"),
+    ("  unplaced_events insert", "hub.inventory.apply", "_record_unplaced"),
+    ("  apply_movements: ledger + positions", "hub.inventory.apply", "apply_movements"),
+    ("    _update_positions", "hub.inventory.apply", "_update_positions"),
+    ("      _recompute (movement out of order)", "hub.inventory.apply", "_recompute"),
+    ("  _apply_levels: shelf levels", "hub.inventory.apply", "_apply_levels"),
+    ("  _restock: tasks, print commands", "hub.inventory.apply", "_restock"),
+    ("MonitoringEngine.evaluate: rules", "hub.alerting.service", "MonitoringEngine.evaluate"),
+    ("  ShrinkTracker.observe", "hub.domain.ledger", "ShrinkTracker.observe"),
+    ("  ShrinkTracker.observe_all", "hub.domain.ledger", "ShrinkTracker.observe_all"),
+    ("MonitoringEngine.write: alerts", "hub.alerting.service", "MonitoringEngine.write"),
 )
 
 
-def profile_breakdown(path: Path) -> list[tuple[str, float, int]]:
-    """(label, cumulative seconds, calls) of PROFILE_ROWS in a cProfile dump."""
-    import pstats
+class PartTimers:
+    """Wall time and calls of BREAKDOWN_PARTS while installed (a context manager)."""
 
-    stats: dict[Any, Any] = getattr(pstats.Stats(str(path)), "stats")  # noqa: B009  (not in the stubs)
-    out = []
-    for label, suffix, name in PROFILE_ROWS:
-        seconds, calls = 0.0, 0
-        for (filename, _, function), (_, ncalls, _, cumulative, _) in stats.items():
-            if function == name and filename.endswith(suffix):
-                seconds = max(seconds, cumulative)  # recursion-safe: the outermost entry
-                calls += ncalls
-        out.append((label, seconds, calls))
-    return out
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+        self._undo: list[tuple[Any, str, Any]] = []
+        self.installed: set[str] = set()
+
+    def __enter__(self) -> PartTimers:
+        import importlib
+        import inspect
+
+        for label, module_name, path in BREAKDOWN_PARTS:
+            owner: Any = importlib.import_module(module_name)
+            *outer, name = path.split(".")
+            for part in outer:
+                owner = getattr(owner, part)
+            original = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+            if original is None:
+                continue
+            wrapper = (
+                self._async(label, original) if inspect.iscoroutinefunction(original) else self._sync(label, original)
+            )
+            self._undo.append((owner, name, original))
+            self.installed.add(label)
+            setattr(owner, name, wrapper)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+    def _async(self, label: str, function: Any) -> Any:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - started
+                self.calls[label] += 1
+
+        return timed
+
+    def _sync(self, label: str, function: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - started
+                self.calls[label] += 1
+
+        return timed
+
+
+async def breakdown(url: str, workload: Workload) -> dict[str, Any]:
+    """The hub's unit path in this process, without MQTT: decode, then units as the consumer commits them.
+
+    The same calls as the consumer (``classify``, ``store_messages`` with ``HubOperations`` in one
+    transaction per unit of up to 5,000 events, ``committed`` after the commit), wall time per part,
+    and the SQL statements sent, by their first words.
+    """
+    from sqlalchemy import event
+
+    from hub.alerting.rules_store import seed_default_rules
+    from hub.db.checkpoint import WalCheckpointer
+    from hub.db.engine import create_engine, session_factory, sqlite_path
+    from hub.ingest import classify, store_messages, weight
+    from hub.operations import HubOperations
+    from hub.settings import HubSettings
+    from storegate import wire
+    from storegate.logs import configure_logging
+    from storegate.mqtt import Incoming
+
+    configure_logging(level="WARNING")  # the hub's own lines (a task opened, an alert) are not the figures
+    budget = HubSettings().max_events_per_transaction
+    # The engine and the checkpoints as the hub has them (hub.app._start).
+    database_file = sqlite_path(url)
+    engine = create_engine(url, background_checkpoint=database_file is not None)
+    checkpointer = WalCheckpointer(path=database_file) if database_file is not None else None
+    if checkpointer is not None:
+        checkpointer.start()
+    statements: Counter[str] = Counter()
+    statement_seconds: dict[str, float] = defaultdict(float)
+
+    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        conn.info["statement_started"] = time.perf_counter()
+
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        what = " ".join(statement.split()[:3])[:48]
+        statements[what] += 1
+        statement_seconds[what] += time.perf_counter() - conn.info["statement_started"]
+
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            await seed_default_rules(session, now=wire.utc_now())
+        operations = HubOperations(engine=engine)
+        await operations.warm_up()
+        started = time.perf_counter()
+        received = wire.utc_now()
+        items = [classify(Incoming(m.topic, m.payload, 1, False), received_at=received) for m in workload.messages]
+        decode = time.perf_counter() - started
+        units: list[list[Any]] = [[]]
+        room = budget
+        for item in items:
+            if room <= 0:
+                units.append([])
+                room = budget
+            units[-1].append(item)
+            room -= weight(item)
+        event.listen(engine.sync_engine, "before_cursor_execute", before)
+        event.listen(engine.sync_engine, "after_cursor_execute", after)
+        commit = 0.0
+        with PartTimers() as timers:
+            started = time.perf_counter()
+            for unit in units:
+                async with operations.unit():
+                    async with sessions() as session, session.begin():
+                        result = await store_messages(
+                            session, unit, now=wire.utc_now(), rejected_keep=10_000, operations=operations
+                        )
+                        committing = time.perf_counter()
+                    commit += time.perf_counter() - committing
+                    for outcome in result.operations:
+                        operations.committed(outcome)
+            seconds = time.perf_counter() - started
+    finally:
+        if checkpointer is not None:
+            await checkpointer.stop()
+        await engine.dispose()
+    parts = [
+        (label, timers.seconds.get(label, 0.0) if label in timers.installed else None, timers.calls.get(label, 0))
+        for label, _, _ in BREAKDOWN_PARTS
+    ]
+    return {
+        "events": workload.events,
+        "units": len(units),
+        "seconds": seconds,
+        "decode_seconds": decode,
+        "commit_seconds": commit,
+        "parts": [*parts, ("commit", commit, len(units))],
+        "statements": sum(statements.values()),
+        "statements_top": sorted(
+            ((what, n, statement_seconds[what]) for what, n in statements.items()), key=lambda row: -row[2]
+        )[:12],
+        "checks": await verify(url, workload, operations=True, complete=True),
+    }
 
 
 # --------------------------------------------------------------------------- the run
@@ -1057,11 +1201,14 @@ def run_database(
 ) -> dict[str, Any]:
     """All phases on one database; returns its figures."""
     dbwork = work / kind
-    dbwork.mkdir()
+    dbwork.mkdir(parents=True)
     databases = Databases(kind, dbwork, args.postgres_url)
     figures: dict[str, Any] = {"database": kind}
     try:
         asyncio.run(databases.prepare(catalog))
+        if args.breakdown:
+            print(f"[{kind}] breakdown: the unit path in this process ...", flush=True)
+            return figures | {"breakdown": asyncio.run(breakdown(asyncio.run(databases.fresh("breakdown")), workload))}
         print(f"[{kind}] applied: {workload.events:,} events, operations on ...", flush=True)
         applied_url = asyncio.run(databases.fresh("applied"))
         applied = run_hub(applied_url, workload, operations=True, workdir=dbwork / "applied", args=args)
@@ -1072,7 +1219,8 @@ def run_database(
         )
         figures["applied"] = applied.__dict__ | {"rate": applied.rate}
         if args.profile:
-            return figures | {"profile": profile_breakdown(args.profile / f"hub-{kind}.prof")}
+            print(f"[{kind}] the hub's profile: {args.profile / f'hub-{kind}.prof'} (python -m pstats)", flush=True)
+            return figures
         print(f"[{kind}] stored only: operations off ...", flush=True)
         stored_url = asyncio.run(databases.fresh("stored"))
         stored = run_hub(stored_url, workload, operations=False, workdir=dbwork / "stored", args=args)
@@ -1138,10 +1286,10 @@ def print_report(workload: Workload, results: list[dict[str, Any]]) -> None:
         "stored/raw-ev",
         "target",
     )
-    print(" | ".join(header))
+    if any("raw_full" in r for r in results):
+        print(" | ".join(header))
     for r in results:
         if "raw_full" not in r:
-            print(f"{r['database']} | {_fmt(r['applied']['rate'])} (profiled) | - | - | - | - | - | -")
             continue
         print(
             " | ".join(
@@ -1159,19 +1307,32 @@ def print_report(workload: Workload, results: list[dict[str, Any]]) -> None:
         )
     print()
     for r in results:
-        for phase in ("applied", "stored"):
+        if "breakdown" in r:
+            _print_breakdown(r["database"], r["breakdown"])
+        for phase in ("applied", "stored", "breakdown"):
             if phase in r:
                 checks = r[phase]["checks"]
-                verdict = "OK" if checks["ok"] else "FAILED"
-                print(f"checks {r['database']} {phase}: {verdict}")
+                print(f"checks {r['database']} {phase}: {'OK' if checks['ok'] else 'FAILED'}")
                 for key, value in checks.items():
                     if key != "ok":
                         print(f"    {key}: {value}")
-        if "profile" in r:
-            print(f"profile of the hub ({r['database']}, cProfile: times inflated, shares are what count):")
-            total = r["profile"][0][1] or 1.0
-            for label, seconds, calls in r["profile"]:
-                print(f"    {label:<42} {seconds:8.2f} s {seconds / total:6.1%} {calls:>9,} calls")
+
+
+def _print_breakdown(database: str, figures: dict[str, Any]) -> None:
+    seconds = figures["seconds"]
+    print(
+        f"breakdown ({database}, the unit path in one process without MQTT, wall time): {figures['events']:,} events "
+        f"in {figures['units']} units, {seconds:.1f} s = {_fmt(figures['events'] / seconds)} events/s; "
+        f"decoding them took {figures['decode_seconds']:.1f} s more"
+    )
+    for label, part_seconds, calls in figures["parts"]:
+        if part_seconds is None:
+            print(f"    {label:<44} (not found)")
+            continue
+        print(f"    {label:<44} {part_seconds:7.2f} s {part_seconds / seconds:6.1%} {calls:>9,} calls")
+    print(f"    SQL statements: {figures['statements']:,}; those that took the most time in the driver:")
+    for what, count, statement_seconds in figures["statements_top"]:
+        print(f"      {count:>8,} {statement_seconds:7.2f} s  {what}")
 
 
 def main() -> None:
@@ -1185,23 +1346,46 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="time limit of each hub run")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
+        "--cameras-at-front",
+        action="store_true",
+        help="cameras on the tills' gateway: their events reach the rules out of order with the back gateway's",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("STOREGATE_TEST_POSTGRES_URL"),
         help="an existing database to connect to for CREATE DATABASE (default: postgres or root on 127.0.0.1:5432)",
     )
     parser.add_argument("--profile", type=Path, help="run the applied phase only, the hub under cProfile; dumps here")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead of the hub runs: the hub's unit path in this process, without MQTT, timed part by part",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: hub logs, SQLite files")
+    parser.add_argument(
+        "--hub-preload",
+        type=Path,
+        help="EXPERIMENTS ONLY: a Python file the hub process runs before it starts (e.g. a monkeypatch of a "
+        "proposed change); figures taken with it are not the hub's",
+    )
     parser.add_argument("--hub-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hub_child:
-        raise SystemExit(hub_child(args.hub_child, args.profile_out))
+        raise SystemExit(hub_child(args.hub_child, args.profile_out, args.hub_preload))
 
     started = time.perf_counter()
     stores = store_ids(args.stores)
     catalog = build_catalog(stores, args.seed)
     workload = build_workload(
-        catalog, events=args.events, stores=args.stores, batch=args.batch, bad=args.bad_messages, seed=args.seed
+        catalog,
+        events=args.events,
+        stores=args.stores,
+        batch=args.batch,
+        bad=args.bad_messages,
+        seed=args.seed,
+        cameras="front" if args.cameras_at_front else "back",
     )
     print(
         f"workload built in {time.perf_counter() - started:.1f} s: {workload.events:,} events, "
@@ -1210,15 +1394,19 @@ def main() -> None:
     )
     results = []
     with tempfile.TemporaryDirectory(prefix="storegate-bench-hub-") as tmp:
+        work = Path(tmp) if args.keep is None else args.keep
         for kind in ("sqlite", "postgresql") if args.database == "both" else (args.database,):
-            results.append(run_database(kind, workload, catalog, Path(tmp), args))
+            results.append(run_database(kind, workload, catalog, work, args))
     print_report(workload, results)
+    if args.hub_preload:
+        print(f"EXPERIMENT: the hub ran {args.hub_preload} before starting; these are not the hub's figures")
     figures = {
         "cpus": os.cpu_count(),
         "events": workload.events,
         "stores": args.stores,
         "batch": args.batch,
         "kinds": dict(workload.kinds),
+        "hub_preload": str(args.hub_preload) if args.hub_preload else None,
         "results": results,
     }
     if args.json:

@@ -237,7 +237,11 @@ class ShrinkTracker:
             if waiting is None:
                 waiting = dict(self.waiting)
             key = (movement.store_id, movement.sku)
-            waiting[key] = self._after(list(waiting.get(key, ())), movement)
+            picks = self._after(list(waiting.get(key, ())), movement)
+            if picks:
+                waiting[key] = picks
+            else:  # nothing waits: the key goes, so the map holds only SKUs with picks not yet sold
+                waiting.pop(key, None)
         return self if waiting is None else replace(self, waiting=waiting)
 
     def _after(self, picks: list[_Pick], movement: Movement) -> tuple[_Pick, ...]:

@@ -145,3 +145,13 @@ def test_a_refill_long_after_a_pick_does_not_cancel_the_missing_items() -> None:
             tracker = tracker.observe(movement)
     _, records = tracker.expire(T0 + timedelta(seconds=3600))
     assert [(r.sku, r.quantity) for r in records] == [("COLA-33", 3)]
+
+
+def test_the_tracker_keeps_only_skus_with_picks_waiting() -> None:
+    tracker = ShrinkTracker(window_s=600)
+    for view in [
+        event("shelf.pick", 0, slot=1, delta=-1, count=9),
+        event("scan.sale", 60, gtin="05449000039231", code="5449000039231"),  # pays for it
+    ]:
+        tracker = tracker.observe_all(moved(view))  # type: ignore[arg-type]
+    assert tracker.waiting == {}
