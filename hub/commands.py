@@ -25,12 +25,12 @@ from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand
 from hub.inventory.models import RestockTask
 from storegate import wire
+from storegate.mqtt import QUEUED_RCS
 
 log = structlog.get_logger(__name__)
 
 POLL_S: Final = 1.0
 BATCH: Final = 200
-_PAHO_OK: Final = (0, 4)  # MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN: paho keeps QoS 1 until reconnected
 
 
 class Publisher(Protocol):
@@ -76,7 +76,7 @@ async def publish_pending(session: AsyncSession, link: Publisher, *, now: dateti
             continue
         topic = wire.topic(row.store_id, row.gateway_id, wire.Channel.COMMANDS)
         info = link.publish(topic, wire.encode(to_wire(row)), qos=1)
-        if getattr(info, "rc", 0) not in _PAHO_OK:
+        if getattr(info, "rc", 0) not in QUEUED_RCS:
             log.warning("command_publish_refused", command_id=row.command_id, rc=getattr(info, "rc", None))
             break  # try again on the next round, in order
         await session.execute(

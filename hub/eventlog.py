@@ -19,13 +19,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import case, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from hub.db.bulk import chunks, sqlite_time
 from hub.db.engine import json_text
 from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent
 from hub.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
@@ -149,14 +150,6 @@ class EventsOutcome:
 # --------------------------------------------------------------------------- values per database
 
 
-def _sqlite_time(value: datetime) -> str:
-    # The text SQLAlchemy's SQLite DATETIME writes (naive UTC, always with microseconds), so that
-    # text order stays time order and UtcDateTime reads it back. Wire times are UTC already.
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _postgres_time(value: datetime) -> datetime:
     return value
 
@@ -182,7 +175,7 @@ class _Writer:
 
 
 _WRITER_OF_DIALECT: Final[dict[str, _Writer]] = {
-    "sqlite": _Writer(time=_sqlite_time, insert=_insert_sqlite),
+    "sqlite": _Writer(time=sqlite_time, insert=_insert_sqlite),
     "postgresql": _Writer(time=_postgres_time, insert=_insert_postgres),
 }
 
@@ -195,16 +188,11 @@ def _writer(session: AsyncSession) -> _Writer:
         raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}") from None
 
 
-def _chunks(items: Sequence[Any], size_: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size_):
-        yield items[start : start + size_]
-
-
 async def _present_at_own_position(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
     """Event ids of ``rows`` stored at the row's own position."""
     wanted = {row[0]: (row[2], row[3], row[4]) for row in rows}
     present: set[str] = set()
-    for ids in _chunks(list(wanted)):
+    for ids in chunks(list(wanted), LOOKUP_CHUNK):
         found = await connection.execute(
             select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
                 StoredEvent.event_id.in_(ids)
@@ -226,7 +214,7 @@ async def _read_marks(session: AsyncSession, keys: Iterable[StreamKey]) -> dict[
     """(through_seq, max_seq) of the streams that have a row."""
     wanted = list(keys)
     marks: dict[StreamKey, tuple[int, int]] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted, LOOKUP_CHUNK):
         rows = await session.execute(
             select(
                 GatewayStream.gateway_id, GatewayStream.stream, GatewayStream.through_seq, GatewayStream.max_seq
@@ -240,7 +228,7 @@ async def _held_positions(session: AsyncSession, key: StreamKey, seqs: Iterable[
     """seq -> event_id of the stored events at ``seqs`` of one stream."""
     wanted = set(seqs)
     held: dict[int, str] = {}
-    for ranges in _chunks(runs(wanted)):
+    for ranges in chunks(runs(wanted), LOOKUP_CHUNK):
         rows = await session.execute(
             select(StoredEvent.seq, StoredEvent.event_id).where(
                 StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], _in_ranges(StoredEvent.seq, ranges)
@@ -253,7 +241,7 @@ async def _held_positions(session: AsyncSession, key: StreamKey, seqs: Iterable[
 async def _held_within(session: AsyncSession, key: StreamKey, ranges: Sequence[Range]) -> list[Range]:
     """The stored seqs of one stream within ``ranges``, as ranges."""
     seqs: list[int] = []
-    for chunk in _chunks(ranges):
+    for chunk in chunks(ranges, LOOKUP_CHUNK):
         seqs += (
             await session.scalars(
                 select(StoredEvent.seq).where(
@@ -515,7 +503,7 @@ async def _judge_not_inserted(
     if not missing:
         return []
     by_id: dict[str, Position] = {}
-    for chunk in _chunks([str(event.event_id) for event, _, _ in missing]):
+    for chunk in chunks([str(event.event_id) for event, _, _ in missing], LOOKUP_CHUNK):
         found = await session.execute(
             select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
                 StoredEvent.event_id.in_(chunk)

@@ -34,7 +34,7 @@ from hub.operations import HubOperations, OperationsOutcome
 from hub.seqs import describe
 from hub.storage import Rejection, Transition, apply_health, apply_status, record_rejections
 from storegate import wire
-from storegate.mqtt import Incoming
+from storegate.mqtt import QUEUED_RCS, Incoming
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,6 @@ CONSUMED_CHANNELS: Final = (
 )
 # Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
 MAX_REFUSALS: Final = 3
-_PAHO_OK_CODES: Final = (0, 4)  # MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN (paho keeps QoS 1 until reconnected)
 
 
 def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
@@ -605,7 +604,7 @@ class Ingestor:
             log.warning("ack_not_sent", topic=topic, error=str(err))
             return
         rc = getattr(info, "rc", 0)
-        if rc not in _PAHO_OK_CODES:
+        if rc not in QUEUED_RCS:
             log.warning("ack_not_sent", topic=topic, error=f"MQTT client refused it (code {rc})")
             return
         self.metrics.acks_sent.inc()

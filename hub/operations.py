@@ -29,7 +29,7 @@ from hub.alerting.service import MonitoringEngine, MonitoringSettings, UnitEvalu
 from hub.alerting.store import AlertChangedError
 from hub.db.engine import session_factory
 from hub.domain.ledger import Unmatched
-from hub.inventory.apply import INVENTORY_KINDS, InventoryOutcome, RestockSettings, apply_events
+from hub.inventory.apply import INVENTORY_KINDS, InventoryOutcome, RestockSettings, apply_events, record_unplaced
 from hub.inventory.catalog_view import CatalogCache
 from hub.metrics import HubMetrics
 from hub.storage import Transition
@@ -145,12 +145,10 @@ class HubOperations:
     async def _record_unapplied(
         self, session: AsyncSession, events: Sequence[wire.Event], err: BaseException, *, now: datetime
     ) -> None:
-        from hub.inventory.apply import _record_unplaced
-
         reason = f"not applied, hub error {type(err).__name__}: {str(err)[:300]}"
         unplaced = [(e, Unmatched(str(e.event_id), reason)) for e in events if e.kind in INVENTORY_KINDS]
         if unplaced:
-            await _record_unplaced(session, unplaced, now=now)
+            await record_unplaced(session, unplaced, now=now)
 
     def committed(self, outcome: OperationsOutcome) -> None:
         """The unit committed: adopt the rules' states, count what happened, wake the senders."""

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 import paho.mqtt.client as paho
 import structlog
@@ -27,6 +27,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+# publish() return codes under which paho holds a QoS 1 message: sent, or kept until it reconnects.
+QUEUED_RCS: Final = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
 
 log = structlog.get_logger(__name__)
 

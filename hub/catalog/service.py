@@ -37,6 +37,7 @@ from hub.catalog.csv_io import (
 )
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.catalog.values import WEEKDAYS, OpeningHours, format_day
+from hub.db.bulk import chunks
 from hub.db.models import Base
 from hub.inventory.models import StockPolicy
 
@@ -59,11 +60,6 @@ class CatalogConflictError(RuntimeError):
     """The database refused the import because something changed it meanwhile; nothing was applied."""
 
 
-def _chunks(keys: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(keys), KEYS_PER_QUERY):
-        yield keys[start : start + KEYS_PER_QUERY]
-
-
 def _key_filter(columns: Sequence[InstrumentedAttribute[Any]], keys: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
     if len(columns) == 1:
         return columns[0].in_([key[0] for key in keys])
@@ -78,7 +74,7 @@ async def _load(
 ) -> dict[tuple[Any, ...], M]:
     """The stored rows of ``model`` with these keys, by key."""
     found: dict[tuple[Any, ...], M] = {}
-    for chunk in _chunks(sorted(set(keys))):
+    for chunk in chunks(sorted(set(keys)), KEYS_PER_QUERY):
         for row in (await session.scalars(select(model).where(_key_filter(columns, chunk)))).all():
             found[tuple(getattr(row, column.key) for column in columns)] = row
     return found
@@ -87,7 +83,7 @@ async def _load(
 async def _existing(session: AsyncSession, column: InstrumentedAttribute[str], values: Iterable[str]) -> set[str]:
     """Which of ``values`` are stored in ``column``."""
     found: set[str] = set()
-    for chunk in _chunks(sorted(set(values))):
+    for chunk in chunks(sorted(set(values)), KEYS_PER_QUERY):
         found.update((await session.scalars(select(column).where(column.in_(chunk)))).all())
     return found
 
@@ -154,7 +150,7 @@ async def _gtin_errors(session: AsyncSession, rows: Sequence[ParsedRow[SkuRow]])
         else:
             first_row_of[gtin] = parsed.row
     holders: dict[str, str] = {}
-    for chunk in _chunks(sorted(first_row_of)):
+    for chunk in chunks(sorted(first_row_of), KEYS_PER_QUERY):
         for gtin, sku_id in await session.execute(select(Sku.gtin, Sku.sku_id).where(Sku.gtin.in_(chunk))):
             holders[str(gtin)] = sku_id
     for parsed in rows:

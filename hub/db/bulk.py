@@ -9,7 +9,7 @@ would: aware datetimes to SQLite's naive-UTC text, decimals to SQLite's floats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +33,12 @@ class BulkColumn:
     def __post_init__(self) -> None:
         if self.pg_type not in PG_TYPES:
             raise ValueError(f"no bulk conversion for {self.pg_type}")
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    """``items`` in slices of at most ``size``: lookups by key stay under the databases' parameter limits."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def sqlite_time(value: datetime) -> str:

@@ -31,7 +31,7 @@ from sqlalchemy import Select, Table, and_, bindparam, func, insert, select, tup
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.bulk import BulkColumn, bulk_write
+from hub.db.bulk import BulkColumn, bulk_write, chunks
 from hub.db.models import OutgoingCommand
 from hub.domain import ledger
 from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
@@ -177,7 +177,7 @@ async def apply_events(
     placed = place(events, catalog)
     outcome = InventoryOutcome(unplaced=[unmatched for _, unmatched in placed.unplaced])
     if placed.unplaced:
-        await _record_unplaced(session, placed.unplaced, now=now)
+        await record_unplaced(session, placed.unplaced, now=now)
     await apply_movements(session, placed.movements, now=now, outcome=outcome)
     if placed.levels:
         changed = await _apply_levels(session, placed.levels, catalog, now=now)
@@ -272,7 +272,7 @@ def _ledger_row(movement: Movement, *, now: datetime, actor: str | None, note: s
     )
 
 
-async def _record_unplaced(
+async def record_unplaced(
     session: AsyncSession, unplaced: Sequence[tuple[wire.Event, Unmatched]], *, now: datetime
 ) -> None:
     await session.execute(
@@ -290,11 +290,6 @@ async def _record_unplaced(
             for event, unmatched in unplaced
         ],
     )
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), LOOKUP_CHUNK):
-        yield items[start : start + LOOKUP_CHUNK]
 
 
 def _by_keys(
@@ -315,7 +310,7 @@ def _by_keys(
         wanted = func.unnest(*arrays).table_valued(*(c.key for c in key_columns)).render_derived(name="wanted")
         yield select(*columns).join(wanted, and_(*(c == wanted.c[c.key] for c in key_columns)))
         return
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys, LOOKUP_CHUNK):
         yield select(*columns).where(tuple_(*key_columns).in_(chunk))
 
 
@@ -484,7 +479,7 @@ async def _restock(
         return
     keys = [open_key(r.store_id, r.shelf_id, r.slot) for r, _ in planned]
     live: dict[str, str] = {}
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys, LOOKUP_CHUNK):
         rows = await session.execute(
             select(RestockTask.open_key, RestockTask.task_id).where(RestockTask.open_key.in_(chunk))
         )

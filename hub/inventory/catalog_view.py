@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
@@ -163,8 +162,3 @@ class CatalogCache:
                 stores=len(self._snapshot.stores),
             )
         return self._snapshot
-
-
-def local_day(at: datetime, info: StoreInfo | None) -> str:
-    """The store's local date of an instant (UTC for a store without a profile)."""
-    return (at.astimezone(info.hours.zone) if info is not None else at).date().isoformat()
