@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -37,7 +37,7 @@ from hub.catalog.csv_io import (
 )
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.catalog.values import WEEKDAYS, OpeningHours, format_day
-from hub.db.bulk import chunks
+from hub.db.bulk import chunks, select_by_keys
 from hub.db.models import Base
 from hub.inventory.models import StockPolicy
 
@@ -60,12 +60,6 @@ class CatalogConflictError(RuntimeError):
     """The database refused the import because something changed it meanwhile; nothing was applied."""
 
 
-def _key_filter(columns: Sequence[InstrumentedAttribute[Any]], keys: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
-    if len(columns) == 1:
-        return columns[0].in_([key[0] for key in keys])
-    return tuple_(*columns).in_(keys)
-
-
 async def _load(
     session: AsyncSession,
     model: type[M],
@@ -73,9 +67,16 @@ async def _load(
     keys: Sequence[tuple[Any, ...]],
 ) -> dict[tuple[Any, ...], M]:
     """The stored rows of ``model`` with these keys, by key."""
+    wanted = sorted(set(keys))
+    if len(columns) == 1:
+        queries: Iterable[Select[Any]] = (
+            select(model).where(columns[0].in_([key[0] for key in chunk])) for chunk in chunks(wanted, KEYS_PER_QUERY)
+        )
+    else:
+        queries = select_by_keys(session.get_bind().dialect.name, (model,), columns, wanted)
     found: dict[tuple[Any, ...], M] = {}
-    for chunk in chunks(sorted(set(keys)), KEYS_PER_QUERY):
-        for row in (await session.scalars(select(model).where(_key_filter(columns, chunk)))).all():
+    for query in queries:
+        for row in (await session.scalars(query)).all():
             found[tuple(getattr(row, column.key) for column in columns)] = row
     return found
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from sqlalchemy import Select, and_, bindparam, column, func, select, values
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.storage import UnsupportedDatabaseError
 
+_ZERO: Final = timedelta(0)
+# Keys per SQLite look-up (a VALUES list of bound parameters, far below SQLite's limit on them).
+KEYS_PER_LOOKUP: Final = 400
 # PostgreSQL array types of the column kinds the hub writes in bulk.
 PG_TYPES: Final = frozenset({"varchar", "text", "int", "bigint", "timestamptz", "numeric", "json", "boolean"})
 
@@ -43,19 +48,36 @@ def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 def sqlite_time(value: datetime) -> str:
     """The text SQLAlchemy's SQLite DATETIME writes: naive UTC with microseconds (text order is time order)."""
-    if value.tzinfo is not UTC:
+    # pydantic's parsed times carry its own UTC tzinfo: a zero offset needs no conversion.
+    if value.tzinfo is not UTC and value.utcoffset() != _ZERO:
         value = value.astimezone(UTC)
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _sqlite_value(value: Any, pg_type: str) -> Any:
-    if value is None:
-        return None
-    if pg_type == "timestamptz":
-        return sqlite_time(value)
-    if pg_type == "numeric" and isinstance(value, Decimal):
-        return float(value)
-    return value
+def _sqlite_decimal(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+_SQLITE_CONVERSIONS: Final = {"timestamptz": sqlite_time, "numeric": _sqlite_decimal}
+
+
+def _for_sqlite(columns: Sequence[BulkColumn], rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+    """``rows`` with the values SQLite's column types need; only the columns that need it are touched."""
+    converting = [
+        (n, _SQLITE_CONVERSIONS[column.pg_type])
+        for n, column in enumerate(columns)
+        if column.pg_type in _SQLITE_CONVERSIONS
+    ]
+    if not converting:
+        return rows
+    converted: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(row)
+        for n, convert in converting:
+            if values[n] is not None:
+                values[n] = convert(values[n])
+        converted.append(tuple(values))  # the driver API takes tuples
+    return converted
 
 
 async def bulk_write(
@@ -79,8 +101,7 @@ async def bulk_write(
     dialect = connection.dialect.name
     if dialect == "sqlite":
         marks = ", ".join("?" for _ in columns)
-        types = [column.pg_type for column in columns]
-        converted = [tuple(_sqlite_value(v, t) for v, t in zip(row, types, strict=True)) for row in rows]
+        converted = _for_sqlite(columns, rows)
         # Table, column names and the conflict clause are the hub's own constants, never input.
         sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}"  # noqa: S608
         await connection.exec_driver_sql(sql, converted)
@@ -91,3 +112,31 @@ async def bulk_write(
         await connection.exec_driver_sql(sql, by_column)
     else:
         raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}")
+
+
+def select_by_keys(
+    dialect: str, columns: Sequence[Any], key_columns: Sequence[Any], keys: Sequence[tuple[Any, ...]]
+) -> Iterable[Select[Any]]:
+    """SELECTs of ``columns`` (or an entity) for the rows whose ``key_columns`` hold one of ``keys``.
+
+    Each is a join of the table with the wanted keys, which both databases answer with an index
+    look-up per key whatever the table's size. The obvious ``(a, b) IN ((?, ?), ...)`` is not: SQLite
+    scans the whole table for a row-value IN list, and PostgreSQL keeps for the prepared statement a
+    plan chosen while the table was small (a sequential scan filtered by hundreds of OR'd pairs).
+
+    PostgreSQL: one statement joining ``unnest`` of one array per key column. SQLite: a ``VALUES``
+    common table expression per chunk of keys.
+    """
+    if not keys:
+        return
+    if dialect == "postgresql":
+        arrays = [
+            bindparam(f"keys_{n}", [key[n] for key in keys], type_=ARRAY(c.type)) for n, c in enumerate(key_columns)
+        ]
+        wanted = func.unnest(*arrays).table_valued(*(c.key for c in key_columns)).render_derived(name="wanted")
+        yield select(*columns).join(wanted, and_(*(c == wanted.c[c.key] for c in key_columns)))
+        return
+    for chunk in chunks(keys, KEYS_PER_LOOKUP):
+        listed = values(*(column(f"k{n}", c.type) for n, c in enumerate(key_columns)), name="wanted")
+        cte = listed.data(list(chunk)).cte("wanted")
+        yield select(*columns).join(cte, and_(*(c == cte.c[f"k{n}"] for n, c in enumerate(key_columns))))

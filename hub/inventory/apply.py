@@ -27,11 +27,10 @@ from decimal import Decimal
 from typing import Any, Final, cast
 
 import structlog
-from sqlalchemy import Select, Table, and_, bindparam, func, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.bulk import BulkColumn, bulk_write, chunks
+from hub.db.bulk import BulkColumn, bulk_write, chunks, select_by_keys
 from hub.db.models import OutgoingCommand
 from hub.domain import ledger
 from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
@@ -292,26 +291,8 @@ async def record_unplaced(
     )
 
 
-def _by_keys(
-    session: AsyncSession, columns: Sequence[Any], key_columns: Sequence[Any], keys: Sequence[Any]
-) -> Iterable[Select[Any]]:
-    """SELECTs of ``columns`` for the rows whose ``key_columns`` hold one of ``keys``.
-
-    PostgreSQL: one statement joining ``unnest`` of one array per key column, an index nested loop
-    whatever plan is cached. A row-value IN list of 400 keys is a statement asyncpg prepares once; the
-    plan PostgreSQL keeps for it after a few runs was chosen while the table was small, a sequential
-    scan that then costs ~160 ms a statement at 50,000 positions (until an ANALYZE replans it).
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        arrays = [
-            bindparam(f"keys_{n}", [key[n] for key in keys], type_=ARRAY(column.type))
-            for n, column in enumerate(key_columns)
-        ]
-        wanted = func.unnest(*arrays).table_valued(*(c.key for c in key_columns)).render_derived(name="wanted")
-        yield select(*columns).join(wanted, and_(*(c == wanted.c[c.key] for c in key_columns)))
-        return
-    for chunk in chunks(keys, LOOKUP_CHUNK):
-        yield select(*columns).where(tuple_(*key_columns).in_(chunk))
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 async def _update_positions(
@@ -322,7 +303,7 @@ async def _update_positions(
     current: dict[PositionKey, tuple[ledger.StockPosition, datetime]] = {}
     p = StockPosition
     columns = (p.store_id, p.sku_id, p.on_hand, p.counted_at, p.last_variance, p.variance_total, p.last_movement_at)
-    for query in _by_keys(session, columns, (p.store_id, p.sku_id), keys):
+    for query in select_by_keys(_dialect(session), columns, (p.store_id, p.sku_id), keys):
         for store_id, sku_id, on_hand, counted_at, last_variance, variance_total, last_at in await session.execute(
             query
         ):
@@ -387,7 +368,7 @@ async def _apply_levels(
     keys = list(newest)
     stored: dict[SlotKey, datetime] = {}
     slot_key = (ShelfLevel.store_id, ShelfLevel.shelf_id, ShelfLevel.slot)
-    for query in _by_keys(session, (*slot_key, ShelfLevel.at), slot_key, keys):
+    for query in select_by_keys(_dialect(session), (*slot_key, ShelfLevel.at), slot_key, keys):
         stored.update({(s, shelf, n): at for s, shelf, n, at in await session.execute(query)})
     changed = [r for key, r in newest.items() if key not in stored or r.at >= stored[key]]
     if not changed:
