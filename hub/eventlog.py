@@ -2,16 +2,22 @@
 
 One call stores every batch of a unit of work inside the caller's transaction:
 
-1. stores and gateways are touched once per gateway of the unit;
+1. stores and gateways are touched once per gateway of the unit (again where a gateway's store
+   changes between its batches), in a few statements for the whole unit;
 2. the marks of the unit's streams are read in one query; a batch above a stream's
    ``max_seq`` cannot hold a stored position, so fresh events are not looked up at all;
 3. the new events go to the database in one statement per unit (``executemany`` on SQLite,
    ``unnest`` of column arrays on PostgreSQL), with values prepared here rather than by
    SQLAlchemy's per-value type processing: this path runs for every event;
-4. ``outbox.loss`` events that were stored now become ``data_losses`` rows;
-5. each stream's mark moves over what is stored or recorded lost. While nothing is held
+4. the stores' event counts move by what was stored, in one statement per unit;
+5. ``outbox.loss`` events that were stored now become ``data_losses`` rows;
+6. each stream's mark moves over what is stored or recorded lost. While nothing is held
    above the mark (``max_seq == through_seq``), the new mark and the gaps follow from the
-   unit's own seqs in memory; otherwise the stored seqs above the mark are walked.
+   unit's own seqs in memory; otherwise the stored seqs above the mark are walked. The marks
+   that moved are written in one statement per unit.
+
+Bookkeeping statements are ``executemany`` with bound parameters, so their number does not grow
+with the gateways, stores or streams of a unit.
 """
 
 from __future__ import annotations
@@ -23,14 +29,22 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import case, insert, or_, select, tuple_, update
+from sqlalchemy import BigInteger, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from hub.db.bulk import chunks, sqlite_time
+from hub.db.bulk import chunks, select_by_keys, sqlite_time
 from hub.db.engine import json_text
-from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent
+from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent, UtcDateTime
 from hub.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
-from hub.storage import Rejection, UnsupportedDatabaseError, clean_text, dialect_insert, later, touch_gateway
+from hub.storage import (
+    GatewayTouch,
+    Rejection,
+    UnsupportedDatabaseError,
+    clean_text,
+    dialect_insert,
+    later,
+    touch_gateways,
+)
 from storegate import wire
 
 # Stored seqs read per query while walking a stream above its mark.
@@ -212,15 +226,14 @@ def _in_ranges(column: Any, ranges: Sequence[Range]) -> Any:
 
 async def _read_marks(session: AsyncSession, keys: Iterable[StreamKey]) -> dict[StreamKey, tuple[int, int]]:
     """(through_seq, max_seq) of the streams that have a row."""
-    wanted = list(keys)
+    g = GatewayStream
     marks: dict[StreamKey, tuple[int, int]] = {}
-    for chunk in chunks(wanted, LOOKUP_CHUNK):
-        rows = await session.execute(
-            select(
-                GatewayStream.gateway_id, GatewayStream.stream, GatewayStream.through_seq, GatewayStream.max_seq
-            ).where(tuple_(GatewayStream.gateway_id, GatewayStream.stream).in_(list(chunk)))
+    dialect = session.get_bind().dialect.name
+    columns = (g.gateway_id, g.stream, g.through_seq, g.max_seq)
+    for query in select_by_keys(dialect, columns, (g.gateway_id, g.stream), sorted(keys)):
+        marks.update(
+            {(gateway_id, stream): (through, top) for gateway_id, stream, through, top in await session.execute(query)}
         )
-        marks.update({(gateway_id, stream): (through, top) for gateway_id, stream, through, top in rows})
     return marks
 
 
@@ -407,19 +420,23 @@ async def store_batches(
     if not items:
         return outcome
 
-    # Stores and gateways, once per gateway (twice if it moved store within the unit).
+    # Stores and gateways, once per gateway (again each time its store changes between its batches).
     latest: dict[str, datetime] = {}
     for batch, received_at in items:
         latest[batch.gateway_id] = max(received_at, latest.get(batch.gateway_id, received_at))
     touched: dict[str, str] = {}
+    touches: list[GatewayTouch] = []
+    touch_of_batch: list[int | None] = []
     for batch, _ in items:
-        moved_from = None
-        if touched.get(batch.gateway_id) != batch.store_id:
-            seen = await touch_gateway(
-                session, store_id=batch.store_id, gateway_id=batch.gateway_id, seen_at=latest[batch.gateway_id], now=now
-            )
-            touched[batch.gateway_id] = batch.store_id
-            moved_from = seen.moved_from
+        if touched.get(batch.gateway_id) == batch.store_id:
+            touch_of_batch.append(None)
+            continue
+        touched[batch.gateway_id] = batch.store_id
+        touch_of_batch.append(len(touches))
+        touches.append(GatewayTouch(batch.store_id, batch.gateway_id, latest[batch.gateway_id]))
+    seen = await touch_gateways(session, touches, now=now)
+    for (batch, _), touch in zip(items, touch_of_batch, strict=True):
+        moved_from = None if touch is None else seen[touch].moved_from
         outcome.batches.append(BatchOutcome(batch.store_id, batch.gateway_id, moved_from=moved_from))
 
     # Each batch's events by stream (a batch is almost always one stream).
@@ -473,12 +490,7 @@ async def store_batches(
     for gateway_id, stream, seq in await _judge_not_inserted(session, missing, outcome.rejections):
         unit.held_seqs[(gateway_id, stream)].remove(seq)
 
-    for store_id, stored_count in stored_per_store.items():
-        await session.execute(
-            update(Store)
-            .where(Store.store_id == store_id)
-            .values(event_count=Store.event_count + stored_count, last_event_at=later(Store.last_event_at, now))
-        )
+    await _count_stored(session, stored_per_store, now=now)
 
     unit_losses: dict[StreamKey, list[Range]] = defaultdict(list)
     for event in new_losses:
@@ -486,10 +498,32 @@ async def store_batches(
         outcome.losses.append(record)
         unit_losses[(record.gateway_id, record.stream)] += record.recorded
 
+    moved_marks: dict[StreamKey, dict[str, Any]] = {}
     for key in keys:
-        mark = await _advance_mark(session, key, marks.get(key), unit.held_seqs[key], unit_losses[key], now=now)
+        mark, row = await _advance_mark(session, key, marks.get(key), unit.held_seqs[key], unit_losses[key], now=now)
         outcome.marks[(key[0], UUID(key[1]))] = mark
+        if row is not None:
+            moved_marks[key] = row
+    await _write_marks(session, moved_marks)
     return outcome
+
+
+async def _count_stored(session: AsyncSession, stored_per_store: dict[str, int], *, now: datetime) -> None:
+    """Add each store's newly stored events to its count, in one statement."""
+    if not stored_per_store:
+        return
+    # Core executemany: the ORM would take an UPDATE with a list of parameters as an update by primary key.
+    connection = await session.connection()
+    await connection.execute(
+        update(Store)
+        .where(Store.store_id == bindparam("sid"))
+        .values(
+            event_count=Store.event_count + bindparam("stored", type_=BigInteger()),
+            last_event_at=later(Store.last_event_at, bindparam("at", type_=UtcDateTime())),
+        ),
+        # In key order, so that concurrent writers lock the rows in the same order.
+        [{"sid": store_id, "stored": stored_per_store[store_id], "at": now} for store_id in sorted(stored_per_store)],
+    )
 
 
 async def _judge_not_inserted(
@@ -590,8 +624,11 @@ async def _advance_mark(
     unit_losses: list[Range],
     *,
     now: datetime,
-) -> StreamMark:
-    """Move the stream's mark over what is now stored or recorded lost; find the gaps above it."""
+) -> tuple[StreamMark, dict[str, Any] | None]:
+    """Move the stream's mark over what is now stored or recorded lost; find the gaps above it.
+
+    Also the gateway_streams row to write, if the stream has none or its mark moved.
+    """
     through, top = mark if mark is not None else (0, 0)
     accounted = merge([*runs(unit_seqs), *unit_losses])
     new_top = max(top, accounted[-1][1] if accounted else 0)
@@ -601,28 +638,42 @@ async def _advance_mark(
         found = gaps(new_through + 1, new_top, accounted)
     else:
         new_through, found = await _walk(session, key, through, new_top)
+    row = None
     if mark is None or new_through > through or new_top > top:
-        stmt = dialect_insert(session)(GatewayStream).values(
-            gateway_id=key[0], stream=key[1], through_seq=new_through, max_seq=new_top, updated_at=now
-        )
-        table = GatewayStream.__table__
-        # Monotonic even if another hub process moved the mark meanwhile.
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[GatewayStream.gateway_id, GatewayStream.stream],
-                set_={
-                    "through_seq": case(
-                        (table.c.through_seq < stmt.excluded.through_seq, stmt.excluded.through_seq),
-                        else_=table.c.through_seq,
-                    ),
-                    "max_seq": case(
-                        (table.c.max_seq < stmt.excluded.max_seq, stmt.excluded.max_seq), else_=table.c.max_seq
-                    ),
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-        )
-    return StreamMark(new_through, found)
+        row = {
+            "gateway_id": key[0],
+            "stream": key[1],
+            "through_seq": new_through,
+            "max_seq": new_top,
+            "updated_at": now,
+        }
+    return StreamMark(new_through, found), row
+
+
+async def _write_marks(session: AsyncSession, rows: dict[StreamKey, dict[str, Any]]) -> None:
+    """Upsert the gateway_streams rows of the unit's moved marks, in one statement.
+
+    One row per stream: a multi-row upsert must not reach a row twice (PostgreSQL refuses it).
+    """
+    if not rows:
+        return
+    stmt = dialect_insert(session)(GatewayStream)
+    table = GatewayStream.__table__
+    # Monotonic even if another hub process moved the mark meanwhile.
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[GatewayStream.gateway_id, GatewayStream.stream],
+        set_={
+            "through_seq": case(
+                (table.c.through_seq < stmt.excluded.through_seq, stmt.excluded.through_seq),
+                else_=table.c.through_seq,
+            ),
+            "max_seq": case((table.c.max_seq < stmt.excluded.max_seq, stmt.excluded.max_seq), else_=table.c.max_seq),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    connection = await session.connection()
+    # In key order, so that concurrent writers lock the rows in the same order.
+    await connection.execute(upsert, [rows[key] for key in sorted(rows)])
 
 
 async def _walk(session: AsyncSession, key: StreamKey, through: int, top: int) -> tuple[int, list[Range]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, String, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from hub.db.models import (
     GatewayPresence,
     RejectedMessage,
     Store,
+    UtcDateTime,
 )
 from storegate import wire
 
@@ -48,8 +49,8 @@ def dialect_insert(session: AsyncSession) -> InsertFactory:
         raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}") from None
 
 
-def later(column: Any, value: datetime) -> Any:
-    """SQL for the later of a nullable timestamp column and ``value`` (portable GREATEST)."""
+def later(column: Any, value: datetime | ColumnElement[Any]) -> Any:
+    """The later of a nullable timestamp column and ``value``, a time or a bound parameter: a portable GREATEST."""
     return case((column.is_(None), value), (column < value, value), else_=column)
 
 
@@ -105,10 +106,17 @@ async def record_rejections(session: AsyncSession, rejections: Sequence[Rejectio
 # --------------------------------------------------------------------------- stores and gateways
 
 
-async def ensure_store(session: AsyncSession, store_id: str, *, now: datetime) -> None:
-    """Create the store's row if it does not exist yet."""
-    stmt = dialect_insert(session)(Store).values(store_id=store_id, first_seen=now, event_count=0)
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=[Store.store_id]))
+# Gateway ids per look-up, well below every driver's limit on bound parameters.
+GATEWAYS_PER_LOOKUP: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTouch:
+    """A gateway heard of under a store: what touching it takes."""
+
+    store_id: str
+    gateway_id: str
+    seen_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,24 +131,94 @@ async def touch_gateway(
     session: AsyncSession, *, store_id: str, gateway_id: str, seen_at: datetime, now: datetime
 ) -> GatewaySeen:
     """Create the gateway (and its store) or move its last_seen_at forward; follow a move to another store."""
-    await ensure_store(session, store_id, now=now)
-    known = (
-        await session.execute(select(Gateway.store_id).where(Gateway.gateway_id == gateway_id))
-    ).scalar_one_or_none()
-    if known is None:
-        await session.execute(
-            dialect_insert(session)(Gateway)
-            .values(
-                gateway_id=gateway_id, store_id=store_id, online=None, first_seen=now, last_seen_at=seen_at, devices=[]
-            )
-            .on_conflict_do_nothing(index_elements=[Gateway.gateway_id])
+    (seen,) = await touch_gateways(session, [GatewayTouch(store_id, gateway_id, seen_at)], now=now)
+    return seen
+
+
+async def touch_gateways(session: AsyncSession, touches: Sequence[GatewayTouch], *, now: datetime) -> list[GatewaySeen]:
+    """:func:`touch_gateway` for each of ``touches`` in order, in a few statements however many there are.
+
+    A gateway touched again (under another store: a move within a unit) is touched in a later round,
+    which sees what the rounds before wrote; gateways do not share rows, so this is the same as touching
+    them one by one.
+    """
+    seen: dict[int, GatewaySeen] = {}
+    pending = list(enumerate(touches))
+    while pending:
+        this_round: dict[str, tuple[int, GatewayTouch]] = {}
+        later_rounds: list[tuple[int, GatewayTouch]] = []
+        for index, touch in pending:
+            if touch.gateway_id in this_round:
+                later_rounds.append((index, touch))
+            else:
+                this_round[touch.gateway_id] = (index, touch)
+        found = await _touch_distinct(session, [touch for _, touch in this_round.values()], now=now)
+        seen |= {index: found[touch.gateway_id] for index, touch in this_round.values()}
+        pending = later_rounds
+    return [seen[index] for index in range(len(touches))]
+
+
+async def _touch_distinct(
+    session: AsyncSession, touches: Sequence[GatewayTouch], *, now: datetime
+) -> dict[str, GatewaySeen]:
+    """Touch gateways that are all different: stores, look-up, new gateways, known ones, a statement each."""
+    insert_into = dialect_insert(session)
+    # Core executemany: the ORM would take an UPDATE with a list of parameters as an update by primary key.
+    connection = await session.connection()
+    # Rows in key order, so that concurrent writers lock them in the same order.
+    stores = sorted({touch.store_id for touch in touches})
+    await connection.execute(
+        insert_into(Store).on_conflict_do_nothing(index_elements=[Store.store_id]),
+        [{"store_id": store_id, "first_seen": now, "event_count": 0} for store_id in stores],
+    )
+    ordered = sorted(touches, key=lambda touch: touch.gateway_id)
+    known: dict[str, str] = {}
+    for start in range(0, len(ordered), GATEWAYS_PER_LOOKUP):
+        ids = [touch.gateway_id for touch in ordered[start : start + GATEWAYS_PER_LOOKUP]]
+        rows = await session.execute(select(Gateway.gateway_id, Gateway.store_id).where(Gateway.gateway_id.in_(ids)))
+        known.update({gateway_id: store_id for gateway_id, store_id in rows})
+    created = [touch for touch in ordered if touch.gateway_id not in known]
+    if created:
+        await connection.execute(
+            insert_into(Gateway).on_conflict_do_nothing(index_elements=[Gateway.gateway_id]),
+            [
+                {
+                    "gateway_id": touch.gateway_id,
+                    "store_id": touch.store_id,
+                    "online": None,
+                    "first_seen": now,
+                    "last_seen_at": touch.seen_at,
+                    "devices": [],
+                }
+                for touch in created
+            ],
         )
-        return GatewaySeen(created=True, moved_from=None)
-    values: dict[str, Any] = {"last_seen_at": later(Gateway.last_seen_at, seen_at)}
-    if known != store_id:
-        values["store_id"] = store_id
-    await session.execute(update(Gateway).where(Gateway.gateway_id == gateway_id).values(**values))
-    return GatewaySeen(created=False, moved_from=known if known != store_id else None)
+    seen: dict[str, GatewaySeen] = {}
+    for touch in ordered:
+        before = known.get(touch.gateway_id)
+        seen[touch.gateway_id] = GatewaySeen(
+            created=before is None, moved_from=None if before in (None, touch.store_id) else before
+        )
+    returning = [touch for touch in ordered if touch.gateway_id in known]
+    if returning:
+        # One statement for moved and unmoved gateways: a NULL ``moved_to`` leaves store_id as it is.
+        await connection.execute(
+            update(Gateway)
+            .where(Gateway.gateway_id == bindparam("gid"))
+            .values(
+                last_seen_at=later(Gateway.last_seen_at, bindparam("seen", type_=UtcDateTime())),
+                store_id=func.coalesce(bindparam("moved_to", type_=String()), Gateway.store_id),
+            ),
+            [
+                {
+                    "gid": touch.gateway_id,
+                    "seen": touch.seen_at,
+                    "moved_to": None if seen[touch.gateway_id].moved_from is None else touch.store_id,
+                }
+                for touch in returning
+            ],
+        )
+    return seen
 
 
 def seen_time(reported: datetime, received_at: datetime, *, retained: bool) -> datetime:
