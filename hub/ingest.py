@@ -383,23 +383,32 @@ class Ingestor:
 
     async def _run(self) -> None:
         messages = aiter(self._link.messages())
+        ahead: list[Classified] = []
         while not self._stopping.is_set():
-            self._idle = True
+            if not ahead:
+                self._idle = True
+                try:
+                    first = await anext(messages)
+                finally:
+                    self._idle = False
+                ahead = [classify(first, received_at=self._clock())]
+            items = self._drain(ahead)
+            unit = asyncio.ensure_future(self._handle(items))
+            # Decode what is waiting while the unit is stored: the database works meanwhile (its own
+            # process, or SQLite's thread, which lets go of the GIL), so decoding costs no wall time.
             try:
-                first = await anext(messages)
-            finally:
-                self._idle = False
-            items = self._drain(first)
-            try:
-                await self._handle(items)
+                ahead = await self._classify_while(unit)
+                await unit
+            except asyncio.CancelledError:
+                unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
+                raise
             except Exception:  # a bug must not end ingestion for every store; nothing of this unit is acked
                 log.exception("ingest_unit_failed", messages=len(items))
 
-    def _drain(self, first: Incoming) -> list[Classified]:
-        """``first`` and the messages waiting behind it, up to the events budget, classified."""
+    def _drain(self, items: list[Classified]) -> list[Classified]:
+        """``items`` and the messages waiting behind them, up to the events budget, classified."""
         received_at = self._clock()
-        items = [classify(first, received_at=received_at)]
-        budget = self._max_events - weight(items[0])
+        budget = self._max_events - sum(weight(item) for item in items)
         while budget > 0:
             incoming = self._link.get_nowait()
             if incoming is None:
@@ -407,6 +416,24 @@ class Ingestor:
             items.append(classify(incoming, received_at=received_at))
             budget -= weight(items[-1])
         return items
+
+    async def _classify_while(self, unit: asyncio.Future[UnitResult]) -> list[Classified]:
+        """Messages already waiting, classified while ``unit`` is in progress (at most one unit's budget).
+
+        Only what is already queued is taken: a message that has not arrived is not waited for, so
+        nothing is delayed. Classified messages not yet stored are not acknowledged either: if the
+        hub stops, the gateways send them again.
+        """
+        ahead: list[Classified] = []
+        budget = self._max_events
+        while budget > 0 and not unit.done():
+            incoming = self._link.get_nowait()
+            if incoming is None:
+                break
+            ahead.append(classify(incoming, received_at=self._clock()))
+            budget -= weight(ahead[-1])
+            await asyncio.sleep(0)  # let the unit's database replies through between messages
+        return ahead
 
     async def process(self, incoming: Sequence[Incoming]) -> UnitResult:
         """Classify, store and acknowledge ``incoming`` as one unit (the consumer task does this per drain)."""
