@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -153,8 +154,8 @@ class HubOperations:
     def committed(self, outcome: OperationsOutcome) -> None:
         """The unit committed: adopt the rules' states, count what happened, wake the senders."""
         inventory = outcome.inventory
-        for movement in inventory.movements:
-            self.metrics.ledger_movements.labels(kind=movement.kind.value).inc()
+        for kind, count in Counter(movement.kind.value for movement in inventory.movements).items():
+            self.metrics.ledger_movements.labels(kind=kind).inc(count)
         self.metrics.unplaced_events.inc(len(inventory.unplaced))
         self.metrics.restock_tasks.labels(action="opened").inc(len(inventory.tasks_opened))
         self.metrics.restock_tasks.labels(action="closed").inc(len(inventory.tasks_closed))
