@@ -9,21 +9,20 @@ would: aware datetimes to SQLite's naive-UTC text, decimals to SQLite's floats.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import Select, and_, bindparam, column, func, select, values
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.storage import UnsupportedDatabaseError
 
 _ZERO: Final = timedelta(0)
-# Keys per SQLite look-up (a VALUES list of bound parameters, far below SQLite's limit on them).
-KEYS_PER_LOOKUP: Final = 400
 # PostgreSQL array types of the column kinds the hub writes in bulk.
 PG_TYPES: Final = frozenset({"varchar", "text", "int", "bigint", "timestamptz", "numeric", "json", "boolean"})
 
@@ -119,13 +118,14 @@ def select_by_keys(
 ) -> Iterable[Select[Any]]:
     """SELECTs of ``columns`` (or an entity) for the rows whose ``key_columns`` hold one of ``keys``.
 
-    Each is a join of the table with the wanted keys, which both databases answer with an index
-    look-up per key whatever the table's size. The obvious ``(a, b) IN ((?, ?), ...)`` is not: SQLite
-    scans the whole table for a row-value IN list, and PostgreSQL keeps for the prepared statement a
-    plan chosen while the table was small (a sequential scan filtered by hundreds of OR'd pairs).
+    One statement joining the table with the wanted keys, which both databases answer with an index
+    look-up per key whatever the table's size, and whose SQL does not depend on the keys (SQLAlchemy
+    compiles it once). The obvious ``(a, b) IN ((?, ?), ...)`` is neither: SQLite scans the whole table
+    for a row-value IN list, and PostgreSQL keeps for the prepared statement a plan chosen while the
+    table was small (a sequential scan filtered by hundreds of OR'd pairs).
 
-    PostgreSQL: one statement joining ``unnest`` of one array per key column. SQLite: a ``VALUES``
-    common table expression per chunk of keys.
+    PostgreSQL: ``unnest`` of one array per key column. SQLite: ``json_each`` of one JSON array of the
+    keys (keys are text and integers, which JSON keeps as they are).
     """
     if not keys:
         return
@@ -136,7 +136,6 @@ def select_by_keys(
         wanted = func.unnest(*arrays).table_valued(*(c.key for c in key_columns)).render_derived(name="wanted")
         yield select(*columns).join(wanted, and_(*(c == wanted.c[c.key] for c in key_columns)))
         return
-    for chunk in chunks(keys, KEYS_PER_LOOKUP):
-        listed = values(*(column(f"k{n}", c.type) for n, c in enumerate(key_columns)), name="wanted")
-        cte = listed.data(list(chunk)).cte("wanted")
-        yield select(*columns).join(cte, and_(*(c == cte.c[f"k{n}"] for n, c in enumerate(key_columns))))
+    listed = func.json_each(bindparam("keys", json.dumps([list(key) for key in keys]))).table_valued("value")
+    on = and_(*(c == func.json_extract(listed.c.value, f"$[{n}]") for n, c in enumerate(key_columns)))
+    yield select(*columns).join(listed, on)
