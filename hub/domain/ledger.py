@@ -164,6 +164,25 @@ def apply(position: StockPosition, movement: Movement) -> StockPosition:
     return position
 
 
+def apply_late(position: StockPosition, late: Iterable[Movement]) -> StockPosition | None:
+    """The position after movements older than some already applied to it, where their order does not matter.
+
+    Deltas add up in any order; only a count depends on what came before it. So late deltas that all
+    came after the position's last count simply add to it. None when that is not so (a late count, or a
+    late delta at or before the last count, which the count already replaced): then the position must
+    be recomputed from the key's whole ledger in time order (:func:`on_hand`).
+    """
+    result = position
+    for movement in late:
+        if movement.kind is MovementKind.COUNT:
+            return None
+        if movement.kind in ON_HAND_DELTA:
+            if position.counted_at is not None and movement.at <= position.counted_at:
+                return None
+            result = replace(result, on_hand=result.on_hand + movement.quantity)
+    return result
+
+
 def on_hand(movements: Iterable[Movement]) -> dict[tuple[str, str], StockPosition]:
     """Positions per (store, SKU) from ledger rows, applied in time order (then event, then line).
 

@@ -6,8 +6,10 @@ up to date in the same transaction. Replaying events changes nothing: the event 
 once and only newly stored events reach this module, and the ledger's (event_id, line) is unique.
 
 Positions are maintained incrementally when movements arrive in time order (the usual case). A movement
-older than the newest one already applied to its (store, SKU) -- a gateway's backlog after an outage --
-makes the position be recomputed from that key's ledger rows by the same pure function, so the result
+older than the newest one already applied to its (store, SKU) -- a gateway's backlog after an outage, or
+the tills' gateway a little behind the back office's -- is added too when only deltas after the last count
+are late (they add up in any order); a late count, or a late delta the last count already replaced, makes
+the position be recomputed from that key's ledger rows by the same pure function. Either way the result
 never depends on arrival order.
 
 A slot's level below its planogram minimum opens a restock task and queues a print command with the
@@ -315,8 +317,13 @@ async def _update_positions(
         movements.sort(key=lambda m: (m.at, m.event_id, m.line))
         held = current.get(key)
         if held is not None and movements[0].at < held[1]:
-            position, last_at = await _recompute(session, key)
-            recomputed += 1
+            # Late: deltas after the last count add up in any order; otherwise the ledger decides.
+            late = ledger.apply_late(held[0], movements)
+            if late is not None:
+                position, last_at = late, max(held[1], movements[-1].at)
+            else:
+                position, last_at = await _recompute(session, key)
+                recomputed += 1
         else:
             position = held[0] if held is not None else ledger.StockPosition()
             for movement in movements:

@@ -16,6 +16,8 @@ from hub.domain.ledger import (
     ShrinkTracker,
     StockPosition,
     Unmatched,
+    apply,
+    apply_late,
     movements_of,
     on_hand,
     on_shelf,
@@ -114,6 +116,61 @@ def test_on_hand_is_the_last_count_plus_what_moved_since(ops: list[tuple[str, in
     for kind, qty in ops:
         expected = qty if kind == "scan.count" else expected + (qty if kind == "scan.receiving" else -qty)
     assert on_hand(rows).get(("s1", "85123A"), StockPosition()).on_hand == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["scan.sale", "scan.receiving", "scan.count", "shelf.pick"]), st.integers(1, 50)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.data(),
+)
+def test_movements_arriving_in_any_order_give_the_stock_of_time_order(
+    ops: list[tuple[str, int]], data: st.DataObject
+) -> None:
+    """What the hub does per key: apply in order, add late deltas, recompute only when order matters."""
+    views = [
+        event(kind, n, slot=2, delta=-qty, count=50)
+        if kind == "shelf.pick"
+        else event(kind, n, code="85123A", quantity=qty)
+        for n, (kind, qty) in enumerate(ops)
+    ]
+    rows = [m for v in views for m in _rows(v)]
+    arrival = data.draw(st.permutations(rows))
+    position, arrived, recomputed = StockPosition(), [], 0
+    last_at: datetime | None = None
+    for movement in arrival:
+        arrived.append(movement)
+        if last_at is None or movement.at >= last_at:
+            position = apply(position, movement)
+        else:
+            late = apply_late(position, [movement])
+            if late is None:
+                recomputed += 1
+                late = on_hand(arrived).get(("s1", "85123A"), StockPosition())
+            position = late
+        last_at = movement.at if last_at is None else max(last_at, movement.at)
+    assert position == on_hand(rows).get(("s1", "85123A"), StockPosition())
+    if not any(kind == "scan.count" for kind, _ in ops):
+        assert recomputed == 0  # without counts the order never matters
+
+
+def _rows(view: EventView) -> list[Movement]:
+    result = moved(view)
+    assert isinstance(result, list)
+    return result
+
+
+def test_a_late_delta_before_the_last_count_or_a_late_count_needs_the_ledger() -> None:
+    receipt = _rows(event("scan.receiving", 1, code="85123A", quantity=10))
+    count = _rows(event("scan.count", 2, code="85123A", quantity=8))
+    sale = _rows(event("scan.sale", 3, code="85123A"))
+    counted = on_hand(receipt + count)[("s1", "85123A")]
+    assert apply_late(counted, sale) == StockPosition(7, counted.counted_at, -2, -2)  # after the count: adds
+    assert apply_late(counted, receipt) is None  # before the count, which already replaced it
+    assert apply_late(on_hand(sale)[("s1", "85123A")], count) is None  # a count depends on what came before
 
 
 def test_picks_not_sold_within_the_window_become_shrink() -> None:
