@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 POLL_S: Final = 1.0
 BATCH: Final = 200
+# These UPDATEs change rows by criteria: the ORM need not look for them among the session's objects.
+_NO_SYNC: Final = {"synchronize_session": False}
 
 
 class Publisher(Protocol):
@@ -56,7 +58,11 @@ def to_wire(row: OutgoingCommand) -> wire.Command:
 
 
 async def publish_pending(session: AsyncSession, link: Publisher, *, now: datetime) -> int:
-    """Publish up to BATCH pending commands, oldest first, and mark each sent (or expired)."""
+    """Publish up to BATCH pending commands, oldest first, and mark them sent (or expired).
+
+    The marks are written after the batch, in one statement per table: the write lock (SQLite has one
+    for the whole database) is then held for two statements, not two per command, beside the consumer.
+    """
     rows = (
         (
             await session.execute(
@@ -69,40 +75,50 @@ async def publish_pending(session: AsyncSession, link: Publisher, *, now: dateti
         .scalars()
         .all()
     )
-    sent = 0
+    sent: list[str] = []
+    expired: list[str] = []
     for row in rows:
         if row.expires_at is not None and row.expires_at <= now:
-            await _set_status(session, row.command_id, "expired", detail="expired before it could be sent", at=now)
+            expired.append(row.command_id)
             continue
         topic = wire.topic(row.store_id, row.gateway_id, wire.Channel.COMMANDS)
         info = link.publish(topic, wire.encode(to_wire(row)), qos=1)
         if getattr(info, "rc", 0) not in QUEUED_RCS:
             log.warning("command_publish_refused", command_id=row.command_id, rc=getattr(info, "rc", None))
             break  # try again on the next round, in order
+        sent.append(row.command_id)
+    if expired:
+        await _set_status(session, expired, "expired", detail="expired before it could be sent", at=now)
+    if sent:
         await session.execute(
             update(OutgoingCommand)
-            .where(OutgoingCommand.command_id == row.command_id, OutgoingCommand.status == "pending")
-            .values(status="sent", sent_at=now)
+            .where(OutgoingCommand.command_id.in_(sent), OutgoingCommand.status == "pending")
+            .values(status="sent", sent_at=now),
+            execution_options=_NO_SYNC,
         )
         await session.execute(
             update(RestockTask)
-            .where(RestockTask.command_id == row.command_id, RestockTask.print_status == "pending")
-            .values(print_status="sent")
+            .where(RestockTask.command_id.in_(sent), RestockTask.print_status == "pending")
+            .values(print_status="sent"),
+            execution_options=_NO_SYNC,
         )
-        sent += 1
-    return sent
+    return len(sent)
 
 
-async def _set_status(session: AsyncSession, command_id: str, status: str, *, detail: str, at: datetime) -> None:
+async def _set_status(
+    session: AsyncSession, command_ids: Sequence[str], status: str, *, detail: str, at: datetime
+) -> None:
     await session.execute(
         update(OutgoingCommand)
-        .where(OutgoingCommand.command_id == command_id)
-        .values(status=status, result_detail=detail, result_at=at)
+        .where(OutgoingCommand.command_id.in_(command_ids))
+        .values(status=status, result_detail=detail, result_at=at),
+        execution_options=_NO_SYNC,
     )
     await session.execute(
         update(RestockTask)
-        .where(RestockTask.command_id == command_id)
-        .values(print_status=_print_status(status), print_detail=detail)
+        .where(RestockTask.command_id.in_(command_ids))
+        .values(print_status=_print_status(status), print_detail=detail),
+        execution_options=_NO_SYNC,
     )
 
 
@@ -124,7 +140,7 @@ async def record_result(session: AsyncSession, result: wire.CommandResult, *, no
     ).scalar_one_or_none()
     if known is None:
         return False
-    await _set_status(session, command_id, result.status, detail=result.detail, at=result.ts)
+    await _set_status(session, [command_id], result.status, detail=result.detail, at=result.ts)
     log.info("command_result", command_id=command_id, status=result.status, gateway_id=result.gateway_id)
     return True
 

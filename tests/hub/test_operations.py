@@ -21,6 +21,7 @@ from hub.alerting.models import AlertHistoryRow, AlertRow, ChainRule, ExcursionR
 from hub.alerting.store import acknowledge, resolve
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.checks import check_operations
+from hub.commands import publish_pending
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand, StoredEvent
 from hub.domain import ledger
@@ -217,6 +218,46 @@ async def test_a_replayed_batch_changes_nothing(store: Store) -> None:
     await store.send(*events)  # the gateway did not get the ack and sent it again
     assert await store.position("A") == (7, 0, 0)
     assert len(await store.rows(LedgerRow)) == 2
+
+
+@dataclass
+class RecordingLink:
+    """What the command publisher hands to MQTT (paho would answer rc 0 for each queued message)."""
+
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Any:
+        self.published.append((topic, payload))
+        return None
+
+
+async def test_pick_lists_are_published_once_and_a_stale_one_expires_unsent(store: Store) -> None:
+    t = NOON
+    link = RecordingLink()
+    sessions = session_factory(store.engine)
+    # Two slots below their minimum: two tasks, two print commands, published in one round.
+    await store.send(
+        store.event("shelf.pick", shelf(1, -8, 2), at=t, device_id="shelf-1"),
+        store.event("shelf.pick", shelf(2, -8, 1), at=t, device_id="shelf-1"),
+    )
+    async with sessions() as session, session.begin():
+        assert await publish_pending(session, link, now=t + timedelta(minutes=1)) == 2
+    async with sessions() as session, session.begin():
+        assert await publish_pending(session, link, now=t + timedelta(minutes=2)) == 0  # sent once
+    tasks = await store.rows(RestockTask)
+    sent = {wire.decode(wire.Command, payload).command_id for _, payload in link.published}
+    assert sent == {uuid.UUID(task.command_id) for task in tasks if task.command_id}
+    assert {task.print_status for task in tasks} == {"sent"}
+    assert {c.status for c in await store.rows(OutgoingCommand)} == {"sent"}
+
+    # Refilled, then low again while the printer's gateway is unreachable for longer than a pick list lives.
+    await store.send(store.event("shelf.put", shelf(1, 8, 10), at=t + timedelta(minutes=3), device_id="shelf-1"))
+    await store.send(store.event("shelf.pick", shelf(1, -8, 2), at=t + timedelta(minutes=4), device_id="shelf-1"))
+    async with sessions() as session, session.begin():
+        assert await publish_pending(session, link, now=t + timedelta(hours=5)) == 0
+    assert len(link.published) == 2
+    (stale,) = [task for task in await store.rows(RestockTask) if task.status == "open" and task.slot == 1]
+    assert (stale.print_status, stale.print_detail) == ("expired", "expired before it could be sent")
 
 
 async def _from_the_ledger(store: Store, sku: str) -> tuple[int, int, int]:
