@@ -69,12 +69,18 @@ def _for_sqlite(columns: Sequence[BulkColumn], rows: Sequence[tuple[Any, ...]]) 
     ]
     if not converting:
         return rows
+    # Many rows of a call share a value (the unit's "now", a store's time of a reading): convert each once.
+    done: dict[Any, Any] = {}
     converted: list[tuple[Any, ...]] = []
     for row in rows:
         values = list(row)
         for n, convert in converting:
-            if values[n] is not None:
-                values[n] = convert(values[n])
+            value = values[n]
+            if value is not None:
+                result = done.get(value)
+                if result is None:
+                    result = done[value] = convert(value)
+                values[n] = result
         converted.append(tuple(values))  # the driver API takes tuples
     return converted
 
