@@ -1018,14 +1018,15 @@ def hub_child(config: Path, profile_out: Path | None, preload: Path | None) -> i
 
 
 # The parts of a unit timed by --breakdown: (label, module, attribute). Each attribute is replaced by a timing
-# wrapper for the breakdown and put back after it; an attribute that no longer exists is left out.
+# wrapper for the breakdown and put back after it; an attribute that no longer exists is left out. Parts done
+# while a statement runs (hub.db.overlap) are counted in both: place in store_batches, the rules in apply_placed.
 BREAKDOWN_PARTS: Final = (
     ("store_batches: events, marks, stores", "hub.ingest", "store_batches"),
     ("catalog snapshot", "hub.inventory.catalog_view", "CatalogCache.snapshot"),
     ("rules refresh", "hub.alerting.service", "MonitoringEngine.refresh_rules"),
-    ("apply_events: inventory", "hub.operations", "apply_events"),
-    ("  place (pure)", "hub.inventory.apply", "place"),
-    ("  unplaced_events insert", "hub.inventory.apply", "_record_unplaced"),
+    ("place (pure; runs while the events are inserted)", "hub.operations", "place"),
+    ("apply_placed: inventory (rules evaluated meanwhile)", "hub.operations", "apply_placed"),
+    ("  unplaced_events insert", "hub.inventory.apply", "record_unplaced"),
     ("  apply_movements: ledger + positions", "hub.inventory.apply", "apply_movements"),
     ("    _update_positions", "hub.inventory.apply", "_update_positions"),
     ("      _recompute (movement out of order)", "hub.inventory.apply", "_recompute"),

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from hub.db.bulk import chunks, select_by_keys, sqlite_time
 from hub.db.engine import json_text
 from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent, UtcDateTime
+from hub.db.overlap import while_awaiting
 from hub.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
 from hub.storage import (
     GatewayTouch,
@@ -406,7 +407,11 @@ class _Unit:
 
 
 async def store_batches(
-    session: AsyncSession, items: Sequence[tuple[wire.EventBatch, datetime]], *, now: datetime
+    session: AsyncSession,
+    items: Sequence[tuple[wire.EventBatch, datetime]],
+    *,
+    now: datetime,
+    meanwhile: Callable[[list[wire.Event]], None] | None = None,
 ) -> EventsOutcome:
     """Store the events of ``items`` (batch, received_at) exactly once and compute each stream's mark.
 
@@ -414,6 +419,10 @@ async def store_batches(
     duplicate. An event whose (gateway, stream, seq) is stored under another event_id,
     or whose event_id is stored at another position, breaks the protocol: it is returned
     as a rejection and the rest is stored.
+
+    ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
+    database inserts them: pure work on them costs no wall time there. The insert may still skip some
+    (another writer got there first): ``stored_events`` says which were stored.
     """
     writer = _writer(session)
     outcome = EventsOutcome()
@@ -473,7 +482,14 @@ async def store_batches(
             unit.add(batch, (batch.gateway_id, stream), events, counts, received_at)
     outcome.rejections += unit.rejections
 
-    inserted = await writer.insert(await session.connection(), unit.rows) if unit.rows else None
+    inserted: set[str] | None = None
+    if unit.rows:
+        insert = writer.insert(await session.connection(), unit.rows)
+        if meanwhile is None:
+            inserted = await insert
+        else:
+            candidates = [event for group in unit.groups for event in group.events]
+            inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates))
     stored_per_store: dict[str, int] = defaultdict(int)
     new_losses: list[wire.Event] = []
     missing: list[tuple[wire.Event, StreamCounts, datetime]] = []

@@ -203,7 +203,8 @@ async def store_messages(
     """
     result = UnitResult()
     batches = [(item.batch, item.received_at) for item in items if isinstance(item, BatchMessage)]
-    events = await store_batches(session, batches, now=now)
+    prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
+    events = await store_batches(session, batches, now=now, meanwhile=prepared.place if prepared else None)
     result.rejections += events.rejections
     result.losses += events.losses
     for outcome in events.batches:
@@ -255,7 +256,9 @@ async def store_messages(
                 pass
     await record_rejections(session, rejections + result.rejections, keep=rejected_keep)
     if operations is not None:
-        result.operations.append(await operations.apply(session, events.stored_events, result.transitions, now=now))
+        result.operations.append(
+            await operations.apply(session, events.stored_events, result.transitions, now=now, prepared=prepared)
+        )
     return result
 
 

@@ -29,9 +29,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hub.alerting.service import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
 from hub.alerting.store import AlertChangedError
 from hub.db.engine import session_factory
+from hub.db.overlap import while_awaiting
 from hub.domain.ledger import Unmatched
-from hub.inventory.apply import INVENTORY_KINDS, InventoryOutcome, RestockSettings, apply_events, record_unplaced
-from hub.inventory.catalog_view import CatalogCache
+from hub.inventory.apply import (
+    INVENTORY_KINDS,
+    InventoryOutcome,
+    Placed,
+    RestockSettings,
+    apply_placed,
+    place,
+    record_unplaced,
+)
+from hub.inventory.catalog_view import CatalogCache, CatalogSnapshot
 from hub.metrics import HubMetrics
 from hub.storage import Transition
 from storegate import wire
@@ -49,6 +58,28 @@ class Notifiable(Protocol):
     def notify(self) -> None:
         """There is work."""
         ...
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A unit's catalog snapshot, and its events placed in it while they were being inserted."""
+
+    catalog: CatalogSnapshot
+    candidates: int = 0
+    placed: Placed | None = None
+
+    def place(self, events: Sequence[wire.Event]) -> None:
+        """Place the events sent to the insert (pure work, done while the database inserts them)."""
+        self.candidates = len(events)
+        self.placed = place(events, self.catalog)
+
+    def placed_of(self, stored: Sequence[wire.Event]) -> Placed:
+        """What the events stored for the first time make (those placed, less any the insert skipped)."""
+        if self.placed is None:
+            return place(stored, self.catalog)
+        if len(stored) == self.candidates:  # stored events are among the candidates: all of them
+            return self.placed
+        return self.placed.of_events({str(event.event_id) for event in stored})
 
 
 @dataclass(slots=True)
@@ -101,6 +132,12 @@ class HubOperations:
         async with self.engine.unit():
             yield
 
+    async def prepare(self, session: AsyncSession, *, now: datetime) -> Prepared:
+        """What a unit needs before its events are stored: the catalog and the rules in force."""
+        catalog = await self.catalog.snapshot(session)
+        await self.engine.refresh_rules(session, now=now)
+        return Prepared(catalog)
+
     async def apply(
         self,
         session: AsyncSession,
@@ -108,17 +145,24 @@ class HubOperations:
         transitions: Sequence[Transition],
         *,
         now: datetime,
+        prepared: Prepared | None = None,
     ) -> OperationsOutcome:
-        """Apply a unit's new events and presence changes inside its transaction."""
+        """Apply a unit's new events and presence changes inside its transaction.
+
+        ``prepared`` is :meth:`prepare`'s, with the events placed while they were inserted, if they were.
+        """
         outcome = OperationsOutcome()
         if not events and not transitions:
             return outcome
-        catalog = await self.catalog.snapshot(session)
-        await self.engine.refresh_rules(session, now=now)
+        if prepared is None:
+            prepared = await self.prepare(session, now=now)
+        catalog = prepared.catalog
         try:
-            outcome.inventory = await apply_events(session, events, catalog, now=now, restock=self.restock)
-            evaluation = self.engine.evaluate(
-                catalog, observations_of(events, transitions), outcome.inventory.movements, now=now
+            placed = prepared.placed_of(events)
+            # The rules are pure and need only the movements: they are evaluated while the ledger is written.
+            outcome.inventory, evaluation = await while_awaiting(
+                apply_placed(session, placed, catalog, now=now, restock=self.restock),
+                lambda: self.engine.evaluate(catalog, observations_of(events, transitions), placed.movements, now=now),
             )
         except _NOT_THE_DATABASE as err:
             # Only a bug gets here (the payloads were validated on the way in); keep the events, say so.

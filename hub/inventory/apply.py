@@ -1,9 +1,10 @@
 """Newly stored events into the inventory, in the ingest transaction: ledger rows, positions, levels, restock.
 
-:func:`apply_events` turns the events a unit stored for the first time into ledger movements (the rules
-are pure, in :mod:`hub.domain.ledger`), writes them, and brings ``stock_positions`` and ``shelf_levels``
-up to date in the same transaction. Replaying events changes nothing: the event log stores each event
-once and only newly stored events reach this module, and the ledger's (event_id, line) is unique.
+:func:`place` turns the events a unit stored for the first time into ledger movements (the rules are
+pure, in :mod:`hub.domain.ledger`); :func:`apply_placed` writes them, and brings ``stock_positions``
+and ``shelf_levels`` up to date in the same transaction. Replaying events changes nothing: the event log
+stores each event once and only newly stored events reach this module, and the ledger's (event_id, line)
+is unique.
 
 Positions are maintained incrementally when movements arrive in time order (the usual case). A movement
 older than the newest one already applied to its (store, SKU) -- a gateway's backlog after an outage, or
@@ -110,6 +111,14 @@ class Placed:
     levels: list[LevelReport] = field(default_factory=list)
     unplaced: list[tuple[wire.Event, Unmatched]] = field(default_factory=list)
 
+    def of_events(self, event_ids: set[str]) -> Placed:
+        """What these events (a subset of those placed) make: each event is placed on its own."""
+        return Placed(
+            movements=[m for m in self.movements if m.event_id in event_ids],
+            levels=[r for r in self.levels if r.event_id in event_ids],
+            unplaced=[(e, u) for e, u in self.unplaced if u.event_id in event_ids],
+        )
+
 
 def place(events: Iterable[wire.Event], catalog: CatalogSnapshot) -> Placed:
     """The movements and level reports of events (pure: the catalog is a snapshot)."""
@@ -166,16 +175,15 @@ def _priced(movement: Movement, price: Decimal | None) -> Movement:
 # --------------------------------------------------------------------------- writing
 
 
-async def apply_events(
+async def apply_placed(
     session: AsyncSession,
-    events: Sequence[wire.Event],
+    placed: Placed,
     catalog: CatalogSnapshot,
     *,
     now: datetime,
     restock: RestockSettings,
 ) -> InventoryOutcome:
-    """Apply newly stored events to the inventory inside the caller's transaction."""
-    placed = place(events, catalog)
+    """Apply newly stored events, already placed (:func:`place`), to the inventory in the caller's transaction."""
     outcome = InventoryOutcome(unplaced=[unmatched for _, unmatched in placed.unplaced])
     if placed.unplaced:
         await record_unplaced(session, placed.unplaced, now=now)

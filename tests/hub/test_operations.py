@@ -27,6 +27,7 @@ from hub.db.models import OutgoingCommand, StoredEvent
 from hub.domain import ledger
 from hub.domain.alerts import AlertTransitionError
 from hub.ingest import BatchMessage, StatusMessage, store_messages
+from hub.inventory.apply import place
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, ShrinkRecord, StockPosition, UnplacedEvent
 from hub.operations import HubOperations
 from storegate import wire
@@ -288,6 +289,20 @@ async def test_movements_arriving_out_of_order_give_the_stock_of_time_order(stor
     await store.send(store.event("scan.sale", scan(GTIN_A, 3), at=t + timedelta(minutes=2, seconds=30)))
     assert await store.position("A") == await _from_the_ledger(store, "A")
     assert await store.position("A") == (5, 1, 1)
+
+
+async def test_events_placed_while_inserted_are_narrowed_to_those_the_insert_stored(store: Store) -> None:
+    events = [
+        store.event("scan.sale", scan(GTIN_A, 2), at=NOON),
+        store.event("scan.sale", scan("99999"), at=NOON),
+        store.event("shelf.pick", shelf(1, -2, 4), at=NOON, device_id="shelf-1"),
+    ]
+    async with session_factory(store.engine)() as session:
+        prepared = await store.operations.prepare(session, now=NOON)
+    prepared.place(events)
+    assert prepared.placed_of(events) == place(events, prepared.catalog)
+    for stored in (events[:1], events[1:2], events[1:], []):  # another writer stored the others first
+        assert prepared.placed_of(stored) == place(stored, prepared.catalog)
 
 
 async def test_an_event_that_cannot_be_placed_is_kept_with_its_reason(store: Store) -> None:
