@@ -185,9 +185,10 @@ async def apply_placed(
 ) -> InventoryOutcome:
     """Apply newly stored events, already placed (:func:`place`), to the inventory in the caller's transaction."""
     outcome = InventoryOutcome(unplaced=[unmatched for _, unmatched in placed.unplaced])
+    # The ledger insert first: it is the long statement that the caller's pure work can run beside.
+    await apply_movements(session, placed.movements, now=now, outcome=outcome)
     if placed.unplaced:
         await record_unplaced(session, placed.unplaced, now=now)
-    await apply_movements(session, placed.movements, now=now, outcome=outcome)
     if placed.levels:
         changed = await _apply_levels(session, placed.levels, catalog, now=now)
         if restock.enabled:
