@@ -7,6 +7,7 @@ Three layers, so each can be tested alone:
   transaction and computes the Acks; it never commits and never touches MQTT.
 * :class:`Ingestor` drains the MQTT queue into units of work, commits each unit, and
   only after the commit publishes the Acks. Nothing is acknowledged that is not stored.
+  While a unit is being stored it decodes the messages already waiting behind it.
 
 A bad message never stops the consumer: it is counted in
 ``storegate_hub_rejected_messages_total{reason}``, logged with its topic and reason,
