@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -28,6 +28,7 @@ from hub.domain.store_hours import StoreHours, open_periods
 from storegate.wire import DeviceDetached, DoorChange, EnvironmentReading, Quantity, ShelfChange
 
 RULE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+PayloadModel = TypeVar("PayloadModel", bound=BaseModel)
 
 # --------------------------------------------------------------------------- observations
 
@@ -43,6 +44,15 @@ class EventObservation:
     at: datetime
     payload: Mapping[str, Any] = field(default_factory=dict)
     gateway_id: str | None = None
+    # Payloads validated as a model, by model: several rules read the same reading or shelf change.
+    _typed: dict[type[BaseModel], BaseModel] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def payload_as(self, model: type[PayloadModel]) -> PayloadModel:
+        """The payload validated as ``model`` (raises pydantic's ValidationError), once per observation."""
+        typed = self._typed.get(model)
+        if typed is None:
+            typed = self._typed[model] = model.model_validate(self.payload)
+        return typed  # type: ignore[return-value]  # stored under its own model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,7 +214,7 @@ class _CameraPayload(BaseModel):
 
 
 def _snapshot_of(observation: EventObservation) -> str | None:
-    return _CameraPayload.model_validate(observation.payload).snapshot_ref
+    return observation.payload_as(_CameraPayload).snapshot_ref
 
 
 def _device_subject(observation: EventObservation, kind: Literal["device", "camera", "door"]) -> Subject:
@@ -311,7 +321,7 @@ class ShelfSweepRule(RuleBase):
         """Add a pick to its slot's window; raise (and empty the window) once the window holds ``min_items``."""
         if not isinstance(observation, EventObservation) or observation.kind != "shelf.pick":
             return RuleOutcome(state=state)
-        change = ShelfChange.model_validate(observation.payload)
+        change = observation.payload_as(ShelfChange)
         if change.delta >= 0:
             return RuleOutcome(state=state)
         windows: SweepState = state
@@ -457,7 +467,7 @@ class DeviceUnpluggedRule(_GraceRule):
             return subject, None
         if observation.kind != "device.detached":
             return None
-        detached = DeviceDetached.model_validate(observation.payload)
+        detached = observation.payload_as(DeviceDetached)
         if detached.reason != "unplugged":
             return None  # removed from the config or shut down on purpose: not an alarm
         detail = f"at {detached.address}"
@@ -500,7 +510,7 @@ class DoorHeldOpenRule(_GraceRule):
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
         if not isinstance(observation, EventObservation) or observation.kind not in ("door.opened", "door.closed"):
             return None
-        door = DoorChange.model_validate(observation.payload)
+        door = observation.payload_as(DoorChange)
         subject = _door_subject(observation, door)
         if not door.open:
             return subject, None
@@ -524,7 +534,7 @@ class DoorAfterHoursRule(RuleBase):
         """Raise on a door opening while closed; closing it again does not clear (the entry happened)."""
         if not isinstance(observation, EventObservation) or observation.kind != "door.opened":
             return RuleOutcome(state=state)
-        door = DoorChange.model_validate(observation.payload)
+        door = observation.payload_as(DoorChange)
         if not door.open or not _closed_around(ctx.hours, observation.at, self.staff_margin_s):
             return RuleOutcome(state=state)
         subject = _door_subject(observation, door)
@@ -589,7 +599,7 @@ class EnvironmentRangeRule(RuleBase):
         """Feed a reading of a matching zone and this quantity to that zone's excursion state machine."""
         if not isinstance(observation, EventObservation) or observation.kind != "environment.reading":
             return RuleOutcome(state=state)
-        reading = EnvironmentReading.model_validate(observation.payload)
+        reading = observation.payload_as(EnvironmentReading)
         zone = reading.zone
         if zone is None or reading.quantity != self.quantity or not self.matches(zone):
             return RuleOutcome(state=state)
