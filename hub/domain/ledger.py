@@ -15,7 +15,7 @@ All of it is pure: events in as plain values, movements and positions out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -162,6 +162,16 @@ def apply(position: StockPosition, movement: Movement) -> StockPosition:
     if movement.kind in ON_HAND_DELTA:
         return replace(position, on_hand=position.on_hand + movement.quantity)
     return position
+
+
+def apply_all(position: StockPosition, movements: Sequence[Movement]) -> StockPosition:
+    """The position after ``movements`` in time order: :func:`apply` one by one, deltas alone added at once."""
+    if any(movement.kind is MovementKind.COUNT for movement in movements):
+        for movement in movements:
+            position = apply(position, movement)
+        return position
+    delta = sum(movement.quantity for movement in movements if movement.kind in ON_HAND_DELTA)
+    return replace(position, on_hand=position.on_hand + delta) if delta else position
 
 
 def apply_late(position: StockPosition, late: Iterable[Movement]) -> StockPosition | None:

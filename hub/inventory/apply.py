@@ -334,9 +334,7 @@ async def _update_positions(
                 position, last_at = await _recompute(session, key)
                 recomputed += 1
         else:
-            position = held[0] if held is not None else ledger.StockPosition()
-            for movement in movements:
-                position = ledger.apply(position, movement)
+            position = ledger.apply_all(held[0] if held is not None else ledger.StockPosition(), movements)
             last_at = movements[-1].at
         values.append(
             (

@@ -17,6 +17,7 @@ from hub.domain.ledger import (
     StockPosition,
     Unmatched,
     apply,
+    apply_all,
     apply_late,
     movements_of,
     on_hand,
@@ -155,6 +156,22 @@ def test_movements_arriving_in_any_order_give_the_stock_of_time_order(
     assert position == on_hand(rows).get(("s1", "85123A"), StockPosition())
     if not any(kind == "scan.count" for kind, _ in ops):
         assert recomputed == 0  # without counts the order never matters
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["scan.sale", "scan.receiving", "scan.count"]), st.integers(1, 50)), max_size=20
+    ),
+    st.integers(-20, 20),
+)
+def test_applying_a_run_at_once_equals_applying_it_movement_by_movement(ops: list[tuple[str, int]], start: int) -> None:
+    rows = [m for n, (kind, qty) in enumerate(ops) for m in _rows(event(kind, n, code="85123A", quantity=qty))]
+    position = StockPosition(on_hand=start)
+    one_by_one = position
+    for movement in rows:
+        one_by_one = apply(one_by_one, movement)
+    assert apply_all(position, rows) == one_by_one
 
 
 def _rows(view: EventView) -> list[Movement]:
