@@ -14,7 +14,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from hub.db.sqlfunctions import register_sqlite_functions
 
-# How long SQLite waits for another writer (the API never writes, but migrations and a second process may).
+# How long a writer waits for SQLite's one write lock, held in turn by the consumer's units, the API's changes,
+# the command and notification senders, the rules ticker and migrations.
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 # Page cache per connection (negative: KiB). The events table has seven indexes; with SQLite's 2 MiB
 # default, index pages are evicted and read again on every unit of work.
