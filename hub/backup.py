@@ -25,11 +25,11 @@ import shutil
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
@@ -42,6 +42,8 @@ from hub.db.engine import create_engine, redacted, sqlite_path
 from hub.db.migrate import alembic_config, upgrade_to_head
 from storegate.configfile import ConfigError
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+
+R = TypeVar("R")  # what a backup or a restore reports
 
 # The first bytes of each kind of backup file, to say which one a wrong file is.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -725,33 +727,41 @@ def _settings_url(config_path: Path | None, overrides: Mapping[str, Any]) -> str
     return load_hub_settings(config_path, **dict(overrides)).database_url
 
 
-def run_backup(config_path: Path | None, overrides: Mapping[str, Any], destination: Path, *, overwrite: bool) -> int:
-    """``storegate hub backup``: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
+def _run(
+    verb: str,
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    operation: Callable[[str], Coroutine[Any, Any, R]],
+    describe: Callable[[R], str],
+) -> int:
+    """A backup or restore from the CLI: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
     try:
         database_url = _settings_url(config_path, overrides)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        report = asyncio.run(backup_database(database_url, destination, overwrite=overwrite))
+        report = asyncio.run(operation(database_url))
     except BackupError as err:
-        print(f"backup failed: {err}", file=sys.stderr)
+        print(f"{verb} failed: {err}", file=sys.stderr)
         return EXIT_FAILED
-    print(describe_backup(report))
+    print(describe(report))
     return EXIT_OK
+
+
+def run_backup(config_path: Path | None, overrides: Mapping[str, Any], destination: Path, *, overwrite: bool) -> int:
+    """``storegate hub backup``: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
+    return _run(
+        "backup",
+        config_path,
+        overrides,
+        lambda url: backup_database(url, destination, overwrite=overwrite),
+        describe_backup,
+    )
 
 
 def run_restore(config_path: Path | None, overrides: Mapping[str, Any], source: Path, *, force: bool) -> int:
     """``storegate hub restore``: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
-    try:
-        database_url = _settings_url(config_path, overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        report = asyncio.run(restore_database(database_url, source, force=force))
-    except BackupError as err:
-        print(f"restore failed: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    print(describe_restore(report))
-    return EXIT_OK
+    return _run(
+        "restore", config_path, overrides, lambda url: restore_database(url, source, force=force), describe_restore
+    )

@@ -265,23 +265,7 @@ async def get_shelf_levels(session: SessionDep, store_id: str) -> ShelfLevelList
 
 def task_out(task: RestockTask) -> RestockTaskOut:
     """The API form of a restock task."""
-    return RestockTaskOut(
-        task_id=task.task_id,
-        store_id=task.store_id,
-        shelf_id=task.shelf_id,
-        slot=task.slot,
-        sku_id=task.sku_id,
-        status=task.status,
-        level_at_open=task.level_at_open,
-        quantity=task.quantity,
-        opened_at=task.opened_at,
-        closed_at=task.closed_at,
-        level_at_close=task.level_at_close,
-        command_id=task.command_id,
-        print_status=task.print_status,
-        print_detail=task.print_detail,
-        pick_list=task.pick_list,
-    )
+    return RestockTaskOut.model_validate(task, from_attributes=True)
 
 
 @router.get("/api/v1/stores/{store_id}/restock-tasks", response_model=RestockTaskList, summary="Restock tasks")
@@ -321,24 +305,7 @@ async def get_ledger(
     more = len(rows) > limit
     rows = rows[:limit]
     return LedgerPage(
-        items=[
-            LedgerRowOut(
-                id=r.id,
-                event_id=r.event_id,
-                line=r.line,
-                sku_id=r.sku_id,
-                kind=r.kind,
-                quantity=r.quantity,
-                at=r.at,
-                shelf_id=r.shelf_id,
-                slot=r.slot,
-                level=r.level,
-                unit_price=r.unit_price,
-                actor=r.actor,
-                note=r.note,
-            )
-            for r in rows
-        ],
+        items=[LedgerRowOut.model_validate(r, from_attributes=True) for r in rows],
         next_cursor=rows[-1].id if more and rows else None,
     )
 
@@ -422,20 +389,4 @@ async def get_commands(
     if status is not None:
         query = query.where(OutgoingCommand.status == status)
     rows = (await session.execute(query.order_by(OutgoingCommand.issued_at.desc()).limit(limit))).scalars()
-    return CommandList(
-        items=[
-            CommandOut(
-                command_id=c.command_id,
-                store_id=c.store_id,
-                gateway_id=c.gateway_id,
-                device_id=c.device_id,
-                name=c.name,
-                status=c.status,
-                issued_at=c.issued_at,
-                sent_at=c.sent_at,
-                result_at=c.result_at,
-                result_detail=c.result_detail,
-            )
-            for c in rows
-        ]
-    )
+    return CommandList(items=[CommandOut.model_validate(c, from_attributes=True) for c in rows])
