@@ -192,14 +192,11 @@ class MonitoringEngine:
             if not rules:
                 continue
             ctx = StoreContext(store_id=store_id, hours=catalog.hours_of(store_id))
-            states: Mapping[str, Any] = self._states.get(store_id, {})
-            for observation in items:
-                result = rules_mod.evaluate(rules, ctx, states, observation)
-                states = result.states
-                evaluation.signals += result.signals
-                evaluation.excursions += [(store_id, _rule_of(rules, e), e) for e in result.excursions]
-                evaluation.rejected += result.rejected
-            evaluation.states[store_id] = dict(states)
+            result = rules_mod.evaluate_all(rules, ctx, self._states.get(store_id, {}), items)
+            evaluation.signals += result.signals
+            evaluation.excursions += [(store_id, _rule_of(rules, e), e) for e in result.excursions]
+            evaluation.rejected += result.rejected
+            evaluation.states[store_id] = dict(result.states)
         evaluation.tracker = self._tracker.observe_all(movements)
         evaluation.signals = [self._with_snapshot(s, evaluation.snapshots) for s in evaluation.signals]
         return evaluation

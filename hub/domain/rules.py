@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -174,6 +174,19 @@ class RuleBase(BaseModel):
         """The state before the first observation."""
         return None
 
+    def events_read(self) -> frozenset[str] | None:
+        """The event kinds this rule reads, or None for all: any other event leaves it as it was.
+
+        Other observations (presence, shrink totals, ticks) always reach the rule. A rule that declares
+        kinds must return its state unchanged, with nothing emitted, for an event of any other kind, unless
+        :meth:`waits_on_time` says its state has timers that an event's time alone can run out.
+        """
+        return None
+
+    def waits_on_time(self, state: Any) -> bool:
+        """Whether ``state`` holds timers that the time of any observation may run out."""
+        return False
+
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Feed one observation of ``ctx``'s store; returns the new state and signals."""
         raise NotImplementedError
@@ -240,6 +253,10 @@ class AfterHoursMotionRule(RuleBase):
     event_kinds: tuple[str, ...] = Field(default=("camera.motion", "motion.detected"), min_length=1)
     staff_margin_s: float = Field(default=900.0, ge=0, description="motion this close to an open period is staff")
 
+    def events_read(self) -> frozenset[str]:
+        """The motion kinds."""
+        return frozenset(self.event_kinds)
+
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Raise on motion while closed; it never clears by itself (a person resolves it)."""
         if not isinstance(observation, EventObservation) or observation.kind not in self.event_kinds:
@@ -269,6 +286,10 @@ class CameraTamperRule(RuleBase):
     severity: Severity = Severity.CRITICAL
     tamper_kinds: tuple[str, ...] = Field(default=("camera.tamper",), min_length=1)
     restored_kinds: tuple[str, ...] = ("camera.restored",)
+
+    def events_read(self) -> frozenset[str]:
+        """Tamper and restored kinds."""
+        return frozenset(self.tamper_kinds + self.restored_kinds)
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Raise on a tamper event, clear on a restored one."""
@@ -316,6 +337,10 @@ class ShelfSweepRule(RuleBase):
     def initial_state(self) -> SweepState:
         """No picks seen."""
         return {}
+
+    def events_read(self) -> frozenset[str]:
+        """Shelf picks."""
+        return frozenset({"shelf.pick"})
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Add a pick to its slot's window; raise (and empty the window) once the window holds ``min_items``."""
@@ -365,6 +390,10 @@ class ShrinkRule(RuleBase):
         """No SKU over threshold."""
         return frozenset()
 
+    def events_read(self) -> frozenset[str]:
+        """No events: shrink totals only."""
+        return frozenset()
+
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Raise while a SKU's shrink is over a threshold; clear once when it falls back."""
         if not isinstance(observation, ShrinkTotal):
@@ -408,6 +437,11 @@ class _GraceRule(RuleBase):
     def initial_state(self) -> GraceTimers:
         """No condition running."""
         return GraceTimers()
+
+    def waits_on_time(self, state: Any) -> bool:
+        """Timers waiting out their grace run out with any observation's time."""
+        timers: GraceTimers = state
+        return bool(timers.pending)
 
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
         """(subject, Pending) if the observation starts a condition, (subject, None) if it ends one, else None."""
@@ -459,6 +493,10 @@ class DeviceUnpluggedRule(_GraceRule):
 
     kind: Literal["device_unplugged"] = "device_unplugged"
 
+    def events_read(self) -> frozenset[str]:
+        """Devices attached and detached."""
+        return frozenset({"device.attached", "device.detached"})
+
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
         if not isinstance(observation, EventObservation) or observation.device_id is None:
             return None
@@ -487,6 +525,10 @@ class GatewayOfflineRule(_GraceRule):
     severity: Severity = Severity.CRITICAL
     grace_s: float = Field(default=300.0, ge=0)
 
+    def events_read(self) -> frozenset[str]:
+        """No events: gateway presence only."""
+        return frozenset()
+
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
         if not isinstance(observation, GatewayPresence):
             return None
@@ -506,6 +548,10 @@ class DoorHeldOpenRule(_GraceRule):
     """A door open longer than ``grace_s`` (at any hour); clears when it closes."""
 
     kind: Literal["door_held_open"] = "door_held_open"
+
+    def events_read(self) -> frozenset[str]:
+        """Doors opened and closed."""
+        return frozenset({"door.opened", "door.closed"})
 
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
         if not isinstance(observation, EventObservation) or observation.kind not in ("door.opened", "door.closed"):
@@ -529,6 +575,10 @@ class DoorAfterHoursRule(RuleBase):
     kind: Literal["door_after_hours"] = "door_after_hours"
     severity: Severity = Severity.CRITICAL
     staff_margin_s: float = Field(default=900.0, ge=0, description="a door opened this close to opening hours is staff")
+
+    def events_read(self) -> frozenset[str]:
+        """Doors opened."""
+        return frozenset({"door.opened"})
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Raise on a door opening while closed; closing it again does not clear (the entry happened)."""
@@ -594,6 +644,10 @@ class EnvironmentRangeRule(RuleBase):
     def initial_state(self) -> Mapping[str, ExcursionState]:
         """No reading seen in any zone."""
         return {}
+
+    def events_read(self) -> frozenset[str]:
+        """Environment readings."""
+        return frozenset({"environment.reading"})
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Feed a reading of a matching zone and this quantity to that zone's excursion state machine."""
@@ -753,21 +807,40 @@ def evaluate(
     rules: Mapping[str, Rule], ctx: StoreContext, states: Mapping[str, Any], observation: Observation
 ) -> Evaluation:
     """Feed one observation of a store to all its rules (in rule id order); states of new rules start fresh."""
-    if observation.store_id != ctx.store_id:
-        raise ValueError(f"observation of store {observation.store_id!r} fed to the rules of {ctx.store_id!r}")
-    new_states: dict[str, Any] = dict(states)
+    return evaluate_all(rules, ctx, states, (observation,))
+
+
+def evaluate_all(
+    rules: Mapping[str, Rule], ctx: StoreContext, states: Mapping[str, Any], observations: Iterable[Observation]
+) -> Evaluation:
+    """Feed observations of a store, in order, each to all its rules in rule id order; :func:`evaluate` in turn.
+
+    A rule is not called for an event it does not read (:meth:`RuleBase.events_read`) while it has no timer
+    waiting on the clock: most events concern one or two rules of a dozen, and the call would return the
+    state as it was.
+    """
+    order = [(rule_id, rules[rule_id], rules[rule_id].events_read()) for rule_id in sorted(rules)]
+    new_states: dict[str, Any] = {
+        rule_id: states[rule_id] if rule_id in states else rule.initial_state() for rule_id, rule, _ in order
+    }
     signals: list[AlertSignal] = []
     excursions: list[Excursion] = []
     rejected: list[str] = []
-    for rule_id in sorted(rules):
-        rule = rules[rule_id]
-        state = states[rule_id] if rule_id in states else rule.initial_state()
-        outcome = rule.evaluate(rule_id=rule_id, ctx=ctx, state=state, observation=observation)
-        new_states[rule_id] = outcome.state
-        signals += outcome.signals
-        excursions += outcome.excursions
-        rejected += outcome.rejected
-    return Evaluation(states=new_states, signals=tuple(signals), excursions=tuple(excursions), rejected=tuple(rejected))
+    for observation in observations:
+        if observation.store_id != ctx.store_id:
+            raise ValueError(f"observation of store {observation.store_id!r} fed to the rules of {ctx.store_id!r}")
+        kind = observation.kind if isinstance(observation, EventObservation) else None
+        for rule_id, rule, reads in order:
+            state = new_states[rule_id]
+            if kind is not None and reads is not None and kind not in reads and not rule.waits_on_time(state):
+                continue
+            outcome = rule.evaluate(rule_id=rule_id, ctx=ctx, state=state, observation=observation)
+            new_states[rule_id] = outcome.state
+            signals += outcome.signals
+            excursions += outcome.excursions
+            rejected += outcome.rejected
+    kept = {**states, **new_states}  # states of rules no longer in force are kept, as evaluate always did
+    return Evaluation(states=kept, signals=tuple(signals), excursions=tuple(excursions), rejected=tuple(rejected))
 
 
 def with_snapshot(signal: AlertSignal, snapshot_ref: str) -> AlertSignal:

@@ -11,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from hub.domain.alerts import AlertSignal, Severity, Subject
 from hub.domain.excursions import Excursion
@@ -35,6 +37,7 @@ from hub.domain.rules import (
     Tick,
     effective_rules,
     evaluate,
+    evaluate_all,
     initial_states,
     load_rule_set,
     with_snapshot,
@@ -525,3 +528,86 @@ def test_defaults_match_the_docs() -> None:
                 continue
             default = info.default.value if isinstance(info.default, Severity) else info.default
             assert f"`{name}` = {default}" in row, f"docs/alerts.md: {kind} should list `{name}` = {default}"
+
+
+# --------------------------------------------------------------------------- the kind index of evaluate_all
+
+# Every kind of rule, tight enough that random streams raise and clear them: short graces and windows.
+EVERY_RULE: dict[str, Rule] = {
+    "after-hours": AfterHoursMotionRule(staff_margin_s=0),
+    "door-after-hours": DoorAfterHoursRule(staff_margin_s=0),
+    "door-held": DoorHeldOpenRule(grace_s=60),
+    "freezer": EnvironmentRangeRule(zone="chiller-*", quantity="temperature", high=5, alarm_after_s=60),
+    "gateway": GatewayOfflineRule(grace_s=90),
+    "humidity": EnvironmentRangeRule(zone="chiller-*", quantity="humidity", high=70, alarm_after_s=0),
+    "sweep": ShelfSweepRule(min_items=3, window_s=40),
+    "shrink": ShrinkRule(max_units=2),
+    "tamper": CameraTamperRule(),
+    "unplugged": DeviceUnpluggedRule(grace_s=30),
+}
+
+
+def _observation(kind: int, at: datetime, value: int) -> Observation:
+    makers = (
+        lambda: pick(at, items=value % 3 + 1, slot=value % 2 + 1),
+        lambda: door(at, is_open=value % 2 == 0),
+        lambda: reading(at, float(value % 9)),
+        lambda: reading(at, float(50 + value * 3), quantity="humidity"),
+        lambda: detached(at),
+        lambda: attached(at),
+        lambda: presence(at, online=value % 2 == 0),
+        lambda: shrink(at, value % 5, f"{value}.00"),
+        lambda: tick(at),
+        lambda: ev("camera.motion", at, snapshot_ref=f"snap-{value}"),
+        lambda: ev("camera.tamper" if value % 2 else "camera.restored", at),
+        lambda: ev("scan.sale", at, "till-1", code="4006381333931", quantity=1),
+    )
+    return makers[kind % len(makers)]()
+
+
+def _every_rule_every_time(states: dict[str, Any], observations: list[Observation]) -> tuple[list[Any], list[Any]]:
+    """The rule of evaluate, done plainly: every observation to every rule, in rule id order."""
+    signals: list[Any] = []
+    excursions: list[Any] = []
+    for observation in observations:
+        for rule_id in sorted(EVERY_RULE):
+            outcome = EVERY_RULE[rule_id].evaluate(
+                rule_id=rule_id, ctx=CTX, state=states[rule_id], observation=observation
+            )
+            states[rule_id] = outcome.state
+            signals += outcome.signals
+            excursions += outcome.excursions
+    return signals, excursions
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 120), st.integers(0, 40)), min_size=1, max_size=60),
+    start=st.sampled_from(["07:55", "12:00", "21:30"]),
+)
+# Raised and cleared while no timer is pending: a door held open, then closed; a device back after its grace.
+@example(steps=[(1, 0, 0), (8, 70, 0), (1, 5, 1)], start="12:00")
+@example(steps=[(4, 0, 0), (11, 40, 0), (5, 5, 0)], start="12:00")
+def test_evaluate_all_skips_only_rules_an_observation_cannot_change(
+    steps: list[tuple[int, int, int]], start: str
+) -> None:
+    at = local(start)
+    observations: list[Observation] = []
+    for kind, gap_s, value in steps:
+        at += timedelta(seconds=gap_s)
+        observations.append(_observation(kind, at, value))
+    expected_states = initial_states(EVERY_RULE)
+    expected_signals, expected_excursions = _every_rule_every_time(expected_states, observations)
+
+    evaluation = evaluate_all(EVERY_RULE, CTX, initial_states(EVERY_RULE), observations)
+
+    assert list(evaluation.signals) == expected_signals
+    assert list(evaluation.excursions) == expected_excursions
+    assert dict(evaluation.states) == expected_states
+
+
+def test_an_event_no_rule_reads_is_given_to_a_rule_whose_timer_it_can_run_out() -> None:
+    rules: dict[str, Rule] = {"unplugged": DeviceUnpluggedRule(grace_s=30)}
+    states = evaluate(rules, CTX, initial_states(rules), detached(M)).states
+    (raised,) = evaluate_all(rules, CTX, states, [ev("scan.sale", M + timedelta(seconds=31), "till-1")]).signals
+    assert (raised.action, raised.at) == ("raise", M + timedelta(seconds=30))
