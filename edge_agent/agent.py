@@ -398,6 +398,11 @@ class EdgeAgent:
         try:
             if self._metrics is not None:
                 self._metrics.start()
+            # The configured devices start before the first connect, so that the birth lists them: the
+            # manager starts them in its first step, which this one turn of the loop runs (ordering, not
+            # waiting). Readings they make meanwhile wait in the queue for the writer.
+            devices = [asyncio.create_task(self._devices.run(), name="device manager")]
+            await asyncio.sleep(0)
             await link.__aenter__()
             jobs: dict[str, Coroutine[Any, Any, None]] = {
                 "writer": self._writer(outbox),
@@ -406,7 +411,6 @@ class EdgeAgent:
                 "health publisher": self._health_publisher(link),
             }
             core = {asyncio.create_task(job, name=f"agent {name}"): name for name, job in jobs.items()}
-            devices = [asyncio.create_task(self._devices.run(), name="device manager")]
             stopping = asyncio.create_task(stop.wait(), name="agent stop")
             try:
                 done, _ = await asyncio.wait([stopping, *core], return_when=asyncio.FIRST_COMPLETED)
