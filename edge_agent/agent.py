@@ -111,8 +111,6 @@ COMMAND_RESULTS_KEPT: Final = 1000
 _PROBE_UUID: Final = UUID(int=0)
 _PRIORITY_NAMES: Final = tuple(priority.name.lower() for priority in wire.Priority)
 
-StatusReason = Literal["birth", "shutdown", "lost"]
-
 
 def encode_batches(rows: Sequence[bytes], *, head: bytes, max_bytes: int) -> list[bytes]:
     """EventBatch messages of wire-ready event JSON, in order, each within ``max_bytes``.
@@ -193,6 +191,7 @@ class EdgeAgent:
         self._wake_health = asyncio.Event()
         self._connected = False
         self._connects = 0
+        self._status_devices: list[str] = []  # as the last retained status published listed them
         self._disconnected_at: float | None = None
         self._foreign_stream_logged: UUID | None = None
         self._problems_logged = False
@@ -224,6 +223,7 @@ class EdgeAgent:
             committed_mark=self._committed_mark,
             hotplug=config.hotplug,
             lister=default_lister(config.hotplug, catalog) if port_lister == "default" else port_lister,
+            on_change=self._devices_changed,
         )
         self.registry = agent_registry(lambda: self.stats)
         self._metrics = (
@@ -462,7 +462,7 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------ presence
 
-    def _status(self, *, online: bool, reason: StatusReason) -> wire.GatewayStatus:
+    def _status(self, *, online: bool, reason: wire.StatusReason) -> wire.GatewayStatus:
         return wire.GatewayStatus(
             store_id=self.config.store_id,
             gateway_id=self.config.gateway_id,
@@ -481,11 +481,24 @@ class EdgeAgent:
         self._connects += 1
         self._connected = True
         self._disconnected_at = None
-        link.publish(self._status_topic, wire.encode(self._status(online=True, reason="birth")), qos=1, retain=True)
+        self._publish_status("birth")
         # Whatever was in flight may be lost with the old connection; the hub's acks say what it has.
         window.request_rewind()
         self._wake_sender.set()
         self._wake_health.set()
+
+    def _publish_status(self, reason: wire.StatusReason) -> None:
+        link = self._link
+        if link is None:
+            return
+        status = self._status(online=True, reason=reason)
+        link.publish(self._status_topic, wire.encode(status), qos=1, retain=True)
+        self._status_devices = status.devices
+
+    def _devices_changed(self) -> None:
+        """A device started or stopped: while connected, the retained status says so (the hub's gateway view)."""
+        if self._connected and self._devices.device_ids[:256] != self._status_devices:
+            self._publish_status("devices")
 
     def _on_disconnect(self, reason: str) -> None:
         self._connected = False

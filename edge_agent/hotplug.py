@@ -197,6 +197,7 @@ class DeviceManager:
         committed_mark: Callable[[str], int | None],
         hotplug: HotplugConfig,
         lister: PortLister | None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._configured = list(devices)
         self._by_identity = {
@@ -212,6 +213,7 @@ class DeviceManager:
         self._committed_mark = committed_mark
         self._hotplug = hotplug
         self._lister = lister
+        self._on_change = on_change  # called when a device starts or stops running
         self._running: dict[str, _Running] = {}
         self._ports: list[PortInfo] = []  # as of the last scan
         self._unknown: set[str] = set()  # stable keys reported as unknown while present
@@ -334,9 +336,11 @@ class DeviceManager:
         )
         task = asyncio.create_task(supervisor.run(), name=f"device {config.device_id}")
         self._running[config.device_id] = _Running(supervisor=supervisor, task=task, port=port)
+        self._on_change()
 
     async def _stop(self, device_id: str, *, reason: str) -> None:
         running = self._running.pop(device_id)
+        self._on_change()
         running.task.cancel()
         await asyncio.gather(running.task, return_exceptions=True)
         address = running.port.address if running.port is not None else "?"

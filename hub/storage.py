@@ -254,7 +254,7 @@ async def apply_status(
         values["agent_version"] = status.agent_version
     if status.config_hash is not None:
         values["config_hash"] = status.config_hash
-    if status.reason == "birth":
+    if status.reason in ("birth", "devices"):
         values["devices"] = list(status.devices)
     transition: Transition | None = None
     if was_online is not status.online:

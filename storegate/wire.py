@@ -495,14 +495,23 @@ class Ack(WireModel):
     )
 
 
+# birth: on every connect; devices: while connected, the devices running changed (plugged in or pulled out);
+# shutdown: before a clean disconnect; lost: the last will, published by the broker.
+StatusReason = Literal["birth", "devices", "shutdown", "lost"]
+
+
 class GatewayStatus(WireModel):
-    """Retained presence of a gateway: the birth message on connect, its last will when it vanishes."""
+    """Retained presence of a gateway: the birth message on connect, its last will when it vanishes.
+
+    ``devices`` lists the devices running; the agent publishes the status again (reason ``devices``) when
+    that list changes while it is connected, so the retained message always says what runs now.
+    """
 
     v: Literal[1] = PROTOCOL_VERSION
     store_id: StoreId
     gateway_id: GatewayId
     online: bool
-    reason: Literal["birth", "shutdown", "lost"]
+    reason: StatusReason
     ts: UtcDatetime
     agent_version: str | None = Field(default=None, max_length=64)
     config_hash: str | None = Field(default=None, max_length=128)

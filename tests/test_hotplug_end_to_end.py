@@ -106,6 +106,7 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
     results_topic = wire.topic(STORE, GATEWAY, wire.Channel.COMMAND_RESULTS)
     operator.subscribe(results_topic)
     try:
+
         async def kinds_at_hub() -> list[str]:
             return [e["kind"] for e in await events_at_hub(hub, device_id=SCANNER_KEY)]
 
@@ -117,6 +118,8 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
             await eventually(
                 lambda: _has(kinds_at_hub, "device.attached"), timeout=10, what="device.attached at the hub"
             )
+            # Plugged in after the birth: the gateway's status says so again, and the hub's view follows.
+            await eventually(lambda: devices_at_hub(hub, [SCANNER_KEY]), timeout=10, what="the scanner listed")
             scanner.queue_scan("5449000039231", aim="]E0")
             sales = await eventually(
                 lambda: events_at_hub(hub, device_id=SCANNER_KEY, kind="scan.sale"), timeout=10, what="the sale"
@@ -157,12 +160,14 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
             await agent.devices.scan_now()
             assert agent.devices.device_ids == []
             await eventually(lambda: _has(kinds_at_hub, "device.detached"), timeout=10, what="device.detached")
+            await eventually(lambda: devices_at_hub(hub, []), timeout=10, what="the scanner no longer listed")
 
         # 4. Plugged into another USB socket: a new address, the same device id and history.
         async with plugged_scanner() as scanner:
             ports.ports = [zebra_port(scanner.port.port, "1-1.4:1.0")]
             await agent.devices.scan_now()
             assert agent.devices.device_ids == [SCANNER_KEY]
+            await eventually(lambda: devices_at_hub(hub, [SCANNER_KEY]), timeout=10, what="the scanner listed again")
             scanner.queue_scan("9780140013993", aim="]E0")
 
             async def two_sales() -> list[dict[str, Any]]:
@@ -188,6 +193,8 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
             assert agent.devices.device_ids == [SCANNER_KEY]
         # The gateway's birth message lists the devices it runs (reconnects publish it again).
         assert SCANNER_KEY in agent._status(online=True, reason="birth").devices
+        gateway = (await hub.client.get("/api/v1/gateways", params={"store_id": STORE})).json()["items"][0]
+        assert gateway["last_status_reason"] == "birth"  # a change of devices is not a change of presence
     finally:
         operator.close()
         stop.set()
@@ -196,3 +203,10 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
 
 async def _has(probe: Any, kind: str) -> bool:
     return kind in await probe()
+
+
+async def devices_at_hub(hub: RunningHub, wanted: list[str]) -> bool:
+    """Whether the hub's view of the gateway lists ``wanted`` as its devices (from its retained status)."""
+    response = await hub.client.get("/api/v1/gateways", params={"store_id": STORE})
+    assert response.status_code == 200, response.text
+    return [g["devices"] for g in response.json()["items"] if g["gateway_id"] == GATEWAY] == [wanted]

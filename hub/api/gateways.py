@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Query
@@ -10,10 +10,9 @@ from fastapi import APIRouter, Query
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.schemas import GatewayList, GatewayOut
 from hub.queries import GatewayView, list_gateways
+from storegate import wire
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
-
-StatusReason = Literal["birth", "shutdown", "lost"]
 
 
 def gateway_out(view: GatewayView) -> GatewayOut:
@@ -24,7 +23,7 @@ def gateway_out(view: GatewayView) -> GatewayOut:
         store_id=g.store_id,
         online=view.connectivity == "online",
         connectivity=view.connectivity,
-        last_status_reason=cast(StatusReason | None, g.last_status_reason),
+        last_status_reason=cast(wire.StatusReason | None, g.last_status_reason),
         status_changed_at=g.status_changed_at,
         last_seen_at=g.last_seen_at,
         agent_version=g.agent_version,

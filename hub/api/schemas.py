@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from storegate import wire
+
 
 class ApiModel(BaseModel):
     """Base of the response models: unknown fields are an error, instances are immutable."""
@@ -58,12 +60,12 @@ class GatewayOut(ApiModel):
     connectivity: Literal["online", "silent", "offline", "unknown"] = Field(
         description="online; silent (status online, nothing heard within the grace); offline; unknown (no status yet)"
     )
-    last_status_reason: Literal["birth", "shutdown", "lost"] | None
+    last_status_reason: wire.StatusReason | None
     status_changed_at: datetime | None
     last_seen_at: datetime = Field(description="when the hub last heard from the gateway, UTC")
     agent_version: str | None
     config_hash: str | None
-    devices: list[str] = Field(description="device ids from the gateway's last birth message")
+    devices: list[str] = Field(description="device ids running, from the gateway's last status (birth or devices)")
     stream: UUID | None = Field(description="the gateway's current outbox stream")
     through_seq: int | None = Field(description="every event of the stream up to this seq is stored or recorded lost")
     events_lost: int = Field(description="events the gateway reported lost, over all its streams")

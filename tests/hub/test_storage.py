@@ -161,6 +161,18 @@ async def test_status_transitions_are_recorded_once(engine: AsyncEngine) -> None
     assert (gateway.agent_version, gateway.config_hash, gateway.devices) == ("1.2.0", "abc", ["fridge-1", "scale-1"])
 
 
+async def test_a_devices_status_updates_the_devices_without_a_presence_change(engine: AsyncEngine) -> None:
+    now = wire.utc_now()
+    await store(engine, [StatusMessage(status(True, "birth", devices=["fridge-1"]), False, now)])
+    plugged = await store(engine, [StatusMessage(status(True, "devices", devices=["fridge-1", "scale-1"]), False, now)])
+    async with session_factory(engine)() as session:
+        gateway = await session.get(Gateway, "gw-1")
+    assert plugged.transitions == []
+    assert gateway is not None
+    assert (gateway.devices, gateway.last_status_reason) == (["fridge-1", "scale-1"], "birth")
+    assert await count(engine, GatewayPresence) == 1
+
+
 async def test_retained_messages_do_not_count_as_signs_of_life(engine: AsyncEngine) -> None:
     now = wire.utc_now()
     old = wire.GatewayStatus(
