@@ -24,6 +24,7 @@ from enum import IntEnum, StrEnum
 from typing import Annotated, Final, Literal, TypeVar
 from uuid import UUID
 
+import pydantic_core
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -592,6 +593,8 @@ def decode(model: type[M], raw: bytes) -> M:
     """Parse and validate one message, raising WireError with a short reason on any defect."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise WireError("too_large", f"{len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if b"NaN" in raw or b"Infinity" in raw:
+        _refuse_non_finite(model, raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as err:
@@ -600,6 +603,24 @@ def decode(model: type[M], raw: bytes) -> M:
         reason = "malformed_json" if first["type"] in {"json_invalid", "json_type"} else "invalid"
         detail = f"{model.__name__}: {where}: {first['msg']} ({err.error_count()} error(s))"
         raise WireError(reason, detail) from err
+
+
+def _refuse_non_finite(model: type[WireModel], raw: bytes) -> None:
+    """Raise WireError if ``raw`` is JSON but for a NaN or Infinity number (in a string those words are fine).
+
+    They are not JSON (RFC 8259), the agent never writes them, and pydantic's parser takes them: a free-form
+    payload carrying one was stored on SQLite and failed its whole unit on PostgreSQL, whose json type
+    refuses it. Parsed again only when the bytes hold one of the words, so the usual message costs a scan;
+    JSON broken otherwise is left to the usual validation, which says so.
+    """
+    try:
+        pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as strict:
+        try:
+            pydantic_core.from_json(raw)
+        except ValueError:
+            return
+        raise WireError("invalid", f"{model.__name__}: NaN or Infinity is not a JSON number ({strict})") from strict
 
 
 def encode(message: WireModel) -> bytes:

@@ -121,6 +121,30 @@ def test_decode_rejects_with_reason(raw: bytes, reason: str) -> None:
     assert caught.value.reason == reason
 
 
+def _batch_with_payload(payload_json: str) -> bytes:
+    event = make_event(kind="shelf.sample", payload={"marker": 1})
+    batch = wire.EventBatch(store_id="store-1", gateway_id="gw-1", sent_at=wire.utc_now(), events=[event])
+    return wire.encode(batch).replace(b'{"marker":1}', payload_json.encode())
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_number_in_a_free_form_payload_is_invalid(number: str) -> None:
+    # pydantic's parser takes these tokens; PostgreSQL's json type does not (the unit failed there).
+    raw = _batch_with_payload(f'{{"reading":[1,{{"value":{number}}}]}}')
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode(wire.EventBatch, raw)
+    assert caught.value.reason == "invalid"
+    assert "NaN or Infinity is not a JSON number" in caught.value.detail
+
+
+def test_the_words_nan_and_infinity_in_strings_are_fine_and_broken_json_stays_malformed() -> None:
+    batch = wire.decode(wire.EventBatch, _batch_with_payload('{"product":"NaNa Infinity bar"}'))
+    assert batch.events[0].payload == {"product": "NaNa Infinity bar"}
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode(wire.EventBatch, _batch_with_payload('{"value":NaN,'))
+    assert caught.value.reason == "malformed_json"
+
+
 def test_extra_fields_are_rejected() -> None:
     ack = wire.Ack(store_id="s", gateway_id="g", stream=uuid4(), through_seq=3, stored=3, duplicates=0,
                    ts=wire.utc_now())

@@ -32,7 +32,7 @@ def json_text(value: Any) -> str:
     """``value`` as compact JSON text, the way every JSON column of the hub is written.
 
     pydantic-core's serializer is several times faster than ``json.dumps`` on the ingest path;
-    NaN and infinities are written as ``json.dumps`` writes them (the wire accepts them in payloads).
+    NaN and infinities, which ``wire.decode`` refuses in messages, would be written as ``json.dumps`` writes them.
     """
     return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
 
