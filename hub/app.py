@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.alerting import api as alerts_api
@@ -200,6 +201,25 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors), "message": message})
 
 
+# How long a client is told to wait before trying again after a 503 of the database.
+DATABASE_RETRY_AFTER_S: Final = 5
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with the cause in words when the database cannot answer: unreachable, or SQLite's write lock held past
+    its busy timeout (the consumer writes unit after unit). The request did nothing; it can be sent again."""
+    cause = describe_error(exc)
+    log.warning("api_database_unavailable", method=request.method, path=request.url.path, error=cause)
+    runtime: HubRuntime | None = request.app.state.runtime
+    if runtime is not None:
+        runtime.metrics.api_database_unavailable.inc()
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"the database could not answer ({cause}); nothing was changed, try again"},
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.utc_now) -> FastAPI:
     """The hub's app for ``settings``; nothing is connected or created until its lifespan starts.
 
@@ -231,6 +251,9 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
     app.state.clock = clock
     app.state.runtime = None
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Errors of the database's availability, not of the request (an IntegrityError stays a bug: 500).
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
     for module in (
         stores,
         gateways,

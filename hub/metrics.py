@@ -131,6 +131,11 @@ class HubMetrics:
             "units whose events were stored but could not be applied (a bug: see unplaced_events)",
             registry=r,
         )
+        self.api_database_unavailable = Counter(
+            "storegate_hub_api_database_unavailable",
+            "API requests answered 503 because the database could not answer (unreachable, or busy past its timeout)",
+            registry=r,
+        )
         self.rules_tick_failures = Counter(
             "storegate_hub_rules_tick_failures", "rule ticks that failed (the database was away)", registry=r
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,6 +16,7 @@ import pytest
 
 from hub.api.deps import get_now
 from hub.app import HubStartupError, serve
+from hub.db.engine import sqlite_path
 from hub.settings import HubSettings, load_hub_settings
 from storegate import wire
 from storegate.broker import free_port
@@ -215,6 +217,36 @@ async def test_wrong_requests_are_422_naming_the_parameter(
 
 
 # --------------------------------------------------------------------------- operations
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite writers wait 0.2 s for the write lock instead of 5 s (set before the hub's engine connects)."""
+    monkeypatch.setattr("hub.db.engine.SQLITE_BUSY_TIMEOUT_MS", 200)
+
+
+async def test_a_write_while_the_database_is_busy_is_503_in_words_counted_and_can_be_sent_again(
+    short_busy_timeout: None, hub: RunningHub, hub_settings: HubSettings
+) -> None:
+    path = sqlite_path(hub_settings.database_url)
+    assert path is not None
+    webhook = {"url": "https://alarms.example.com/in"}
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's one write lock past the busy timeout
+        response = await hub.client.post("/api/v1/webhooks", json=webhook)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    assert "database is locked" in response.json()["detail"]
+    assert "nothing was changed" in response.json()["detail"]
+    assert "storegate_hub_api_database_unavailable_total 1.0" in (await hub.client.get("/metrics")).text
+    assert (await hub.client.get("/api/v1/webhooks")).json()["items"] == []
+    # The lock free, the same request goes through.
+    assert (await hub.client.post("/api/v1/webhooks", json=webhook)).status_code == 201
 
 
 async def test_healthz_ok(hub: RunningHub) -> None:
