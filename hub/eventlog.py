@@ -421,7 +421,7 @@ async def store_batches(
     as a rejection and the rest is stored.
 
     ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
-    database inserts them: pure work on them costs no wall time there. The insert may still skip some
+    database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
     (another writer got there first): ``stored_events`` says which were stored.
     """
     writer = _writer(session)

@@ -398,8 +398,8 @@ class Ingestor:
                 ahead = [classify(first, received_at=self._clock())]
             items = self._drain(ahead)
             unit = asyncio.ensure_future(self._handle(items))
-            # Decode what is waiting while the unit is stored: the database works meanwhile (its own
-            # process, or SQLite's thread, which lets go of the GIL), so decoding costs no wall time.
+            # Decode what is waiting while the unit is stored: PostgreSQL works meanwhile in its own process.
+            # (SQLite's thread needs the GIL back for every row it binds, so there it overlaps little.)
             try:
                 ahead = await self._classify_while(unit)
                 await unit

@@ -1,10 +1,13 @@
 """CPU work done while the database works on a statement, so the unit takes the longer of the two, not the sum.
 
-The consumer's unit is a chain of statements, each awaited before the next; while one runs (in
-PostgreSQL's own process, or in SQLite's thread, which lets go of the GIL while it steps), the event
-loop has nothing to do. Pure work that does not need the statement's result -- placing the unit's
-events in the catalog while their rows are inserted, evaluating the rules while the ledger is written --
-can run then. The session is used by the statement's task alone meanwhile: ``work`` must not touch it.
+The consumer's unit is a chain of statements, each awaited before the next; while one runs in
+PostgreSQL's own process, the event loop has nothing to do. Pure work that does not need the statement's
+result -- placing the unit's events in the catalog while their rows are inserted, evaluating the rules
+while the ledger is written -- can run then. The session is used by the statement's task alone meanwhile:
+``work`` must not touch it.
+
+On SQLite the gain is small: its thread lets go of the GIL while it steps a row but needs it back to bind
+the next, which it gets once per switch interval while ``work`` runs (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations

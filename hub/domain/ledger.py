@@ -182,15 +182,14 @@ def apply_late(position: StockPosition, late: Iterable[Movement]) -> StockPositi
     late delta at or before the last count, which the count already replaced): then the position must
     be recomputed from the key's whole ledger in time order (:func:`on_hand`).
     """
-    result = position
-    for movement in late:
+    movements = list(late)
+    counted_at = position.counted_at
+    for movement in movements:
         if movement.kind is MovementKind.COUNT:
             return None
-        if movement.kind in ON_HAND_DELTA:
-            if position.counted_at is not None and movement.at <= position.counted_at:
-                return None
-            result = replace(result, on_hand=result.on_hand + movement.quantity)
-    return result
+        if movement.kind in ON_HAND_DELTA and counted_at is not None and movement.at <= counted_at:
+            return None
+    return apply_all(position, movements)
 
 
 def on_hand(movements: Iterable[Movement]) -> dict[tuple[str, str], StockPosition]:
