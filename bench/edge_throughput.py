@@ -196,8 +196,11 @@ def raw_qos1_rate(port: int, count: int) -> float:
     for sent in range(count):
         # MQTT message ids are 16-bit: a publisher must not have more than 65,535 outstanding,
         # or paho reuses ids and loses track of acknowledgements. Keep at most 10,000 queued.
+        def has_room(sent: int = sent) -> bool:
+            return sent - acked[0] < RAW_MAX_OUTSTANDING
+
         with progress:
-            progress.wait_for(lambda sent=sent: sent - acked[0] < RAW_MAX_OUTSTANDING, timeout=60)
+            progress.wait_for(has_room, timeout=60)
         client.publish(f"bench/{GATEWAY}/raw", payload, qos=1)
     if not done.wait(120):
         raise SystemExit("raw baseline: not every PUBACK arrived")
@@ -299,12 +302,12 @@ def main() -> None:
         figures["rss_growth"] = figures["rss_mb_backlog_full"] / figures["rss_mb_backlog_10k"] - 1
         print(f"agent RSS with 10,000 events waiting: {figures['rss_mb_backlog_10k']:.1f} MB; with "
               f"{args.backlog:,}: {figures['rss_mb_backlog_full']:.1f} MB ({figures['rss_growth']:+.1%})", flush=True)
-        base = agent.acked()
+        acked_before = agent.acked()
         broker.restart()
         started = time.perf_counter()
-        _wait(lambda: agent.acked() - base >= 100_000, 300, "100,000 events of backlog to drain")
+        _wait(lambda: agent.acked() - acked_before >= 100_000, 300, "100,000 events of backlog to drain")
         figures["drain_100k_per_s"] = 100_000 / (time.perf_counter() - started)
-        _wait(lambda: agent.acked() - base >= args.backlog, 300, "the whole backlog to drain")
+        _wait(lambda: agent.acked() - acked_before >= args.backlog, 300, "the whole backlog to drain")
         figures["drain_all_per_s"] = args.backlog / (time.perf_counter() - started)
         print(f"backlog drain: first 100,000 at {figures['drain_100k_per_s']:,.0f} events/s, all "
               f"{args.backlog:,} at {figures['drain_all_per_s']:,.0f} events/s", flush=True)

@@ -748,7 +748,7 @@ class HubRun:
 
 def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, args: argparse.Namespace) -> HubRun:
     """Start a broker and the hub on ``url``, publish the workload, time it, stop, verify."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     from storegate.broker import free_port, start_mosquitto
     from storegate.mqtt import MqttSettings

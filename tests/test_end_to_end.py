@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ class WireObserver:
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:
-            self.batches.append(wire.decode(wire.EventBatch, message.payload))
+            self.batches.append(wire.decode(wire.EventBatch, bytes(message.payload)))
 
     def events(self) -> dict[str, wire.Event]:
         with self._lock:
@@ -98,7 +98,7 @@ class WireObserver:
 
 
 @pytest.fixture
-def observer(mqtt_settings: MqttSettings) -> AsyncIterator[WireObserver]:
+def observer(mqtt_settings: MqttSettings) -> Iterator[WireObserver]:
     watcher = WireObserver(mqtt_settings)
     yield watcher
     watcher.close()

@@ -148,6 +148,7 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
                 return wire.decode(wire.CommandResult, raws[-1]) if raws else None
 
             answer = await eventually(result, timeout=10, what="the command's result")
+            assert answer is not None  # eventually returns only a truthy value
             assert (answer.command_id, answer.status) == (command.command_id, "done")
             scanner.queue_scan("4007817327098", aim="]E0")
             await eventually(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from pydantic import JsonValue
 from sqlalchemy import func, select
 
 from device_drivers.base import Reading
@@ -38,7 +39,12 @@ def reading(n: int) -> Reading:
         return Reading(device_id="door-1", kind="security.door", ts=ts, payload={"n": n, "open": True})
     if n % 8 == 4:
         return Reading(device_id="till-1", kind="sale.item", ts=ts, payload={"n": n, "gtin": "05012345678900"})
-    payload = {"quantity": "temperature", "value": 3.0 + n / 1000, "unit": "Cel", "zone": "fridge-1"}
+    payload: dict[str, JsonValue] = {
+        "quantity": "temperature",
+        "value": 3.0 + n / 1000,
+        "unit": "Cel",
+        "zone": "fridge-1",
+    }
     return Reading(device_id="fridge-1", kind="environment.reading", ts=ts, payload=payload)
 
 

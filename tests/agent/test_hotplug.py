@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
+from uuid import UUID
 
 import pytest
 
@@ -100,10 +101,10 @@ class Recorder:
 
     async def __call__(self, reading: Reading) -> None:
         wire.Event(  # what the agent checks before storing: every lifecycle payload must be valid
-            event_id=wire.UUID(int=1),
+            event_id=UUID(int=1),
             store_id="s",
             gateway_id="g",
-            stream=wire.UUID(int=1),
+            stream=UUID(int=1),
             seq=1,
             device_id=reading.device_id,
             kind=reading.kind,
@@ -219,7 +220,9 @@ async def test_an_unknown_device_is_reported_once_with_its_identifiers() -> None
             await scanned(devices, n)
         key = "port-1-1.3"
         assert recorder.kinds(key) == ["device.unknown"]
-        assert recorder.readings[0].payload["identity"]["vendor_id"] == "1a86"
+        identity = recorder.readings[0].payload["identity"]
+        assert isinstance(identity, dict)
+        assert identity["vendor_id"] == "1a86"
         assert devices.device_ids == []
         # Unplugged and plugged in again: reported again, so the technician sees it is back.
         lister.ports = []

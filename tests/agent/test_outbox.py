@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import RFC_4122, UUID, uuid4
@@ -17,6 +18,7 @@ from edge_agent.outbox import (
     Outbox,
     OutboxError,
     OutboxFullError,
+    OutboxRow,
     Quota,
     event_json,
     identity_prefix,
@@ -45,8 +47,8 @@ def new_event(
     )
 
 
-def seqs(rows: list[object]) -> list[int]:
-    return [row.seq for row in rows]  # type: ignore[attr-defined]
+def seqs(rows: Sequence[OutboxRow]) -> list[int]:
+    return [row.seq for row in rows]
 
 
 @pytest.fixture

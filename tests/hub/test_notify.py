@@ -494,12 +494,14 @@ async def test_delivery_gives_up_after_max_attempts_and_never_logs_the_secret(
     assert {d.status for d in outcome.values()} == {"failed"}
     assert {d.attempts for d in outcome.values()} == {3}
     assert outcome[broken].last_status_code == 500
-    assert outcome[broken].last_error is not None
-    assert outcome[broken].last_error.startswith("HTTP 500: <html>xxx")
-    assert len(outcome[broken].last_error) < 300  # an excerpt, not the page
+    broken_error = outcome[broken].last_error
+    assert broken_error is not None
+    assert broken_error.startswith("HTTP 500: <html>xxx")
+    assert len(broken_error) < 300  # an excerpt, not the page
     assert outcome[refused].last_status_code is None
-    assert outcome[refused].last_error is not None
-    assert "ConnectError" in outcome[refused].last_error
+    refused_error = outcome[refused].last_error
+    assert refused_error is not None
+    assert "ConnectError" in refused_error
     assert (outcome[slow].last_status_code, outcome[slow].last_error) == (None, "no answer within 0.3 s")
     assert len(receiver.on("/broken")) == 3
     assert len(receiver.on("/slow")) == 3
@@ -598,7 +600,7 @@ class Subscriber:
         self.client.on_message = self._on_message
         properties = None
         if persistent:  # the broker keeps the subscription and queues QoS 1 messages while away
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's __init__ is unannotated
             properties.SessionExpiryInterval = 3600
         self.client.connect(
             settings.host, settings.port, keepalive=10, clean_start=not persistent, properties=properties

@@ -28,7 +28,7 @@ import itertools
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,7 +148,7 @@ class Day:
         return list((await self.get(f"/api/v1/stores/{STORE}/restock-tasks", status="open"))["items"])
 
 
-async def _all_in(probe: Any, wanted: set[str]) -> bool:
+async def _all_in(probe: Callable[[], Awaitable[set[str]]], wanted: set[str]) -> bool:
     return wanted <= await probe()
 
 
@@ -186,7 +186,9 @@ async def running_day(database_url: str, mqtt_settings: MqttSettings) -> AsyncIt
 
 def planned_baskets() -> list[list[str]]:
     """The first real baskets, each as the codes the till scans (a code once per unit, at most 3)."""
-    replayer = BasketReplayer(path=shared_data_dir() / RETAIL_FILE, max_units_per_line=3)
+    data = shared_data_dir()
+    assert data is not None, "the real retail data is missing (set STOREGATE_SHARED_DATA to the shared/data folder)"
+    replayer = BasketReplayer(path=data / RETAIL_FILE, max_units_per_line=3)
     baskets = []
     for basket in itertools.islice(replayer.baskets(), BASKETS):
         baskets.append([line.stock_code for line in basket.lines for _ in range(min(line.quantity, 3))])
@@ -423,7 +425,10 @@ async def test_a_store_day(database_url: str, mqtt_settings: MqttSettings) -> No
 
         alerts = (await day.get("/api/v1/alerts", store_id=STORE))["items"]
         summary = sorted((a["rule_id"], a["subject"], a["status"], a["severity"], a["opened_at"]) for a in alerts)
-        iso = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
+
+        def iso(t: datetime) -> str:
+            return t.isoformat().replace("+00:00", "Z")
+
         assert summary == sorted(
             [
                 ("door-held-open", "door:freezer-1-door/freezer-1", "resolved", "warning", iso(at("14:04", 59))),
