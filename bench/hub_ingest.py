@@ -33,6 +33,7 @@ Usage: .venv/bin/python bench/hub_ingest.py [--database sqlite|postgresql|both] 
   --profile DIR       the applied run only, the hub under cProfile (DIR/hub-<database>.prof)
   --cameras-at-front  cameras on the tills' gateway: rule observations of a store arrive out of order
   --hub-preload FILE  experiments only: a Python file the hub runs before it starts (a monkeypatch)
+  --operator-writes N an operator's stock adjustments through the API during the applied run: latency, status
 Not a test: it prints figures; docs/benchmarks.md records them with this command.
 """
 
@@ -714,6 +715,77 @@ class HubMetricsReader:
         self._client.close()
 
 
+OPERATOR: Final = "bench-operator"
+OPERATOR_INTERVAL_S: Final = 0.2
+
+
+class OperatorWrites:
+    """An operator working in the API while the hub ingests: stock adjustments, one every ``interval`` s.
+
+    Each is a write transaction of its own beside the consumer's units (on SQLite they take turns at its
+    one write lock). Its latency and status are recorded; each 201 is one more ledger row and one more
+    unit on hand of ``key``, which :func:`verify` expects.
+    """
+
+    def __init__(self, port: int, key: tuple[str, str], *, count: int, interval: float) -> None:
+        import httpx
+
+        self.key = key
+        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        self._count = count
+        self._interval = interval
+        self._stop = threading.Event()
+        self.results: list[tuple[int, float]] = []  # (status, seconds); status 0: no answer
+        self._thread = threading.Thread(target=self._run, name="bench-operator", daemon=True)
+
+    def start(self) -> None:
+        """Start writing in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the write in progress."""
+        self._stop.set()
+        self._thread.join(timeout=120)
+        self._client.close()
+
+    @property
+    def accepted(self) -> int:
+        """Adjustments the hub answered 201 to."""
+        return sum(1 for status, _ in self.results if status == 201)
+
+    def _run(self) -> None:
+        import httpx
+
+        store_id, sku_id = self.key
+        body = {"sku_id": sku_id, "quantity": 1, "by": OPERATOR, "note": "operator working during the benchmark"}
+        for _ in range(self._count):
+            if self._stop.wait(self._interval):
+                return
+            started = time.perf_counter()
+            try:
+                status = self._client.post(f"/api/v1/stores/{store_id}/stock/adjustments", json=body).status_code
+            except httpx.HTTPError:
+                status = 0
+            self.results.append((status, time.perf_counter() - started))
+
+    def figures(self) -> dict[str, Any]:
+        """Count, statuses and latency quantiles of the writes made."""
+        seconds = sorted(s for _, s in self.results)
+        if not seconds:
+            return {"writes": 0}
+
+        def quantile(q: float) -> float:
+            return seconds[min(len(seconds) - 1, int(q * len(seconds)))]
+
+        return {
+            "writes": len(seconds),
+            "statuses": dict(Counter(status for status, _ in self.results)),
+            "p50_s": quantile(0.5),
+            "p95_s": quantile(0.95),
+            "max_s": seconds[-1],
+        }
+
+
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -739,6 +811,7 @@ class HubRun:
     commit_seconds: float
     hub_cpu_seconds: float
     checks: dict[str, Any] = field(default_factory=dict)
+    operator: dict[str, Any] = field(default_factory=dict)  # --operator-writes: the API writes made meanwhile
 
     @property
     def rate(self) -> float:
@@ -774,6 +847,7 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
             hub.argv += ["--hub-preload", str(args.hub_preload)]
     metrics = HubMetricsReader(http_port)
     gateways: Gateways | None = None
+    operator: OperatorWrites | None = None
     try:
         hub.start()
         _wait(
@@ -787,12 +861,20 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
         assert hub.process is not None
         process = psutil.Process(hub.process.pid)
         cpu_before = sum(process.cpu_times()[:2])
+        if operations and args.operator_writes:
+            key = min(workload.expected.on_hand)  # a position the checks verify, so the writes are checked too
+            operator = OperatorWrites(http_port, key, count=args.operator_writes, interval=OPERATOR_INTERVAL_S)
+            operator.start()
         started, done_at, sent = gateways.run(workload.messages, outstanding=args.outstanding, limit_s=args.max_seconds)
+        if operator is not None:
+            operator.stop()
         ended = done_at if done_at is not None else time.perf_counter()
         cpu = sum(process.cpu_times()[:2]) - cpu_before
         after = metrics.read()
         acked = gateways.acked
     finally:
+        if operator is not None:
+            operator.stop()
         if gateways is not None:
             gateways.close()
         metrics.close()
@@ -818,12 +900,23 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
     )
     if not run.complete:
         print(f"  time limit: {acked:,} of {sent:,} sent events acknowledged after {args.max_seconds:.0f}s", flush=True)
-    run.checks = asyncio.run(verify(url, workload, operations=operations, complete=run.complete))
+    adjusted = None
+    if operator is not None:
+        run.operator = operator.figures()
+        adjusted = (operator.key, operator.accepted)
+    run.checks = asyncio.run(verify(url, workload, operations=operations, complete=run.complete, adjusted=adjusted))
     return run
 
 
-async def verify(url: str, workload: Workload, *, operations: bool, complete: bool) -> dict[str, Any]:
-    """What the hub holds after the run, against what the workload makes."""
+async def verify(
+    url: str,
+    workload: Workload,
+    *,
+    operations: bool,
+    complete: bool,
+    adjusted: tuple[tuple[str, str], int] | None = None,
+) -> dict[str, Any]:
+    """What the hub holds after the run, against what the workload (and ``adjusted``: key, +1 adjustments) makes."""
     from sqlalchemy import text
 
     from hub.db.engine import create_engine
@@ -839,6 +932,11 @@ async def verify(url: str, workload: Workload, *, operations: bool, complete: bo
                 return list((await connection.execute(text(sql))).all())
 
             expected = workload.expected
+            on_hand = dict(expected.on_hand)
+            adjustments = 0
+            if adjusted is not None:
+                key, adjustments = adjusted
+                on_hand[key] += adjustments
             checks: dict[str, Any] = {
                 "events_sent": workload.events,
                 "events_stored": await scalar("SELECT count(*) FROM events"),
@@ -863,9 +961,9 @@ async def verify(url: str, workload: Workload, *, operations: bool, complete: bo
                     "ledger_rows": await scalar("SELECT count(*) FROM ledger"),
                     "unplaced_expected": expected.unplaced,
                     "unplaced": await scalar("SELECT count(*) FROM unplaced_events"),
-                    "positions_expected": len(expected.on_hand),
-                    "positions_wrong": sum(positions.get(k) != v for k, v in expected.on_hand.items())
-                    + len(positions.keys() - expected.on_hand.keys()),
+                    "positions_expected": len(on_hand),
+                    "positions_wrong": sum(positions.get(k) != v for k, v in on_hand.items())
+                    + len(positions.keys() - on_hand.keys()),
                     "shelf_levels_expected": len(expected.shelf),
                     "shelf_reports_below_minimum": expected.below_minimum,
                     "shelf_levels_wrong": sum(levels.get(k) != v for k, v in expected.shelf.items())
@@ -878,8 +976,15 @@ async def verify(url: str, workload: Workload, *, operations: bool, complete: bo
                     "notifications": await scalar("SELECT count(*) FROM notifications"),
                     "shrink_records": await scalar("SELECT count(*) FROM shrink_records"),
                 }
+                if adjusted is not None:
+                    checks["operator_adjustments"] = adjustments
+                    checks["operator_ledger_rows"] = await scalar(
+                        f"SELECT count(*) FROM ledger WHERE actor = '{OPERATOR}'"
+                    )
+                    ok = ok and checks["operator_ledger_rows"] == adjustments
                 if complete:
-                    ok = ok and checks["ledger_rows"] == expected.movements and checks["unplaced"] == expected.unplaced
+                    ok = ok and checks["ledger_rows"] == expected.movements + adjustments
+                    ok = ok and checks["unplaced"] == expected.unplaced
                     ok = ok and checks["positions_wrong"] == 0 and checks["shelf_levels_wrong"] == 0
                     if expected.below_minimum:
                         ok = ok and sum(tasks.values()) > 0 and checks["print_commands"] > 0
@@ -974,8 +1079,11 @@ async def raw_insert(source_url: str, fresh_url: str, *, unit_events: int, table
                 continue
             columns = _columns(table)
             by_chunk: list[list[tuple[Any, ...]]] = [[] for _ in range(transactions)]
+            event_id = columns.index("event_id")
             for row in await _read(source, table, columns, "id" if "id" in _all_columns(table) else "event_id"):
-                by_chunk[chunk_of[row[columns.index("event_id")]]].append(row)
+                chunk = chunk_of.get(row[event_id])
+                if chunk is not None:  # None: an operator's adjustment (--operator-writes), not ingested
+                    by_chunk[chunk].append(row)
             for n, chunk_rows in enumerate(by_chunk):
                 if chunk_rows:
                     plan[n].append((_insert_sql(dialect, table, columns), chunk_rows))
@@ -1219,6 +1327,13 @@ def run_database(
             flush=True,
         )
         figures["applied"] = applied.__dict__ | {"rate": applied.rate}
+        if applied.operator:
+            o = applied.operator
+            print(
+                f"[{kind}]   operator writes meanwhile: {o['writes']} adjustments, statuses {o.get('statuses')}, "
+                f"latency p50 {o.get('p50_s', 0):.3f} s, p95 {o.get('p95_s', 0):.3f} s, max {o.get('max_s', 0):.3f} s",
+                flush=True,
+            )
         if args.profile:
             print(f"[{kind}] the hub's profile: {args.profile / f'hub-{kind}.prof'} (python -m pstats)", flush=True)
             return figures
@@ -1361,6 +1476,13 @@ def main() -> None:
         "--breakdown",
         action="store_true",
         help="instead of the hub runs: the hub's unit path in this process, without MQTT, timed part by part",
+    )
+    parser.add_argument(
+        "--operator-writes",
+        type=int,
+        default=0,
+        help=f"during each applied run, up to this many stock adjustments through the hub's API, one every "
+        f"{OPERATOR_INTERVAL_S} s: their latency and status (the workload's figures then include them)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: hub logs, SQLite files")
