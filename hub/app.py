@@ -35,6 +35,7 @@ from hub.commands import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
+from hub.db.writegate import WriteGate, WriteGateTimeout
 from hub.ingest import Ingestor, describe_error, subscriptions
 from hub.inventory import api as inventory_api
 from hub.inventory import replenishment_api
@@ -85,6 +86,8 @@ async def _start(
         checkpointer.start()
         stack.push_async_callback(checkpointer.stop)
     metrics = HubMetrics()
+    # The hub's writers take turns at SQLite's one write lock instead of racing for it (hub.db.writegate).
+    write_gate = WriteGate(serialise=database_file is not None, observe=metrics.observe_write_turn)
     link = MqttLink(
         settings=settings.mqtt,
         client_id=settings.client_id,
@@ -94,7 +97,7 @@ async def _start(
     await stack.enter_async_context(link)
     metrics.queue_depth.set_function(lambda: link.queue_depth)
     metrics.mqtt_connected.set_function(lambda: 1 if link.connected else 0)
-    operations, commands = await _start_operations(settings, engine, link, stack, clock, metrics)
+    operations, commands = await _start_operations(settings, engine, link, stack, clock, metrics, write_gate)
     ingestor = Ingestor(
         link=link,
         engine=engine,
@@ -103,6 +106,7 @@ async def _start(
         rejected_keep=settings.rejected_messages_keep,
         operations=operations,
         clock=clock,
+        write_gate=write_gate,
     )
     ingestor.start()
     stack.push_async_callback(ingestor.stop, timeout=CONSUMER_STOP_TIMEOUT_S)
@@ -116,6 +120,7 @@ async def _start(
         started_at=wire.utc_now(),
         operations=operations,
         commands=commands,
+        write_gate=write_gate,
     )
 
 
@@ -126,6 +131,7 @@ async def _start_operations(
     stack: AsyncExitStack,
     clock: Callable[[], datetime],
     metrics: HubMetrics,
+    write_gate: WriteGate,
 ) -> tuple[HubOperations | None, CommandPublisher | None]:
     """Seed the default rules, warm the rules up, start the ticker, the command and notification senders."""
     settings = hub_settings.operations
@@ -146,14 +152,20 @@ async def _start_operations(
         restock=RestockSettings(printer_device_id=settings.restock_printer_device_id),
         clock=clock,
         metrics=metrics,
+        write_gate=write_gate,
     )
     await operations.warm_up()
-    commands = CommandPublisher(engine=engine, link=link, clock=clock)
+    commands = CommandPublisher(engine=engine, link=link, clock=clock, write_gate=write_gate)
     operations.add_sender(commands)
     commands.start()
     stack.push_async_callback(commands.stop)
     dispatcher = NotificationDispatcher(
-        engine=engine, link=link, registry=metrics.registry, settings=hub_settings.notifications, clock=clock
+        engine=engine,
+        link=link,
+        registry=metrics.registry,
+        settings=hub_settings.notifications,
+        clock=clock,
+        write_gate=write_gate,
     )
     operations.add_sender(dispatcher)
     dispatcher.start()
@@ -206,8 +218,9 @@ DATABASE_RETRY_AFTER_S: Final = 5
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """503 with the cause in words when the database cannot answer: unreachable, or SQLite's write lock held past
-    its busy timeout (the consumer writes unit after unit). The request did nothing; it can be sent again."""
+    """503 with the cause in words when the database cannot answer: unreachable, or no turn at SQLite's write lock
+    within the wait allowed (another process holding it, or the hub's own writers). The request did nothing; it
+    can be sent again."""
     cause = describe_error(exc)
     log.warning("api_database_unavailable", method=request.method, path=request.url.path, error=cause)
     runtime: HubRuntime | None = request.app.state.runtime
@@ -254,6 +267,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
     # Errors of the database's availability, not of the request (an IntegrityError stays a bug: 500).
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(WriteGateTimeout, _database_unavailable)
     for module in (
         stores,
         gateways,

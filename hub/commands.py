@@ -21,8 +21,10 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand
+from hub.db.writegate import WriteGate
 from hub.inventory.models import RestockTask
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS
@@ -148,8 +150,16 @@ async def record_result(session: AsyncSession, result: wire.CommandResult, *, no
 class CommandPublisher:
     """Publishes pending commands: woken by :meth:`notify` after a commit that queued some, else every second."""
 
-    def __init__(self, *, engine: AsyncEngine, link: Publisher, clock: Callable[[], datetime] = wire.utc_now) -> None:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        link: Publisher,
+        clock: Callable[[], datetime] = wire.utc_now,
+        write_gate: WriteGate | None = None,
+    ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._gate = write_gate if write_gate is not None else WriteGate(serialise=False)
         self._link = link
         self._clock = clock
         self._wake = asyncio.Event()
@@ -178,7 +188,7 @@ class CommandPublisher:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                async with self._sessions() as session, session.begin():
+                async with self._gate.turn(writegate.COMMANDS), self._sessions() as session, session.begin():
                     self.published += await publish_pending(session, self._link, now=self._clock())
             except Exception as err:  # the database may be away; the next round tries again
                 log.warning("command_publish_failed", error=type(err).__name__, detail=str(err)[:200])

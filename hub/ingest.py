@@ -28,7 +28,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.commands import record_result
+from hub.db import writegate
 from hub.db.engine import ping, session_factory
+from hub.db.writegate import WriteGate
 from hub.eventlog import LossRecord, store_batches
 from hub.metrics import HubMetrics
 from hub.operations import HubOperations, OperationsOutcome
@@ -331,9 +333,14 @@ class Ingestor:
         retry_max_s: float = 10.0,
         clock: Callable[[], datetime] = wire.utc_now,
         operations: HubOperations | None = None,
+        write_gate: WriteGate | None = None,
     ) -> None:
         self._link = link
         self._operations = operations
+        # One gate for every writer of the process: the operations' when there are operations.
+        if write_gate is None:
+            write_gate = operations.write_gate if operations is not None else WriteGate(serialise=False)
+        self._gate = write_gate
         self._engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self.metrics = metrics
@@ -462,10 +469,10 @@ class Ingestor:
         started = time.perf_counter()
         operations = self._operations
         if operations is None:
-            async with self._sessions() as session, session.begin():
+            async with self._gate.turn(writegate.INGEST), self._sessions() as session, session.begin():
                 result = await store_messages(session, items, now=self._clock(), rejected_keep=self._rejected_keep)
         else:
-            async with operations.unit():
+            async with self._gate.turn(writegate.INGEST), operations.unit():
                 async with self._sessions() as session, session.begin():
                     result = await store_messages(
                         session, items, now=self._clock(), rejected_keep=self._rejected_keep, operations=operations

@@ -136,6 +136,13 @@ class HubMetrics:
             "API requests answered 503 because the database could not answer (unreachable, or busy past its timeout)",
             registry=r,
         )
+        self.write_turn_wait_seconds = Histogram(
+            "storegate_hub_write_turn_wait_seconds",
+            "on SQLite, time a writer of the hub waited for its turn at the database's write lock, by writer",
+            ["writer"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
         self.rules_tick_failures = Counter(
             "storegate_hub_rules_tick_failures", "rule ticks that failed (the database was away)", registry=r
         )
@@ -144,6 +151,10 @@ class HubMetrics:
             "stored rules or store overrides that are invalid and skipped",
             registry=r,
         )
+
+    def observe_write_turn(self, writer: str, seconds: float) -> None:
+        """How long ``writer`` waited for its turn to write (hub.db.writegate)."""
+        self.write_turn_wait_seconds.labels(writer=writer).observe(seconds)
 
     def observe_gateway_health(self, health: wire.GatewayHealth) -> None:
         """Set the per-gateway gauges from a health report; a gateway that moved store keeps one series."""

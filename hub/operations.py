@@ -28,8 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.alerting.service import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
 from hub.alerting.store import AlertChangedError
+from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.overlap import while_awaiting
+from hub.db.writegate import WriteGate
 from hub.domain.ledger import Unmatched
 from hub.inventory.apply import (
     INVENTORY_KINDS,
@@ -102,8 +104,11 @@ class HubOperations:
         restock: RestockSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
         metrics: HubMetrics | None = None,
+        write_gate: WriteGate | None = None,
     ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        # The consumer's units and the ticker take a turn of it before the engine's unit lock (its lock order).
+        self.write_gate = write_gate if write_gate is not None else WriteGate(serialise=False)
         self.catalog = CatalogCache()
         self.engine = MonitoringEngine(monitoring)
         self.restock = restock or RestockSettings()
@@ -223,7 +228,7 @@ class HubOperations:
 
     async def tick(self) -> UnitEvaluation:
         """One tick of the rules, in its own transaction."""
-        async with self.unit():
+        async with self.write_gate.turn(writegate.RULES), self.unit():
             async with self._sessions() as session, session.begin():
                 catalog = await self.catalog.snapshot(session)
                 evaluation = await self.engine.tick(session, catalog, now=self._clock())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.commands import CommandPublisher
+from hub.db.writegate import WriteGate
 from hub.ingest import Ingestor
 from hub.metrics import HubMetrics
 from hub.operations import HubOperations
@@ -28,3 +29,5 @@ class HubRuntime:
     started_at: datetime
     operations: HubOperations | None = None
     commands: CommandPublisher | None = None
+    # Turns at SQLite's write lock for the consumer, the API's changes and the senders (a no-op on PostgreSQL).
+    write_gate: WriteGate = field(default_factory=lambda: WriteGate(serialise=False))

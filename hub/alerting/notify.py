@@ -45,7 +45,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hub.alerting.models import AlertRow, NotificationRow, Webhook, WebhookDelivery
+from hub.db import writegate
 from hub.db.engine import json_text, session_factory
+from hub.db.writegate import WriteGate
 from hub.domain.alerts import AlertStatus, Severity
 from storegate import wire
 
@@ -474,10 +476,12 @@ class NotificationDispatcher:
         registry: CollectorRegistry,
         settings: NotificationSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
+        write_gate: WriteGate | None = None,
     ) -> None:
         self.settings = settings if settings is not None else NotificationSettings()
         self.metrics = NotificationMetrics(registry)
         self._sessions = session_factory(engine)
+        self._gate = write_gate if write_gate is not None else WriteGate(serialise=False)
         self._link = link
         self._clock = clock
         self._http: httpx.AsyncClient | None = None
@@ -563,7 +567,7 @@ class NotificationDispatcher:
                 break
             published, unpublishable, complete = await self._publish_batch(rows)
             if published or unpublishable:
-                async with self._sessions() as session, session.begin():
+                async with self._gate.turn(writegate.NOTIFICATIONS), self._sessions() as session, session.begin():
                     if published:
                         await session.execute(
                             update(NotificationRow)
@@ -710,7 +714,7 @@ class NotificationDispatcher:
         claim_until = now + timedelta(seconds=self.settings.timeout_s + CLAIM_MARGIN_S)
         claimed: list[_DueDelivery] = []
         outcomes: list[DeliveryOutcome] = []
-        async with self._sessions() as session, session.begin():
+        async with self._gate.turn(writegate.NOTIFICATIONS), self._sessions() as session, session.begin():
             for delivery in due:
                 key = (
                     WebhookDelivery.notification_id == delivery.notification_id,
@@ -790,7 +794,7 @@ class NotificationDispatcher:
                 values["next_attempt_at"] = finished + self.settings.retry_delay(attempts)
         values["last_status_code"] = result.status_code
         try:
-            async with self._sessions() as session, session.begin():
+            async with self._gate.turn(writegate.NOTIFICATIONS), self._sessions() as session, session.begin():
                 await session.execute(
                     update(WebhookDelivery)
                     .where(*conditions)
