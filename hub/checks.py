@@ -11,11 +11,15 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import ping, redacted
+from hub.db.writegate import WriteGate
 from hub.ingest import Ingestor, describe_error
 from hub.operations import HubOperations
 from storegate.mqtt import MqttLink
 
 CHECK_TIMEOUT_S: Final = 2.0
+# A unit of the consumer takes well under a few seconds even on a Raspberry Pi; a turn at the write lock
+# held this long is a writer stuck inside its transaction, and every change through the API waits.
+WRITE_TURN_STUCK_S: Final = 60.0
 
 _SOCKET_REASONS: Final[dict[int, str]] = {
     errno.ECONNREFUSED: "connection refused",
@@ -59,8 +63,8 @@ async def tcp_problem(host: str, port: int) -> str | None:
     return None
 
 
-async def check_database(engine: AsyncEngine, database_url: str) -> CheckResult:
-    """Whether ``SELECT 1`` answers within the timeout."""
+async def check_database(engine: AsyncEngine, database_url: str, gate: WriteGate | None = None) -> CheckResult:
+    """Whether ``SELECT 1`` answers within the timeout, and (SQLite) whether writers get their turns."""
     where = redacted(database_url)
     try:
         await asyncio.wait_for(ping(engine), timeout=CHECK_TIMEOUT_S)
@@ -68,6 +72,14 @@ async def check_database(engine: AsyncEngine, database_url: str) -> CheckResult:
         return CheckResult(False, where, f"database unreachable: no answer within {CHECK_TIMEOUT_S:g} s")
     except Exception as err:  # whatever the driver raises, the database is not usable
         return CheckResult(False, where, f"database unreachable: {describe_error(err)}")
+    held = gate.held_for() if gate is not None else None
+    if gate is not None and held is not None and held >= WRITE_TURN_STUCK_S:
+        return CheckResult(
+            False,
+            f"{where}; write turn held by {gate.holder}",
+            f"the {gate.holder} writer has held the database's write turn for {held:.0f} s and {gate.waiting} "
+            "writer(s) wait: changes through the API are answered 503 and events wait at the gateways",
+        )
     return CheckResult(True, where)
 
 

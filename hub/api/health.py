@@ -27,7 +27,7 @@ router = APIRouter(tags=["operations"])
 async def healthz(runtime: RuntimeDep, response: Response) -> HealthOut:
     """Run every check and report them."""
     database, mqtt = await asyncio.gather(
-        check_database(runtime.engine, runtime.settings.database_url), check_mqtt(runtime.link)
+        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.link)
     )
     results = {
         "database": database,

@@ -42,10 +42,18 @@ class WriteGate:
     ``observe(writer, seconds)`` is told how long each turn was waited for.
     """
 
-    def __init__(self, *, serialise: bool, observe: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        serialise: bool,
+        observe: Callable[[str, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = asyncio.Lock() if serialise else None
         self._observe = observe
+        self._clock = clock
         self._holder: str | None = None
+        self._held_since = 0.0
         self._waiting = 0
 
     @property
@@ -62,6 +70,10 @@ class WriteGate:
     def waiting(self) -> int:
         """Writers queued for a turn."""
         return self._waiting
+
+    def held_for(self) -> float | None:
+        """Seconds the current turn has lasted, or None when nobody holds one (for /healthz)."""
+        return self._clock() - self._held_since if self._holder is not None else None
 
     @asynccontextmanager
     async def turn(self, writer: str, *, timeout_s: float | None = None) -> AsyncIterator[None]:
@@ -85,6 +97,7 @@ class WriteGate:
         if self._observe is not None:
             self._observe(writer, time.perf_counter() - started)
         self._holder = writer
+        self._held_since = self._clock()
         try:
             yield
         finally:

@@ -138,3 +138,37 @@ async def test_an_api_change_without_a_turn_in_time_is_503_in_words_and_changes_
     assert "storegate_hub_api_database_unavailable_total 1.0" in (await hub.client.get("/metrics")).text
     assert (await hub.client.get("/api/v1/webhooks")).json()["items"] == []
     assert (await hub.client.post("/api/v1/webhooks", json=WEBHOOK)).status_code == 201
+
+
+async def test_healthz_names_a_writer_stuck_in_its_turn_and_recovers_when_it_lets_go(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hub.checks.WRITE_TURN_STUCK_S", 0.0)  # any turn held counts as stuck
+    release = asyncio.Event()
+    holder = asyncio.create_task(_take_turn(hub.runtime.write_gate, writegate.RULES, [], hold=release))
+    await until(lambda: hub.runtime.write_gate.holder == writegate.RULES, what="the rules writer holding its turn")
+    try:
+        stuck = await hub.client.get("/healthz")
+    finally:
+        release.set()
+        await holder
+
+    assert stuck.status_code == 503
+    body = stuck.json()
+    assert body["checks"]["database"] == {"ok": False, "detail": body["checks"]["database"]["detail"]}
+    assert body["checks"]["database"]["detail"].endswith("write turn held by rules")
+    [problem] = body["problems"]
+    assert problem.startswith("the rules writer has held the database's write turn for ")
+    assert problem.endswith("changes through the API are answered 503 and events wait at the gateways")
+    healthy = await hub.client.get("/healthz")
+    assert (healthy.status_code, healthy.json()["problems"]) == (200, [])
+
+
+async def test_the_turn_lasts_as_long_as_the_writer_holds_it() -> None:
+    now = [100.0]
+    gate = WriteGate(serialise=True, clock=lambda: now[0])
+    assert gate.held_for() is None
+    async with gate.turn(writegate.INGEST):
+        now[0] = 172.5
+        assert gate.held_for() == 72.5
+    assert gate.held_for() is None
