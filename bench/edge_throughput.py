@@ -118,9 +118,23 @@ class AgentProcess:
 
         self.metrics_port = free_port()
         self.outbox = workdir / "outbox.sqlite3"
-        argv = [sys.executable, __file__, "--child", "--port", str(broker_port), "--outbox", str(self.outbox),
-                "--metrics-port", str(self.metrics_port), "--count", str(count), "--rate", str(rate),
-                "--device", device]
+        argv = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--port",
+            str(broker_port),
+            "--outbox",
+            str(self.outbox),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--count",
+            str(count),
+            "--rate",
+            str(rate),
+            "--device",
+            device,
+        ]
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         import httpx
         import psutil
@@ -276,8 +290,11 @@ def main() -> None:
         assert stored() - base == args.events, "the hub does not hold every event"
         figures["durable_e2e_per_s"] = args.events / elapsed
         figures["e2e_vs_raw"] = figures["durable_e2e_per_s"] / figures["raw_qos1_per_s"]
-        print(f"durable end to end (acked by the hub): {figures['durable_e2e_per_s']:,.0f} events/s "
-              f"= {figures['e2e_vs_raw']:.2f}x baseline", flush=True)
+        print(
+            f"durable end to end (acked by the hub): {figures['durable_e2e_per_s']:,.0f} events/s "
+            f"= {figures['e2e_vs_raw']:.2f}x baseline",
+            flush=True,
+        )
 
         # 3. latency at a steady 1,000 events/s (device timestamp -> hub commit)
         steady = int(1000 * args.latency_seconds)
@@ -289,8 +306,11 @@ def main() -> None:
         assert len(lat) == steady - 999, f"expected {steady - 999} latency samples, got {len(lat)}"
         figures["latency_ms_p50"] = statistics.median(lat)
         figures["latency_ms_p99"] = lat[int(len(lat) * 0.99) - 1]
-        print(f"latency at 1,000 events/s: p50 {figures['latency_ms_p50']:.1f} ms, "
-              f"p99 {figures['latency_ms_p99']:.1f} ms", flush=True)
+        print(
+            f"latency at 1,000 events/s: p50 {figures['latency_ms_p50']:.1f} ms, "
+            f"p99 {figures['latency_ms_p99']:.1f} ms",
+            flush=True,
+        )
 
         # 4 + 5. backlog while the broker is down: RSS at 10,000 and 200,000; then the drain
         broker.stop()
@@ -300,8 +320,11 @@ def main() -> None:
         _wait(lambda: (agent.depth() or 0) >= args.backlog, 600, f"a {args.backlog:,}-event backlog")
         figures["rss_mb_backlog_full"] = agent.rss() / 2**20
         figures["rss_growth"] = figures["rss_mb_backlog_full"] / figures["rss_mb_backlog_10k"] - 1
-        print(f"agent RSS with 10,000 events waiting: {figures['rss_mb_backlog_10k']:.1f} MB; with "
-              f"{args.backlog:,}: {figures['rss_mb_backlog_full']:.1f} MB ({figures['rss_growth']:+.1%})", flush=True)
+        print(
+            f"agent RSS with 10,000 events waiting: {figures['rss_mb_backlog_10k']:.1f} MB; with "
+            f"{args.backlog:,}: {figures['rss_mb_backlog_full']:.1f} MB ({figures['rss_growth']:+.1%})",
+            flush=True,
+        )
         acked_before = agent.acked()
         broker.restart()
         started = time.perf_counter()
@@ -309,8 +332,11 @@ def main() -> None:
         figures["drain_100k_per_s"] = 100_000 / (time.perf_counter() - started)
         _wait(lambda: agent.acked() - acked_before >= args.backlog, 300, "the whole backlog to drain")
         figures["drain_all_per_s"] = args.backlog / (time.perf_counter() - started)
-        print(f"backlog drain: first 100,000 at {figures['drain_100k_per_s']:,.0f} events/s, all "
-              f"{args.backlog:,} at {figures['drain_all_per_s']:,.0f} events/s", flush=True)
+        print(
+            f"backlog drain: first 100,000 at {figures['drain_100k_per_s']:,.0f} events/s, all "
+            f"{args.backlog:,} at {figures['drain_all_per_s']:,.0f} events/s",
+            flush=True,
+        )
         agent.stop()
         figures["rss_mb_peak"] = max(a.peak_rss for a in AgentProcess.started) / 2**20
         print(f"agent peak RSS over all runs: {figures['rss_mb_peak']:.1f} MB", flush=True)

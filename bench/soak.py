@@ -39,19 +39,34 @@ def main() -> None:
     from storegate.mqtt import MqttSettings
     from tests.procs import agent_service, hub_rows, hub_service
 
-    devices = {"door-1": "security.door", "till-1": "sale.item", "shelf-1": "shelf.sample",
-               "fridge-1": "environment.reading"}
+    devices = {
+        "door-1": "security.door",
+        "till-1": "sale.item",
+        "shelf-1": "shelf.sample",
+        "fridge-1": "environment.reading",
+    }
     duration = args.minutes * 60
     per_device = int(args.rate / len(devices) * duration)
     work = Path(tempfile.mkdtemp(prefix="storegate-soak-"))
     broker = start_mosquitto(work / "broker")
     mqtt = MqttSettings(host=broker.host, port=broker.port, reconnect_min_s=0.5, reconnect_max_s=5.0)
     hub = hub_service(work / "hub", mqtt, http_port=free_port())
-    agent = agent_service(work / "agent", mqtt, devices=[
-        {"device_id": d, "driver": "simulated-sequence", "kind": k, "count": per_device,
-         "rate_per_s": args.rate / len(devices), "seed": i}
-        for i, (d, k) in enumerate(devices.items())
-    ], health={"interval_s": 10})
+    agent = agent_service(
+        work / "agent",
+        mqtt,
+        devices=[
+            {
+                "device_id": d,
+                "driver": "simulated-sequence",
+                "kind": k,
+                "count": per_device,
+                "rate_per_s": args.rate / len(devices),
+                "seed": i,
+            }
+            for i, (d, k) in enumerate(devices.items())
+        ],
+        health={"interval_s": 10},
+    )
     database = work / "hub" / "hub.sqlite3"
     outbox = work / "agent" / "outbox.sqlite3"
     samples: list[dict[str, float]] = []
@@ -63,8 +78,11 @@ def main() -> None:
     def outbox_bytes() -> int:
         return sum(p.stat().st_size for p in outbox.parent.glob(outbox.name + "*") if p.suffix != ".json")
 
-    print(f"soak: {args.minutes:g} min at {args.rate:g} events/s ({per_device * len(devices):,} events), "
-          f"broker outage of {args.outage_s:g} s every {args.outage_every:g} s; work dir {work}", flush=True)
+    print(
+        f"soak: {args.minutes:g} min at {args.rate:g} events/s ({per_device * len(devices):,} events), "
+        f"broker outage of {args.outage_s:g} s every {args.outage_every:g} s; work dir {work}",
+        flush=True,
+    )
     hub.start()
     agent.start()
     assert agent.process is not None

@@ -204,7 +204,6 @@ class SerialTransport:
         except (serial.SerialException, OSError) as err:
             raise DeviceUnavailableError(f"cannot write to {self.url}: {err}") from err
 
-
     async def _writable(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()

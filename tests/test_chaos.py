@@ -64,8 +64,14 @@ def test_nothing_is_lost_or_doubled_when_everything_is_killed(tmp_path: Path) ->
     mqtt = MqttSettings(host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=1.0)
     hub = hub_service(tmp_path / "hub", mqtt, http_port=free_port())
     devices = [
-        {"device_id": device_id, "driver": "simulated-sequence", "kind": kind, "count": PER_DEVICE,
-         "rate_per_s": RATE_PER_DEVICE, "seed": index}
+        {
+            "device_id": device_id,
+            "driver": "simulated-sequence",
+            "kind": kind,
+            "count": PER_DEVICE,
+            "rate_per_s": RATE_PER_DEVICE,
+            "seed": index,
+        }
         for index, (device_id, kind) in enumerate(DEVICES.items())
     ]
     agent = agent_service(tmp_path / "agent", mqtt, devices=devices, outbox={"ack_timeout_s": 2.0})
@@ -102,9 +108,10 @@ def test_nothing_is_lost_or_doubled_when_everything_is_killed(tmp_path: Path) ->
         except AssertionError as err:
             raise AssertionError(f"{err}\n--- agent ---\n{agent.log_tail()}\n--- hub ---\n{hub.log_tail()}") from None
         wait_until(
-            lambda: hub_rows(database, "SELECT through_seq FROM gateway_streams") == [
-                (hub_rows(database, "SELECT max(seq) FROM events")[0][0],)
-            ],
+            lambda: (
+                hub_rows(database, "SELECT through_seq FROM gateway_streams")
+                == [(hub_rows(database, "SELECT max(seq) FROM events")[0][0],)]
+            ),
             timeout=30,
             what="the hub's contiguous through_seq to reach its highest seq",
         )

@@ -37,8 +37,9 @@ def test_every_subcommand_explains_its_options(args: tuple[str, ...], mentions: 
 
 def test_broken_agent_config_names_the_file_and_the_key(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text('store_id = "store-1"\ngateway_id = "gw-1"\n[outbox]\npath = "o.sqlite3"\nmax_batch = -1\n'
-                      '[mqtt]\nprot = 1883\n')
+    config.write_text(
+        'store_id = "store-1"\ngateway_id = "gw-1"\n[outbox]\npath = "o.sqlite3"\nmax_batch = -1\n[mqtt]\nprot = 1883\n'
+    )
     result = storegate("agent", "--config", str(config))
     assert result.returncode == 2
     assert str(config) in result.stderr
@@ -58,13 +59,29 @@ def test_broken_hub_config_names_the_file_and_the_key(tmp_path: Path) -> None:
 
 def test_provisioned_config_is_valid_and_checkable(tmp_path: Path) -> None:
     output = tmp_path / "gw" / "agent.toml"
-    result = storegate("provision", "agent-config", "--store-id", "store-0042", "--gateway-id", "gw-3",
-                       "--broker-host", "hub.example.net", "--broker-port", "8883", "--username", "gw-3",
-                       "--output", str(output))
+    result = storegate(
+        "provision",
+        "agent-config",
+        "--store-id",
+        "store-0042",
+        "--gateway-id",
+        "gw-3",
+        "--broker-host",
+        "hub.example.net",
+        "--broker-port",
+        "8883",
+        "--username",
+        "gw-3",
+        "--output",
+        str(output),
+    )
     assert result.returncode == 0, result.stderr
     config = load_agent_config(output)
     assert (config.store_id, config.gateway_id, config.mqtt.host, config.mqtt.port) == (
-        "store-0042", "gw-3", "hub.example.net", 8883
+        "store-0042",
+        "gw-3",
+        "hub.example.net",
+        8883,
     )
     assert config.outbox.path == output.parent / "outbox.sqlite3"
     check = storegate("provision", "check", "--config", str(output))
@@ -76,8 +93,16 @@ def test_provisioned_config_is_valid_and_checkable(tmp_path: Path) -> None:
 
 
 def test_provisioning_refuses_ids_that_cannot_be_topic_segments(tmp_path: Path) -> None:
-    result = storegate("provision", "agent-config", "--store-id", "Store 42/#", "--gateway-id", "gw-1",
-                       "--output", str(tmp_path / "agent.toml"))
+    result = storegate(
+        "provision",
+        "agent-config",
+        "--store-id",
+        "Store 42/#",
+        "--gateway-id",
+        "gw-1",
+        "--output",
+        str(tmp_path / "agent.toml"),
+    )
     assert result.returncode == 2
     assert "store_id" in result.stderr
     assert not (tmp_path / "agent.toml").exists()

@@ -42,13 +42,24 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "storegate", "demo", "--http-port", str(port), "--broker", broker,
-         "--data-dir", str(tmp_path / "demo")],
+        [
+            sys.executable,
+            "-m",
+            "storegate",
+            "demo",
+            "--http-port",
+            str(port),
+            "--broker",
+            broker,
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     children: set[int] = set()
     try:
+
         def events_seen() -> list[dict[str, object]]:
             children.update(p.pid for p in _descendants(demo.pid))
             assert demo.poll() is None, f"demo exited early with {demo.returncode}"
@@ -78,6 +89,7 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
             return expected <= seen
 
         wait_until(devices_reporting, timeout=45, interval=0.5, what=f"events of every simulated device: {expected}")
+
         # The demo's catalog is loaded: the till's real baskets and the shelf's moves become stock movements.
         def stock_moving() -> set[str]:
             ledger = httpx.get(f"{base}/api/v1/stores/store-0001/ledger", timeout=5.0).json()["items"]

@@ -171,7 +171,10 @@ async def test_readings_reach_hub_database_and_api_intact(
         for row in rows:
             sent = on_wire[row["event_id"]]
             assert (row["store_id"], row["gateway_id"], row["stream"], row["seq"]) == (
-                sent.store_id, sent.gateway_id, str(sent.stream), sent.seq
+                sent.store_id,
+                sent.gateway_id,
+                str(sent.stream),
+                sent.seq,
             )
             assert (row["device_id"], row["kind"], row["payload"]) == (sent.device_id, sent.kind, sent.payload)
             assert isinstance(row["device_ts"], datetime)

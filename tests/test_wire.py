@@ -99,9 +99,7 @@ def test_batch_round_trip_keeps_every_field() -> None:
 
 def test_batch_refuses_events_of_another_gateway() -> None:
     with pytest.raises(ValueError, match="not to the batch"):
-        wire.EventBatch(
-            store_id="store-1", gateway_id="gw-2", sent_at=wire.utc_now(), events=[make_event()]
-        )
+        wire.EventBatch(store_id="store-1", gateway_id="gw-2", sent_at=wire.utc_now(), events=[make_event()])
 
 
 @pytest.mark.parametrize(
@@ -110,8 +108,12 @@ def test_batch_refuses_events_of_another_gateway() -> None:
         (b"\x00\xffnot json", "malformed_json"),
         (b"[1, 2]", "invalid"),
         (b'{"v": 1}', "invalid"),
-        (json.dumps({"v": 2, "store_id": "s", "gateway_id": "g", "sent_at": "2026-01-01T00:00:00Z",
-                     "events": []}).encode(), "invalid"),
+        (
+            json.dumps(
+                {"v": 2, "store_id": "s", "gateway_id": "g", "sent_at": "2026-01-01T00:00:00Z", "events": []}
+            ).encode(),
+            "invalid",
+        ),
         (b" " * (wire.MAX_MESSAGE_BYTES + 1), "too_large"),
     ],
 )
@@ -146,8 +148,9 @@ def test_the_words_nan_and_infinity_in_strings_are_fine_and_broken_json_stays_ma
 
 
 def test_extra_fields_are_rejected() -> None:
-    ack = wire.Ack(store_id="s", gateway_id="g", stream=uuid4(), through_seq=3, stored=3, duplicates=0,
-                   ts=wire.utc_now())
+    ack = wire.Ack(
+        store_id="s", gateway_id="g", stream=uuid4(), through_seq=3, stored=3, duplicates=0, ts=wire.utc_now()
+    )
     data = json.loads(wire.encode(ack))
     data["surprise"] = True
     with pytest.raises(wire.WireError, match="surprise"):

@@ -58,7 +58,6 @@ KIND: Final = "environment.reading"
 _log = structlog.get_logger(__name__)
 
 
-
 class ModbusSensorDriver:
     """Driver of one Modbus RTU sensor; create it with :func:`create`."""
 

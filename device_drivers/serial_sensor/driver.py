@@ -47,7 +47,6 @@ _REPORT_SLACK: Final = 0.9
 _log = structlog.get_logger(__name__)
 
 
-
 class SerialSensorDriver:
     """Driver of one line sensor; create it with :func:`create`."""
 

@@ -194,7 +194,7 @@ def test_the_model_validates_without_a_file(tmp_path: Path) -> None:
     assert config.outbox.path == tmp_path / "o.sqlite3"
 
 
-PROFILED = '''
+PROFILED = """
 [[devices]]
 device_id = "chiller-1"
 profile = "xy-md02"
@@ -211,7 +211,7 @@ profile = "zebra-ds-cdc"
 identity = "usb-05e0:1701-S_N_21122B0012"
 [devices.settings]
 mode = "receiving"
-'''
+"""
 
 
 def test_profiled_devices_by_address_or_identity(tmp_path: Path) -> None:

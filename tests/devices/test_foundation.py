@@ -94,7 +94,8 @@ async def test_no_line_within_the_timeout() -> None:
 
 async def test_null_modem_carries_and_records_both_directions() -> None:
     async with (
-        NullModem(record=True) as cable, SerialTransport(url=cable.port, link=SerialLink()) as driver,
+        NullModem(record=True) as cable,
+        SerialTransport(url=cable.port, link=SerialLink()) as driver,
         SerialTransport(url=cable.device_port, link=SerialLink()) as device,
     ):
         await driver.write(b"\x01\x04\x00\x01\x00\x02\x20\x0b\n")

@@ -350,7 +350,6 @@ async def router_client(
     the running hub's objects where a router needs them.
     """
 
-
     sessions = session_factory(engine)
     app = FastAPI()
     for router in routers:
