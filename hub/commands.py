@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand
-from hub.db.writegate import WriteGate
+from hub.db.writegate import NO_TURNS, WriteGate
 from hub.inventory.models import RestockTask
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS
@@ -156,10 +156,10 @@ class CommandPublisher:
         engine: AsyncEngine,
         link: Publisher,
         clock: Callable[[], datetime] = wire.utc_now,
-        write_gate: WriteGate | None = None,
+        write_gate: WriteGate = NO_TURNS,
     ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
-        self._gate = write_gate if write_gate is not None else WriteGate(serialise=False)
+        self._gate = write_gate
         self._link = link
         self._clock = clock
         self._wake = asyncio.Event()

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hub.commands import record_result
 from hub.db import writegate
 from hub.db.engine import ping, session_factory
-from hub.db.writegate import WriteGate
+from hub.db.writegate import NO_TURNS, WriteGate
 from hub.eventlog import LossRecord, store_batches
 from hub.metrics import HubMetrics
 from hub.operations import HubOperations, OperationsOutcome
@@ -339,7 +339,7 @@ class Ingestor:
         self._operations = operations
         # One gate for every writer of the process: the operations' when there are operations.
         if write_gate is None:
-            write_gate = operations.write_gate if operations is not None else WriteGate(serialise=False)
+            write_gate = operations.write_gate if operations is not None else NO_TURNS
         self._gate = write_gate
         self._engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)

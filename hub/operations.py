@@ -31,7 +31,7 @@ from hub.alerting.store import AlertChangedError
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.overlap import while_awaiting
-from hub.db.writegate import WriteGate
+from hub.db.writegate import NO_TURNS, WriteGate
 from hub.domain.ledger import Unmatched
 from hub.inventory.apply import (
     INVENTORY_KINDS,
@@ -104,11 +104,11 @@ class HubOperations:
         restock: RestockSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
         metrics: HubMetrics | None = None,
-        write_gate: WriteGate | None = None,
+        write_gate: WriteGate = NO_TURNS,
     ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         # The consumer's units and the ticker take a turn of it before the engine's unit lock (its lock order).
-        self.write_gate = write_gate if write_gate is not None else WriteGate(serialise=False)
+        self.write_gate = write_gate
         self.catalog = CatalogCache()
         self.engine = MonitoringEngine(monitoring)
         self.restock = restock or RestockSettings()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,7 +27,7 @@ class HubRuntime:
     link: MqttLink
     ingestor: Ingestor
     started_at: datetime
+    # Turns at SQLite's write lock for the consumer, the API's changes and the senders (a no-op on PostgreSQL).
+    write_gate: WriteGate
     operations: HubOperations | None = None
     commands: CommandPublisher | None = None
-    # Turns at SQLite's write lock for the consumer, the API's changes and the senders (a no-op on PostgreSQL).
-    write_gate: WriteGate = field(default_factory=lambda: WriteGate(serialise=False))

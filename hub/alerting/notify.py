@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from hub.alerting.models import AlertRow, NotificationRow, Webhook, WebhookDelivery
 from hub.db import writegate
 from hub.db.engine import json_text, session_factory
-from hub.db.writegate import WriteGate
+from hub.db.writegate import NO_TURNS, WriteGate
 from hub.domain.alerts import AlertStatus, Severity
 from storegate import wire
 
@@ -476,12 +476,12 @@ class NotificationDispatcher:
         registry: CollectorRegistry,
         settings: NotificationSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
-        write_gate: WriteGate | None = None,
+        write_gate: WriteGate = NO_TURNS,
     ) -> None:
         self.settings = settings if settings is not None else NotificationSettings()
         self.metrics = NotificationMetrics(registry)
         self._sessions = session_factory(engine)
-        self._gate = write_gate if write_gate is not None else WriteGate(serialise=False)
+        self._gate = write_gate
         self._link = link
         self._clock = clock
         self._http: httpx.AsyncClient | None = None

@@ -103,3 +103,7 @@ class WriteGate:
         finally:
             self._holder = None
             lock.release()
+
+
+# Writers that need no turns (PostgreSQL, or a writer used alone as in tests); it holds no state, so one is shared.
+NO_TURNS: Final = WriteGate(serialise=False)
