@@ -63,7 +63,7 @@ async def tcp_problem(host: str, port: int) -> str | None:
     return None
 
 
-async def check_database(engine: AsyncEngine, database_url: str, gate: WriteGate | None = None) -> CheckResult:
+async def check_database(engine: AsyncEngine, database_url: str, gate: WriteGate) -> CheckResult:
     """Whether ``SELECT 1`` answers within the timeout, and (SQLite) whether writers get their turns."""
     where = redacted(database_url)
     try:
@@ -72,8 +72,8 @@ async def check_database(engine: AsyncEngine, database_url: str, gate: WriteGate
         return CheckResult(False, where, f"database unreachable: no answer within {CHECK_TIMEOUT_S:g} s")
     except Exception as err:  # whatever the driver raises, the database is not usable
         return CheckResult(False, where, f"database unreachable: {describe_error(err)}")
-    held = gate.held_for() if gate is not None else None
-    if gate is not None and held is not None and held >= WRITE_TURN_STUCK_S:
+    held = gate.held_for()
+    if held is not None and held >= WRITE_TURN_STUCK_S:
         return CheckResult(
             False,
             f"{where}; write turn held by {gate.holder}",

@@ -164,6 +164,24 @@ async def test_healthz_names_a_writer_stuck_in_its_turn_and_recovers_when_it_let
     assert (healthy.status_code, healthy.json()["problems"]) == (200, [])
 
 
+async def test_the_dashboard_names_a_writer_stuck_in_its_turn_as_healthz_does(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hub.checks.WRITE_TURN_STUCK_S", 0.0)
+    release = asyncio.Event()
+    holder = asyncio.create_task(_take_turn(hub.runtime.write_gate, writegate.INGEST, [], hold=release))
+    await until(lambda: hub.runtime.write_gate.holder == writegate.INGEST, what="the ingest writer holding its turn")
+    try:
+        page = (await hub.client.get("/")).text
+    finally:
+        release.set()
+        await holder
+
+    assert "<li>the ingest writer has held the database" in page
+    assert "write turn for " in page
+    assert "the ingest writer has held" not in (await hub.client.get("/")).text
+
+
 async def test_the_turn_lasts_as_long_as_the_writer_holds_it() -> None:
     now = [100.0]
     gate = WriteGate(serialise=True, clock=lambda: now[0])
