@@ -62,12 +62,46 @@ def run_tests(args: list[str]) -> int:
     return 0
 
 
+def _shared_data_beside(path: Path) -> Path | None:
+    for parent in (path, *path.parents):
+        candidate = parent.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def find_shared_data() -> None:
+    """Point ``STOREGATE_SHARED_DATA`` at the real-data folder for the demo and the tests, unless it is set.
+
+    The folder sits beside the checkout (``../shared/data``). A clone made elsewhere (``git clone`` into a
+    temporary directory) finds it beside the repository it was cloned from, when that is a local path.
+    """
+    if os.environ.get("STOREGATE_SHARED_DATA"):
+        return
+    found = _shared_data_beside(ROOT)
+    if found is None:
+        try:
+            origin = subprocess.run(
+                ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        except OSError:  # no git: a checkout from an archive
+            origin = ""
+        if origin and "://" not in origin and Path(origin).is_dir():
+            found = _shared_data_beside(Path(origin).resolve())
+    if found is not None:
+        os.environ["STOREGATE_SHARED_DATA"] = str(found)
+
+
 def main(argv: list[str]) -> int:
     """Dispatch ``demo`` or ``test``."""
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__, file=sys.stderr)
         return 2
     ensure_venv()
+    find_shared_data()
     command, rest = argv[0], argv[1:]
     if command == "demo":
         storegate = str(BIN / "storegate")
