@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,20 +25,29 @@ async def _take_turn(gate: WriteGate, writer: str, served: list[str], *, hold: a
             await hold.wait()
 
 
+@contextlib.asynccontextmanager
+async def turn_held(gate: WriteGate, writer: str, served: list[str] | None = None) -> AsyncIterator[None]:
+    """``writer`` holds a turn (as a unit in progress would) until the block ends."""
+    release = asyncio.Event()
+    holder = asyncio.create_task(_take_turn(gate, writer, served if served is not None else [], hold=release))
+    await until(lambda: gate.holder == writer, what=f"the {writer} writer holding its turn")
+    try:
+        yield
+    finally:
+        release.set()
+        await holder
+
+
 async def test_writers_get_their_turns_in_the_order_they_asked_not_the_consumer_first() -> None:
     gate = WriteGate(serialise=True)
     served: list[str] = []
-    release = asyncio.Event()
-    unit = asyncio.create_task(_take_turn(gate, writegate.INGEST, served, hold=release))
-    await until(lambda: gate.holder == writegate.INGEST, what="the consumer's unit holding the lock")
-    change = asyncio.create_task(_take_turn(gate, writegate.API, served))
-    await until(lambda: gate.waiting == 1, what="the API's change queued")
-    next_unit = asyncio.create_task(_take_turn(gate, writegate.INGEST, served))
-    await until(lambda: gate.waiting == 2, what="the consumer's next unit queued behind it")
-    assert served == [writegate.INGEST]  # nobody writes while a turn is held
-
-    release.set()
-    await asyncio.gather(unit, change, next_unit)
+    async with turn_held(gate, writegate.INGEST, served):
+        change = asyncio.create_task(_take_turn(gate, writegate.API, served))
+        await until(lambda: gate.waiting == 1, what="the API's change queued")
+        next_unit = asyncio.create_task(_take_turn(gate, writegate.INGEST, served))
+        await until(lambda: gate.waiting == 2, what="the consumer's next unit queued behind it")
+        assert served == [writegate.INGEST]  # nobody writes while a turn is held
+    await asyncio.gather(change, next_unit)
 
     assert served == [writegate.INGEST, writegate.API, writegate.INGEST]
     assert (gate.holder, gate.waiting) == (None, 0)
@@ -45,17 +56,13 @@ async def test_writers_get_their_turns_in_the_order_they_asked_not_the_consumer_
 async def test_a_writer_without_a_turn_in_time_is_refused_in_words_and_the_gate_still_serves() -> None:
     waited: list[tuple[str, float]] = []
     gate = WriteGate(serialise=True, observe=lambda writer, seconds: waited.append((writer, seconds)))
-    release = asyncio.Event()
-    unit = asyncio.create_task(_take_turn(gate, writegate.INGEST, [], hold=release))
-    await until(lambda: gate.holder == writegate.INGEST, what="the consumer's unit holding the lock")
-
-    with pytest.raises(WriteGateTimeout, match=r"the ingest writer held it and no turn to write came within 0\.05 s"):
-        async with gate.turn(writegate.API, timeout_s=0.05):
-            pytest.fail("a turn was given while another was held")
-
-    assert gate.waiting == 0
-    release.set()
-    await unit
+    async with turn_held(gate, writegate.INGEST):
+        with pytest.raises(
+            WriteGateTimeout, match=r"the ingest writer held it and no turn to write came within 0\.05 s"
+        ):
+            async with gate.turn(writegate.API, timeout_s=0.05):
+                pytest.fail("a turn was given while another was held")
+        assert gate.waiting == 0
     async with gate.turn(writegate.API, timeout_s=0.05):
         assert gate.holder == writegate.API
     assert [writer for writer, _ in waited] == [writegate.INGEST, writegate.API]
@@ -91,22 +98,16 @@ def _one_batch() -> Incoming:
 async def test_an_api_change_and_the_consumer_queue_at_the_same_gate_in_the_running_hub(hub: RunningHub) -> None:
     gate = hub.runtime.write_gate
     assert gate.serialises  # the hub fixture runs on SQLite
-    release = asyncio.Event()
-    holder = asyncio.create_task(_take_turn(gate, "test", [], hold=release))
-    await until(lambda: gate.holder == "test", what="the test holding the write turn")
-
-    change = asyncio.create_task(hub.client.post("/api/v1/webhooks", json=WEBHOOK))
-    await until(lambda: gate.waiting == 1, what="the API's change waiting for its turn")
-    unit = asyncio.create_task(hub.runtime.ingestor.process([_one_batch()]))
-    await until(lambda: gate.waiting == 2, what="the consumer's unit waiting behind it")
-    # Reads do not queue: the API still answers them.
-    listed = await hub.client.get("/api/v1/webhooks")
-    assert (listed.status_code, listed.json()["items"]) == (200, [])
-    assert not change.done()
-    assert not unit.done()
-
-    release.set()
-    await holder
+    async with turn_held(gate, "test"):
+        change = asyncio.create_task(hub.client.post("/api/v1/webhooks", json=WEBHOOK))
+        await until(lambda: gate.waiting == 1, what="the API's change waiting for its turn")
+        unit = asyncio.create_task(hub.runtime.ingestor.process([_one_batch()]))
+        await until(lambda: gate.waiting == 2, what="the consumer's unit waiting behind it")
+        # Reads do not queue: the API still answers them.
+        listed = await hub.client.get("/api/v1/webhooks")
+        assert (listed.status_code, listed.json()["items"]) == (200, [])
+        assert not change.done()
+        assert not unit.done()
     response = await change
     result = await unit
 
@@ -121,14 +122,8 @@ async def test_an_api_change_without_a_turn_in_time_is_503_in_words_and_changes_
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("hub.api.deps.WRITE_TURN_WAIT_S", 0.2)
-    release = asyncio.Event()
-    holder = asyncio.create_task(_take_turn(hub.runtime.write_gate, writegate.INGEST, [], hold=release))
-    await until(lambda: hub.runtime.write_gate.holder == writegate.INGEST, what="a unit holding the write turn")
-    try:
+    async with turn_held(hub.runtime.write_gate, writegate.INGEST):
         response = await hub.client.post("/api/v1/webhooks", json=WEBHOOK)
-    finally:
-        release.set()
-        await holder
 
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "5"
@@ -144,14 +139,8 @@ async def test_healthz_names_a_writer_stuck_in_its_turn_and_recovers_when_it_let
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("hub.checks.WRITE_TURN_STUCK_S", 0.0)  # any turn held counts as stuck
-    release = asyncio.Event()
-    holder = asyncio.create_task(_take_turn(hub.runtime.write_gate, writegate.RULES, [], hold=release))
-    await until(lambda: hub.runtime.write_gate.holder == writegate.RULES, what="the rules writer holding its turn")
-    try:
+    async with turn_held(hub.runtime.write_gate, writegate.RULES):
         stuck = await hub.client.get("/healthz")
-    finally:
-        release.set()
-        await holder
 
     assert stuck.status_code == 503
     body = stuck.json()
@@ -168,14 +157,8 @@ async def test_the_dashboard_names_a_writer_stuck_in_its_turn_as_healthz_does(
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("hub.checks.WRITE_TURN_STUCK_S", 0.0)
-    release = asyncio.Event()
-    holder = asyncio.create_task(_take_turn(hub.runtime.write_gate, writegate.INGEST, [], hold=release))
-    await until(lambda: hub.runtime.write_gate.holder == writegate.INGEST, what="the ingest writer holding its turn")
-    try:
+    async with turn_held(hub.runtime.write_gate, writegate.INGEST):
         page = (await hub.client.get("/")).text
-    finally:
-        release.set()
-        await holder
 
     assert "<li>the ingest writer has held the database" in page
     assert "write turn for " in page
