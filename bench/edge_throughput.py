@@ -114,7 +114,7 @@ class AgentProcess:
     started: list[AgentProcess] = []
 
     def __init__(self, workdir: Path, broker_port: int, *, count: int, rate: float, device: str) -> None:
-        from storegate.broker import free_port
+        from launcher.broker import free_port
 
         self.metrics_port = free_port()
         self.outbox = workdir / "outbox.sqlite3"
@@ -257,7 +257,7 @@ def main() -> None:
         asyncio.run(_child(args))
         return
 
-    from storegate.broker import free_port, start_mosquitto
+    from launcher.broker import free_port, start_mosquitto
     from storegate.mqtt import MqttSettings
     from tests.procs import hub_rows, hub_service
 

@@ -2,7 +2,7 @@
 """Hub ingest and apply benchmark (issue 5): events per second the hub stores *and applies*, against raw inserts.
 
 For each database (SQLite in a temp file; PostgreSQL in a throwaway database on 127.0.0.1:5432), one run:
-  1. applied: the real hub, one process (``python -m storegate hub``), on a real Mosquitto, takes N events
+  1. applied: the real hub, one process (``storegate hub``), on a real Mosquitto, takes N events
      of 50 stores (two gateways each) and applies them: ledger rows, stock positions, shelf levels, restock
      tasks with printed pick lists, rules, alerts, excursions, notifications. Timed from the first publish
      to the Ack that covers the last event; the hub sends an Ack only after the commit that stored the
@@ -823,7 +823,7 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
     """Start a broker and the hub on ``url``, publish the workload, time it, stop, verify."""
     import psutil
 
-    from storegate.broker import free_port, start_mosquitto
+    from launcher.broker import free_port, start_mosquitto
     from storegate.mqtt import MqttSettings
     from tests.procs import hub_service
 

@@ -35,7 +35,7 @@ def main() -> None:
     import psutil
 
     from device_drivers.simulated.sequence import reading_number
-    from storegate.broker import free_port, start_mosquitto
+    from launcher.broker import free_port, start_mosquitto
     from storegate.mqtt import MqttSettings
     from tests.procs import agent_service, hub_rows, hub_service
 

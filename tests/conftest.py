@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 
-from storegate.broker import LocalBroker, find_mosquitto, start_mosquitto
+from launcher.broker import LocalBroker, find_mosquitto, start_mosquitto
 from storegate.logs import configure_logging
 from storegate.mqtt import MqttSettings
 

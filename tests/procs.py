@@ -1,6 +1,6 @@
 """Hub and agent as real child processes, for the chaos tests and the benchmarks.
 
-Each runs exactly as in production (``python -m storegate hub|agent --config ...``),
+Each runs exactly as in production (``python -m launcher hub|agent --config ...``, the ``storegate`` command),
 so SIGKILL means what it means on a store gateway: no finally blocks, no flush.
 """
 
@@ -92,7 +92,7 @@ def hub_service(workdir: Path, mqtt: MqttSettings, *, http_port: int, **settings
     }
     path = workdir / "hub.toml"
     path.write_bytes(tomli_w.dumps(config).encode())
-    argv = [sys.executable, "-m", "storegate", "hub", "--config", str(path)]
+    argv = [sys.executable, "-m", "launcher", "hub", "--config", str(path)]
     return Service("hub", argv, workdir / "hub.log")
 
 
@@ -118,7 +118,7 @@ def agent_service(
     }
     path = workdir / "agent.toml"
     path.write_bytes(tomli_w.dumps(config).encode())
-    argv = [sys.executable, "-m", "storegate", "agent", "--config", str(path)]
+    argv = [sys.executable, "-m", "launcher", "agent", "--config", str(path)]
     return Service("agent", argv, workdir / "agent.log")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from device_drivers.simulated.sequence import reading_number
-from storegate.broker import LocalBroker, free_port, start_mosquitto
+from launcher.broker import LocalBroker, free_port, start_mosquitto
 from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
 from tests.procs import Service, agent_service, hub_rows, hub_service

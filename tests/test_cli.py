@@ -13,7 +13,7 @@ from edge_agent.config import load_agent_config
 
 def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "storegate", *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+        [sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
     )
 
 

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from storegate.broker import free_port
+from launcher.broker import free_port
 from tests.conftest import wait_until
 
 START_BUDGET_S = 20.0
@@ -43,9 +43,7 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
     started = time.monotonic()
     demo = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "storegate",
+            str(Path(sys.executable).parent / "storegate"),  # the command run.py demo starts
             "demo",
             "--http-port",
             str(port),

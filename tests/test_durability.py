@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from device_drivers.simulated.sequence import reading_number
-from storegate.broker import free_port
+from launcher.broker import free_port
 from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
 from tests.procs import agent_service

@@ -31,8 +31,8 @@ from hub.app import serve
 from hub.db.engine import create_engine
 from hub.db.models import GatewayStream, StoredEvent
 from hub.settings import HubSettings
+from launcher.broker import free_port
 from storegate import wire
-from storegate.broker import free_port
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
 

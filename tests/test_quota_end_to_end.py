@@ -23,7 +23,7 @@ from hub.app import serve
 from hub.db.engine import create_engine
 from hub.db.models import GatewayStream, StoredEvent
 from hub.settings import HubSettings
-from storegate.broker import LocalBroker, free_port
+from launcher.broker import LocalBroker, free_port
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
 

@@ -18,8 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from device_drivers.base import Reading
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
+from launcher.broker import free_port
 from storegate import wire
-from storegate.broker import free_port
 from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
 

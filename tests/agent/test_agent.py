@@ -21,8 +21,8 @@ from edge_agent.config import DeviceConfig, config_hash
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.outbox import Outbox
 from edge_agent.timing import Backoff
+from launcher.broker import LocalBroker
 from storegate import wire
-from storegate.broker import LocalBroker
 from storegate.mqtt import MqttSettings
 from tests.agent.conftest import GATEWAY, STORE, FakeHub, make_config, retained, running, temperature
 from tests.conftest import eventually

@@ -18,8 +18,8 @@ from hub.api.deps import get_now
 from hub.app import HubStartupError, serve
 from hub.db.engine import sqlite_path
 from hub.settings import HubSettings, load_hub_settings
+from launcher.broker import free_port
 from storegate import wire
-from storegate.broker import free_port
 from storegate.mqtt import Incoming, MqttSettings
 from tests.conftest import eventually
 from tests.hub.conftest import BASE_TS, RunningHub, batch_of, reading, running_hub, status

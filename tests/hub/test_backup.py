@@ -863,7 +863,7 @@ async def test_restore_refuses_a_database_the_hub_has_open(
 
 def storegate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "storegate", *args],
+        [sys.executable, "-m", "launcher", *args],
         capture_output=True,
         text=True,
         timeout=120,

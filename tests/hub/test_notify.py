@@ -49,7 +49,7 @@ from hub.api.deps import get_now, get_session
 from hub.app import create_app
 from hub.db.engine import session_factory
 from hub.settings import load_hub_settings
-from storegate.broker import LocalBroker, free_port, start_mosquitto
+from launcher.broker import LocalBroker, free_port, start_mosquitto
 from storegate.mqtt import MqttLink, MqttSettings
 from tests.conftest import eventually
 from tests.hub.conftest import until

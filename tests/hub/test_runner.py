@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from storegate.broker import free_port
+from launcher.broker import free_port
 from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import tomli_w
 
-from storegate.broker import BrokerError, LocalBroker, port_open, start_local_broker
-from storegate.demo_catalog import load_demo_catalog
+from launcher.broker import BrokerError, LocalBroker, port_open, start_local_broker
+from launcher.demo_catalog import load_demo_catalog
 
 DEMO_STORE_ID = "store-0001"
 DEMO_GATEWAY_ID = "gw-1"
@@ -179,10 +179,10 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
     failed = False
     try:
         store_dir = data_dir / "store"
-        store = _spawn([sys.executable, "-m", "storegate", "simulate-store", "--workdir", str(store_dir)])
+        store = _spawn([sys.executable, "-m", "launcher", "simulate-store", "--workdir", str(store_dir)])
         parts.append(("simulated devices", store))
         hub_path, _ = demo_configs(data_dir, broker, options.http_port)
-        hub = _spawn([sys.executable, "-m", "storegate", "hub", "--config", str(hub_path)])
+        hub = _spawn([sys.executable, "-m", "launcher", "hub", "--config", str(hub_path)])
         parts.append(("hub", hub))
         deadline = time.monotonic() + HUB_START_TIMEOUT_S
         while not port_open("127.0.0.1", options.http_port):
@@ -207,7 +207,7 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
             stop_requested.wait(0.1)
         manifest = json.loads(manifest_path.read_text())
         _, agent_path = demo_configs(data_dir, broker, options.http_port, manifest)
-        agent = _spawn([sys.executable, "-m", "storegate", "agent", "--config", str(agent_path)])
+        agent = _spawn([sys.executable, "-m", "launcher", "agent", "--config", str(agent_path)])
         parts.append(("agent", agent))
         base = f"http://127.0.0.1:{options.http_port}"
         print(

@@ -155,7 +155,7 @@ def start_embedded(
     """Start the embedded amqtt broker (MQTT 3.1.1 only) in a child process."""
     port = port or free_port(host)
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "storegate.embedded_broker", "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "launcher.embedded_broker", "--host", host, "--port", str(port)]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
     broker = LocalBroker("amqtt", host, port, process, workdir, argv)
     try:

@@ -189,7 +189,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run a whole demo on this machine: broker, hub with dashboard, and one simulated store."""
-    from storegate.demo import DemoOptions, run_demo
+    from launcher.demo import DemoOptions, run_demo
 
     if broker not in {"auto", "mosquitto", "embedded"}:
         typer.echo(f"--broker must be auto, mosquitto or embedded, not {broker!r}", err=True)

@@ -33,7 +33,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m storegate.embedded_broker --port N``."""
+    """Entry point: ``python -m launcher.embedded_broker --port N``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
