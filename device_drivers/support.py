@@ -1,50 +1,13 @@
-"""What drivers share: an injectable clock, reject counting, and the ``ping`` answer."""
+"""What drivers share: reject counting and the ``ping`` answer (the clock is :mod:`storegate.clock`)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from device_drivers.base import CommandNotSupportedError
 from storegate.logs import worth_logging
-from storegate.wire import Command, CommandResult, utc_now
-
-
-class Clock(Protocol):
-    """Wall time for timestamps, monotonic time for durations, and sleeping: the seam tests replace."""
-
-    def now(self) -> datetime:
-        """The current time, aware UTC."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never steps (durations, deadlines)."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` on the monotonic clock."""
-        ...
-
-
-class SystemClock:
-    """The real clock: ``utc_now``, ``time.monotonic`` and ``asyncio.sleep``."""
-
-    def now(self) -> datetime:
-        """The current time, aware UTC."""
-        return utc_now()
-
-    def monotonic(self) -> float:
-        """``time.monotonic()`` (the clock asyncio's loop runs on)."""
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep``."""
-        await asyncio.sleep(max(0.0, seconds))
-
-
-SYSTEM_CLOCK = SystemClock()
+from storegate.wire import Command, CommandResult
 
 
 class RejectCounter:

@@ -56,7 +56,6 @@ from edge_agent.errors import AgentFailedError, AgentStoppedError, InvalidReadin
 from edge_agent.health import AgentStats, MetricsServer, RateMeter, agent_registry, describe_problems
 from edge_agent.hotplug import DeviceManager, PortLister, default_lister
 from edge_agent.outbox import (
-    LOSS_KIND,
     AppendResult,
     NewEvent,
     Outbox,
@@ -71,10 +70,12 @@ from edge_agent.outbox import (
     merge_ranges,
 )
 from edge_agent.status import AgentStatusFile, status_path, write_status
-from edge_agent.timing import Backoff, Clock, SystemClock
+from edge_agent.timing import Backoff
 from edge_agent.window import SendWindow
 from storegate import wire
+from storegate.clock import Clock, SystemClock
 from storegate.mqtt import Incoming, MqttLink, Will
+from storegate.wire import EventKind
 
 log = structlog.get_logger(__name__)
 
@@ -701,7 +702,7 @@ class EdgeAgent:
         stream = self._outbox.stream if self._outbox is not None else _PROBE_UUID
         event = NewEvent(
             device_id=self.config.gateway_id,
-            kind=LOSS_KIND,
+            kind=EventKind.OUTBOX_LOSS,
             ts=self._clock.now(),
             payload_json=loss.model_dump_json(),
             # The same id at every resend, so the hub stores the record once.

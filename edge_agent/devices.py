@@ -26,10 +26,11 @@ from device_drivers.simulated.sequence import SimulatedSequenceConfig, Simulated
 from device_drivers.simulated.temperature import SimulatedSensorConfig, SimulatedTemperatureSensor
 from edge_agent.config import DeviceConfig, ProfiledDeviceConfig
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
-from edge_agent.timing import Backoff, Clock
+from edge_agent.timing import Backoff
 from storegate import wire
+from storegate.clock import Clock
 from storegate.logs import worth_logging
-from storegate.wire import Command, CommandResult, DeviceIdentity
+from storegate.wire import Command, CommandResult, DeviceIdentity, EventKind
 
 log = structlog.get_logger(__name__)
 
@@ -190,7 +191,7 @@ class DeviceSupervisor:
         if self.reports_lifecycle:
             assert isinstance(self.config, ProfiledDeviceConfig)
             await self._emit(
-                "device.attached",
+                EventKind.DEVICE_ATTACHED,
                 wire.DeviceAttached(
                     profile=self.config.profile, address=self.config.address or "?", identity=self.identity
                 ),
@@ -213,5 +214,5 @@ class DeviceSupervisor:
         if first_of_outage and self.reports_lifecycle:
             # Once per outage, like the log: a device failing every few seconds is not an event stream.
             await self._emit(
-                "device.error", wire.DeviceError(error=error[:500], retry_in_s=retry, failures=self.failures)
+                EventKind.DEVICE_ERROR, wire.DeviceError(error=error[:500], retry_in_s=retry, failures=self.failures)
             )

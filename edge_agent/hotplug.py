@@ -38,9 +38,10 @@ from device_drivers.profiles import ProfileCatalog
 from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
 from edge_agent.devices import DeviceSupervisor
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
-from edge_agent.timing import Backoff, Clock
+from edge_agent.timing import Backoff
 from storegate import wire
-from storegate.wire import DeviceIdentity
+from storegate.clock import Clock
+from storegate.wire import DeviceIdentity, EventKind
 
 log = structlog.get_logger(__name__)
 
@@ -305,7 +306,7 @@ class DeviceManager:
                     self._unknown.add(key)
                     log.warning("device_unknown", key=key, address=port.address, **_identity_fields(port.identity))
                     await self._emit(
-                        key, "device.unknown", wire.DeviceUnknown(address=port.address, identity=port.identity)
+                        key, EventKind.DEVICE_UNKNOWN, wire.DeviceUnknown(address=port.address, identity=port.identity)
                     )
                 return
             config = ProfiledDeviceConfig(device_id=key, profile=profile.id, address=port.address)
@@ -347,7 +348,7 @@ class DeviceManager:
         if running.supervisor.reports_lifecycle and reason in ("unplugged", "unconfigured"):
             await self._emit(
                 device_id,
-                "device.detached",
+                EventKind.DEVICE_DETACHED,
                 wire.DeviceDetached(reason="unplugged" if reason == "unplugged" else "unconfigured", address=address),
             )
 

@@ -56,10 +56,9 @@ from uuid import UUID, uuid4
 from pydantic import JsonValue, ValidationError
 
 from storegate import wire
-from storegate.wire import MAX_LOSS_RANGES, DataLoss, Priority, SeqRange, priority_of, utc_now
+from storegate.wire import MAX_LOSS_RANGES, DataLoss, EventKind, Priority, SeqRange, priority_of, utc_now
 
 SCHEMA_VERSION: Final = 2
-LOSS_KIND: Final = "outbox.loss"
 # Counted against max_bytes on top of the JSON: the row's other columns, its cell and its index entry.
 ROW_OVERHEAD_BYTES: Final = 48
 # An eviction goes this far below the quota, so that the next appends do not evict (and write a
@@ -315,7 +314,7 @@ def _row_of(event: NewEvent, seq: int) -> _Row:
     # A loss record travels in the lane ahead of the backlog: until the hub has it, its through_seq
     # cannot pass the hole the loss left, and the backlog before the record may be larger than
     # the send window. (It is never evicted either way.)
-    priority = Priority.SECURITY if event.kind == LOSS_KIND else priority_of(event.kind)
+    priority = Priority.SECURITY if event.kind == EventKind.OUTBOX_LOSS else priority_of(event.kind)
     return (
         seq,
         int(priority),
@@ -357,7 +356,9 @@ def _v1_row_body(row: tuple[object, ...], loss_device_id: str) -> NewEvent:
             detail=f"stored {str(kind)[:64]} event is not a valid event: {str(err)[:300]}",
             by_kind={str(kind)[:64]: 1},
         )
-        return NewEvent(device_id=loss_device_id, kind=LOSS_KIND, ts=utc_now(), payload_json=loss.model_dump_json())
+        return NewEvent(
+            device_id=loss_device_id, kind=EventKind.OUTBOX_LOSS, ts=utc_now(), payload_json=loss.model_dump_json()
+        )
 
 
 class Outbox:
@@ -739,7 +740,7 @@ class Outbox:
                     break
                 for seq, kind, row_size in rows:
                     after = seq
-                    if kind == LOSS_KIND:  # the record of an earlier loss is never evicted
+                    if kind == EventKind.OUTBOX_LOSS:  # the record of an earlier loss is never evicted
                         continue
                     victims.append(Victim(seq, int(priority), kind, row_size))
                     events -= 1
@@ -781,7 +782,9 @@ class Outbox:
                     "by_kind": dict(by_kind),
                 }
             )
-            event = NewEvent(device_id=self.loss_device_id, kind=LOSS_KIND, ts=now, payload_json=loss.model_dump_json())
+            event = NewEvent(
+                device_id=self.loss_device_id, kind=EventKind.OUTBOX_LOSS, ts=now, payload_json=loss.model_dump_json()
+            )
             rows.append(_row_of(event, after + len(rows) + 1))
         return rows
 

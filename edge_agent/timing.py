@@ -1,38 +1,9 @@
-"""Time for the agent: an injectable clock, and the backoff used for every retry."""
+"""The backoff the agent uses for every retry (the clock is :mod:`storegate.clock`)."""
 
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
-
-from storegate.wire import utc_now
-
-
-class Clock(Protocol):
-    """Where the agent gets the time: wall time for timestamps, a monotonic clock for durations."""
-
-    def now(self) -> datetime:
-        """The current time, aware, UTC."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes back."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> datetime:
-        """The current time, aware, UTC."""
-        return utc_now()
-
-    def monotonic(self) -> float:
-        """``time.monotonic()``."""
-        return time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)

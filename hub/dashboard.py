@@ -12,6 +12,7 @@ from typing import Any, Final
 from hub.db.models import StoredEvent
 from hub.queries import GatewayView, LossSummary, StoreSummary
 from hub.seqs import describe
+from storegate.wire import EventKind
 
 REFRESH_S: Final = 5
 EVENTS_PER_STORE: Final = 20
@@ -78,8 +79,8 @@ def _generic(payload: dict[str, Any]) -> str:
 
 # How each kind's payload reads in one line; other kinds list their keys and values.
 _COMPACT_OF_KIND: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
-    "environment.reading": _environment,
-    "outbox.loss": _loss,
+    EventKind.ENVIRONMENT_READING: _environment,
+    EventKind.OUTBOX_LOSS: _loss,
 }
 
 

@@ -47,6 +47,7 @@ from hub.storage import (
     touch_gateways,
 )
 from storegate import wire
+from storegate.wire import EventKind
 
 # Stored seqs read per query while walking a stream above its mark.
 CONTIGUITY_CHUNK: Final = 5000
@@ -54,7 +55,6 @@ CONTIGUITY_CHUNK: Final = 5000
 GAP_SCAN_SEQS: Final = 20_000
 # The wire contract's limit of DataLoss.detail.
 LOSS_DETAIL_CHARS: Final = 500
-LOSS_KIND: Final = "outbox.loss"
 # Ranges or ids per query of the rare look-ups (conflicts, losses), well below every driver's limit.
 LOOKUP_CHUNK: Final = 500
 
@@ -502,7 +502,7 @@ async def store_batches(
         group.counts.stored += len(stored)
         stored_per_store[group.store_id] += len(stored)
         outcome.stored_events += stored
-        new_losses += [event for event in stored if event.kind == LOSS_KIND]
+        new_losses += [event for event in stored if event.kind == EventKind.OUTBOX_LOSS]
     for gateway_id, stream, seq in await _judge_not_inserted(session, missing, outcome.rejections):
         unit.held_seqs[(gateway_id, stream)].remove(seq)
 

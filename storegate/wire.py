@@ -55,7 +55,7 @@ DeviceId = Annotated[
         description="device id, stable across unplug and replug, e.g. 'fridge-1' or 'usb-1a86:7523-A1B2'",
     ),
 ]
-EventKind = Annotated[
+EventKindName = Annotated[
     str,
     Field(
         pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$",
@@ -143,6 +143,40 @@ def parse_topic(value: str) -> Topic:
         raise TopicError(f"topic {value!r} has unknown channel {channel!r}") from None
 
 
+# --------------------------------------------------------------------------- event kinds
+
+
+class EventKind(StrEnum):
+    """Every event kind the project produces or reads, spelled once (the wire carries the value).
+
+    An event's ``kind`` is any dotted name (:data:`EventKindName`), so an older hub still stores
+    the events of a newer agent; these are the ones whose meaning the project knows.
+    """
+
+    ENVIRONMENT_READING = "environment.reading"
+    ENVIRONMENT_ALARM = "environment.alarm"
+    OUTBOX_LOSS = "outbox.loss"
+    DEVICE_ATTACHED = "device.attached"
+    DEVICE_DETACHED = "device.detached"
+    DEVICE_UNKNOWN = "device.unknown"
+    DEVICE_ERROR = "device.error"
+    DEVICE_STALE = "device.stale"
+    SHELF_PICK = "shelf.pick"
+    SHELF_PUT = "shelf.put"
+    SHELF_STOCK = "shelf.stock"
+    SHELF_FAULT = "shelf.fault"
+    SCAN_SALE = "scan.sale"
+    SCAN_RECEIVING = "scan.receiving"
+    SCAN_COUNT = "scan.count"
+    DOOR_OPENED = "door.opened"
+    DOOR_CLOSED = "door.closed"
+    CAMERA_MOTION = "camera.motion"
+    CAMERA_SNAPSHOT = "camera.snapshot"
+    CAMERA_TAMPER = "camera.tamper"
+    CAMERA_RESTORED = "camera.restored"
+    MOTION_DETECTED = "motion.detected"
+
+
 # --------------------------------------------------------------------------- priorities
 
 
@@ -175,7 +209,7 @@ _PRIORITY_BY_FAMILY: Final[dict[str, Priority]] = {
 # Kinds whose priority differs from their family's: a local cold-chain alarm is food safety, not
 # telemetry, and must outlive the readings around it when the outbox is full.
 _PRIORITY_BY_KIND: Final[dict[str, Priority]] = {
-    "environment.alarm": Priority.SALES,
+    EventKind.ENVIRONMENT_ALARM: Priority.SALES,
 }
 
 
@@ -396,23 +430,23 @@ class DoorChange(WireModel):
 # Payload schema per event kind. A kind not listed here is carried with a free-form
 # payload, so an older hub still stores events of a newer agent.
 PAYLOAD_MODELS: Final[dict[str, type[WireModel]]] = {
-    "environment.reading": EnvironmentReading,
-    "environment.alarm": EnvironmentAlarm,
-    "outbox.loss": DataLoss,
-    "device.attached": DeviceAttached,
-    "device.detached": DeviceDetached,
-    "device.unknown": DeviceUnknown,
-    "device.error": DeviceError,
-    "device.stale": DeviceStale,
-    "shelf.pick": ShelfChange,
-    "shelf.put": ShelfChange,
-    "shelf.stock": ShelfStock,
-    "shelf.fault": ShelfFault,
-    "scan.sale": Scan,
-    "scan.receiving": Scan,
-    "scan.count": Scan,
-    "door.opened": DoorChange,
-    "door.closed": DoorChange,
+    EventKind.ENVIRONMENT_READING: EnvironmentReading,
+    EventKind.ENVIRONMENT_ALARM: EnvironmentAlarm,
+    EventKind.OUTBOX_LOSS: DataLoss,
+    EventKind.DEVICE_ATTACHED: DeviceAttached,
+    EventKind.DEVICE_DETACHED: DeviceDetached,
+    EventKind.DEVICE_UNKNOWN: DeviceUnknown,
+    EventKind.DEVICE_ERROR: DeviceError,
+    EventKind.DEVICE_STALE: DeviceStale,
+    EventKind.SHELF_PICK: ShelfChange,
+    EventKind.SHELF_PUT: ShelfChange,
+    EventKind.SHELF_STOCK: ShelfStock,
+    EventKind.SHELF_FAULT: ShelfFault,
+    EventKind.SCAN_SALE: Scan,
+    EventKind.SCAN_RECEIVING: Scan,
+    EventKind.SCAN_COUNT: Scan,
+    EventKind.DOOR_OPENED: DoorChange,
+    EventKind.DOOR_CLOSED: DoorChange,
 }
 
 
@@ -434,7 +468,7 @@ class Event(WireModel):
     stream: UUID
     seq: int = Field(ge=1, description="per-gateway, per-stream sequence number, from 1 without gaps")
     device_id: DeviceId
-    kind: EventKind
+    kind: EventKindName
     ts: UtcDatetime = Field(description="when the device reported it, UTC")
     payload: dict[str, JsonValue] = Field(default_factory=dict)
 

@@ -14,13 +14,13 @@ from device_drivers.barcode.gs1 import parse_gs1
 from device_drivers.barcode.profile import VariableMeasureRule
 from device_drivers.barcode.symbology import BarcodeRejectedError, RejectReason, classify
 from device_drivers.barcode.variable_measure import read_measure, rule_for
-from storegate.wire import Scan, ScanMode
+from storegate.wire import EventKind, Scan, ScanMode
 
 # The event kind each mode turns a scan into.
 KIND_OF_MODE: Final[dict[str, str]] = {
-    "checkout": "scan.sale",
-    "receiving": "scan.receiving",
-    "stock_count": "scan.count",
+    "checkout": EventKind.SCAN_SALE,
+    "receiving": EventKind.SCAN_RECEIVING,
+    "stock_count": EventKind.SCAN_COUNT,
 }
 
 _MAX_CODE: Final = 512  # Scan.code's limit on the wire

@@ -31,15 +31,16 @@ from device_drivers.door.profile import DoorProfile, DoorSettings
 from device_drivers.door.protocol import Debouncer, door_is_open, parse_gpio_address
 from device_drivers.ports import DeviceBinding
 from device_drivers.profile_base import SerialLink
-from device_drivers.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
-from storegate.wire import Command, CommandResult, DoorChange
+from device_drivers.support import RejectCounter, answer_ping
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import Command, CommandResult, DoorChange, EventKind
 
 log = structlog.get_logger(__name__)
 
 # GPIO edges waiting for the debouncer, at most; beyond, the oldest are dropped (the latest level wins).
 _MAX_EDGES: Final = 1024
 
-KIND_OF_STATE: Final[dict[bool, str]] = {True: "door.opened", False: "door.closed"}
+KIND_OF_STATE: Final[dict[bool, str]] = {True: EventKind.DOOR_OPENED, False: EventKind.DOOR_CLOSED}
 
 
 class _DoorDriver:

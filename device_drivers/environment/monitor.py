@@ -30,14 +30,11 @@ from device_drivers.base import Driver, DriverHealth, Reading
 from device_drivers.environment.rules import AlarmTransition, StaleMachine, StaleTransition, ThresholdMachine
 from device_drivers.environment.settings import EnvironmentSettings
 from device_drivers.ports import DeviceBinding
-from device_drivers.support import SYSTEM_CLOCK, Clock
-from storegate.wire import UNIT_OF, Command, CommandResult, DeviceStale, EnvironmentAlarm, EnvironmentReading
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import UNIT_OF, Command, CommandResult, DeviceStale, EnvironmentAlarm, EnvironmentReading, EventKind
 
 log = structlog.get_logger(__name__)
 
-READING_KIND: Final = "environment.reading"
-ALARM_KIND: Final = "environment.alarm"
-STALE_KIND: Final = "device.stale"
 # Readings the pump may run ahead of a slow consumer before it waits (backpressure on the inner driver).
 _QUEUE_SIZE: Final = 64
 
@@ -165,7 +162,7 @@ class MonitoredDriver:
         )
         return Reading(
             device_id=self._binding.device_id,
-            kind=STALE_KIND,
+            kind=EventKind.DEVICE_STALE,
             ts=ts,
             payload=payload.model_dump(mode="json", exclude_none=True),
         )
@@ -196,7 +193,7 @@ class MonitoredDriver:
         )
         return Reading(
             device_id=self._binding.device_id,
-            kind=ALARM_KIND,
+            kind=EventKind.ENVIRONMENT_ALARM,
             ts=ts,
             payload=payload.model_dump(mode="json", exclude_none=True),
         )
@@ -204,7 +201,7 @@ class MonitoredDriver:
 
 def _measured(reading: Reading) -> EnvironmentReading | None:
     """The reading's measured value, or None for another kind (or a payload that is not one)."""
-    if reading.kind != READING_KIND:
+    if reading.kind != EventKind.ENVIRONMENT_READING:
         return None
     try:
         return EnvironmentReading.model_validate(reading.payload)

@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
 import structlog
 from pymodbus import FramerType
@@ -51,9 +51,7 @@ from device_drivers.modbus_sensor.protocol import (
 from device_drivers.ports import DeviceBinding
 from device_drivers.support import answer_ping
 from storegate.logs import worth_logging
-from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, utc_now
-
-KIND: Final = "environment.reading"
+from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, EventKind, utc_now
 
 _log = structlog.get_logger(__name__)
 
@@ -214,7 +212,7 @@ class ModbusSensorDriver:
         ).model_dump(mode="json", exclude_none=True)
         self.readings_total += 1
         self._last_reading_at = ts
-        return Reading(device_id=self.binding.device_id, kind=KIND, ts=ts, payload=payload)
+        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
 
     # ------------------------------------------------------------------ trouble, counted
 

@@ -23,12 +23,12 @@ from device_drivers.environment.settings import EnvironmentSettings
 from device_drivers.onewire.profile import OneWireSensorProfile
 from device_drivers.onewire.protocol import FAMILY_NAMES, W1RejectError, parse_device_name, parse_w1_slave, rom_id
 from device_drivers.ports import DeviceBinding, PortInfo
-from device_drivers.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
-from storegate.wire import UNIT_OF, Command, CommandResult, DeviceIdentity, EnvironmentReading, Quantity
+from device_drivers.support import RejectCounter, answer_ping
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import UNIT_OF, Command, CommandResult, DeviceIdentity, EnvironmentReading, EventKind, Quantity
 
 log = structlog.get_logger(__name__)
 
-KIND: Final = "environment.reading"
 SLAVE_FILE: Final = "w1_slave"
 
 
@@ -127,7 +127,7 @@ class OneWireDriver:
         ).model_dump(mode="json", exclude_none=True)
         self._last_reading_at = ts
         self._readings_total += 1
-        return Reading(device_id=self.binding.device_id, kind=KIND, ts=ts, payload=payload)
+        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
 
     async def readings(self) -> AsyncIterator[Reading]:
         """A reading every ``poll_interval_s`` (drift-free); raises DeviceUnavailableError once unplugged."""

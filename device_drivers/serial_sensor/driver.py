@@ -38,9 +38,8 @@ from device_drivers.serial_sensor.protocol import LineRejectedError, Measurement
 from device_drivers.serialio import LineTooLongError, SerialTransport
 from device_drivers.support import answer_ping
 from storegate.logs import worth_logging
-from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, utc_now
+from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, EventKind, utc_now
 
-KIND: Final = "environment.reading"
 # A sensor printing exactly every poll interval is not halved by a little jitter in its timing.
 _REPORT_SLACK: Final = 0.9
 
@@ -155,7 +154,7 @@ class SerialSensorDriver:
         ).model_dump(mode="json", exclude_none=True)
         self.readings_total += 1
         self._last_reading_at = ts
-        return Reading(device_id=self.binding.device_id, kind=KIND, ts=ts, payload=payload)
+        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
 
     # ------------------------------------------------------------------ trouble, counted
 

@@ -70,17 +70,12 @@ from device_drivers.shelf.settle import (
     SlotTracker,
 )
 from storegate.logs import worth_logging
-from storegate.wire import Command, CommandResult, ShelfChange, ShelfFault, ShelfStock, WireModel, utc_now
+from storegate.wire import Command, CommandResult, EventKind, ShelfChange, ShelfFault, ShelfStock, WireModel, utc_now
 
 log = structlog.get_logger(__name__)
 
 # Readings waiting for the agent, at most (a few hours of stock reports of a full shelf).
 _MAX_QUEUED: Final = 10_000
-
-KIND_PICK: Final = "shelf.pick"
-KIND_PUT: Final = "shelf.put"
-KIND_STOCK: Final = "shelf.stock"
-KIND_FAULT: Final = "shelf.fault"
 
 
 def create(*, profile: ShelfProfile, binding: DeviceBinding, settings: ShelfSettings) -> ShelfDriver:
@@ -364,17 +359,17 @@ class ShelfDriver:
         for event in events:
             match event:
                 case CountChange(delta=delta, count=count, weight_g=weight):
-                    kind = KIND_PUT if delta > 0 else KIND_PICK
+                    kind = EventKind.SHELF_PUT if delta > 0 else EventKind.SHELF_PICK
                     change = ShelfChange(slot=slot, sku=self._sku(slot), delta=delta, count=count, weight_g=weight)
                     self._put(kind, change)
                 case FaultRaised(fault=fault, detail=detail):
                     log.warning(
                         "shelf slot faulty", device_id=self.binding.device_id, slot=slot, fault=fault, detail=detail
                     )
-                    self._put(KIND_FAULT, ShelfFault(slot=slot, fault=fault, detail=detail))
+                    self._put(EventKind.SHELF_FAULT, ShelfFault(slot=slot, fault=fault, detail=detail))
                 case FaultCleared(detail=detail):
                     log.info("shelf slot recovered", device_id=self.binding.device_id, slot=slot, detail=detail)
-                    self._put(KIND_FAULT, ShelfFault(slot=slot, fault="cleared", detail=detail))
+                    self._put(EventKind.SHELF_FAULT, ShelfFault(slot=slot, fault="cleared", detail=detail))
 
     def _report_stock(self) -> None:
         for slot, tracker in self._trackers.items():
@@ -382,7 +377,7 @@ class ShelfDriver:
             if stock is None:
                 continue  # not settled yet (a slot without a unit weight reports its weight, no count)
             count, weight = stock
-            self._put(KIND_STOCK, ShelfStock(slot=slot, sku=self._sku(slot), count=count, weight_g=weight))
+            self._put(EventKind.SHELF_STOCK, ShelfStock(slot=slot, sku=self._sku(slot), count=count, weight_g=weight))
 
     def _put(self, kind: str, payload: WireModel) -> None:
         ts = self._wall()

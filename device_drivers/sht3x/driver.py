@@ -40,12 +40,12 @@ from device_drivers.sht3x.protocol import (
     parse_address,
     parse_measurement,
 )
-from device_drivers.support import SYSTEM_CLOCK, Clock, RejectCounter, answer_ping
-from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, Quantity
+from device_drivers.support import RejectCounter, answer_ping
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, EventKind, Quantity
 
 log = structlog.get_logger(__name__)
 
-KIND: Final = "environment.reading"
 
 # What an OSError from the i2c-dev ioctl means. "gone" ends the driver; the others are one bad poll.
 ERRNO_REASONS: Final[dict[int, str]] = {
@@ -200,7 +200,7 @@ class Sht3xDriver:
         payload = EnvironmentReading(
             quantity=quantity, value=value, unit=UNIT_OF[quantity], zone=self.settings.zone
         ).model_dump(mode="json", exclude_none=True)
-        return Reading(device_id=self.binding.device_id, kind=KIND, ts=ts, payload=payload)
+        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
 
     async def read_once(self) -> list[Reading]:
         """One poll: a temperature and a humidity reading, or nothing when it was rejected."""

@@ -39,11 +39,11 @@ from storegate.wire import (
     DeviceId,
     EnvironmentReading,
     EventKind,
+    EventKindName,
     Quantity,
     utc_now,
 )
 
-ENVIRONMENT_KIND: Final = "environment.reading"
 # Saved-up readings at most, as a fraction of a second's worth: a consumer that stalled
 # gets a short burst afterwards, not everything it missed at once.
 _BURST_S: Final = 0.1
@@ -57,21 +57,21 @@ class SimulatedSequenceConfig(BaseModel):
 
     device_id: DeviceId
     driver: Literal["simulated-sequence"]
-    kind: EventKind = Field(default=ENVIRONMENT_KIND, description="event kind of every reading")
+    kind: EventKindName = Field(default=EventKind.ENVIRONMENT_READING, description="event kind of every reading")
     count: int = Field(gt=0, le=10**12, description="readings in all, numbered 1..count")
     rate_per_s: float = Field(default=10.0, gt=0, le=100_000, description="readings per second")
     seed: int = Field(default=0, description="seeds the free-form payloads' values, so runs repeat")
 
     @model_validator(mode="after")
     def _kind_has_a_payload_of_ours(self) -> SimulatedSequenceConfig:
-        if self.kind != ENVIRONMENT_KIND and self.kind in PAYLOAD_MODELS:
+        if self.kind != EventKind.ENVIRONMENT_READING and self.kind in PAYLOAD_MODELS:
             raise ValueError(f"kind {self.kind!r} has a payload schema this device cannot fill")
         return self
 
 
 def payload_of(kind: str, n: int, *, seed: int) -> dict[str, JsonValue]:
     """The payload of reading ``n``: a pure function of the kind, ``n`` and the seed."""
-    if kind == ENVIRONMENT_KIND:
+    if kind == EventKind.ENVIRONMENT_READING:
         value = round(n / 100, 2)
         return EnvironmentReading(
             quantity=Quantity.TEMPERATURE, value=value, unit=UNIT_OF[Quantity.TEMPERATURE]
@@ -82,7 +82,7 @@ def payload_of(kind: str, n: int, *, seed: int) -> dict[str, JsonValue]:
 
 def reading_number(kind: str, payload: dict[str, JsonValue]) -> int:
     """The device's number of a reading, recovered from its payload (inverse of :func:`payload_of`)."""
-    if kind == ENVIRONMENT_KIND:
+    if kind == EventKind.ENVIRONMENT_READING:
         value = payload["value"]
         if not isinstance(value, int | float):
             raise ValueError(f"environment reading without a numeric value: {payload!r}")

@@ -30,11 +30,11 @@ from storegate.wire import (
     CommandResult,
     DeviceId,
     EnvironmentReading,
+    EventKind,
     Quantity,
     utc_now,
 )
 
-KIND: Final = "environment.reading"
 _SECONDS_PER_DAY: Final = 86_400.0
 # The sine peaks mid-afternoon and bottoms out before dawn, as a store's back room does.
 _PEAK_SECOND_OF_DAY: Final = 15 * 3600.0
@@ -94,7 +94,7 @@ class SimulatedTemperatureSensor:
         ).model_dump(mode="json", exclude_none=True)
         self._last_reading_at = ts
         self._readings_total += 1
-        return Reading(device_id=self.config.device_id, kind=KIND, ts=ts, payload=payload)
+        return Reading(device_id=self.config.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
 
     async def readings(self) -> AsyncIterator[Reading]:
         """One reading at once, then one every ``interval_s`` on a drift-free schedule."""

@@ -43,12 +43,17 @@ from hub.domain.ledger import Movement, ShrinkTracker
 from hub.domain.rules import EventObservation, GatewayPresence, Observation, Rule, ShrinkTotal, StoreContext, Tick
 from hub.inventory.catalog_view import CatalogSnapshot
 from hub.inventory.models import ShrinkRecord
+from storegate.wire import EventKind
 
 log = structlog.get_logger(__name__)
 
-SNAPSHOT_KINDS: Final = frozenset({"camera.motion", "camera.snapshot", "camera.tamper", "motion.detected"})
+SNAPSHOT_KINDS: Final = frozenset(
+    {EventKind.CAMERA_MOTION, EventKind.CAMERA_SNAPSHOT, EventKind.CAMERA_TAMPER, EventKind.MOTION_DETECTED}
+)
 # Event kinds no rule looks at: skipped before evaluation, they are the bulk of a busy store's traffic.
-_IGNORED_KINDS: Final = frozenset({"scan.sale", "scan.receiving", "scan.count", "shelf.stock", "outbox.loss"})
+_IGNORED_KINDS: Final = frozenset(
+    {EventKind.SCAN_SALE, EventKind.SCAN_RECEIVING, EventKind.SCAN_COUNT, EventKind.SHELF_STOCK, EventKind.OUTBOX_LOSS}
+)
 SNAPSHOTS_KEPT_PER_STORE: Final = 256
 SHRINK_TOTAL_WINDOW: Final = timedelta(hours=24)
 # A store is draining a backlog while its events keep arriving (within DRAIN_QUIET) but are older than

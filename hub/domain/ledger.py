@@ -21,6 +21,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from storegate.wire import EventKind
+
 
 class MovementKind(StrEnum):
     """Why stock moved."""
@@ -46,13 +48,13 @@ ON_HAND_DELTA: Final[frozenset[MovementKind]] = frozenset(
     }
 )
 _SCAN_KINDS: Final[dict[str, MovementKind]] = {
-    "scan.sale": MovementKind.SALE,
-    "scan.receiving": MovementKind.RECEIPT,
-    "scan.count": MovementKind.COUNT,
+    EventKind.SCAN_SALE: MovementKind.SALE,
+    EventKind.SCAN_RECEIVING: MovementKind.RECEIPT,
+    EventKind.SCAN_COUNT: MovementKind.COUNT,
 }
 _SHELF_KINDS: Final[dict[str, MovementKind]] = {
-    "shelf.pick": MovementKind.SHELF_PICK,
-    "shelf.put": MovementKind.SHELF_PUT,
+    EventKind.SHELF_PICK: MovementKind.SHELF_PICK,
+    EventKind.SHELF_PUT: MovementKind.SHELF_PUT,
 }
 
 

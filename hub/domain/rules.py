@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from hub.domain.alerts import AlertSignal, Severity, Subject
 from hub.domain.excursions import Excursion, ExcursionState, Reading, ZoneRange, feed
 from hub.domain.store_hours import StoreHours, open_periods
-from storegate.wire import DeviceDetached, DoorChange, EnvironmentReading, Quantity, ShelfChange
+from storegate.wire import DeviceDetached, DoorChange, EnvironmentReading, EventKind, Quantity, ShelfChange
 
 RULE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 PayloadModel = TypeVar("PayloadModel", bound=BaseModel)
@@ -250,7 +250,7 @@ class AfterHoursMotionRule(RuleBase):
 
     kind: Literal["after_hours_motion"] = "after_hours_motion"
     severity: Severity = Severity.CRITICAL
-    event_kinds: tuple[str, ...] = Field(default=("camera.motion", "motion.detected"), min_length=1)
+    event_kinds: tuple[str, ...] = Field(default=(EventKind.CAMERA_MOTION, EventKind.MOTION_DETECTED), min_length=1)
     staff_margin_s: float = Field(default=900.0, ge=0, description="motion this close to an open period is staff")
 
     def events_read(self) -> frozenset[str]:
@@ -284,8 +284,8 @@ class CameraTamperRule(RuleBase):
 
     kind: Literal["camera_tamper"] = "camera_tamper"
     severity: Severity = Severity.CRITICAL
-    tamper_kinds: tuple[str, ...] = Field(default=("camera.tamper",), min_length=1)
-    restored_kinds: tuple[str, ...] = ("camera.restored",)
+    tamper_kinds: tuple[str, ...] = Field(default=(EventKind.CAMERA_TAMPER,), min_length=1)
+    restored_kinds: tuple[str, ...] = (EventKind.CAMERA_RESTORED,)
 
     def events_read(self) -> frozenset[str]:
         """Tamper and restored kinds."""
@@ -340,11 +340,11 @@ class ShelfSweepRule(RuleBase):
 
     def events_read(self) -> frozenset[str]:
         """Shelf picks."""
-        return frozenset({"shelf.pick"})
+        return frozenset({EventKind.SHELF_PICK})
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Add a pick to its slot's window; raise (and empty the window) once the window holds ``min_items``."""
-        if not isinstance(observation, EventObservation) or observation.kind != "shelf.pick":
+        if not isinstance(observation, EventObservation) or observation.kind != EventKind.SHELF_PICK:
             return RuleOutcome(state=state)
         change = observation.payload_as(ShelfChange)
         if change.delta >= 0:
@@ -495,15 +495,15 @@ class DeviceUnpluggedRule(_GraceRule):
 
     def events_read(self) -> frozenset[str]:
         """Devices attached and detached."""
-        return frozenset({"device.attached", "device.detached"})
+        return frozenset({EventKind.DEVICE_ATTACHED, EventKind.DEVICE_DETACHED})
 
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
         if not isinstance(observation, EventObservation) or observation.device_id is None:
             return None
         subject = Subject(kind="device", id=observation.device_id)
-        if observation.kind == "device.attached":
+        if observation.kind == EventKind.DEVICE_ATTACHED:
             return subject, None
-        if observation.kind != "device.detached":
+        if observation.kind != EventKind.DEVICE_DETACHED:
             return None
         detached = observation.payload_as(DeviceDetached)
         if detached.reason != "unplugged":
@@ -551,10 +551,13 @@ class DoorHeldOpenRule(_GraceRule):
 
     def events_read(self) -> frozenset[str]:
         """Doors opened and closed."""
-        return frozenset({"door.opened", "door.closed"})
+        return frozenset({EventKind.DOOR_OPENED, EventKind.DOOR_CLOSED})
 
     def _start_or_stop(self, observation: Observation) -> tuple[Subject, Pending | None] | None:
-        if not isinstance(observation, EventObservation) or observation.kind not in ("door.opened", "door.closed"):
+        if not isinstance(observation, EventObservation) or observation.kind not in (
+            EventKind.DOOR_OPENED,
+            EventKind.DOOR_CLOSED,
+        ):
             return None
         door = observation.payload_as(DoorChange)
         subject = _door_subject(observation, door)
@@ -578,11 +581,11 @@ class DoorAfterHoursRule(RuleBase):
 
     def events_read(self) -> frozenset[str]:
         """Doors opened."""
-        return frozenset({"door.opened"})
+        return frozenset({EventKind.DOOR_OPENED})
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Raise on a door opening while closed; closing it again does not clear (the entry happened)."""
-        if not isinstance(observation, EventObservation) or observation.kind != "door.opened":
+        if not isinstance(observation, EventObservation) or observation.kind != EventKind.DOOR_OPENED:
             return RuleOutcome(state=state)
         door = observation.payload_as(DoorChange)
         if not door.open or not _closed_around(ctx.hours, observation.at, self.staff_margin_s):
@@ -647,11 +650,11 @@ class EnvironmentRangeRule(RuleBase):
 
     def events_read(self) -> frozenset[str]:
         """Environment readings."""
-        return frozenset({"environment.reading"})
+        return frozenset({EventKind.ENVIRONMENT_READING})
 
     def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
         """Feed a reading of a matching zone and this quantity to that zone's excursion state machine."""
-        if not isinstance(observation, EventObservation) or observation.kind != "environment.reading":
+        if not isinstance(observation, EventObservation) or observation.kind != EventKind.ENVIRONMENT_READING:
             return RuleOutcome(state=state)
         reading = observation.payload_as(EnvironmentReading)
         zone = reading.zone

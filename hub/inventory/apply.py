@@ -41,12 +41,20 @@ from hub.inventory.catalog_view import CatalogSnapshot, SlotPlan
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPosition, UnplacedEvent
 from hub.storage import dialect_insert
 from storegate import wire
+from storegate.wire import EventKind
 
 log = structlog.get_logger(__name__)
 
 # Event kinds that can move stock or report a shelf's level.
 INVENTORY_KINDS: Final = frozenset(
-    {"scan.sale", "scan.receiving", "scan.count", "shelf.pick", "shelf.put", "shelf.stock"}
+    {
+        EventKind.SCAN_SALE,
+        EventKind.SCAN_RECEIVING,
+        EventKind.SCAN_COUNT,
+        EventKind.SHELF_PICK,
+        EventKind.SHELF_PUT,
+        EventKind.SHELF_STOCK,
+    }
 )
 # Movements that change on hand: the ledger's deltas, and counts (which set it).
 _ON_HAND_KINDS: Final = ledger.ON_HAND_DELTA | {MovementKind.COUNT}
@@ -128,7 +136,7 @@ def place(events: Iterable[wire.Event], catalog: CatalogSnapshot) -> Placed:
             continue
         event_id = str(event.event_id)
         payload = event.payload
-        if event.kind == "shelf.stock":
+        if event.kind == EventKind.SHELF_STOCK:
             slot, count = payload.get("slot"), payload.get("count")
             if isinstance(slot, int) and isinstance(count, int):  # a stock report without a count says nothing
                 placed.levels.append(

@@ -30,10 +30,9 @@ from hub.db.models import Store, StoredEvent
 from hub.domain.excursions import DEFAULT_MAX_GAP_S, ZoneRange
 from hub.domain.rules import EnvironmentRangeRule
 from hub.reports import csv_text
-from storegate.wire import UNIT_OF, EnvironmentReading
+from storegate.wire import UNIT_OF, EnvironmentReading, EventKind
 
 FALLBACK_TIME_ZONE: Final = "UTC"
-READING_KIND: Final = "environment.reading"
 MEAN_DIGITS: Final = 3
 # Units as people write them. Core PDF fonts are Latin-1, which has the degree sign; anything else is replaced.
 _UNIT_LABEL: Final[dict[str, str]] = {"Cel": "°C", "%RH": "%RH", "ppm": "ppm", "lx": "lx"}
@@ -226,7 +225,7 @@ async def _samples(
             StoredEvent.store_id == store_id,
             StoredEvent.device_ts >= since,
             StoredEvent.device_ts < end,
-            StoredEvent.kind == READING_KIND,
+            StoredEvent.kind == EventKind.ENVIRONMENT_READING,
         )
         .order_by(StoredEvent.device_ts, StoredEvent.id)
     )

@@ -28,8 +28,9 @@ from edge_agent.hotplug import (
     default_lister,
     diff_ports,
 )
-from edge_agent.timing import Backoff, SystemClock
+from edge_agent.timing import Backoff
 from storegate import wire
+from storegate.clock import SystemClock
 from storegate.wire import DeviceIdentity
 from tests.agent.conftest import T0
 from tests.hub.conftest import until

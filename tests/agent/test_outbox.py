@@ -12,7 +12,6 @@ from uuid import RFC_4122, UUID, uuid4
 import pytest
 
 from edge_agent.outbox import (
-    LOSS_KIND,
     SCHEMA_VERSION,
     NewEvent,
     Outbox,
@@ -29,7 +28,7 @@ from edge_agent.outbox import (
     subtract_ranges,
 )
 from storegate import wire
-from storegate.wire import Priority, SeqRange
+from storegate.wire import EventKind, Priority, SeqRange
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -314,7 +313,7 @@ async def test_a_full_quota_evicts_telemetry_first_oldest_first_and_records_the_
         assert "environment.sample" not in kinds
         assert "device.online" not in kinds
         assert kinds.count("door.contact") == 15
-        assert kinds.count(LOSS_KIND) == 2
+        assert kinds.count(EventKind.OUTBOX_LOSS) == 2
         assert outbox.depth() <= 20
 
 
@@ -463,7 +462,7 @@ async def test_a_schema_1_row_that_no_longer_validates_becomes_a_corrupt_loss(pa
     conn.close()
     async with Outbox(path=path, loss_device_id="gw-1") as outbox:
         (row,) = await outbox.read_after(0, 10)
-    assert (row.seq, row.fields()["kind"], row.fields()["device_id"]) == (1, LOSS_KIND, "gw-1")
+    assert (row.seq, row.fields()["kind"], row.fields()["device_id"]) == (1, EventKind.OUTBOX_LOSS, "gw-1")
     loss = wire.DataLoss.model_validate(row.fields()["payload"])
     assert (loss.ranges, loss.reason, loss.by_kind) == (
         [SeqRange(first=1, last=1)],

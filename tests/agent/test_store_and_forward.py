@@ -17,11 +17,11 @@ from device_drivers.base import Reading
 from device_drivers.simulated.sequence import SimulatedSequenceConfig, SimulatedSequenceDevice, reading_number
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import DeviceConfig
-from edge_agent.outbox import LOSS_KIND, NewEvent, Outbox
+from edge_agent.outbox import NewEvent, Outbox
+from launcher.broker import LocalBroker
 from storegate import wire
-from storegate.broker import LocalBroker
 from storegate.mqtt import MqttSettings
-from storegate.wire import SeqRange
+from storegate.wire import EventKind, SeqRange
 from tests.agent.conftest import T0, FakeHub, make_config, running, temperature
 from tests.agent.test_agent import connected, until
 
@@ -172,8 +172,8 @@ async def test_with_the_broker_down_a_full_outbox_evicts_telemetry_first_and_tel
     events = hub.unique()
     losses = hub.losses()
     lost = {seq for loss in losses for r in loss.ranges for seq in range(r.first, r.last + 1)}
-    delivered = {seq for seq, event in events.items() if event.kind != LOSS_KIND}
-    records = {seq for seq, event in events.items() if event.kind == LOSS_KIND}
+    delivered = {seq for seq, event in events.items() if event.kind != EventKind.OUTBOX_LOSS}
+    records = {seq for seq, event in events.items() if event.kind == EventKind.OUTBOX_LOSS}
     # Every seq of the stream is accounted for: delivered, or named in a loss record, never both.
     assert not lost & delivered
     assert lost | delivered | records == set(range(1, max(events) + 1))
@@ -233,7 +233,9 @@ async def test_a_full_disk_evicts_telemetry_to_make_room_for_new_events(
     kinds = Counter(row.fields()["kind"] for row in rows)
     assert kinds["camera.motion"] == 10
     losses = [
-        wire.DataLoss.model_validate(row.fields()["payload"]) for row in rows if row.fields()["kind"] == LOSS_KIND
+        wire.DataLoss.model_validate(row.fields()["payload"])
+        for row in rows
+        if row.fields()["kind"] == EventKind.OUTBOX_LOSS
     ]
     assert sum(loss.count for loss in losses) == stats.evicted
     assert all(loss.detail.startswith("disk full") for loss in losses)
