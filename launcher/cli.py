@@ -1,17 +1,43 @@
 """The ``storegate`` command: ``hub`` (with ``backup`` and ``restore``), ``agent``, ``provision`` and ``demo``.
 
 Each subcommand imports its side lazily, so ``storegate --help`` stays quick on
-a Raspberry Pi and the agent never loads the hub's web stack.
+a Raspberry Pi and the agent never loads the hub's web stack. A gateway installs
+``storegate[edge]`` and a hub ``storegate[hub]``; a subcommand whose side is not
+installed says which extra to install instead of ending in a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from storegate import __version__
+from storegate.process import EXIT_CONFIG
+
+# Storegate's own top-level packages: a missing one is a broken install, not a missing extra.
+_OWN_PACKAGES = frozenset({"storegate", "launcher", "edge_agent", "hub", "device_drivers", "provisioning"})
+
+
+@contextlib.contextmanager
+def installed(command: str, extra: Literal["edge", "hub", "demo"]) -> Iterator[None]:
+    """Around a side's lazy import: a third-party package it lacks becomes a sentence naming the extra, exit 2."""
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").partition(".")[0]
+        if not missing or missing in _OWN_PACKAGES:
+            raise
+        typer.echo(
+            f"storegate {command} needs the package {missing!r}, which is not installed here; "
+            f"install this side with: pip install 'storegate[{extra}]'",
+            err=True,
+        )
+        raise typer.Exit(EXIT_CONFIG) from err
+
 
 app = typer.Typer(
     name="storegate",
@@ -73,7 +99,8 @@ def hub(
     """Run the hub: MQTT consumer, database, API and dashboard. ``storegate hub backup|restore`` for its database."""
     if ctx.invoked_subcommand is not None:
         return
-    from hub.runner import run_hub
+    with installed("hub", "hub"):
+        from hub.runner import run_hub
 
     overrides = {
         key: value
@@ -108,7 +135,8 @@ def hub_backup(
     force: Annotated[bool, typer.Option(help="Overwrite an existing backup file.")] = False,
 ) -> None:
     """Back up the hub's database while the hub runs: one consistent snapshot (see docs/backup.md)."""
-    from hub.backup import run_backup
+    with installed("hub backup", "hub"):
+        from hub.backup import run_backup
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_backup(config, overrides, path, overwrite=force))
@@ -123,7 +151,8 @@ def hub_restore(
     force: Annotated[bool, typer.Option(help="Replace a database that holds rows.")] = False,
 ) -> None:
     """Restore the hub's database from a backup and migrate it to this version; stop the hub first."""
-    from hub.backup import run_restore
+    with installed("hub restore", "hub"):
+        from hub.backup import run_restore
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_restore(config, overrides, path, force=force))
@@ -148,7 +177,8 @@ def agent(
     if config is None:
         typer.echo("storegate agent needs --config FILE (or a subcommand: status)", err=True)
         raise typer.Exit(2)
-    from edge_agent.runner import run_agent
+    with installed("agent", "edge"):
+        from edge_agent.runner import run_agent
 
     raise typer.Exit(run_agent(config))
 
@@ -158,7 +188,8 @@ def agent_status(
     config: Annotated[Path, typer.Option("--config", "-c", help="The agent's TOML config file.")],
 ) -> None:
     """Say how the agent is doing: backlog, oldest unacknowledged event, rates, resends, evictions, broker."""
-    from edge_agent.status import agent_status as describe
+    with installed("agent status", "edge"):
+        from edge_agent.status import agent_status as describe
 
     text, code = describe(config)
     typer.echo(text, err=code == 2)
@@ -171,7 +202,8 @@ def simulate_store(
     seed: Annotated[int, typer.Option(help="Seeds customers, noise and sensor series, so runs repeat.")] = 0,
 ) -> None:
     """Run the demo's simulated store devices (shelf, till scanner, sensors, freezer door) until SIGTERM."""
-    from device_drivers.simulated.runner import run_simulated_store
+    with installed("simulate-store", "edge"):
+        from device_drivers.simulated.runner import run_simulated_store
 
     raise typer.Exit(run_simulated_store(workdir, seed=seed))
 
@@ -189,7 +221,8 @@ def demo(
     ] = None,
 ) -> None:
     """Run a whole demo on this machine: broker, hub with dashboard, and one simulated store."""
-    from launcher.demo import DemoOptions, run_demo
+    with installed("demo", "demo"):
+        from launcher.demo import DemoOptions, run_demo
 
     if broker not in {"auto", "mosquitto", "embedded"}:
         typer.echo(f"--broker must be auto, mosquitto or embedded, not {broker!r}", err=True)
@@ -211,7 +244,8 @@ def provision_agent_config(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a validated agent config for one gateway (the broker password is set separately)."""
-    from provisioning.agent_config import write_agent_config
+    with installed("provision agent-config", "edge"):
+        from provisioning.agent_config import write_agent_config
 
     if output.exists() and not force:
         typer.echo(f"{output} exists; pass --force to overwrite it", err=True)
@@ -237,7 +271,8 @@ def provision_check(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file to check.")],
 ) -> None:
     """Check an agent config file and say what is wrong with it, key by key."""
-    from edge_agent.config import load_agent_config
+    with installed("provision check", "edge"):
+        from edge_agent.config import load_agent_config
     from storegate.configfile import ConfigError
 
     try:
