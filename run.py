@@ -7,7 +7,7 @@ tools into it; then it replaces itself with the requested program, so Ctrl-C
 and exit codes reach you unchanged.
 
     python3 run.py demo [storegate demo options]   broker, hub, dashboard and a simulated store
-    python3 run.py test [pytest options]           ruff (lint, format), mypy, then the whole test suite
+    python3 run.py test [pytest options]           ruff (lint, format), mypy, import-linter, then the whole test suite
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ def ensure_venv() -> None:
 
 
 def run_tests(args: list[str]) -> int:
-    """Lint, type-check, then run pytest; the first failure decides the exit code."""
+    """Lint, type-check, check the layering, then run pytest; the first failure decides the exit code."""
     steps = [
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],
         [str(BIN / "mypy")],
+        # The layering of docs/architecture.md: the contracts are [tool.importlinter] in pyproject.toml.
+        [str(BIN / "lint-imports"), "--no-cache"],
         [str(BIN / "pytest"), *args],
     ]
     for step in steps:
