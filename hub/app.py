@@ -33,15 +33,15 @@ from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
 from hub.commands import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
-from hub.db.engine import create_engine, redacted, session_factory, sqlite_path
+from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
-from hub.ingest import Ingestor, describe_error, subscriptions
+from hub.ingest.consumer import Ingestor, subscriptions
+from hub.ingest.operations import HubOperations
 from hub.inventory import api as inventory_api
 from hub.inventory import replenishment_api
 from hub.inventory.apply import RestockSettings
 from hub.metrics import HubMetrics
-from hub.operations import HubOperations
 from hub.reports import api as reports
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings

@@ -10,10 +10,10 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.db.engine import ping, redacted
+from hub.db.engine import describe_error, ping, redacted
 from hub.db.writegate import WriteGate
-from hub.ingest import Ingestor, describe_error
-from hub.operations import HubOperations
+from hub.ingest.consumer import Ingestor
+from hub.ingest.operations import HubOperations
 from storegate.mqtt import MqttLink
 
 CHECK_TIMEOUT_S: Final = 2.0

@@ -10,8 +10,8 @@ from html import escape
 from typing import Any, Final
 
 from hub.db.models import StoredEvent
+from hub.ingest.seqs import describe
 from hub.queries import GatewayView, LossSummary, StoreSummary
-from hub.seqs import describe
 from storegate.wire import EventKind
 
 REFRESH_S: Final = 5

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.commands import CommandPublisher
 from hub.db.writegate import WriteGate
-from hub.ingest import Ingestor
+from hub.ingest.consumer import Ingestor
+from hub.ingest.operations import HubOperations
 from hub.metrics import HubMetrics
-from hub.operations import HubOperations
 from hub.settings import HubSettings
 from storegate.mqtt import MqttLink
 

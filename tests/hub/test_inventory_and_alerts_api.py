@@ -16,7 +16,7 @@ from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
 from hub.inventory import api as inventory_api
 from tests.hub.conftest import router_client
-from tests.hub.test_operations import GTIN_A, NOON, STORE, Store, door, scan, shelf, store  # noqa: F401 (fixture)
+from tests.hub.ingest.test_operations import GTIN_A, NOON, STORE, Store, door, scan, shelf, store  # noqa: F401 (fixture)
 
 LATER = NOON + timedelta(hours=1)
 

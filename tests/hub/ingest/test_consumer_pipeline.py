@@ -1,6 +1,6 @@
 """The consumer decodes the messages waiting behind a unit while that unit is being stored.
 
-The link here is the consumer's own seam (:class:`hub.ingest.MessageLink`) fed from a list, so the test
+The link here is the consumer's own seam (:class:`hub.ingest.consumer.MessageLink`) fed from a list, so the test
 decides exactly what is waiting when; the database is real (SQLite and PostgreSQL). The MQTT path
 itself is covered by the tests that run the hub on Mosquitto.
 """
@@ -15,7 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.models import StoredEvent
-from hub.ingest import Classified, Ingestor, UnitResult
+from hub.ingest.classify import Classified
+from hub.ingest.consumer import Ingestor
+from hub.ingest.unit import UnitResult
 from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import Incoming

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.seqs import Range, advance, describe, gaps, merge, runs, size, subtract
+from hub.ingest.seqs import Range, advance, describe, gaps, merge, runs, size, subtract
 
 seq_sets = st.sets(st.integers(min_value=1, max_value=200), max_size=60)
 

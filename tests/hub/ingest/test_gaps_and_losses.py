@@ -13,10 +13,11 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub import eventlog
 from hub.db.engine import session_factory
 from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent
-from hub.ingest import BatchMessage, Classified, UnitResult, store_messages
+from hub.ingest import eventlog
+from hub.ingest.classify import BatchMessage, Classified
+from hub.ingest.unit import UnitResult, store_messages
 from hub.queries import EventFilter, list_events
 from storegate import wire
 from tests.hub.conftest import BASE_TS, batch_of, reading

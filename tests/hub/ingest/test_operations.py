@@ -1,7 +1,7 @@
 """Events applied in the ingest transaction: ledger, stock, shelf levels, restock tasks, rules and alerts.
 
-Each test drives :func:`hub.ingest.store_messages` -- the consumer's unit of work -- with a
-:class:`hub.operations.HubOperations`, on SQLite and on PostgreSQL, and reads back the tables.
+Each test drives :func:`hub.ingest.unit.store_messages` -- the consumer's unit of work -- with a
+:class:`hub.ingest.operations.HubOperations`, on SQLite and on PostgreSQL, and reads back the tables.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand, StoredEvent
 from hub.domain import ledger
 from hub.domain.alerts import AlertTransitionError
-from hub.ingest import BatchMessage, StatusMessage, store_messages
+from hub.ingest.classify import BatchMessage, StatusMessage
+from hub.ingest.operations import HubOperations
+from hub.ingest.unit import store_messages
 from hub.inventory.apply import place
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, ShrinkRecord, StockPosition, UnplacedEvent
-from hub.operations import HubOperations
 from storegate import wire
 
 STORE = "store-0001"

@@ -1,110 +1,25 @@
-"""Writing what gateways send into the database: stores and gateways, presence, health, rejected messages.
+"""Stores, gateways and their presence as the gateways tell it: birth, last will, devices and health.
 
-Events, loss records and stream marks are in :mod:`hub.eventlog`. Every function here runs
-inside the caller's transaction and never commits; the consumer (:mod:`hub.ingest`) commits
-and only then acknowledges.
+Every function here runs inside the caller's transaction and never commits; the consumer
+(:mod:`hub.ingest.consumer`) commits and only then acknowledges. Events, loss records and stream
+marks are in :mod:`hub.ingest.eventlog`, rejected messages in :mod:`hub.ingest.rejections`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, String, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import (
-    PAYLOAD_EXCERPT_BYTES,
-    TOPIC_LENGTH,
-    Gateway,
-    GatewayPresence,
-    RejectedMessage,
-    Store,
-    UtcDateTime,
-)
+from hub.db.dialect import dialect_insert, later
+from hub.db.models import Gateway, GatewayPresence, Store, UtcDateTime
 from storegate import wire
 
-DETAIL_MAX_CHARS: Final = 2000
-
-InsertFactory = Callable[[Any], sqlite.Insert | postgresql.Insert]
-_INSERT_OF_DIALECT: Final[dict[str, InsertFactory]] = {
-    "sqlite": sqlite.insert,
-    "postgresql": postgresql.insert,
-}
-
-
-class UnsupportedDatabaseError(RuntimeError):
-    """A database for which the hub has no upsert statement."""
-
-
-def dialect_insert(session: AsyncSession) -> InsertFactory:
-    """The insert construct of the session's database, for upserts."""
-    dialect = session.get_bind().dialect.name
-    try:
-        return _INSERT_OF_DIALECT[dialect]
-    except KeyError:
-        raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}") from None
-
-
-def later(column: Any, value: datetime | ColumnElement[Any]) -> Any:
-    """The later of a nullable timestamp column and ``value``, a time or a bound parameter: a portable GREATEST."""
-    return case((column.is_(None), value), (column < value, value), else_=column)
-
-
-# --------------------------------------------------------------------------- rejections
-
-
-def payload_excerpt(payload: bytes) -> str:
-    """The first 2 KB of a payload as text that any database accepts (no NUL characters)."""
-    text = payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", errors="backslashreplace")
-    return text.replace("\x00", "\\x00")
-
-
-def clean_text(value: str, limit: int) -> str:
-    """``value`` without NUL characters, cut to ``limit`` characters."""
-    value = value.replace("\x00", "\\x00")
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A message, or one event of a batch, that the hub refuses to store."""
-
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-    received_at: datetime
-
-
-async def record_rejections(session: AsyncSession, rejections: Sequence[Rejection], *, keep: int) -> None:
-    """Insert rejected_messages rows and prune all but the newest ``keep``."""
-    if not rejections:
-        return
-    await session.execute(
-        insert(RejectedMessage),
-        [
-            {
-                "received_at": r.received_at,
-                "topic": clean_text(r.topic, TOPIC_LENGTH),
-                "reason": r.reason,
-                "detail": clean_text(r.detail, DETAIL_MAX_CHARS),
-                "payload_excerpt": payload_excerpt(r.payload),
-                "payload_bytes": len(r.payload),
-            }
-            for r in rejections
-        ],
-    )
-    newest = (await session.execute(select(func.max(RejectedMessage.id)))).scalar_one_or_none()
-    if newest is not None and newest > keep:
-        await session.execute(delete(RejectedMessage).where(RejectedMessage.id <= newest - keep))
-
-
 # --------------------------------------------------------------------------- stores and gateways
-
 
 # Gateway ids per look-up, well below every driver's limit on bound parameters.
 GATEWAYS_PER_LOOKUP: Final = 500

@@ -33,6 +33,7 @@ from hub.db.engine import session_factory
 from hub.db.overlap import while_awaiting
 from hub.db.writegate import NO_TURNS, WriteGate
 from hub.domain.ledger import Unmatched
+from hub.ingest.presence import Transition
 from hub.inventory.apply import (
     INVENTORY_KINDS,
     InventoryOutcome,
@@ -44,7 +45,6 @@ from hub.inventory.apply import (
 )
 from hub.inventory.catalog_view import CatalogCache, CatalogSnapshot
 from hub.metrics import HubMetrics
-from hub.storage import Transition
 from storegate import wire
 
 log = structlog.get_logger(__name__)

@@ -2,10 +2,11 @@
 
 Three layers, so each can be tested alone:
 
-* :func:`classify` is pure: one MQTT message in, a decoded message or a :class:`Rejection` out.
-* :func:`store_messages` writes a list of classified messages inside the caller's
+* :func:`~hub.ingest.classify.classify` is pure: one MQTT message in, a decoded message or a
+  :class:`~hub.ingest.rejections.Rejection` out.
+* :func:`~hub.ingest.unit.store_messages` writes a list of classified messages inside the caller's
   transaction and computes the Acks; it never commits and never touches MQTT.
-* :class:`Ingestor` drains the MQTT queue into units of work, commits each unit, and
+* :class:`Ingestor` (here) drains the MQTT queue into units of work, commits each unit, and
   only after the commit publishes the Acks. Nothing is acknowledged that is not stored.
   While a unit is being stored it decodes the messages already waiting behind it.
 
@@ -19,35 +20,37 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.commands import record_result
 from hub.db import writegate
-from hub.db.engine import ping, session_factory
+from hub.db.engine import describe_error, ping, session_factory
 from hub.db.writegate import NO_TURNS, WriteGate
-from hub.eventlog import LossRecord, store_batches
+from hub.ingest.classify import (
+    CHANNEL_OF,
+    CONSUMED_CHANNELS,
+    BatchMessage,
+    Classified,
+    Cleared,
+    HealthMessage,
+    StatusMessage,
+    classify,
+    weight,
+)
+from hub.ingest.eventlog import LossRecord
+from hub.ingest.operations import HubOperations
+from hub.ingest.rejections import Rejection
+from hub.ingest.seqs import describe
+from hub.ingest.unit import UnitResult, store_messages
 from hub.metrics import HubMetrics
-from hub.operations import HubOperations, OperationsOutcome
-from hub.seqs import describe
-from hub.storage import Rejection, Transition, apply_health, apply_status, record_rejections
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS, Incoming
 
 log = structlog.get_logger(__name__)
 
-# The channels the hub subscribes to; anything else arriving is misrouted.
-CONSUMED_CHANNELS: Final = (
-    wire.Channel.EVENTS,
-    wire.Channel.STATUS,
-    wire.Channel.HEALTH,
-    wire.Channel.COMMAND_RESULTS,
-)
 # Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
 MAX_REFUSALS: Final = 3
 
@@ -56,216 +59,6 @@ def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
     """The hub's subscriptions at QoS 1, as shared subscriptions when a group is given."""
     prefix = f"$share/{shared_group}/" if shared_group else ""
     return [(prefix + wire.subscription(channel), 1) for channel in CONSUMED_CHANNELS]
-
-
-# --------------------------------------------------------------------------- classification (pure)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchMessage:
-    """A valid EventBatch from the gateway named in its topic."""
-
-    batch: wire.EventBatch
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StatusMessage:
-    """A valid GatewayStatus (birth or last will)."""
-
-    status: wire.GatewayStatus
-    retained: bool
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class HealthMessage:
-    """A valid GatewayHealth report."""
-
-    health: wire.GatewayHealth
-    retained: bool
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ResultMessage:
-    """A gateway's result of a command the hub sent it."""
-
-    result: wire.CommandResult
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Cleared:
-    """An empty payload on a retained channel: someone deleted the retained message, nothing to store."""
-
-    topic: str
-
-
-Classified = BatchMessage | StatusMessage | HealthMessage | ResultMessage | Rejection | Cleared
-
-
-def classify(incoming: Incoming, *, received_at: datetime) -> Classified:
-    """Parse the topic, decode the payload by channel and check that sender and topic agree."""
-
-    def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(incoming.topic, reason, detail, incoming.payload, received_at)
-
-    try:
-        topic = wire.parse_topic(incoming.topic)
-    except wire.TopicError as err:
-        return reject("bad_topic", str(err))
-    if topic.channel not in CONSUMED_CHANNELS:
-        return reject("unexpected_channel", f"the hub does not consume {topic.channel.value} messages")
-    if not incoming.payload and topic.channel in (wire.Channel.STATUS, wire.Channel.HEALTH):
-        return Cleared(incoming.topic)
-    try:
-        message = wire.decode(wire.MESSAGE_OF_CHANNEL[topic.channel], incoming.payload)
-    except wire.WireError as err:
-        return reject(err.reason, err.detail)
-    match message:
-        case wire.EventBatch() | wire.GatewayStatus() | wire.GatewayHealth() | wire.CommandResult():
-            sender = (message.store_id, message.gateway_id)
-        case _:  # MESSAGE_OF_CHANNEL maps the consumed channels to exactly these three
-            return reject("unexpected_channel", f"{type(message).__name__} is not consumed by the hub")
-    if sender != (topic.store_id, topic.gateway_id):
-        return reject(
-            "topic_mismatch",
-            f"{type(message).__name__} from {sender[0]}/{sender[1]} published on the topic of "
-            f"{topic.store_id}/{topic.gateway_id}",
-        )
-    match message:
-        case wire.EventBatch():
-            return BatchMessage(message, received_at)
-        case wire.GatewayStatus():
-            return StatusMessage(message, incoming.retain, received_at)
-        case wire.CommandResult():
-            return ResultMessage(message, received_at)
-        case _:
-            return HealthMessage(message, incoming.retain, received_at)
-
-
-_CHANNEL_OF: Final[dict[type, wire.Channel]] = {
-    BatchMessage: wire.Channel.EVENTS,
-    StatusMessage: wire.Channel.STATUS,
-    HealthMessage: wire.Channel.HEALTH,
-    ResultMessage: wire.Channel.COMMAND_RESULTS,
-}
-
-
-def weight(item: Classified) -> int:
-    """How much an item counts against the events-per-transaction budget."""
-    return len(item.batch.events) if isinstance(item, BatchMessage) else 1
-
-
-# --------------------------------------------------------------------------- storing one unit of work
-
-
-@dataclass(slots=True)
-class UnitResult:
-    """What one committed unit of work did, for metrics, logs and Acks."""
-
-    acks: list[wire.Ack] = field(default_factory=list)
-    stored: int = 0
-    duplicates: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
-    moves: list[tuple[str, str, str]] = field(default_factory=list)
-    losses: list[LossRecord] = field(default_factory=list)
-    healths: list[wire.GatewayHealth] = field(default_factory=list)
-    command_results: int = 0
-    operations: list[OperationsOutcome] = field(default_factory=list)
-
-    def extend(self, other: UnitResult) -> None:
-        """Add another unit's results to this one."""
-        self.acks += other.acks
-        self.stored += other.stored
-        self.duplicates += other.duplicates
-        self.rejections += other.rejections
-        self.transitions += other.transitions
-        self.moves += other.moves
-        self.losses += other.losses
-        self.healths += other.healths
-        self.command_results += other.command_results
-        self.operations += other.operations
-
-
-async def store_messages(
-    session: AsyncSession,
-    items: Sequence[Classified],
-    *,
-    now: datetime,
-    rejected_keep: int,
-    operations: HubOperations | None = None,
-) -> UnitResult:
-    """Store every item in the caller's transaction and compute one Ack per (batch, stream).
-
-    Each Ack carries the stream's contiguous mark and gaps after the whole unit. A batch whose
-    events were all rejected as conflicts is still acknowledged: the agent would otherwise
-    resend it forever, and the rejected events are kept in rejected_messages.
-    """
-    result = UnitResult()
-    batches = [(item.batch, item.received_at) for item in items if isinstance(item, BatchMessage)]
-    prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
-    events = await store_batches(session, batches, now=now, meanwhile=prepared.place if prepared else None)
-    result.rejections += events.rejections
-    result.losses += events.losses
-    for outcome in events.batches:
-        result.stored += outcome.stored
-        result.duplicates += outcome.duplicates
-        if outcome.moved_from is not None:
-            result.moves.append((outcome.gateway_id, outcome.moved_from, outcome.store_id))
-        for stream, counts in outcome.streams.items():
-            mark = events.marks[(outcome.gateway_id, stream)]
-            result.acks.append(
-                wire.Ack(
-                    store_id=outcome.store_id,
-                    gateway_id=outcome.gateway_id,
-                    stream=stream,
-                    through_seq=mark.through,
-                    stored=counts.stored,
-                    duplicates=counts.duplicates,
-                    ts=now,
-                    gaps=[wire.SeqRange(first=first, last=last) for first, last in mark.gaps],
-                )
-            )
-    rejections: list[Rejection] = []
-    for item in items:
-        match item:
-            case StatusMessage(status=status, retained=retained, received_at=received_at):
-                transition = await apply_status(session, status, received_at=received_at, retained=retained, now=now)
-                if transition is not None:
-                    result.transitions.append(transition)
-            case HealthMessage(health=health, retained=retained, received_at=received_at):
-                await apply_health(session, health, received_at=received_at, retained=retained, now=now)
-                result.healths.append(health)
-            case ResultMessage(result=command_result, received_at=received_at):
-                if await record_result(session, command_result, now=now):
-                    result.command_results += 1
-                else:
-                    topic = wire.topic(command_result.store_id, command_result.gateway_id, wire.Channel.COMMAND_RESULTS)
-                    rejections.append(
-                        Rejection(
-                            topic,
-                            "unknown_command",
-                            f"no command {command_result.command_id} was sent to {command_result.gateway_id}",
-                            wire.encode(command_result),
-                            received_at,
-                        )
-                    )
-            case Rejection():
-                rejections.append(item)
-            case BatchMessage() | Cleared():
-                pass
-    await record_rejections(session, rejections + result.rejections, keep=rejected_keep)
-    if operations is not None:
-        result.operations.append(
-            await operations.apply(session, events.stored_events, result.transitions, now=now, prepared=prepared)
-        )
-    return result
-
-
-# --------------------------------------------------------------------------- the consumer
 
 
 class MessageLink(Protocol):
@@ -282,14 +75,6 @@ class MessageLink(Protocol):
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Any:
         """Queue a message for sending."""
         ...
-
-
-def describe_error(err: BaseException) -> str:
-    """A one-line description of a database error, without SQL or bound parameters (they may hold payloads)."""
-    cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    text = text[:300]
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 class _LogLimiter:
@@ -460,7 +245,7 @@ class Ingestor:
             elif isinstance(item, Cleared):
                 log.info("retained_message_cleared", topic=item.topic)
             else:
-                self.metrics.messages_received.labels(channel=_CHANNEL_OF[type(item)].value).inc()
+                self.metrics.messages_received.labels(channel=CHANNEL_OF[type(item)].value).inc()
         result = await self._store_resilient(items)
         self._after_commit(result)
         return result

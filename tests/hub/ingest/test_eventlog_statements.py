@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import session_factory
 from hub.db.models import Gateway, GatewayStream, Store
-from hub.eventlog import EventsOutcome, store_batches
+from hub.ingest.eventlog import EventsOutcome, store_batches
 from storegate import wire
 from tests.hub.conftest import batch_of, reading
 

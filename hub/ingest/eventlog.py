@@ -33,19 +33,13 @@ from sqlalchemy import BigInteger, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hub.db.bulk import chunks, select_by_keys, sqlite_time
+from hub.db.dialect import UnsupportedDatabaseError, dialect_insert, later
 from hub.db.engine import json_text
 from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent, UtcDateTime
 from hub.db.overlap import while_awaiting
-from hub.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
-from hub.storage import (
-    GatewayTouch,
-    Rejection,
-    UnsupportedDatabaseError,
-    clean_text,
-    dialect_insert,
-    later,
-    touch_gateways,
-)
+from hub.ingest.presence import GatewayTouch, touch_gateways
+from hub.ingest.rejections import Rejection, clean_text
+from hub.ingest.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
 from storegate import wire
 from storegate.wire import EventKind
 

@@ -9,12 +9,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from hub import ingest as ingest_module
 from hub.db.engine import ping
 from hub.db.models import Gateway, GatewayPresence, RejectedMessage, StoredEvent
-from hub.ingest import classify, subscriptions
+from hub.ingest import consumer as ingest_module
+from hub.ingest.classify import classify
+from hub.ingest.consumer import subscriptions
+from hub.ingest.rejections import Rejection
+from hub.ingest.unit import UnitResult, store_messages
 from hub.settings import HubSettings, load_hub_settings
-from hub.storage import Rejection
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
 from tests.conftest import eventually
@@ -189,9 +191,9 @@ async def test_database_outage_holds_the_batch_until_it_can_be_stored(
     hub: RunningHub, gateway_client: PlainGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     down = True
-    real_store = ingest_module.store_messages
+    real_store = store_messages
 
-    async def failing_store(*args: object, **kwargs: object) -> ingest_module.UnitResult:
+    async def failing_store(*args: object, **kwargs: object) -> UnitResult:
         if down:
             raise OperationalError("INSERT ...", {}, ConnectionRefusedError("connection refused"))
         return await real_store(*args, **kwargs)  # type: ignore[arg-type]

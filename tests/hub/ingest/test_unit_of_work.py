@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import session_factory
 from hub.db.models import Gateway, GatewayPresence, GatewayStream, RejectedMessage, Store, StoredEvent
-from hub.ingest import BatchMessage, Classified, HealthMessage, StatusMessage, UnitResult, store_messages
-from hub.seqs import runs as seq_runs
-from hub.storage import Rejection
+from hub.ingest.classify import BatchMessage, Classified, HealthMessage, StatusMessage
+from hub.ingest.rejections import Rejection
+from hub.ingest.seqs import runs as seq_runs
+from hub.ingest.unit import UnitResult, store_messages
 from storegate import wire
 from tests.hub.conftest import batch_of, reading, status
 
