@@ -31,7 +31,7 @@ from hub.alerting.rules_store import seed_default_rules
 from hub.alerting.service import MonitoringSettings
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
-from hub.commands import CommandPublisher
+from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.commands import record_result
+from hub.commands.status import record_result
 from hub.ingest.classify import BatchMessage, Classified, Cleared, HealthMessage, ResultMessage, StatusMessage
 from hub.ingest.eventlog import LossRecord, store_batches
 from hub.ingest.operations import HubOperations, OperationsOutcome

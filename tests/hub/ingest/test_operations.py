@@ -21,7 +21,7 @@ from hub.alerting.models import AlertHistoryRow, AlertRow, ChainRule, ExcursionR
 from hub.alerting.store import acknowledge, resolve
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.checks import check_operations
-from hub.commands import publish_pending
+from hub.commands.sender import publish_pending
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand, StoredEvent
 from hub.domain import ledger

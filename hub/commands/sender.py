@@ -1,31 +1,28 @@
-"""Commands from the hub to gateways: queued in the database, published over MQTT, results recorded.
+"""Sending queued commands to gateways: pending ``commands`` rows published over MQTT and marked sent.
 
-A command is written as a ``commands`` row (status ``pending``) in the transaction that decides it, for
-instance the one that opens a restock task, so a crash can neither send a command for something that
-did not happen nor lose one that did. :class:`CommandPublisher` publishes pending rows on the gateway's
-``commands`` topic at QoS 1 and marks them ``sent``; a command past its expiry is marked ``expired``
-instead. The gateway's :class:`~storegate.wire.CommandResult` comes back on ``command_results``; the
-consumer records it with :func:`record_result`, which also updates the restock task that printed.
+:class:`CommandPublisher` publishes pending rows on the gateway's ``commands`` topic at QoS 1 and marks
+them ``sent``; a command past its expiry is marked ``expired`` instead (:mod:`hub.commands` says how a
+command is queued, the statuses are written by :mod:`hub.commands.status`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hub.commands.status import mark_sent, set_command_status
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand
 from hub.db.writegate import NO_TURNS, WriteGate
-from hub.inventory.models import RestockTask
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS
 
@@ -33,8 +30,6 @@ log = structlog.get_logger(__name__)
 
 POLL_S: Final = 1.0
 BATCH: Final = 200
-# These UPDATEs change rows by criteria: the ORM need not look for them among the session's objects.
-_NO_SYNC: Final = {"synchronize_session": False}
 
 
 class Publisher(Protocol):
@@ -90,61 +85,10 @@ async def publish_pending(session: AsyncSession, link: Publisher, *, now: dateti
             break  # try again on the next round, in order
         sent.append(row.command_id)
     if expired:
-        await _set_status(session, expired, "expired", detail="expired before it could be sent", at=now)
+        await set_command_status(session, expired, "expired", detail="expired before it could be sent", at=now)
     if sent:
-        await session.execute(
-            update(OutgoingCommand)
-            .where(OutgoingCommand.command_id.in_(sent), OutgoingCommand.status == "pending")
-            .values(status="sent", sent_at=now),
-            execution_options=_NO_SYNC,
-        )
-        await session.execute(
-            update(RestockTask)
-            .where(RestockTask.command_id.in_(sent), RestockTask.print_status == "pending")
-            .values(print_status="sent"),
-            execution_options=_NO_SYNC,
-        )
+        await mark_sent(session, sent, at=now)
     return len(sent)
-
-
-async def _set_status(
-    session: AsyncSession, command_ids: Sequence[str], status: str, *, detail: str, at: datetime
-) -> None:
-    await session.execute(
-        update(OutgoingCommand)
-        .where(OutgoingCommand.command_id.in_(command_ids))
-        .values(status=status, result_detail=detail, result_at=at),
-        execution_options=_NO_SYNC,
-    )
-    await session.execute(
-        update(RestockTask)
-        .where(RestockTask.command_id.in_(command_ids))
-        .values(print_status=_print_status(status), print_detail=detail),
-        execution_options=_NO_SYNC,
-    )
-
-
-def _print_status(status: str) -> str:
-    return {"done": "printed"}.get(status, status)
-
-
-async def record_result(session: AsyncSession, result: wire.CommandResult, *, now: datetime) -> bool:
-    """Record a gateway's result for a command it was sent; False when no such command went to that gateway."""
-    command_id = str(result.command_id)
-    known = (
-        await session.execute(
-            select(OutgoingCommand.command_id).where(
-                OutgoingCommand.command_id == command_id,
-                OutgoingCommand.store_id == result.store_id,
-                OutgoingCommand.gateway_id == result.gateway_id,
-            )
-        )
-    ).scalar_one_or_none()
-    if known is None:
-        return False
-    await _set_status(session, [command_id], result.status, detail=result.detail, at=result.ts)
-    log.info("command_result", command_id=command_id, status=result.status, gateway_id=result.gateway_id)
-    return True
 
 
 class CommandPublisher:
