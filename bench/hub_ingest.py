@@ -1212,7 +1212,7 @@ async def breakdown(url: str, workload: Workload) -> dict[str, Any]:
     """
     from sqlalchemy import event
 
-    from hub.alerting.rules_store import seed_default_rules
+    from hub.alerting.rules_db import seed_default_rules
     from hub.db.checkpoint import WalCheckpointer
     from hub.db.engine import create_engine, session_factory, sqlite_path
     from hub.ingest.classify import classify, weight

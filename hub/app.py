@@ -24,10 +24,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.alerting import api as alerts_api
-from hub.alerting import rules_api, webhooks_api
-from hub.alerting.notify import NotificationDispatcher
-from hub.alerting.rules_store import seed_default_rules
+from hub.alerting import alerts_api, rules_api, webhooks_api
+from hub.alerting.notifications import NotificationDispatcher
+from hub.alerting.rules_db import seed_default_rules
 from hub.alerting.service import MonitoringSettings
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog

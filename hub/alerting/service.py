@@ -31,9 +31,9 @@ import structlog
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.alerting.alerts_db import SignalEffect, apply_signals, escalate_due
 from hub.alerting.models import AlertRow, ExcursionRow
-from hub.alerting.rules_store import RulesInForce, load_rules, rules_fingerprint
-from hub.alerting.store import SignalEffect, apply_signals, escalate_due
+from hub.alerting.rules_db import RulesInForce, load_rules, rules_fingerprint
 from hub.db.models import StoredEvent
 from hub.domain import ledger as ledger_mod
 from hub.domain import rules as rules_mod

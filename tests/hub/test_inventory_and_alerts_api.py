@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from hub.alerting import api as alerts_api
+from hub.alerting import alerts_api
 from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
 from hub.inventory import api as inventory_api

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.alerting.alerts_db import acknowledge, resolve
 from hub.alerting.models import AlertHistoryRow, AlertRow, ChainRule, ExcursionRow, NotificationRow
-from hub.alerting.store import acknowledge, resolve
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.checks import check_operations
 from hub.commands.sender import publish_pending

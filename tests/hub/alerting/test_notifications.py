@@ -34,17 +34,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.alerting.models import AlertRow, NotificationRow, Webhook, WebhookDelivery
-from hub.alerting.notify import (
-    AlertNotice,
-    NotificationDispatcher,
-    NotificationEvent,
-    NotificationSettings,
-    alert_topic,
-    invalidate_webhook_cache,
-    record_notification,
-    sign,
-    verify_signature,
-)
+from hub.alerting.notices import AlertNotice, NotificationEvent, alert_topic
+from hub.alerting.notification_settings import NotificationSettings
+from hub.alerting.notifications import NotificationDispatcher, record_notification
+from hub.alerting.webhooks import invalidate_webhook_cache, sign, verify_signature
 from hub.api.deps import get_now, get_session
 from hub.app import create_app
 from hub.db.engine import session_factory

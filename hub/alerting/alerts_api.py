@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field
 from sqlalchemy import and_, or_, select
 
-from hub.alerting import store as alert_store
+from hub.alerting import alerts_db
 from hub.alerting.models import AlertHistoryRow, AlertRow
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
 from hub.api.params import aware, invalid
@@ -211,9 +211,9 @@ async def _transition(
     try:
         async with _serialised(runtime), session.begin():
             await change()
-    except alert_store.AlertNotFoundError as err:
+    except alerts_db.AlertNotFoundError as err:
         raise HTTPException(status_code=404, detail=str(err)) from None
-    except (AlertTransitionError, alert_store.AlertChangedError) as err:
+    except (AlertTransitionError, alerts_db.AlertChangedError) as err:
         raise HTTPException(status_code=409, detail=str(err)) from None
     if runtime.operations is not None:
         runtime.operations.wake_senders()  # the transition's notification goes out now
@@ -229,7 +229,7 @@ async def post_acknowledge(
         session,
         runtime,
         alert_id,
-        lambda: alert_store.acknowledge(session, alert_id, by=body.by, at=now, note=body.note),
+        lambda: alerts_db.acknowledge(session, alert_id, by=body.by, at=now, note=body.note),
     )
 
 
@@ -242,5 +242,5 @@ async def post_resolve(
         session,
         runtime,
         alert_id,
-        lambda: alert_store.resolve(session, alert_id, by=body.by, at=now, note=body.note),
+        lambda: alerts_db.resolve(session, alert_id, by=body.by, at=now, note=body.note),
     )

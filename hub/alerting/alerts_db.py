@@ -20,7 +20,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import AlertHistoryRow, AlertRow
-from hub.alerting.notify import record_notification
+from hub.alerting.notices import NotificationEvent
+from hub.alerting.notifications import record_notification
 from hub.domain import alerts as lifecycle
 from hub.domain.alerts import Alert, AlertSignal, AlertStatus, DedupeKey, HistoryEntry, Severity, Subject
 
@@ -39,8 +40,7 @@ CATEGORY_OF_KIND: Final[Mapping[str, str]] = {
     "door_held_open": "environment",
 }
 
-NoticeEvent = Literal["alert.opened", "alert.acknowledged", "alert.escalated", "alert.resolved"]
-_NOTICE_OF_ACTION: Final[Mapping[str, NoticeEvent]] = {
+_NOTICE_OF_ACTION: Final[Mapping[str, NotificationEvent]] = {
     "opened": "alert.opened",
     "acknowledged": "alert.acknowledged",
     "escalated": "alert.escalated",

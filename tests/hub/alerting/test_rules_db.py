@@ -14,9 +14,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
-from hub.alerting import rules_store
+from hub.alerting import rules_db
 from hub.alerting.models import ChainRule, StoreRuleOverride
-from hub.alerting.rules_store import (
+from hub.alerting.rules_db import (
     RuleNotFoundError,
     RulesInForce,
     SkippedRule,
@@ -140,28 +140,28 @@ FINGERPRINT_STEPS: list[tuple[str, Step, bool]] = [
         lambda s: _ignore_refusal(put_store_override(s, "store-2", "door", {"grace_s": -1}, actor="a", now=NOW)),
         False,
     ),
-    ("read everything", lambda s: rules_store.list_chain_rules(s), False),
+    ("read everything", lambda s: rules_db.list_chain_rules(s), False),
     ("load", lambda s: load_rules(s), False),
-    ("delete an override", lambda s: rules_store.delete_store_override(s, "store-2", "door", actor="a"), True),
+    ("delete an override", lambda s: rules_db.delete_store_override(s, "store-2", "door", actor="a"), True),
     (
         "delete a missing override",
-        lambda s: _ignore_refusal(rules_store.delete_store_override(s, "store-2", "door", actor="a")),
+        lambda s: _ignore_refusal(rules_db.delete_store_override(s, "store-2", "door", actor="a")),
         False,
     ),
     ("delete the override again, re-add it", lambda s: _delete_and_readd_override(s), True),
     ("replace a rule by another between two polls", lambda s: _replace_rule(s), True),
-    ("delete a rule with its overrides", lambda s: rules_store.delete_chain_rule(s, "sweep", actor="a"), True),
+    ("delete a rule with its overrides", lambda s: rules_db.delete_chain_rule(s, "sweep", actor="a"), True),
     ("seed into a chain that has rules", lambda s: seed_default_rules(s, now=NOW), False),
 ]
 
 
 async def _delete_and_readd_override(session: AsyncSession) -> None:
-    await rules_store.delete_store_override(session, "store-1", "sweep", actor="a")
+    await rules_db.delete_store_override(session, "store-1", "sweep", actor="a")
     await put_store_override(session, "store-1", "sweep", {"enabled": False}, actor="a", now=NOW)
 
 
 async def _replace_rule(session: AsyncSession) -> None:
-    await rules_store.delete_chain_rule(session, "door", actor="a")
+    await rules_db.delete_chain_rule(session, "door", actor="a")
     await put_chain_rule(session, "door-2", DOOR, actor="a", now=NOW)
 
 
