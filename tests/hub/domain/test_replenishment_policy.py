@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from device_drivers.simulated.climate import shared_data_dir
 from hub.domain.forecast import DemandModel, fit, forecast, update
-from hub.domain.replenishment import (
+from hub.domain.replenishment_policy import (
     ReorderPolicy,
     StoreStock,
     TransferPolicy,

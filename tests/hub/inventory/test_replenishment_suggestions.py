@@ -25,7 +25,7 @@ from hub.catalog.models import Sku, StoreProfile
 from hub.catalog.values import OpeningHours
 from hub.db.engine import session_factory
 from hub.domain.forecast import fit, forecast
-from hub.domain.replenishment import (
+from hub.domain.replenishment_policy import (
     ReorderPolicy,
     StoreStock,
     TransferPolicy,
@@ -35,7 +35,7 @@ from hub.domain.replenishment import (
 )
 from hub.inventory import replenishment_api
 from hub.inventory.models import LedgerRow, StockPolicy, StockPosition
-from hub.inventory.replenishment import (
+from hub.inventory.replenishment_suggestions import (
     chain_transfer_suggestions,
     daily_sales,
     demand_models,

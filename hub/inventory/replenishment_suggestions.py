@@ -1,6 +1,6 @@
 """Reorder and transfer suggestions from the ledger, the stock positions and the stock policies.
 
-The I/O around the pure core (:mod:`hub.domain.forecast`, :mod:`hub.domain.replenishment`): read each
+The I/O around the pure core (:mod:`hub.domain.forecast`, :mod:`hub.domain.replenishment_policy`): read each
 store's daily units sold, on hand and min/max policy, fit the demand models, and hand them to the domain
 functions. See ``docs/replenishment.md``.
 
@@ -29,7 +29,7 @@ from hub.catalog.models import Sku, StoreProfile
 from hub.catalog.values import OpeningHours
 from hub.domain.forecast import DAYS_PER_WEEK, DemandModel, fit, forecast
 from hub.domain.ledger import MovementKind
-from hub.domain.replenishment import (
+from hub.domain.replenishment_policy import (
     ReorderPolicy,
     ReorderSuggestion,
     StoreStock,
@@ -42,7 +42,7 @@ from hub.domain.replenishment import (
 
 # The domain's one formula for the reorder point (fixed, or lead-time forecast + safety stock); transfers
 # need the number itself, and computing it a second time here could drift from the reorder suggestions.
-from hub.domain.replenishment import reorder_point as domain_reorder_point
+from hub.domain.replenishment_policy import reorder_point as domain_reorder_point
 from hub.domain.store_hours import StoreHours
 from hub.inventory.models import LedgerRow, StockPolicy, StockPosition
 
