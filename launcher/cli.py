@@ -108,7 +108,7 @@ def hub_backup(
     force: Annotated[bool, typer.Option(help="Overwrite an existing backup file.")] = False,
 ) -> None:
     """Back up the hub's database while the hub runs: one consistent snapshot (see docs/backup.md)."""
-    from hub.backup import run_backup
+    from hub.admin.backup import run_backup
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_backup(config, overrides, path, overwrite=force))
@@ -123,7 +123,7 @@ def hub_restore(
     force: Annotated[bool, typer.Option(help="Replace a database that holds rows.")] = False,
 ) -> None:
     """Restore the hub's database from a backup and migrate it to this version; stop the hub first."""
-    from hub.backup import run_restore
+    from hub.admin.backup import run_restore
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_restore(config, overrides, path, force=force))

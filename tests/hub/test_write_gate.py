@@ -138,7 +138,7 @@ async def test_an_api_change_without_a_turn_in_time_is_503_in_words_and_changes_
 async def test_healthz_names_a_writer_stuck_in_its_turn_and_recovers_when_it_lets_go(
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("hub.checks.WRITE_TURN_STUCK_S", 0.0)  # any turn held counts as stuck
+    monkeypatch.setattr("hub.api.checks.WRITE_TURN_STUCK_S", 0.0)  # any turn held counts as stuck
     async with turn_held(hub.runtime.write_gate, writegate.RULES):
         stuck = await hub.client.get("/healthz")
 
@@ -156,7 +156,7 @@ async def test_healthz_names_a_writer_stuck_in_its_turn_and_recovers_when_it_let
 async def test_the_dashboard_names_a_writer_stuck_in_its_turn_as_healthz_does(
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("hub.checks.WRITE_TURN_STUCK_S", 0.0)
+    monkeypatch.setattr("hub.api.checks.WRITE_TURN_STUCK_S", 0.0)
     async with turn_held(hub.runtime.write_gate, writegate.INGEST):
         page = (await hub.client.get("/")).text
 

@@ -13,12 +13,12 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.api.listings import EventFilter, list_events
 from hub.db.engine import session_factory
 from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent
 from hub.ingest import eventlog
 from hub.ingest.classify import BatchMessage, Classified
 from hub.ingest.unit import UnitResult, store_messages
-from hub.queries import EventFilter, list_events
 from storegate import wire
 from tests.hub.conftest import BASE_TS, batch_of, reading
 

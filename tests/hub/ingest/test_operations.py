@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.alerting.alerts_db import acknowledge, resolve
 from hub.alerting.models import AlertHistoryRow, AlertRow, ChainRule, ExcursionRow, NotificationRow
+from hub.api.checks import check_operations
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
-from hub.checks import check_operations
 from hub.commands.sender import publish_pending
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand, StoredEvent

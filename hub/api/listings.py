@@ -1,4 +1,5 @@
-"""Read-side queries for the API and the dashboard."""
+"""The shared read queries of the API and the dashboard: stores, gateways and their connectivity, events and data
+losses, paged by cursor."""
 
 from __future__ import annotations
 

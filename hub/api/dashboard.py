@@ -9,9 +9,9 @@ from datetime import datetime
 from html import escape
 from typing import Any, Final
 
+from hub.api.listings import GatewayView, LossSummary, StoreSummary
 from hub.db.models import StoredEvent
 from hub.ingest.seqs import describe
-from hub.queries import GatewayView, LossSummary, StoreSummary
 from storegate.wire import EventKind
 
 REFRESH_S: Final = 5

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Table, func, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.backup import (
+from hub.admin.backup import (
     BackupError,
     BackupReport,
     backup_database,
@@ -45,7 +45,7 @@ from tests.hub.conftest import (
     reading,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 STORE = "store-0001"
 GATEWAY = "gw-1"
