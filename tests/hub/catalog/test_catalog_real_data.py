@@ -15,7 +15,7 @@ import pytest
 from device_drivers.simulated.climate import shared_data_dir
 from hub.catalog.csv_io import SKUS, write_csv
 from hub.catalog.retail_sample import INVOICE_FILE, PRODUCT_CODE, read_invoice_lines, skus_from_invoices
-from tests.hub.test_catalog_api import client, clock, imported  # noqa: F401  (fixtures)
+from tests.hub.catalog.test_catalog_api import client, clock, imported  # noqa: F401  (fixtures)
 
 
 def invoice_lines() -> list[dict[str, str]]:

@@ -24,7 +24,7 @@ from hub.db.engine import create_engine
 from hub.db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from hub.db.models import Base
 from tests.hub.conftest import router_client
-from tests.hub.test_migrations import schema_diff
+from tests.hub.db.test_migrations import schema_diff
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from hub.catalog.csv_io import STOCK_POLICIES, STORES, StockPolicyRow, parse_csv, write_csv
-from tests.hub.test_catalog_api import (  # noqa: F401  (fixtures)
+from tests.hub.catalog.test_catalog_api import (  # noqa: F401  (fixtures)
     LATER,
     SKUS_CSV,
     STORES_CSV,
