@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,7 @@ from hub.alerting.notification_settings import NotificationSettings
 from hub.alerting.webhooks import WebhookSender, describe_failure, queue_deliveries
 from hub.db.writegate import NO_TURNS, WriteGate
 from storegate import wire
+from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
@@ -106,19 +108,26 @@ class NotificationDispatcher:
         )
         self._mqtt_wake = asyncio.Event()
         self._webhook_wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = (
+            BackgroundTask(
+                partial(self._loop, "mqtt", self.publish_pending, self._mqtt_wake, self.notices.next_wait),
+                name="storegate-hub-notices",
+            ),
+            BackgroundTask(
+                partial(self._loop, "webhooks", self.deliver_due, self._webhook_wake, self.webhooks.next_wait),
+                name="storegate-hub-webhooks",
+            ),
+        )
         self._failing: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the two background loops."""
-        if self._tasks:
+        """Start the two background loops; a no-op while they run."""
+        if any(loop.running for loop in self._loops):
             return
-        self._tasks = [
-            asyncio.create_task(self._loop("mqtt", self.publish_pending, self._mqtt_wake, self.notices.next_wait)),
-            asyncio.create_task(self._loop("webhooks", self.deliver_due, self._webhook_wake, self.webhooks.next_wait)),
-        ]
+        for loop in self._loops:
+            loop.start()
 
     def notify(self) -> None:
         """New notices were committed: look now rather than at the next poll."""
@@ -127,10 +136,7 @@ class NotificationDispatcher:
 
     async def stop(self) -> None:
         """Stop the loops and close the HTTP client. A request cut short is retried after its claim expires."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(loop.stop() for loop in self._loops))
         await self.webhooks.close()
 
     async def publish_pending(self) -> int:

@@ -25,6 +25,7 @@ from hub.db.models import OutgoingCommand
 from hub.db.writegate import NO_TURNS, WriteGate
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS
+from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +108,7 @@ class CommandPublisher:
         self._link = link
         self._clock = clock
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sender = BackgroundTask(self._run, name="storegate-hub-commands")
         self.published = 0
 
     def notify(self) -> None:
@@ -116,14 +117,11 @@ class CommandPublisher:
 
     def start(self) -> None:
         """Start publishing on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="storegate-hub-commands")
+        self._sender.start()
 
     async def stop(self) -> None:
         """Stop publishing (pending commands stay pending for the next start)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._sender.stop()
 
     async def _run(self) -> None:
         while True:

@@ -48,6 +48,7 @@ from hub.ingest.unit import UnitResult, store_messages
 from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS, Incoming
+from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +136,7 @@ class Ingestor:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._idle = False
-        self._task: asyncio.Task[None] | None = None
+        self._consumer = BackgroundTask(self._run, name="storegate-hub-ingest")
         self._log_limiter = _LogLimiter()
         self.database_ok = True
         self.last_database_error: str | None = None
@@ -146,36 +147,28 @@ class Ingestor:
 
     def start(self) -> None:
         """Start the consumer task on the running loop."""
-        if self._task is not None:
-            raise RuntimeError("the ingestor is already started")
-        self._task = asyncio.create_task(self._run(), name="storegate-hub-ingest")
+        self._consumer.start()
 
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Finish the unit in progress (up to ``timeout`` seconds), then end the task."""
         self._stopping.set()
-        task = self._task
-        if task is None or task.done():
+        if not self._consumer.running:
             return
         if self._idle:  # waiting for a message: nothing in hand to finish
-            task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
+            self._consumer.cancel()
+        if not await self._consumer.wait(timeout):
             log.warning("ingest_stop_timeout", timeout_s=timeout)
-            task.cancel()
-            await asyncio.wait({task})
+            await self._consumer.stop()
 
     @property
     def failure(self) -> BaseException | None:
         """The exception that ended the consumer task, if it ended by one."""
-        task = self._task
-        if task is None or not task.done() or task.cancelled():
-            return None
-        return task.exception()
+        return self._consumer.failure
 
     @property
     def running(self) -> bool:
         """Whether the consumer task is alive."""
-        return self._task is not None and not self._task.done()
+        return self._consumer.running
 
     async def _run(self) -> None:
         messages = aiter(self._link.messages())

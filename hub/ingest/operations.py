@@ -15,7 +15,6 @@ the events are stored and acknowledged as usual.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -46,6 +45,7 @@ from hub.inventory.apply import (
 from hub.inventory.catalog_view import CatalogCache, CatalogSnapshot
 from hub.metrics import HubMetrics
 from storegate import wire
+from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +115,7 @@ class HubOperations:
         self._clock = clock
         self.metrics = metrics or HubMetrics()
         self._senders: list[Notifiable] = []
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = BackgroundTask(self._run, name="storegate-hub-rules-ticker")
         self.failures = 0
         self.ticks = 0
         self.last_tick_error: str | None = None
@@ -251,18 +251,15 @@ class HubOperations:
     @property
     def ticker_running(self) -> bool:
         """Whether the ticker task is alive."""
-        return self._task is not None and not self._task.done()
+        return self._ticker.running
 
     def start(self) -> None:
         """Start ticking on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="storegate-hub-rules-ticker")
+        self._ticker.start()
 
     async def stop(self) -> None:
         """Stop ticking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._ticker.stop()
 
     async def _run(self) -> None:
         while True:
