@@ -35,6 +35,7 @@ from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
+from hub.errors import HubError
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
 from hub.inventory import api as inventory_api
@@ -64,7 +65,7 @@ acknowledges them to the gateways, and tracks each gateway's presence and health
 """
 
 
-class HubStartupError(RuntimeError):
+class HubStartupError(HubError, RuntimeError):
     """The hub could not start: the database, its migrations, or the HTTP listener failed."""
 
 

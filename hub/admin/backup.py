@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.db.engine import create_engine, redacted, sqlite_path
 from hub.db.migrate import alembic_config, upgrade_to_head
+from hub.errors import HubError
 from storegate.configfile import ConfigError
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
@@ -63,7 +64,7 @@ _TOC_TABLE: Final = re.compile(r"^\d+; \d+ \d+ TABLE (?P<schema>\S+) (?P<name>\S
 DatabaseKind = Literal["sqlite", "postgresql"]
 
 
-class BackupError(Exception):
+class BackupError(HubError):
     """A backup or restore was refused or failed; the message says why in one line, without secrets."""
 
 

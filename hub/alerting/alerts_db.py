@@ -24,6 +24,7 @@ from hub.alerting.notices import NotificationEvent
 from hub.alerting.notifications import record_notification
 from hub.domain import alerts as lifecycle
 from hub.domain.alerts import Alert, AlertSignal, AlertStatus, DedupeKey, HistoryEntry, Severity, Subject
+from hub.errors import HubError
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +49,11 @@ _NOTICE_OF_ACTION: Final[Mapping[str, NotificationEvent]] = {
 }
 
 
-class AlertNotFoundError(LookupError):
+class AlertNotFoundError(HubError, LookupError):
     """No alert has that id."""
 
 
-class AlertChangedError(RuntimeError):
+class AlertChangedError(HubError, RuntimeError):
     """The alert changed between reading and writing it (a concurrent transition); the caller retries."""
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import ChainRule, StoreRuleOverride
 from hub.domain.rules import Rule, RuleSet, RuleSetError, StoreOverrides, apply_override, load_rule_set
+from hub.errors import HubError
 from storegate.wire import StoreId
 
 log = structlog.get_logger(__name__)
@@ -50,11 +51,11 @@ _TICK: Final = timedelta(microseconds=1)
 _STORE_ID: Final[TypeAdapter[str]] = TypeAdapter(StoreId)
 
 
-class RuleNotFoundError(LookupError):
+class RuleNotFoundError(HubError, LookupError):
     """No chain rule, or no store override, with that id; the message says which."""
 
 
-class RulesConflictError(RuntimeError):
+class RulesConflictError(HubError, RuntimeError):
     """The change cannot be applied as things stand (a concurrent write, an invalid chain rule); nothing was."""
 
 

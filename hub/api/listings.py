@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from hub.db.models import DataLossRecord, Gateway, GatewayStream, Store, StoredEvent
+from hub.errors import HubError
 
 Connectivity = Literal["online", "silent", "offline", "unknown"]
 
@@ -145,7 +146,7 @@ async def list_gateways(
 # --------------------------------------------------------------------------- events
 
 
-class CursorError(ValueError):
+class CursorError(HubError, ValueError):
     """A pagination cursor that this API did not hand out."""
 
 

@@ -15,6 +15,8 @@ from sqlalchemy import ColumnElement, case
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.errors import HubError
+
 InsertFactory = Callable[[Any], sqlite.Insert | postgresql.Insert]
 _INSERT_OF_DIALECT: Final[dict[str, InsertFactory]] = {
     "sqlite": sqlite.insert,
@@ -22,7 +24,7 @@ _INSERT_OF_DIALECT: Final[dict[str, InsertFactory]] = {
 }
 
 
-class UnsupportedDatabaseError(RuntimeError):
+class UnsupportedDatabaseError(HubError, RuntimeError):
     """A database for which the hub has no upsert statement."""
 
 

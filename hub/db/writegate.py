@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
+from hub.errors import HubError
+
 # The writers, as they are named in the gate's metric and in its errors.
 INGEST: Final = "ingest"
 API: Final = "api"
@@ -31,7 +33,7 @@ COMMANDS: Final = "commands"
 NOTIFICATIONS: Final = "notifications"
 
 
-class WriteGateTimeout(Exception):
+class WriteGateTimeout(HubError):
     """A writer did not get its turn within its time limit; it wrote nothing."""
 
 

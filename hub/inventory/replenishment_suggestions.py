@@ -44,6 +44,7 @@ from hub.domain.replenishment_policy import (
 # need the number itself, and computing it a second time here could drift from the reorder suggestions.
 from hub.domain.replenishment_policy import reorder_point as domain_reorder_point
 from hub.domain.store_hours import StoreHours
+from hub.errors import HubError
 from hub.inventory.models import LedgerRow, StockPolicy, StockPosition
 
 # Eight weeks: each weekday seen eight times, while a change of demand a month ago still shows.
@@ -58,11 +59,11 @@ EARTH_RADIUS_KM: Final = 6371.0088
 SALE: Final = MovementKind.SALE.value
 
 
-class UnknownStoreError(LookupError):
+class UnknownStoreError(HubError, LookupError):
     """No store profile has this id."""
 
 
-class UnknownSkuError(LookupError):
+class UnknownSkuError(HubError, LookupError):
     """The catalog has no SKU with this id."""
 
 
