@@ -1131,7 +1131,7 @@ def hub_child(config: Path, profile_out: Path | None, preload: Path | None) -> i
 BREAKDOWN_PARTS: Final = (
     ("store_batches: events, marks, stores", "hub.ingest.unit", "store_batches"),
     ("catalog snapshot", "hub.inventory.catalog_view", "CatalogCache.snapshot"),
-    ("rules refresh", "hub.alerting.service", "MonitoringEngine.refresh_rules"),
+    ("rules refresh", "hub.alerting.monitoring", "MonitoringEngine.refresh_rules"),
     ("place (pure; runs while the events are inserted)", "hub.ingest.operations", "place"),
     ("apply_placed: inventory (rules evaluated meanwhile)", "hub.ingest.operations", "apply_placed"),
     ("  unplaced_events insert", "hub.inventory.apply", "record_unplaced"),
@@ -1140,10 +1140,10 @@ BREAKDOWN_PARTS: Final = (
     ("      _recompute (movement out of order)", "hub.inventory.apply", "_recompute"),
     ("  _apply_levels: shelf levels", "hub.inventory.apply", "_apply_levels"),
     ("  _restock: tasks, print commands", "hub.inventory.apply", "_restock"),
-    ("MonitoringEngine.evaluate: rules", "hub.alerting.service", "MonitoringEngine.evaluate"),
+    ("MonitoringEngine.evaluate: rules", "hub.alerting.monitoring", "MonitoringEngine.evaluate"),
     ("  ShrinkTracker.observe", "hub.domain.ledger", "ShrinkTracker.observe"),
     ("  ShrinkTracker.observe_all", "hub.domain.ledger", "ShrinkTracker.observe_all"),
-    ("MonitoringEngine.write: alerts", "hub.alerting.service", "MonitoringEngine.write"),
+    ("MonitoringEngine.write: alerts", "hub.alerting.monitoring", "MonitoringEngine.write"),
 )
 
 

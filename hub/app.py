@@ -25,9 +25,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.alerting import alerts_api, rules_api, webhooks_api
+from hub.alerting.monitoring import MonitoringSettings
 from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
-from hub.alerting.service import MonitoringSettings
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher

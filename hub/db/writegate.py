@@ -12,7 +12,7 @@ waits for the unit in progress and not for the units after it.
 PostgreSQL locks rows, not the database: there the gate lets every writer through at once.
 
 Lock order, everywhere: a turn of the gate first, then the rules engine's unit lock
-(:meth:`hub.alerting.service.MonitoringEngine.unit`).
+(:meth:`hub.alerting.monitoring.MonitoringEngine.unit`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.alerting.alerts_db import AlertChangedError
-from hub.alerting.service import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
+from hub.alerting.monitoring import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.overlap import while_awaiting
