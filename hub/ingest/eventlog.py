@@ -33,7 +33,7 @@ from sqlalchemy import BigInteger, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hub.db.bulk import chunks, select_by_keys, sqlite_time
-from hub.db.dialect import UnsupportedDatabaseError, dialect_insert, later
+from hub.db.dialect import dialect_insert, later, of_dialect
 from hub.db.engine import json_text
 from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent, UtcDateTime
 from hub.db.overlap import while_awaiting
@@ -187,14 +187,6 @@ _WRITER_OF_DIALECT: Final[dict[str, _Writer]] = {
     "sqlite": _Writer(time=sqlite_time, insert=_insert_sqlite),
     "postgresql": _Writer(time=_postgres_time, insert=_insert_postgres),
 }
-
-
-def _writer(session: AsyncSession) -> _Writer:
-    dialect = session.get_bind().dialect.name
-    try:
-        return _WRITER_OF_DIALECT[dialect]
-    except KeyError:
-        raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}") from None
 
 
 async def _present_at_own_position(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
@@ -418,7 +410,7 @@ async def store_batches(
     database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
     (another writer got there first): ``stored_events`` says which were stored.
     """
-    writer = _writer(session)
+    writer = of_dialect(session, _WRITER_OF_DIALECT)
     outcome = EventsOutcome()
     if not items:
         return outcome
