@@ -1129,21 +1129,21 @@ def hub_child(config: Path, profile_out: Path | None, preload: Path | None) -> i
 # wrapper for the breakdown and put back after it; an attribute that no longer exists is left out. Parts done
 # while a statement runs (hub.db.overlap) are counted in both: place in store_batches, the rules in apply_placed.
 BREAKDOWN_PARTS: Final = (
-    ("store_batches: events, marks, stores", "hub.ingest", "store_batches"),
+    ("store_batches: events, marks, stores", "hub.ingest.unit", "store_batches"),
     ("catalog snapshot", "hub.inventory.catalog_view", "CatalogCache.snapshot"),
-    ("rules refresh", "hub.alerting.service", "MonitoringEngine.refresh_rules"),
-    ("place (pure; runs while the events are inserted)", "hub.operations", "place"),
-    ("apply_placed: inventory (rules evaluated meanwhile)", "hub.operations", "apply_placed"),
+    ("rules refresh", "hub.alerting.monitoring", "MonitoringEngine.refresh_rules"),
+    ("place (pure; runs while the events are inserted)", "hub.ingest.operations", "place"),
+    ("apply_placed: inventory (rules evaluated meanwhile)", "hub.ingest.operations", "apply_placed"),
     ("  unplaced_events insert", "hub.inventory.apply", "record_unplaced"),
     ("  apply_movements: ledger + positions", "hub.inventory.apply", "apply_movements"),
     ("    _update_positions", "hub.inventory.apply", "_update_positions"),
     ("      _recompute (movement out of order)", "hub.inventory.apply", "_recompute"),
     ("  _apply_levels: shelf levels", "hub.inventory.apply", "_apply_levels"),
     ("  _restock: tasks, print commands", "hub.inventory.apply", "_restock"),
-    ("MonitoringEngine.evaluate: rules", "hub.alerting.service", "MonitoringEngine.evaluate"),
+    ("MonitoringEngine.evaluate: rules", "hub.alerting.monitoring", "MonitoringEngine.evaluate"),
     ("  ShrinkTracker.observe", "hub.domain.ledger", "ShrinkTracker.observe"),
     ("  ShrinkTracker.observe_all", "hub.domain.ledger", "ShrinkTracker.observe_all"),
-    ("MonitoringEngine.write: alerts", "hub.alerting.service", "MonitoringEngine.write"),
+    ("MonitoringEngine.write: alerts", "hub.alerting.monitoring", "MonitoringEngine.write"),
 )
 
 
@@ -1212,11 +1212,12 @@ async def breakdown(url: str, workload: Workload) -> dict[str, Any]:
     """
     from sqlalchemy import event
 
-    from hub.alerting.rules_store import seed_default_rules
+    from hub.alerting.rules_db import seed_default_rules
     from hub.db.checkpoint import WalCheckpointer
     from hub.db.engine import create_engine, session_factory, sqlite_path
-    from hub.ingest import classify, store_messages, weight
-    from hub.operations import HubOperations
+    from hub.ingest.classify import classify, weight
+    from hub.ingest.operations import HubOperations
+    from hub.ingest.unit import store_messages
     from hub.settings import HubSettings
     from storegate import wire
     from storegate.logs import configure_logging

@@ -24,24 +24,24 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.alerting import api as alerts_api
-from hub.alerting import rules_api, webhooks_api
-from hub.alerting.notify import NotificationDispatcher
-from hub.alerting.rules_store import seed_default_rules
-from hub.alerting.service import MonitoringSettings
+from hub.alerting import alerts_api, rules_api, webhooks_api
+from hub.alerting.monitoring import MonitoringSettings
+from hub.alerting.notifications import NotificationDispatcher
+from hub.alerting.rules_db import seed_default_rules
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
-from hub.commands import CommandPublisher
+from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
-from hub.db.engine import create_engine, redacted, session_factory, sqlite_path
+from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
-from hub.ingest import Ingestor, describe_error, subscriptions
+from hub.errors import HubError
+from hub.ingest.consumer import Ingestor, subscriptions
+from hub.ingest.operations import HubOperations
 from hub.inventory import api as inventory_api
 from hub.inventory import replenishment_api
 from hub.inventory.apply import RestockSettings
 from hub.metrics import HubMetrics
-from hub.operations import HubOperations
 from hub.reports import api as reports
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings
@@ -65,7 +65,7 @@ acknowledges them to the gateways, and tracks each gateway's presence and health
 """
 
 
-class HubStartupError(RuntimeError):
+class HubStartupError(HubError, RuntimeError):
     """The hub could not start: the database, its migrations, or the HTTP listener failed."""
 
 

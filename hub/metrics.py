@@ -99,7 +99,7 @@ class HubMetrics:
             registry=r,
         )
         self._store_of_gateway: dict[str, str] = {}
-        # What the hub made of the events (hub/operations.py).
+        # What the hub made of the events (hub/ingest/operations.py).
         self.ledger_movements = Counter(
             "storegate_hub_ledger_movements", "stock movements written to the ledger", ["kind"], registry=r
         )

@@ -7,11 +7,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.commands import CommandPublisher
+from hub.commands.sender import CommandPublisher
 from hub.db.writegate import WriteGate
-from hub.ingest import Ingestor
+from hub.ingest.consumer import Ingestor
+from hub.ingest.operations import HubOperations
 from hub.metrics import HubMetrics
-from hub.operations import HubOperations
 from hub.settings import HubSettings
 from storegate.mqtt import MqttLink
 

@@ -136,7 +136,7 @@ def hub_backup(
 ) -> None:
     """Back up the hub's database while the hub runs: one consistent snapshot (see docs/backup.md)."""
     with installed("hub backup", "hub"):
-        from hub.backup import run_backup
+        from hub.admin.backup import run_backup
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_backup(config, overrides, path, overwrite=force))
@@ -152,7 +152,7 @@ def hub_restore(
 ) -> None:
     """Restore the hub's database from a backup and migrate it to this version; stop the hub first."""
     with installed("hub restore", "hub"):
-        from hub.backup import run_restore
+        from hub.admin.backup import run_restore
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_restore(config, overrides, path, force=force))

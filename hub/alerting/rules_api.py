@@ -17,9 +17,9 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, JsonValue
 
-from hub.alerting import rules_store
+from hub.alerting import rules_db
 from hub.alerting.models import ACTOR_LENGTH
-from hub.alerting.rules_store import (
+from hub.alerting.rules_db import (
     RuleNotFoundError,
     RulesConflictError,
     SkippedRule,
@@ -176,7 +176,7 @@ def _store_rule_out(view: StoreRulesView, rule_id: str) -> StoreRuleOut:
         rule_id=rule_id,
         source="overridden" if override is not None else "chain",
         in_force=rule.enabled,
-        definition=rules_store.rule_definition(rule),
+        definition=rules_db.rule_definition(rule),
         changes=override.changes if override is not None else None,
         updated_at=override.updated_at if override is not None else None,
         updated_by=override.updated_by if override is not None else None,
@@ -189,13 +189,13 @@ def _store_rule_out(view: StoreRulesView, rule_id: str) -> StoreRuleOut:
 @router.get("/rules", response_model=ChainRuleList, summary="The chain's rules")
 async def get_chain_rules(session: SessionDep) -> ChainRuleList:
     """Every chain rule by id, as stored; a stored rule that no longer validates says why."""
-    return ChainRuleList(items=[_chain_rule_out(s) for s in await rules_store.list_chain_rules(session)])
+    return ChainRuleList(items=[_chain_rule_out(s) for s in await rules_db.list_chain_rules(session)])
 
 
 @router.get("/rules/{rule_id}", response_model=ChainRuleOut, summary="One chain rule", responses=_ERRORS)
 async def get_chain_rule(session: SessionDep, rule_id: RuleIdPath) -> ChainRuleOut | JSONResponse:
     """One chain rule."""
-    stored = await rules_store.get_chain_rule(session, rule_id)
+    stored = await rules_db.get_chain_rule(session, rule_id)
     if stored is None:
         return _refuse(RuleNotFoundError(f"rule {rule_id!r}: the chain has no such rule"))
     return _chain_rule_out(stored)
@@ -219,7 +219,7 @@ async def put_chain_rule(
 ) -> ChainRulePutOut | JSONResponse:
     """Store a rule, validated as a whole; store overrides it leaves invalid are listed (and skipped)."""
     try:
-        change = await rules_store.put_chain_rule(session, rule_id, definition, actor=_actor(actor), now=now)
+        change = await rules_db.put_chain_rule(session, rule_id, definition, actor=_actor(actor), now=now)
     except (RuleSetError, RulesConflictError) as err:
         return _refuse(err)
     response.status_code = 201 if change.created else 200
@@ -237,7 +237,7 @@ async def delete_chain_rule(
 ) -> ChainRuleDeleteOut | JSONResponse:
     """Delete a rule and every store's override of it (a store cannot keep a rule the chain has not)."""
     try:
-        count = await rules_store.delete_chain_rule(session, rule_id, actor=_actor(actor))
+        count = await rules_db.delete_chain_rule(session, rule_id, actor=_actor(actor))
     except RuleNotFoundError as err:
         return _refuse(err)
     return ChainRuleDeleteOut(rule_id=rule_id, overrides_deleted=count)
@@ -250,10 +250,10 @@ async def delete_chain_rule(
 async def get_store_rules(session: SessionDep, store_id: StoreIdPath) -> StoreRuleList | JSONResponse:
     """Every chain rule as it stands in the store (disabled ones too), marked chain or overridden."""
     try:
-        rules_store.check_store_id(store_id)
+        rules_db.check_store_id(store_id)
     except RuleSetError as err:
         return _refuse(err)
-    view = await rules_store.load_store_rules(session, store_id)
+    view = await rules_db.load_store_rules(session, store_id)
     stored_changes = {rule_id: o.changes for rule_id, o in view.overrides.items()}
     return StoreRuleList(
         store_id=store_id,
@@ -286,7 +286,7 @@ async def put_store_rule(
 ) -> StoreRulePutOut | JSONResponse:
     """Set the store's override of a rule, validated merged into the chain's rule."""
     try:
-        change = await rules_store.put_store_override(session, store_id, rule_id, changes, actor=_actor(actor), now=now)
+        change = await rules_db.put_store_override(session, store_id, rule_id, changes, actor=_actor(actor), now=now)
     except (RuleSetError, RuleNotFoundError, RulesConflictError) as err:
         return _refuse(err)
     response.status_code = 201 if change.created else 200
@@ -295,7 +295,7 @@ async def put_store_rule(
         rule_id=rule_id,
         source="overridden",
         in_force=change.rule.enabled,
-        definition=rules_store.rule_definition(change.rule),
+        definition=rules_db.rule_definition(change.rule),
         changes=stored.changes,
         updated_at=stored.updated_at,
         updated_by=stored.updated_by,
@@ -314,10 +314,10 @@ async def delete_store_rule(
 ) -> StoreRuleOut | JSONResponse:
     """Remove the store's override; answers the rule as it now stands there (the chain's)."""
     try:
-        await rules_store.delete_store_override(session, store_id, rule_id, actor=_actor(actor))
+        await rules_db.delete_store_override(session, store_id, rule_id, actor=_actor(actor))
     except RuleNotFoundError as err:
         return _refuse(err)
-    view = await rules_store.load_store_rules(session, store_id)
+    view = await rules_db.load_store_rules(session, store_id)
     if rule_id not in view.rules.merged:  # the chain's own rule is invalid: it is not in force anywhere
         return _refuse(RulesConflictError(f"the override is deleted, but the chain's rule {rule_id!r} is invalid"))
     return _store_rule_out(view, rule_id)

@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import ACTOR_LENGTH, URL_LENGTH, NotificationRow, Webhook, WebhookDelivery
-from hub.alerting.notify import DeliveryStatus, NotificationEvent, invalidate_webhook_cache
+from hub.alerting.notices import NotificationEvent
+from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep
 from hub.api.schemas import ApiModel
 from storegate import wire

@@ -9,10 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from hub.api.deps import SessionDep
+from hub.api.listings import EventFilter, list_events
 from hub.api.params import aware, cursor_of, invalid
 from hub.api.schemas import EventOut, EventPageOut
 from hub.db.models import StoredEvent
-from hub.queries import EventFilter, list_events
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 

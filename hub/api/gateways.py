@@ -8,8 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from hub.api.deps import NowDep, SessionDep, SettingsDep
+from hub.api.listings import GatewayView, list_gateways
 from hub.api.schemas import GatewayList, GatewayOut
-from hub.queries import GatewayView, list_gateways
 from storegate import wire
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])

@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub.api.checks import check_consumer, check_database, check_mqtt, check_operations
 from hub.api.deps import RuntimeDep
 from hub.api.schemas import CheckOut, HealthOut
-from hub.checks import check_consumer, check_database, check_mqtt, check_operations
 from storegate import __version__
 
 router = APIRouter(tags=["operations"])

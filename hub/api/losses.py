@@ -9,10 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from hub.api.deps import SessionDep
+from hub.api.listings import LossFilter, list_losses
 from hub.api.params import aware, cursor_of
 from hub.api.schemas import DataLossOut, DataLossPageOut
 from hub.db.models import DataLossRecord
-from hub.queries import LossFilter, list_losses
 
 router = APIRouter(prefix="/api/v1/data-losses", tags=["data losses"])
 

@@ -7,10 +7,10 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from hub.api.checks import check_database, check_mqtt
+from hub.api.dashboard import EVENTS_PER_STORE, StoreBlock, render_dashboard
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
-from hub.checks import check_database, check_mqtt
-from hub.dashboard import EVENTS_PER_STORE, StoreBlock, render_dashboard
-from hub.queries import latest_events, list_gateways, list_stores, loss_summaries
+from hub.api.listings import latest_events, list_gateways, list_stores, loss_summaries
 from storegate import __version__
 
 router = APIRouter(tags=["dashboard"])

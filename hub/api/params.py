@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi.exceptions import RequestValidationError
 
-from hub.queries import Cursor, CursorError
+from hub.api.listings import Cursor, CursorError
 
 
 def invalid(parameter: str, message: str, value: object) -> RequestValidationError:

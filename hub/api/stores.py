@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from hub.api.deps import NowDep, SessionDep, SettingsDep
+from hub.api.listings import list_stores
 from hub.api.schemas import StoreList, StoreOut
-from hub.queries import list_stores
 
 router = APIRouter(prefix="/api/v1/stores", tags=["stores"])
 

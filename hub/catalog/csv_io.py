@@ -38,6 +38,7 @@ from hub.catalog.values import (
     normalise_gtin,
     parse_day,
 )
+from hub.errors import HubError
 from storegate.wire import DeviceId, StoreId
 
 # More errors than this are counted but not listed: a wrong file would otherwise answer megabytes.
@@ -195,7 +196,7 @@ class RowError:
         return f"{where}: {self.message}"
 
 
-class CsvRowsError(ValueError):
+class CsvRowsError(HubError, ValueError):
     """A CSV file with bad rows; ``errors`` lists them (at most MAX_LISTED_ERRORS), ``count`` counts all."""
 
     def __init__(self, errors: Sequence[RowError], *, count: int | None = None) -> None:

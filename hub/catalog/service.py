@@ -39,6 +39,7 @@ from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.catalog.values import WEEKDAYS, OpeningHours, format_day
 from hub.db.bulk import chunks, select_by_keys
 from hub.db.models import Base
+from hub.errors import HubError
 from hub.inventory.models import StockPolicy
 
 # Keys per IN (...) list: far below SQLite's and asyncpg's limits on bound parameters.
@@ -56,7 +57,7 @@ class ImportReport:
     unchanged: int
 
 
-class CatalogConflictError(RuntimeError):
+class CatalogConflictError(HubError, RuntimeError):
     """The database refused the import because something changed it meanwhile; nothing was applied."""
 
 

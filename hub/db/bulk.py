@@ -20,7 +20,7 @@ from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.storage import UnsupportedDatabaseError
+from hub.db.dialect import UnsupportedDatabaseError
 
 _ZERO: Final = timedelta(0)
 # PostgreSQL array types of the column kinds the hub writes in bulk.

@@ -19,6 +19,7 @@ from typing import Final
 import structlog
 
 from storegate.logs import worth_logging
+from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
@@ -36,20 +37,17 @@ class WalCheckpointer:
         self.interval_s = interval_s
         self.checkpoints = 0
         self.failures = 0
-        self._task: asyncio.Task[None] | None = None
+        self._checkpoints = BackgroundTask(self._run, name="storegate-hub-wal-checkpoints")
         self._lock = threading.Lock()  # one checkpoint at a time, even if a thread outlives a cancel
         self._conn: sqlite3.Connection | None = None
 
     def start(self) -> None:
         """Start checkpointing in the background."""
-        self._task = asyncio.create_task(self._run(), name="hub wal checkpointer")
+        self._checkpoints.start()
 
     async def stop(self) -> None:
         """Stop, run one last checkpoint so the WAL is small at rest, and close the connection."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._checkpoints.stop()
         await asyncio.to_thread(self._checkpoint_once, "TRUNCATE")
         with self._lock:
             if self._conn is not None:

@@ -1,4 +1,5 @@
-"""Creating the async engine for SQLite or PostgreSQL, and describing a database URL without its password."""
+"""Creating the async engine for SQLite or PostgreSQL; describing a database URL without its password, and a
+database error without its SQL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Final
 import pydantic_core
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -43,6 +45,14 @@ def redacted(database_url: str) -> str:
         return make_url(database_url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is not echoed at all: it may hold a secret
         return "<unparsable database URL>"
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line description of a database error, without SQL or bound parameters (they may hold payloads)."""
+    cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
+    line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    line = line[:300]
+    return f"{type(cause).__name__}: {line}" if line else type(cause).__name__
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntry, *, autocheckpoint: bool) -> None:

@@ -12,7 +12,7 @@ waits for the unit in progress and not for the units after it.
 PostgreSQL locks rows, not the database: there the gate lets every writer through at once.
 
 Lock order, everywhere: a turn of the gate first, then the rules engine's unit lock
-(:meth:`hub.alerting.service.MonitoringEngine.unit`).
+(:meth:`hub.alerting.monitoring.MonitoringEngine.unit`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
+from hub.errors import HubError
+
 # The writers, as they are named in the gate's metric and in its errors.
 INGEST: Final = "ingest"
 API: Final = "api"
@@ -31,7 +33,7 @@ COMMANDS: Final = "commands"
 NOTIFICATIONS: Final = "notifications"
 
 
-class WriteGateTimeout(Exception):
+class WriteGateTimeout(HubError):
     """A writer did not get its turn within its time limit; it wrote nothing."""
 
 

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Literal
 
+from hub.errors import HubError
+
 SYSTEM_ACTOR: Final = "system"
 
 
@@ -137,7 +139,7 @@ class Escalation:
     message: str
 
 
-class AlertTransitionError(ValueError):
+class AlertTransitionError(HubError, ValueError):
     """A transition the lifecycle does not allow (e.g. acknowledging a resolved alert)."""
 
 

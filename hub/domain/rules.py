@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from hub.domain.alerts import AlertSignal, Severity, Subject
 from hub.domain.excursions import Excursion, ExcursionState, Reading, ZoneRange, feed
 from hub.domain.store_hours import StoreHours, open_periods
+from hub.errors import HubError
 from storegate.wire import DeviceDetached, DoorChange, EnvironmentReading, EventKind, Quantity, ShelfChange
 
 RULE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -722,7 +723,7 @@ RuleId = Annotated[str, Field(pattern=RULE_ID_PATTERN)]
 # --------------------------------------------------------------------------- rule sets and overrides
 
 
-class RuleSetError(ValueError):
+class RuleSetError(HubError, ValueError):
     """A rule set or a store's overrides are invalid; the message names the rule and the field."""
 
 

@@ -34,12 +34,12 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.bulk import BulkColumn, bulk_write, chunks, select_by_keys
+from hub.db.dialect import dialect_insert
 from hub.db.models import OutgoingCommand
 from hub.domain import ledger
 from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
 from hub.inventory.catalog_view import CatalogSnapshot, SlotPlan
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPosition, UnplacedEvent
-from hub.storage import dialect_insert
 from storegate import wire
 from storegate.wire import EventKind
 

@@ -1,6 +1,6 @@
 """Reorder suggestions per store and transfer suggestions across the chain, as JSON or CSV.
 
-Numbers come from :mod:`hub.inventory.replenishment`; see ``docs/replenishment.md`` for how.
+Numbers come from :mod:`hub.inventory.replenishment_suggestions`; see ``docs/replenishment.md`` for how.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import Field
 from hub.api.deps import NowDep, SessionDep
 from hub.api.params import invalid
 from hub.api.schemas import ApiModel
-from hub.inventory.replenishment import (
+from hub.inventory.replenishment_suggestions import (
     DEFAULT_HISTORY_DAYS,
     DEFAULT_MAX_DISTANCE_KM,
     DEFAULT_OVERSTOCK_DAYS,

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import ExcursionRow
-from hub.alerting.rules_store import load_store_rules
+from hub.alerting.rules_db import load_store_rules
 from hub.catalog.models import StoreProfile
 from hub.db.models import Store, StoredEvent
 from hub.domain.excursions import DEFAULT_MAX_GAP_S, ZoneRange

@@ -47,6 +47,7 @@ from hub.domain.ledger import (
     ON_HAND_DELTA,  # the domain's one definition of what moves stock
     MovementKind,
 )
+from hub.errors import HubError
 from hub.inventory.models import LedgerRow, ShrinkRecord, StockPosition
 
 # Zone of a store without a profile; its rows say so (timezone_assumed).
@@ -70,7 +71,7 @@ DAYS_DIGITS: Final = 2
 SECONDS_DIGITS: Final = 3
 
 
-class ReportPeriodError(ValueError):
+class ReportPeriodError(HubError, ValueError):
     """A report's period is not acceptable; ``parameter`` names the query parameter at fault."""
 
     def __init__(self, parameter: str, message: str) -> None:

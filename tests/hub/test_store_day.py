@@ -48,8 +48,8 @@ from hub.settings import load_hub_settings
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
+from tests.hub.catalog.test_catalog_real_data import invoice_lines
 from tests.hub.conftest import PlainGateway
-from tests.hub.test_catalog_real_data import invoice_lines
 
 STORE = "store-0042"
 GATEWAY = "gw-till-1"

@@ -1,0 +1,1 @@
+"""Administration of the hub outside its running process: backup and restore of its database."""

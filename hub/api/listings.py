@@ -1,0 +1,317 @@
+"""The shared read queries of the API and the dashboard: stores, gateways and their connectivity, events and data
+losses, paged by cursor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from hub.db.models import DataLossRecord, Gateway, GatewayStream, Store, StoredEvent
+from hub.errors import HubError
+
+Connectivity = Literal["online", "silent", "offline", "unknown"]
+
+
+def connectivity(online: bool | None, last_seen_at: datetime, *, now: datetime, grace_s: float) -> Connectivity:
+    """A gateway's state: its own status, unless it said online and has been silent longer than the grace."""
+    if online is None:
+        return "unknown"
+    if not online:
+        return "offline"
+    return "online" if now - last_seen_at <= timedelta(seconds=grace_s) else "silent"
+
+
+# --------------------------------------------------------------------------- stores
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSummary:
+    """A store with counts of its gateways and events."""
+
+    store_id: str
+    first_seen: datetime
+    gateway_count: int
+    online_gateway_count: int
+    event_count: int
+    last_event_at: datetime | None
+    events_lost: int
+
+
+def _lost_by(column: Any) -> Any:
+    """A subquery of events recorded lost, summed by ``column`` of data_losses (labelled key, lost)."""
+    return select(column.label("key"), func.sum(DataLossRecord.count).label("lost")).group_by(column).subquery()
+
+
+async def list_stores(session: AsyncSession, *, now: datetime, grace_s: float) -> list[StoreSummary]:
+    """Every store, by id."""
+    cutoff = now - timedelta(seconds=grace_s)
+    online = case((and_(Gateway.online.is_(True), Gateway.last_seen_at >= cutoff), 1), else_=0)
+    counts = (
+        select(
+            Gateway.store_id.label("store_id"),
+            func.count().label("gateways"),
+            func.coalesce(func.sum(online), 0).label("online"),
+        )
+        .group_by(Gateway.store_id)
+        .subquery()
+    )
+    lost = _lost_by(DataLossRecord.store_id)
+    rows = await session.execute(
+        select(
+            Store,
+            func.coalesce(counts.c.gateways, 0),
+            func.coalesce(counts.c.online, 0),
+            func.coalesce(lost.c.lost, 0),
+        )
+        .outerjoin(counts, counts.c.store_id == Store.store_id)
+        .outerjoin(lost, lost.c.key == Store.store_id)
+        .order_by(Store.store_id)
+    )
+    return [
+        StoreSummary(
+            store_id=store.store_id,
+            first_seen=store.first_seen,
+            gateway_count=int(gateways),
+            online_gateway_count=int(online_count),
+            event_count=store.event_count,
+            last_event_at=store.last_event_at,
+            events_lost=int(events_lost),
+        )
+        for store, gateways, online_count, events_lost in rows
+    ]
+
+
+# --------------------------------------------------------------------------- gateways
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayView:
+    """A gateway with its derived connectivity and the mark of its newest stream."""
+
+    gateway: Gateway
+    connectivity: Connectivity
+    stream: str | None
+    through_seq: int | None
+    events_lost: int = 0
+
+
+async def list_gateways(
+    session: AsyncSession, *, now: datetime, grace_s: float, store_id: str | None = None
+) -> list[GatewayView]:
+    """Gateways (of one store, or all), by store and id."""
+    stmt = select(Gateway).order_by(Gateway.store_id, Gateway.gateway_id)
+    if store_id is not None:
+        stmt = stmt.where(Gateway.store_id == store_id)
+    gateways = (await session.scalars(stmt)).all()
+    if not gateways:
+        return []
+    streams = await session.scalars(
+        select(GatewayStream)
+        .where(GatewayStream.gateway_id.in_([g.gateway_id for g in gateways]))
+        .order_by(GatewayStream.updated_at)
+    )
+    # Ordered by updated_at, so the last one written per gateway wins: its current stream.
+    newest = {s.gateway_id: s for s in streams}
+    lost = _lost_by(DataLossRecord.gateway_id)
+    lost_of = {
+        key: int(count)
+        for key, count in await session.execute(
+            select(lost.c.key, lost.c.lost).where(lost.c.key.in_([g.gateway_id for g in gateways]))
+        )
+    }
+    views = []
+    for gateway in gateways:
+        stream = newest.get(gateway.gateway_id)
+        views.append(
+            GatewayView(
+                gateway=gateway,
+                connectivity=connectivity(gateway.online, gateway.last_seen_at, now=now, grace_s=grace_s),
+                stream=stream.stream if stream else None,
+                through_seq=stream.through_seq if stream else None,
+                events_lost=lost_of.get(gateway.gateway_id, 0),
+            )
+        )
+    return views
+
+
+# --------------------------------------------------------------------------- events
+
+
+class CursorError(HubError, ValueError):
+    """A pagination cursor that this API did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Position after the last event of a page: events sort by (device time, id), newest first."""
+
+    ts: datetime
+    id: int
+
+    def encode(self) -> str:
+        """The opaque string handed to clients."""
+        raw = json.dumps([self.ts.isoformat(), self.id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        """Parse a string from :meth:`encode`, or raise CursorError."""
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            ts_text, event_id = json.loads(raw)
+            ts = datetime.fromisoformat(ts_text)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)") from None
+        if not isinstance(event_id, int) or isinstance(event_id, bool) or ts.tzinfo is None:
+            raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)")
+        return cls(ts, event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to list; ``since`` is inclusive, ``until`` exclusive, both on the device's timestamp."""
+
+    store_id: str | None = None
+    gateway_id: str | None = None
+    device_id: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions of this filter."""
+        conditions: list[ColumnElement[bool]] = []
+        equal: Sequence[tuple[Any, str | None]] = (
+            (StoredEvent.store_id, self.store_id),
+            (StoredEvent.gateway_id, self.gateway_id),
+            (StoredEvent.device_id, self.device_id),
+            (StoredEvent.kind, self.kind),
+        )
+        conditions += [column == value for column, value in equal if value is not None]
+        if self.since is not None:
+            conditions.append(StoredEvent.device_ts >= self.since)
+        if self.until is not None:
+            conditions.append(StoredEvent.device_ts < self.until)
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of events and the cursor of the next page (None on the last)."""
+
+    items: list[StoredEvent]
+    next_cursor: str | None
+
+
+async def list_events(
+    session: AsyncSession, event_filter: EventFilter, *, limit: int, cursor: Cursor | None = None
+) -> EventPage:
+    """Events matching the filter, newest first, ``limit`` at a time (keyset pagination)."""
+    stmt = select(StoredEvent).where(*event_filter.conditions())
+    if cursor is not None:
+        stmt = stmt.where(
+            or_(
+                StoredEvent.device_ts < cursor.ts,
+                and_(StoredEvent.device_ts == cursor.ts, StoredEvent.id < cursor.id),
+            )
+        )
+    stmt = stmt.order_by(StoredEvent.device_ts.desc(), StoredEvent.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(stmt))
+    if len(rows) <= limit:
+        return EventPage(rows, None)
+    last = rows[limit - 1]
+    return EventPage(rows[:limit], Cursor(last.device_ts, last.id).encode())
+
+
+async def latest_events(session: AsyncSession, store_id: str, *, limit: int) -> list[StoredEvent]:
+    """The newest ``limit`` events of one store."""
+    page = await list_events(session, EventFilter(store_id=store_id), limit=limit)
+    return page.items
+
+
+# --------------------------------------------------------------------------- data losses
+
+
+@dataclass(frozen=True, slots=True)
+class LossFilter:
+    """Which loss records to list; ``since`` is inclusive, on the time the gateway reported the loss."""
+
+    store_id: str | None = None
+    gateway_id: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions of this filter."""
+        conditions: list[ColumnElement[bool]] = []
+        equal: Sequence[tuple[Any, str | None]] = (
+            (DataLossRecord.store_id, self.store_id),
+            (DataLossRecord.gateway_id, self.gateway_id),
+            (DataLossRecord.reason, self.reason),
+        )
+        conditions += [column == value for column, value in equal if value is not None]
+        if self.since is not None:
+            conditions.append(DataLossRecord.reported_at >= self.since)
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class LossPage:
+    """One page of loss records and the cursor of the next page (None on the last)."""
+
+    items: list[DataLossRecord]
+    next_cursor: str | None
+
+
+async def list_losses(
+    session: AsyncSession, loss_filter: LossFilter, *, limit: int, cursor: Cursor | None = None
+) -> LossPage:
+    """Loss records matching the filter, newest report first, ``limit`` at a time (keyset pagination)."""
+    stmt = select(DataLossRecord).where(*loss_filter.conditions())
+    if cursor is not None:
+        stmt = stmt.where(
+            or_(
+                DataLossRecord.reported_at < cursor.ts,
+                and_(DataLossRecord.reported_at == cursor.ts, DataLossRecord.id < cursor.id),
+            )
+        )
+    stmt = stmt.order_by(DataLossRecord.reported_at.desc(), DataLossRecord.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(stmt))
+    if len(rows) <= limit:
+        return LossPage(rows, None)
+    last = rows[limit - 1]
+    return LossPage(rows[:limit], Cursor(last.reported_at, last.id).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class LossSummary:
+    """Events one gateway lost for one reason, for the dashboard."""
+
+    gateway_id: str
+    reason: str
+    count: int
+    last_reported_at: datetime
+
+
+async def loss_summaries(session: AsyncSession, store_id: str) -> list[LossSummary]:
+    """A store's recorded losses summed per gateway and reason, the most recent first."""
+    last = func.max(DataLossRecord.reported_at)
+    rows = await session.execute(
+        select(DataLossRecord.gateway_id, DataLossRecord.reason, func.sum(DataLossRecord.count), last)
+        .where(DataLossRecord.store_id == store_id)
+        .group_by(DataLossRecord.gateway_id, DataLossRecord.reason)
+        .order_by(last.desc(), DataLossRecord.gateway_id)
+    )
+    return [
+        LossSummary(gateway_id=gateway_id, reason=reason, count=int(count), last_reported_at=last_reported_at)
+        for gateway_id, reason, count, last_reported_at in rows
+    ]

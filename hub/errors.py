@@ -1,0 +1,32 @@
+"""The one base of every exception the hub defines, and their tree.
+
+Each exception lives beside the code that raises it and derives from :class:`HubError` and from the
+builtin it has always derived from, so ``except HubError`` catches whatever the hub raises on purpose
+while ``except LookupError`` and the like keep their meaning::
+
+    HubError
+    ├── HubStartupError(RuntimeError)          hub.app                                   the hub could not start
+    ├── BackupError                            hub.admin.backup                          a backup or restore failed
+    ├── CursorError(ValueError)                hub.api.listings                          a cursor not handed out here
+    ├── UnsupportedDatabaseError(RuntimeError) hub.db.dialect                            neither SQLite nor PostgreSQL
+    ├── WriteGateTimeout                       hub.db.writegate                          no turn to write in time
+    ├── AlertTransitionError(ValueError)       hub.domain.alerts                         a transition not allowed
+    ├── RuleSetError(ValueError)               hub.domain.rules                          invalid rules or overrides
+    ├── AlertNotFoundError(LookupError)        hub.alerting.alerts_db                    no alert with that id
+    ├── AlertChangedError(RuntimeError)        hub.alerting.alerts_db                    changed while being written
+    ├── RuleNotFoundError(LookupError)         hub.alerting.rules_db                     no such rule or override
+    ├── RulesConflictError(RuntimeError)       hub.alerting.rules_db                     a rules change cannot apply
+    ├── CsvRowsError(ValueError)               hub.catalog.csv_io                        a CSV file with bad rows
+    ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
+    ├── UnknownStoreError(LookupError)         hub.inventory.replenishment_suggestions   no store profile with that id
+    ├── UnknownSkuError(LookupError)           hub.inventory.replenishment_suggestions   no SKU with that id
+    └── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
+
+This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Base of every exception the hub defines."""

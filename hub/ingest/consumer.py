@@ -1,0 +1,427 @@
+"""The hub's MQTT consumer: gateways' events, status and health into the database, then acknowledgements.
+
+Three layers, so each can be tested alone:
+
+* :func:`~hub.ingest.classify.classify` is pure: one MQTT message in, a decoded message or a
+  :class:`~hub.ingest.rejections.Rejection` out.
+* :func:`~hub.ingest.unit.store_messages` writes a list of classified messages inside the caller's
+  transaction and computes the Acks; it never commits and never touches MQTT.
+* :class:`Ingestor` (here) drains the MQTT queue into units of work, commits each unit, and
+  only after the commit publishes the Acks. Nothing is acknowledged that is not stored.
+  While a unit is being stored it decodes the messages already waiting behind it.
+
+A bad message never stops the consumer: it is counted in
+``storegate_hub_rejected_messages_total{reason}``, logged with its topic and reason,
+kept (its first 2 KB) in ``rejected_messages``, and the next message is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.db import writegate
+from hub.db.engine import describe_error, ping, session_factory
+from hub.db.writegate import NO_TURNS, WriteGate
+from hub.ingest.classify import (
+    CHANNEL_OF,
+    CONSUMED_CHANNELS,
+    BatchMessage,
+    Classified,
+    Cleared,
+    HealthMessage,
+    StatusMessage,
+    classify,
+    weight,
+)
+from hub.ingest.eventlog import LossRecord
+from hub.ingest.operations import HubOperations
+from hub.ingest.rejections import Rejection
+from hub.ingest.seqs import describe
+from hub.ingest.unit import UnitResult, store_messages
+from hub.metrics import HubMetrics
+from storegate import wire
+from storegate.mqtt import QUEUED_RCS, Incoming
+from storegate.tasks import BackgroundTask
+
+log = structlog.get_logger(__name__)
+
+# Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
+MAX_REFUSALS: Final = 3
+
+
+def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
+    """The hub's subscriptions at QoS 1, as shared subscriptions when a group is given."""
+    prefix = f"$share/{shared_group}/" if shared_group else ""
+    return [(prefix + wire.subscription(channel), 1) for channel in CONSUMED_CHANNELS]
+
+
+class MessageLink(Protocol):
+    """What the consumer needs of an MQTT connection (:class:`storegate.mqtt.MqttLink` has it)."""
+
+    def messages(self) -> AsyncIterator[Incoming]:
+        """Incoming messages, forever."""
+        ...
+
+    def get_nowait(self) -> Incoming | None:
+        """One waiting message, or None."""
+        ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Any:
+        """Queue a message for sending."""
+        ...
+
+
+class _LogLimiter:
+    """At most ``limit`` log lines per key and window; the number left out is reported with the next one."""
+
+    def __init__(self, *, limit: int = 20, window_s: float = 60.0) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._state: dict[str, tuple[float, int, int]] = {}  # key -> (window start, logged, suppressed)
+
+    def admit(self, key: str) -> tuple[bool, int]:
+        """Whether to log now, and how many lines of this key were left out before."""
+        now = time.monotonic()
+        start, logged, suppressed = self._state.get(key, (now, 0, 0))
+        if now - start >= self._window_s:
+            start, logged = now, 0
+        if logged < self._limit:
+            self._state[key] = (start, logged + 1, 0)
+            return True, suppressed
+        self._state[key] = (start, logged, suppressed + 1)
+        return False, 0
+
+
+class Ingestor:
+    """Consumes gateway messages from ``link`` into the database and acknowledges stored events.
+
+    ``start`` launches the consumer task, ``stop`` ends it after the unit in progress.
+    While the database is unreachable the consumer holds its unit, retries with backoff
+    and takes no further messages, so the bounded MQTT queue and the broker's persistent
+    session hold the rest; nothing is acknowledged until it is committed.
+    """
+
+    def __init__(
+        self,
+        *,
+        link: MessageLink,
+        engine: AsyncEngine,
+        metrics: HubMetrics,
+        max_events_per_transaction: int = 5000,
+        rejected_keep: int = 10_000,
+        retry_max_s: float = 10.0,
+        clock: Callable[[], datetime] = wire.utc_now,
+        operations: HubOperations | None = None,
+        write_gate: WriteGate | None = None,
+    ) -> None:
+        self._link = link
+        self._operations = operations
+        # One gate for every writer of the process: the operations' when there are operations.
+        if write_gate is None:
+            write_gate = operations.write_gate if operations is not None else NO_TURNS
+        self._gate = write_gate
+        self._engine = engine
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self.metrics = metrics
+        self._max_events = max_events_per_transaction
+        self._rejected_keep = rejected_keep
+        self._retry_max_s = retry_max_s
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._idle = False
+        self._consumer = BackgroundTask(self._run, name="storegate-hub-ingest")
+        self._log_limiter = _LogLimiter()
+        self.database_ok = True
+        self.last_database_error: str | None = None
+        self.units_committed = 0
+        self.metrics.database_up.set(1)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the consumer task on the running loop."""
+        self._consumer.start()
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Finish the unit in progress (up to ``timeout`` seconds), then end the task."""
+        self._stopping.set()
+        if not self._consumer.running:
+            return
+        if self._idle:  # waiting for a message: nothing in hand to finish
+            self._consumer.cancel()
+        if not await self._consumer.wait(timeout):
+            log.warning("ingest_stop_timeout", timeout_s=timeout)
+            await self._consumer.stop()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that ended the consumer task, if it ended by one."""
+        return self._consumer.failure
+
+    @property
+    def running(self) -> bool:
+        """Whether the consumer task is alive."""
+        return self._consumer.running
+
+    async def _run(self) -> None:
+        messages = aiter(self._link.messages())
+        ahead: list[Classified] = []
+        while not self._stopping.is_set():
+            if not ahead:
+                self._idle = True
+                try:
+                    first = await anext(messages)
+                finally:
+                    self._idle = False
+                ahead = [classify(first, received_at=self._clock())]
+            items = self._drain(ahead)
+            unit = asyncio.ensure_future(self._handle(items))
+            # Decode what is waiting while the unit is stored: PostgreSQL works meanwhile in its own process.
+            # (SQLite's thread needs the GIL back for every row it binds, so there it overlaps little.)
+            try:
+                ahead = await self._classify_while(unit)
+                await unit
+            except asyncio.CancelledError:
+                unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
+                raise
+            except Exception:  # a bug must not end ingestion for every store; nothing of this unit is acked
+                log.exception("ingest_unit_failed", messages=len(items))
+
+    def _drain(self, items: list[Classified]) -> list[Classified]:
+        """``items`` and the messages waiting behind them, up to the events budget, classified."""
+        received_at = self._clock()
+        budget = self._max_events - sum(weight(item) for item in items)
+        while budget > 0:
+            incoming = self._link.get_nowait()
+            if incoming is None:
+                break
+            items.append(classify(incoming, received_at=received_at))
+            budget -= weight(items[-1])
+        return items
+
+    async def _classify_while(self, unit: asyncio.Future[UnitResult]) -> list[Classified]:
+        """Messages already waiting, classified while ``unit`` is in progress (at most one unit's budget).
+
+        Only what is already queued is taken: a message that has not arrived is not waited for, so
+        nothing is delayed. Classified messages not yet stored are not acknowledged either: if the
+        hub stops, the gateways send them again.
+        """
+        ahead: list[Classified] = []
+        budget = self._max_events
+        while budget > 0 and not unit.done():
+            incoming = self._link.get_nowait()
+            if incoming is None:
+                break
+            ahead.append(classify(incoming, received_at=self._clock()))
+            budget -= weight(ahead[-1])
+            await asyncio.sleep(0)  # let the unit's database replies through between messages
+        return ahead
+
+    async def process(self, incoming: Sequence[Incoming]) -> UnitResult:
+        """Classify, store and acknowledge ``incoming`` as one unit (the consumer task does this per drain)."""
+        received_at = self._clock()
+        return await self._handle([classify(message, received_at=received_at) for message in incoming])
+
+    # ------------------------------------------------------------------ one unit
+
+    async def _handle(self, items: list[Classified]) -> UnitResult:
+        for item in items:
+            if isinstance(item, Rejection):
+                self._note_rejection(item)
+            elif isinstance(item, Cleared):
+                log.info("retained_message_cleared", topic=item.topic)
+            else:
+                self.metrics.messages_received.labels(channel=CHANNEL_OF[type(item)].value).inc()
+        result = await self._store_resilient(items)
+        self._after_commit(result)
+        return result
+
+    async def _commit(self, items: Sequence[Classified]) -> UnitResult:
+        async with self._gate.turn(writegate.INGEST):  # the wait for it is measured by the gate, not here
+            started = time.perf_counter()
+            operations = self._operations
+            if operations is None:
+                async with self._sessions() as session, session.begin():
+                    result = await store_messages(session, items, now=self._clock(), rejected_keep=self._rejected_keep)
+            else:
+                async with operations.unit():
+                    async with self._sessions() as session, session.begin():
+                        result = await store_messages(
+                            session, items, now=self._clock(), rejected_keep=self._rejected_keep, operations=operations
+                        )
+                    for outcome in result.operations:
+                        operations.committed(outcome)
+            self.metrics.batch_commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_events.observe(result.stored + result.duplicates)
+        self.units_committed += 1
+        return result
+
+    async def _store_resilient(self, items: Sequence[Classified]) -> UnitResult:
+        """Commit ``items``; wait out a database outage; isolate and reject an item the database refuses."""
+        backoff = 0.5
+        refusals = 0
+        while True:
+            try:
+                result = await self._commit(items)
+            except Exception as err:  # drivers raise more than SQLAlchemyError (OverflowError, OSError, ...)
+                self.metrics.commit_failures.inc()
+                if not await self._database_reachable():
+                    self._database_down(err)
+                    if await self._stopped_within(backoff):
+                        log.warning("ingest_unit_abandoned", messages=len(items), why="stopping during outage")
+                        return UnitResult()
+                    backoff = min(backoff * 2, self._retry_max_s)
+                    continue
+                self._database_up()
+                if len(items) == 1:
+                    refusals += 1
+                    # A lock timeout or a serialisation failure passes on a second try; a bad value does not.
+                    if refusals < MAX_REFUSALS:
+                        continue
+                    return await self._reject_unstorable(items[0], err)
+                # One item broke the transaction; store the others one by one and reject that one.
+                log.warning("ingest_unit_isolating", messages=len(items), error=describe_error(err))
+                merged = UnitResult()
+                for item in items:
+                    merged.extend(await self._store_resilient([item]))
+                return merged
+            self._database_up()
+            return result
+
+    async def _reject_unstorable(self, item: Classified, err: BaseException) -> UnitResult:
+        detail = f"the database refused it: {describe_error(err)}"
+        match item:
+            case BatchMessage(batch=message, received_at=received_at):
+                topic = wire.topic(message.store_id, message.gateway_id, wire.Channel.EVENTS)
+            case StatusMessage(status=message, received_at=received_at):
+                topic = wire.topic(message.store_id, message.gateway_id, wire.Channel.STATUS)
+            case HealthMessage(health=message, received_at=received_at):
+                topic = wire.topic(message.store_id, message.gateway_id, wire.Channel.HEALTH)
+            case _:
+                log.error("rejection_not_recorded", error=describe_error(err))
+                return UnitResult()
+        rejection = Rejection(topic, "storage_error", detail, wire.encode(message), received_at)
+        self._note_rejection(rejection)
+        return await self._store_resilient([rejection])
+
+    async def _database_reachable(self) -> bool:
+        try:
+            await asyncio.wait_for(ping(self._engine), timeout=5.0)
+        except Exception:  # any failure to run SELECT 1 means the database is not there for us
+            return False
+        return True
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _database_down(self, err: BaseException) -> None:
+        self.last_database_error = describe_error(err)
+        self.metrics.database_up.set(0)
+        if self.database_ok:  # log the transition, not every retry
+            log.error("database_unavailable", error=self.last_database_error, action="holding messages, retrying")
+        self.database_ok = False
+
+    def _database_up(self) -> None:
+        if not self.database_ok:
+            log.info("database_available_again")
+        self.database_ok = True
+        self.last_database_error = None
+        self.metrics.database_up.set(1)
+
+    # ------------------------------------------------------------------ after the commit
+
+    def _note_rejection(self, rejection: Rejection) -> None:
+        self.metrics.rejected_messages.labels(reason=rejection.reason).inc()
+        admitted, left_out = self._log_limiter.admit(rejection.reason)
+        if admitted:
+            log.warning(
+                "message_rejected",
+                topic=rejection.topic,
+                reason=rejection.reason,
+                detail=rejection.detail,
+                payload_bytes=len(rejection.payload),
+                **({"not_logged_before": left_out} if left_out else {}),
+            )
+
+    def _after_commit(self, result: UnitResult) -> None:
+        self.metrics.events_stored.inc(result.stored)
+        self.metrics.events_duplicate.inc(result.duplicates)
+        for rejection in result.rejections:
+            self._note_rejection(rejection)
+        for transition in result.transitions:
+            state = "online" if transition.online else "offline"
+            self.metrics.status_transitions.labels(state=state).inc()
+            log.info(
+                "gateway_presence_changed",
+                state=state,
+                store_id=transition.store_id,
+                gateway_id=transition.gateway_id,
+                reason=transition.reason,
+            )
+        for gateway_id, old_store, new_store in result.moves:
+            log.warning("gateway_moved", gateway_id=gateway_id, from_store=old_store, to_store=new_store)
+        for loss in result.losses:
+            self._note_loss(loss)
+        for health in result.healths:
+            self.metrics.observe_gateway_health(health)
+        for ack in result.acks:
+            self._publish_ack(ack)
+
+    def _note_loss(self, loss: LossRecord) -> None:
+        if loss.ignored:
+            log.warning(
+                "loss_report_beyond_itself",
+                store_id=loss.store_id,
+                gateway_id=loss.gateway_id,
+                stream=loss.stream,
+                ignored=describe(loss.ignored),
+                event_id=loss.event_id,
+                why="a gateway can only have lost events it recorded before the report",
+            )
+        if loss.count:
+            self.metrics.events_lost.labels(reason=loss.reason).inc(loss.count)
+            log.warning(
+                "events_lost",
+                store_id=loss.store_id,
+                gateway_id=loss.gateway_id,
+                stream=loss.stream,
+                ranges=describe(loss.recorded),
+                count=loss.count,
+                reason=loss.reason,
+                detail=loss.detail,
+                event_id=loss.event_id,
+            )
+        else:  # a repeated report (another loss event of the same seqs), or seqs the hub holds after all
+            log.info(
+                "loss_already_accounted",
+                store_id=loss.store_id,
+                gateway_id=loss.gateway_id,
+                stream=loss.stream,
+                ranges=describe(loss.reported),
+                reason=loss.reason,
+                event_id=loss.event_id,
+            )
+
+    def _publish_ack(self, ack: wire.Ack) -> None:
+        topic = wire.topic(ack.store_id, ack.gateway_id, wire.Channel.ACK)
+        try:
+            info = self._link.publish(topic, wire.encode(ack), qos=1)
+        except (ValueError, RuntimeError, OSError) as err:  # the agent resends and gets the Ack again then
+            log.warning("ack_not_sent", topic=topic, error=str(err))
+            return
+        rc = getattr(info, "rc", 0)
+        if rc not in QUEUED_RCS:
+            log.warning("ack_not_sent", topic=topic, error=f"MQTT client refused it (code {rc})")
+            return
+        self.metrics.acks_sent.inc()

@@ -1,0 +1,705 @@
+"""Writing gateways' events: idempotent inserts, data loss records, and each stream's mark and gaps.
+
+One call stores every batch of a unit of work inside the caller's transaction:
+
+1. stores and gateways are touched once per gateway of the unit (again where a gateway's store
+   changes between its batches), in a few statements for the whole unit;
+2. the marks of the unit's streams are read in one query; a batch above a stream's
+   ``max_seq`` cannot hold a stored position, so fresh events are not looked up at all;
+3. the new events go to the database in one statement per unit (``executemany`` on SQLite,
+   ``unnest`` of column arrays on PostgreSQL), with values prepared here rather than by
+   SQLAlchemy's per-value type processing: this path runs for every event;
+4. the stores' event counts move by what was stored, in one statement per unit;
+5. ``outbox.loss`` events that were stored now become ``data_losses`` rows;
+6. each stream's mark moves over what is stored or recorded lost. While nothing is held
+   above the mark (``max_seq == through_seq``), the new mark and the gaps follow from the
+   unit's own seqs in memory; otherwise the stored seqs above the mark are walked. The marks
+   that moved are written in one statement per unit.
+
+Bookkeeping statements are ``executemany`` with bound parameters, so their number does not grow
+with the gateways, stores or streams of a unit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+from sqlalchemy import BigInteger, bindparam, case, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from hub.db.bulk import chunks, select_by_keys, sqlite_time
+from hub.db.dialect import dialect_insert, later, of_dialect
+from hub.db.engine import json_text
+from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent, UtcDateTime
+from hub.db.overlap import while_awaiting
+from hub.ingest.presence import GatewayTouch, touch_gateways
+from hub.ingest.rejections import Rejection, clean_text
+from hub.ingest.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
+from storegate import wire
+from storegate.wire import EventKind
+
+# Stored seqs read per query while walking a stream above its mark.
+CONTIGUITY_CHUNK: Final = 5000
+# How far past the first gap the walk looks for more gaps; the Ack lists the lowest ones found.
+GAP_SCAN_SEQS: Final = 20_000
+# The wire contract's limit of DataLoss.detail.
+LOSS_DETAIL_CHARS: Final = 500
+# Ranges or ids per query of the rare look-ups (conflicts, losses), well below every driver's limit.
+LOOKUP_CHUNK: Final = 500
+
+StreamKey = tuple[str, str]  # (gateway_id, stream as text)
+Position = tuple[str, str, int]  # (gateway_id, stream, seq)
+
+# The one statement per unit that writes events, per database. Values are bound positionally in the
+# order of EVENT_COLUMNS; PostgreSQL takes one array per column, which asyncpg encodes in binary.
+EVENT_COLUMNS: Final = (
+    "event_id",
+    "store_id",
+    "gateway_id",
+    "stream",
+    "seq",
+    "device_id",
+    "kind",
+    "device_ts",
+    "received_at",
+    "payload",
+)
+_SQLITE_INSERT: Final = (
+    "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_POSTGRES_INSERT: Final = (
+    "WITH inserted AS ("
+    "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload)"
+    " SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bigint[], $6::varchar[],"
+    " $7::varchar[], $8::timestamptz[], $9::timestamptz[], $10::json[])"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+    ") SELECT count(*), array_agg(event_id) FROM inserted"
+)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(slots=True)
+class StreamCounts:
+    """Events of one stream in one batch: newly stored and already held."""
+
+    stream: UUID
+    stored: int = 0
+    duplicates: int = 0
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What storing one batch did."""
+
+    store_id: str
+    gateway_id: str
+    streams: dict[UUID, StreamCounts] = field(default_factory=dict)
+    moved_from: str | None = None
+
+    @property
+    def stored(self) -> int:
+        """Events of the batch stored now."""
+        return sum(c.stored for c in self.streams.values())
+
+    @property
+    def duplicates(self) -> int:
+        """Events of the batch that were already stored."""
+        return sum(c.duplicates for c in self.streams.values())
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMark:
+    """A stream after the unit: accounted for through ``through``; ``gaps`` missing above it, lowest first."""
+
+    through: int
+    gaps: list[Range]
+
+
+@dataclass(frozen=True, slots=True)
+class LossRecord:
+    """What one newly stored ``outbox.loss`` event added to ``data_losses``."""
+
+    store_id: str
+    gateway_id: str
+    stream: str
+    event_id: str
+    reason: str
+    detail: str
+    reported: list[Range]
+    recorded: list[Range] = field(default_factory=list)
+    # Reported seqs at or above the loss event's own seq: a gateway's error, not taken into account.
+    ignored: list[Range] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Events newly recorded as lost (the report less what was held or recorded before)."""
+        return size(self.recorded)
+
+
+@dataclass(slots=True)
+class EventsOutcome:
+    """What storing the batches of one unit did."""
+
+    batches: list[BatchOutcome] = field(default_factory=list)
+    marks: dict[tuple[str, UUID], StreamMark] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    losses: list[LossRecord] = field(default_factory=list)
+    # Events stored for the first time by this unit (not duplicates): what inventory and rules apply.
+    stored_events: list[wire.Event] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- values per database
+
+
+def _postgres_time(value: datetime) -> datetime:
+    return value
+
+
+async def _insert_sqlite(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str] | None:
+    result = await connection.exec_driver_sql(_SQLITE_INSERT, rows)
+    # The write lock is held from here to the commit, so a short count means conflicts: they are looked up.
+    return None if result.rowcount == len(rows) else await _present_at_own_position(connection, rows)
+
+
+async def _insert_postgres(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str] | None:
+    columns = tuple(list(column) for column in zip(*rows, strict=True))
+    # One row back, not one per event: the count, and the ids for the rare unit where some were skipped.
+    row: Sequence[Any] = (await connection.exec_driver_sql(_POSTGRES_INSERT, columns)).one()
+    count, inserted = row
+    return None if count == len(rows) else set(inserted or ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    time: Callable[[datetime], Any]
+    insert: Callable[[AsyncConnection, list[tuple[Any, ...]]], Any]
+
+
+_WRITER_OF_DIALECT: Final[dict[str, _Writer]] = {
+    "sqlite": _Writer(time=sqlite_time, insert=_insert_sqlite),
+    "postgresql": _Writer(time=_postgres_time, insert=_insert_postgres),
+}
+
+
+async def _present_at_own_position(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+    """Event ids of ``rows`` stored at the row's own position."""
+    wanted = {row[0]: (row[2], row[3], row[4]) for row in rows}
+    present: set[str] = set()
+    for ids in chunks(list(wanted), LOOKUP_CHUNK):
+        found = await connection.execute(
+            select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
+                StoredEvent.event_id.in_(ids)
+            )
+        )
+        present.update(event_id for event_id, *position in found if wanted[event_id] == tuple(position))
+    return present
+
+
+# --------------------------------------------------------------------------- look-ups
+
+
+def _in_ranges(column: Any, ranges: Sequence[Range]) -> Any:
+    # Index range scans: PostgreSQL plans a long IN list of seqs far worse.
+    return or_(*(column.between(first, last) for first, last in ranges))
+
+
+async def _read_marks(session: AsyncSession, keys: Iterable[StreamKey]) -> dict[StreamKey, tuple[int, int]]:
+    """(through_seq, max_seq) of the streams that have a row."""
+    g = GatewayStream
+    marks: dict[StreamKey, tuple[int, int]] = {}
+    dialect = session.get_bind().dialect.name
+    columns = (g.gateway_id, g.stream, g.through_seq, g.max_seq)
+    for query in select_by_keys(dialect, columns, (g.gateway_id, g.stream), sorted(keys)):
+        marks.update(
+            {(gateway_id, stream): (through, top) for gateway_id, stream, through, top in await session.execute(query)}
+        )
+    return marks
+
+
+async def _held_positions(session: AsyncSession, key: StreamKey, seqs: Iterable[int]) -> dict[int, str]:
+    """seq -> event_id of the stored events at ``seqs`` of one stream."""
+    wanted = set(seqs)
+    held: dict[int, str] = {}
+    for ranges in chunks(runs(wanted), LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(StoredEvent.seq, StoredEvent.event_id).where(
+                StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], _in_ranges(StoredEvent.seq, ranges)
+            )
+        )
+        held.update({seq: event_id for seq, event_id in rows if seq in wanted})
+    return held
+
+
+async def _held_within(session: AsyncSession, key: StreamKey, ranges: Sequence[Range]) -> list[Range]:
+    """The stored seqs of one stream within ``ranges``, as ranges."""
+    seqs: list[int] = []
+    for chunk in chunks(ranges, LOOKUP_CHUNK):
+        seqs += (
+            await session.scalars(
+                select(StoredEvent.seq).where(
+                    StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], _in_ranges(StoredEvent.seq, chunk)
+                )
+            )
+        ).all()
+    return runs(seqs)
+
+
+async def _losses_of(session: AsyncSession, key: StreamKey, *, above: int, up_to: int | None = None) -> list[Range]:
+    """Recorded loss ranges of one stream ending above ``above`` (and starting at or below ``up_to``)."""
+    conditions = [
+        DataLossRecord.gateway_id == key[0],
+        DataLossRecord.stream == key[1],
+        DataLossRecord.last_seq > above,
+    ]
+    if up_to is not None:
+        conditions.append(DataLossRecord.first_seq <= up_to)
+    rows = await session.execute(select(DataLossRecord.first_seq, DataLossRecord.last_seq).where(*conditions))
+    return merge((first, last) for first, last in rows)
+
+
+# --------------------------------------------------------------------------- storing a unit's batches
+
+
+def _conflict(event: wire.Event, *, reason: str, detail: str, received_at: datetime) -> Rejection:
+    topic = wire.topic(event.store_id, event.gateway_id, wire.Channel.EVENTS)
+    return Rejection(topic, reason, detail, event.model_dump_json().encode(), received_at)
+
+
+def _seq_conflict(event: wire.Event, holder: str, received_at: datetime) -> Rejection:
+    return _conflict(
+        event,
+        reason="seq_conflict",
+        detail=f"seq {event.seq} of stream {event.stream} is already stored as event {holder}, not {event.event_id}",
+        received_at=received_at,
+    )
+
+
+def _event_id_conflict(event: wire.Event, held: Position, received_at: datetime) -> Rejection:
+    return _conflict(
+        event,
+        reason="event_id_conflict",
+        detail=f"event {event.event_id} is already stored as {held[0]} stream {held[1]} seq {held[2]}, "
+        f"not {event.gateway_id} stream {event.stream} seq {event.seq}",
+        received_at=received_at,
+    )
+
+
+@dataclass(slots=True)
+class _Group:
+    """Events of one batch and stream sent to the insert, and where their outcome is counted."""
+
+    store_id: str
+    events: list[wire.Event]
+    counts: StreamCounts
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class _Unit:
+    """The judging of a unit's events against what is stored and what came earlier in the unit."""
+
+    as_time: Callable[[datetime], Any]
+    # seq -> event_id per stream: stored positions looked up, and positions claimed in this unit.
+    claims: dict[StreamKey, dict[int, str]] = field(default_factory=lambda: defaultdict(dict))
+    # event_id -> the stream where it is stored or claimed.
+    claimed_ids: dict[str, StreamKey] = field(default_factory=dict)
+    # Seqs of each stream held once the unit is stored, for the marks.
+    held_seqs: dict[StreamKey, list[int]] = field(default_factory=lambda: defaultdict(list))
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    groups: list[_Group] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def add(
+        self,
+        batch: wire.EventBatch,
+        key: StreamKey,
+        events: list[wire.Event],
+        counts: StreamCounts,
+        received_at: datetime,
+    ) -> None:
+        """Judge one batch's events of one stream; queue the new ones for the insert."""
+        ids = [str(event.event_id) for event in events]
+        seqs = [event.seq for event in events]
+        claims = self.claims[key]
+        count = len(events)
+        if (
+            claims.keys().isdisjoint(seqs)
+            and self.claimed_ids.keys().isdisjoint(ids)
+            and len(set(seqs)) == count
+            and len(set(ids)) == count
+        ):
+            # The usual case, without a per-event branch: nothing of the group is stored or repeated.
+            claims.update(zip(seqs, ids, strict=True))
+            self.claimed_ids.update(dict.fromkeys(ids, key))
+            self.held_seqs[key] += seqs
+            self.groups.append(_Group(batch.store_id, events, counts, received_at))
+            self._add_rows(key, events, ids, received_at)
+            return
+        fresh: list[wire.Event] = []
+        fresh_ids: list[str] = []
+        for event, event_id in zip(events, ids, strict=True):
+            holder = claims.get(event.seq)
+            if holder is None:
+                elsewhere = self.claimed_ids.get(event_id)
+                if elsewhere is not None:
+                    self.rejections.append(_event_id_conflict(event, self.position_of(event_id), received_at))
+                    continue
+                claims[event.seq] = event_id
+                self.claimed_ids[event_id] = key
+                fresh.append(event)
+                fresh_ids.append(event_id)
+            elif holder == event_id:
+                counts.duplicates += 1
+            else:
+                self.rejections.append(_seq_conflict(event, holder, received_at))
+            self.held_seqs[key].append(event.seq)
+        if fresh:
+            self.groups.append(_Group(batch.store_id, fresh, counts, received_at))
+            self._add_rows(key, fresh, fresh_ids, received_at)
+
+    def _add_rows(self, key: StreamKey, events: list[wire.Event], ids: list[str], received_at: datetime) -> None:
+        as_time = self.as_time
+        received = as_time(received_at)
+        gateway_id, stream = key
+        self.rows += [
+            (
+                event_id,
+                event.store_id,
+                gateway_id,
+                stream,
+                event.seq,
+                event.device_id,
+                event.kind,
+                as_time(event.ts),
+                received,
+                json_text(event.payload),
+            )
+            for event, event_id in zip(events, ids, strict=True)
+        ]
+
+    def position_of(self, event_id: str) -> Position:
+        """Where a stored or claimed event id is (rare: for the words of a conflict)."""
+        key = self.claimed_ids[event_id]
+        seq = next(seq for seq, held in self.claims[key].items() if held == event_id)
+        return (key[0], key[1], seq)
+
+
+async def store_batches(
+    session: AsyncSession,
+    items: Sequence[tuple[wire.EventBatch, datetime]],
+    *,
+    now: datetime,
+    meanwhile: Callable[[list[wire.Event]], None] | None = None,
+) -> EventsOutcome:
+    """Store the events of ``items`` (batch, received_at) exactly once and compute each stream's mark.
+
+    An event already stored under the same event_id and (gateway, stream, seq) is a
+    duplicate. An event whose (gateway, stream, seq) is stored under another event_id,
+    or whose event_id is stored at another position, breaks the protocol: it is returned
+    as a rejection and the rest is stored.
+
+    ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
+    database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
+    (another writer got there first): ``stored_events`` says which were stored.
+    """
+    writer = of_dialect(session, _WRITER_OF_DIALECT)
+    outcome = EventsOutcome()
+    if not items:
+        return outcome
+
+    # Stores and gateways, once per gateway (again each time its store changes between its batches).
+    latest: dict[str, datetime] = {}
+    for batch, received_at in items:
+        latest[batch.gateway_id] = max(received_at, latest.get(batch.gateway_id, received_at))
+    touched: dict[str, str] = {}
+    touches: list[GatewayTouch] = []
+    touch_of_batch: list[int | None] = []
+    for batch, _ in items:
+        if touched.get(batch.gateway_id) == batch.store_id:
+            touch_of_batch.append(None)
+            continue
+        touched[batch.gateway_id] = batch.store_id
+        touch_of_batch.append(len(touches))
+        touches.append(GatewayTouch(batch.store_id, batch.gateway_id, latest[batch.gateway_id]))
+    seen = await touch_gateways(session, touches, now=now)
+    for (batch, _), touch in zip(items, touch_of_batch, strict=True):
+        moved_from = None if touch is None else seen[touch].moved_from
+        outcome.batches.append(BatchOutcome(batch.store_id, batch.gateway_id, moved_from=moved_from))
+
+    # Each batch's events by stream (a batch is almost always one stream).
+    grouped: list[dict[str, list[wire.Event]]] = []
+    for batch, _ in items:
+        first = batch.events[0].stream.int
+        if all(event.stream.int == first for event in batch.events):
+            grouped.append({str(batch.events[0].stream): batch.events})
+        else:
+            by_stream: dict[str, list[wire.Event]] = defaultdict(list)
+            for event in batch.events:
+                by_stream[str(event.stream)].append(event)
+            grouped.append(by_stream)
+    keys = {(batch.gateway_id, stream) for (batch, _), by in zip(items, grouped, strict=True) for stream in by}
+    marks = await _read_marks(session, keys)
+
+    # What is stored at positions that may be held: those at or below the stream's max_seq.
+    unit = _Unit(as_time=writer.time)
+    maybe_held: dict[StreamKey, set[int]] = defaultdict(set)
+    for (batch, _), streams in zip(items, grouped, strict=True):
+        for stream, events in streams.items():
+            top = marks.get((batch.gateway_id, stream), (0, 0))[1]
+            if top:
+                maybe_held[(batch.gateway_id, stream)].update(event.seq for event in events if event.seq <= top)
+    for key, wanted in maybe_held.items():
+        if wanted:
+            held = await _held_positions(session, key, wanted)
+            unit.claims[key].update(held)
+            unit.claimed_ids.update(dict.fromkeys(held.values(), key))
+
+    for (batch, received_at), streams, batch_outcome in zip(items, grouped, outcome.batches, strict=True):
+        for stream, events in streams.items():
+            counts = batch_outcome.streams.setdefault(events[0].stream, StreamCounts(events[0].stream))
+            unit.add(batch, (batch.gateway_id, stream), events, counts, received_at)
+    outcome.rejections += unit.rejections
+
+    inserted: set[str] | None = None
+    if unit.rows:
+        insert = writer.insert(await session.connection(), unit.rows)
+        if meanwhile is None:
+            inserted = await insert
+        else:
+            candidates = [event for group in unit.groups for event in group.events]
+            inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates))
+    stored_per_store: dict[str, int] = defaultdict(int)
+    new_losses: list[wire.Event] = []
+    missing: list[tuple[wire.Event, StreamCounts, datetime]] = []
+    for group in unit.groups:
+        if inserted is None:
+            stored = group.events
+        else:
+            stored = [event for event in group.events if str(event.event_id) in inserted]
+            missing += [(e, group.counts, group.received_at) for e in group.events if str(e.event_id) not in inserted]
+        group.counts.stored += len(stored)
+        stored_per_store[group.store_id] += len(stored)
+        outcome.stored_events += stored
+        new_losses += [event for event in stored if event.kind == EventKind.OUTBOX_LOSS]
+    for gateway_id, stream, seq in await _judge_not_inserted(session, missing, outcome.rejections):
+        unit.held_seqs[(gateway_id, stream)].remove(seq)
+
+    await _count_stored(session, stored_per_store, now=now)
+
+    unit_losses: dict[StreamKey, list[Range]] = defaultdict(list)
+    for event in new_losses:
+        record = await _record_loss(session, event, now=now)
+        outcome.losses.append(record)
+        unit_losses[(record.gateway_id, record.stream)] += record.recorded
+
+    moved_marks: dict[StreamKey, dict[str, Any]] = {}
+    for key in keys:
+        mark, row = await _advance_mark(session, key, marks.get(key), unit.held_seqs[key], unit_losses[key], now=now)
+        outcome.marks[(key[0], UUID(key[1]))] = mark
+        if row is not None:
+            moved_marks[key] = row
+    await _write_marks(session, moved_marks)
+    return outcome
+
+
+async def _count_stored(session: AsyncSession, stored_per_store: dict[str, int], *, now: datetime) -> None:
+    """Add each store's newly stored events to its count, in one statement."""
+    if not stored_per_store:
+        return
+    # Core executemany: the ORM would take an UPDATE with a list of parameters as an update by primary key.
+    connection = await session.connection()
+    await connection.execute(
+        update(Store)
+        .where(Store.store_id == bindparam("sid"))
+        .values(
+            event_count=Store.event_count + bindparam("stored", type_=BigInteger()),
+            last_event_at=later(Store.last_event_at, bindparam("at", type_=UtcDateTime())),
+        ),
+        # In key order, so that concurrent writers lock the rows in the same order.
+        [{"sid": store_id, "stored": stored_per_store[store_id], "at": now} for store_id in sorted(stored_per_store)],
+    )
+
+
+async def _judge_not_inserted(
+    session: AsyncSession, missing: Sequence[tuple[wire.Event, StreamCounts, datetime]], rejections: list[Rejection]
+) -> list[Position]:
+    """Classify events the insert skipped; return the positions that are not held after all.
+
+    Each was checked before the insert, so another writer got there first: the same event at the
+    same position is a duplicate, anything else a conflict.
+    """
+    if not missing:
+        return []
+    by_id: dict[str, Position] = {}
+    for chunk in chunks([str(event.event_id) for event, _, _ in missing], LOOKUP_CHUNK):
+        found = await session.execute(
+            select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
+                StoredEvent.event_id.in_(chunk)
+            )
+        )
+        by_id.update({event_id: (gateway_id, stream, seq) for event_id, gateway_id, stream, seq in found})
+    not_held: list[Position] = []
+    for event, counts, received_at in missing:
+        position = (event.gateway_id, str(event.stream), event.seq)
+        held_at = by_id.get(str(event.event_id))
+        if held_at == position:
+            counts.duplicates += 1
+        elif held_at is not None:
+            rejections.append(_event_id_conflict(event, held_at, received_at))
+            not_held.append(position)
+        else:
+            holder = (await _held_positions(session, (position[0], position[1]), [event.seq])).get(event.seq)
+            rejections.append(_seq_conflict(event, holder or "another event", received_at))
+            if holder is None:
+                not_held.append(position)
+    return not_held
+
+
+# --------------------------------------------------------------------------- data losses
+
+
+async def _record_loss(session: AsyncSession, event: wire.Event, *, now: datetime) -> LossRecord:
+    """Record a newly stored ``outbox.loss`` event's ranges, less seqs held or already recorded lost."""
+    loss = wire.DataLoss.model_validate(event.payload)
+    key = (event.gateway_id, str(event.stream))
+    reported = merge((r.first, r.last) for r in loss.ranges)
+    # A gateway reports only events it recorded before the report. Taking more would let the mark pass
+    # events the gateway still holds, which it would then delete on the Ack.
+    before = [(first, min(last, event.seq - 1)) for first, last in reported if first < event.seq]
+    beyond = subtract(reported, before)
+    reported = before
+    new: list[Range] = []
+    if reported:
+        held = await _held_within(session, key, reported)
+        recorded_before = await _losses_of(session, key, above=reported[0][0] - 1, up_to=reported[-1][1])
+        new = subtract(reported, held + recorded_before)
+    if new:
+        await session.execute(
+            insert(DataLossRecord),
+            [
+                {
+                    "store_id": event.store_id,
+                    "gateway_id": event.gateway_id,
+                    "stream": key[1],
+                    "first_seq": first,
+                    "last_seq": last,
+                    "count": last - first + 1,
+                    "reason": loss.reason,
+                    "detail": clean_text(loss.detail, LOSS_DETAIL_CHARS),
+                    "by_kind": dict(loss.by_kind),
+                    "event_id": str(event.event_id),
+                    "reported_at": event.ts,
+                    "recorded_at": now,
+                }
+                for first, last in new
+            ],
+        )
+    return LossRecord(
+        store_id=event.store_id,
+        gateway_id=event.gateway_id,
+        stream=key[1],
+        event_id=str(event.event_id),
+        reason=loss.reason,
+        detail=loss.detail,
+        reported=reported,
+        recorded=new,
+        ignored=beyond,
+    )
+
+
+# --------------------------------------------------------------------------- stream marks
+
+
+async def _advance_mark(
+    session: AsyncSession,
+    key: StreamKey,
+    mark: tuple[int, int] | None,
+    unit_seqs: list[int],
+    unit_losses: list[Range],
+    *,
+    now: datetime,
+) -> tuple[StreamMark, dict[str, Any] | None]:
+    """Move the stream's mark over what is now stored or recorded lost; find the gaps above it.
+
+    Also the gateway_streams row to write, if the stream has none or its mark moved.
+    """
+    through, top = mark if mark is not None else (0, 0)
+    accounted = merge([*runs(unit_seqs), *unit_losses])
+    new_top = max(top, accounted[-1][1] if accounted else 0)
+    if top <= through:
+        # Nothing was held above the mark before this unit: the unit's own seqs tell everything.
+        new_through = advance(through, accounted)
+        found = gaps(new_through + 1, new_top, accounted)
+    else:
+        new_through, found = await _walk(session, key, through, new_top)
+    row = None
+    if mark is None or new_through > through or new_top > top:
+        row = {
+            "gateway_id": key[0],
+            "stream": key[1],
+            "through_seq": new_through,
+            "max_seq": new_top,
+            "updated_at": now,
+        }
+    return StreamMark(new_through, found), row
+
+
+async def _write_marks(session: AsyncSession, rows: dict[StreamKey, dict[str, Any]]) -> None:
+    """Upsert the gateway_streams rows of the unit's moved marks, in one statement.
+
+    One row per stream: a multi-row upsert must not reach a row twice (PostgreSQL refuses it).
+    """
+    if not rows:
+        return
+    stmt = dialect_insert(session)(GatewayStream)
+    table = GatewayStream.__table__
+    # Monotonic even if another hub process moved the mark meanwhile.
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[GatewayStream.gateway_id, GatewayStream.stream],
+        set_={
+            "through_seq": case(
+                (table.c.through_seq < stmt.excluded.through_seq, stmt.excluded.through_seq),
+                else_=table.c.through_seq,
+            ),
+            "max_seq": case((table.c.max_seq < stmt.excluded.max_seq, stmt.excluded.max_seq), else_=table.c.max_seq),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    connection = await session.connection()
+    # In key order, so that concurrent writers lock the rows in the same order.
+    await connection.execute(upsert, [rows[key] for key in sorted(rows)])
+
+
+async def _walk(session: AsyncSession, key: StreamKey, through: int, top: int) -> tuple[int, list[Range]]:
+    """The mark and gaps of a stream with seqs held above ``through``, from the stored events and losses."""
+    losses = await _losses_of(session, key, above=through)
+    held: list[Range] = []
+    last = through
+    while True:
+        chunk = (
+            await session.scalars(
+                select(StoredEvent.seq)
+                .where(StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], StoredEvent.seq > last)
+                .order_by(StoredEvent.seq)
+                .limit(CONTIGUITY_CHUNK)
+            )
+        ).all()
+        held = merge([*held, *runs(chunk)])
+        accounted = merge([*held, *losses])
+        new_through = advance(through, accounted)
+        if len(chunk) < CONTIGUITY_CHUNK:
+            horizon = max(top, accounted[-1][1] if accounted else 0)
+            return new_through, gaps(new_through + 1, horizon, accounted)
+        last = chunk[-1]
+        if new_through < last:  # the mark stops below what was read: it is final
+            found = gaps(new_through + 1, last, accounted)
+            if len(found) >= MAX_GAPS or last - new_through > GAP_SCAN_SEQS:
+                return new_through, found
