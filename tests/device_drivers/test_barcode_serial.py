@@ -19,7 +19,7 @@ from device_drivers.profiles import load_catalog, parse_profile
 from device_drivers.simulated.pty import PtyPort
 from storegate.wire import PAYLOAD_MODELS
 from tests.conftest import eventually
-from tests.devices.test_barcode_validator import scanner_text, zxing_rows
+from tests.device_drivers.test_barcode_validator import scanner_text, zxing_rows
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GS = "\x1d"
