@@ -26,12 +26,12 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from device_drivers.base import Driver, Reading
+from device_drivers.onewire.discovery import OneWireLister
 from device_drivers.onewire.profile import OneWireSensorProfile
 from device_drivers.ports import PortInfo
 from device_drivers.profiles import ProfileCatalog
@@ -365,24 +365,6 @@ class DeviceManager:
 
 def _identity_fields(identity: DeviceIdentity) -> dict[str, str]:
     return {k: v for k, v in identity.model_dump(exclude_none=True).items() if isinstance(v, str)}
-
-
-class OneWireLister:
-    """1-Wire probes under the w1 sysfs root, each with the profile its family code names."""
-
-    def __init__(self, *, root: Path, profiles: Sequence[OneWireSensorProfile]) -> None:
-        self.root = root
-        self.profiles = list(profiles)
-
-    def list_ports(self) -> list[PortInfo]:
-        """Every probe present now of a family some profile knows."""
-        from device_drivers.onewire.driver import discover
-
-        found: list[PortInfo] = []
-        for profile in self.profiles:
-            for port in discover(self.root, profile.family_codes):
-                found.append(PortInfo(address=port.address, identity=port.identity, profile_hint=profile.id))
-        return found
 
 
 def _udev_context() -> Any:
