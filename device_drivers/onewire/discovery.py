@@ -1,4 +1,8 @@
-"""Finding 1-Wire probes: the w1 sysfs tree listed as ports, each with the profile its family code names."""
+"""Finding 1-Wire probes: the w1 sysfs tree listed as ports, each with the profile its family code names.
+
+The agent's hot-plug scan takes this family's :class:`OneWireLister` from the family's
+registration (``device_drivers.onewire.FAMILY``), so it needs to know nothing of 1-Wire.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from pathlib import Path
 
 from device_drivers.onewire.profile import OneWireSensorProfile
 from device_drivers.onewire.protocol import FAMILY_NAMES, parse_device_name, rom_id
-from device_drivers.ports import PortInfo
+from device_drivers.ports import HotplugSettings, PortInfo, PortLister
+from device_drivers.profile_base import ProfileBase
 from storegate.wire import DeviceIdentity
 
 
@@ -45,3 +50,8 @@ class OneWireLister:
             for port in discover(self.root, profile.family_codes):
                 found.append(PortInfo(address=port.address, identity=port.identity, profile_hint=profile.id))
         return found
+
+
+def port_lister(profiles: Sequence[ProfileBase], hotplug: HotplugSettings) -> PortLister:
+    """The family's lister for hot-plug: the probes of the catalog's 1-Wire profiles under ``hotplug.w1_root``."""
+    return OneWireLister(root=hotplug.w1_root, profiles=[p for p in profiles if isinstance(p, OneWireSensorProfile)])
