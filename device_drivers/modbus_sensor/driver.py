@@ -41,7 +41,6 @@ from device_drivers.modbus_sensor.protocol import (
 from device_drivers.ports import DeviceBinding
 from device_drivers.toolkit.commands import answer_ping
 from device_drivers.toolkit.sensor import SensorDriver
-from device_drivers.toolkit.silence import SilenceCounter
 from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.wire import Command, CommandResult
 
@@ -66,6 +65,7 @@ class ModbusSensorDriver(SensorDriver):
             logger=_log,
             reject_event="modbus sensor response rejected",
             reject_noun="responses",
+            silence_events=("modbus sensor not answering", "modbus sensor answering again"),
         )
         self.profile = profile
         self._blocks = plan_reads(profile.registers)
@@ -74,18 +74,6 @@ class ModbusSensorDriver(SensorDriver):
         self._client: AsyncModbusSerialClient | None = None
         self._port_lost = False
         self._received = b""  # what came back since the last request, to say why it was unusable
-        self.silences = SilenceCounter(
-            logger=_log,
-            device_id=binding.device_id,
-            health=self.record,
-            silent_event="modbus sensor not answering",
-            back_event="modbus sensor answering again",
-        )
-
-    @property
-    def timeouts_total(self) -> int:
-        """Polls the sensor did not answer since the driver was made."""
-        return self.silences.timeouts_total
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -30,7 +30,6 @@ from device_drivers.serial_sensor.protocol import LineRejectedError, parse_line
 from device_drivers.toolkit.commands import answer_ping
 from device_drivers.toolkit.sensor import SensorDriver
 from device_drivers.toolkit.serialio import LineTooLongError, SerialTransport
-from device_drivers.toolkit.silence import SilenceCounter
 from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.wire import Command, CommandResult
 
@@ -58,23 +57,12 @@ class SerialSensorDriver(SensorDriver):
             logger=_log,
             reject_event="serial sensor line rejected",
             reject_noun="lines",
+            silence_events=("serial sensor silent", "serial sensor talking again"),
         )
         self.profile = profile
         self._transport: SerialTransport | None = None
         self.lines_total = 0
         self._last_line_at: float | None = None  # monotonic
-        self.silences = SilenceCounter(
-            logger=_log,
-            device_id=binding.device_id,
-            health=self.record,
-            silent_event="serial sensor silent",
-            back_event="serial sensor talking again",
-        )
-
-    @property
-    def timeouts_total(self) -> int:
-        """Spells of ``silence_s`` without a line since the driver was made."""
-        return self.silences.timeouts_total
 
     # ------------------------------------------------------------------ lifecycle
 

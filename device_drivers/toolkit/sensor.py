@@ -18,6 +18,7 @@ from device_drivers.ports import DeviceBinding
 from device_drivers.toolkit.health import HealthRecord
 from device_drivers.toolkit.rejects import RejectCounter
 from device_drivers.toolkit.schedule import PollSchedule
+from device_drivers.toolkit.silence import SilenceCounter
 from storegate.clock import Clock
 from storegate.wire import UNIT_OF, EnvironmentReading, EventKind, Quantity
 
@@ -34,7 +35,11 @@ def environment_reading(*, device_id: str, quantity: Quantity, value: float, zon
 
 
 class SensorDriver:
-    """Base of an environment sensor's driver: health, rejects, readings and polling; subclasses open and read."""
+    """Base of an environment sensor's driver: health, rejects, silences, readings and polling.
+
+    Subclasses open the device and read it; the log events name the family's rejects
+    (``reject_event``) and silences (``silence_events``: fallen silent, heard again).
+    """
 
     def __init__(
         self,
@@ -45,19 +50,30 @@ class SensorDriver:
         logger: Any,
         reject_event: str = "reading_rejected",
         reject_noun: str = "readings",
+        silence_events: tuple[str, str] = ("sensor_silent", "sensor_heard_again"),
     ) -> None:
         self.binding = binding
         self.settings = settings
         self._clock = clock
         self.record = HealthRecord()
+        device_id = binding.device_id
         self.rejects = RejectCounter(
-            logger=logger, device_id=binding.device_id, health=self.record, event=reject_event, noun=reject_noun
+            logger=logger, device_id=device_id, health=self.record, event=reject_event, noun=reject_noun
+        )
+        silent, back = silence_events
+        self.silences = SilenceCounter(
+            logger=logger, device_id=device_id, health=self.record, silent_event=silent, back_event=back
         )
 
     @property
     def rejected_total(self) -> int:
         """What was rejected (bad frames, lines, reads, bus errors) since the driver was made."""
         return self.rejects.total
+
+    @property
+    def timeouts_total(self) -> int:
+        """Times the sensor was silent (no answer, no line in time) since the driver was made."""
+        return self.silences.timeouts_total
 
     @property
     def readings_total(self) -> int:

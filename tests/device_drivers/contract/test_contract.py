@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from device_drivers.base import DeviceUnavailableError, Driver, DriverError, DriverState, Reading
+from device_drivers.base import DeviceUnavailableError, Driver, DriverState, Reading
 from storegate.wire import PAYLOAD_MODELS
 from tests.conftest import eventually
+from tests.device_drivers.collect import Collector
 from tests.device_drivers.contract.rigs import DEVICE_ID, RIGS, Rig
 
 DEADLINE_S = 10.0
@@ -36,23 +37,8 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         yield plugged
 
 
-class Reader:
-    """Reads a driver's readings in a task: what came, and how it ended."""
-
-    def __init__(self, driver: Driver) -> None:
-        self.readings: list[Reading] = []
-        self.error: DriverError | None = None
-        self.ended = False
-        self.task = asyncio.create_task(self._read(driver), name="contract reader")
-
-    async def _read(self, driver: Driver) -> None:
-        try:
-            async for reading in driver.readings():
-                self.readings.append(reading)
-        except DriverError as err:
-            self.error = err
-        finally:
-            self.ended = True
+class Reader(Collector):
+    """Reads a driver's readings in a task, and prompts the device for more."""
 
     async def more(self, rig: Rig, *, than: int) -> Reading:
         """Prompt the device and wait for a reading beyond the first ``than``."""
@@ -60,11 +46,6 @@ class Reader:
         await until(lambda: len(self.readings) > than or self.ended, f"reading {than + 1}")
         assert not self.ended, f"readings() ended: {self.error!r}"
         return self.readings[than]
-
-    async def stop(self) -> None:
-        """Stop reading (cancelling ``readings()``, as the supervisor does)."""
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def until(probe: Callable[[], object], what: str) -> None:
