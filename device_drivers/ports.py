@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Final, Protocol
 
 from storegate.wire import DeviceIdentity
 
@@ -44,6 +45,23 @@ class DeviceBinding:
     device_id: str
     address: str  # device node, pyserial URL ("socket://...", "loop://"), sysfs path or bus address
     identity: DeviceIdentity | None = None
+
+
+class PortLister(Protocol):
+    """Lists the ports present right now (quick, no waiting)."""
+
+    def list_ports(self) -> list[PortInfo]:
+        """Every port present now."""
+        ...
+
+
+class HotplugSettings(Protocol):
+    """The agent's ``[hotplug]`` keys a family's own port lister reads (``edge_agent.config.HotplugConfig``)."""
+
+    @property
+    def w1_root(self) -> Path:
+        """Where the kernel lists 1-Wire probes (``/sys/bus/w1/devices``)."""
+        ...
 
 
 def _clean(key: str) -> str:

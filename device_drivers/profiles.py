@@ -3,21 +3,17 @@
 A profile says how to recognise a model (USB ids, product string, serial-number pattern),
 how to talk to it (transport settings, protocol, units), its calibration defaults, and for
 our own firmware the settings the gateway pushes when it attaches. Adding a model is a
-data file; adding a *kind* of device (a new protocol) is a driver family plus its profile
-model, listed in :data:`PROFILE_MODELS`.
-
-Every family module defines three things (see ``docs/devices.md``)::
-
-    class XProfile(ProfileBase): kind: Literal["x"] ...   # what the profile file holds
-    class XSettings(SettingsBase): ...                    # per-device site settings, all defaulted
-    def create(*, profile: XProfile, binding: DeviceBinding, settings: XSettings) -> Driver
+data file; adding a *kind* of device (a new protocol) is a driver family: a package that
+registers its profile model, settings model and driver factory (:mod:`device_drivers.families`).
+The union of the profile models and every lookup by kind are built here from those registrations.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
+import operator
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,54 +21,22 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from device_drivers.barcode.profile import BarcodeProfile, BarcodeSettings
 from device_drivers.base import Driver
-from device_drivers.door.profile import DoorProfile, DoorSettings
-from device_drivers.environment.settings import EnvironmentSettings
-from device_drivers.modbus_sensor.profile import ModbusSensorProfile
-from device_drivers.onewire.profile import OneWireSensorProfile
+from device_drivers.families import DeviceFamily, families
 from device_drivers.ports import DeviceBinding, PortInfo
 from device_drivers.profile_base import ProfileBase, SettingsBase
-from device_drivers.serial_sensor.profile import SerialSensorProfile
-from device_drivers.shelf.profile import ShelfProfile, ShelfSettings
-from device_drivers.sht3x.profile import I2cSensorProfile
 from storegate.configfile import ConfigError, describe_validation_error
 
 # --------------------------------------------------------------------------- the families
 
-DeviceProfile = Annotated[
-    ShelfProfile
-    | BarcodeProfile
-    | ModbusSensorProfile
-    | SerialSensorProfile
-    | OneWireSensorProfile
-    | I2cSensorProfile
-    | DoorProfile,
+# Each registered family by the ``kind`` its profiles name.
+FAMILY_OF_KIND: Final[Mapping[str, DeviceFamily]] = {family.kind: family for family in families()}
+
+# One profile of any family, told apart by its ``kind`` (the models in registration order).
+DeviceProfile: Final[Any] = Annotated[
+    functools.reduce(operator.or_, (family.profile for family in families())),
     Field(discriminator="kind"),
 ]
-
-# Per-device settings model of each kind.
-SETTINGS_MODELS: Final[dict[str, type[SettingsBase]]] = {
-    "shelf": ShelfSettings,
-    "barcode": BarcodeSettings,
-    "modbus-sensor": EnvironmentSettings,
-    "serial-sensor": EnvironmentSettings,
-    "w1-sensor": EnvironmentSettings,
-    "i2c-sensor": EnvironmentSettings,
-    "door": DoorSettings,
-}
-
-# The driver factory of each kind, as "module:function", imported when first used so that a
-# gateway without, say, evdev installed still runs every other kind of device.
-FACTORIES: Final[dict[str, str]] = {
-    "shelf": "device_drivers.shelf.driver:create",
-    "barcode": "device_drivers.barcode.driver:create",
-    "modbus-sensor": "device_drivers.modbus_sensor.driver:create",
-    "serial-sensor": "device_drivers.serial_sensor.driver:create",
-    "w1-sensor": "device_drivers.onewire.driver:create",
-    "i2c-sensor": "device_drivers.sht3x.driver:create",
-    "door": "device_drivers.door.driver:create",
-}
 
 _PROFILE_ADAPTER: Final = TypeAdapter[Any](DeviceProfile)
 
@@ -87,40 +51,32 @@ def parse_profile(data: Mapping[str, Any], *, source: Path | None = None) -> Pro
     return profile
 
 
-def parse_settings(profile: ProfileBase, data: Mapping[str, Any]) -> SettingsBase:
-    """Validate a device's settings against its profile's kind; raises ValidationError."""
-    return SETTINGS_MODELS[_kind(profile)].model_validate(data)
-
-
-def _kind(profile: ProfileBase) -> str:
+def family_of(profile: ProfileBase) -> DeviceFamily:
+    """The family that drives devices of this profile; ValueError for a profile of no known kind."""
     kind = getattr(profile, "kind", None)
-    if not isinstance(kind, str) or kind not in SETTINGS_MODELS:
+    family = FAMILY_OF_KIND.get(kind) if isinstance(kind, str) else None
+    if family is None:
         raise ValueError(f"profile {profile.id!r} has no known kind")
-    return kind
+    return family
 
 
 def kind_of(profile: ProfileBase) -> str:
     """The profile's kind (``shelf``, ``barcode``, ``modbus-sensor``...)."""
-    return _kind(profile)
+    return family_of(profile).kind
 
 
-# Kinds whose readings pass through the environment monitor (stale-sensor detection, local alarms).
-ENVIRONMENT_KINDS: Final = frozenset({"modbus-sensor", "serial-sensor", "w1-sensor", "i2c-sensor"})
-
-
-def _load(reference: str) -> Callable[..., Driver]:
-    module_name, _, function = reference.partition(":")
-    module = importlib.import_module(module_name)
-    factory: Callable[..., Driver] = getattr(module, function)
-    return factory
+def parse_settings(profile: ProfileBase, data: Mapping[str, Any]) -> SettingsBase:
+    """Validate a device's settings against its profile's kind; raises ValidationError."""
+    return family_of(profile).settings.model_validate(data)
 
 
 def create_driver(profile: ProfileBase, binding: DeviceBinding, settings: SettingsBase) -> Driver:
     """A new driver for one device of this profile (environment sensors wrapped in their monitor)."""
-    kind = _kind(profile)
-    driver = _load(FACTORIES[kind])(profile=profile, binding=binding, settings=settings)
-    if kind in ENVIRONMENT_KINDS:
+    family = family_of(profile)
+    driver = family.create_driver(profile=profile, binding=binding, settings=settings)
+    if family.environment:
         from device_drivers.environment.monitor import monitored
+        from device_drivers.environment.settings import EnvironmentSettings
 
         assert isinstance(settings, EnvironmentSettings)
         driver = monitored(driver, binding=binding, settings=settings)
@@ -140,6 +96,10 @@ class ProfileCatalog:
         except KeyError:
             known = ", ".join(sorted(self.profiles)) or "none"
             raise KeyError(f"no device profile {profile_id!r} (known: {known})") from None
+
+    def of_kind(self, kind: str) -> list[ProfileBase]:
+        """The profiles of one kind (``w1-sensor``...), in catalog order."""
+        return [profile for profile in self.profiles.values() if getattr(profile, "kind", None) == kind]
 
     def match(self, port: PortInfo) -> ProfileBase | None:
         """The profile whose USB match fits ``port`` most specifically, or None for an unknown device."""

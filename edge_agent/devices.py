@@ -12,7 +12,6 @@ before every open, the highest number the outbox has committed for it.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -146,7 +145,7 @@ class DeviceSupervisor:
                 await self._went_down(failure, retry_in_s=delay)
             except AgentStoppedError:
                 return
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
 
     async def execute(self, command: Command) -> CommandResult:
         """Run a hub command on the device; DeviceUnavailableError while its driver is not open."""

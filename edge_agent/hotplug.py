@@ -4,11 +4,13 @@ Store staff plug a scanner or a shelf into the gateway and expect it to work. Th
 :class:`DeviceManager` keeps one :class:`DeviceSupervisor` per device:
 
 - devices with a fixed ``address`` (and the simulated ones) start with the agent;
-- hot-plugged devices are found by scanning the port list: when udev works (Linux,
-  through pyudev) a kernel event triggers the scan at once, otherwise (or in addition)
-  the list is polled. A new port is matched to a ``[[devices]]`` entry by its stable
-  key, else to a profile by its USB ids; its driver starts and ``device.attached``
-  follows once it opens. A port that disappears stops its driver: ``device.detached``.
+- hot-plugged devices are found by scanning the port list (USB serial ports, USB
+  keyboards, and the ports of every driver family that registers a lister of its own,
+  see :mod:`device_drivers.families`): when udev works (Linux, through pyudev) a kernel
+  event triggers the scan at once, otherwise (or in addition) the list is polled. A new
+  port is matched to a ``[[devices]]`` entry by its stable key, else to a profile (by
+  its USB ids, or by the profile its lister names); its driver starts and
+  ``device.attached`` follows once it opens. A port that disappears stops its driver: ``device.detached``.
   A port no profile matches is reported once as ``device.unknown`` with its
   identifiers, so a technician can assign a profile;
 - a driver that fails is reopened with backoff by its supervisor (``device.error`` once
@@ -26,14 +28,14 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from device_drivers.base import Driver, Reading
-from device_drivers.onewire.profile import OneWireSensorProfile
+from device_drivers.families import families
 from device_drivers.ports import PortInfo
+from device_drivers.ports import PortLister as PortLister  # the agent names it here
 from device_drivers.profiles import ProfileCatalog
 from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
 from edge_agent.devices import DeviceSupervisor
@@ -47,14 +49,6 @@ log = structlog.get_logger(__name__)
 
 # A factory that also hears what a hot-plugged device said about itself.
 Builder = Callable[[DeviceConfig, DeviceIdentity | None], Driver]
-
-
-class PortLister(Protocol):
-    """Lists the ports present right now (quick, no waiting)."""
-
-    def list_ports(self) -> list[PortInfo]:
-        """Every port present now."""
-        ...
 
 
 class SerialPortLister:
@@ -367,24 +361,6 @@ def _identity_fields(identity: DeviceIdentity) -> dict[str, str]:
     return {k: v for k, v in identity.model_dump(exclude_none=True).items() if isinstance(v, str)}
 
 
-class OneWireLister:
-    """1-Wire probes under the w1 sysfs root, each with the profile its family code names."""
-
-    def __init__(self, *, root: Path, profiles: Sequence[OneWireSensorProfile]) -> None:
-        self.root = root
-        self.profiles = list(profiles)
-
-    def list_ports(self) -> list[PortInfo]:
-        """Every probe present now of a family some profile knows."""
-        from device_drivers.onewire.driver import discover
-
-        found: list[PortInfo] = []
-        for profile in self.profiles:
-            for port in discover(self.root, profile.family_codes):
-                found.append(PortInfo(address=port.address, identity=port.identity, profile_hint=profile.id))
-        return found
-
-
 def _udev_context() -> Any:
     import pyudev
 
@@ -429,13 +405,15 @@ class KeyboardLister:
 
 
 def default_lister(hotplug: HotplugConfig, catalog: ProfileCatalog) -> PortLister:
-    """This gateway's port listers: USB serial ports, USB keyboards (HID scanners), 1-Wire probes."""
-    w1_profiles = [p for p in catalog.profiles.values() if isinstance(p, OneWireSensorProfile)]
-    listers: list[PortLister] = [SerialPortLister(), OneWireLister(root=hotplug.w1_root, profiles=w1_profiles)]
+    """This gateway's port listers: USB serial ports, USB keyboards (HID scanners), and every family's own."""
+    listers: list[PortLister] = [SerialPortLister()]
     try:
         import pyudev  # noqa: F401 - Linux only: without it, HID scanners are configured by address
     except ImportError:
         log.info("hid_hotplug_unavailable", reason="pyudev is not installed")
     else:
         listers.append(KeyboardLister())
+    for family in families():
+        if family.port_lister is not None:
+            listers.append(family.port_lister(catalog.of_kind(family.kind), hotplug))
     return CombinedLister(listers)

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 import structlog
 
@@ -29,28 +27,18 @@ from device_drivers.barcode.keymap import KeyDecoder, key_code
 from device_drivers.barcode.profile import TERMINATOR_BYTES, BarcodeProfile, BarcodeSettings
 from device_drivers.barcode.scan import KIND_OF_MODE, DecodeOptions, DoubleReadFilter, decode
 from device_drivers.barcode.symbology import BarcodeRejectedError, RejectReason
-from device_drivers.base import (
-    CommandNotSupportedError,
-    DeviceUnavailableError,
-    Driver,
-    DriverHealth,
-    DriverState,
-    Reading,
-)
+from device_drivers.base import CommandNotSupportedError, DeviceUnavailableError, Driver, DriverHealth, Reading
 from device_drivers.ports import DeviceBinding
-from device_drivers.serialio import SerialTransport
-from storegate.wire import Command, CommandResult, ScanMode, utc_now
+from device_drivers.toolkit.commands import ResultStatus, command_result
+from device_drivers.toolkit.health import HealthRecord
+from device_drivers.toolkit.rejects import RejectCounter
+from device_drivers.toolkit.serialio import LineTooLongError, SerialTransport
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import Command, CommandResult, ScanMode
 
 log = structlog.get_logger(__name__)
 
 _MODES: tuple[ScanMode, ...] = ("checkout", "receiving", "stock_count")
-
-
-def _decade(n: int) -> bool:
-    """Whether ``n`` is 1, 10, 100...: the rejects of a run that are logged."""
-    while n >= 10 and n % 10 == 0:
-        n //= 10
-    return n == 1
 
 
 class ScanPipeline:
@@ -62,8 +50,7 @@ class ScanPipeline:
         profile: BarcodeProfile,
         binding: DeviceBinding,
         settings: BarcodeSettings,
-        now: Callable[[], datetime] = utc_now,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.binding = binding
         self.mode: ScanMode = settings.mode
@@ -73,16 +60,28 @@ class ScanPipeline:
             variable_measure=settings.variable_measure,
             max_length=profile.max_length,
         )
-        self.double_reads = DoubleReadFilter(window_s=settings.double_read_window_s, clock=monotonic)
-        self._now = now
-        self.state = DriverState.CLOSED
-        self.readings_total = 0
-        self.rejected_total = 0
-        self.rejected_by_reason: Counter[str] = Counter()
+        self.double_reads = DoubleReadFilter(window_s=settings.double_read_window_s, clock=clock.monotonic)
+        self._clock = clock
+        self.record = HealthRecord()
+        self.rejects = RejectCounter(
+            logger=log, device_id=binding.device_id, health=self.record, event="barcode rejected", noun="code(s)"
+        )
         self.partial_discarded_total = 0
-        self.last_error: str | None = None
-        self.last_reading_at: datetime | None = None
-        self._reject_run = 0
+
+    @property
+    def readings_total(self) -> int:
+        """Scans reported since the driver was made."""
+        return self.record.readings_total
+
+    @property
+    def rejected_total(self) -> int:
+        """Codes rejected since the driver was made."""
+        return self.rejects.total
+
+    @property
+    def rejected_by_reason(self) -> Counter[str]:
+        """Codes rejected, by reason (``bad_check_digit``, ``too_long``, ``partial``...)."""
+        return self.rejects.by_reason
 
     @property
     def suppressed_total(self) -> int:
@@ -96,13 +95,12 @@ class ScanPipeline:
         except BarcodeRejectedError as err:
             self.reject(err.reason, err.detail, text=text)
             return None
-        self._reject_run = 0
+        self.rejects.accepted()
         if not self.double_reads.admit(scan.code):
             log.debug("barcode double read suppressed", device_id=self.binding.device_id, code=scan.code)
             return None
-        ts = self._now()
-        self.readings_total += 1
-        self.last_reading_at = ts
+        ts = self._clock.now()
+        self.record.read(ts)
         return Reading(
             device_id=self.binding.device_id,
             kind=KIND_OF_MODE[self.mode],
@@ -112,21 +110,9 @@ class ScanPipeline:
 
     def reject(self, reason: RejectReason, detail: str, *, text: str | None = None) -> None:
         """Count and (1st, 10th, 100th... of a run) log one unacceptable code."""
-        self.rejected_total += 1
-        self.rejected_by_reason[reason.value] += 1
-        self._reject_run += 1
-        self.last_error = f"rejected {self.rejected_total} code(s); last: {reason.value}: {detail}"
-        if _decade(self._reject_run):
-            log.warning(
-                "barcode rejected",
-                device_id=self.binding.device_id,
-                address=self.binding.address,
-                reason=reason.value,
-                detail=detail,
-                raw=text[:80] if text is not None else None,
-                run=self._reject_run,
-                rejected_total=self.rejected_total,
-            )
+        self.rejects.reject(
+            reason.value, detail, address=self.binding.address, raw=text[:80] if text is not None else None
+        )
 
     async def execute(self, command: Command) -> CommandResult:
         """``ping``, and ``set_mode`` with ``{"mode": "checkout" | "receiving" | "stock_count"}``."""
@@ -141,29 +127,12 @@ class ScanPipeline:
             return self._result(command, "done", f"mode {self.mode}")
         raise CommandNotSupportedError(f"{self.binding.device_id} does not support command {command.name!r}")
 
-    def _result(self, command: Command, status: Any, detail: str) -> CommandResult:
-        return CommandResult(
-            command_id=command.command_id,
-            store_id=command.store_id,
-            gateway_id=command.gateway_id,
-            status=status,
-            detail=detail,
-            ts=self._now(),
-        )
+    def _result(self, command: Command, status: ResultStatus, detail: str) -> CommandResult:
+        return command_result(command, status, detail, now=self._clock.now())
 
     def health(self) -> DriverHealth:
         """State, last error and reading counters, without I/O."""
-        return DriverHealth(
-            state=self.state,
-            last_error=self.last_error,
-            last_reading_at=self.last_reading_at,
-            readings_total=self.readings_total,
-        )
-
-    def went_down(self, error: BaseException) -> None:
-        """Record that the device went away."""
-        self.state = DriverState.DOWN
-        self.last_error = str(error)
+        return self.record.snapshot()
 
 
 class SerialBarcodeDriver(ScanPipeline):
@@ -175,10 +144,9 @@ class SerialBarcodeDriver(ScanPipeline):
         profile: BarcodeProfile,
         binding: DeviceBinding,
         settings: BarcodeSettings,
-        now: Callable[[], datetime] = utc_now,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        super().__init__(profile=profile, binding=binding, settings=settings, now=now, monotonic=monotonic)
+        super().__init__(profile=profile, binding=binding, settings=settings, clock=clock)
         self.profile = profile
         self._transport: SerialTransport | None = None
         self._bytes_read_before = 0  # of earlier opens
@@ -190,15 +158,18 @@ class SerialBarcodeDriver(ScanPipeline):
         return self._bytes_read_before + (transport.bytes_read if transport is not None else 0)
 
     async def __aenter__(self) -> Self:
-        self.state = DriverState.OPENING
-        transport = SerialTransport(url=self.binding.address, link=self.profile.serial)
+        self.record.opening()
+        # A line longer than the longest code is no code: the transport drops it (counted below).
+        transport = SerialTransport(
+            url=self.binding.address, link=self.profile.serial, max_line=self.profile.max_length
+        )
         try:
             await transport.__aenter__()
         except DeviceUnavailableError as err:
-            self.went_down(err)
+            self.record.down(err)
             raise
         self._transport = transport
-        self.state = DriverState.UP
+        self.record.up()
         return self
 
     async def __aexit__(
@@ -208,7 +179,7 @@ class SerialBarcodeDriver(ScanPipeline):
         if transport is not None:
             self._bytes_read_before += transport.bytes_read
             await transport.close()
-        self.state = DriverState.CLOSED
+        self.record.closed()
 
     async def readings(self) -> AsyncIterator[Reading]:
         """One reading per accepted scan; raises DeviceUnavailableError when the port goes away."""
@@ -216,31 +187,23 @@ class SerialBarcodeDriver(ScanPipeline):
         if transport is None:
             raise DeviceUnavailableError(f"{self.binding.address} is not open")
         terminators = TERMINATOR_BYTES[self.profile.terminator]
-        buffer = bytearray()
-        discarding = False  # inside an over-long line: drop bytes up to its terminator
         while True:
             try:
-                buffer += await transport.read_chunk()
+                raw = await transport.read_line(terminators=terminators)
+            except LineTooLongError:
+                self.reject(RejectReason.TOO_LONG, f"a line over {self.profile.max_length} bytes")
+                continue
             except DeviceUnavailableError as err:
-                if buffer.strip(terminators) and not discarding:
+                partial = transport.partial_line
+                if partial.strip(terminators):
                     # Unplugged mid-code: the bytes that came are not a code, and are not sent.
                     self.partial_discarded_total += 1
-                    self.reject(RejectReason.PARTIAL, f"code cut off: {err}", text=repr(bytes(buffer)))
-                self.went_down(err)
+                    self.reject(RejectReason.PARTIAL, f"code cut off: {err}", text=repr(partial))
+                self.record.down(err)
                 raise
-            while (cut := _first_terminator(buffer, terminators)) is not None:
-                raw = bytes(buffer[:cut])
-                del buffer[: cut + 1]
-                if discarding:
-                    discarding = False
-                    continue
-                if raw and (reading := self._line(raw)) is not None:
-                    yield reading
-            if len(buffer) > self.profile.max_length and not discarding:
-                self.reject(RejectReason.TOO_LONG, f"a line over {self.profile.max_length} bytes")
-                discarding = True
-            if discarding:
-                buffer.clear()
+            reading = self._line(raw)
+            if reading is not None:
+                yield reading
 
     def _line(self, raw: bytes) -> Reading | None:
         try:
@@ -249,11 +212,6 @@ class SerialBarcodeDriver(ScanPipeline):
             self.reject(RejectReason.ILLEGAL_CHARACTERS, f"not {self.profile.encoding}: {err.reason}", text=repr(raw))
             return None
         return self.handle(text)
-
-
-def _first_terminator(buffer: bytearray, terminators: bytes) -> int | None:
-    positions = [i for i in (buffer.find(t) for t in terminators) if i >= 0]
-    return min(positions) if positions else None
 
 
 class InputEvent(Protocol):
@@ -299,10 +257,9 @@ class HidBarcodeDriver(ScanPipeline):
         binding: DeviceBinding,
         settings: BarcodeSettings,
         open_device: Callable[[str], InputDevice] = open_evdev,
-        now: Callable[[], datetime] = utc_now,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        super().__init__(profile=profile, binding=binding, settings=settings, now=now, monotonic=monotonic)
+        super().__init__(profile=profile, binding=binding, settings=settings, clock=clock)
         self.profile = profile
         self._open_device = open_device
         self._device: InputDevice | None = None
@@ -313,24 +270,20 @@ class HidBarcodeDriver(ScanPipeline):
         )
 
     async def __aenter__(self) -> Self:
-        self.state = DriverState.OPENING
+        self.record.opening()
         try:
             device = self._open_device(self.binding.address)
         except (OSError, ImportError) as err:
-            error = DeviceUnavailableError(f"cannot open {self.binding.address}: {err}")
-            self.went_down(error)
-            raise error from err
+            raise self.record.unavailable(f"cannot open {self.binding.address}: {err}") from err
         try:
             device.grab()  # EBUSY when another program holds it
         except OSError as err:
             with contextlib.suppress(OSError):
                 device.close()
-            error = DeviceUnavailableError(f"cannot grab {self.binding.address}: {err}")
-            self.went_down(error)
-            raise error from err
+            raise self.record.unavailable(f"cannot grab {self.binding.address}: {err}") from err
         self._device = device
         self._decoder.reset()
-        self.state = DriverState.UP
+        self.record.up()
         return self
 
     async def __aexit__(
@@ -343,7 +296,7 @@ class HidBarcodeDriver(ScanPipeline):
                 device.ungrab()
             with contextlib.suppress(OSError):
                 device.close()
-        self.state = DriverState.CLOSED
+        self.record.closed()
 
     async def readings(self) -> AsyncIterator[Reading]:
         """One reading per accepted scan; raises DeviceUnavailableError when the scanner is unplugged."""
@@ -369,12 +322,8 @@ class HidBarcodeDriver(ScanPipeline):
                 self.partial_discarded_total += 1
                 self.reject(RejectReason.PARTIAL, f"code cut off: scanner {what}")
             self._decoder.reset()
-            error = DeviceUnavailableError(f"{self.binding.address} {what}")
-            self.went_down(error)
-            raise error from err
-        error = DeviceUnavailableError(f"{self.binding.address} stopped sending events")
-        self.went_down(error)
-        raise error
+            raise self.record.unavailable(f"{self.binding.address} {what}") from err
+        raise self.record.unavailable(f"{self.binding.address} stopped sending events")
 
 
 def create(*, profile: BarcodeProfile, binding: DeviceBinding, settings: BarcodeSettings) -> Driver:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -31,7 +30,10 @@ from device_drivers.door.profile import DoorProfile, DoorSettings
 from device_drivers.door.protocol import Debouncer, door_is_open, parse_gpio_address
 from device_drivers.ports import DeviceBinding
 from device_drivers.profile_base import SerialLink
-from device_drivers.support import RejectCounter, answer_ping
+from device_drivers.toolkit.commands import answer_ping
+from device_drivers.toolkit.health import HealthRecord
+from device_drivers.toolkit.rejects import RejectCounter
+from device_drivers.toolkit.schedule import PollSchedule
 from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.wire import Command, CommandResult, DoorChange, EventKind
 
@@ -53,12 +55,9 @@ class _DoorDriver:
         self.binding = binding
         self.settings = settings
         self._clock = clock
-        self._state = DriverState.CLOSED
-        self._last_error: str | None = None
-        self._last_reading_at: datetime | None = None
-        self._readings_total = 0
+        self.record = HealthRecord()
         self.door_open: bool | None = None
-        self.rejects = RejectCounter(logger=log, device_id=binding.device_id)
+        self.rejects = RejectCounter(logger=log, device_id=binding.device_id, health=self.record, noun="polls")
 
     @property
     def rejected_total(self) -> int:
@@ -79,45 +78,39 @@ class _DoorDriver:
         """The next raw level and its monotonic time, or None when ``timeout`` passed without one."""
         raise NotImplementedError
 
-    def _fail(self, message: str) -> DeviceUnavailableError:
-        self._state = DriverState.DOWN
-        self._last_error = message
-        return DeviceUnavailableError(message)
-
     async def __aenter__(self) -> Self:
-        self._state = DriverState.OPENING
+        self.record.opening()
         try:
             await self._open()
         except BaseException:
             await self._close()
-            if self._state is DriverState.OPENING:
-                self._state = DriverState.DOWN
+            if self.record.state is DriverState.OPENING:
+                self.record.state = DriverState.DOWN
             raise
-        self._state = DriverState.UP
+        self.record.up()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._state = DriverState.CLOSED
+        self.record.closed()
         await self._close()
 
     def _reading(self, door_open: bool) -> Reading:
         ts = self._clock.now()
         self.door_open = door_open
-        self._last_reading_at = ts
-        self._readings_total += 1
+        self.record.read(ts)
         payload = DoorChange(zone=self.settings.zone, open=door_open).model_dump(mode="json", exclude_none=True)
         return Reading(device_id=self.binding.device_id, kind=KIND_OF_STATE[door_open], ts=ts, payload=payload)
 
     async def readings(self) -> AsyncIterator[Reading]:
         """The state on open, then each debounced change; ends or raises when the contact goes away."""
-        if self._state is not DriverState.UP:
+        if not self.record.is_up:
             raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
         polarity = self.settings.normally_open
         debouncer = Debouncer(debounce_s=self.settings.debounce_s, initial=await self._initial_level())
         yield self._reading(door_is_open(debouncer.state, normally_open=polarity))
-        while self._state is DriverState.UP:
+        while self.record.is_up:
             deadline = debouncer.deadline
             timeout = None if deadline is None else max(0.0, deadline - self._clock.monotonic())
             sample = await self._next_level(timeout)
@@ -132,18 +125,13 @@ class _DoorDriver:
             command,
             device_id=self.binding.device_id,
             now=self._clock.now(),
-            detail=f"{self._state.value}, door {door}",
-            ok=self._state is DriverState.UP,
+            detail=f"{self.record.state.value}, door {door}",
+            ok=self.record.is_up,
         )
 
     def health(self) -> DriverHealth:
         """State, last error and counts, without I/O."""
-        return DriverHealth(
-            state=self._state,
-            last_error=self._last_error or self.rejects.last_error,
-            last_reading_at=self._last_reading_at,
-            readings_total=self._readings_total,
-        )
+        return self.record.snapshot()
 
 
 class GpioDoorDriver(_DoorDriver):
@@ -169,7 +157,7 @@ class GpioDoorDriver(_DoorDriver):
         try:
             pin = parse_gpio_address(self.binding.address)
         except ValueError as err:
-            self._last_error = str(err)
+            self.record.note(str(err))
             raise DriverError(str(err)) from err
         try:
             # No gpiozero bounce_time: debouncing is ours (pure, tested), and its edge filter would hide bounces.
@@ -177,7 +165,7 @@ class GpioDoorDriver(_DoorDriver):
                 pin, pull_up=self.profile.pull_up, bounce_time=None, pin_factory=self._pin_factory
             )
         except (GPIOZeroError, OSError, RuntimeError) as err:
-            raise self._fail(f"cannot use {self.binding.address}: {err}") from err
+            raise self.record.unavailable(f"cannot use {self.binding.address}: {err}") from err
         loop = asyncio.get_running_loop()
         self._edges = asyncio.Queue(maxsize=_MAX_EDGES)
         clock = self._clock
@@ -208,7 +196,7 @@ class GpioDoorDriver(_DoorDriver):
 
     async def _next_level(self, timeout: float | None) -> tuple[bool, float] | None:
         try:
-            async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.serialio
+            async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.toolkit.serialio
                 return await self._edges.get()
         except TimeoutError:
             return None
@@ -223,7 +211,7 @@ class ModbusDoorDriver(_DoorDriver):
         super().__init__(profile=profile, binding=binding, settings=settings, clock=clock)
         self._client: AsyncModbusSerialClient | None = None
         self._missed = 0
-        self._due = 0.0
+        self._schedule = PollSchedule(interval_s=settings.poll_interval_s, clock=clock)
 
     async def _open(self) -> None:
         link = self.profile.serial or SerialLink()
@@ -239,9 +227,9 @@ class ModbusDoorDriver(_DoorDriver):
         )
         self._client = client
         if not await client.connect():
-            raise self._fail(f"cannot open {self.binding.address}")
+            raise self.record.unavailable(f"cannot open {self.binding.address}")
         self._missed = 0
-        self._due = self._clock.monotonic()
+        self._schedule = PollSchedule(interval_s=self.settings.poll_interval_s, clock=self._clock)
 
     async def _close(self) -> None:
         client, self._client = self._client, None
@@ -252,7 +240,7 @@ class ModbusDoorDriver(_DoorDriver):
         """The input's level, None for a failed poll (counted); raises once the module counts as gone."""
         client = self._client
         if client is None or not client.connected:
-            raise self._fail(f"{self.binding.address} is closed (unplugged?)")
+            raise self.record.unavailable(f"{self.binding.address} is closed (unplugged?)")
         try:
             response = await client.read_discrete_inputs(
                 self.settings.input_index, count=1, device_id=self.settings.unit
@@ -268,7 +256,7 @@ class ModbusDoorDriver(_DoorDriver):
         self._missed += 1
         self.rejects.reject(reason, detail, address=self.binding.address, unit=self.settings.unit)
         if self._missed >= self.profile.max_missed_polls or client is not self._client or not client.connected:
-            raise self._fail(
+            raise self.record.unavailable(
                 f"{self.binding.address} unit {self.settings.unit}: {self._missed} polls failed, last: {detail}"
             )
         return None
@@ -280,8 +268,7 @@ class ModbusDoorDriver(_DoorDriver):
 
     async def _next_level(self, timeout: float | None) -> tuple[bool, float] | None:
         # Each poll is a sample; the debounce deadline needs no timer of its own (it is checked at each poll).
-        self._due = max(self._due + self.settings.poll_interval_s, self._clock.monotonic())
-        await self._clock.sleep(self._due - self._clock.monotonic())
+        await self._schedule.wait()
         level = await self._read()
         return None if level is None else (level, self._clock.monotonic())
 

@@ -4,7 +4,8 @@
 with the internal pull-up does (conducting pulls the pin low), including contact bounce.
 :class:`SimulatedDoorModule` is a pymodbus RTU server on a serial port (a
 :class:`~device_drivers.simulated.pty.NullModem`'s ``device_port``) with discrete inputs the
-simulation sets; it can fall silent (stop answering) to simulate a dead module.
+simulation sets; it can fall silent (stop answering) to simulate a dead module, or refuse
+the next requests with an exception response (:meth:`SimulatedDoorModule.refuse`).
 """
 
 from __future__ import annotations
@@ -68,11 +69,16 @@ class SimulatedDoorModule:
         self.inputs = [False] * _INPUTS
         self.silent = False
         self.requests = 0
+        self.refusals_pending = 0
         self._server: ModbusSerialServer | None = None
 
     def set_input(self, index: int, conducting: bool) -> None:
         """Set one discrete input (True: the contact on it conducts)."""
         self.inputs[index] = conducting
+
+    def refuse(self, count: int = 1) -> None:
+        """Answer the next ``count`` requests with an exception response (device failure), as a faulty module does."""
+        self.refusals_pending += count
 
     async def _action(
         self,
@@ -90,6 +96,9 @@ class SimulatedDoorModule:
             registers[offset] = sum(1 << bit for bit in range(16) if base + bit < _INPUTS and self.inputs[base + bit])
         if self.silent:
             await asyncio.sleep(3600)  # a module that stopped answering: the request times out
+        if self.refusals_pending:
+            self.refusals_pending -= 1
+            return ExcCodes.DEVICE_FAILURE
         return None
 
     async def start(self) -> None:

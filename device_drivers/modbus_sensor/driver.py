@@ -17,9 +17,7 @@ One driver owns the port: sensors sharing one RS-485 adapter are not supported.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -29,19 +27,11 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from device_drivers.base import (
-    CommandNotSupportedError,
-    DeviceUnavailableError,
-    DriverError,
-    DriverHealth,
-    DriverState,
-    Reading,
-)
+from device_drivers.base import CommandNotSupportedError, DeviceUnavailableError, DriverError, Reading
 from device_drivers.environment.settings import EnvironmentSettings
 from device_drivers.modbus_sensor.profile import ModbusSensorProfile, split_address
 from device_drivers.modbus_sensor.protocol import (
     BlockResult,
-    Measurement,
     ReadBlock,
     RegisterDecodeError,
     decode_block,
@@ -49,14 +39,15 @@ from device_drivers.modbus_sensor.protocol import (
     plan_reads,
 )
 from device_drivers.ports import DeviceBinding
-from device_drivers.support import answer_ping
-from storegate.logs import worth_logging
-from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, EventKind, utc_now
+from device_drivers.toolkit.commands import answer_ping
+from device_drivers.toolkit.sensor import SensorDriver
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import Command, CommandResult
 
 _log = structlog.get_logger(__name__)
 
 
-class ModbusSensorDriver:
+class ModbusSensorDriver(SensorDriver):
     """Driver of one Modbus RTU sensor; create it with :func:`create`."""
 
     def __init__(
@@ -65,33 +56,31 @@ class ModbusSensorDriver:
         profile: ModbusSensorProfile,
         binding: DeviceBinding,
         settings: EnvironmentSettings,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        super().__init__(
+            binding=binding,
+            settings=settings,
+            clock=clock,
+            logger=_log,
+            reject_event="modbus sensor response rejected",
+            reject_noun="responses",
+            silence_events=("modbus sensor not answering", "modbus sensor answering again"),
+        )
         self.profile = profile
-        self.binding = binding
-        self.settings = settings
-        self._clock = clock
         self._blocks = plan_reads(profile.registers)
         self._port, unit = split_address(binding.address)
         self.unit = unit if unit is not None else profile.modbus.unit
         self._client: AsyncModbusSerialClient | None = None
-        self._state = DriverState.CLOSED
         self._port_lost = False
         self._received = b""  # what came back since the last request, to say why it was unusable
-        self.readings_total = 0
-        self.rejected_total = 0
-        self.timeouts_total = 0
-        self._reject_run = 0
-        self._answering: bool | None = None
-        self._last_error: str | None = None
-        self._last_reading_at: datetime | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
         if self._client is not None:
             raise RuntimeError("the driver is already open")
-        self._state = DriverState.OPENING
+        self.record.opening()
         self._port_lost = False
         link = self.profile.serial
         client = AsyncModbusSerialClient(
@@ -110,11 +99,10 @@ class ModbusSensorDriver:
         )
         if not await client.connect():  # pymodbus reports a failed open as False (its OSError is logged by it)
             client.close()
-            self._state = DriverState.DOWN
-            self._last_error = f"cannot open {self._port}"
+            self.record.down(f"cannot open {self._port}")
             raise DeviceUnavailableError(f"cannot open {self._port} for {self.binding.device_id}")
         self._client = client
-        self._state = DriverState.UP
+        self.record.up()
         _log.info("modbus sensor opened", device_id=self.binding.device_id, port=self._port, unit=self.unit)
         return self
 
@@ -122,7 +110,7 @@ class ModbusSensorDriver:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         client, self._client = self._client, None
-        self._state = DriverState.CLOSED
+        self.record.closed()
         if client is not None:
             client.close()
 
@@ -138,27 +126,20 @@ class ModbusSensorDriver:
 
     # ------------------------------------------------------------------ polling
 
-    async def readings(self) -> AsyncIterator[Reading]:
+    def readings(self) -> AsyncIterator[Reading]:
         """One reading per mapped quantity every ``poll_interval_s``; raises DeviceUnavailableError on unplug."""
-        if self._state is not DriverState.UP:
-            raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        try:
-            while self._client is not None:
-                for block in self._blocks:
-                    result = await self._poll(block)
-                    for measurement in result.measurements if result else ():
-                        yield self._reading(measurement)
-                due += self.settings.poll_interval_s
-                # A consumer that fell behind gets the next poll at once, not a burst of missed ones.
-                due = max(due, loop.time())
-                await asyncio.sleep(due - loop.time())
-        except DeviceUnavailableError as err:
-            self._state = DriverState.DOWN
-            self._last_error = str(err)
-            _log.warning("modbus sensor port went away", device_id=self.binding.device_id, port=self._port)
-            raise
+        return self.polled(self._poll_all)
+
+    async def _poll_all(self) -> AsyncIterator[Reading]:
+        for block in self._blocks:
+            result = await self._poll(block)
+            for measurement in result.measurements if result else ():
+                yield self.reading(measurement.quantity, measurement.value, self._clock.now())
+
+    def went_away(self, error: DeviceUnavailableError) -> None:
+        """The adapter went away: DOWN, and logged."""
+        super().went_away(error)
+        _log.warning("modbus sensor port went away", device_id=self.binding.device_id, port=self._port)
 
     def _request(self, block: ReadBlock) -> Awaitable[ModbusPDU]:
         assert self._client is not None
@@ -180,102 +161,44 @@ class ModbusSensorDriver:
             if self._port_lost:
                 raise DeviceUnavailableError(f"{self._port} went away") from None
             if self._received:
-                self._reject(block, diagnose_response(self._received, unit=self.unit, block=block))
+                self._reject(block, "unusable_response", diagnose_response(self._received, unit=self.unit, block=block))
             else:
-                self._timed_out(block)
+                self.silences.silent(
+                    f"no answer from unit {self.unit}", port=self._port, unit=self.unit, address=block.address
+                )
             return None
         except ModbusException as err:  # a frame pymodbus could not decode
-            self._reject(block, f"undecodable response: {err}")
+            self._reject(block, "undecodable_response", str(err))
             return None
-        self._answered()
+        self.silences.heard(unit=self.unit)
         if response.isError():
-            self._reject(block, f"exception code {getattr(response, 'exception_code', '?')}")
+            self._reject(block, "exception_response", f"exception code {getattr(response, 'exception_code', '?')}")
             return None
         try:
             result = decode_block(block, response.registers)
         except RegisterDecodeError as err:
-            self._reject(block, str(err))
+            self._reject(block, "wrong_length", str(err))
             return None
         for reason in result.rejects:
-            self._reject(block, reason)
+            self._reject(block, "out_of_range", reason)
         if not result.rejects:
-            self._reject_run = 0
+            self.rejects.accepted()
         return result
 
-    def _reading(self, measurement: Measurement) -> Reading:
-        ts = self._clock()
-        payload = EnvironmentReading(
-            quantity=measurement.quantity,
-            value=measurement.value,
-            unit=UNIT_OF[measurement.quantity],
-            zone=self.settings.zone,
-        ).model_dump(mode="json", exclude_none=True)
-        self.readings_total += 1
-        self._last_reading_at = ts
-        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
+    def _reject(self, block: ReadBlock, reason: str, detail: str) -> None:
+        self.rejects.reject(reason, detail, unit=self.unit, function=block.function, address=block.address)
 
-    # ------------------------------------------------------------------ trouble, counted
-
-    def _reject(self, block: ReadBlock, reason: str) -> None:
-        self.rejected_total += 1
-        self._reject_run += 1
-        self._last_error = f"rejected {self.rejected_total} responses (last: {reason})"
-        if worth_logging(self._reject_run):
-            _log.warning(
-                "modbus sensor response rejected",
-                device_id=self.binding.device_id,
-                unit=self.unit,
-                function=block.function,
-                address=block.address,
-                reason=reason,
-                in_a_row=self._reject_run,
-                rejected_total=self.rejected_total,
-            )
-
-    def _timed_out(self, block: ReadBlock) -> None:
-        self.timeouts_total += 1
-        self._last_error = f"no answer from unit {self.unit} ({self.timeouts_total} timeouts)"
-        if self._answering is not False:
-            _log.warning(
-                "modbus sensor not answering",
-                device_id=self.binding.device_id,
-                port=self._port,
-                unit=self.unit,
-                address=block.address,
-            )
-        self._answering = False
-
-    def _answered(self) -> None:
-        if self._answering is False:
-            _log.info(
-                "modbus sensor answering again",
-                device_id=self.binding.device_id,
-                unit=self.unit,
-                timeouts_total=self.timeouts_total,
-            )
-        self._answering = True
-
-    # ------------------------------------------------------------------ commands, health
+    # ------------------------------------------------------------------ commands
 
     async def execute(self, command: Command) -> CommandResult:
         """``ping``: one read of the sensor's first registers; done when it answers usably, failed when not."""
         if command.name != "ping":
             raise CommandNotSupportedError(f"{self.binding.device_id} does not support command {command.name!r}")
-        if self._state is not DriverState.UP:
-            raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
+        self.check_open()
         result = await self._poll(self._blocks[0])
         answered = result is not None and bool(result.measurements)
-        detail = "pong" if answered else (self._last_error or "no usable answer")
-        return answer_ping(command, device_id=self.binding.device_id, now=self._clock(), detail=detail, ok=answered)
-
-    def health(self) -> DriverHealth:
-        """State, the last trouble (with the reject and timeout counts) and the last reading, without I/O."""
-        return DriverHealth(
-            state=self._state,
-            last_error=self._last_error,
-            last_reading_at=self._last_reading_at,
-            readings_total=self.readings_total,
-        )
+        detail = "pong" if answered else (self.record.last_error or "no usable answer")
+        return answer_ping(command, device_id=self.binding.device_id, now=self._clock.now(), detail=detail, ok=answered)
 
 
 def create(

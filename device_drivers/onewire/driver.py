@@ -10,49 +10,29 @@ next bus search): ``readings()`` raises DeviceUnavailableError and the superviso
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
 import structlog
 
-from device_drivers.base import DeviceUnavailableError, DriverHealth, DriverState, Reading
+from device_drivers.base import DeviceUnavailableError, Reading
 from device_drivers.environment.settings import EnvironmentSettings
 from device_drivers.onewire.profile import OneWireSensorProfile
-from device_drivers.onewire.protocol import FAMILY_NAMES, W1RejectError, parse_device_name, parse_w1_slave, rom_id
-from device_drivers.ports import DeviceBinding, PortInfo
-from device_drivers.support import RejectCounter, answer_ping
+from device_drivers.onewire.protocol import W1RejectError, parse_w1_slave
+from device_drivers.ports import DeviceBinding
+from device_drivers.toolkit.commands import answer_ping
+from device_drivers.toolkit.sensor import SensorDriver
 from storegate.clock import SYSTEM_CLOCK, Clock
-from storegate.wire import UNIT_OF, Command, CommandResult, DeviceIdentity, EnvironmentReading, EventKind, Quantity
+from storegate.wire import Command, CommandResult, Quantity
 
 log = structlog.get_logger(__name__)
 
 SLAVE_FILE: Final = "w1_slave"
 
 
-def discover(root: Path, family_codes: Iterable[str] = ("28",)) -> list[PortInfo]:
-    """The probes of these families present under ``root`` (``/sys/bus/w1/devices``), by device directory.
-
-    Each probe's identity carries its 64-bit ROM id as ``serial_number``; an absent root lists nothing.
-    """
-    wanted = {code.lower() for code in family_codes}
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return []  # no w1 master loaded (or no bus at all): no probes, not an error
-    found: list[PortInfo] = []
-    for entry in entries:
-        parsed = parse_device_name(entry.name)
-        if parsed is None or parsed[0] not in wanted:
-            continue
-        identity = DeviceIdentity(serial_number=rom_id(entry.name), product=FAMILY_NAMES.get(parsed[0]))
-        found.append(PortInfo(address=str(entry), identity=identity))
-    return found
-
-
-class OneWireDriver:
+class OneWireDriver(SensorDriver):
     """One 1-Wire thermometer; a Driver."""
 
     def __init__(
@@ -63,35 +43,21 @@ class OneWireDriver:
         settings: EnvironmentSettings,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        super().__init__(binding=binding, settings=settings, clock=clock, logger=log, reject_noun="reads")
         self.profile = profile
-        self.binding = binding
-        self.settings = settings
-        self._clock = clock
         self._directory = Path(binding.address)
-        self._state = DriverState.CLOSED
-        self._last_reading_at: datetime | None = None
-        self._readings_total = 0
-        self._last_error: str | None = None
-        self.rejects = RejectCounter(logger=log, device_id=binding.device_id)
-
-    @property
-    def rejected_total(self) -> int:
-        """Reads rejected since the driver was made."""
-        return self.rejects.total
 
     async def __aenter__(self) -> Self:
-        self._state = DriverState.OPENING
+        self.record.opening()
         if not await asyncio.to_thread(self._directory.is_dir):
-            self._state = DriverState.DOWN
-            self._last_error = f"{self._directory} is not there (probe unplugged, or w1 not loaded)"
-            raise DeviceUnavailableError(self._last_error)
-        self._state = DriverState.UP
+            raise self.record.unavailable(f"{self._directory} is not there (probe unplugged, or w1 not loaded)")
+        self.record.up()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._state = DriverState.CLOSED
+        self.record.closed()
 
     def _read_slave(self) -> str:
         try:
@@ -106,8 +72,7 @@ class OneWireDriver:
         try:
             text = await asyncio.to_thread(self._read_slave)
         except DeviceUnavailableError as err:
-            self._state = DriverState.DOWN
-            self._last_error = str(err)
+            self.went_away(err)
             raise
         except OSError as err:  # EIO mid-conversion with the directory still there: a bad read, not a gone probe
             self.rejects.reject("io_error", str(err), path=str(self._directory))
@@ -118,31 +83,16 @@ class OneWireDriver:
             self.rejects.reject(err.reason, err.detail, path=str(self._directory))
             return None
         self.rejects.accepted()
-        ts = self._clock.now()
-        payload = EnvironmentReading(
-            quantity=Quantity.TEMPERATURE,
-            value=sample.temperature_c,
-            unit=UNIT_OF[Quantity.TEMPERATURE],
-            zone=self.settings.zone,
-        ).model_dump(mode="json", exclude_none=True)
-        self._last_reading_at = ts
-        self._readings_total += 1
-        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
+        return self.reading(Quantity.TEMPERATURE, sample.temperature_c, self._clock.now())
 
-    async def readings(self) -> AsyncIterator[Reading]:
+    def readings(self) -> AsyncIterator[Reading]:
         """A reading every ``poll_interval_s`` (drift-free); raises DeviceUnavailableError once unplugged."""
-        if self._state is not DriverState.UP:
-            raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
-        clock = self._clock
-        due = clock.monotonic()
-        while self._state is DriverState.UP:
-            reading = await self.read_once()
-            if reading is not None:
-                yield reading
-            due += self.settings.poll_interval_s
-            # A conversion slower than the interval starts the next one at once, without a burst to catch up.
-            due = max(due, clock.monotonic())
-            await clock.sleep(due - clock.monotonic())
+        return self.polled(self._poll)
+
+    async def _poll(self) -> AsyncIterator[Reading]:
+        reading = await self.read_once()
+        if reading is not None:
+            yield reading
 
     async def execute(self, command: Command) -> CommandResult:
         """``ping``: done when the probe's directory is there (no conversion is run)."""
@@ -153,15 +103,6 @@ class OneWireDriver:
             now=self._clock.now(),
             detail=f"{self._directory.name} {'present' if present else 'absent'}",
             ok=present,
-        )
-
-    def health(self) -> DriverHealth:
-        """State, last error (the last reject when readings are fine) and counts, without I/O."""
-        return DriverHealth(
-            state=self._state,
-            last_error=self._last_error or self.rejects.last_error,
-            last_reading_at=self._last_reading_at,
-            readings_total=self._readings_total,
         )
 
 

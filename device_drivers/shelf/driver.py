@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Self
 
 import structlog
 
@@ -38,7 +36,6 @@ from device_drivers.base import (
     Reading,
 )
 from device_drivers.ports import DeviceBinding
-from device_drivers.serialio import LineTooLongError, SerialTransport
 from device_drivers.shelf.profile import ShelfProfile, ShelfSettings
 from device_drivers.shelf.protocol import (
     COMMAND_NAMES,
@@ -69,8 +66,13 @@ from device_drivers.shelf.settle import (
     SlotEvent,
     SlotTracker,
 )
+from device_drivers.toolkit.commands import ResultStatus, command_result
+from device_drivers.toolkit.health import HealthRecord
+from device_drivers.toolkit.rejects import RejectCounter
+from device_drivers.toolkit.serialio import LineTooLongError, SerialTransport
+from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.logs import worth_logging
-from storegate.wire import Command, CommandResult, EventKind, ShelfChange, ShelfFault, ShelfStock, WireModel, utc_now
+from storegate.wire import Command, CommandResult, EventKind, ShelfChange, ShelfFault, ShelfStock, WireModel
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +86,7 @@ def create(*, profile: ShelfProfile, binding: DeviceBinding, settings: ShelfSett
 
 
 class ShelfDriver:
-    """One shelf controller behind the Driver interface; ``clock`` (monotonic seconds) times settling."""
+    """One shelf controller behind the Driver interface; ``clock`` times settling and stamps the readings."""
 
     def __init__(
         self,
@@ -92,17 +94,24 @@ class ShelfDriver:
         profile: ShelfProfile,
         binding: DeviceBinding,
         settings: ShelfSettings,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = utc_now,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.profile = profile
         self.binding = binding
         self.settings = settings
         self._clock = clock
-        self._wall = wall
-        self._decoder = LineDecoder()  # kept across reopens: its counters are the device's lifetime totals
-        self._state = DriverState.CLOSED
-        self._error: str | None = None
+        self.record = HealthRecord()
+        # Never ended by a valid line (``accepted``): at 10 to 80 lines a second, every isolated reject would
+        # be the 1st of a run, so the 1st, 10th, 100th... of the driver's life are logged instead.
+        self.rejects = RejectCounter(
+            logger=log,
+            device_id=binding.device_id,
+            health=self.record,
+            event="shelf line rejected",
+            noun="malformed line(s)",
+        )
+        # Kept across reopens: its counters are the device's lifetime totals.
+        self._decoder = LineDecoder(on_reject=lambda error: self.rejects.reject(error.reason, error.detail))
         self._failure: DeviceUnavailableError | None = None
         self._transport: SerialTransport | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -115,17 +124,15 @@ class ShelfDriver:
         self._next_stock = 0.0
         self._last_valid = 0.0
         self._last_seq: int | None = None
-        self._last_reading_at: datetime | None = None
-        self._readings_total = 0
         self.dropped_total = 0
         self.samples_missed = 0
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        if self._state in (DriverState.OPENING, DriverState.UP):
+        if self.record.state in (DriverState.OPENING, DriverState.UP):
             raise RuntimeError(f"{self.binding.device_id} is already open")
-        self._state = DriverState.OPENING
+        self.record.opening()
         self._failure = None
         self._trackers = {}
         self._queue = asyncio.Queue(maxsize=_MAX_QUEUED)
@@ -133,16 +140,14 @@ class ShelfDriver:
         try:
             await transport.__aenter__()
             self._transport = transport
-            self._last_valid = self._clock()
+            self._last_valid = self._clock.monotonic()
             self._reader = asyncio.create_task(self._read_loop(transport), name=f"shelf {self.binding.device_id}")
             await self._attach()
         except BaseException as err:
             await self._close()
-            self._state = DriverState.DOWN
-            self._error = str(err)
+            self.record.down(err)
             raise
-        self._state = DriverState.UP
-        self._error = None
+        self.record.up()
         info = self._info
         assert info is not None
         log.info(
@@ -161,7 +166,7 @@ class ShelfDriver:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._close()
-        self._state = DriverState.CLOSED
+        self.record.closed()
 
     async def _close(self) -> None:
         reader, self._reader = self._reader, None
@@ -206,7 +211,7 @@ class ShelfDriver:
                 controller_slots=info.slots,
             )
         self._trackers = {slot: SlotTracker(config=self._slot_config(slot)) for slot in range(1, info.slots + 1)}
-        self._next_stock = self._clock() + self.settings.stock_interval_s
+        self._next_stock = self._clock.monotonic() + self.settings.stock_interval_s
         self._last_seq = None
 
     def _slot_config(self, slot: int) -> SlotConfig:
@@ -247,7 +252,7 @@ class ShelfDriver:
             self._pending[command.tag] = future
             try:
                 await transport.write(encode_command(command))
-                async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.serialio
+                async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.toolkit.serialio
                     ack = await future
             finally:
                 self._pending.pop(command.tag, None)
@@ -268,7 +273,7 @@ class ShelfDriver:
         silence = self.profile.timing.silence_timeout_s
         try:
             while True:
-                remaining = self._last_valid + silence - self._clock()
+                remaining = self._last_valid + silence - self._clock.monotonic()
                 if remaining <= 0:
                     raise DeviceUnavailableError(
                         f"{self.binding.address}: no valid line from the shelf controller for {silence:g} s"
@@ -276,48 +281,25 @@ class ShelfDriver:
                 try:
                     line = await transport.read_line(timeout=remaining)
                 except LineTooLongError as err:
-                    self._reject(FrameError("too_long", str(err)))
+                    self._decoder.reject(FrameError("too_long", str(err)))
                     continue
                 except TimeoutError:
                     continue  # the loop's head decides whether the silence is long enough
-                message = self._decode(line)
+                message = self._decoder.decode(line)
                 if message is not None:
-                    self._last_valid = self._clock()
+                    self._last_valid = self._clock.monotonic()
                     self._handle(message)
         except DeviceUnavailableError as err:
             self._went_away(err)
 
     def _went_away(self, error: DeviceUnavailableError) -> None:
-        if self._state is DriverState.UP:
+        if self.record.is_up:
             log.warning("shelf controller went away", device_id=self.binding.device_id, error=str(error))
-        self._state = DriverState.DOWN
-        self._error = str(error)
+        self.record.down(error)
         self._failure = error
         self._fail_pending(error)
         if self._queue is not None:
             self._queue.put_nowait(error)
-
-    def _decode(self, line: bytes) -> Message | None:
-        before = self._decoder.rejected_total
-        message = self._decoder.decode(line)
-        for total in range(before + 1, self._decoder.rejected_total + 1):
-            self._log_reject(total)
-        return message
-
-    def _reject(self, error: FrameError) -> None:
-        self._decoder.reject(error)
-        self._log_reject(self._decoder.rejected_total)
-
-    def _log_reject(self, total: int) -> None:
-        # The 1st, 10th, 100th... reject: a noisy line must not flood the log.
-        if worth_logging(total):
-            log.warning(
-                "shelf line rejected",
-                device_id=self.binding.device_id,
-                rejected_total=total,
-                reason=None if self._decoder.last_reject is None else self._decoder.last_reject.reason,
-                detail=str(self._decoder.last_reject),
-            )
 
     def _handle(self, message: Message) -> None:
         match message:
@@ -338,12 +320,14 @@ class ShelfDriver:
         if not self._trackers:
             return  # before the push is acked: weights at the old rate and window are not judged
         if len(weights.slots) != len(self._trackers):
-            self._reject(FrameError("field_count", f"W with {len(weights.slots)} slots from a {len(self._trackers)}"))
+            self._decoder.reject(
+                FrameError("field_count", f"W with {len(weights.slots)} slots from a {len(self._trackers)}")
+            )
             return
         if self._last_seq is not None:
             self.samples_missed += (weights.seq - self._last_seq - 1) % SEQ_MODULUS
         self._last_seq = weights.seq
-        now = self._clock()
+        now = self._clock.monotonic()
         for slot, value in enumerate(weights.slots, start=1):
             self._emit(slot, self._trackers[slot].observe(Sample(t=now, grams=value.grams, raw=value.raw)))
         if now >= self._next_stock:
@@ -380,9 +364,8 @@ class ShelfDriver:
             self._put(EventKind.SHELF_STOCK, ShelfStock(slot=slot, sku=self._sku(slot), count=count, weight_g=weight))
 
     def _put(self, kind: str, payload: WireModel) -> None:
-        ts = self._wall()
-        self._readings_total += 1
-        self._last_reading_at = ts
+        ts = self._clock.now()
+        self.record.read(ts)
         if self._queue is None:
             return
         body = payload.model_dump(mode="json", exclude_none=True)
@@ -401,7 +384,7 @@ class ShelfDriver:
     async def readings(self) -> AsyncIterator[Reading]:
         """Pick, put, stock and fault readings; raises DeviceUnavailableError when the controller goes away."""
         queue = self._queue
-        if queue is None or self._state is DriverState.CLOSED:
+        if queue is None or self.record.state is DriverState.CLOSED:
             raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
         while True:
             item = await queue.get()
@@ -421,28 +404,18 @@ class ShelfDriver:
         return await handler(self, command)
 
     def health(self) -> DriverHealth:
-        """State, last error (with the count of rejected lines) and last reading, without I/O."""
-        error = self._error
-        rejected = self._decoder.rejected_total
-        if rejected:
-            note = f"rejected {rejected} malformed line(s), last: {self._decoder.last_reject}"
-            error = note if error is None else f"{error}; {note}"
-        return DriverHealth(
-            state=self._state,
-            last_error=error,
-            last_reading_at=self._last_reading_at,
-            readings_total=self._readings_total,
-        )
+        """State, last error (a reject with the count of rejected lines) and last reading, without I/O."""
+        return self.record.snapshot()
 
     @property
     def rejected_total(self) -> int:
         """Malformed lines counted and skipped since the driver was made."""
-        return self._decoder.rejected_total
+        return self.rejects.total
 
     @property
     def rejected(self) -> Counter[str]:
         """Rejected lines by reason (``bad_checksum``, ``garbage``, ``field_count``...)."""
-        return Counter(self._decoder.rejected)
+        return Counter(self.rejects.by_reason)
 
     @property
     def info(self) -> Info | None:
@@ -455,15 +428,8 @@ class ShelfDriver:
 
     # ------------------------------------------------------------------ hub commands
 
-    def _result(self, command: Command, status: Literal["done", "failed", "rejected"], detail: str) -> CommandResult:
-        return CommandResult(
-            command_id=command.command_id,
-            store_id=command.store_id,
-            gateway_id=command.gateway_id,
-            status=status,
-            detail=detail,
-            ts=self._wall(),
-        )
+    def _result(self, command: Command, status: ResultStatus, detail: str) -> CommandResult:
+        return command_result(command, status, detail, now=self._clock.now())
 
     async def _round_trip(
         self, command: Command, build: Callable[[int], ControllerCommand], what: str
@@ -504,7 +470,7 @@ class ShelfDriver:
             "slots": info.slots,
             "sample_rate_hz": info.rate_hz,
             "filter_window": info.window,
-            "rejected_lines": self._decoder.rejected_total,
+            "rejected_lines": self.rejects.total,
             "samples_missed": self.samples_missed,
         }
         return self._result(command, "done", json.dumps(detail, sort_keys=True))

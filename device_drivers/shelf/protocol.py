@@ -408,12 +408,14 @@ class LineDecoder:
     """Controller lines -> messages, counting every rejected line (or garbage before a line) by reason.
 
     The start character resynchronises: bytes before the last ``$`` of a line are garbage
-    (counted once) and the frame after it is still parsed.
+    (counted once) and the frame after it is still parsed. ``on_reject`` hears each reject
+    as it is counted (the driver logs it and keeps it for its health).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_reject: Callable[[FrameError], None] = lambda error: None) -> None:
         self.rejected: Counter[str] = Counter()
         self.last_reject: FrameError | None = None
+        self._on_reject = on_reject
 
     @property
     def rejected_total(self) -> int:
@@ -424,6 +426,7 @@ class LineDecoder:
         """Count one rejected line (also for rejects found outside the parser, e.g. an over-long line)."""
         self.rejected[error.reason] += 1
         self.last_reject = error
+        self._on_reject(error)
 
     def decode(self, line: bytes) -> Message | None:
         """The message of one line (without CRLF), or None when the line was rejected (and counted)."""

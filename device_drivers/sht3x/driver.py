@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from types import TracebackType
 from typing import Final, Protocol, Self
 
 import smbus2
 import structlog
 
-from device_drivers.base import DeviceUnavailableError, DriverError, DriverHealth, DriverState, Reading
+from device_drivers.base import DeviceUnavailableError, DriverError, Reading
 from device_drivers.environment.settings import EnvironmentSettings
 from device_drivers.ports import DeviceBinding
 from device_drivers.sht3x.profile import I2cSensorProfile
@@ -40,9 +39,10 @@ from device_drivers.sht3x.protocol import (
     parse_address,
     parse_measurement,
 )
-from device_drivers.support import RejectCounter, answer_ping
+from device_drivers.toolkit.commands import answer_ping
+from device_drivers.toolkit.sensor import SensorDriver
 from storegate.clock import SYSTEM_CLOCK, Clock
-from storegate.wire import UNIT_OF, Command, CommandResult, EnvironmentReading, EventKind, Quantity
+from storegate.wire import Command, CommandResult, Quantity
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ class _BusError(Exception):
         self.reason = reason
 
 
-class Sht3xDriver:
+class Sht3xDriver(SensorDriver):
     """One SHT3x sensor; a Driver."""
 
     def __init__(
@@ -96,41 +96,23 @@ class Sht3xDriver:
         bus_factory: BusFactory = smbus2.SMBus,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        super().__init__(binding=binding, settings=settings, clock=clock, logger=log, reject_noun="polls")
         self.profile = profile
-        self.binding = binding
-        self.settings = settings
         self._bus_factory = bus_factory
-        self._clock = clock
         self._bus: I2cBus | None = None
         self._address: I2cAddress | None = None
-        self._state = DriverState.CLOSED
-        self._last_reading_at: datetime | None = None
-        self._readings_total = 0
-        self._last_error: str | None = None
-        self.rejects = RejectCounter(logger=log, device_id=binding.device_id)
-
-    @property
-    def rejected_total(self) -> int:
-        """Polls rejected (NACKs, bus errors, bad CRCs) since the driver was made."""
-        return self.rejects.total
-
-    def _down(self, message: str) -> DeviceUnavailableError:
-        self._state = DriverState.DOWN
-        self._last_error = message
-        return DeviceUnavailableError(message)
 
     async def __aenter__(self) -> Self:
-        self._state = DriverState.OPENING
+        self.record.opening()
         try:
             self._address = parse_address(self.binding.address, default_address=self.profile.default_address)
         except ValueError as err:
-            self._state = DriverState.DOWN
-            self._last_error = str(err)
+            self.record.down(err)
             raise DriverError(str(err)) from err
         try:
             self._bus = await asyncio.to_thread(self._bus_factory, self._address.bus)
         except OSError as err:
-            raise self._down(f"cannot open I2C bus {self._address.bus}: {err}") from err
+            raise self.record.unavailable(f"cannot open I2C bus {self._address.bus}: {err}") from err
         try:
             for wanted, command in (
                 (self.profile.soft_reset_on_open, SOFT_RESET),
@@ -142,7 +124,7 @@ class Sht3xDriver:
         except DeviceUnavailableError:
             await self._close_bus()
             raise
-        self._state = DriverState.UP
+        self.record.up()
         return self
 
     async def _send_tolerant(self, command: int) -> None:
@@ -157,7 +139,7 @@ class Sht3xDriver:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._close_bus()
-        self._state = DriverState.CLOSED
+        self.record.closed()
 
     async def _close_bus(self) -> None:
         bus, self._bus = self._bus, None
@@ -180,7 +162,7 @@ class Sht3xDriver:
         except OSError as err:
             reason = ERRNO_REASONS.get(err.errno or 0, "bus_error")
             if reason == _GONE:
-                raise self._down(f"I2C adapter of {self.binding.address} is gone: {err}") from err
+                raise self.record.unavailable(f"I2C adapter of {self.binding.address} is gone: {err}") from err
             raise _BusError(reason, err) from err
 
     async def measure(self) -> bytes | None:
@@ -196,12 +178,6 @@ class Sht3xDriver:
             return None
         return bytes(read)
 
-    def _reading(self, quantity: Quantity, value: float, ts: datetime) -> Reading:
-        payload = EnvironmentReading(
-            quantity=quantity, value=value, unit=UNIT_OF[quantity], zone=self.settings.zone
-        ).model_dump(mode="json", exclude_none=True)
-        return Reading(device_id=self.binding.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
-
     async def read_once(self) -> list[Reading]:
         """One poll: a temperature and a humidity reading, or nothing when it was rejected."""
         frame = await self.measure()
@@ -214,24 +190,18 @@ class Sht3xDriver:
             return []
         self.rejects.accepted()
         ts = self._clock.now()
-        self._last_reading_at = ts
-        self._readings_total += 2
         return [
-            self._reading(Quantity.TEMPERATURE, measurement.temperature_c, ts),
-            self._reading(Quantity.HUMIDITY, measurement.humidity_pct, ts),
+            self.reading(Quantity.TEMPERATURE, measurement.temperature_c, ts),
+            self.reading(Quantity.HUMIDITY, measurement.humidity_pct, ts),
         ]
 
-    async def readings(self) -> AsyncIterator[Reading]:
+    def readings(self) -> AsyncIterator[Reading]:
         """Two readings every ``poll_interval_s`` (drift-free); raises DeviceUnavailableError if the bus goes."""
-        if self._state is not DriverState.UP:
-            raise DeviceUnavailableError(f"{self.binding.device_id} is not open")
-        clock = self._clock
-        due = clock.monotonic()
-        while self._state is DriverState.UP:
-            for reading in await self.read_once():
-                yield reading
-            due = max(due + self.settings.poll_interval_s, clock.monotonic())
-            await clock.sleep(due - clock.monotonic())
+        return self.polled(self._poll)
+
+    async def _poll(self) -> AsyncIterator[Reading]:
+        for reading in await self.read_once():
+            yield reading
 
     async def execute(self, command: Command) -> CommandResult:
         """``ping``: reports the driver's state and the last reading time, without bus traffic."""
@@ -239,17 +209,8 @@ class Sht3xDriver:
             command,
             device_id=self.binding.device_id,
             now=self._clock.now(),
-            detail=f"{self._state.value}, last reading {self._last_reading_at}",
-            ok=self._state is DriverState.UP,
-        )
-
-    def health(self) -> DriverHealth:
-        """State, last error (the last reject when the bus is fine) and counts, without I/O."""
-        return DriverHealth(
-            state=self._state,
-            last_error=self._last_error or self.rejects.last_error,
-            last_reading_at=self._last_reading_at,
-            readings_total=self._readings_total,
+            detail=f"{self.record.state.value}, last reading {self.record.last_reading_at}",
+            ok=self.record.is_up,
         )
 
 

@@ -75,7 +75,7 @@ class PtyPort:
             data = bytes(self._buffer)
             self._buffer.clear()
             return data
-        async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.serialio
+        async with asyncio.timeout(timeout):  # not wait_for: see device_drivers.toolkit.serialio
             chunk = await self._chunks.get()
         if chunk is None:
             self._chunks.put_nowait(None)

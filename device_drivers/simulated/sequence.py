@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from device_drivers.base import (
-    DeviceUnavailableError,
-    DriverHealth,
-    DriverState,
-    Reading,
-)
-from device_drivers.support import answer_ping
+from device_drivers.base import DeviceUnavailableError, DriverHealth, Reading
+from device_drivers.toolkit.commands import answer_ping
+from device_drivers.toolkit.health import HealthRecord
+from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.wire import (
     PAYLOAD_MODELS,
     UNIT_OF,
@@ -41,7 +37,6 @@ from storegate.wire import (
     EventKind,
     EventKindName,
     Quantity,
-    utc_now,
 )
 
 # Saved-up readings at most, as a fraction of a second's worth: a consumer that stalled
@@ -114,46 +109,31 @@ class TokenBucket:
 
 
 class SimulatedSequenceDevice:
-    """A Driver emitting readings numbered 1..count at a steady rate, resumable after any number.
+    """A Driver emitting readings numbered 1..count at a steady rate, resumable after any number."""
 
-    ``monotonic`` and ``sleep`` are seams for tests (defaults: the event loop's clock and asyncio.sleep).
-    """
-
-    def __init__(
-        self,
-        *,
-        config: SimulatedSequenceConfig,
-        clock: Callable[[], datetime] = utc_now,
-        monotonic: Callable[[], float] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, *, config: SimulatedSequenceConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self._clock = clock
-        self._monotonic = monotonic
-        self._sleep = sleep
         self._next = 1
-        self._state = DriverState.CLOSED
-        self._last_reading_at: datetime | None = None
-        self._readings_total = 0
+        self.record = HealthRecord()
 
     def resume_after(self, source_seq: int | None) -> None:
         """Start the next ``readings()`` after reading ``source_seq`` (from 1 when None)."""
         self._next = (source_seq or 0) + 1
 
     async def __aenter__(self) -> Self:
-        self._state = DriverState.UP
+        self.record.up()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._state = DriverState.CLOSED
+        self.record.closed()
 
     def reading(self, n: int) -> Reading:
         """Reading number ``n``, timestamped now."""
-        ts = self._clock()
-        self._last_reading_at = ts
-        self._readings_total += 1
+        ts = self._clock.now()
+        self.record.read(ts)
         return Reading(
             device_id=self.config.device_id,
             kind=self.config.kind,
@@ -164,15 +144,15 @@ class SimulatedSequenceDevice:
 
     async def readings(self) -> AsyncIterator[Reading]:
         """Readings from the resume point to ``count`` at ``rate_per_s``, then silence until closed."""
-        if self._state is not DriverState.UP:
+        if not self.record.is_up:
             raise DeviceUnavailableError(f"{self.config.device_id} is not open")
-        monotonic = self._monotonic or asyncio.get_running_loop().time
+        clock = self._clock
         rate = self.config.rate_per_s
-        bucket = TokenBucket(rate=rate, burst=rate * _BURST_S, now=monotonic())
-        while self._next <= self.config.count and self._state is DriverState.UP:
-            wait_s = bucket.take(monotonic())
+        bucket = TokenBucket(rate=rate, burst=rate * _BURST_S, now=clock.monotonic())
+        while self._next <= self.config.count and self.record.is_up:
+            wait_s = bucket.take(clock.monotonic())
             if wait_s > 0:
-                await self._sleep(wait_s)
+                await clock.sleep(wait_s)
                 continue
             n = self._next
             self._next += 1
@@ -182,10 +162,8 @@ class SimulatedSequenceDevice:
 
     async def execute(self, command: Command) -> CommandResult:
         """Answers ``ping``; the device has no other commands."""
-        return answer_ping(command, device_id=self.config.device_id, now=self._clock())
+        return answer_ping(command, device_id=self.config.device_id, now=self._clock.now())
 
     def health(self) -> DriverHealth:
         """State, last reading time and count; a simulated device never fails on its own."""
-        return DriverHealth(
-            state=self._state, last_reading_at=self._last_reading_at, readings_total=self._readings_total
-        )
+        return self.record.snapshot()

@@ -7,33 +7,22 @@ same values. Readings come every ``interval_s`` as ``environment.reading`` event
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
 from typing import Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device_drivers.base import (
-    DeviceUnavailableError,
-    DriverHealth,
-    DriverState,
-    Reading,
-)
-from device_drivers.support import answer_ping
-from storegate.wire import (
-    UNIT_OF,
-    Command,
-    CommandResult,
-    DeviceId,
-    EnvironmentReading,
-    EventKind,
-    Quantity,
-    utc_now,
-)
+from device_drivers.base import DeviceUnavailableError, DriverHealth, Reading
+from device_drivers.toolkit.commands import answer_ping
+from device_drivers.toolkit.health import HealthRecord
+from device_drivers.toolkit.schedule import PollSchedule
+from device_drivers.toolkit.sensor import environment_reading
+from storegate.clock import SYSTEM_CLOCK, Clock
+from storegate.wire import Command, CommandResult, DeviceId, Quantity
 
 _SECONDS_PER_DAY: Final = 86_400.0
 # The sine peaks mid-afternoon and bottoms out before dawn, as a store's back room does.
@@ -65,56 +54,46 @@ def temperature_at(ts: datetime, *, base: float, amplitude: float, noise_sample:
 class SimulatedTemperatureSensor:
     """A Driver that produces seeded temperature readings every ``interval_s``."""
 
-    def __init__(self, *, config: SimulatedSensorConfig, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, *, config: SimulatedSensorConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self._clock = clock
         self._rng = random.Random(config.seed)
-        self._state = DriverState.CLOSED
-        self._last_reading_at: datetime | None = None
-        self._readings_total = 0
+        self.record = HealthRecord()
 
     async def __aenter__(self) -> Self:
-        self._state = DriverState.UP
+        self.record.up()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._state = DriverState.CLOSED
+        self.record.closed()
 
     def sample(self) -> Reading:
         """Take one reading now (the next value of the noise sequence)."""
-        ts = self._clock()
+        ts = self._clock.now()
         noise = self._rng.gauss(0.0, self.config.noise_celsius) if self.config.noise_celsius > 0 else 0.0
         value = temperature_at(
             ts, base=self.config.base_celsius, amplitude=self.config.amplitude_celsius, noise_sample=noise
         )
-        payload = EnvironmentReading(
-            quantity=Quantity.TEMPERATURE, value=value, unit=UNIT_OF[Quantity.TEMPERATURE], zone=self.config.zone
-        ).model_dump(mode="json", exclude_none=True)
-        self._last_reading_at = ts
-        self._readings_total += 1
-        return Reading(device_id=self.config.device_id, kind=EventKind.ENVIRONMENT_READING, ts=ts, payload=payload)
+        self.record.read(ts)
+        return environment_reading(
+            device_id=self.config.device_id, quantity=Quantity.TEMPERATURE, value=value, zone=self.config.zone, ts=ts
+        )
 
     async def readings(self) -> AsyncIterator[Reading]:
         """One reading at once, then one every ``interval_s`` on a drift-free schedule."""
-        if self._state is not DriverState.UP:
+        if not self.record.is_up:
             raise DeviceUnavailableError(f"{self.config.device_id} is not open")
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while self._state is DriverState.UP:
+        schedule = PollSchedule(interval_s=self.config.interval_s, clock=self._clock)
+        while self.record.is_up:
             yield self.sample()
-            due += self.config.interval_s
-            # A consumer that fell behind gets the next reading at once, not a burst of missed ones.
-            due = max(due, loop.time())
-            await asyncio.sleep(due - loop.time())
+            await schedule.wait()
 
     async def execute(self, command: Command) -> CommandResult:
         """Answers ``ping``; a temperature sensor has no other commands."""
-        return answer_ping(command, device_id=self.config.device_id, now=self._clock())
+        return answer_ping(command, device_id=self.config.device_id, now=self._clock.now())
 
     def health(self) -> DriverHealth:
         """State, last reading time and count; a simulated device never fails on its own."""
-        return DriverHealth(
-            state=self._state, last_reading_at=self._last_reading_at, readings_total=self._readings_total
-        )
+        return self.record.snapshot()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from itertools import count
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
@@ -29,6 +27,7 @@ from device_drivers.simulated.sequence import (
 )
 from device_drivers.simulated.temperature import SimulatedSensorConfig, SimulatedTemperatureSensor, temperature_at
 from storegate import wire
+from tests.clocks import FakeClock
 
 T0 = datetime(2025, 3, 1, 0, 0, tzinfo=UTC)
 
@@ -45,12 +44,6 @@ def sensor_config(**overrides: object) -> SimulatedSensorConfig:
         "seed": 42,
     }
     return SimulatedSensorConfig.model_validate({**fields, **overrides})
-
-
-def stepping_clock(step: timedelta = timedelta(minutes=10)) -> Callable[[], datetime]:
-    """A clock that advances by ``step`` on every call, from T0."""
-    ticks = count()
-    return lambda: T0 + step * next(ticks)
 
 
 def command(name: str) -> wire.Command:
@@ -83,7 +76,10 @@ def test_daily_curve_peaks_in_the_afternoon_and_bottoms_out_at_night() -> None:
 async def test_readings_are_valid_environment_events_and_repeat_for_the_same_seed() -> None:
     async def first_values(config: SimulatedSensorConfig, n: int) -> list[float]:
         values = []
-        async with SimulatedTemperatureSensor(config=config, clock=stepping_clock()) as sensor:
+        # A reading every 10 minutes of virtual time, from T0.
+        every_ten_minutes = config.model_copy(update={"interval_s": 600})
+        clock = FakeClock(start=T0, autojump=True)
+        async with SimulatedTemperatureSensor(config=every_ten_minutes, clock=clock) as sensor:
             async for reading in sensor.readings():
                 assert (reading.device_id, reading.kind) == ("chiller-1", "environment.reading")
                 payload = wire.EnvironmentReading.model_validate(reading.payload)
@@ -127,21 +123,6 @@ def sequence_config(**overrides: object) -> SimulatedSequenceConfig:
     return SimulatedSequenceConfig.model_validate({**fields, **overrides})
 
 
-class FakeTime:
-    """A monotonic clock that moves only when the device sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 async def take(device: SimulatedSequenceDevice, n: int) -> list[Reading]:
     readings = []
     async with device:
@@ -161,9 +142,8 @@ def test_the_sequence_device_is_a_resumable_driver() -> None:
 
 @pytest.mark.parametrize("kind", ["environment.reading", "door.contact", "sale.item"])
 async def test_sequence_readings_are_numbered_valid_and_identify_themselves(kind: str) -> None:
-    time = FakeTime()
     device = SimulatedSequenceDevice(
-        config=sequence_config(kind=kind, seed=4), monotonic=time.monotonic, sleep=time.sleep
+        config=sequence_config(kind=kind, seed=4), clock=FakeClock(monotonic=100.0, autojump=True)
     )
     readings = await take(device, 10)
     assert [r.source_seq for r in readings] == list(range(1, 11))
@@ -181,8 +161,7 @@ async def test_sequence_readings_are_numbered_valid_and_identify_themselves(kind
 
 
 async def test_sequence_device_resumes_after_the_committed_number_and_then_goes_quiet() -> None:
-    time = FakeTime()
-    device = SimulatedSequenceDevice(config=sequence_config(count=10), monotonic=time.monotonic, sleep=time.sleep)
+    device = SimulatedSequenceDevice(config=sequence_config(count=10), clock=FakeClock(monotonic=100.0, autojump=True))
     device.resume_after(7)
     readings = await take(device, 3)
     assert [r.source_seq for r in readings] == [8, 9, 10]
@@ -195,14 +174,12 @@ async def test_sequence_device_resumes_after_the_committed_number_and_then_goes_
 
 
 async def test_sequence_device_keeps_its_rate_on_a_token_bucket() -> None:
-    time = FakeTime()
-    device = SimulatedSequenceDevice(
-        config=sequence_config(count=1000, rate_per_s=50), monotonic=time.monotonic, sleep=time.sleep
-    )
-    start = time.now
+    clock = FakeClock(monotonic=100.0, autojump=True)
+    device = SimulatedSequenceDevice(config=sequence_config(count=1000, rate_per_s=50), clock=clock)
+    start = clock.monotonic()
     readings = await take(device, 501)
     # 50 a second: the 501st reading is due 10 s after the first, without drift.
-    assert time.now - start == pytest.approx(10.0)
+    assert clock.monotonic() - start == pytest.approx(10.0)
     assert len(readings) == 501
 
 

@@ -15,6 +15,7 @@ from uuid import UUID
 import pytest
 
 from device_drivers.base import DeviceUnavailableError, DriverHealth, DriverState, Reading
+from device_drivers.onewire.discovery import OneWireLister
 from device_drivers.ports import PortInfo
 from device_drivers.profile_base import ProfileBase, UsbMatch
 from device_drivers.profiles import ProfileCatalog, load_catalog
@@ -23,7 +24,6 @@ from edge_agent.hotplug import (
     CombinedLister,
     DeviceManager,
     KeyboardLister,
-    OneWireLister,
     UdevWakeups,
     default_lister,
     diff_ports,

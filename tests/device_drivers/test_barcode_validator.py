@@ -17,6 +17,7 @@ from device_drivers.barcode.scan import KIND_OF_MODE, DecodeOptions, DoubleReadF
 from device_drivers.barcode.symbology import GS, BarcodeRejectedError, RejectReason, classify
 from device_drivers.simulated.climate import shared_data_dir
 from storegate.wire import PAYLOAD_MODELS
+from tests.clocks import FakeClock
 
 ZXING_FILE = Path("barcodes") / "zxing_expected_texts.csv"
 OPTIONS = DecodeOptions(variable_measure=DEFAULT_VARIABLE_MEASURE)
@@ -216,14 +217,14 @@ def test_each_mode_emits_its_event_kind_with_the_mode_in_the_payload() -> None:
 
 
 def test_double_reads_within_the_window_are_suppressed_and_a_deliberate_rescan_counts() -> None:
-    now = [0.0]
-    reads = DoubleReadFilter(window_s=1.0, clock=lambda: now[0])
+    clock = FakeClock()
+    reads = DoubleReadFilter(window_s=1.0, clock=clock.monotonic)
     assert reads.admit("A")
-    now[0] = 0.4
+    clock.advance(0.4)
     assert not reads.admit("A")  # the scanner saw it twice
-    now[0] = 0.9
+    clock.advance(0.5)
     assert not reads.admit("A")  # still held under the scanner: the window runs from the last sighting
-    now[0] = 2.0
+    clock.advance(1.1)
     assert reads.admit("A")  # taken away, then scanned again on purpose
     assert reads.admit("B")
     assert reads.admit("A")  # A B A is three items

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from storegate.wire import (
     EnvironmentReading,
     Quantity,
 )
+from tests.clocks import FakeClock
 from tests.conftest import eventually
 
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -162,37 +162,6 @@ def test_silent_since_is_the_last_reading_or_the_start() -> None:
 # --------------------------------------------------------------------------- the wrapper
 
 
-class FakeClock:
-    """Virtual time: ``sleep`` returns when a test ``advance``s past its deadline."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._n = 0
-
-    def now(self) -> datetime:
-        return at(self.t)
-
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._n += 1
-        heapq.heappush(self._sleepers, (self.t + seconds, self._n, future))
-        await future
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        while self._sleepers and self._sleepers[0][0] <= self.t:
-            _, _, future = heapq.heappop(self._sleepers)
-            if not future.done():
-                future.set_result(None)
-
-
 class FakeSensor:
     """An inner driver whose readings the test pushes; records what the wrapper did to it."""
 
@@ -253,7 +222,7 @@ SETTINGS = EnvironmentSettings(
 
 class Harness:
     def __init__(self, settings: EnvironmentSettings = SETTINGS) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(start=BASE)
         self.inner = FakeSensor(self.clock)
         self.driver = MonitoredDriver(
             inner=self.inner,

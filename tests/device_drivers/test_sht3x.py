@@ -32,6 +32,7 @@ from device_drivers.sht3x.protocol import (
 from device_drivers.sht3x.simulator import SimulatedSht3x
 from device_drivers.simulated.climate import recorded_climate
 from storegate.wire import PAYLOAD_MODELS
+from tests.clocks import FakeClock
 
 
 def test_crc_datasheet_vector() -> None:
@@ -163,7 +164,7 @@ async def test_nacks_and_bad_crcs_are_counted_and_polling_goes_on() -> None:
 
 
 async def test_reading_before_the_conversion_is_done_is_nacked() -> None:
-    sensor = SimulatedSht3x(monotonic=lambda: 0.0)  # the conversion never completes
+    sensor = SimulatedSht3x(monotonic=FakeClock().monotonic)  # time stands still: the conversion never completes
     async with _driver(sensor) as driver:
         assert await driver.read_once() == []
     assert driver.rejects.by_reason == {"nack": 1}

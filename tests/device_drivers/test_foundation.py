@@ -10,9 +10,9 @@ import pytest
 from device_drivers.base import DeviceUnavailableError
 from device_drivers.ports import PortInfo
 from device_drivers.profile_base import SerialLink, UsbMatch
-from device_drivers.serialio import LineTooLongError, SerialTransport
 from device_drivers.simulated.climate import climate_series, recorded_climate, shared_data_dir
 from device_drivers.simulated.pty import NullModem, PtyPort
+from device_drivers.toolkit.serialio import LineTooLongError, SerialTransport
 from storegate.wire import DeviceIdentity
 from tests.conftest import eventually
 
@@ -134,7 +134,7 @@ def test_without_the_data_the_simulators_fall_back_to_a_curve(monkeypatch: pytes
 
 
 async def test_a_stalled_reader_pauses_reading_instead_of_growing() -> None:
-    from device_drivers import serialio
+    from device_drivers.toolkit import serialio
 
     async with PtyPort() as device, SerialTransport(url=device.port, link=SerialLink(), max_line=1 << 20) as serial:
         sent = 0

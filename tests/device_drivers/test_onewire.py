@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from device_drivers.base import DeviceUnavailableError, DriverState, Reading
 from device_drivers.environment.monitor import MonitoredDriver
 from device_drivers.environment.settings import EnvironmentSettings
-from device_drivers.onewire.driver import OneWireDriver, discover
+from device_drivers.onewire.discovery import discover
+from device_drivers.onewire.driver import OneWireDriver
 from device_drivers.onewire.profile import OneWireSensorProfile
 from device_drivers.onewire.protocol import (
     W1RejectError,

@@ -20,6 +20,7 @@ from device_drivers.base import DeviceUnavailableError, DriverState, Reading
 from device_drivers.ports import DeviceBinding
 from device_drivers.profiles import parse_profile
 from storegate.wire import Command
+from tests.clocks import FakeClock
 from tests.conftest import eventually
 
 K = KEY_CODES
@@ -240,8 +241,7 @@ def hid_driver(device: FakeInputDevice, *, settings: BarcodeSettings | None = No
         binding=DeviceBinding(device_id="till-1-scanner", address=ADDRESS),
         settings=settings or BarcodeSettings(),
         open_device=open_device,
-        now=lambda: T0,
-        monotonic=lambda: 0.0,
+        clock=FakeClock(start=T0),
     )
     driver.opened = opened  # type: ignore[attr-defined]
     return driver

@@ -18,8 +18,9 @@ from device_drivers.ports import DeviceBinding
 from device_drivers.profiles import load_catalog, parse_profile
 from device_drivers.simulated.pty import PtyPort
 from storegate.wire import PAYLOAD_MODELS
+from tests.clocks import FakeClock
 from tests.conftest import eventually
-from tests.devices.test_barcode_validator import scanner_text, zxing_rows
+from tests.device_drivers.test_barcode_validator import scanner_text, zxing_rows
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GS = "\x1d"
@@ -40,7 +41,7 @@ class Rig:
         self.driver = driver
         self.readings: list[Reading] = []
         self.error: BaseException | None = None
-        self.clock = [0.0]
+        self.clock = FakeClock(start=T0)
 
     async def until(self, count: int) -> list[Reading]:
         async def enough() -> bool:
@@ -63,13 +64,12 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     async with PtyPort() as port:
         scanner = SimulatedSerialScanner(port=port, terminator=terminator)  # type: ignore[arg-type]
-        clock = [0.0]
+        clock = FakeClock(start=T0)
         driver = SerialBarcodeDriver(
             profile=profile(terminator=terminator, **profile_overrides),
             binding=DeviceBinding(device_id="till-2-scanner", address=port.port),
             settings=settings or BarcodeSettings(),
-            now=lambda: T0,
-            monotonic=lambda: clock[0],
+            clock=clock,
         )
         the_rig = Rig(scanner, driver)
         the_rig.clock = clock
@@ -114,7 +114,7 @@ async def test_double_reads_are_suppressed_and_a_rescan_after_the_window_counts(
         r.scanner.queue_scan("5901234123457", aim="]E0")  # same instant: the scanner read it twice
         r.scanner.queue_scan("48512343", aim="]E4")
         await r.until(2)
-        r.clock[0] = 5.0
+        r.clock.advance(5.0)
         r.scanner.queue_scan("48512343", aim="]E4")  # picked up again, on purpose, seconds later
         readings = await r.until(3)
     assert [x.payload["code"] for x in readings] == ["5901234123457", "48512343", "48512343"]

@@ -103,6 +103,11 @@ class SerialTransport:
         """Whether the port is open."""
         return self._port is not None
 
+    @property
+    def partial_line(self) -> bytes:
+        """The start of a line not ended yet (empty inside an over-long line): what a device cut off had sent."""
+        return b"" if self._discarding else bytes(self._buffer)
+
     def _readable(self) -> None:
         assert self._fd is not None
         try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from device_drivers.simulated.climate import climate_series, recorded_climate, s
 from device_drivers.simulated.pty import NullModem
 from storegate.wire import PAYLOAD_MODELS, Command
 from tests.conftest import eventually
+from tests.device_drivers.collect import collecting
 
 FAST_TIMEOUT_S = 0.4  # response timeout in tests: a pty answers in well under a millisecond, even on a busy machine
 
@@ -70,36 +69,6 @@ def settings(**changes: Any) -> EnvironmentSettings:
 
 def driver_for(profile: ModbusSensorProfile, address: str, **setting_changes: Any) -> ModbusSensorDriver:
     return create(profile=profile, binding=DeviceBinding("th-1", address), settings=settings(**setting_changes))
-
-
-class Collector:
-    """Consumes a driver's readings in the background, keeping them and the error that ended them."""
-
-    def __init__(self, driver: ModbusSensorDriver) -> None:
-        self.driver = driver
-        self.readings: list[Reading] = []
-        self.error: BaseException | None = None
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for reading in self.driver.readings():
-                self.readings.append(reading)
-        except DriverError as err:
-            self.error = err
-
-    def values(self, quantity: str) -> list[float]:
-        return [float(r.payload["value"]) for r in self.readings if r.payload["quantity"] == quantity]  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def collecting(driver: ModbusSensorDriver) -> AsyncIterator[Collector]:
-    collector = Collector(driver)
-    try:
-        yield collector
-    finally:
-        collector.task.cancel()
-        await asyncio.gather(collector.task, return_exceptions=True)
 
 
 async def take(driver: ModbusSensorDriver, count: int) -> list[Reading]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,9 +13,7 @@ import pytest
 from device_drivers.base import (
     CommandNotSupportedError,
     DeviceUnavailableError,
-    DriverError,
     DriverState,
-    Reading,
 )
 from device_drivers.environment.settings import EnvironmentSettings
 from device_drivers.ports import DeviceBinding
@@ -29,6 +25,7 @@ from device_drivers.serial_sensor.simulator import Fault, SerialSensorSimulator
 from device_drivers.simulated.climate import climate_series, recorded_climate
 from storegate.wire import PAYLOAD_MODELS, Command
 from tests.conftest import eventually
+from tests.device_drivers.collect import collecting
 
 UNITS = {"temperature": "Cel", "humidity": "%RH"}
 
@@ -43,36 +40,6 @@ def diy_th(**line_changes: Any) -> SerialSensorProfile:
 def driver_for(profile: SerialSensorProfile, port: str, **setting_changes: Any) -> SerialSensorDriver:
     settings = EnvironmentSettings.model_validate({"zone": "back-room", "poll_interval_s": 0.001, **setting_changes})
     return create(profile=profile, binding=DeviceBinding("th-line-1", port), settings=settings)
-
-
-class Collector:
-    """Consumes a driver's readings in the background, keeping them and the error that ended them."""
-
-    def __init__(self, driver: SerialSensorDriver) -> None:
-        self.driver = driver
-        self.readings: list[Reading] = []
-        self.error: BaseException | None = None
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for reading in self.driver.readings():
-                self.readings.append(reading)
-        except DriverError as err:
-            self.error = err
-
-    def pairs(self) -> list[tuple[object, object]]:
-        return [(r.payload["quantity"], r.payload["value"]) for r in self.readings]
-
-
-@asynccontextmanager
-async def collecting(driver: SerialSensorDriver) -> AsyncIterator[Collector]:
-    collector = Collector(driver)
-    try:
-        yield collector
-    finally:
-        collector.task.cancel()
-        await asyncio.gather(collector.task, return_exceptions=True)
 
 
 async def _true(value: bool) -> bool:

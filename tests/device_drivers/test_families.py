@@ -1,0 +1,110 @@
+"""The family registry: every family registers itself from its package, and the lookups are built from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from typing import Literal
+
+import pytest
+
+from device_drivers.environment.monitor import MonitoredDriver
+from device_drivers.environment.settings import EnvironmentSettings
+from device_drivers.families import FAMILY_PACKAGES, DeviceFamily, families, load_families
+from device_drivers.ports import DeviceBinding
+from device_drivers.profile_base import ProfileBase, SettingsBase
+from device_drivers.profiles import create_driver, family_of, load_catalog, parse_settings
+
+ADDRESSES = {
+    "shelf": "/dev/ttyACM9",
+    "barcode": "/dev/ttyACM9",
+    "modbus-sensor": "/dev/ttyUSB9",
+    "serial-sensor": "/dev/ttyUSB9",
+    "w1-sensor": "/sys/bus/w1/devices/28-000000000000",
+    "i2c-sensor": "i2c-1:0x44",
+    "door": "gpio:17",
+}
+
+
+def test_every_family_package_registers_its_family_in_order() -> None:
+    registered = families()
+    assert [f.kind for f in registered] == list(ADDRESSES)
+    assert len(registered) == len(FAMILY_PACKAGES)
+    assert [f.kind for f in registered if f.environment] == [
+        "modbus-sensor",
+        "serial-sensor",
+        "w1-sensor",
+        "i2c-sensor",
+    ]
+    assert [f.kind for f in registered if f.port_lister is not None] == ["w1-sensor"]
+
+
+def test_every_shipped_profile_finds_its_family_settings_and_driver() -> None:
+    catalog = load_catalog()
+    assert {family_of(p).kind for p in catalog.profiles.values()} == set(ADDRESSES)
+    for profile in catalog.profiles.values():
+        family = family_of(profile)
+        settings = parse_settings(profile, {})
+        assert type(settings) is family.settings
+        driver = create_driver(profile, DeviceBinding(device_id="d-1", address=ADDRESSES[family.kind]), settings)
+        # Environment sensors come wrapped in the monitor (stale sensors, local alarms); the others do not.
+        assert isinstance(driver, MonitoredDriver) is family.environment
+        assert driver.health().state == "closed"
+
+
+class OtherProfile(ProfileBase):
+    """A profile of a kind no family of the tests registers."""
+
+    kind: Literal["other"]
+
+
+@pytest.fixture
+def fake_modules() -> Iterator[dict[str, types.ModuleType]]:
+    """Modules the test fills with registrations, importable by name while it runs."""
+    made: dict[str, types.ModuleType] = {}
+    yield made
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+def _module(made: dict[str, types.ModuleType], name: str, family: object) -> str:
+    module = types.ModuleType(name)
+    if family is not None:
+        module.FAMILY = family  # type: ignore[attr-defined]
+    made[name] = sys.modules[name] = module
+    return name
+
+
+def test_a_registration_that_does_not_fit_is_refused(fake_modules: dict[str, types.ModuleType]) -> None:
+    other = DeviceFamily(kind="other", profile=OtherProfile, settings=SettingsBase, driver="x:create")
+    wrong_kind = DeviceFamily(kind="another", profile=OtherProfile, settings=SettingsBase, driver="x:create")
+    assert load_families([_module(fake_modules, "fake_other", other)]) == (other,)
+    with pytest.raises(TypeError, match="fake_none defines no FAMILY"):
+        load_families([_module(fake_modules, "fake_none", None)])
+    with pytest.raises(TypeError, match=r"OtherProfile.kind is one of \('other',\), not 'another'"):
+        load_families([_module(fake_modules, "fake_wrong", wrong_kind)])
+    with pytest.raises(TypeError, match="kind 'other' is registered twice"):
+        load_families(["fake_other", _module(fake_modules, "fake_again", other)])
+
+
+def test_drivers_and_their_libraries_are_imported_only_when_a_driver_is_made() -> None:
+    # A gateway without evdev (or gpiozero, smbus2...) still loads every profile and runs every other family.
+    probe = (
+        "import sys\n"
+        "from device_drivers.profiles import load_catalog, parse_settings\n"
+        "import edge_agent.hotplug\n"
+        "catalog = load_catalog()\n"
+        "for profile in catalog.profiles.values():\n"
+        "    parse_settings(profile, {})\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('evdev', 'gpiozero', 'smbus2', 'pymodbus')"
+        " or m.endswith('.driver')]\n"
+        "print(sorted(loaded))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
+def test_environment_settings_are_the_settings_of_every_environment_family() -> None:
+    assert {f.settings for f in families() if f.environment} == {EnvironmentSettings}
