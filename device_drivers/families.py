@@ -9,27 +9,27 @@ devices are not found as USB ports. :mod:`device_drivers.profiles` builds the pr
 and every lookup from these, and the agent's hot-plug scan takes the listers from here, so
 neither names a family.
 
-The families are the packages named in :data:`FAMILY_PACKAGES`, one line each, on purpose:
-the list is read in one place, in a fixed order (the order of the kinds in a profile error
-message), and a half-written folder is not live until it is named here. Entry points would
-let another distribution add a family, but they live in installed metadata that goes stale
-until a reinstall, and every family ships in this repository.
+The families are found, not listed: every package directly under ``device_drivers/`` whose
+``__init__.py`` defines ``FAMILY`` is one, in the order of the package names. So a new family
+is its folder and its profile files in ``firmware_configs/``, and no table elsewhere names it.
+Packages without ``FAMILY`` (the toolkit, the environment monitor, the simulators) are not
+families. Entry points would let another distribution add a family too, but they live in
+installed metadata that goes stale until a reinstall, and every family ships in this repository.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, get_args
+from typing import get_args
 
+import device_drivers
 from device_drivers.base import Driver
 from device_drivers.ports import DeviceBinding, HotplugSettings, PortLister
 from device_drivers.profile_base import ProfileBase, SettingsBase
-
-# Every driver family, by package under device_drivers/ (see the module docstring).
-FAMILY_PACKAGES: Final = ("shelf", "barcode", "modbus_sensor", "serial_sensor", "onewire", "sht3x", "door")
 
 # A family's own port lister, made from the catalog's profiles of its kind and the agent's [hotplug] settings.
 PortListerFactory = Callable[[Sequence[ProfileBase], HotplugSettings], PortLister]
@@ -53,10 +53,20 @@ class DeviceFamily:
         return factory(profile=profile, binding=binding, settings=settings)
 
 
+def family_packages() -> tuple[str, ...]:
+    """The packages directly under ``device_drivers/`` that register a family, by name (each imported once)."""
+    names = sorted(info.name for info in pkgutil.iter_modules(device_drivers.__path__) if info.ispkg)
+    return tuple(
+        f"device_drivers.{name}"
+        for name in names
+        if hasattr(importlib.import_module(f"device_drivers.{name}"), "FAMILY")
+    )
+
+
 @functools.cache
 def families() -> tuple[DeviceFamily, ...]:
-    """Every family of :data:`FAMILY_PACKAGES`, in that order (each package imported once)."""
-    return load_families(f"device_drivers.{name}" for name in FAMILY_PACKAGES)
+    """Every family found under ``device_drivers/`` (see the module docstring), in package-name order."""
+    return load_families(family_packages())
 
 
 def load_families(modules: Iterable[str]) -> tuple[DeviceFamily, ...]:

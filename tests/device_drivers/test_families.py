@@ -6,36 +6,38 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
 from device_drivers.environment.monitor import MonitoredDriver
 from device_drivers.environment.settings import EnvironmentSettings
-from device_drivers.families import FAMILY_PACKAGES, DeviceFamily, families, load_families
+from device_drivers.families import DeviceFamily, families, family_packages, load_families
 from device_drivers.ports import DeviceBinding
 from device_drivers.profile_base import ProfileBase, SettingsBase
 from device_drivers.profiles import create_driver, family_of, load_catalog, parse_settings
 
+# Every family's kind, in the order of their packages' names (barcode, door, modbus_sensor, onewire...).
 ADDRESSES = {
-    "shelf": "/dev/ttyACM9",
     "barcode": "/dev/ttyACM9",
-    "modbus-sensor": "/dev/ttyUSB9",
-    "serial-sensor": "/dev/ttyUSB9",
-    "w1-sensor": "/sys/bus/w1/devices/28-000000000000",
-    "i2c-sensor": "i2c-1:0x44",
     "door": "gpio:17",
+    "modbus-sensor": "/dev/ttyUSB9",
+    "w1-sensor": "/sys/bus/w1/devices/28-000000000000",
+    "serial-sensor": "/dev/ttyUSB9",
+    "shelf": "/dev/ttyACM9",
+    "i2c-sensor": "i2c-1:0x44",
 }
 
 
 def test_every_family_package_registers_its_family_in_order() -> None:
     registered = families()
     assert [f.kind for f in registered] == list(ADDRESSES)
-    assert len(registered) == len(FAMILY_PACKAGES)
+    assert len(registered) == len(family_packages())
     assert [f.kind for f in registered if f.environment] == [
         "modbus-sensor",
-        "serial-sensor",
         "w1-sensor",
+        "serial-sensor",
         "i2c-sensor",
     ]
     assert [f.kind for f in registered if f.port_lister is not None] == ["w1-sensor"]
@@ -108,3 +110,71 @@ def test_drivers_and_their_libraries_are_imported_only_when_a_driver_is_made() -
 
 def test_environment_settings_are_the_settings_of_every_environment_family() -> None:
     assert {f.settings for f in families() if f.environment} == {EnvironmentSettings}
+
+
+NEW_FAMILY_INIT = '''
+"""A lux meter family that exists only in this test: its folder is all it takes."""
+
+from typing import Literal
+
+from device_drivers.families import DeviceFamily
+from device_drivers.profile_base import ProfileBase, SettingsBase
+
+
+class LuxMeterProfile(ProfileBase):
+    kind: Literal["lux-meter"]
+    max_lux: int
+
+
+class LuxMeterSettings(SettingsBase):
+    zone: str = "sales-floor"
+
+
+FAMILY = DeviceFamily(
+    kind="lux-meter",
+    profile=LuxMeterProfile,
+    settings=LuxMeterSettings,
+    driver="device_drivers.lux_meter.driver:create",
+)
+'''
+
+# The factory answers what it was given, so the test sees the profile, settings and binding arrive.
+NEW_FAMILY_DRIVER = '''
+def create(*, profile, binding, settings):
+    return ("lux-meter driver", profile.max_lux, settings.zone, binding.address)
+'''
+
+NEW_FAMILY_PROFILE = """
+id = "acme-lux-2000"
+kind = "lux-meter"
+vendor = "Acme"
+model = "Lux 2000"
+max_lux = 20000
+"""
+
+
+def test_a_new_family_is_its_folder_and_a_profile_file(tmp_path: Path) -> None:
+    # Nothing outside the family's folder and its data file names it: a folder beside the shipped families (here on
+    # device_drivers' package path, as a folder in device_drivers/ would be) and a profile file are found.
+    folder = tmp_path / "families" / "lux_meter"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(NEW_FAMILY_INIT)
+    (folder / "driver.py").write_text(NEW_FAMILY_DRIVER)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "acme-lux-2000.toml").write_text(NEW_FAMILY_PROFILE)
+    probe = (
+        "import sys, device_drivers\n"
+        f"device_drivers.__path__.append({str(tmp_path / 'families')!r})\n"
+        "from pathlib import Path\n"
+        "from device_drivers.ports import DeviceBinding\n"
+        "from device_drivers.profiles import create_driver, family_of, load_catalog, parse_settings\n"
+        f"catalog = load_catalog(Path({str(profiles)!r}))\n"
+        "profile = catalog.get('acme-lux-2000')\n"
+        "settings = parse_settings(profile, {'zone': 'bakery'})\n"
+        "print(family_of(profile).kind)\n"
+        "print(create_driver(profile, DeviceBinding(device_id='lux-1', address='i2c-1:0x23'), settings))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["lux-meter", "('lux-meter driver', 20000, 'bakery', 'i2c-1:0x23')"]
