@@ -108,6 +108,7 @@ class EdgeAgent:
             committed_mark=recorder.committed_mark,
             hotplug=config.hotplug,
             lister=default_lister(config.hotplug, catalog) if port_lister == "default" else port_lister,
+            # Presence is made below; devices start and stop only once the agent runs.
             on_change=lambda: self._presence.devices_changed(),
         )
         self._presence = Presence(config=config, clock=self._clock, state=state, devices=self._devices)
