@@ -1,9 +1,9 @@
 """What the agent's units share while it runs, in one small object instead of on the agent.
 
 The :class:`~edge_agent.agent.EdgeAgent` makes one :class:`AgentState` and hands it to each unit
-that needs it. Every field has one writer, named beside it; the others only read it. The
-two events are how one unit tells another that there is work: nobody waits on a unit's
-internals.
+that needs it. Beside each field is who writes it; the others only read it. The two events
+are how one unit tells another that there is work: any unit sets them, and only the one
+that waits on it clears it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from edge_agent.window import SendWindow
 
 @dataclass(slots=True, eq=False)
 class AgentState:
-    """The state the recorder, uplink, acks, presence and health share (one writer a field)."""
+    """The state the recorder, uplink, acks, presence and health share (who writes what: beside each field)."""
 
     # Set when there may be something to send: a commit, an ack, a connect, a not_held report. The uplink waits on it.
     wake_sender: asyncio.Event = field(default_factory=asyncio.Event)
