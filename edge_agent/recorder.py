@@ -33,7 +33,7 @@ from storegate import wire
 
 if TYPE_CHECKING:
     from device_drivers.base import Reading
-    from edge_agent.config import AgentConfig, OutboxConfig
+    from edge_agent.config import AgentConfig
     from edge_agent.state import AgentState
     from storegate.clock import Clock
 
@@ -60,10 +60,12 @@ class Evictions:
 
     ``episode`` is ``(events evicted since the outbox filled up, the quota in words)`` while it
     is full, else None; health shows it as a problem. ``wake_health`` is set when it begins or ends.
+    ``max_events`` and ``max_bytes`` are the outbox's quota.
     """
 
-    def __init__(self, *, config: OutboxConfig, wake_health: asyncio.Event) -> None:
-        self._config = config
+    def __init__(self, *, max_events: int, max_bytes: int, wake_health: asyncio.Event) -> None:
+        self._max_events = max_events
+        self._max_bytes = max_bytes
         self._wake_health = wake_health
         self.by_priority: Counter[wire.Priority] = Counter()
         self.episode: tuple[int, str] | None = None
@@ -73,16 +75,16 @@ class Evictions:
         self.by_priority.update(evicted)
         count = sum(evicted.values())
         by_priority = {priority.name.lower(): n for priority, n in sorted(evicted.items())}
-        config = self._config
-        why = "the disk is full" if disk_full else f"{config.max_events:,} events or {config.max_bytes / 1e6:,.0f} MB"
+        max_events, max_bytes = self._max_events, self._max_bytes
+        why = "the disk is full" if disk_full else f"{max_events:,} events or {max_bytes / 1e6:,.0f} MB"
         if self.episode is None:
             log.warning(
                 "outbox_evicting",
                 reason="disk full" if disk_full else "quota full",
                 evicted=by_priority,
                 loss_events=loss_events,
-                max_events=config.max_events,
-                max_bytes=config.max_bytes,
+                max_events=max_events,
+                max_bytes=max_bytes,
             )
             self._wake_health.set()
         else:
@@ -93,10 +95,9 @@ class Evictions:
         """End the episode once the outbox is below EVICTION_CLEAR_SHARE of its quota (after an ack or a commit)."""
         if self.episode is None:
             return
-        config = self._config
         if (
-            outbox.depth() <= config.max_events * EVICTION_CLEAR_SHARE
-            and outbox.size_bytes <= config.max_bytes * EVICTION_CLEAR_SHARE
+            outbox.depth() <= self._max_events * EVICTION_CLEAR_SHARE
+            and outbox.size_bytes <= self._max_bytes * EVICTION_CLEAR_SHARE
         ):
             log.info("outbox_eviction_stopped", evicted=self.episode[0], waiting=outbox.depth())
             self.episode = None
@@ -127,7 +128,9 @@ class Recorder:
         self.write_failing: tuple[float, str] | None = None  # (since, error) while the outbox rejects writes
         self.rejected = 0
         self.duplicates = 0
-        self.evictions = Evictions(config=config.outbox, wake_health=state.wake_health)
+        self.evictions = Evictions(
+            max_events=config.outbox.max_events, max_bytes=config.outbox.max_bytes, wake_health=state.wake_health
+        )
 
     @property
     def queued(self) -> int:
