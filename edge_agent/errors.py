@@ -1,15 +1,31 @@
-"""Errors the edge agent raises to its callers."""
+"""Errors the edge agent raises to its callers: one base, :class:`AgentError`, for all of them.
+
+Each also derives from the builtin it derived from before the base existed, so an ``except``
+written for that builtin catches what it caught before::
+
+    Exception
+    └── AgentError                                   (edge_agent.errors)
+        ├── AgentStoppedError(AgentError, RuntimeError)     record() after the agent stopped accepting
+        ├── AgentFailedError(AgentError, RuntimeError)      one of the agent's own tasks failed
+        ├── InvalidReadingError(AgentError, ValueError)     a reading that makes no valid event
+        ├── OutboxError(AgentError)                  (edge_agent.outbox) the outbox cannot be opened or used
+        └── OutboxFullError(AgentError)              (edge_agent.outbox) the quota is full, nothing may go
+"""
 
 from __future__ import annotations
 
 
-class AgentStoppedError(RuntimeError):
+class AgentError(Exception):
+    """Base of every error the edge agent raises (see the tree in this module's docstring)."""
+
+
+class AgentStoppedError(AgentError, RuntimeError):
     """The agent no longer accepts readings: it is shutting down or has stopped."""
 
 
-class InvalidReadingError(ValueError):
+class InvalidReadingError(AgentError, ValueError):
     """A reading that does not make a valid wire event; it is counted and dropped, never stored."""
 
 
-class AgentFailedError(RuntimeError):
+class AgentFailedError(AgentError, RuntimeError):
     """One of the agent's own tasks (writer, sender, ack handler, health) failed, so the agent stopped."""

@@ -1,12 +1,21 @@
-"""How the agent reports on itself: counters, rates, problems in words, and the Prometheus endpoint."""
+"""How the agent reports on itself: counters, rates, problems in words, and the Prometheus endpoint.
+
+:class:`HealthReporter` publishes a retained health message and writes the status file
+every ``health.interval_s``, and at once when something changes (a connect, a disconnect,
+outbox writes failing or recovering, an eviction episode); :class:`MetricsServer` serves
+Prometheus ``/metrics`` on request.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -14,7 +23,23 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 
+from edge_agent.status import AgentStatusFile
+from storegate import wire
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
+    from edge_agent.hotplug import DeviceManager
+    from edge_agent.recorder import Recorder
+    from edge_agent.state import AgentState
+    from edge_agent.status import StatusFile
+    from storegate.clock import Clock
+    from storegate.mqtt import MqttLink
+
 log = structlog.get_logger(__name__)
+
+# Rates are sampled this often (they are averaged over a minute).
+RATE_SAMPLE_S: Final = 1.0
+_PRIORITY_NAMES: Final = tuple(priority.name.lower() for priority in wire.Priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,3 +244,165 @@ class MetricsServer:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+
+
+class HealthReporter:
+    """The agent's stats and health report, published (retained) on the link and written to the status file.
+
+    Reads ``state``, the ``recorder``'s counters and the ``devices``; :meth:`run` reports every
+    ``health.interval_s`` and at once when ``state.wake_health`` is set, and samples the rates.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        clock: Clock,
+        state: AgentState,
+        recorder: Recorder,
+        devices: DeviceManager,
+        status_file: StatusFile,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._state = state
+        self._recorder = recorder
+        self._devices = devices
+        self._status_file = status_file
+        self._topic = wire.topic(config.store_id, config.gateway_id, wire.Channel.HEALTH)
+        self._publish_rate = RateMeter()
+        self._ack_rate = RateMeter()
+        self._problems_logged = False
+
+    def stats(self) -> AgentStats:
+        """A snapshot of the counters; safe to read from any thread."""
+        state, recorder = self._state, self._recorder
+        window, outbox = state.window, state.outbox
+        oldest = None if outbox is None else outbox.oldest_event_ts
+        evicted = recorder.evictions.by_priority
+        return AgentStats(
+            depth=0 if outbox is None else outbox.depth(),
+            size_bytes=0 if outbox is None else outbox.size_bytes,
+            published=state.published,
+            acked=state.acked,
+            resent=state.resent,
+            reconnects=max(state.connects - 1, 0),
+            rejected=recorder.rejected,
+            duplicates=recorder.duplicates,
+            evicted_by_priority=tuple(
+                (name, evicted[priority]) for name, priority in zip(_PRIORITY_NAMES, wire.Priority, strict=True)
+            ),
+            publish_rate=self._publish_rate.rate,
+            ack_rate=self._ack_rate.rate,
+            last_ack_seq=0 if window is None else window.acked_seq,
+            connected=state.connected,
+            oldest_unacked_age_s=None if oldest is None else max(0.0, (self._clock.now() - oldest).total_seconds()),
+            devices_up=tuple((device.device_id, device.up) for device in self._devices.supervisors),
+        )
+
+    def report(self) -> wire.GatewayHealth:
+        """The health report as of now, as the agent publishes it."""
+        stats = self.stats()
+        state, recorder = self._state, self._recorder
+        now = self._clock.monotonic()
+        write_failing = recorder.write_failing
+        problems = describe_problems(
+            broker=self._config.mqtt.address,
+            connected=stats.connected,
+            disconnected_for_s=None if state.disconnected_at is None else now - state.disconnected_at,
+            depth=stats.depth,
+            ack_stalled_for_s=self._hub_silent_for(now),
+            write_failing=None if write_failing is None else (now - write_failing[0], write_failing[1]),
+            devices_down=[
+                (device.device_id, down_for, device.last_error)
+                for device in self._devices.supervisors
+                if (down_for := device.down_for(now)) is not None
+            ],
+            queued=recorder.queued,
+            evicting=recorder.evictions.episode,
+        )
+        return wire.GatewayHealth(
+            store_id=self._config.store_id,
+            gateway_id=self._config.gateway_id,
+            ts=self._clock.now(),
+            outbox_depth=stats.depth,
+            oldest_unacked_age_s=stats.oldest_unacked_age_s,
+            published_total=stats.published,
+            acked_total=stats.acked,
+            resent_total=stats.resent,
+            reconnects_total=stats.reconnects,
+            evicted_total=stats.evicted,
+            duplicates_dropped_total=stats.duplicates,
+            outbox_bytes=stats.size_bytes,
+            publish_rate=round(stats.publish_rate, 1),
+            ack_rate=round(stats.ack_rate, 1),
+            problems=problems,
+        )
+
+    def _hub_silent_for(self, now: float) -> float | None:
+        window = self._state.window
+        silent_for = None if window is None else window.hub_silent_for(now)
+        return silent_for if silent_for is not None and silent_for >= self._config.outbox.ack_timeout_s else None
+
+    async def run(self, link: MqttLink) -> None:
+        """The health publisher: the status file at once, then a report each interval or wake-up; until cancelled."""
+        state, clock = self._state, self._clock
+        interval_s = self._config.health.interval_s
+        next_report = clock.monotonic() + interval_s  # or at the first connect
+        await self.write_status(running=True)  # at once, so `storegate agent status` has something to say
+        while True:
+            now = clock.monotonic()
+            self._publish_rate.sample(now, state.published)
+            self._ack_rate.sample(now, state.acked)
+            if state.wake_health.is_set() or now >= next_report:
+                state.wake_health.clear()
+                next_report = now + interval_s
+                await self._publish(link)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    state.wake_health.wait(), timeout=max(0.0, min(RATE_SAMPLE_S, next_report - now))
+                )
+
+    async def _publish(self, link: MqttLink) -> None:
+        report = self.report()
+        if report.problems and not self._problems_logged:
+            log.warning("health_degraded", problems=report.problems)
+        elif not report.problems and self._problems_logged:
+            log.info("health_recovered")
+        self._problems_logged = bool(report.problems)
+        if link.connected:
+            link.publish(self._topic, wire.encode(report), qos=0, retain=True)
+        await self.write_status(running=True, report=report)
+
+    async def write_status(self, *, running: bool, report: wire.GatewayHealth | None = None) -> None:
+        """Write the status file: the stats, and the problems of ``report`` (of a new one when None)."""
+        report = report or self.report()
+        stats = self.stats()
+        state, config = self._state, self._config
+        now = self._clock.monotonic()
+        status = AgentStatusFile(
+            pid=os.getpid(),
+            written_at=self._clock.now(),
+            running=running,
+            store_id=config.store_id,
+            gateway_id=config.gateway_id,
+            broker=config.mqtt.address,
+            connected=stats.connected,
+            disconnected_for_s=None if state.disconnected_at is None else now - state.disconnected_at,
+            health_interval_s=config.health.interval_s,
+            outbox_depth=stats.depth,
+            outbox_bytes=stats.size_bytes,
+            oldest_unacked_age_s=stats.oldest_unacked_age_s,
+            publish_rate=stats.publish_rate,
+            ack_rate=stats.ack_rate,
+            published_total=stats.published,
+            acked_total=stats.acked,
+            resent_total=stats.resent,
+            evicted_total=stats.evicted,
+            evicted_by_priority=dict(stats.evicted_by_priority),
+            reconnects_total=stats.reconnects,
+            duplicates_total=stats.duplicates,
+            rejected_total=stats.rejected,
+            problems=report.problems,
+        )
+        await self._status_file.write(status)

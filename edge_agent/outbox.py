@@ -55,6 +55,7 @@ from uuid import UUID, uuid4
 
 from pydantic import JsonValue, ValidationError
 
+from edge_agent.errors import AgentError
 from storegate import wire
 from storegate.wire import MAX_LOSS_RANGES, DataLoss, EventKind, Priority, SeqRange, priority_of, utc_now
 
@@ -149,11 +150,11 @@ encode_json: Final[Callable[[object], str]] = json.JSONEncoder(
 ).encode
 
 
-class OutboxError(Exception):
+class OutboxError(AgentError):
     """The outbox file cannot be used: unreadable, not a database, in use, or from a newer agent."""
 
 
-class OutboxFullError(Exception):
+class OutboxFullError(AgentError):
     """An append does not fit in the quota even after evicting every event that may be evicted."""
 
 

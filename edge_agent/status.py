@@ -2,22 +2,27 @@
 
 The running agent writes ``<outbox path>.status.json`` every health interval and on
 every connect and disconnect, atomically (a temporary file renamed over the old one),
-so a reader never sees half a file. :func:`agent_status` reads it back for people:
+so a reader never sees half a file (:class:`StatusFile`; the health reporter in
+:mod:`edge_agent.health` says what goes in it). :func:`agent_status` reads it back for people:
 it works whether or not the broker or the hub can be reached, which is when it is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.config import load_agent_config
 from storegate.configfile import ConfigError
 from storegate.wire import UtcDatetime, utc_now
+
+log = structlog.get_logger(__name__)
 
 EXIT_HEALTHY: Final = 0
 EXIT_PROBLEMS: Final = 1
@@ -67,6 +72,25 @@ def write_status(path: Path, status: AgentStatusFile) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(status.model_dump_json(indent=2) + "\n")
     os.replace(temporary, path)
+
+
+class StatusFile:
+    """The running agent's status file at ``path``: written off the event loop; a failure is logged once."""
+
+    def __init__(self, *, path: Path) -> None:
+        self.path = path
+        self._failing = False
+
+    async def write(self, status: AgentStatusFile) -> None:
+        """Replace the file with ``status``; a write that fails is logged (once until one works) and dropped."""
+        try:
+            await asyncio.to_thread(write_status, self.path, status)
+        except OSError as err:
+            if not self._failing:
+                log.warning("status_file_not_written", path=str(self.path), error=str(err))
+            self._failing = True
+        else:
+            self._failing = False
 
 
 def _age(seconds: float) -> str:

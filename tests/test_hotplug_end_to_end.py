@@ -193,7 +193,7 @@ async def test_plugged_devices_reach_the_hub_keep_their_id_and_take_commands(
             assert unknown[0]["payload"]["identity"]["vendor_id"] == "1a86"
             assert agent.devices.device_ids == [SCANNER_KEY]
         # The gateway's birth message lists the devices it runs (reconnects publish it again).
-        assert SCANNER_KEY in agent._status(online=True, reason="birth").devices
+        assert SCANNER_KEY in agent._presence.status(online=True, reason="birth").devices
         gateway = (await hub.client.get("/api/v1/gateways", params={"store_id": STORE})).json()["items"][0]
         assert gateway["last_status_reason"] == "birth"  # a change of devices is not a change of presence
     finally:

@@ -22,8 +22,8 @@ from launcher.broker import LocalBroker
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from storegate.wire import EventKind, SeqRange
-from tests.agent.conftest import T0, FakeHub, make_config, running, temperature
-from tests.agent.test_agent import connected, until
+from tests.edge_agent.conftest import T0, FakeHub, make_config, running, temperature
+from tests.edge_agent.test_agent import connected, until
 
 
 def door(n: int) -> Reading:
@@ -197,7 +197,7 @@ async def test_a_full_disk_holds_readings_in_memory_and_the_agent_keeps_running(
             await agent.record(big(n))
         await until(lambda: any("outbox writes failing" in p for p in agent.health().problems), "the problem")
         blocked = asyncio.create_task(_record_all(agent, [big(n) for n in range(10, 30)]))
-        await until(lambda: agent.stats.depth == 0 and agent._queue.full(), "the queue full")
+        await until(lambda: agent.stats.depth == 0 and agent._recorder._queue.full(), "the queue full")
         (problem,) = [p for p in agent.health().problems if "outbox writes failing" in p]
         assert "database or disk is full" in problem
         assert "readings held in memory, devices wait" in problem

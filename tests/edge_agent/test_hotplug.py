@@ -32,7 +32,7 @@ from edge_agent.timing import Backoff
 from storegate import wire
 from storegate.clock import SystemClock
 from storegate.wire import DeviceIdentity
-from tests.agent.conftest import T0
+from tests.edge_agent.conftest import T0
 from tests.hub.conftest import until
 
 

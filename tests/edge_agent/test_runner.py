@@ -13,8 +13,8 @@ import pytest
 
 from edge_agent.runner import run_agent
 from storegate.mqtt import MqttSettings
-from tests.agent.conftest import GATEWAY, STORE, FakeHub
 from tests.conftest import wait_until
+from tests.edge_agent.conftest import GATEWAY, STORE, FakeHub
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_MAIN = "import sys; from pathlib import Path; from edge_agent.runner import run_agent; " + (

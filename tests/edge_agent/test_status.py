@@ -13,8 +13,8 @@ from edge_agent.config import load_agent_config
 from edge_agent.status import AgentStatusFile, agent_status, describe_status, status_path, write_status
 from storegate.mqtt import MqttSettings
 from storegate.wire import utc_now
-from tests.agent.conftest import GATEWAY, STORE, FakeHub, running, temperature
-from tests.agent.test_agent import connected, until
+from tests.edge_agent.conftest import GATEWAY, STORE, FakeHub, running, temperature
+from tests.edge_agent.test_agent import connected, until
 
 
 def write_config(tmp_path: Path, mqtt: MqttSettings) -> Path:

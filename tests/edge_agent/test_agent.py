@@ -24,8 +24,8 @@ from edge_agent.timing import Backoff
 from launcher.broker import LocalBroker
 from storegate import wire
 from storegate.mqtt import MqttSettings
-from tests.agent.conftest import GATEWAY, STORE, FakeHub, make_config, retained, running, temperature
 from tests.conftest import eventually
+from tests.edge_agent.conftest import GATEWAY, STORE, FakeHub, make_config, retained, running, temperature
 
 HubFactory = Callable[..., FakeHub]
 

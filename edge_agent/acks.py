@@ -1,0 +1,224 @@
+"""Acks: the hub's word on what it has stored, and what the agent does about it.
+
+- Acks are cumulative: the outbox deletes every row up to the best ``through_seq`` at once
+  (acks waiting together are coalesced, up to :data:`ACK_COALESCE`, into one delete).
+- The seqs an ack names as ``gaps`` were lost between broker and hub: they are resent at once
+  (:meth:`AckHandler._repair_gaps`), once an ack timeout at most.
+- A hub that now holds less than it acknowledged (restored from an older backup) is told which
+  events are gone, as ``not_held`` loss records (:meth:`AckHandler._report_not_held`).
+
+The handler also reads the link's other subscription, the hub's commands, and hands each to
+:class:`~edge_agent.commands.Commands`, so one consumer empties the link's queue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
+from uuid import UUID
+
+import structlog
+
+from edge_agent.outbox import Outbox, OutboxFullError, merge_ranges
+from storegate import wire
+
+if TYPE_CHECKING:
+    from edge_agent.commands import Commands
+    from edge_agent.config import AgentConfig
+    from edge_agent.recorder import Evictions
+    from edge_agent.state import AgentState
+    from edge_agent.uplink import Uplink
+    from edge_agent.window import SendWindow
+    from storegate.clock import Clock
+    from storegate.mqtt import Incoming, MqttLink
+
+log = structlog.get_logger(__name__)
+
+# Acks taken off the queue at once: one delete for all of them.
+ACK_COALESCE: Final = 100
+
+
+class AckHandler:
+    """Applies the hub's acks to ``outbox`` and ``window`` (:meth:`run`), until cancelled.
+
+    Counts ``state.acked``, and ``state.published``/``state.resent`` for gap resends (published
+    through ``uplink``); sets ``state.wake_sender`` when the window opens. After a delete it asks
+    ``evictions`` whether the outbox is out of its eviction episode.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        clock: Clock,
+        state: AgentState,
+        outbox: Outbox,
+        link: MqttLink,
+        window: SendWindow,
+        uplink: Uplink,
+        evictions: Evictions,
+        commands: Commands,
+    ) -> None:
+        self._store_id = config.store_id
+        self._gateway_id = config.gateway_id
+        self._ack_timeout_s = config.outbox.ack_timeout_s
+        self._max_in_flight = config.outbox.max_in_flight
+        self._max_batch = config.outbox.max_batch
+        self._clock = clock
+        self._state = state
+        self._outbox = outbox
+        self._link = link
+        self._window = window
+        self._uplink = uplink
+        self._evictions = evictions
+        self._commands = commands
+        self._foreign_stream_logged: UUID | None = None
+        self._acked_ts: datetime | None = None  # the hub's time on the ack that last moved acked_seq
+        self._gap_resent: dict[int, float] = {}  # seq -> when a gap named it and it was resent
+
+    async def run(self) -> None:
+        """Read the link's messages: commands go to their runner, acks are applied, coalesced; until cancelled."""
+        link, commands_topic = self._link, self._commands.topic
+        async for message in link.messages():
+            raws: list[bytes] = []
+            incoming: Incoming | None = message
+            while incoming is not None:
+                if incoming.topic == commands_topic:
+                    self._commands.start(link, incoming.payload)
+                else:
+                    raws.append(incoming.payload)
+                incoming = link.get_nowait() if len(raws) < ACK_COALESCE else None
+            if not raws:
+                continue
+            try:
+                await self._handle(raws)
+            except (sqlite3.Error, OSError, OutboxFullError) as err:
+                # The next ack says the same again (acks are cumulative); the agent goes on.
+                log.warning("ack_not_applied", error=str(err))
+
+    def _valid(self, raw: bytes) -> wire.Ack | None:
+        outbox = self._outbox
+        try:
+            ack = wire.decode(wire.Ack, raw)
+        except wire.WireError as err:
+            log.warning("ack_invalid", reason=err.reason, detail=err.detail)
+            return None
+        if (ack.store_id, ack.gateway_id) != (self._store_id, self._gateway_id):
+            log.warning("ack_for_other_gateway", store_id=ack.store_id, gateway_id=ack.gateway_id)
+            return None
+        if ack.stream != outbox.stream:
+            if self._foreign_stream_logged != ack.stream:  # once per stream, not once per ack
+                self._foreign_stream_logged = ack.stream
+                log.warning("ack_for_other_stream", stream=str(ack.stream), ours=str(outbox.stream))
+            return None
+        if ack.through_seq > outbox.last_seq:
+            # The hub claims events this outbox never had: trust none of it, delete nothing.
+            log.warning("ack_beyond_outbox", through_seq=ack.through_seq, last_seq=outbox.last_seq)
+            return None
+        return ack
+
+    async def _handle(self, raws: list[bytes]) -> None:
+        outbox, window, state = self._outbox, self._window, self._state
+        acks = [ack for raw in raws if (ack := self._valid(raw)) is not None]
+        if not acks:
+            return
+        if window.heard_from_hub():
+            state.wake_sender.set()  # the whole window is open again
+        best = max(acks, key=lambda ack: ack.through_seq)
+        if best.through_seq > window.acked_seq:
+            deleted = await outbox.ack_through(best.through_seq)
+            window.acknowledged(best.through_seq, self._clock.monotonic())
+            state.acked += deleted
+            self._acked_ts = best.ts
+            self._evictions.check_over(outbox)
+            state.wake_sender.set()
+        # The latest ack is the hub's latest word on what it is missing.
+        latest = acks[-1]
+        if latest.through_seq >= outbox.acked_through:
+            await outbox.forget_not_held()
+        elif self._acked_ts is None or latest.ts > self._acked_ts:
+            # Newer than the ack that took us further: the hub lost what it had acknowledged.
+            await self._report_not_held(latest)
+        if latest.gaps:
+            await self._repair_gaps(latest.gaps)
+
+    async def _report_not_held(self, ack: wire.Ack) -> None:
+        outbox = self._outbox
+        held_through = outbox.acked_through
+        lost = wire.SeqRange(first=ack.through_seq + 1, last=held_through)
+        # Without gaps the hub holds nothing above through_seq; with gaps, only those are known missing.
+        missing = (
+            [
+                wire.SeqRange(first=max(gap.first, lost.first), last=min(gap.last, lost.last))
+                for gap in ack.gaps
+                if gap.first <= lost.last and gap.last >= lost.first
+            ]
+            if ack.gaps
+            else [lost]
+        )
+        if not missing:
+            return
+        detail = (
+            f"the hub had acknowledged through seq {held_through:,} and now holds only through "
+            f"{ack.through_seq:,} (restored from an older backup?); the gateway deleted these after the "
+            "earlier acknowledgement"
+        )
+        events = await outbox.report_not_held(missing, detail=detail)
+        if events:
+            log.warning(
+                "hub_lost_acknowledged_events",
+                hub_through_seq=ack.through_seq,
+                acked_through=held_through,
+                ranges=[(r.first, r.last) for r in merge_ranges(missing)][:20],
+                loss_events=events,
+            )
+            self._state.wake_sender.set()
+
+    async def _repair_gaps(self, gaps: Sequence[wire.SeqRange]) -> None:
+        """Resend at once the gap seqs that were lost on the way, and that the outbox still holds.
+
+        A gap may also be events still in flight: the hub holds a later event because it
+        went ahead of the backlog. So a gap counts as lost only below a *witness* the backlog
+        lane published after it: the seq right after a gap (which the hub holds) when it is
+        no event sent ahead. MQTT keeps one connection's messages in order, so what the
+        backlog lane published before the witness and the hub lacks is lost. Events sent
+        ahead that went missing are repaired when the backlog passes them.
+        """
+        outbox, window, state = self._outbox, self._window, self._state
+        candidates = sorted({gap.last + 1 for gap in gaps if window.acked_seq < gap.last + 1 <= window.next_after})
+        if not candidates or not (state.connected and self._link.connected):
+            return
+        found = await outbox.read_ranges([wire.SeqRange(first=seq, last=seq) for seq in candidates], limit=len(gaps))
+        sent_ahead = int(wire.Priority.SALES)
+        witness = max(
+            (row.seq for row in found if row.priority > sent_ahead or row.seq > window.skip_through), default=None
+        )
+        if witness is None:
+            return
+        now = self._clock.monotonic()
+        timeout = self._ack_timeout_s
+        # Resent ones get an ack timeout to arrive before they are resent again.
+        self._gap_resent = {
+            seq: at for seq, at in self._gap_resent.items() if seq > window.acked_seq and now - at < timeout
+        }
+        lost = [
+            wire.SeqRange(first=max(gap.first, window.acked_seq + 1), last=min(gap.last, witness - 1))
+            for gap in gaps
+            if gap.last > window.acked_seq and gap.first < witness
+        ]
+        room = self._max_in_flight - len(self._gap_resent)
+        if not lost or room <= 0:
+            return
+        rows = [row for row in await outbox.read_ranges(lost, limit=room) if row.seq not in self._gap_resent]
+        if not rows:
+            return
+        max_batch = self._max_batch
+        for start in range(0, len(rows), max_batch):
+            self._uplink.publish(rows[start : start + max_batch])
+        for row in rows:
+            self._gap_resent[row.seq] = now
+        state.resent += len(rows)
+        state.published += len(rows)
+        log.info("gap_resent", events=len(rows), first_seq=rows[0].seq, last_seq=rows[-1].seq)
