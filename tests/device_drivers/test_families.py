@@ -139,10 +139,10 @@ FAMILY = DeviceFamily(
 '''
 
 # The factory answers what it was given, so the test sees the profile, settings and binding arrive.
-NEW_FAMILY_DRIVER = '''
+NEW_FAMILY_DRIVER = """
 def create(*, profile, binding, settings):
     return ("lux-meter driver", profile.max_lux, settings.zone, binding.address)
-'''
+"""
 
 NEW_FAMILY_PROFILE = """
 id = "acme-lux-2000"
