@@ -9,7 +9,7 @@ Prints, from one run on one machine:
   4. drain rate of a 100,000-event backlog built while the broker was down;
   5. the agent's RSS: peak, and at 10,000 and 200,000 events of backlog.
 
-Usage: .venv/bin/python bench/edge_throughput.py [--events 100000] [--backlog 200000] [--json out.json]
+Usage: .venv/bin/python bench/edge_throughput.py [--events 100000] [--backlog 200000] [--json out.json] [--keep]
 The agent runs in a child process (this file with --child), so its RSS is its own.
 Not a test: it prints figures; docs/benchmarks.md records them with this command.
 """
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -252,6 +253,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=200_000, help="backlog for the RSS and drain measurements")
     parser.add_argument("--latency-seconds", type=float, default=15.0, help="length of the 1,000/s latency run")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, outboxes, the database)")
     args = parser.parse_args()
     if args.child:
         asyncio.run(_child(args))
@@ -344,6 +346,10 @@ def main() -> None:
         if hub.alive:
             hub.stop()
         broker.stop()
+        if args.keep:
+            print(f"kept {work}: the hub's and the agents' logs and databases", flush=True)
+        else:  # a run leaves some 340 MB of outboxes and databases: too much to leave on a gateway-sized disk
+            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
