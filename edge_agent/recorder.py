@@ -240,7 +240,7 @@ class Recorder:
                     self.write_failing = (self._clock.monotonic(), str(err))
                     log.error("outbox_write_failing", error=str(err), readings=len(batch), waiting=self._queue.qsize())
                     self._state.wake_health.set()
-                await asyncio.sleep(WRITE_RETRY.delay(attempt, self._rng))
+                await self._clock.sleep(WRITE_RETRY.delay(attempt, self._rng))
         if self.write_failing is not None:
             failed_for_s = self._clock.monotonic() - self.write_failing[0]
             log.info("outbox_write_recovered", failed_for_s=round(failed_for_s, 1))
