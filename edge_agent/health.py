@@ -8,8 +8,6 @@ Prometheus ``/metrics`` on request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import threading
 from collections import deque
@@ -25,6 +23,7 @@ from prometheus_client.exposition import start_http_server
 
 from edge_agent.status import AgentStatusFile
 from storegate import wire
+from storegate.tasks import wait_for_event
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -358,10 +357,7 @@ class HealthReporter:
                 state.wake_health.clear()
                 next_report = now + interval_s
                 await self._publish(link)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    state.wake_health.wait(), timeout=max(0.0, min(RATE_SAMPLE_S, next_report - now))
-                )
+            await wait_for_event(state.wake_health, max(0.0, min(RATE_SAMPLE_S, next_report - now)))
 
     async def _publish(self, link: MqttLink) -> None:
         report = self.report()

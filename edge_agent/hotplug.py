@@ -43,6 +43,7 @@ from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.timing import Backoff
 from storegate import wire
 from storegate.clock import Clock
+from storegate.tasks import wait_for_event
 from storegate.wire import DeviceIdentity, EventKind
 
 log = structlog.get_logger(__name__)
@@ -256,10 +257,7 @@ class DeviceManager:
                     log.warning("udev_requested_but_unavailable", fallback="polling")
             while True:
                 await self.scan_now()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wakeup.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._hotplug.poll_interval_s):
-                        await self._wake.wait()
+                await wait_for_event(self._wake, self._hotplug.poll_interval_s)
                 self._wake.clear()
         finally:
             if udev is not None:

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 from uuid import uuid5
@@ -23,6 +21,7 @@ import structlog
 from edge_agent.outbox import NewEvent, Outbox, OutboxRow, event_body, event_json, identity_prefix
 from edge_agent.window import SendWindow
 from storegate import wire
+from storegate.tasks import wait_for_event
 from storegate.wire import EventKind
 
 if TYPE_CHECKING:
@@ -130,8 +129,7 @@ class Uplink:
                 if deadline is not None
             ]
             timeout = None if not deadlines else max(min(deadlines) - now, 0.0) + 0.001
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.wake_sender.wait(), timeout=timeout)
+            await wait_for_event(state.wake_sender, timeout)
 
     def _holding(self, now: float) -> bool:
         """Whether to let a part-filled batch wait for more events: Nagle's rule, with a cap.

@@ -1,9 +1,11 @@
-"""A background task with a start and a stop, written once for every long-lived loop of both sides.
+"""Background tasks and their waits, written once for every long-lived loop of both sides.
 
 The hub's consumer, its command and notification senders, its rules ticker and its WAL
 checkpointer, and the agent's loops each run one coroutine for as long as the process runs.
 :class:`BackgroundTask` starts it on the running loop, says whether it is alive and why it
 ended, and stops it by cancelling and awaiting it, so a stop never leaves a task behind.
+:func:`wait_for_event` is the wait such a loop makes between passes: woken by another part,
+or at the latest when its period is up.
 """
 
 from __future__ import annotations
@@ -11,6 +13,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+
+async def wait_for_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds have passed (None: no limit); whether it was set.
+
+    ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11 ``wait_for`` can swallow a
+    cancellation that races the event being set, and a loop that misses its cancel never stops.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class BackgroundTask:

@@ -17,7 +17,6 @@ answered after our timeout), never zero times while the hub runs; receivers dedu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -33,7 +32,7 @@ from hub.alerting.notification_settings import NotificationSettings
 from hub.alerting.webhooks import WebhookSender, describe_failure, queue_deliveries
 from hub.db.writegate import NO_TURNS, WriteGate
 from storegate import wire
-from storegate.tasks import BackgroundTask
+from storegate.tasks import BackgroundTask, wait_for_event
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +167,4 @@ class NotificationDispatcher:
                 if name in self._failing:
                     self._failing.discard(name)
                     log.info("notification_pass_recovered", loop=name)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(delay, 0.01)):
-                    await wake.wait()
+            await wait_for_event(wake, max(delay, 0.01))

@@ -8,7 +8,6 @@ command is queued, the statuses are written by :mod:`hub.commands.status`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -25,7 +24,7 @@ from hub.db.models import OutgoingCommand
 from hub.db.writegate import NO_TURNS, WriteGate
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS
-from storegate.tasks import BackgroundTask
+from storegate.tasks import BackgroundTask, wait_for_event
 
 log = structlog.get_logger(__name__)
 
@@ -125,9 +124,7 @@ class CommandPublisher:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_S):
-                    await self._wake.wait()
+            await wait_for_event(self._wake, POLL_S)
             self._wake.clear()
             try:
                 async with self._gate.turn(writegate.COMMANDS), self._sessions() as session, session.begin():

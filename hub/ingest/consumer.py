@@ -48,7 +48,7 @@ from hub.ingest.unit import UnitResult, store_messages
 from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS, Incoming
-from storegate.tasks import BackgroundTask
+from storegate.tasks import BackgroundTask, wait_for_event
 
 log = structlog.get_logger(__name__)
 
@@ -319,11 +319,7 @@ class Ingestor:
         return True
 
     async def _stopped_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_for_event(self._stopping, seconds)
 
     def _database_down(self, err: BaseException) -> None:
         self.last_database_error = describe_error(err)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from storegate.tasks import BackgroundTask
+from storegate.tasks import BackgroundTask, wait_for_event
 from tests.conftest import eventually
 
 
@@ -82,3 +82,23 @@ async def test_a_cancelled_stop_is_cancelled_and_the_task_still_ends() -> None:
     release.set()
     await asyncio.wait_for(ended.wait(), timeout=5)
     assert not task.running
+
+
+async def test_wait_for_event_says_whether_it_was_woken_or_timed_out() -> None:
+    event = asyncio.Event()
+    assert await wait_for_event(event, 0.01) is False
+    waiter = asyncio.create_task(wait_for_event(event, None))
+    await asyncio.sleep(0)
+    event.set()
+    assert await asyncio.wait_for(waiter, timeout=5) is True
+    assert await wait_for_event(event, 0) is True  # already set: no wait
+
+
+async def test_wait_for_event_never_swallows_a_cancel_that_races_the_wakeup() -> None:
+    event = asyncio.Event()
+    waiter = asyncio.create_task(wait_for_event(event, 60))
+    await asyncio.sleep(0)
+    event.set()
+    waiter.cancel()  # in the same turn as the wakeup: a loop that misses this never stops
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
