@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.framer import FramerRTU
 
@@ -19,13 +19,9 @@ from device_drivers.modbus_sensor.protocol import (
     raw_value,
 )
 from storegate.wire import Quantity
+from tests.device_drivers.fuzzing import fuzz, mutate
 
 SCALES = (1.0, 0.5, 0.1, 0.01, 0.001, 2.0, 10.0)
-
-
-def fuzz(examples: int) -> settings:
-    """Hypothesis settings for a fuzz test: no deadline, no example database written into the checkout."""
-    return settings(max_examples=examples, deadline=None, database=None)
 
 
 @st.composite
@@ -163,19 +159,7 @@ GOOD = _frame(bytes.fromhex("01 04 04 01 31 02 22"))
 @st.composite
 def mutated_responses(draw: st.DrawFn) -> bytes:
     """The recorded good response with bytes flipped, dropped, added or cut off."""
-    data = bytearray(GOOD)
-    for _ in range(draw(st.integers(1, 4))):
-        operation = draw(st.sampled_from(["flip", "drop", "insert", "truncate"]))
-        position = draw(st.integers(0, max(0, len(data) - 1)))
-        if operation == "flip" and data:
-            data[position] ^= draw(st.integers(1, 255))
-        elif operation == "drop" and data:
-            del data[position]
-        elif operation == "insert":
-            data.insert(position, draw(st.integers(0, 255)))
-        else:
-            del data[position:]
-    return bytes(data)
+    return mutate(draw, GOOD, min_changes=1, max_changes=4)
 
 
 @fuzz(1500)

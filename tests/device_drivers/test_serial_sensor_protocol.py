@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from device_drivers.profiles import load_catalog
@@ -15,11 +15,7 @@ from device_drivers.serial_sensor.protocol import (
     with_checksum,
     xor_checksum,
 )
-
-
-def fuzz(examples: int) -> settings:
-    """Hypothesis settings for a fuzz test: no deadline, no example database written into the checkout."""
-    return settings(max_examples=examples, deadline=None, database=None)
+from tests.device_drivers.fuzzing import fuzz, mutate
 
 
 def _shipped() -> LineFormat:
@@ -74,19 +70,7 @@ def mutated_lines(draw: st.DrawFn) -> tuple[bytes, LineFormat]:
         line = with_checksum(f"T={t:.2f};H={h:.2f}".encode())
     else:
         line = f"TEMP:{draw(st.integers(-600, 1000))} HUM:{draw(st.integers(-10, 1100))}".encode()
-    data = bytearray(line)
-    for _ in range(draw(st.integers(0, 3))):
-        operation = draw(st.sampled_from(["flip", "drop", "insert", "truncate"]))
-        position = draw(st.integers(0, max(0, len(data) - 1)))
-        if operation == "flip" and data:
-            data[position] ^= draw(st.integers(1, 255))
-        elif operation == "drop" and data:
-            del data[position]
-        elif operation == "insert":
-            data.insert(position, draw(st.integers(0, 255)))
-        else:
-            del data[position:]
-    return bytes(data), fmt
+    return mutate(draw, line, min_changes=0, max_changes=3), fmt
 
 
 @fuzz(2000)
