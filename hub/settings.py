@@ -102,6 +102,13 @@ class HubSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
         description="subscribe as $share/<group>/... so several hub processes split the gateways' messages",
     )
+    secrets_dir: Path = Field(
+        default=Path("storegate-hub-secrets"),
+        description=(
+            "the hub's private directory (made 0700): the gateway CA's key, the key that encrypts stored secrets; "
+            "back it up apart from the database"
+        ),
+    )
     http_host: str = Field(default="127.0.0.1", min_length=1)
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: LogLevel = "INFO"

@@ -229,9 +229,15 @@ def status(
 
 
 @pytest.fixture
-def hub_settings(sqlite_url: str, mqtt_settings: MqttSettings) -> HubSettings:
-    """Settings of a hub on this test's broker and SQLite file."""
-    return load_hub_settings(None, database_url=sqlite_url, mqtt=mqtt_settings, client_id=f"hub-{uuid.uuid4().hex[:8]}")
+def hub_settings(sqlite_url: str, mqtt_settings: MqttSettings, tmp_path: Path) -> HubSettings:
+    """Settings of a hub on this test's broker and SQLite file, with its secrets in this test's directory."""
+    return load_hub_settings(
+        None,
+        database_url=sqlite_url,
+        mqtt=mqtt_settings,
+        client_id=f"hub-{uuid.uuid4().hex[:8]}",
+        secrets_dir=tmp_path / "hub-secrets",
+    )
 
 
 @dataclass
