@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.alerting.notification_settings import NotificationSettings
+from hub.pki.settings import BrokerSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
 
@@ -108,6 +109,10 @@ class HubSettings(BaseSettings):
             "the hub's private directory (made 0700): the gateway CA's key, the key that encrypts stored secrets; "
             "back it up apart from the database"
         ),
+    )
+    broker: BrokerSettings = Field(
+        default_factory=BrokerSettings,
+        description="the production broker's certificate names, files and reload (hub.pki; docs/security.md)",
     )
     http_host: str = Field(default="127.0.0.1", min_length=1)
     http_port: int = Field(default=8000, ge=1, le=65535)

@@ -1,4 +1,5 @@
-"""The ``storegate`` command: ``hub`` (with ``backup`` and ``restore``), ``agent``, ``provision`` and ``demo``.
+"""The ``storegate`` command: ``hub`` (``backup``, ``restore``, ``pki``, ``broker-config``), ``agent``,
+``provision`` and ``demo``.
 
 Each subcommand imports its side lazily, so ``storegate --help`` stays quick on
 a Raspberry Pi and the agent never loads the hub's web stack. A gateway installs
@@ -156,6 +157,92 @@ def hub_restore(
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_restore(config, overrides, path, force=force))
+
+
+pki_app = typer.Typer(
+    help="The hub as the gateways' certificate authority: make it, issue and revoke client certificates.",
+    no_args_is_help=True,
+)
+hub_app.add_typer(pki_app, name="pki")
+GatewayArgument = Annotated[str, typer.Argument(help="The gateway, as STORE/GATEWAY.", show_default=False)]
+
+
+def _hub_settings_options(ctx: typer.Context, config: Path | None) -> tuple[Path | None, dict[str, str]]:
+    """--config of the subcommand, else of ``storegate hub`` (``pki`` sits two levels below it)."""
+    parent = ctx.parent
+    while config is None and parent is not None:
+        config = parent.params.get("config")
+        parent = parent.parent
+    return config, {}
+
+
+@pki_app.command("init")
+def hub_pki_init(
+    ctx: typer.Context,
+    config: HubConfigOption = None,
+    broker_host: Annotated[
+        list[str] | None,
+        typer.Option(help="A host name or IP the broker's certificate is valid for (repeat; default: broker.hosts)."),
+    ] = None,
+) -> None:
+    """Make the CA in <secrets_dir>/pki, the broker's server certificate and the hub's client certificate."""
+    with installed("hub pki", "hub"):
+        from hub.pki.commands import run_pki_init
+
+    config, overrides = _hub_settings_options(ctx, config)
+    raise typer.Exit(run_pki_init(config, overrides, broker_hosts=broker_host or []))
+
+
+@pki_app.command("issue")
+def hub_pki_issue(
+    ctx: typer.Context,
+    gateway: GatewayArgument,
+    out: Annotated[Path, typer.Option("--out", help="Directory for gateway.crt, gateway.key (0600) and ca.crt.")],
+    config: HubConfigOption = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Days the certificate is valid.")] = 825,
+) -> None:
+    """Issue a gateway's client certificate and key; rewrites the broker's files when broker.files_dir is set."""
+    with installed("hub pki", "hub"):
+        from hub.pki.commands import run_pki_issue
+
+    config, overrides = _hub_settings_options(ctx, config)
+    raise typer.Exit(run_pki_issue(config, overrides, gateway, out, days=days))
+
+
+@pki_app.command("revoke")
+def hub_pki_revoke(ctx: typer.Context, gateway: GatewayArgument, config: HubConfigOption = None) -> None:
+    """Revoke a gateway's certificates: the CRL lists them and the ACL drops the gateway."""
+    with installed("hub pki", "hub"):
+        from hub.pki.commands import run_pki_revoke
+
+    config, overrides = _hub_settings_options(ctx, config)
+    raise typer.Exit(run_pki_revoke(config, overrides, gateway))
+
+
+@pki_app.command("list")
+def hub_pki_list(ctx: typer.Context, config: HubConfigOption = None) -> None:
+    """List every certificate the CA issued: kind, name, serial, expiry, revoked or live."""
+    with installed("hub pki", "hub"):
+        from hub.pki.commands import run_pki_list
+
+    config, overrides = _hub_settings_options(ctx, config)
+    raise typer.Exit(run_pki_list(config, overrides))
+
+
+@hub_app.command("broker-config")
+def hub_broker_config(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory to write into (default: broker.files_dir).")
+    ] = None,
+    config: HubConfigOption = None,
+) -> None:
+    """Write the production Mosquitto config: TLS with client certificates, the ACL and the CRL (docs/security.md)."""
+    with installed("hub broker-config", "hub"):
+        from hub.pki.commands import run_broker_config
+
+    config, overrides = _hub_settings_options(ctx, config)
+    raise typer.Exit(run_broker_config(config, overrides, out))
 
 
 agent_app = typer.Typer(
