@@ -149,6 +149,21 @@ def start_mosquitto(
     return broker
 
 
+def start_mosquitto_with(config: Path, *, host: str, port: int, timeout: float = 10.0) -> LocalBroker:
+    """Start Mosquitto on a config written elsewhere (e.g. the hub's TLS config) that listens on host:port."""
+    exe = find_mosquitto()
+    if exe is None:
+        raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    argv = [exe, "-c", str(config)]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    broker = LocalBroker("mosquitto", host, port, process, config.parent, argv)
+    try:
+        wait_for_port(host, port, timeout=timeout, process=process)
+    except BrokerError:
+        broker.stop(kill=True)
+        raise
+    return broker
+
 def start_embedded(
     workdir: Path, *, port: int | None = None, host: str = "127.0.0.1", timeout: float = 20.0
 ) -> LocalBroker:
