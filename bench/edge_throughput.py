@@ -11,6 +11,11 @@ Prints, from one run on one machine:
 
 Usage: .venv/bin/python bench/edge_throughput.py [--events 100000] [--backlog 200000] [--json out.json] [--keep]
 The agent runs in a child process (this file with --child), so its RSS is its own.
+
+With --tls [--rounds 3] it measures only the durable end-to-end rate, on two brokers of the same
+Mosquitto binary side by side: the plain loopback one above, and one running the configuration the
+hub writes (hub.pki: TLS, client certificates, ACL, CRL), with the agent and the hub on their own
+certificates. Runs alternate (plain, TLS, then TLS, plain, ...) so drift on a shared machine hits both.
 Not a test: it prints figures; docs/benchmarks.md records them with this command.
 """
 
@@ -59,7 +64,15 @@ async def _child(args: argparse.Namespace) -> None:
         {
             "store_id": STORE,
             "gateway_id": GATEWAY,
-            "mqtt": {"host": "127.0.0.1", "port": args.port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": args.port,
+                "reconnect_min_s": 0.2,
+                "reconnect_max_s": 1.0,
+                **(
+                    {"tls": True, "ca_file": args.ca, "cert_file": args.cert, "key_file": args.key} if args.cert else {}
+                ),
+            },
             "outbox": {"path": args.outbox},
             "health": {"interval_s": 5, "metrics_port": args.metrics_port},
         }
@@ -114,7 +127,16 @@ class AgentProcess:
 
     started: list[AgentProcess] = []
 
-    def __init__(self, workdir: Path, broker_port: int, *, count: int, rate: float, device: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        broker_port: int,
+        *,
+        count: int,
+        rate: float,
+        device: str,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         from launcher.broker import free_port
 
         self.metrics_port = free_port()
@@ -136,6 +158,8 @@ class AgentProcess:
             "--device",
             device,
         ]
+        if tls is not None:
+            argv += ["--ca", str(tls[0]), "--cert", str(tls[1]), "--key", str(tls[2])]
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         import httpx
         import psutil
@@ -240,6 +264,89 @@ def hub_latencies(database: Path, device_id: str, since_n: int) -> list[float]:
     return latencies
 
 
+def durable_rate(workdir: Path, port: int, count: int, device: str, tls: tuple[Path, Path, Path] | None) -> float:
+    """Events/s recorded by an agent, stored by the hub and acknowledged back, as fast as the agent takes them."""
+    agent = AgentProcess(workdir, port, count=count, rate=0, device=device, tls=tls)
+    started = time.perf_counter()
+    _wait(lambda: agent.acked() >= count, 600, f"the {device} run to be acknowledged")
+    elapsed = time.perf_counter() - started
+    agent.stop()
+    return count / elapsed
+
+
+def tls_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """The durable end-to-end rate without and with TLS, interleaved, on the same Mosquitto binary."""
+    import getpass
+
+    from hub.pki.authority import CertificateAuthority
+    from hub.pki.broker import write_broker_files
+    from hub.pki.identity import GatewayIdentity
+    from launcher.broker import free_port, start_mosquitto, start_mosquitto_with
+    from storegate.mqtt import MqttSettings
+    from tests.procs import hub_rows, hub_service
+
+    work = Path(tempfile.mkdtemp(prefix="storegate-bench-tls-"))
+    ca = CertificateAuthority.create(work / "secrets" / "pki")
+    gateway = ca.issue_gateway(GatewayIdentity(STORE, GATEWAY))
+    cert, key, ca_file = gateway.write(work / "gateway", stem="gateway")
+    tls_port = free_port()
+    files = write_broker_files(
+        ca, work / "tls-broker", port=tls_port, bind_address="127.0.0.1", run_as=getpass.getuser()
+    )
+    brokers = {"plain": start_mosquitto(work / "plain-broker")}
+    brokers["tls"] = start_mosquitto_with(files.conf, host="127.0.0.1", port=tls_port)
+    hub_mqtt = {
+        "plain": MqttSettings(host="127.0.0.1", port=brokers["plain"].port),
+        "tls": MqttSettings(
+            host="127.0.0.1",
+            port=tls_port,
+            tls=True,
+            ca_file=ca.ca_cert_path,
+            cert_file=ca.hub_cert_path,
+            key_file=ca.hub_key_path,
+        ),
+    }
+    agent_tls = {"plain": None, "tls": (ca_file, cert, key)}
+    hubs = {mode: hub_service(work / f"hub-{mode}", mqtt, http_port=free_port()) for mode, mqtt in hub_mqtt.items()}
+    rates: dict[str, list[float]] = {"plain": [], "tls": []}
+    try:
+        for mode, hub in hubs.items():
+            hub.start()
+            database = work / f"hub-{mode}" / "hub.sqlite3"
+            _wait(lambda db=database: bool(hub_rows(db, "SELECT version_num FROM alembic_version")), 30, "a hub")
+        for round_ in range(args.rounds):
+            order = ("plain", "tls") if round_ % 2 == 0 else ("tls", "plain")
+            for mode in order:
+                rate = durable_rate(
+                    work / f"{mode}-{round_}", brokers[mode].port, args.events, f"till-{mode}-{round_}", agent_tls[mode]
+                )
+                rates[mode].append(rate)
+                print(f"round {round_ + 1} {mode:5}: {rate:,.0f} events/s durable end to end", flush=True)
+    finally:
+        for hub in hubs.values():
+            if hub.alive:
+                hub.stop()
+        for broker in brokers.values():
+            broker.stop()
+        if args.keep:
+            print(f"kept {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    plain, tls = statistics.median(rates["plain"]), statistics.median(rates["tls"])
+    figures: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "events_per_run": args.events,
+        "plain_per_s": rates["plain"],
+        "tls_per_s": rates["tls"],
+        "plain_median_per_s": plain,
+        "tls_median_per_s": tls,
+        "tls_vs_plain": tls / plain,
+        "tls_vs_plain_per_round": [t / p for p, t in zip(rates["plain"], rates["tls"], strict=True)],
+    }
+    print(f"median: plain {plain:,.0f}/s, TLS {tls:,.0f}/s = {tls / plain:.2f}x (target >= 0.9x)", flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -249,6 +356,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="till-1", help=argparse.SUPPRESS)
+    parser.add_argument("--ca", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--cert", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--key", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--tls", action="store_true", help="compare the durable rate with and without TLS only")
+    parser.add_argument("--rounds", type=int, default=3, help="with --tls: runs of each, interleaved")
     parser.add_argument("--events", type=int, default=100_000, help="events for the rate measurements")
     parser.add_argument("--backlog", type=int, default=200_000, help="backlog for the RSS and drain measurements")
     parser.add_argument("--latency-seconds", type=float, default=15.0, help="length of the 1,000/s latency run")
@@ -257,6 +369,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         asyncio.run(_child(args))
+        return
+    if args.tls:
+        compared = tls_comparison(args)
+        if args.json:
+            args.json.write_text(json.dumps(compared, indent=2) + "\n")
+        print(json.dumps(compared, indent=2))
         return
 
     from launcher.broker import free_port, start_mosquitto
