@@ -219,6 +219,23 @@ def hub_pki_revoke(ctx: typer.Context, gateway: GatewayArgument, config: HubConf
     raise typer.Exit(run_pki_revoke(config, overrides, gateway))
 
 
+@pki_app.command("renew")
+def hub_pki_renew(
+    ctx: typer.Context,
+    what: Annotated[str, typer.Argument(help="broker or hub", show_default=False)],
+    config: HubConfigOption = None,
+    broker_host: Annotated[
+        list[str] | None, typer.Option(help="For the broker: its host names and IPs (repeat; default: broker.hosts).")
+    ] = None,
+) -> None:
+    """Replace the broker's or the hub's certificate and key (rotation; docs/security.md)."""
+    with installed("hub pki", "hub"):
+        from hub.pki.commands import run_pki_renew
+
+    config, overrides = _hub_settings_options(ctx, config)
+    raise typer.Exit(run_pki_renew(config, overrides, what, broker_hosts=broker_host or []))
+
+
 @pki_app.command("list")
 def hub_pki_list(ctx: typer.Context, config: HubConfigOption = None) -> None:
     """List every certificate the CA issued: kind, name, serial, expiry, revoked or live."""

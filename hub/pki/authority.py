@@ -267,6 +267,27 @@ class CertificateAuthority:
         log.info("pki_hub_issued", hub=name, serial=format(issued.record.serial, "x"))
         return issued
 
+    def renew_broker(self, hosts: Sequence[str], *, now: datetime | None = None) -> CertificateRecord:
+        """Replace broker.crt and broker.key with a new pair for ``hosts``; the broker takes it at SIGHUP."""
+        if not hosts:
+            raise PkiError("the broker's certificate needs at least one host name or IP address")
+        with self._locked():
+            issued = self._issue("broker", "storegate-broker", hosts=hosts, days=LEAF_DAYS, now=now or _now())
+            write_private(self.broker_key_path, issued.key_pem)
+            write_private(self.broker_cert_path, issued.certificate_pem)
+        log.info("pki_broker_renewed", hosts=list(hosts), serial=format(issued.record.serial, "x"))
+        return issued.record
+
+    def renew_hub(self, name: str, *, now: datetime | None = None) -> CertificateRecord:
+        """Replace hub.crt and hub.key with a new pair named ``name``; the hub takes it when restarted."""
+        check_hub_name(name)
+        with self._locked():
+            issued = self._issue("hub", name, hosts=(), days=LEAF_DAYS, now=now or _now())
+            write_private(self.hub_key_path, issued.key_pem)
+            write_private(self.hub_cert_path, issued.certificate_pem)
+        log.info("pki_hub_renewed", hub=name, serial=format(issued.record.serial, "x"))
+        return issued.record
+
     def revoke_gateway(self, identity: GatewayIdentity, *, now: datetime | None = None) -> list[CertificateRecord]:
         """Revoke every unrevoked certificate of ``identity`` and re-sign the CRL; returns what was revoked."""
         return self._revoke("gateway", identity.common_name, now=now or _now())

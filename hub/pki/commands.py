@@ -116,6 +116,26 @@ def run_pki_revoke(config_path: Path | None, overrides: Mapping[str, Any], ident
     return _run(config_path, overrides, action)
 
 
+def run_pki_renew(
+    config_path: Path | None, overrides: Mapping[str, Any], what: str, *, broker_hosts: Sequence[str]
+) -> int:
+    """Replace the broker's (``what='broker'``) or the hub's (``'hub'``) certificate and key in the CA directory."""
+
+    def action(settings: HubSettings) -> str:
+        ca = open_authority(settings)
+        if what == "broker":
+            hosts = tuple(broker_hosts) or settings.broker.hosts
+            record = ca.renew_broker(hosts)
+            files = sync_broker(ca, settings.broker)
+            return f"new broker certificate {record.serial:x} for {', '.join(hosts)}\n{_broker_note(files, settings)}"
+        if what == "hub":
+            record = ca.renew_hub(settings.client_id)
+            return f"new hub certificate {record.serial:x} in {ca.hub_cert_path}: restart the hub to use it"
+        raise ConfigError(config_path, [f"renew what? 'broker' or 'hub', not {what!r}"])
+
+    return _run(config_path, overrides, action)
+
+
 def run_pki_list(config_path: Path | None, overrides: Mapping[str, Any]) -> int:
     """Every certificate the CA issued, one line each."""
 

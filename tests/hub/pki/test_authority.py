@@ -118,3 +118,19 @@ def test_the_index_survives_a_reopen_and_a_second_init_is_refused(ca: Certificat
         CertificateAuthority.create(ca.directory)
     with pytest.raises(PkiError, match="pki init"):
         CertificateAuthority.open(ca.directory.parent / "elsewhere")
+
+
+def test_renewing_replaces_the_broker_and_hub_pairs_in_place(ca: CertificateAuthority) -> None:
+    old_broker, old_hub_key = ca.broker_cert_path.read_bytes(), ca.hub_key_path.read_bytes()
+    record = ca.renew_broker(["mqtt.example"])
+    broker = x509.load_pem_x509_certificate(ca.broker_cert_path.read_bytes())
+    assert broker.serial_number == record.serial
+    assert broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    ) == ["mqtt.example"]
+    assert ca.broker_cert_path.read_bytes() != old_broker
+    hub = ca.renew_hub("storegate-hub")
+    assert ca.hub_key_path.read_bytes() != old_hub_key
+    assert x509.load_pem_x509_certificate(ca.hub_cert_path.read_bytes()).serial_number == hub.serial
+    assert stat.S_IMODE(ca.hub_key_path.stat().st_mode) == 0o600
+    assert ca.live_hubs() == ["storegate-hub"]
