@@ -164,6 +164,7 @@ def start_mosquitto_with(config: Path, *, host: str, port: int, timeout: float =
         raise
     return broker
 
+
 def start_embedded(
     workdir: Path, *, port: int | None = None, host: str = "127.0.0.1", timeout: float = 20.0
 ) -> LocalBroker:

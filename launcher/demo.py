@@ -36,6 +36,11 @@ DEMO_GATEWAY_ID = "gw-1"
 STOP_TIMEOUT_S = 15.0
 HUB_START_TIMEOUT_S = 30.0
 DEVICES_START_TIMEOUT_S = 30.0
+# Production runs the broker `storegate hub broker-config` writes (TLS, client certificates, ACL, CRL).
+PLAIN_BROKER_NOTICE = (
+    "  note           the demo broker is plain MQTT, anonymous and loopback-only: no TLS, no certificates, "
+    "no ACL. Production: docs/security.md"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,7 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                     f"  API docs       {base}/docs",
                     f"  metrics        {base}/metrics",
                     f"  MQTT broker    {broker.host}:{broker.port} ({broker.kind})",
+                    PLAIN_BROKER_NOTICE,
                     f"  simulated store {DEMO_STORE_ID}, gateway {DEMO_GATEWAY_ID}: "
                     + ", ".join(d["device_id"] for d in manifest["devices"])
                     + ", and a 1-Wire probe found by hot-plug",

@@ -115,6 +115,7 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
     text = output.decode(errors="replace")
     assert demo.returncode == 0, text[-3000:]
     assert "Storegate demo is running" in text
+    assert "the demo broker is plain MQTT, anonymous and loopback-only" in text
     assert "demo catalog was not loaded" not in text
     left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"processes left behind: {left}"

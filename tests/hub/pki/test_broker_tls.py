@@ -7,6 +7,10 @@ message on the same path and awaited; only then is the forbidden one checked for
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
+
+from cryptography import x509
 
 from hub.pki.authority import CertificateAuthority
 from hub.pki.broker import MAX_PACKET_SIZE
@@ -238,3 +242,28 @@ def test_the_largest_batch_passes_and_an_oversized_message_ends_the_sender(tls_b
             a.publish(t(STORE_A, wire.Channel.EVENTS), b"control")
             hub.wait_for(t(STORE_A, wire.Channel.EVENTS), b"control")
         assert [len(m) for m in hub.messages()] == [len(largest), len(b"control")]
+
+
+def served_serial(tls: TlsBroker) -> int:
+    """The serial of the certificate the broker presents in a handshake (with a valid client certificate)."""
+    settings = tls.gateway_settings(STORE_A)
+    context = ssl.create_default_context(cafile=str(settings.ca_file))
+    context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+    with (
+        socket.create_connection((settings.host, settings.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=settings.host) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_renewed_broker_certificate_is_served_after_a_reload(tls_broker: TlsBroker) -> None:
+    before = served_serial(tls_broker)
+    record = tls_broker.ca.renew_broker(["127.0.0.1", "broker.example"])
+    tls_broker.rewrite()
+    assert served_serial(tls_broker) == before  # not before the reload
+    tls_broker.reload()
+    wait_until(lambda: served_serial(tls_broker) == record.serial, what="the new certificate served")
+    with Client(tls_broker.gateway_settings(STORE_A)) as a:
+        assert a.connected
