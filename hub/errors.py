@@ -20,7 +20,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
     ├── UnknownStoreError(LookupError)         hub.inventory.replenishment_suggestions   no store profile with that id
     ├── UnknownSkuError(LookupError)           hub.inventory.replenishment_suggestions   no SKU with that id
-    ├── IdentityError(ValueError)              hub.pki.identity                          not a gateway's or hub's cert name
+    ├── IdentityError(ValueError)              hub.pki.identity                          not a gateway's or hub's name
     ├── PkiError(RuntimeError)                 hub.pki.authority                         the CA's files missing or wrong
     └── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
 
