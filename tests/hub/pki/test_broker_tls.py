@@ -6,6 +6,7 @@ message on the same path and awaited; only then is the forbidden one checked for
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import ssl
@@ -13,8 +14,9 @@ import ssl
 from cryptography import x509
 
 from hub.pki.authority import CertificateAuthority
-from hub.pki.broker import MAX_PACKET_SIZE
+from hub.pki.broker import MAX_PACKET_SIZE, sync_broker
 from hub.pki.identity import GatewayIdentity
+from hub.pki.settings import BrokerSettings
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
@@ -267,3 +269,40 @@ def test_a_renewed_broker_certificate_is_served_after_a_reload(tls_broker: TlsBr
     wait_until(lambda: served_serial(tls_broker) == record.serial, what="the new certificate served")
     with Client(tls_broker.gateway_settings(STORE_A)) as a:
         assert a.connected
+
+
+def test_sync_broker_rewrites_the_files_and_reloads_the_broker_from_its_pid_file(tls_broker: TlsBroker) -> None:
+    """The registry's path: add a gateway, revoke another, one call, and the running broker follows."""
+    pid_file = tls_broker.workdir / "mosquitto.pid"
+    pid_file.write_text(f"{tls_broker.broker.process.pid}\n")
+    settings = BrokerSettings(
+        files_dir=tls_broker.files.directory,
+        port=tls_broker.port,
+        bind_address="127.0.0.1",
+        persistence_dir=None,
+        run_as=getpass.getuser(),
+        pid_file=pid_file,
+    )
+    newcomer = GatewayIdentity("store-c", "gw-1")
+    with Client(tls_broker.hub_settings()) as hub:
+        hub.subscribe(*hub_subscriptions())
+        tls_broker.issue(newcomer)
+        tls_broker.ca.revoke_gateway(STORE_B)
+        # The registry passes its own list: here it also leaves out store-a, whose certificate is still valid.
+        files = sync_broker(tls_broker.ca, settings, gateways=[newcomer])
+        assert files is not None
+        assert "user store-a/gw-1\n" not in files.acl.read_text()
+        with Client(tls_broker.gateway_settings(newcomer)) as c:
+
+            def newcomer_heard() -> bool:
+                c.publish(t(newcomer, wire.Channel.EVENTS), b"newcomer")
+                return b"newcomer" in hub.messages()
+
+            wait_until(newcomer_heard, what="the reloaded ACL letting the new gateway in")
+        wait_until(lambda: _refused(tls_broker.gateway_settings(STORE_B)), what="store-b refused by the reloaded CRL")
+        with Client(tls_broker.gateway_settings(STORE_A)) as a, Client(tls_broker.gateway_settings(newcomer)) as c:
+            a.publish(t(STORE_A, wire.Channel.EVENTS), b"from a, not in the registry")
+            c.publish(t(newcomer, wire.Channel.EVENTS), b"control")
+            hub.wait_for(t(newcomer, wire.Channel.EVENTS), b"control")
+        assert b"from a, not in the registry" not in hub.messages()
+    assert sync_broker(tls_broker.ca, BrokerSettings()) is None  # no files_dir: the hub manages no broker
