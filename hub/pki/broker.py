@@ -2,8 +2,10 @@
 
 :func:`render_acl` and :func:`render_mosquitto_conf` are pure: a list of identities in, text out.
 :func:`write_broker_files` puts them beside copies of the CA's certificate, the broker's key pair and
-the CRL in one directory, each file replaced atomically, and :func:`reload_broker` makes a running
-Mosquitto take them (SIGHUP rereads the ACL; the CRL only at a restart: see docs/security.md).
+the CRL in one directory, each file replaced atomically (one after the other; the broker is told only
+once all are written), and :func:`reload_broker` makes a running Mosquitto take them: SIGHUP rereads
+the ACL, the CRL and its own key pair (Mosquitto 2.0.11, tested). :func:`sync_broker` does both for
+the gateway registry.
 
 What the configuration enforces:
 
