@@ -75,6 +75,11 @@ class SendWindow:
         return max(self.cursor, self.acked_seq)
 
     @property
+    def published_through(self) -> int:
+        """The highest seq published by this process (or acknowledged): no genuine ack goes beyond it."""
+        return max(self.cursor_high, self.ahead_high, self.acked_seq)
+
+    @property
     def skip_through(self) -> int:
         """The backlog lane skips security and sales rows up to this (the ahead lane sent them)."""
         return max(self.ahead_through, self.acked_seq)
