@@ -15,6 +15,7 @@ from edge_agent.outbox import OutboxError
 from storegate.configfile import ConfigError
 from storegate.logs import configure_logging
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, stop_on_signals
+from storegate.secret_files import SecretFileError
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +25,8 @@ async def _serve(config: AgentConfig) -> int:
     with stop_on_signals(stop):
         try:
             await EdgeAgent(config=config).run(stop)
-        except (OutboxError, OSError) as err:  # outbox unusable, metrics port taken, TLS file missing
+        # Outbox unusable, metrics port taken, TLS file missing, a secret file made readable since the config was read.
+        except (OutboxError, OSError, SecretFileError) as err:
             log.error("agent_cannot_start", error=str(err))
             return EXIT_FAILED
         except AgentFailedError as err:

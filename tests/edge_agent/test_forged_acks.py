@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from structlog.testing import capture_logs
 
 from edge_agent.agent import EdgeAgent
 from storegate import wire
@@ -87,8 +87,13 @@ async def waiting_seqs(agent: EdgeAgent) -> list[int]:
     return [row.seq for row in await agent.outbox.read_after(0, STORED * 2)]
 
 
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    """The structlog entries named ``event`` that reached the standard library's logging."""
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == event]
+
+
 async def test_a_forged_ack_beyond_what_was_published_deletes_nothing(
-    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory
+    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The issue's attack: 60 events stored, 5 published (the window is full, the hub silent),
     # and a forged ack through 50. Before, the agent deleted 50 events no hub had stored.
@@ -104,13 +109,12 @@ async def test_a_forged_ack_beyond_what_was_published_deletes_nothing(
             assert agent.stream is not None
             assert max(hub.unique()) == WINDOW < 50 <= STORED
 
-            with capture_logs() as logs:
-                await asyncio.to_thread(forge_ack, mqtt_settings, ack_payload(agent.stream, 50))
-                await until(lambda: refused(agent, "beyond_published") == 1, "the forged ack refused")
+            await asyncio.to_thread(forge_ack, mqtt_settings, ack_payload(agent.stream, 50))
+            await until(lambda: refused(agent, "beyond_published") == 1, "the forged ack refused")
             assert await waiting_seqs(agent) == list(range(1, STORED + 1))
             assert (agent.stats.depth, agent.stats.acked, agent.stats.last_ack_seq) == (STORED, 0, 0)
-            [entry] = [e for e in logs if e["event"] == "ack_refused"]
-            assert entry["log_level"] == "warning"
+            [entry] = logged(caplog, "ack_refused")
+            assert entry["level"] == "warning"
             assert (entry["reason"], entry["through_seq"], entry["published_through"]) == ("beyond_published", 50, 5)
             assert entry["consequence"] == "nothing deleted"
 
