@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from hub.db.sqlfunctions import register_sqlite_functions
-from storegate.private_files import is_private, make_private, touch_private
+from storegate.private_files import private_sqlite_files
 
 log = structlog.get_logger(__name__)
 
@@ -95,19 +95,13 @@ def make_database_file_private(path: Path) -> None:
     """
     if not path.parent.is_dir():
         return
-    touch_private(path)
-    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
-        try:
-            if is_private(file):
-                continue
-            mode = file.stat().st_mode & 0o777
-            make_private(file)
-        except FileNotFoundError:
-            continue
-        except PermissionError:  # another user's file: SQLite says so if it matters
-            log.warning("database_file_not_private", path=str(file), fix=f"chmod 600 {file}")
-            continue
-        log.warning("database_file_made_private", path=str(file), was=f"{mode:04o}")
+    try:
+        tightened = private_sqlite_files(path)
+    except PermissionError:  # another user's file: SQLite says so if it matters
+        log.warning("database_file_not_private", path=str(path), fix=f"chmod 600 {path}*")
+        return
+    for file, was in tightened:
+        log.warning("database_file_made_private", path=str(file), was=f"{was:04o}")
 
 
 def create_engine(database_url: str, *, echo: bool = False, background_checkpoint: bool = False) -> AsyncEngine:
