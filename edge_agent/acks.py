@@ -59,6 +59,15 @@ class RefusedAck(StrEnum):
     GAPS_BEYOND_PUBLISHED = "gaps_beyond_published"
 
 
+# Refusals of an ack that may be the hub's word on what a previous run of this agent published.
+_AHEAD_OF_SENDING: Final = frozenset({RefusedAck.BEYOND_PUBLISHED, RefusedAck.GAPS_BEYOND_PUBLISHED})
+
+
+def _within_outbox(ack: wire.Ack, last_seq: int) -> bool:
+    """Whether every seq ``ack`` names is one this outbox has handed out."""
+    return ack.through_seq <= last_seq and all(gap.last <= last_seq for gap in ack.gaps)
+
+
 class AckHandler:
     """Applies the hub's acks to ``outbox`` and ``window`` (:meth:`run`), until cancelled.
 
@@ -130,6 +139,12 @@ class AckHandler:
             return ack
         self._count_refused(refusal)
         outbox, window = self._outbox, self._window
+        if refusal in _AHEAD_OF_SENDING and _within_outbox(ack, outbox.last_seq) and window.heard_from_hub():
+            # Right after a restart the hub acknowledges what the previous run published, before this
+            # run has sent it again. The hub is listening: stop probing and open the window, so the
+            # resend reaches past what it holds and its next ack is believed (else one probe batch at
+            # a time would never get there). A forged ack only makes the agent send sooner.
+            self._state.wake_sender.set()
         if refusal is RefusedAck.OTHER_STREAM:
             if self._foreign_stream_logged == ack.stream:  # logged once per stream, counted every time
                 return None

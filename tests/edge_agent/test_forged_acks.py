@@ -164,3 +164,29 @@ async def test_other_forged_acks_are_refused_counted_and_delete_nothing(
             await until(lambda: agent.stats.last_ack_seq == 3, "the genuine ack applied")
             assert await waiting_seqs(agent) == list(range(4, STORED + 1))
             assert sum(count for _, count in agent.stats.acks_refused_by_reason) == 1
+
+
+async def test_the_hubs_ack_for_what_a_previous_run_published_does_not_stall_the_agent(
+    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory
+) -> None:
+    # The refusal's price: after a restart the hub acknowledges through what the previous run sent,
+    # beyond what this run has published. The agent must refuse that ack yet keep sending until the
+    # hub's next ack is within its own sending; probing one small batch at a time would never get there.
+    config = make_config(tmp_path, mqtt_settings, outbox={"ack_timeout_s": 600})
+    with fake_hub_factory(auto_ack=False) as hub:
+        first = EdgeAgent(config=config)
+        async with running(first):
+            await until(lambda: first.stats.connected, "first run connected")
+            for n in range(STORED * 4):
+                await first.record(temperature(n))
+            await until(lambda: hub.unique(), "the first probe at the hub")
+            assert first.stream is not None
+            hub.ack(first.stream, 0)  # "listening, nothing stored yet": the window opens
+            await until(lambda: len(hub.unique()) == STORED * 4, "every event at the hub, none acknowledged")
+
+        hub.auto_ack = True  # from now on the hub acks through everything it holds
+        second = EdgeAgent(config=config)
+        async with running(second):
+            await until(lambda: second.stats.last_ack_seq == STORED * 4, "the hub's ack through everything believed")
+            assert second.stats.depth == 0
+            assert refused(second, "beyond_published") >= 1, "the first ack claimed more than this run had sent"
