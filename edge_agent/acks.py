@@ -139,11 +139,14 @@ class AckHandler:
             return ack
         self._count_refused(refusal)
         outbox, window = self._outbox, self._window
-        if refusal in _AHEAD_OF_SENDING and _within_outbox(ack, outbox.last_seq) and window.heard_from_hub():
+        if refusal in _AHEAD_OF_SENDING and _within_outbox(ack, outbox.last_seq):
             # Right after a restart the hub acknowledges what the previous run published, before this
-            # run has sent it again. The hub is listening: stop probing and open the window, so the
-            # resend reaches past what it holds and its next ack is believed (else one probe batch at
-            # a time would never get there). A forged ack only makes the agent send sooner.
+            # run has sent it again. The hub is listening and has what this run sent: stop probing and
+            # free the window (deleting nothing), so the resend reaches past what the hub holds and its
+            # next ack is believed; else one probe batch, or one window, at a time might never get there
+            # (a smaller max_in_flight than the previous run's). A forged ack only makes the agent send.
+            window.heard_from_hub()
+            window.release(min(ack.through_seq, window.published_through), self._clock.monotonic())
             self._state.wake_sender.set()
         if refusal is RefusedAck.OTHER_STREAM:
             if self._foreign_stream_logged == ack.stream:  # logged once per stream, counted every time

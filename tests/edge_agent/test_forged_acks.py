@@ -166,8 +166,9 @@ async def test_other_forged_acks_are_refused_counted_and_delete_nothing(
             assert sum(count for _, count in agent.stats.acks_refused_by_reason) == 1
 
 
+@pytest.mark.parametrize("second_window", [5000, 20], ids=["same-window", "smaller-window"])
 async def test_the_hubs_ack_for_what_a_previous_run_published_does_not_stall_the_agent(
-    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory
+    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory, second_window: int
 ) -> None:
     # The refusal's price: after a restart the hub acknowledges through what the previous run sent,
     # beyond what this run has published. The agent must refuse that ack yet keep sending until the
@@ -185,7 +186,9 @@ async def test_the_hubs_ack_for_what_a_previous_run_published_does_not_stall_the
             await until(lambda: len(hub.unique()) == STORED * 4, "every event at the hub, none acknowledged")
 
         hub.auto_ack = True  # from now on the hub acks through everything it holds
-        second = EdgeAgent(config=config)
+        # With a smaller window than the first run's, a whole window is not enough to pass what the hub holds.
+        outbox = config.outbox.model_copy(update={"max_in_flight": second_window})
+        second = EdgeAgent(config=config.model_copy(update={"outbox": outbox}))
         async with running(second):
             await until(lambda: second.stats.last_ack_seq == STORED * 4, "the hub's ack through everything believed")
             assert second.stats.depth == 0
