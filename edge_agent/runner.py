@@ -37,10 +37,12 @@ async def _serve(config: AgentConfig) -> int:
 
 def run_agent(config_path: Path) -> int:
     """Run the agent of ``config_path`` until SIGINT/SIGTERM: 0 after a clean stop, 2 for a bad config, 1 else."""
+    # Logging first: loading the config may warn (a broker password written inline), and that warning
+    # belongs in the agent's log like any other.
+    configure_logging(process="agent")
     try:
         config = load_agent_config(config_path)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(process="agent")
     return asyncio.run(_serve(config))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,23 @@ def test_the_link_refuses_a_password_file_made_readable_after_the_config_was_rea
     settings = MqttSettings(username="u", password_file=password_file)
     with pytest.raises(SecretFileError, match="chmod 600"):
         MqttLink(settings=settings, client_id="x")
+
+
+def test_the_agent_process_refuses_to_start_with_a_readable_password_file(tmp_path: Path) -> None:
+    password_file = secret_file(tmp_path / "mqtt-password", PASSWORD, 0o644)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'store_id = "s-1"\ngateway_id = "gw-1"\n[mqtt]\nusername = "u"\npassword_file = "mqtt-password"\n'
+        '[outbox]\npath = "outbox.sqlite3"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", "agent", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"chmod 600 {password_file}" in result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
+    assert not (tmp_path / "outbox.sqlite3").exists(), "nothing is started with a secret others may have read"
