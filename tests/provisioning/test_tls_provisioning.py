@@ -7,15 +7,21 @@ The command runs as the technician runs it, in a process of its own, under a uma
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
+from edge_agent.agent import EdgeAgent
 from edge_agent.config import load_agent_config
+from launcher.broker import LocalBroker, find_mosquitto, free_port, wait_for_port
 from storegate.private_files import is_private
+from tests.conftest import eventually
 
 PASSWORD = "gw-3 broker password"
 
@@ -198,3 +204,85 @@ def test_check_reports_a_tls_setup_that_went_bad_after_provisioning(tmp_path: Pa
     check = storegate("provision", "check", "--config", str(output))
     assert check.returncode == 2
     assert "mqtt.tls is false, so mqtt.ca_file, mqtt.cert_file, mqtt.key_file would not be used" in check.stderr
+
+
+def _server(ca: Path, ca_key: Path, where: Path) -> tuple[Path, Path]:
+    """The broker's certificate for 127.0.0.1 from the hub CA."""
+    key, cert, csr = where / "broker.key", where / "broker.pem", where / "broker.csr"
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", key.name, "-out", csr.name, "-subj", "/CN=127.0.0.1", cwd=where,
+    )  # fmt: skip
+    extensions = where / "broker.ext"
+    extensions.write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509", "-req", "-in", csr.name, "-CA", ca.name, "-CAkey", ca_key.name, "-CAcreateserial",
+        "-out", cert.name, "-days", "2", "-extfile", extensions.name, cwd=where,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[LocalBroker]:
+    """A real Mosquitto that takes only clients with a certificate from the hub CA, over TLS."""
+    exe = find_mosquitto()
+    if exe is None:
+        pytest.fail("mosquitto is not installed: apt-get install mosquitto")
+    cert, key = _server(pki.ca, pki.ca.with_suffix(".key"), pki.ca.parent)
+    workdir = tmp_path / "tls-broker"
+    workdir.mkdir()
+    port = free_port()
+    config = workdir / "mosquitto.conf"
+    config.write_text(
+        "\n".join(
+            [
+                f"listener {port} 127.0.0.1",
+                f"cafile {pki.ca}",
+                f"certfile {cert}",
+                f"keyfile {key}",
+                "require_certificate true",
+                "use_identity_as_username true",
+                "allow_anonymous false",
+                "persistence false",
+                "log_dest stderr",
+                # As root Mosquitto would drop to the mosquitto user, who may not read these 0600 files.
+                *(["user root"] if os.geteuid() == 0 else []),
+            ]
+        )
+        + "\n"
+    )
+    argv = [exe, "-c", str(config)]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    broker = LocalBroker("mosquitto", "127.0.0.1", port, process, workdir, argv)
+    try:
+        wait_for_port(broker.host, port, timeout=10, process=process)
+        yield broker
+    finally:
+        broker.stop(kill=True)
+
+
+async def test_a_provisioned_agent_connects_over_tls_with_its_certificate(
+    tmp_path: Path, pki: Pki, tls_broker: LocalBroker
+) -> None:
+    output = tmp_path / "gw" / "agent.toml"
+    result = storegate(
+        "provision", "agent-config", "--store-id", "store-0042", "--gateway-id", "gw-3",
+        "--broker-host", tls_broker.host, "--broker-port", str(tls_broker.port),
+        "--tls-ca", str(pki.ca), "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = load_agent_config(output, environ={})
+    agent = EdgeAgent(
+        config=config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"reconnect_min_s": 0.2})})
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+
+        async def connected() -> bool:
+            return agent.stats.connected
+
+        await eventually(connected, what="the agent connected over TLS with its certificate")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
