@@ -30,6 +30,7 @@ import structlog
 
 from edge_agent.outbox import Outbox, OutboxFullError, merge_ranges
 from storegate import wire
+from storegate.logs import worth_logging
 
 if TYPE_CHECKING:
     from edge_agent.commands import Commands
@@ -131,13 +132,20 @@ class AckHandler:
         try:
             ack = wire.decode(wire.Ack, raw)
         except wire.WireError as err:
-            self._count_refused(RefusedAck.INVALID)
-            log.warning("ack_refused", reason=RefusedAck.INVALID.value, error=err.reason, detail=err.detail)
+            count = self._count_refused(RefusedAck.INVALID)
+            if worth_logging(count):
+                log.warning(
+                    "ack_refused",
+                    reason=RefusedAck.INVALID.value,
+                    error=err.reason,
+                    detail=err.detail,
+                    refused_so_far=count,
+                )
             return None
         refusal = self._refusal(ack)
         if refusal is None:
             return ack
-        self._count_refused(refusal)
+        count = self._count_refused(refusal)
         outbox, window = self._outbox, self._window
         if refusal in _AHEAD_OF_SENDING and _within_outbox(ack, outbox.last_seq):
             # Right after a restart the hub acknowledges what the previous run published, before this
@@ -148,10 +156,13 @@ class AckHandler:
             window.heard_from_hub()
             window.release(min(ack.through_seq, window.published_through), self._clock.monotonic())
             self._state.wake_sender.set()
-        if refusal is RefusedAck.OTHER_STREAM:
-            if self._foreign_stream_logged == ack.stream:  # logged once per stream, counted every time
-                return None
+        # Every refusal is counted; the 1st, 10th, 100th... of a reason is logged (and each foreign stream
+        # once), so whoever floods the ack topic does not flood the gateway's log too.
+        new_stream = refusal is RefusedAck.OTHER_STREAM and self._foreign_stream_logged != ack.stream
+        if new_stream:
             self._foreign_stream_logged = ack.stream
+        if not (new_stream or worth_logging(count)):
+            return None
         log.warning(
             "ack_refused",
             reason=refusal.value,
@@ -160,11 +171,12 @@ class AckHandler:
             stream=str(ack.stream),
             ours=str(outbox.stream),
             through_seq=ack.through_seq,
-            gaps=[(gap.first, gap.last) for gap in ack.gaps][:10],
+            gaps=[(gap.first, gap.last) for gap in ack.gaps[:10]],
             published_through=window.published_through,
             acked_seq=window.acked_seq,
             outbox_last_seq=outbox.last_seq,
             consequence="nothing deleted",
+            refused_so_far=count,
         )
         return None
 
@@ -183,9 +195,11 @@ class AckHandler:
             return RefusedAck.GAPS_BEYOND_PUBLISHED
         return None
 
-    def _count_refused(self, reason: RefusedAck) -> None:
+    def _count_refused(self, reason: RefusedAck) -> int:
+        """Count one more ack refused for ``reason``; returns how many so far."""
         refused = self._state.acks_refused
-        refused[reason.value] = refused.get(reason.value, 0) + 1
+        count = refused[reason.value] = refused.get(reason.value, 0) + 1
+        return count
 
     async def _handle(self, raws: list[bytes]) -> None:
         outbox, window, state = self._outbox, self._window, self._state

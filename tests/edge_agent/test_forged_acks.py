@@ -193,3 +193,22 @@ async def test_the_hubs_ack_for_what_a_previous_run_published_does_not_stall_the
             await until(lambda: second.stats.last_ack_seq == STORED * 4, "the hub's ack through everything believed")
             assert second.stats.depth == 0
             assert refused(second, "beyond_published") >= 1, "the first ack claimed more than this run had sent"
+
+
+async def test_a_flood_of_forged_acks_is_counted_in_full_and_logged_sparingly(
+    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path, mqtt_settings, outbox={"max_in_flight": WINDOW, "ack_timeout_s": 600})
+    agent = EdgeAgent(config=config)
+    with fake_hub_factory(auto_ack=False) as hub:
+        async with running(agent):
+            await until(lambda: agent.stats.connected, "agent connected")
+            for n in range(STORED):
+                await agent.record(temperature(n))
+            await agent.flush()
+            await until(lambda: len(hub.unique()) == WINDOW, "the first window at the hub")
+            for n in range(12):
+                await asyncio.to_thread(forge_ack, mqtt_settings, b'{"v": 1, "through_seq": %d}' % (50 + n))
+            await until(lambda: refused(agent, "invalid") == 12, "every forged ack counted")
+            assert [entry["refused_so_far"] for entry in logged(caplog, "ack_refused")] == [1, 10]
+            assert await waiting_seqs(agent) == list(range(1, STORED + 1))
