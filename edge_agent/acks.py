@@ -6,6 +6,12 @@
   (:meth:`AckHandler._repair_gaps`), once an ack timeout at most.
 - A hub that now holds less than it acknowledged (restored from an older backup) is told which
   events are gone, as ``not_held`` loss records (:meth:`AckHandler._report_not_held`).
+- An ack is trusted only as far as this agent's own sending goes (:meth:`AckHandler._refusal`):
+  one that is not valid, names another gateway or stream, or claims seqs (``through_seq`` or
+  ``gaps``) above the highest seq this agent has published, is refused whole: nothing is
+  deleted, it is counted by :class:`RefusedAck` and logged. The broker's ACL should already
+  stop a forged ack; this is the agent's own defence if the ACL is ever wrong, since a
+  forged ``through_seq`` would otherwise delete events no hub has stored.
 
 The handler also reads the link's other subscription, the hub's commands, and hands each to
 :class:`~edge_agent.commands.Commands`, so one consumer empties the link's queue.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
@@ -23,6 +30,7 @@ import structlog
 
 from edge_agent.outbox import Outbox, OutboxFullError, merge_ranges
 from storegate import wire
+from storegate.logs import worth_logging
 
 if TYPE_CHECKING:
     from edge_agent.commands import Commands
@@ -38,6 +46,27 @@ log = structlog.get_logger(__name__)
 
 # Acks taken off the queue at once: one delete for all of them.
 ACK_COALESCE: Final = 100
+
+
+class RefusedAck(StrEnum):
+    """Why an ack was refused; the label of the ``storegate_agent_acks_refused`` metric."""
+
+    INVALID = "invalid"
+    OTHER_GATEWAY = "other_gateway"
+    OTHER_STREAM = "other_stream"
+    # through_seq above the highest seq this agent published. Also the (rare, harmless) fate of a
+    # genuine ack for what a previous run of the agent published: the events are resent and acked again.
+    BEYOND_PUBLISHED = "beyond_published"
+    GAPS_BEYOND_PUBLISHED = "gaps_beyond_published"
+
+
+# Refusals of an ack that may be the hub's word on what a previous run of this agent published.
+_AHEAD_OF_SENDING: Final = frozenset({RefusedAck.BEYOND_PUBLISHED, RefusedAck.GAPS_BEYOND_PUBLISHED})
+
+
+def _within_outbox(ack: wire.Ack, last_seq: int) -> bool:
+    """Whether every seq ``ack`` names is one this outbox has handed out."""
+    return ack.through_seq <= last_seq and all(gap.last <= last_seq for gap in ack.gaps)
 
 
 class AckHandler:
@@ -99,25 +128,78 @@ class AckHandler:
                 log.warning("ack_not_applied", error=str(err))
 
     def _valid(self, raw: bytes) -> wire.Ack | None:
-        outbox = self._outbox
+        """The ack in ``raw`` if it may be applied; otherwise None, counted and logged."""
         try:
             ack = wire.decode(wire.Ack, raw)
         except wire.WireError as err:
-            log.warning("ack_invalid", reason=err.reason, detail=err.detail)
+            count = self._count_refused(RefusedAck.INVALID)
+            if worth_logging(count):
+                log.warning(
+                    "ack_refused",
+                    reason=RefusedAck.INVALID.value,
+                    error=err.reason,
+                    detail=err.detail,
+                    refused_so_far=count,
+                )
             return None
+        refusal = self._refusal(ack)
+        if refusal is None:
+            return ack
+        count = self._count_refused(refusal)
+        outbox, window = self._outbox, self._window
+        if refusal in _AHEAD_OF_SENDING and _within_outbox(ack, outbox.last_seq):
+            # Right after a restart the hub acknowledges what the previous run published, before this
+            # run has sent it again. The hub is listening and has what this run sent: stop probing and
+            # free the window (deleting nothing), so the resend reaches past what the hub holds and its
+            # next ack is believed; else one probe batch, or one window, at a time might never get there
+            # (a smaller max_in_flight than the previous run's). A forged ack only makes the agent send.
+            window.heard_from_hub()
+            window.release(min(ack.through_seq, window.published_through), self._clock.monotonic())
+            self._state.wake_sender.set()
+        # Every refusal is counted; the 1st, 10th, 100th... of a reason is logged (and each foreign stream
+        # once), so whoever floods the ack topic does not flood the gateway's log too.
+        new_stream = refusal is RefusedAck.OTHER_STREAM and self._foreign_stream_logged != ack.stream
+        if new_stream:
+            self._foreign_stream_logged = ack.stream
+        if not (new_stream or worth_logging(count)):
+            return None
+        log.warning(
+            "ack_refused",
+            reason=refusal.value,
+            store_id=ack.store_id,
+            gateway_id=ack.gateway_id,
+            stream=str(ack.stream),
+            ours=str(outbox.stream),
+            through_seq=ack.through_seq,
+            gaps=[(gap.first, gap.last) for gap in ack.gaps[:10]],
+            published_through=window.published_through,
+            acked_seq=window.acked_seq,
+            outbox_last_seq=outbox.last_seq,
+            consequence="nothing deleted",
+            refused_so_far=count,
+        )
+        return None
+
+    def _refusal(self, ack: wire.Ack) -> RefusedAck | None:
+        """Why ``ack`` must not be applied, or None when it may be."""
         if (ack.store_id, ack.gateway_id) != (self._store_id, self._gateway_id):
-            log.warning("ack_for_other_gateway", store_id=ack.store_id, gateway_id=ack.gateway_id)
-            return None
-        if ack.stream != outbox.stream:
-            if self._foreign_stream_logged != ack.stream:  # once per stream, not once per ack
-                self._foreign_stream_logged = ack.stream
-                log.warning("ack_for_other_stream", stream=str(ack.stream), ours=str(outbox.stream))
-            return None
-        if ack.through_seq > outbox.last_seq:
-            # The hub claims events this outbox never had: trust none of it, delete nothing.
-            log.warning("ack_beyond_outbox", through_seq=ack.through_seq, last_seq=outbox.last_seq)
-            return None
-        return ack
+            return RefusedAck.OTHER_GATEWAY
+        if ack.stream != self._outbox.stream:
+            return RefusedAck.OTHER_STREAM
+        # The hub can only hold what this agent sent it: an ack beyond that is forged (or the hub is
+        # confused), and trusting any of it could delete events that exist nowhere else.
+        published = self._window.published_through
+        if ack.through_seq > published:
+            return RefusedAck.BEYOND_PUBLISHED
+        if any(gap.last > published for gap in ack.gaps):
+            return RefusedAck.GAPS_BEYOND_PUBLISHED
+        return None
+
+    def _count_refused(self, reason: RefusedAck) -> int:
+        """Count one more ack refused for ``reason``; returns how many so far."""
+        refused = self._state.acks_refused
+        count = refused[reason.value] = refused.get(reason.value, 0) + 1
+        return count
 
     async def _handle(self, raws: list[bytes]) -> None:
         outbox, window, state = self._outbox, self._window, self._state

@@ -7,6 +7,8 @@ Example ``agent.toml``::
 
     [mqtt]
     host = "hub.example.net"
+    username = "store-0042-gw-1"
+    password_file = "mqtt-password"  # mode 0600; or STOREGATE_AGENT_MQTT__PASSWORD in the environment
 
     [outbox]
     path = "outbox.sqlite"          # relative to this file's directory
@@ -33,10 +35,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+import structlog
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, ValidationError, model_validator
 
 from device_drivers.profile_base import ProfileId
 from device_drivers.profiles import ProfileCatalog, load_catalog, parse_settings
@@ -44,7 +49,16 @@ from device_drivers.simulated.sequence import SimulatedSequenceConfig
 from device_drivers.simulated.temperature import SimulatedSensorConfig
 from storegate.configfile import ConfigError, describe_validation_error, load_model
 from storegate.mqtt import MqttSettings
+from storegate.secret_files import SecretFileError
 from storegate.wire import MAX_BATCH_EVENTS, DeviceId, GatewayId, StoreId
+
+log = structlog.get_logger(__name__)
+
+# The broker password (or the file that holds it) from the environment, e.g. a systemd unit's
+# Environment= or LoadCredential=; named like the hub's STOREGATE_HUB_MQTT__PASSWORD. They take
+# precedence over agent.toml.
+PASSWORD_ENV: Final = "STOREGATE_AGENT_MQTT__PASSWORD"  # noqa: S105 (a variable name)
+PASSWORD_FILE_ENV: Final = "STOREGATE_AGENT_MQTT__PASSWORD_FILE"  # noqa: S105 (a variable name)
 
 
 class ConfigModel(BaseModel):
@@ -178,11 +192,14 @@ def _resolved_optional(path: Path | None, base: Path) -> Path | None:
     return None if path is None else _resolved(path, base)
 
 
-def load_agent_config(path: Path) -> AgentConfig:
+def load_agent_config(path: Path, *, environ: Mapping[str, str] | None = None) -> AgentConfig:
     """Read and validate an agent config file; raises ConfigError naming the file and each bad key.
 
-    Relative file paths (the outbox and the TLS files) are taken relative to the
-    config file's directory, so the agent does not depend on its working directory.
+    Relative file paths (the outbox, the TLS files, the password file) are taken relative to
+    the config file's directory, so the agent does not depend on its working directory. The
+    broker password may come from the environment (:data:`PASSWORD_ENV`, :data:`PASSWORD_FILE_ENV`,
+    read from ``environ``, by default ``os.environ``); a password file or TLS key that group or
+    others can read is refused; a password written in the file itself is warned about.
     """
     config = load_model(AgentConfig, path)
     base = path.resolve().parent
@@ -197,9 +214,33 @@ def load_agent_config(path: Path) -> AgentConfig:
             "ca_file": _resolved_optional(config.mqtt.ca_file, base),
             "cert_file": _resolved_optional(config.mqtt.cert_file, base),
             "key_file": _resolved_optional(config.mqtt.key_file, base),
+            "password_file": _resolved_optional(config.mqtt.password_file, base),
         }
     )
+    mqtt = _password_from_environment(mqtt, os.environ if environ is None else environ)
+    if config.mqtt.password is not None:
+        # Still accepted, so that an upgrade does not stop a gateway; but the config file is
+        # read by people and tools that have no business with the broker password.
+        log.warning(
+            "mqtt_password_inline",
+            config=str(path),
+            config_mode=f"{path.stat().st_mode & 0o777:04o}",
+            fix=f"move it to a file of mode 0600 named by mqtt.password_file, or to {PASSWORD_ENV}",
+        )
+    try:
+        mqtt.check_secret_files()
+    except SecretFileError as err:
+        raise ConfigError(path, [f"mqtt: {err}"]) from None
     return config.model_copy(update={"outbox": config.outbox.model_copy(update={"path": outbox_path}), "mqtt": mqtt})
+
+
+def _password_from_environment(mqtt: MqttSettings, environ: Mapping[str, str]) -> MqttSettings:
+    """``mqtt`` with the password or password file the environment gives, which replace the file's."""
+    if password := environ.get(PASSWORD_ENV):
+        return mqtt.model_copy(update={"password": SecretStr(password), "password_file": None})
+    if password_file := environ.get(PASSWORD_FILE_ENV):
+        return mqtt.model_copy(update={"password": None, "password_file": Path(password_file).expanduser().resolve()})
+    return mqtt
 
 
 def catalog_of(config: AgentConfig) -> ProfileCatalog:

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 
+from edge_agent.acks import RefusedAck
 from edge_agent.status import AgentStatusFile
 from storegate import wire
 from storegate.tasks import wait_for_event
@@ -39,6 +40,7 @@ log = structlog.get_logger(__name__)
 # Rates are sampled this often (they are averaged over a minute).
 RATE_SAMPLE_S: Final = 1.0
 _PRIORITY_NAMES: Final = tuple(priority.name.lower() for priority in wire.Priority)
+_REFUSED_ACKS: Final = tuple(reason.value for reason in RefusedAck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class AgentStats:
     evicted_by_priority: tuple[tuple[str, int], ...] = ()
     publish_rate: float = 0.0
     ack_rate: float = 0.0
+    # Acks refused (nothing deleted) by reason (edge_agent.acks.RefusedAck), every reason always present.
+    acks_refused_by_reason: tuple[tuple[str, int], ...] = ()
 
     @property
     def evicted(self) -> int:
@@ -201,6 +205,14 @@ class AgentCollector:
         for priority, count in stats.evicted_by_priority:
             evicted.add_metric([priority], count)
         yield evicted
+        refused = CounterMetricFamily(
+            "storegate_agent_acks_refused",
+            "Acks refused, nothing deleted: invalid, for another gateway or stream, or beyond what was published.",
+            labels=["reason"],
+        )
+        for reason, count in stats.acks_refused_by_reason:
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def agent_registry(snapshot: Callable[[], AgentStats]) -> CollectorRegistry:
@@ -293,6 +305,7 @@ class HealthReporter:
             ),
             publish_rate=self._publish_rate.rate,
             ack_rate=self._ack_rate.rate,
+            acks_refused_by_reason=tuple((reason, state.acks_refused.get(reason, 0)) for reason in _REFUSED_ACKS),
             last_ack_seq=0 if window is None else window.acked_seq,
             connected=state.connected,
             oldest_unacked_age_s=None if oldest is None else max(0.0, (self._clock.now() - oldest).total_seconds()),

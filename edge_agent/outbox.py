@@ -53,11 +53,15 @@ from types import TracebackType
 from typing import Final, NamedTuple, Self, TypeVar
 from uuid import UUID, uuid4
 
+import structlog
 from pydantic import JsonValue, ValidationError
 
 from edge_agent.errors import AgentError
 from storegate import wire
+from storegate.private_files import private_sqlite_files
 from storegate.wire import MAX_LOSS_RANGES, DataLoss, EventKind, Priority, SeqRange, priority_of, utc_now
+
+log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION: Final = 2
 # Counted against max_bytes on top of the JSON: the row's other columns, its cell and its index entry.
@@ -446,6 +450,10 @@ class Outbox:
     def _open_sync(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The outbox holds the store's events until the hub has them: 0600 from creation, and an
+            # older agent's 0644 outbox (and its -wal) tightened.
+            for file, was in private_sqlite_files(self.path):
+                log.warning("outbox_file_made_private", path=str(file), was=f"{was:04o}")
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
         except (OSError, sqlite3.Error) as err:

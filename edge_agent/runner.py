@@ -15,6 +15,7 @@ from edge_agent.outbox import OutboxError
 from storegate.configfile import ConfigError
 from storegate.logs import configure_logging
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, stop_on_signals
+from storegate.secret_files import SecretFileError
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +25,8 @@ async def _serve(config: AgentConfig) -> int:
     with stop_on_signals(stop):
         try:
             await EdgeAgent(config=config).run(stop)
-        except (OutboxError, OSError) as err:  # outbox unusable, metrics port taken, TLS file missing
+        # Outbox unusable, metrics port taken, TLS file missing, a secret file made readable since the config was read.
+        except (OutboxError, OSError, SecretFileError) as err:
             log.error("agent_cannot_start", error=str(err))
             return EXIT_FAILED
         except AgentFailedError as err:
@@ -35,10 +37,12 @@ async def _serve(config: AgentConfig) -> int:
 
 def run_agent(config_path: Path) -> int:
     """Run the agent of ``config_path`` until SIGINT/SIGTERM: 0 after a clean stop, 2 for a bad config, 1 else."""
+    # Logging first: loading the config may warn (a broker password written inline), and that warning
+    # belongs in the agent's log like any other.
+    configure_logging(process="agent")
     try:
         config = load_agent_config(config_path)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(process="agent")
     return asyncio.run(_serve(config))

@@ -38,3 +38,5 @@ class AgentState:
     resent: int = 0
     # The acks: events the hub acknowledged (deleted from the outbox).
     acked: int = 0
+    # The acks: acks refused (nothing deleted), by reason: see edge_agent.acks.RefusedAck.
+    acks_refused: dict[str, int] = field(default_factory=dict)

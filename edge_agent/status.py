@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.config import load_agent_config
 from storegate.configfile import ConfigError
+from storegate.private_files import PRIVATE_FILE_MODE
 from storegate.wire import UtcDatetime, utc_now
 
 log = structlog.get_logger(__name__)
@@ -68,9 +69,14 @@ def status_path(outbox_path: Path) -> Path:
 
 
 def write_status(path: Path, status: AgentStatusFile) -> None:
-    """Replace the status file atomically (no fsync: after a power cut the next status replaces it)."""
+    """Replace the status file atomically, 0600 (no fsync: after a power cut the next status replaces it)."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(status.model_dump_json(indent=2) + "\n")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # The store's and broker's names, the backlog: the gateway's business. A .tmp an older
+        # agent left keeps its mode through O_CREAT, hence the fchmod.
+        os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
+        handle.write(status.model_dump_json(indent=2) + "\n")
     os.replace(temporary, path)
 
 

@@ -75,6 +75,11 @@ class SendWindow:
         return max(self.cursor, self.acked_seq)
 
     @property
+    def published_through(self) -> int:
+        """The highest seq published by this process (or acknowledged): no genuine ack goes beyond it."""
+        return max(self.cursor_high, self.ahead_high, self.acked_seq)
+
+    @property
     def skip_through(self) -> int:
         """The backlog lane skips security and sales rows up to this (the ahead lane sent them)."""
         return max(self.ahead_through, self.acked_seq)
@@ -179,6 +184,30 @@ class SendWindow:
             self._flights = remaining
         self._progress_at = self._waiting_since = now
         return True
+
+    def release(self, through_seq: int, now: float) -> int:
+        """Free the window of flights up to ``through_seq`` the hub has evidently received, without acknowledging.
+
+        For an ack that is not believed (it names more than this process has published, as after a
+        restart) but shows the hub received what was sent: the window moves on and the resend passes
+        what the hub holds, yet nothing counts as stored. Returns the events released.
+        """
+        released = 0
+        remaining: deque[tuple[int, int, bool]] = deque()
+        for flight in self._flights:
+            last, count, ahead = flight
+            if last > through_seq:
+                remaining.append(flight)
+                continue
+            released += count
+            if ahead:
+                self._ahead_in_flight -= count
+            else:
+                self._backlog_in_flight -= count
+        self._flights = remaining
+        if released:
+            self._progress_at = now
+        return released
 
     def stalled_for(self, now: float) -> float | None:
         """Seconds the hub has been silent with events in flight, once that reaches the timeout in force."""

@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -47,6 +48,7 @@ from hub.runtime import HubRuntime
 from hub.settings import HubSettings
 from storegate import __version__, wire
 from storegate.mqtt import MqttLink
+from storegate.private_files import is_private, private_dir
 
 log = structlog.get_logger(__name__)
 
@@ -69,11 +71,24 @@ class HubStartupError(HubError, RuntimeError):
     """The hub could not start: the database, its migrations, or the HTTP listener failed."""
 
 
+def _tighten_secrets_dir(path: Path) -> None:
+    """Make an existing secrets_dir 0700 (one copied or restored as 0755); what writes into it creates it so."""
+    if not path.is_dir() or is_private(path):
+        return
+    was = f"{path.stat().st_mode & 0o777:04o}"
+    try:
+        private_dir(path)
+    except PermissionError as err:
+        raise HubStartupError(f"secrets_dir {path} is open to others (mode {was}) and cannot be made 0700") from err
+    log.warning("secrets_dir_made_private", path=str(path), was=was)
+
+
 async def _start(
     settings: HubSettings, stack: AsyncExitStack, clock: Callable[[], datetime] = wire.utc_now
 ) -> HubRuntime:
     """Create the hub's long-lived objects; ``stack`` undoes each one in reverse order."""
     where = redacted(settings.database_url)
+    _tighten_secrets_dir(settings.secrets_dir)
     try:
         await upgrade_to_head(settings.database_url)
     except Exception as err:  # unreachable server, bad path, a database newer than this code: all fatal here

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
+import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -22,6 +23,9 @@ from hub.alerting.notification_settings import NotificationSettings
 from hub.pki.settings import BrokerSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
+from storegate.secret_files import SecretFileError
+
+log = structlog.get_logger(__name__)
 
 ENV_PREFIX: Final = "STOREGATE_HUB_"
 ENV_NESTED_DELIMITER: Final = "__"
@@ -204,9 +208,26 @@ def load_hub_settings(path: Path | None, **overrides: Any) -> HubSettings:
     file_values = read_toml(path) if path is not None else {}
     token = _file_values.set(MappingProxyType(file_values))
     try:
-        return HubSettings(**overrides)
+        settings = HubSettings(**overrides)
     except ValidationError as err:
         # from None: the ValidationError's text would repeat the inputs, passwords included.
         raise ConfigError(path, _describe(err)) from None
     finally:
         _file_values.reset(token)
+    _check_mqtt_secrets(path, file_values, settings)
+    return settings
+
+
+def _check_mqtt_secrets(path: Path | None, file_values: dict[str, Any], settings: HubSettings) -> None:
+    """Refuse a broker password file or TLS key others may read; warn about a password written in the file."""
+    try:
+        settings.mqtt.check_secret_files()
+    except SecretFileError as err:
+        raise ConfigError(path, [f"mqtt: {err}"]) from None
+    mqtt_section = file_values.get("mqtt")
+    if isinstance(mqtt_section, dict) and "password" in mqtt_section:
+        log.warning(
+            "mqtt_password_inline",
+            config=str(path),
+            fix=f"move it to a file of mode 0600 named by mqtt.password_file, or to {ENV_PREFIX}MQTT__PASSWORD",
+        )

@@ -346,10 +346,26 @@ def provision_agent_config(
         "outbox.sqlite3"
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    tls_ca: Annotated[
+        Path | None, typer.Option(help="CA certificate (PEM) to check the broker by; any --tls-* option turns TLS on.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="This gateway's client certificate (PEM), issued by the hub's CA.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The client certificate's private key (PEM); must be mode 0600.")
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="File holding the broker password (mode 0600); the config names it.")
+    ] = None,
 ) -> None:
-    """Write a validated agent config for one gateway (the broker password is set separately)."""
+    """Write a validated agent config (0600) for one gateway, with its TLS files and broker password file.
+
+    The files are checked first: they exist, the key and the password file are private, the
+    certificate and the key belong together and the CA signed the certificate.
+    """
     with installed("provision agent-config", "edge"):
-        from provisioning.agent_config import write_agent_config
+        from provisioning.agent_config import TlsFiles, write_agent_config
 
     if output.exists() and not force:
         typer.echo(f"{output} exists; pass --force to overwrite it", err=True)
@@ -363,6 +379,7 @@ def provision_agent_config(
             broker_port=broker_port,
             username=username,
             outbox=outbox,
+            files=TlsFiles(ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key, password_file=password_file),
         )
     except ValueError as err:
         typer.echo(str(err), err=True)
@@ -374,9 +391,10 @@ def provision_agent_config(
 def provision_check(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file to check.")],
 ) -> None:
-    """Check an agent config file and say what is wrong with it, key by key."""
+    """Check an agent config file and say what is wrong with it, key by key, its TLS files included."""
     with installed("provision check", "edge"):
         from edge_agent.config import load_agent_config
+        from provisioning.agent_config import tls_problems
     from storegate.configfile import ConfigError
 
     try:
@@ -384,6 +402,10 @@ def provision_check(
     except ConfigError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
+    problems = tls_problems(loaded.mqtt)
+    if problems:
+        typer.echo(str(ConfigError(config, problems)), err=True)
+        raise typer.Exit(2)
     typer.echo(f"{config}: valid for store {loaded.store_id}, gateway {loaded.gateway_id}")
 
 

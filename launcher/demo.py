@@ -30,6 +30,7 @@ import tomli_w
 
 from launcher.broker import BrokerError, LocalBroker, port_open, start_local_broker
 from launcher.demo_catalog import load_demo_catalog
+from storegate.private_files import private_dir, write_private
 
 DEMO_STORE_ID = "store-0001"
 DEMO_GATEWAY_ID = "gw-1"
@@ -133,15 +134,18 @@ def demo_configs(
         agent_config["hotplug"] = {"watch": "poll", "poll_interval_s": 2.0, "w1_root": manifest["w1_root"]}
     hub_path = data_dir / "hub.toml"
     agent_path = data_dir / "agent.toml"
-    hub_path.write_bytes(tomli_w.dumps(hub_config).encode())
-    agent_path.write_bytes(tomli_w.dumps(agent_config).encode())
+    write_private(hub_path, tomli_w.dumps(hub_config))
+    write_private(agent_path, tomli_w.dumps(agent_config))
     return hub_path, agent_path
 
 
 @contextlib.contextmanager
 def _data_dir(requested: Path | None) -> Iterator[Path]:
+    # The demo's directory holds its databases, outbox and configs (and the hub's keys): 0700 when the
+    # demo makes it (mkdtemp does too); a directory that exists already keeps the mode its owner gave it.
     if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
+        if not requested.exists():
+            private_dir(requested)
         yield requested.resolve()
         return
     path = Path(tempfile.mkdtemp(prefix="storegate-demo-"))

@@ -26,7 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from storegate.secret_files import read_secret_file, require_private_file
 
 # publish() return codes under which paho holds a QoS 1 message: sent, or kept until it reconnects.
 QUEUED_RCS: Final = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
@@ -42,7 +44,12 @@ class MqttSettings(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
-    password: SecretStr | None = None
+    password: SecretStr | None = Field(
+        default=None, description="inline broker password; prefer password_file or the environment"
+    )
+    password_file: Path | None = Field(
+        default=None, description="file holding the broker password (mode 0600), read when connecting"
+    )
     protocol: Literal["5", "3.1.1"] = Field(
         default="5", description="MQTT version; 5 is needed for shared subscriptions when the hub scales out"
     )
@@ -54,10 +61,29 @@ class MqttSettings(BaseModel):
     reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
 
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either password or password_file, not both")
+        return self
+
     @property
     def address(self) -> str:
         """host:port, for messages to people."""
         return f"{self.host}:{self.port}"
+
+    def broker_password(self) -> SecretStr | None:
+        """The password, inline or read from ``password_file`` (SecretFileError if that file is not private)."""
+        if self.password_file is not None:
+            return read_secret_file(self.password_file, what="broker password file")
+        return self.password
+
+    def check_secret_files(self) -> None:
+        """Raise SecretFileError if the password file or the TLS key is missing, empty or readable by others."""
+        if self.password_file is not None:
+            read_secret_file(self.password_file, what="broker password file")
+        if self.tls and self.key_file is not None:
+            require_private_file(self.key_file, what="TLS private key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +156,11 @@ class MqttLink:
             clean_session=None if v5 else not self._persistent,
         )
         if s.username is not None:
-            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
+            password = s.broker_password()
+            client.username_pw_set(s.username, password.get_secret_value() if password else None)
         if s.tls:
+            if s.key_file is not None:
+                require_private_file(s.key_file, what="TLS private key")
             context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             if s.cert_file:
                 context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)

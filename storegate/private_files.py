@@ -55,3 +55,28 @@ def touch_private(path: Path) -> None:
 def is_private(path: Path) -> bool:
     """True when neither the group nor others may read, write or enter ``path``."""
     return path.stat().st_mode & 0o077 == 0
+
+
+# The files SQLite keeps beside a database; it creates them with the database file's mode.
+SQLITE_COMPANIONS: Final = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_files(path: Path) -> list[tuple[Path, int]]:
+    """Create the SQLite database ``path`` empty and 0600 if missing, and make it and its companions 0600.
+
+    Call before SQLite opens it: SQLite creates a database by the umask, and its -wal, -shm and
+    -journal with the database's mode. Returns each file tightened with its old mode (an older
+    version's, or a copy's), for a warning; PermissionError for a file of another user.
+    """
+    touch_private(path)
+    tightened: list[tuple[Path, int]] = []
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        try:
+            if is_private(file):
+                continue
+            was = file.stat().st_mode & 0o777
+            make_private(file)
+        except FileNotFoundError:
+            continue
+        tightened.append((file, was))
+    return tightened

@@ -276,11 +276,13 @@ def _create_private(path: Path) -> None:
 
 
 def _take_over_ownership(partial: Path, target: Path) -> None:
-    """Give the restored file the mode and owner of the file it replaces, so the hub's user can still write it."""
+    """Give the restored file the owner of the file it replaces, so the hub's user can still write it.
+
+    Not its mode: the restored database stays 0600 even where the old file was readable by others.
+    """
     if not target.exists():
         return
     status = target.stat()
-    os.chmod(partial, status.st_mode & 0o7777)
     with suppress(PermissionError):  # only root may give a file away; others already own what they create
         os.chown(partial, status.st_uid, status.st_gid)
 
@@ -468,6 +470,8 @@ def _sqlite_restore(backup: Path, target: Path, *, force: bool) -> str:
     partial = _partial_beside(target)
     try:
         # Checks run on a copy beside the target: the backup file is never written to, not even by a pragma.
+        # copyfile writes into the 0600 file made first, which keeps its mode (it would create one by umask).
+        _create_private(partial)
         shutil.copyfile(backup, partial)
         with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
             contents = _checked_sqlite(copy, name=backup)

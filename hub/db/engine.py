@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pydantic_core
+import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -15,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from hub.db.sqlfunctions import register_sqlite_functions
+from storegate.private_files import private_sqlite_files
+
+log = structlog.get_logger(__name__)
 
 # How long a writer waits for SQLite's one write lock, held in turn by the consumer's units, the API's changes,
 # the command and notification senders, the rules ticker and migrations.
@@ -82,6 +86,24 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(url.database)
 
 
+def make_database_file_private(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does, and tighten an existing one and its -wal and -shm.
+
+    SQLite creates a database with the process's umask (0644 under the usual 022) and gives its
+    -wal, -shm and -journal files the mode of the database file; the hub's database holds every
+    event and the webhook secrets. A missing directory is left for SQLite to report.
+    """
+    if not path.parent.is_dir():
+        return
+    try:
+        tightened = private_sqlite_files(path)
+    except PermissionError:  # another user's file: SQLite says so if it matters
+        log.warning("database_file_not_private", path=str(path), fix=f"chmod 600 {path}*")
+        return
+    for file, was in tightened:
+        log.warning("database_file_made_private", path=str(file), was=f"{was:04o}")
+
+
 def create_engine(database_url: str, *, echo: bool = False, background_checkpoint: bool = False) -> AsyncEngine:
     """An async engine for ``database_url`` (sqlite+aiosqlite or postgresql+asyncpg), tuned for the hub.
 
@@ -92,6 +114,9 @@ def create_engine(database_url: str, *, echo: bool = False, background_checkpoin
     kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "json_serializer": json_text}
     if url.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    database_file = sqlite_path(database_url)
+    if database_file is not None and url.database != ":memory:" and not url.query.get("uri"):
+        make_database_file_private(database_file)
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, autocheckpoint=not background_checkpoint))

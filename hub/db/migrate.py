@@ -14,6 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.db.engine import make_database_file_private
+
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -42,6 +44,7 @@ def _open_sqlite_file(database_url: str) -> None:
     path = Path(url.database)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"directory {path.parent} does not exist")
+    make_database_file_private(path)  # before SQLite creates it by the umask
     sqlite3.connect(path).close()
 
 

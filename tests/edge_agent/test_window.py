@@ -157,3 +157,16 @@ def test_a_rewind_sends_ahead_events_again_and_counts_them_as_resends() -> None:
     assert (w.skip_through, w.in_flight) == (0, 0)
     assert w.published_ahead([9], now=5.0) == 1
     assert w.published([1, 2, 3], now=5.0) == 2
+
+
+def test_release_frees_the_window_without_acknowledging_and_published_through_stays() -> None:
+    w = window()
+    w.published([1, 2, 3, 4, 5], now=0.0)
+    w.published_ahead([9], now=0.0)
+    w.published([6, 7, 8, 10], now=0.0)
+    assert (w.room(), w.published_through) == (1, 10)
+    assert w.release(7, now=1.0) == 5  # whole flights only: the one through 5; those ending at 9 and 10 stay
+    assert (w.acked_seq, w.in_flight, w.next_after) == (0, 5, 10)
+    assert w.release(10, now=2.0) == 5
+    assert (w.acked_seq, w.in_flight, w.room(), w.published_through) == (0, 0, 10, 10)
+    assert w.stalled_for(100.0) is None  # nothing in flight: no resend of what was released
