@@ -86,14 +86,17 @@ def start_tls_broker(workdir: Path, gateways: tuple[GatewayIdentity, ...] = (STO
         pytest.fail("mosquitto is not installed: apt-get install mosquitto")
     ca = CertificateAuthority.create(workdir / "secrets" / "pki")
     port = free_port(HOST)
+    bundles = {}
+    for gateway in gateways:
+        bundles[gateway] = directory = workdir / "gateways" / gateway.store_id / gateway.gateway_id
+        ca.issue_gateway(gateway).write(directory, stem="gateway")
+    # Every gateway is issued before the broker starts: a SIGHUP is handled whenever the broker gets to it, so a
+    # reload sent here could land after a test's own change and apply it early.
     # As root Mosquitto changes to the `mosquitto` user, which may not read the 0600 files: run as us.
     files = write_broker_files(ca, workdir / "broker", port=port, bind_address=HOST, run_as=getpass.getuser())
     broker = start_mosquitto_with(files.conf, host=HOST, port=port)
     tls = TlsBroker(ca=ca, files=files, broker=broker, workdir=workdir)
-    for gateway in gateways:
-        tls.issue(gateway)
-    tls.rewrite()
-    tls.reload()
+    tls.bundles.update(bundles)
     return tls
 
 
