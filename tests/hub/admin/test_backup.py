@@ -762,7 +762,11 @@ def test_pg_tools_get_the_password_in_the_environment_only() -> None:
 def hub_settings(database_url: str, mqtt_settings: MqttSettings) -> HubSettings:
     """This module's hubs run on SQLite and on PostgreSQL."""
     return load_hub_settings(
-        None, database_url=database_url, mqtt=mqtt_settings, client_id=f"hub-{uuid.uuid4().hex[:8]}"
+        None,
+        database_url=database_url,
+        mqtt=mqtt_settings,
+        client_id=f"hub-{uuid.uuid4().hex[:8]}",
+        accept_unknown_gateways=True,
     )
 
 

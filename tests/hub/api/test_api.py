@@ -82,7 +82,9 @@ async def get(hub: RunningHub, url: str, **params: Any) -> httpx.Response:
 @pytest.fixture
 async def any_db_hub(database_url: str, mqtt_settings: MqttSettings) -> AsyncIterator[RunningHub]:
     """A running hub on SQLite and, in a second run of the test, on PostgreSQL."""
-    settings = load_hub_settings(None, database_url=database_url, mqtt=mqtt_settings, client_id="hub-any-db")
+    settings = load_hub_settings(
+        None, database_url=database_url, mqtt=mqtt_settings, client_id="hub-any-db", accept_unknown_gateways=True
+    )
     async with running_hub(settings) as running:
         yield running
 

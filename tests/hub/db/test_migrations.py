@@ -131,12 +131,12 @@ async def test_0002_fills_max_seq_from_the_stored_events_and_can_be_undone(empty
                 mark, [{"g": "gw-1", "s": "a", "t": 2, "u": now}, {"g": "gw-1", "s": "b", "t": 0, "u": now}]
             )
 
-        await upgrade_to_head(database_url)
+        # Up to 0004 and back: 0005 (gateways keyed by store and gateway) cannot be undone.
+        await asyncio.to_thread(command.upgrade, config, "0004")
 
         async with engine.connect() as connection:
             rows = (await connection.execute(text("SELECT stream, through_seq, max_seq FROM gateway_streams"))).all()
             assert sorted(tuple(row) for row in rows) == [("a", 2, 7), ("b", 0, 0)]
-            assert await schema_diff(engine, Base.metadata) == []
         await asyncio.to_thread(command.downgrade, config, "0001")
         async with engine.connect() as connection:
             assert await current_revision(engine) == "0001"
