@@ -80,7 +80,7 @@ async def store_messages(
     rejected_messages and refused_events).
     """
     result = UnitResult()
-    items = await _admitted(session, items, accept_unknown=accept_unknown_gateways, now=now)
+    items, result.rejections = await _admitted(session, items, accept_unknown=accept_unknown_gateways, now=now)
     batch_items = [item for item in items if isinstance(item, BatchMessage)]
     batches = [(item.batch, item.received_at) for item in batch_items]
     prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
@@ -150,13 +150,14 @@ async def store_messages(
 
 async def _admitted(
     session: AsyncSession, items: Sequence[Classified], *, accept_unknown: bool, now: datetime
-) -> list[Classified]:
-    """``items`` with everything from a gateway not enrolled, or revoked, turned into a rejection."""
+) -> tuple[list[Classified], list[Rejection]]:
+    """The items of gateways enrolled (and not revoked), and a rejection for each item of any other."""
     senders: set[GatewayKey] = {sender for item in items if (sender := sender_of(item)) is not None}
     refused = await admit(session, senders, accept_unknown=accept_unknown, now=now)
     if not refused:
-        return list(items)
+        return list(items), []
     admitted: list[Classified] = []
+    rejections: list[Rejection] = []
     for item in items:
         sender = sender_of(item)
         refusal = refused.get(sender) if sender is not None else None
@@ -166,8 +167,8 @@ async def _admitted(
             continue
         topic = wire.topic(*sender, CHANNEL_OF[type(item)])
         received_at = now if isinstance(item, Cleared) else item.received_at
-        admitted.append(Rejection(topic, refusal.reason, refusal.detail, wire.encode(message), received_at))
-    return admitted
+        rejections.append(Rejection(topic, refusal.reason, refusal.detail, wire.encode(message), received_at))
+    return admitted, rejections
 
 
 async def find_unstorable(
