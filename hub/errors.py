@@ -20,6 +20,10 @@ while ``except LookupError`` and the like keep their meaning::
     ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
     ├── UnknownStoreError(LookupError)         hub.inventory.replenishment_suggestions   no store profile with that id
     ├── UnknownSkuError(LookupError)           hub.inventory.replenishment_suggestions   no SKU with that id
+    ├── InvalidGatewayError(ValueError)        hub.fleet.registry                        ids not topic segments
+    ├── GatewayNotFoundError(LookupError)      hub.fleet.registry                        no such gateway in the store
+    ├── AlreadyEnrolledError(RuntimeError)     hub.fleet.registry                        enrolled (and not revoked)
+    ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
     └── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.

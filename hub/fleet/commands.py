@@ -96,7 +96,7 @@ def _run(
         return EXIT_CONFIG
     try:
         return asyncio.run(operation(database_url))
-    except registry.RegistryError as err:
+    except registry.REGISTRY_ERRORS as err:
         print(err, file=sys.stderr)
         return EXIT_FAILED
     except (SQLAlchemyError, OSError) as err:

@@ -35,24 +35,24 @@ UNKNOWN_GATEWAY: Final = "unknown_gateway"
 REVOKED_GATEWAY: Final = "revoked_gateway"
 
 
-class RegistryError(HubError, ValueError):
-    """A change of the registry that cannot be made; the message says why."""
+class InvalidGatewayError(HubError, ValueError):
+    """Store or gateway ids that are not topic segments (lower case letters, digits, '-', '_'), or no actor."""
 
 
-class InvalidGatewayError(RegistryError):
-    """Store or gateway ids that are not valid topic segments (lower case letters, digits, '-', '_')."""
-
-
-class GatewayNotFoundError(RegistryError, LookupError):
+class GatewayNotFoundError(HubError, LookupError):
     """No gateway of that id in that store."""
 
 
-class AlreadyEnrolledError(RegistryError):
+class AlreadyEnrolledError(HubError, RuntimeError):
     """The gateway is enrolled already (and not revoked)."""
 
 
-class AlreadyRevokedError(RegistryError):
+class AlreadyRevokedError(HubError, RuntimeError):
     """The gateway was revoked already."""
+
+
+# Every change of the registry that cannot be made; each message says why.
+REGISTRY_ERRORS: Final = (InvalidGatewayError, GatewayNotFoundError, AlreadyEnrolledError, AlreadyRevokedError)
 
 
 def gateway_key(store_id: str, gateway_id: str) -> GatewayKey:
@@ -75,7 +75,7 @@ def parse_gateway(text: str) -> GatewayKey:
 def _actor(by: str) -> str:
     by = by.strip()
     if not by:
-        raise RegistryError("say who makes the change (by)")
+        raise InvalidGatewayError("say who makes the change (by)")
     return by[:ACTOR_LENGTH]
 
 
