@@ -339,9 +339,13 @@ class Ingestor:
         else:
             try:
                 refused = await self._find_unstorable(item)
-            except Exception as probe_err:  # the database went away meanwhile: hold the batch and start over
-                log.warning("ingest_event_by_event_failed", error=describe_error(probe_err))
-                return await self._store_resilient([item])
+            except Exception as probe_err:  # drivers raise more than SQLAlchemyError
+                if not await self._database_reachable():  # gone meanwhile: hold the batch and start over
+                    log.warning("ingest_event_by_event_interrupted", error=describe_error(probe_err))
+                    return await self._store_resilient([item])
+                # The search itself fails with the database up: set the whole batch aside rather than stall.
+                log.error("ingest_event_by_event_failed", error=describe_error(probe_err))
+                refused = [(event, probe_err) for event in batch.events]
         if not refused:
             # Each event is storable alone but not the batch together: store them one unit each.
             merged = UnitResult()

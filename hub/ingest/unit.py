@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import false, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.commands.status import record_result
+from hub.db.models import Store
 from hub.fleet.registry import GatewayKey, admit
 from hub.ingest.classify import (
     CHANNEL_OF,
@@ -184,6 +186,10 @@ async def find_unstorable(
     Each event is stored (and applied) alone in a savepoint, after the ones before it, as the whole batch
     would be. The caller rolls the transaction back and stores the batch again with these set aside.
     """
+    if session.get_bind().dialect.name == "sqlite":
+        # pysqlite opens a transaction only before a write: without one, the first savepoint would open it and
+        # its release commit what the probe stored. This write (of no row) opens it first.
+        await session.execute(update(Store).where(false()).values(event_count=Store.event_count))
     refused: list[tuple[wire.Event, BaseException]] = []
     for event in item.batch.events:
         single = wire.EventBatch.model_construct(

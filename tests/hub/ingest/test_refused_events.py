@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.db.models import RefusedEvent, StoredEvent
+from hub.ingest import consumer as consumer_module
 from hub.settings import HubSettings, load_hub_settings
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
@@ -189,3 +190,44 @@ async def test_refused_events_are_listed_newest_first_by_page_and_filtered(any_d
     assert sorted(item["seq"] for item in only) == [1, 3]
     bad_cursor = await hub.client.get("/api/v1/refused-events", params={"cursor": "nope"})
     assert bad_cursor.status_code == 422
+
+
+async def test_inside_a_batch_an_event_no_database_can_store_is_set_aside_on_both(any_db_hub: RunningHub) -> None:
+    hub = any_db_hub
+    stream = uuid.uuid4()
+    # Valid on the wire (seq has no upper bound) but beyond a 64-bit column: SQLite and PostgreSQL refuse it.
+    poison = reading(stream=stream, seq=2**63, ts=BASE_TS)
+    events = [reading(stream=stream, seq=1), poison, reading(stream=stream, seq=2)]
+
+    (ack,) = await process(hub, wire.encode(batch_of(events)))
+
+    assert (ack.through_seq, ack.stored) == (2, 2)
+    assert await stored_seqs(hub) == [1, 2]
+    async with hub.runtime.sessions() as session:
+        (row,) = (await session.scalars(select(RefusedEvent))).all()
+    # No position to account for: it is kept, and the stream's mark is what was stored.
+    assert (row.reason, row.stream, row.seq, row.event_id) == (
+        "storage_error",
+        str(stream),
+        None,
+        str(events[1].event_id),
+    )
+
+
+async def test_when_finding_the_bad_events_fails_the_batch_is_set_aside_rather_than_stalled(
+    any_db_hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = any_db_hub
+
+    async def broken(*args: object, **kwargs: object) -> list[object]:
+        raise RuntimeError("a bug in the search")
+
+    monkeypatch.setattr(consumer_module, "find_unstorable", broken)
+    stream = uuid.uuid4()
+    events = [reading(stream=stream, seq=1), reading(stream=stream, seq=2**63, ts=BASE_TS)]
+
+    (ack,) = await process(hub, wire.encode(batch_of(events)))
+
+    assert (ack.through_seq, ack.stored) == (1, 0)  # seq 1 set aside too: the stream moves on
+    assert await stored_seqs(hub) == []
+    assert refused_total(hub, "storage_error") == 2
