@@ -250,8 +250,8 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_tags=[
-            {"name": "stores", "description": "stores that have sent events or presence"},
-            {"name": "gateways", "description": "edge gateways: presence, software, devices, stream marks"},
+            {"name": "stores", "description": "stores with an enrolled gateway, their counts of gateways and events"},
+            {"name": "gateways", "description": "gateways (store, gateway): enrolment, presence, stream marks"},
             {"name": "events", "description": "stored events, filtered and paginated"},
             {"name": "data losses", "description": "events gateways reported they can never deliver"},
             {"name": "catalog", "description": "SKUs, store profiles and planograms: CSV import and export"},

@@ -78,7 +78,7 @@ class Base(DeclarativeBase):
 
 
 class Store(Base):
-    """A store that has sent something."""
+    """A store the hub knows: one of its gateways was enrolled, or sent something before enrolment existed."""
 
     __tablename__ = "stores"
 
