@@ -21,7 +21,9 @@ from hub.db.models import Gateway, GatewayPresence, RejectedMessage, StoredEvent
 from hub.fleet.registry import FIRST_CONTACT_ACTOR
 from hub.ingest.unit import UnitResult
 from hub.settings import HubSettings, load_hub_settings
+from launcher.broker import LocalBroker
 from launcher.cli import app as cli_app
+from launcher.demo import demo_configs
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
 from tests.hub.conftest import RunningHub, batch_of, reading, running_hub, status
@@ -98,6 +100,10 @@ async def process(hub: RunningHub, messages: list[Incoming]) -> UnitResult:
 
 async def enrol(client: httpx.AsyncClient, store_id: str, gateway_id: str, by: str = "alice") -> httpx.Response:
     return await client.post(f"/api/v1/stores/{store_id}/gateways", json={"gateway_id": gateway_id, "by": by})
+
+
+async def revoke(client: httpx.AsyncClient, store_id: str, gateway_id: str, by: str = "bob") -> httpx.Response:
+    return await client.post(f"/api/v1/stores/{store_id}/gateways/{gateway_id}/revoke", json={"by": by})
 
 
 async def test_nothing_of_a_gateway_never_enrolled_is_stored_no_alert_no_presence(hub: RunningHub) -> None:
@@ -278,3 +284,20 @@ def test_the_cli_adds_lists_and_revokes_gateways(sqlite_url: str) -> None:
     lines = [line for line in out.splitlines() if line.startswith("store-")]
     assert [line.split()[0] for line in lines] == ["store-0042/gw-1", "store-0043/gw-1"]
     assert ("revoked" in lines[0], "revoked" in lines[1]) == (True, False)
+
+
+def test_unknown_gateways_are_refused_unless_the_demo_says_otherwise(tmp_path: Path, mosquitto: LocalBroker) -> None:
+    assert load_hub_settings(None).accept_unknown_gateways is False
+    hub_config, _ = demo_configs(tmp_path, mosquitto, 8000)
+    assert load_hub_settings(hub_config).accept_unknown_gateways is True
+
+
+async def test_the_dashboard_shows_a_revoked_gateway_as_revoked(hub: RunningHub) -> None:
+    assert (await enrol(hub.client, "store-0001", "gw-1")).status_code == 201
+    assert (await enrol(hub.client, "store-0001", "gw-2")).status_code == 201
+    assert (await revoke(hub.client, "store-0001", "gw-1")).status_code == 200
+
+    page = (await hub.client.get("/")).text
+
+    assert "<td class='revoked'>revoked</td>" in page
+    assert "<td class='unknown'>unknown</td>" in page  # gw-2, enrolled and never heard from
