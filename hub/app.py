@@ -29,7 +29,7 @@ from hub.alerting import alerts_api, rules_api, webhooks_api
 from hub.alerting.monitoring import MonitoringSettings
 from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
-from hub.api import events, gateways, health, losses, pages, stores
+from hub.api import events, gateways, health, losses, pages, refused, stores
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
@@ -37,6 +37,7 @@ from hub.db.engine import create_engine, describe_error, redacted, session_facto
 from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
 from hub.errors import HubError
+from hub.fleet import api as fleet_api
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
 from hub.inventory import api as inventory_api
@@ -59,7 +60,10 @@ The Storegate hub stores the events that store gateways publish over MQTT, exact
 acknowledges them to the gateways, and tracks each gateway's presence and health.
 
 * `/api/v1/stores`, `/api/v1/gateways`, `/api/v1/events`: what the hub knows, as JSON.
+* `/api/v1/stores/{store_id}/gateways`: a store's gateways; enrol one (POST) or revoke it (POST .../revoke).
+  The hub accepts nothing from a gateway that is not enrolled.
 * `/api/v1/data-losses`: events gateways reported they can never deliver; data loss is never silent.
+* `/api/v1/refused-events`: events set aside from gateways' batches (invalid, or refused by the database).
 * `/api/v1/catalog/...`: SKUs, store profiles and planograms, with CSV import (row and column errors) and export.
 * `/healthz`: the hub's own health (503 with problems in words when degraded).
 * `/metrics`: Prometheus metrics, `storegate_hub_*`.
@@ -122,6 +126,7 @@ async def _start(
         operations=operations,
         clock=clock,
         write_gate=write_gate,
+        accept_unknown_gateways=settings.accept_unknown_gateways,
     )
     ingestor.start()
     stack.push_async_callback(ingestor.stop, timeout=CONSUMER_STOP_TIMEOUT_S)
@@ -260,8 +265,8 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_tags=[
-            {"name": "stores", "description": "stores that have sent events or presence"},
-            {"name": "gateways", "description": "edge gateways: presence, software, devices, stream marks"},
+            {"name": "stores", "description": "stores with an enrolled gateway, their counts of gateways and events"},
+            {"name": "gateways", "description": "gateways (store, gateway): enrolment, presence, stream marks"},
             {"name": "events", "description": "stored events, filtered and paginated"},
             {"name": "data losses", "description": "events gateways reported they can never deliver"},
             {"name": "catalog", "description": "SKUs, store profiles and planograms: CSV import and export"},
@@ -286,8 +291,10 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
     for module in (
         stores,
         gateways,
+        fleet_api,
         events,
         losses,
+        refused,
         catalog,
         inventory_api,
         alerts_api,

@@ -22,6 +22,10 @@ while ``except LookupError`` and the like keep their meaning::
     ├── UnknownSkuError(LookupError)           hub.inventory.replenishment_suggestions   no SKU with that id
     ├── IdentityError(ValueError)              hub.pki.identity                          not a gateway's or hub's name
     ├── PkiError(RuntimeError)                 hub.pki.authority                         the CA's files missing or wrong
+    ├── InvalidGatewayError(ValueError)        hub.fleet.registry                        ids not topic segments
+    ├── GatewayNotFoundError(LookupError)      hub.fleet.registry                        no such gateway in the store
+    ├── AlreadyEnrolledError(RuntimeError)     hub.fleet.registry                        enrolled (and not revoked)
+    ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
     └── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.

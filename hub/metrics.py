@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -30,6 +31,14 @@ class HubMetrics:
             ["reason"],
             registry=r,
         )
+        self.refused_events = Counter(
+            "storegate_hub_refused_events",
+            "events of enrolled gateways' batches set aside (kept in refused_events, the rest stored), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("invalid_event", "not_of_sender", "storage_error"):  # every series from the start
+            self.refused_events.labels(reason=reason)
         self.events_stored = Counter("storegate_hub_events_stored", "events stored for the first time", registry=r)
         self.events_lost = Counter(
             "storegate_hub_events_lost",
@@ -98,7 +107,6 @@ class HubMetrics:
             _GATEWAY_LABELS,
             registry=r,
         )
-        self._store_of_gateway: dict[str, str] = {}
         # What the hub made of the events (hub/ingest/operations.py).
         self.ledger_movements = Counter(
             "storegate_hub_ledger_movements", "stock movements written to the ledger", ["kind"], registry=r
@@ -157,26 +165,20 @@ class HubMetrics:
         self.write_turn_wait_seconds.labels(writer=writer).observe(seconds)
 
     def observe_gateway_health(self, health: wire.GatewayHealth) -> None:
-        """Set the per-gateway gauges from a health report; a gateway that moved store keeps one series."""
-        old_store = self._store_of_gateway.get(health.gateway_id)
-        if old_store is not None and old_store != health.store_id:
-            self.forget_gateway(health.gateway_id)
-        self._store_of_gateway[health.gateway_id] = health.store_id
+        """Set the per-gateway gauges from a health report: one series per gateway, which is (store, gateway)."""
         labels = {"store": health.store_id, "gateway": health.gateway_id}
         self.gateway_backlog.labels(**labels).set(health.outbox_depth)
         self.gateway_oldest_unacked.labels(**labels).set(health.oldest_unacked_age_s or 0.0)
         self.gateway_evicted.labels(**labels).set(health.evicted_total)
         self.gateway_health_timestamp.labels(**labels).set(health.ts.timestamp())
 
-    def forget_gateway(self, gateway_id: str) -> None:
-        """Remove a gateway's series (when it moved store, or is deleted)."""
-        store = self._store_of_gateway.pop(gateway_id, None)
-        if store is None:
-            return
+    def forget_gateway(self, store_id: str, gateway_id: str) -> None:
+        """Remove a gateway's series (when it is revoked)."""
         for gauge in (
             self.gateway_backlog,
             self.gateway_oldest_unacked,
             self.gateway_evicted,
             self.gateway_health_timestamp,
         ):
-            gauge.remove(store, gateway_id)
+            with contextlib.suppress(KeyError):  # no health report yet: no series
+                gauge.remove(store_id, gateway_id)

@@ -144,6 +144,13 @@ class HubSettings(BaseSettings):
         default_factory=OperationsSettings,
         description="inventory, restock, monitoring rules and alerts",
     )
+    accept_unknown_gateways: bool = Field(
+        default=False,
+        description=(
+            "accept a gateway the hub has never seen, enrolling it on its first message (recorded as first_contact); "
+            "for demos only: otherwise a gateway must be enrolled (storegate hub gateways add STORE/GATEWAY) first"
+        ),
+    )
     rejected_messages_keep: int = Field(
         default=10_000,
         ge=100,

@@ -1,5 +1,5 @@
-"""The ``storegate`` command: ``hub`` (``backup``, ``restore``, ``pki``, ``broker-config``), ``agent``,
-``provision`` and ``demo``.
+"""The ``storegate`` command: ``hub`` (``backup``, ``restore``, ``gateways``, ``pki``, ``broker-config``),
+``agent``, ``provision`` and ``demo``.
 
 Each subcommand imports its side lazily, so ``storegate --help`` stays quick on
 a Raspberry Pi and the agent never loads the hub's web stack. A gateway installs
@@ -141,6 +141,75 @@ def hub_backup(
 
     config, overrides = _hub_database_options(ctx, config, database_url)
     raise typer.Exit(run_backup(config, overrides, path, overwrite=force))
+
+
+gateways_app = typer.Typer(
+    help="The gateway registry: a gateway (STORE/GATEWAY) must be added before the hub accepts anything from it.",
+    no_args_is_help=True,
+)
+hub_app.add_typer(gateways_app, name="gateways")
+GatewayArgument = Annotated[
+    str, typer.Argument(help="The gateway as STORE/GATEWAY, e.g. store-0042/gw-1.", show_default=False)
+]
+ByOption = Annotated[str | None, typer.Option("--by", help="Who makes the change (default: cli:<login name>).")]
+
+
+def _gateways_database_options(
+    ctx: typer.Context, config: Path | None, database_url: str | None
+) -> tuple[Path | None, dict[str, str]]:
+    """The options of ``storegate hub [options] gateways <command> [options]``: the command's, else the hub's."""
+    hub_ctx = ctx.parent.parent if ctx.parent is not None and ctx.parent.parent is not None else ctx.parent
+    parent = hub_ctx.params if hub_ctx is not None else {}
+    config = config if config is not None else parent.get("config")
+    database_url = database_url if database_url is not None else parent.get("database_url")
+    return config, {"database_url": database_url} if database_url is not None else {}
+
+
+@gateways_app.command("add")
+def hub_gateways_add(
+    ctx: typer.Context,
+    gateway: GatewayArgument,
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    by: ByOption = None,
+) -> None:
+    """Enrol a gateway: from now on the hub accepts its events, status, health and command results."""
+    with installed("hub gateways add", "hub"):
+        from hub.fleet.commands import run_add
+
+    config, overrides = _gateways_database_options(ctx, config, database_url)
+    raise typer.Exit(run_add(config, overrides, gateway, by=by))
+
+
+@gateways_app.command("revoke")
+def hub_gateways_revoke(
+    ctx: typer.Context,
+    gateway: GatewayArgument,
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    by: ByOption = None,
+) -> None:
+    """Revoke a gateway: nothing it sends is accepted from now on; what it sent before stays."""
+    with installed("hub gateways revoke", "hub"):
+        from hub.fleet.commands import run_revoke
+
+    config, overrides = _gateways_database_options(ctx, config, database_url)
+    raise typer.Exit(run_revoke(config, overrides, gateway, by=by))
+
+
+@gateways_app.command("list")
+def hub_gateways_list(
+    ctx: typer.Context,
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    store: Annotated[str | None, typer.Option(help="Only this store's gateways.")] = None,
+) -> None:
+    """List the gateways, enrolled and revoked, with who enrolled or revoked them and when."""
+    with installed("hub gateways list", "hub"):
+        from hub.fleet.commands import run_list
+
+    config, overrides = _gateways_database_options(ctx, config, database_url)
+    raise typer.Exit(run_list(config, overrides, store_id=store))
 
 
 @hub_app.command("restore")

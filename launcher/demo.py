@@ -100,6 +100,8 @@ def demo_configs(
         "http_host": "127.0.0.1",
         "http_port": http_port,
         "mqtt": mqtt,
+        # The demo's gateway is enrolled on its first message; a real hub takes only gateways an operator added.
+        "accept_unknown_gateways": True,
     }
     # A small store: a chiller, a freezer and the back room, reporting every two seconds.
     sensors = [

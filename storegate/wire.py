@@ -505,6 +505,19 @@ class EventBatch(WireModel):
         return self
 
 
+class BatchEnvelope(WireModel):
+    """An EventBatch with its events left unread, for a receiver that takes apart a batch one of whose events is
+    invalid: it validates each event on its own (:class:`Event`), keeps the valid ones and sets the others aside,
+    so one bad event does not cost the batch (and stall the gateway's stream). The envelope's own rules are the
+    batch's."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    sent_at: UtcDatetime
+    events: list[JsonValue] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
 class Ack(WireModel):
     """The hub's word that it has durably stored a gateway's events.
 

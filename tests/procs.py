@@ -88,6 +88,8 @@ def hub_service(workdir: Path, mqtt: MqttSettings, *, http_port: int, **settings
         "http_port": http_port,
         "log_level": "WARNING",
         "mqtt": _mqtt_document(mqtt),
+        # These hubs serve harnesses of many gateways (chaos, soak, benches): they enrol on first contact.
+        "accept_unknown_gateways": True,
         **settings,
     }
     path = workdir / "hub.toml"

@@ -601,9 +601,10 @@ async def _other_sessions(connection: AsyncConnection) -> int:
 
 
 async def _prepare_postgres_target(
-    database_url: str, backup_tables: set[str], *, force: bool, secret: str | None
+    database_url: str, backup_tables: set[str], *, revision: str, force: bool, secret: str | None
 ) -> bool:
-    """Check the target and drop its tables the backup does not have; True when it has tables at all."""
+    """Check the target and drop its tables the backup does not have (all of them if it is at another revision
+    than the backup); True when it had tables at all."""
     engine = create_engine(database_url)
     where = redacted(database_url)
     try:
@@ -620,6 +621,10 @@ async def _prepare_postgres_target(
             # pg_restore --clean drops only what the backup has: tables of later migrations would stay,
             # and the migration to head would then find them in its way.
             extra = sorted(set(contents.row_counts) - backup_tables)
+            if contents.revision is not None and contents.revision != revision:
+                # Nor would it drop what a later migration changed in the backup's tables: 0005's foreign keys
+                # to gateways block dropping its primary key. A backup of another revision lands on an empty schema.
+                extra = sorted(contents.row_counts)
             if extra:
                 await connection.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(map(_quoted, extra))} CASCADE")
             has_tables = bool(contents.row_counts) or contents.revision is not None
@@ -647,7 +652,7 @@ async def _postgres_restore(database_url: str, backup: Path, *, force: bool) -> 
     if VERSION_TABLE not in backup_tables:
         raise BackupError(f"{backup} has no {VERSION_TABLE} table: not a hub backup")
     revision = require_known_revision(revision_in_sql(script.decode(errors="replace")), backup=backup)
-    clean = await _prepare_postgres_target(database_url, backup_tables, force=force, secret=secret)
+    clean = await _prepare_postgres_target(database_url, backup_tables, revision=revision, force=force, secret=secret)
     await _run_tool(
         "pg_restore",
         "--no-owner",

@@ -31,7 +31,7 @@ table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .2rem .6rem .2rem 0; border-bottom: 1px solid #eee; vertical-align: top; }
 th { color: #555; font-weight: 600; }
 .online { color: #11703b; font-weight: 600; }
-.offline, .silent { color: #b3261e; font-weight: 600; }
+.offline, .silent, .revoked { color: #b3261e; font-weight: 600; }
 .unknown { color: #777; }
 .mono { font-family: ui-monospace, monospace; }
 .loss { background: #fff4e5; border: 1px solid #f0c36d; color: #7a3e00; padding: .25rem .6rem; margin: .25rem 0; }
@@ -105,10 +105,12 @@ def _gateway_rows(gateways: Sequence[GatewayView]) -> str:
     for view in gateways:
         g = view.gateway
         through = _NONE if view.through_seq is None else str(view.through_seq)
+        # A revoked gateway's messages are refused: its last state would mislead.
+        state = "revoked" if g.revoked_at is not None else view.connectivity
         rows.append(
             "<tr>"
             f"<td class='mono'>{escape(g.gateway_id)}</td>"
-            f"<td class='{escape(view.connectivity)}'>{escape(view.connectivity)}</td>"
+            f"<td class='{escape(state)}'>{escape(state)}</td>"
             f"<td>{escape(_time(g.status_changed_at))}</td>"
             f"<td>{escape(_time(g.last_seen_at))}</td>"
             f"<td>{escape(g.agent_version or _NONE)}</td>"

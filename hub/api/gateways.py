@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Query
@@ -19,8 +19,14 @@ def gateway_out(view: GatewayView) -> GatewayOut:
     """The API form of a gateway."""
     g = view.gateway
     return GatewayOut(
-        gateway_id=g.gateway_id,
         store_id=g.store_id,
+        gateway_id=g.gateway_id,
+        enrolled_at=g.enrolled_at,
+        enrolled_by=g.enrolled_by,
+        enrolment=cast(Literal["operator", "first_contact", "migrated"], g.enrolment),
+        revoked_at=g.revoked_at,
+        revoked_by=g.revoked_by,
+        first_seen=g.first_seen,
         online=view.connectivity == "online",
         connectivity=view.connectivity,
         last_status_reason=cast(wire.StatusReason | None, g.last_status_reason),
@@ -41,15 +47,19 @@ def gateway_out(view: GatewayView) -> GatewayOut:
     "",
     response_model=GatewayList,
     summary="List gateways",
-    description="Every gateway (or those of one store) with its presence, agent version, config hash, devices, "
-    "the contiguous mark of its current outbox stream, the events it reported lost and its last health report.",
+    description="Every gateway (or those of one store, or of one id in every store) with its enrolment, presence, "
+    "agent version, config hash, devices, the contiguous mark of its current outbox stream, the events it reported "
+    "lost and its last health report. A gateway is (store_id, gateway_id): `gw-1` of two stores is two gateways.",
 )
 async def get_gateways(
     session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
     store_id: Annotated[str | None, Query(max_length=128, description="only this store's gateways")] = None,
+    gateway_id: Annotated[str | None, Query(max_length=128, description="only gateways of this id")] = None,
 ) -> GatewayList:
     """Gateways, by store and id."""
-    views = await list_gateways(session, now=now, grace_s=settings.gateway_offline_grace_s, store_id=store_id)
+    views = await list_gateways(
+        session, now=now, grace_s=settings.gateway_offline_grace_s, store_id=store_id, gateway_id=gateway_id
+    )
     return GatewayList(items=[gateway_out(view) for view in views])

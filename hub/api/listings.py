@@ -15,15 +15,15 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from hub.db.models import DataLossRecord, Gateway, GatewayStream, Store, StoredEvent
+from hub.db.models import DataLossRecord, Gateway, GatewayStream, RefusedEvent, Store, StoredEvent
 from hub.errors import HubError
 
 Connectivity = Literal["online", "silent", "offline", "unknown"]
 
 
-def connectivity(online: bool | None, last_seen_at: datetime, *, now: datetime, grace_s: float) -> Connectivity:
+def connectivity(online: bool | None, last_seen_at: datetime | None, *, now: datetime, grace_s: float) -> Connectivity:
     """A gateway's state: its own status, unless it said online and has been silent longer than the grace."""
-    if online is None:
+    if online is None or last_seen_at is None:
         return "unknown"
     if not online:
         return "offline"
@@ -55,12 +55,14 @@ async def list_stores(session: AsyncSession, *, now: datetime, grace_s: float) -
     """Every store, by id."""
     cutoff = now - timedelta(seconds=grace_s)
     online = case((and_(Gateway.online.is_(True), Gateway.last_seen_at >= cutoff), 1), else_=0)
+    # A store's gateways are those enrolled and not revoked.
     counts = (
         select(
             Gateway.store_id.label("store_id"),
             func.count().label("gateways"),
             func.coalesce(func.sum(online), 0).label("online"),
         )
+        .where(Gateway.revoked_at.is_(None))
         .group_by(Gateway.store_id)
         .subquery()
     )
@@ -105,39 +107,49 @@ class GatewayView:
 
 
 async def list_gateways(
-    session: AsyncSession, *, now: datetime, grace_s: float, store_id: str | None = None
+    session: AsyncSession,
+    *,
+    now: datetime,
+    grace_s: float,
+    store_id: str | None = None,
+    gateway_id: str | None = None,
 ) -> list[GatewayView]:
-    """Gateways (of one store, or all), by store and id."""
+    """Gateways (of one store, of one id, or all), enrolled or revoked, by store and id."""
     stmt = select(Gateway).order_by(Gateway.store_id, Gateway.gateway_id)
     if store_id is not None:
         stmt = stmt.where(Gateway.store_id == store_id)
+    if gateway_id is not None:
+        stmt = stmt.where(Gateway.gateway_id == gateway_id)
     gateways = (await session.scalars(stmt)).all()
     if not gateways:
         return []
+    stores = sorted({g.store_id for g in gateways})
+    ids = sorted({g.gateway_id for g in gateways})
+    # Narrowed by store and id, then matched by both: a gateway is (store_id, gateway_id).
     streams = await session.scalars(
         select(GatewayStream)
-        .where(GatewayStream.gateway_id.in_([g.gateway_id for g in gateways]))
+        .where(GatewayStream.store_id.in_(stores), GatewayStream.gateway_id.in_(ids))
         .order_by(GatewayStream.updated_at)
     )
     # Ordered by updated_at, so the last one written per gateway wins: its current stream.
-    newest = {s.gateway_id: s for s in streams}
-    lost = _lost_by(DataLossRecord.gateway_id)
-    lost_of = {
-        key: int(count)
-        for key, count in await session.execute(
-            select(lost.c.key, lost.c.lost).where(lost.c.key.in_([g.gateway_id for g in gateways]))
-        )
-    }
+    newest = {(s.store_id, s.gateway_id): s for s in streams}
+    lost_rows = await session.execute(
+        select(DataLossRecord.store_id, DataLossRecord.gateway_id, func.sum(DataLossRecord.count))
+        .where(DataLossRecord.store_id.in_(stores), DataLossRecord.gateway_id.in_(ids))
+        .group_by(DataLossRecord.store_id, DataLossRecord.gateway_id)
+    )
+    lost_of = {(store, gateway): int(count) for store, gateway, count in lost_rows}
     views = []
     for gateway in gateways:
-        stream = newest.get(gateway.gateway_id)
+        key = (gateway.store_id, gateway.gateway_id)
+        stream = newest.get(key)
         views.append(
             GatewayView(
                 gateway=gateway,
                 connectivity=connectivity(gateway.online, gateway.last_seen_at, now=now, grace_s=grace_s),
                 stream=stream.stream if stream else None,
                 through_seq=stream.through_seq if stream else None,
-                events_lost=lost_of.get(gateway.gateway_id, 0),
+                events_lost=lost_of.get(key, 0),
             )
         )
     return views
@@ -315,3 +327,52 @@ async def loss_summaries(session: AsyncSession, store_id: str) -> list[LossSumma
         LossSummary(gateway_id=gateway_id, reason=reason, count=int(count), last_reported_at=last_reported_at)
         for gateway_id, reason, count, last_reported_at in rows
     ]
+
+
+# --------------------------------------------------------------------------- refused events
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedFilter:
+    """Which refused events to list."""
+
+    store_id: str | None = None
+    gateway_id: str | None = None
+    reason: str | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions of this filter."""
+        equal: Sequence[tuple[Any, str | None]] = (
+            (RefusedEvent.store_id, self.store_id),
+            (RefusedEvent.gateway_id, self.gateway_id),
+            (RefusedEvent.reason, self.reason),
+        )
+        return [column == value for column, value in equal if value is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedPage:
+    """One page of refused events and the cursor of the next page (None on the last)."""
+
+    items: list[RefusedEvent]
+    next_cursor: str | None
+
+
+async def list_refused(
+    session: AsyncSession, refused_filter: RefusedFilter, *, limit: int, cursor: Cursor | None = None
+) -> RefusedPage:
+    """Refused events matching the filter, most recently recorded first, ``limit`` at a time (keyset pagination)."""
+    stmt = select(RefusedEvent).where(*refused_filter.conditions())
+    if cursor is not None:
+        stmt = stmt.where(
+            or_(
+                RefusedEvent.recorded_at < cursor.ts,
+                and_(RefusedEvent.recorded_at == cursor.ts, RefusedEvent.id < cursor.id),
+            )
+        )
+    stmt = stmt.order_by(RefusedEvent.recorded_at.desc(), RefusedEvent.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(stmt))
+    if len(rows) <= limit:
+        return RefusedPage(rows, None)
+    last = rows[limit - 1]
+    return RefusedPage(rows[:limit], Cursor(last.recorded_at, last.id).encode())

@@ -52,17 +52,27 @@ class StoreList(ApiModel):
 
 
 class GatewayOut(ApiModel):
-    """A gateway: presence, software, devices, how far its events are stored, and its last health report."""
+    """A gateway of one store: its enrolment, presence, software, devices, how far its events are stored, and its
+    last health report. A gateway is (store_id, gateway_id): the same id in two stores is two gateways."""
 
-    gateway_id: str
     store_id: str
+    gateway_id: str
+    enrolled_at: datetime = Field(description="when it was enrolled (the hub accepts it from then on), UTC")
+    enrolled_by: str = Field(description="who enrolled it")
+    enrolment: Literal["operator", "first_contact", "migrated"] = Field(
+        description="operator: added by a person; first_contact: accepted on its first message while "
+        "accept_unknown_gateways was on; migrated: it sent before enrolment existed"
+    )
+    revoked_at: datetime | None = Field(description="when it was revoked (nothing of it is accepted since), UTC")
+    revoked_by: str | None
+    first_seen: datetime | None = Field(description="when the hub first heard from it; null until then")
     online: bool = Field(description="its status says online and it was heard from within gateway_offline_grace_s")
     connectivity: Literal["online", "silent", "offline", "unknown"] = Field(
         description="online; silent (status online, nothing heard within the grace); offline; unknown (no status yet)"
     )
     last_status_reason: wire.StatusReason | None
     status_changed_at: datetime | None
-    last_seen_at: datetime = Field(description="when the hub last heard from the gateway, UTC")
+    last_seen_at: datetime | None = Field(description="when the hub last heard from the gateway, UTC; null: never")
     agent_version: str | None
     config_hash: str | None
     devices: list[str] = Field(description="device ids running, from the gateway's last status (birth or devices)")
@@ -126,4 +136,46 @@ class DataLossPageOut(ApiModel):
     """A page of loss records, newest report first."""
 
     items: list[DataLossOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class GatewayEnrolIn(ApiModel):
+    """A gateway to enrol in the store of the path."""
+
+    gateway_id: wire.GatewayId
+    by: str = Field(min_length=1, max_length=128, description="who enrols it")
+
+
+class GatewayRevokeIn(ApiModel):
+    """Who revokes the gateway of the path."""
+
+    by: str = Field(min_length=1, max_length=128, description="who revokes it")
+
+
+class RefusedEventOut(ApiModel):
+    """An event of an enrolled gateway's batch that the hub set aside instead of storing; the rest was stored."""
+
+    id: int
+    store_id: str
+    gateway_id: str
+    stream: UUID | None = Field(description="its stream, where it could be read")
+    seq: int | None = Field(
+        description="its seq, where it could be read: the stream's Ack moved past it, so the gateway deleted it"
+    )
+    event_id: str | None = Field(description="its event_id, where it was a UUID")
+    kind: str | None
+    reason: Literal["invalid_event", "not_of_sender", "storage_error"] = Field(
+        description="invalid_event: it fails the wire contract; not_of_sender: it names another store or gateway "
+        "than the batch; storage_error: the database refused it"
+    )
+    detail: str = Field(description="why, in words")
+    event_json: str = Field(description="the event as it arrived (its first 16 KB)")
+    received_at: datetime
+    recorded_at: datetime
+
+
+class RefusedEventPageOut(ApiModel):
+    """A page of refused events, most recently recorded first."""
+
+    items: list[RefusedEventOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")

@@ -1,4 +1,4 @@
-"""``/api/v1/stores``: the stores the hub has heard from."""
+"""``/api/v1/stores``: the stores the hub knows (a gateway of theirs was enrolled)."""
 
 from __future__ import annotations
 

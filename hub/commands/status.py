@@ -78,5 +78,11 @@ async def record_result(session: AsyncSession, result: wire.CommandResult, *, no
     if known is None:
         return False
     await set_command_status(session, [command_id], result.status, detail=result.detail, at=result.ts)
-    log.info("command_result", command_id=command_id, status=result.status, gateway_id=result.gateway_id)
+    log.info(
+        "command_result",
+        command_id=command_id,
+        status=result.status,
+        store_id=result.store_id,
+        gateway_id=result.gateway_id,
+    )
     return True

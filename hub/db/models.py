@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -38,6 +39,9 @@ KIND_LENGTH: Final = 64
 UUID_LENGTH: Final = 36
 TOPIC_LENGTH: Final = 1024
 REASON_LENGTH: Final = 64
+ACTOR_LENGTH: Final = 128
+# The JSON of a refused event kept for people to inspect (an event is far smaller on the wire).
+REFUSED_EVENT_BYTES: Final = 16 * 1024
 PAYLOAD_EXCERPT_BYTES: Final = 2048
 
 # SQLite makes only "INTEGER PRIMARY KEY" an auto-incrementing rowid; PostgreSQL gets 64 bits.
@@ -74,7 +78,7 @@ class Base(DeclarativeBase):
 
 
 class Store(Base):
-    """A store that has sent something."""
+    """A store the hub knows: one of its gateways was enrolled, or sent something before enrolment existed."""
 
     __tablename__ = "stores"
 
@@ -87,34 +91,49 @@ class Store(Base):
 
 
 class Gateway(Base):
-    """An edge gateway and what it last said about itself."""
+    """An edge gateway of one store: whether it may send (its enrolment) and what it last said about itself.
+
+    A gateway is the pair (store_id, gateway_id): ``gw-1`` of one store and ``gw-1`` of another are two
+    gateways. The hub accepts nothing from a gateway without a row here, or from one revoked.
+    """
 
     __tablename__ = "gateways"
 
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("stores.store_id"), primary_key=True)
     gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    store_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("stores.store_id"), index=True)
     # None until the gateway's first status message.
     online: Mapped[bool | None] = mapped_column(Boolean)
     last_status_reason: Mapped[str | None] = mapped_column(String(16))
     status_changed_at: Mapped[datetime | None]
-    first_seen: Mapped[datetime]
-    last_seen_at: Mapped[datetime]
+    # None until the hub first hears from it (an operator enrols a gateway before it is installed).
+    first_seen: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
     agent_version: Mapped[str | None] = mapped_column(String(64))
     config_hash: Mapped[str | None] = mapped_column(String(128))
     devices: Mapped[list[str]] = mapped_column(JSON, default=list)
     last_health: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_health_at: Mapped[datetime | None]
+    # The registry (hub.fleet): who added it and how ("operator", "first_contact" with accept_unknown_gateways,
+    # "migrated" for gateways that sent before enrolment existed), and who revoked it.
+    enrolled_at: Mapped[datetime]
+    enrolled_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    enrolment: Mapped[str] = mapped_column(String(16))
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))
 
 
 class GatewayPresence(Base):
     """One online/offline transition of a gateway."""
 
     __tablename__ = "gateway_presence"
-    __table_args__ = (Index("ix_gateway_presence_gateway_recorded", "gateway_id", "recorded_at"),)
+    __table_args__ = (
+        ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),
+        Index("ix_gateway_presence_gateway_recorded", "store_id", "gateway_id", "recorded_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("gateways.gateway_id"))
     store_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     online: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(16))
     # The gateway's timestamp of the status message (its clock; a last will carries its connect time).
@@ -128,10 +147,11 @@ class StoredEvent(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("gateway_id", "stream", "seq"),
+        UniqueConstraint("store_id", "gateway_id", "stream", "seq"),
+        ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),
         Index("ix_events_device_ts", "device_ts", "id"),
         Index("ix_events_store_ts", "store_id", "device_ts", "id"),
-        Index("ix_events_gateway_ts", "gateway_id", "device_ts", "id"),
+        Index("ix_events_gateway_ts", "store_id", "gateway_id", "device_ts", "id"),
         Index("ix_events_device_id_ts", "device_id", "device_ts", "id"),
         Index("ix_events_kind_ts", "kind", "device_ts", "id"),
         # Ids are never reused, so a keyset cursor stays valid.
@@ -141,7 +161,7 @@ class StoredEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(UUID_LENGTH), unique=True)
     store_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("stores.store_id"))
-    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("gateways.gateway_id"))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     stream: Mapped[str] = mapped_column(String(UUID_LENGTH))
     seq: Mapped[int] = mapped_column(BigInteger)
     device_id: Mapped[str] = mapped_column(String(DEVICE_ID_LENGTH))
@@ -155,8 +175,10 @@ class GatewayStream(Base):
     """How far one outbox stream of a gateway is accounted for (stored or recorded lost) without a gap."""
 
     __tablename__ = "gateway_streams"
+    __table_args__ = (ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),)
 
-    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("gateways.gateway_id"), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     stream: Mapped[str] = mapped_column(String(UUID_LENGTH), primary_key=True)
     through_seq: Mapped[int] = mapped_column(BigInteger)
     # The highest seq stored or recorded lost. While it equals through_seq nothing is held above the
@@ -175,7 +197,8 @@ class DataLossRecord(Base):
     __tablename__ = "data_losses"
     __table_args__ = (
         UniqueConstraint("event_id", "first_seq"),
-        Index("ix_data_losses_stream", "gateway_id", "stream", "first_seq"),
+        ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),
+        Index("ix_data_losses_stream", "store_id", "gateway_id", "stream", "first_seq"),
         Index("ix_data_losses_store_reported", "store_id", "reported_at", "id"),
         Index("ix_data_losses_reported", "reported_at", "id"),
         {"sqlite_autoincrement": True},
@@ -183,7 +206,7 @@ class DataLossRecord(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     store_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("stores.store_id"))
-    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("gateways.gateway_id"))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     stream: Mapped[str] = mapped_column(String(UUID_LENGTH))
     first_seq: Mapped[int] = mapped_column(BigInteger)
     last_seq: Mapped[int] = mapped_column(BigInteger)
@@ -197,6 +220,41 @@ class DataLossRecord(Base):
     # The loss event's timestamp: when the gateway recorded the loss (its clock).
     reported_at: Mapped[datetime]
     # When the hub stored it.
+    recorded_at: Mapped[datetime]
+
+
+class RefusedEvent(Base):
+    """An event of an enrolled gateway's batch that the hub set aside: invalid, or refused by the database.
+
+    The rest of its batch is stored and acknowledged. Where its position is known, the seq counts as
+    accounted for (like a recorded loss), so the Ack moves past it and the gateway deletes it: one bad
+    event never stalls its stream. Kept for people to inspect (``/api/v1/refused-events``).
+    """
+
+    __tablename__ = "refused_events"
+    __table_args__ = (
+        ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),
+        # One row per position: a batch sent again sets the same event aside again, and it is kept once.
+        UniqueConstraint("store_id", "gateway_id", "stream", "seq"),
+        Index("ix_refused_events_recorded", "recorded_at", "id"),
+        Index("ix_refused_events_store_recorded", "store_id", "recorded_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # Null when the event's own stream or seq could not be read (or the seq is beyond a 64-bit integer).
+    stream: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    event_id: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
+    kind: Mapped[str | None] = mapped_column(String(KIND_LENGTH))
+    # "invalid_event", "not_of_sender" or "storage_error".
+    reason: Mapped[str] = mapped_column(String(REASON_LENGTH))
+    detail: Mapped[str] = mapped_column(Text)
+    # The event as it arrived (its first 16 KB, NUL characters escaped).
+    event_json: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
 
 

@@ -7,11 +7,17 @@ of work records in ``rejected_messages``; the consumer then goes on with the nex
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
+from uuid import UUID
 
-from hub.ingest.rejections import Rejection
+import pydantic_core
+from pydantic import ValidationError
+
+from hub.ingest.rejections import MAX_SEQ, Rejection, SetAside
 from storegate import wire
 from storegate.mqtt import Incoming
 
@@ -24,12 +30,22 @@ CONSUMED_CHANNELS: Final = (
 )
 
 
+# Why an event of a batch was set aside, as counted in storegate_hub_refused_events_total{reason}.
+INVALID_EVENT: Final = "invalid_event"
+NOT_OF_SENDER: Final = "not_of_sender"
+
+
 @dataclass(frozen=True, slots=True)
 class BatchMessage:
-    """A valid EventBatch from the gateway named in its topic."""
+    """An EventBatch from the gateway named in its topic: its valid events, and those set aside.
+
+    ``batch.events`` are valid; ``set_aside`` are the events of the batch that were not (stored in
+    refused_events, their positions accounted for), and ``batch`` may then hold no event at all.
+    """
 
     batch: wire.EventBatch
     received_at: datetime
+    set_aside: tuple[SetAside, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,10 @@ def classify(incoming: Incoming, *, received_at: datetime) -> Classified:
     try:
         message = wire.decode(wire.MESSAGE_OF_CHANNEL[topic.channel], incoming.payload)
     except wire.WireError as err:
+        if topic.channel is wire.Channel.EVENTS and err.reason == "invalid":
+            taken_apart = _event_by_event(incoming.payload, topic, received_at)
+            if taken_apart is not None:
+                return taken_apart
         return reject(err.reason, err.detail)
     match message:
         case wire.EventBatch() | wire.GatewayStatus() | wire.GatewayHealth() | wire.CommandResult():
@@ -119,4 +139,115 @@ CHANNEL_OF: Final[dict[type, wire.Channel]] = {
 
 def weight(item: Classified) -> int:
     """How much an item counts against the events-per-transaction budget."""
-    return len(item.batch.events) if isinstance(item, BatchMessage) else 1
+    return max(1, len(item.batch.events) + len(item.set_aside)) if isinstance(item, BatchMessage) else 1
+
+
+# --------------------------------------------------------------------------- a batch taken apart
+
+
+def _event_by_event(payload: bytes, topic: wire.Topic, received_at: datetime) -> BatchMessage | None:
+    """A batch that failed validation as a whole, validated event by event; None if its envelope is bad too.
+
+    Only the rare invalid batch gets here: the valid ones were read in one pass. NaN and Infinity are
+    read here (the whole-message check refused them) so that an event carrying one is set aside alone.
+    """
+    try:
+        envelope = wire.BatchEnvelope.model_validate(pydantic_core.from_json(payload))
+    except (ValueError, ValidationError):
+        return None
+    if (envelope.store_id, envelope.gateway_id) != (topic.store_id, topic.gateway_id):
+        return None  # classify rejects the whole message as topic_mismatch
+    valid: list[wire.Event] = []
+    set_aside: list[SetAside] = []
+    for raw in envelope.events:
+        event, reason, detail = _one_event(raw, envelope)
+        if event is not None:
+            valid.append(event)
+        else:
+            set_aside.append(_set_aside(raw, envelope, reason, detail, received_at))
+    # Built without validation: each event was validated above and belongs to the sender; the batch may be empty.
+    batch = wire.EventBatch.model_construct(
+        v=envelope.v, store_id=envelope.store_id, gateway_id=envelope.gateway_id, sent_at=envelope.sent_at, events=valid
+    )
+    return BatchMessage(batch, received_at, tuple(set_aside))
+
+
+def _one_event(raw: object, envelope: wire.BatchEnvelope) -> tuple[wire.Event | None, str, str]:
+    """The event if valid and the sender's, else why not (reason, detail)."""
+    if not _finite(raw):
+        return None, INVALID_EVENT, "NaN or Infinity is not a JSON number"
+    try:
+        event = wire.Event.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<event>"
+        return None, INVALID_EVENT, f"Event: {where}: {first['msg']} ({err.error_count()} error(s))"
+    if (event.store_id, event.gateway_id) != (envelope.store_id, envelope.gateway_id):
+        return (
+            None,
+            NOT_OF_SENDER,
+            f"event of {event.store_id}/{event.gateway_id} in a batch of {envelope.store_id}/{envelope.gateway_id}",
+        )
+    return event, "", ""
+
+
+def _finite(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
+
+
+def _set_aside(raw: object, envelope: wire.BatchEnvelope, reason: str, detail: str, received_at: datetime) -> SetAside:
+    """An invalid event with what can be read of its position and identity (None where it cannot)."""
+    fields = raw if isinstance(raw, dict) else {}
+    stream: UUID | None
+    try:
+        stream = UUID(str(fields["stream"])) if isinstance(fields.get("stream"), str) else None
+    except ValueError:
+        stream = None
+    seq = fields.get("seq")
+    position = seq if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ else None
+    event_id = fields.get("event_id")
+    try:
+        event_id = str(UUID(event_id)) if isinstance(event_id, str) else None
+    except ValueError:
+        event_id = None
+    kind = fields.get("kind")
+    return SetAside(
+        store_id=envelope.store_id,
+        gateway_id=envelope.gateway_id,
+        stream=stream,
+        seq=position if stream is not None else None,
+        event_id=event_id,
+        kind=kind[:64] if isinstance(kind, str) else None,
+        reason=reason,
+        detail=detail,
+        event_json=json.dumps(raw, allow_nan=True).encode(),
+        received_at=received_at,
+    )
+
+
+# --------------------------------------------------------------------------- who sent what
+
+
+def sender_of(item: Classified) -> tuple[str, str] | None:
+    """The (store_id, gateway_id) that sent a decoded message; None for a rejection or a cleared message."""
+    message = message_of(item)
+    return None if message is None else (message.store_id, message.gateway_id)
+
+
+def message_of(
+    item: Classified,
+) -> wire.EventBatch | wire.GatewayStatus | wire.GatewayHealth | wire.CommandResult | None:
+    """The wire message of a decoded item; None for a rejection or a cleared message."""
+    match item:
+        case BatchMessage(batch=message) | StatusMessage(status=message) | HealthMessage(health=message):
+            return message
+        case ResultMessage(result=result):
+            return result
+        case _:
+            return None

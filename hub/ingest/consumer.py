@@ -12,7 +12,14 @@ Three layers, so each can be tested alone:
 
 A bad message never stops the consumer: it is counted in
 ``storegate_hub_rejected_messages_total{reason}``, logged with its topic and reason,
-kept (its first 2 KB) in ``rejected_messages``, and the next message is processed.
+kept (its first 2 KB) in ``rejected_messages``, and the next message is processed. Everything from a
+gateway that is not enrolled, or was revoked, is refused that way (reasons ``unknown_gateway`` and
+``revoked_gateway``).
+
+A bad event never stalls its gateway's stream: an invalid event of a batch (:mod:`hub.ingest.classify`), or
+one the database refuses (found by storing the batch event by event, :func:`~hub.ingest.unit.find_unstorable`),
+is set aside in ``refused_events`` and counted in ``storegate_hub_refused_events_total{reason}``; the rest of
+the batch is stored, and the Ack moves past the refused seqs so the gateway deletes them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -42,9 +50,9 @@ from hub.ingest.classify import (
 )
 from hub.ingest.eventlog import LossRecord
 from hub.ingest.operations import HubOperations
-from hub.ingest.rejections import Rejection
+from hub.ingest.rejections import Rejection, SetAside
 from hub.ingest.seqs import describe
-from hub.ingest.unit import UnitResult, store_messages
+from hub.ingest.unit import UnitResult, find_unstorable, store_messages
 from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS, Incoming
@@ -120,8 +128,11 @@ class Ingestor:
         clock: Callable[[], datetime] = wire.utc_now,
         operations: HubOperations | None = None,
         write_gate: WriteGate | None = None,
+        accept_unknown_gateways: bool = False,
     ) -> None:
         self._link = link
+        # Off in production: a gateway must be enrolled before anything of it is accepted.
+        self._accept_unknown = accept_unknown_gateways
         self._operations = operations
         # One gate for every writer of the process: the operations' when there are operations.
         if write_gate is None:
@@ -249,12 +260,23 @@ class Ingestor:
             operations = self._operations
             if operations is None:
                 async with self._sessions() as session, session.begin():
-                    result = await store_messages(session, items, now=self._clock(), rejected_keep=self._rejected_keep)
+                    result = await store_messages(
+                        session,
+                        items,
+                        now=self._clock(),
+                        rejected_keep=self._rejected_keep,
+                        accept_unknown_gateways=self._accept_unknown,
+                    )
             else:
                 async with operations.unit():
                     async with self._sessions() as session, session.begin():
                         result = await store_messages(
-                            session, items, now=self._clock(), rejected_keep=self._rejected_keep, operations=operations
+                            session,
+                            items,
+                            now=self._clock(),
+                            rejected_keep=self._rejected_keep,
+                            operations=operations,
+                            accept_unknown_gateways=self._accept_unknown,
                         )
                     for outcome in result.operations:
                         operations.committed(outcome)
@@ -285,7 +307,10 @@ class Ingestor:
                     # A lock timeout or a serialisation failure passes on a second try; a bad value does not.
                     if refusals < MAX_REFUSALS:
                         continue
-                    return await self._reject_unstorable(items[0], err)
+                    item = items[0]
+                    if isinstance(item, BatchMessage) and item.batch.events:
+                        return await self._set_aside_unstorable(item, err)
+                    return await self._reject_unstorable(item, err)
                 # One item broke the transaction; store the others one by one and reject that one.
                 log.warning("ingest_unit_isolating", messages=len(items), error=describe_error(err))
                 merged = UnitResult()
@@ -294,6 +319,66 @@ class Ingestor:
                 return merged
             self._database_up()
             return result
+
+    async def _set_aside_unstorable(self, item: BatchMessage, err: BaseException) -> UnitResult:
+        """A batch the database refuses: set aside the events it refuses, store and acknowledge the rest.
+
+        The events it refuses are found by storing the batch event by event in savepoints, in a transaction
+        that is then rolled back; the batch is stored again without them. A single event is set aside at once.
+        """
+        batch = item.batch
+        log.warning(
+            "ingest_batch_event_by_event",
+            store_id=batch.store_id,
+            gateway_id=batch.gateway_id,
+            events=len(batch.events),
+            error=describe_error(err),
+        )
+        if len(batch.events) == 1:
+            refused = [(batch.events[0], err)]
+        else:
+            try:
+                refused = await self._find_unstorable(item)
+            except Exception as probe_err:  # drivers raise more than SQLAlchemyError
+                if not await self._database_reachable():  # gone meanwhile: hold the batch and start over
+                    log.warning("ingest_event_by_event_interrupted", error=describe_error(probe_err))
+                    return await self._store_resilient([item])
+                # The search itself fails with the database up: set the whole batch aside rather than stall.
+                log.error("ingest_event_by_event_failed", error=describe_error(probe_err))
+                refused = [(event, probe_err) for event in batch.events]
+        if not refused:
+            # Each event is storable alone but not the batch together: store them one unit each.
+            merged = UnitResult()
+            for event in batch.events:
+                merged.extend(await self._store_resilient([_with_events(item, [event], ())]))
+            return merged
+        ids = {event.event_id for event, _ in refused}
+        aside = tuple(
+            SetAside.of_event(
+                event,
+                reason="storage_error",
+                detail=f"the database refused it: {describe_error(error)}",
+                received_at=item.received_at,
+            )
+            for event, error in refused
+        )
+        kept = [event for event in batch.events if event.event_id not in ids]
+        return await self._store_resilient([_with_events(item, kept, item.set_aside + aside)])
+
+    async def _find_unstorable(self, item: BatchMessage) -> list[tuple[wire.Event, BaseException]]:
+        operations = self._operations
+        refused: list[tuple[wire.Event, BaseException]] = []
+        async with self._gate.turn(writegate.INGEST), AsyncExitStack() as stack:
+            if operations is not None:
+                await stack.enter_async_context(operations.unit())
+            session = await stack.enter_async_context(self._sessions())
+            try:
+                refused = await find_unstorable(
+                    session, item, now=self._clock(), rejected_keep=self._rejected_keep, operations=operations
+                )
+            finally:
+                await session.rollback()  # a probe: nothing of it is kept
+        return refused
 
     async def _reject_unstorable(self, item: Classified, err: BaseException) -> UnitResult:
         detail = f"the database refused it: {describe_error(err)}"
@@ -341,8 +426,14 @@ class Ingestor:
         self.metrics.rejected_messages.labels(reason=rejection.reason).inc()
         admitted, left_out = self._log_limiter.admit(rejection.reason)
         if admitted:
+            try:
+                topic = wire.parse_topic(rejection.topic)
+                sender = {"store_id": topic.store_id, "gateway_id": topic.gateway_id}
+            except wire.TopicError:
+                sender = {}
             log.warning(
                 "message_rejected",
+                **sender,
                 topic=rejection.topic,
                 reason=rejection.reason,
                 detail=rejection.detail,
@@ -365,14 +456,31 @@ class Ingestor:
                 gateway_id=transition.gateway_id,
                 reason=transition.reason,
             )
-        for gateway_id, old_store, new_store in result.moves:
-            log.warning("gateway_moved", gateway_id=gateway_id, from_store=old_store, to_store=new_store)
+        for event in result.set_aside:
+            self._note_set_aside(event)
         for loss in result.losses:
             self._note_loss(loss)
         for health in result.healths:
             self.metrics.observe_gateway_health(health)
         for ack in result.acks:
             self._publish_ack(ack)
+
+    def _note_set_aside(self, event: SetAside) -> None:
+        self.metrics.refused_events.labels(reason=event.reason).inc()
+        admitted, left_out = self._log_limiter.admit(f"set_aside:{event.reason}")
+        if admitted:
+            log.warning(
+                "event_set_aside",
+                store_id=event.store_id,
+                gateway_id=event.gateway_id,
+                stream=None if event.stream is None else str(event.stream),
+                seq=event.seq,
+                event_id=event.event_id,
+                kind=event.kind,
+                reason=event.reason,
+                detail=event.detail,
+                **({"not_logged_before": left_out} if left_out else {}),
+            )
 
     def _note_loss(self, loss: LossRecord) -> None:
         if loss.ignored:
@@ -421,3 +529,13 @@ class Ingestor:
             log.warning("ack_not_sent", topic=topic, error=f"MQTT client refused it (code {rc})")
             return
         self.metrics.acks_sent.inc()
+
+
+def _with_events(item: BatchMessage, events: list[wire.Event], set_aside: tuple[SetAside, ...]) -> BatchMessage:
+    """``item`` with only ``events`` (valid, the sender's) and ``set_aside``."""
+    batch = item.batch
+    # Built without validation: the events are the batch's own, validated; there may be none left.
+    smaller = wire.EventBatch.model_construct(
+        v=batch.v, store_id=batch.store_id, gateway_id=batch.gateway_id, sent_at=batch.sent_at, events=events
+    )
+    return BatchMessage(smaller, item.received_at, set_aside)

@@ -2,16 +2,16 @@
 
 One call stores every batch of a unit of work inside the caller's transaction:
 
-1. stores and gateways are touched once per gateway of the unit (again where a gateway's store
-   changes between its batches), in a few statements for the whole unit;
+1. the unit's gateways (all enrolled: the unit admitted them) are touched once each, in one statement;
 2. the marks of the unit's streams are read in one query; a batch above a stream's
    ``max_seq`` cannot hold a stored position, so fresh events are not looked up at all;
 3. the new events go to the database in one statement per unit (``executemany`` on SQLite,
    ``unnest`` of column arrays on PostgreSQL), with values prepared here rather than by
    SQLAlchemy's per-value type processing: this path runs for every event;
 4. the stores' event counts move by what was stored, in one statement per unit;
-5. ``outbox.loss`` events that were stored now become ``data_losses`` rows;
-6. each stream's mark moves over what is stored or recorded lost. While nothing is held
+5. ``outbox.loss`` events that were stored now become ``data_losses`` rows, and events set aside
+   (invalid, or refused by the database) ``refused_events`` rows;
+6. each stream's mark moves over what is stored, recorded lost or set aside. While nothing is held
    above the mark (``max_seq == through_seq``), the new mark and the gaps follow from the
    unit's own seqs in memory; otherwise the stored seqs above the mark are walked. The marks
    that moved are written in one statement per unit.
@@ -35,10 +35,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from hub.db.bulk import chunks, select_by_keys, sqlite_time
 from hub.db.dialect import dialect_insert, later, of_dialect
 from hub.db.engine import json_text
-from hub.db.models import DataLossRecord, GatewayStream, Store, StoredEvent, UtcDateTime
+from hub.db.models import (
+    REFUSED_EVENT_BYTES,
+    DataLossRecord,
+    GatewayStream,
+    RefusedEvent,
+    Store,
+    StoredEvent,
+    UtcDateTime,
+)
 from hub.db.overlap import while_awaiting
 from hub.ingest.presence import GatewayTouch, touch_gateways
-from hub.ingest.rejections import Rejection, clean_text
+from hub.ingest.rejections import Rejection, SetAside, clean_text, payload_excerpt
 from hub.ingest.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
 from storegate import wire
 from storegate.wire import EventKind
@@ -49,11 +57,14 @@ CONTIGUITY_CHUNK: Final = 5000
 GAP_SCAN_SEQS: Final = 20_000
 # The wire contract's limit of DataLoss.detail.
 LOSS_DETAIL_CHARS: Final = 500
+# The words kept of why an event was set aside (a validation error can be long).
+REFUSED_DETAIL_CHARS: Final = 2000
 # Ranges or ids per query of the rare look-ups (conflicts, losses), well below every driver's limit.
 LOOKUP_CHUNK: Final = 500
 
-StreamKey = tuple[str, str]  # (gateway_id, stream as text)
-Position = tuple[str, str, int]  # (gateway_id, stream, seq)
+GatewayKey = tuple[str, str]  # (store_id, gateway_id): a gateway
+StreamKey = tuple[str, str, str]  # (store_id, gateway_id, stream as text)
+Position = tuple[str, str, str, int]  # (store_id, gateway_id, stream, seq)
 
 # The one statement per unit that writes events, per database. Values are bound positionally in the
 # order of EVENT_COLUMNS; PostgreSQL takes one array per column, which asyncpg encodes in binary.
@@ -93,6 +104,8 @@ class StreamCounts:
     stream: UUID
     stored: int = 0
     duplicates: int = 0
+    # Set aside (refused_events) rather than stored.
+    refused: int = 0
 
 
 @dataclass(slots=True)
@@ -102,7 +115,6 @@ class BatchOutcome:
     store_id: str
     gateway_id: str
     streams: dict[UUID, StreamCounts] = field(default_factory=dict)
-    moved_from: str | None = None
 
     @property
     def stored(self) -> int:
@@ -149,7 +161,7 @@ class EventsOutcome:
     """What storing the batches of one unit did."""
 
     batches: list[BatchOutcome] = field(default_factory=list)
-    marks: dict[tuple[str, UUID], StreamMark] = field(default_factory=dict)
+    marks: dict[tuple[str, str, UUID], StreamMark] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     losses: list[LossRecord] = field(default_factory=list)
     # Events stored for the first time by this unit (not duplicates): what inventory and rules apply.
@@ -191,13 +203,13 @@ _WRITER_OF_DIALECT: Final[dict[str, _Writer]] = {
 
 async def _present_at_own_position(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
     """Event ids of ``rows`` stored at the row's own position."""
-    wanted = {row[0]: (row[2], row[3], row[4]) for row in rows}
+    wanted = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
     present: set[str] = set()
     for ids in chunks(list(wanted), LOOKUP_CHUNK):
         found = await connection.execute(
-            select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
-                StoredEvent.event_id.in_(ids)
-            )
+            select(
+                StoredEvent.event_id, StoredEvent.store_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq
+            ).where(StoredEvent.event_id.in_(ids))
         )
         present.update(event_id for event_id, *position in found if wanted[event_id] == tuple(position))
     return present
@@ -216,12 +228,20 @@ async def _read_marks(session: AsyncSession, keys: Iterable[StreamKey]) -> dict[
     g = GatewayStream
     marks: dict[StreamKey, tuple[int, int]] = {}
     dialect = session.get_bind().dialect.name
-    columns = (g.gateway_id, g.stream, g.through_seq, g.max_seq)
-    for query in select_by_keys(dialect, columns, (g.gateway_id, g.stream), sorted(keys)):
+    columns = (g.store_id, g.gateway_id, g.stream, g.through_seq, g.max_seq)
+    for query in select_by_keys(dialect, columns, (g.store_id, g.gateway_id, g.stream), sorted(keys)):
         marks.update(
-            {(gateway_id, stream): (through, top) for gateway_id, stream, through, top in await session.execute(query)}
+            {
+                (store_id, gateway_id, stream): (through, top)
+                for store_id, gateway_id, stream, through, top in await session.execute(query)
+            }
         )
     return marks
+
+
+def _of_stream(model: Any, key: StreamKey) -> list[Any]:
+    """The conditions selecting one stream's rows of ``model`` (events, losses, refused events)."""
+    return [model.store_id == key[0], model.gateway_id == key[1], model.stream == key[2]]
 
 
 async def _held_positions(session: AsyncSession, key: StreamKey, seqs: Iterable[int]) -> dict[int, str]:
@@ -231,7 +251,7 @@ async def _held_positions(session: AsyncSession, key: StreamKey, seqs: Iterable[
     for ranges in chunks(runs(wanted), LOOKUP_CHUNK):
         rows = await session.execute(
             select(StoredEvent.seq, StoredEvent.event_id).where(
-                StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], _in_ranges(StoredEvent.seq, ranges)
+                *_of_stream(StoredEvent, key), _in_ranges(StoredEvent.seq, ranges)
             )
         )
         held.update({seq: event_id for seq, event_id in rows if seq in wanted})
@@ -244,9 +264,7 @@ async def _held_within(session: AsyncSession, key: StreamKey, ranges: Sequence[R
     for chunk in chunks(ranges, LOOKUP_CHUNK):
         seqs += (
             await session.scalars(
-                select(StoredEvent.seq).where(
-                    StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], _in_ranges(StoredEvent.seq, chunk)
-                )
+                select(StoredEvent.seq).where(*_of_stream(StoredEvent, key), _in_ranges(StoredEvent.seq, chunk))
             )
         ).all()
     return runs(seqs)
@@ -254,15 +272,19 @@ async def _held_within(session: AsyncSession, key: StreamKey, ranges: Sequence[R
 
 async def _losses_of(session: AsyncSession, key: StreamKey, *, above: int, up_to: int | None = None) -> list[Range]:
     """Recorded loss ranges of one stream ending above ``above`` (and starting at or below ``up_to``)."""
-    conditions = [
-        DataLossRecord.gateway_id == key[0],
-        DataLossRecord.stream == key[1],
-        DataLossRecord.last_seq > above,
-    ]
+    conditions = [*_of_stream(DataLossRecord, key), DataLossRecord.last_seq > above]
     if up_to is not None:
         conditions.append(DataLossRecord.first_seq <= up_to)
     rows = await session.execute(select(DataLossRecord.first_seq, DataLossRecord.last_seq).where(*conditions))
     return merge((first, last) for first, last in rows)
+
+
+async def _refused_of(session: AsyncSession, key: StreamKey, *, above: int) -> list[Range]:
+    """Seqs of one stream above ``above`` whose events were set aside (refused_events), as ranges."""
+    seqs = await session.scalars(
+        select(RefusedEvent.seq).where(*_of_stream(RefusedEvent, key), RefusedEvent.seq > above)
+    )
+    return runs(seq for seq in seqs if seq is not None)
 
 
 # --------------------------------------------------------------------------- storing a unit's batches
@@ -286,8 +308,8 @@ def _event_id_conflict(event: wire.Event, held: Position, received_at: datetime)
     return _conflict(
         event,
         reason="event_id_conflict",
-        detail=f"event {event.event_id} is already stored as {held[0]} stream {held[1]} seq {held[2]}, "
-        f"not {event.gateway_id} stream {event.stream} seq {event.seq}",
+        detail=f"event {event.event_id} is already stored as {held[0]}/{held[1]} stream {held[2]} seq {held[3]}, "
+        f"not {event.store_id}/{event.gateway_id} stream {event.stream} seq {event.seq}",
         received_at=received_at,
     )
 
@@ -368,11 +390,11 @@ class _Unit:
     def _add_rows(self, key: StreamKey, events: list[wire.Event], ids: list[str], received_at: datetime) -> None:
         as_time = self.as_time
         received = as_time(received_at)
-        gateway_id, stream = key
+        store_id, gateway_id, stream = key
         self.rows += [
             (
                 event_id,
-                event.store_id,
+                store_id,
                 gateway_id,
                 stream,
                 event.seq,
@@ -389,7 +411,7 @@ class _Unit:
         """Where a stored or claimed event id is (rare: for the words of a conflict)."""
         key = self.claimed_ids[event_id]
         seq = next(seq for seq, held in self.claims[key].items() if held == event_id)
-        return (key[0], key[1], seq)
+        return (*key, seq)
 
 
 async def store_batches(
@@ -398,13 +420,18 @@ async def store_batches(
     *,
     now: datetime,
     meanwhile: Callable[[list[wire.Event]], None] | None = None,
+    set_aside: Sequence[Sequence[SetAside]] | None = None,
 ) -> EventsOutcome:
     """Store the events of ``items`` (batch, received_at) exactly once and compute each stream's mark.
 
-    An event already stored under the same event_id and (gateway, stream, seq) is a
-    duplicate. An event whose (gateway, stream, seq) is stored under another event_id,
-    or whose event_id is stored at another position, breaks the protocol: it is returned
-    as a rejection and the rest is stored.
+    Every batch's gateway must be enrolled (the unit admits them first). An event already stored under
+    the same event_id and (store, gateway, stream, seq) is a duplicate. An event whose position is stored
+    under another event_id, or whose event_id is stored at another position, breaks the protocol: it is
+    returned as a rejection and the rest is stored.
+
+    ``set_aside`` holds, per item, the events of that batch the hub will not store (invalid, or refused by
+    the database): they are kept in ``refused_events`` and their seqs count as accounted for, so the mark
+    moves past them and the batch's Ack lets the gateway delete them.
 
     ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
     database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
@@ -414,38 +441,43 @@ async def store_batches(
     outcome = EventsOutcome()
     if not items:
         return outcome
+    aside: Sequence[Sequence[SetAside]] = set_aside if set_aside is not None else [()] * len(items)
 
-    # Stores and gateways, once per gateway (again each time its store changes between its batches).
-    latest: dict[str, datetime] = {}
+    # The unit's gateways, each touched once with the latest time it was heard from.
+    latest: dict[GatewayKey, datetime] = {}
     for batch, received_at in items:
-        latest[batch.gateway_id] = max(received_at, latest.get(batch.gateway_id, received_at))
-    touched: dict[str, str] = {}
-    touches: list[GatewayTouch] = []
-    touch_of_batch: list[int | None] = []
-    for batch, _ in items:
-        if touched.get(batch.gateway_id) == batch.store_id:
-            touch_of_batch.append(None)
-            continue
-        touched[batch.gateway_id] = batch.store_id
-        touch_of_batch.append(len(touches))
-        touches.append(GatewayTouch(batch.store_id, batch.gateway_id, latest[batch.gateway_id]))
-    seen = await touch_gateways(session, touches, now=now)
-    for (batch, _), touch in zip(items, touch_of_batch, strict=True):
-        moved_from = None if touch is None else seen[touch].moved_from
-        outcome.batches.append(BatchOutcome(batch.store_id, batch.gateway_id, moved_from=moved_from))
+        gateway = (batch.store_id, batch.gateway_id)
+        latest[gateway] = max(received_at, latest.get(gateway, received_at))
+    await touch_gateways(session, [GatewayTouch(*gateway, seen_at) for gateway, seen_at in latest.items()], now=now)
+    outcome.batches += [BatchOutcome(batch.store_id, batch.gateway_id) for batch, _ in items]
 
     # Each batch's events by stream (a batch is almost always one stream).
     grouped: list[dict[str, list[wire.Event]]] = []
     for batch, _ in items:
-        first = batch.events[0].stream.int
-        if all(event.stream.int == first for event in batch.events):
+        if not batch.events:  # every event of the batch was set aside
+            grouped.append({})
+        elif all(event.stream.int == batch.events[0].stream.int for event in batch.events):
             grouped.append({str(batch.events[0].stream): batch.events})
         else:
             by_stream: dict[str, list[wire.Event]] = defaultdict(list)
             for event in batch.events:
                 by_stream[str(event.stream)].append(event)
             grouped.append(by_stream)
-    keys = {(batch.gateway_id, stream) for (batch, _), by in zip(items, grouped, strict=True) for stream in by}
+    keys = {
+        (batch.store_id, batch.gateway_id, stream)
+        for (batch, _), by in zip(items, grouped, strict=True)
+        for stream in by
+    }
+    unit_refused: dict[StreamKey, list[int]] = defaultdict(list)
+    for (batch, _), refused, batch_outcome in zip(items, aside, outcome.batches, strict=True):
+        for aside_event in refused:
+            if aside_event.stream is None:  # no stream to acknowledge
+                continue
+            key = (batch.store_id, batch.gateway_id, str(aside_event.stream))
+            keys.add(key)
+            if aside_event.seq is not None:
+                unit_refused[key].append(aside_event.seq)
+            batch_outcome.streams.setdefault(aside_event.stream, StreamCounts(aside_event.stream)).refused += 1
     marks = await _read_marks(session, keys)
 
     # What is stored at positions that may be held: those at or below the stream's max_seq.
@@ -453,9 +485,10 @@ async def store_batches(
     maybe_held: dict[StreamKey, set[int]] = defaultdict(set)
     for (batch, _), streams in zip(items, grouped, strict=True):
         for stream, events in streams.items():
-            top = marks.get((batch.gateway_id, stream), (0, 0))[1]
+            key = (batch.store_id, batch.gateway_id, stream)
+            top = marks.get(key, (0, 0))[1]
             if top:
-                maybe_held[(batch.gateway_id, stream)].update(event.seq for event in events if event.seq <= top)
+                maybe_held[key].update(event.seq for event in events if event.seq <= top)
     for key, wanted in maybe_held.items():
         if wanted:
             held = await _held_positions(session, key, wanted)
@@ -465,7 +498,7 @@ async def store_batches(
     for (batch, received_at), streams, batch_outcome in zip(items, grouped, outcome.batches, strict=True):
         for stream, events in streams.items():
             counts = batch_outcome.streams.setdefault(events[0].stream, StreamCounts(events[0].stream))
-            unit.add(batch, (batch.gateway_id, stream), events, counts, received_at)
+            unit.add(batch, (batch.store_id, batch.gateway_id, stream), events, counts, received_at)
     outcome.rejections += unit.rejections
 
     inserted: set[str] | None = None
@@ -489,25 +522,55 @@ async def store_batches(
         stored_per_store[group.store_id] += len(stored)
         outcome.stored_events += stored
         new_losses += [event for event in stored if event.kind == EventKind.OUTBOX_LOSS]
-    for gateway_id, stream, seq in await _judge_not_inserted(session, missing, outcome.rejections):
-        unit.held_seqs[(gateway_id, stream)].remove(seq)
+    for store_id, gateway_id, stream, seq in await _judge_not_inserted(session, missing, outcome.rejections):
+        unit.held_seqs[(store_id, gateway_id, stream)].remove(seq)
 
     await _count_stored(session, stored_per_store, now=now)
+    await _record_refused(session, [event for refused in aside for event in refused], now=now)
 
     unit_losses: dict[StreamKey, list[Range]] = defaultdict(list)
     for event in new_losses:
         record = await _record_loss(session, event, now=now)
         outcome.losses.append(record)
-        unit_losses[(record.gateway_id, record.stream)] += record.recorded
+        unit_losses[(record.store_id, record.gateway_id, record.stream)] += record.recorded
 
     moved_marks: dict[StreamKey, dict[str, Any]] = {}
     for key in keys:
-        mark, row = await _advance_mark(session, key, marks.get(key), unit.held_seqs[key], unit_losses[key], now=now)
-        outcome.marks[(key[0], UUID(key[1]))] = mark
+        accounted = [*unit_losses[key], *runs(unit_refused[key])]
+        mark, row = await _advance_mark(session, key, marks.get(key), unit.held_seqs[key], accounted, now=now)
+        outcome.marks[(key[0], key[1], UUID(key[2]))] = mark
         if row is not None:
             moved_marks[key] = row
     await _write_marks(session, moved_marks)
     return outcome
+
+
+async def _record_refused(session: AsyncSession, refused: Sequence[SetAside], *, now: datetime) -> None:
+    """Keep the events set aside in refused_events; one row per position (a resent batch adds none)."""
+    if not refused:
+        return
+    stmt = dialect_insert(session)(RefusedEvent).on_conflict_do_nothing(
+        index_elements=[RefusedEvent.store_id, RefusedEvent.gateway_id, RefusedEvent.stream, RefusedEvent.seq]
+    )
+    await session.execute(
+        stmt,
+        [
+            {
+                "store_id": event.store_id,
+                "gateway_id": event.gateway_id,
+                "stream": None if event.stream is None else str(event.stream),
+                "seq": event.seq,
+                "event_id": event.event_id,
+                "kind": event.kind,
+                "reason": event.reason,
+                "detail": clean_text(event.detail, REFUSED_DETAIL_CHARS),
+                "event_json": payload_excerpt(event.event_json, limit=REFUSED_EVENT_BYTES),
+                "received_at": event.received_at,
+                "recorded_at": now,
+            }
+            for event in refused
+        ],
+    )
 
 
 async def _count_stored(session: AsyncSession, stored_per_store: dict[str, int], *, now: datetime) -> None:
@@ -541,14 +604,14 @@ async def _judge_not_inserted(
     by_id: dict[str, Position] = {}
     for chunk in chunks([str(event.event_id) for event, _, _ in missing], LOOKUP_CHUNK):
         found = await session.execute(
-            select(StoredEvent.event_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq).where(
-                StoredEvent.event_id.in_(chunk)
-            )
+            select(
+                StoredEvent.event_id, StoredEvent.store_id, StoredEvent.gateway_id, StoredEvent.stream, StoredEvent.seq
+            ).where(StoredEvent.event_id.in_(chunk))
         )
-        by_id.update({event_id: (gateway_id, stream, seq) for event_id, gateway_id, stream, seq in found})
+        by_id.update({event_id: (store, gateway, stream, seq) for event_id, store, gateway, stream, seq in found})
     not_held: list[Position] = []
     for event, counts, received_at in missing:
-        position = (event.gateway_id, str(event.stream), event.seq)
+        position = (event.store_id, event.gateway_id, str(event.stream), event.seq)
         held_at = by_id.get(str(event.event_id))
         if held_at == position:
             counts.duplicates += 1
@@ -556,7 +619,7 @@ async def _judge_not_inserted(
             rejections.append(_event_id_conflict(event, held_at, received_at))
             not_held.append(position)
         else:
-            holder = (await _held_positions(session, (position[0], position[1]), [event.seq])).get(event.seq)
+            holder = (await _held_positions(session, position[:3], [event.seq])).get(event.seq)
             rejections.append(_seq_conflict(event, holder or "another event", received_at))
             if holder is None:
                 not_held.append(position)
@@ -569,7 +632,7 @@ async def _judge_not_inserted(
 async def _record_loss(session: AsyncSession, event: wire.Event, *, now: datetime) -> LossRecord:
     """Record a newly stored ``outbox.loss`` event's ranges, less seqs held or already recorded lost."""
     loss = wire.DataLoss.model_validate(event.payload)
-    key = (event.gateway_id, str(event.stream))
+    key = (event.store_id, event.gateway_id, str(event.stream))
     reported = merge((r.first, r.last) for r in loss.ranges)
     # A gateway reports only events it recorded before the report. Taking more would let the mark pass
     # events the gateway still holds, which it would then delete on the Ack.
@@ -588,7 +651,7 @@ async def _record_loss(session: AsyncSession, event: wire.Event, *, now: datetim
                 {
                     "store_id": event.store_id,
                     "gateway_id": event.gateway_id,
-                    "stream": key[1],
+                    "stream": key[2],
                     "first_seq": first,
                     "last_seq": last,
                     "count": last - first + 1,
@@ -605,7 +668,7 @@ async def _record_loss(session: AsyncSession, event: wire.Event, *, now: datetim
     return LossRecord(
         store_id=event.store_id,
         gateway_id=event.gateway_id,
-        stream=key[1],
+        stream=key[2],
         event_id=str(event.event_id),
         reason=loss.reason,
         detail=loss.detail,
@@ -623,16 +686,16 @@ async def _advance_mark(
     key: StreamKey,
     mark: tuple[int, int] | None,
     unit_seqs: list[int],
-    unit_losses: list[Range],
+    unit_accounted: list[Range],
     *,
     now: datetime,
 ) -> tuple[StreamMark, dict[str, Any] | None]:
-    """Move the stream's mark over what is now stored or recorded lost; find the gaps above it.
+    """Move the stream's mark over what is now stored, recorded lost or set aside; find the gaps above it.
 
     Also the gateway_streams row to write, if the stream has none or its mark moved.
     """
     through, top = mark if mark is not None else (0, 0)
-    accounted = merge([*runs(unit_seqs), *unit_losses])
+    accounted = merge([*runs(unit_seqs), *unit_accounted])
     new_top = max(top, accounted[-1][1] if accounted else 0)
     if top <= through:
         # Nothing was held above the mark before this unit: the unit's own seqs tell everything.
@@ -643,8 +706,9 @@ async def _advance_mark(
     row = None
     if mark is None or new_through > through or new_top > top:
         row = {
-            "gateway_id": key[0],
-            "stream": key[1],
+            "store_id": key[0],
+            "gateway_id": key[1],
+            "stream": key[2],
             "through_seq": new_through,
             "max_seq": new_top,
             "updated_at": now,
@@ -663,7 +727,7 @@ async def _write_marks(session: AsyncSession, rows: dict[StreamKey, dict[str, An
     table = GatewayStream.__table__
     # Monotonic even if another hub process moved the mark meanwhile.
     upsert = stmt.on_conflict_do_update(
-        index_elements=[GatewayStream.gateway_id, GatewayStream.stream],
+        index_elements=[GatewayStream.store_id, GatewayStream.gateway_id, GatewayStream.stream],
         set_={
             "through_seq": case(
                 (table.c.through_seq < stmt.excluded.through_seq, stmt.excluded.through_seq),
@@ -679,15 +743,15 @@ async def _write_marks(session: AsyncSession, rows: dict[StreamKey, dict[str, An
 
 
 async def _walk(session: AsyncSession, key: StreamKey, through: int, top: int) -> tuple[int, list[Range]]:
-    """The mark and gaps of a stream with seqs held above ``through``, from the stored events and losses."""
-    losses = await _losses_of(session, key, above=through)
+    """The mark and gaps of a stream with seqs held above ``through``, from the stored, lost and refused events."""
+    losses = merge([*await _losses_of(session, key, above=through), *await _refused_of(session, key, above=through)])
     held: list[Range] = []
     last = through
     while True:
         chunk = (
             await session.scalars(
                 select(StoredEvent.seq)
-                .where(StoredEvent.gateway_id == key[0], StoredEvent.stream == key[1], StoredEvent.seq > last)
+                .where(*_of_stream(StoredEvent, key), StoredEvent.seq > last)
                 .order_by(StoredEvent.seq)
                 .limit(CONTIGUITY_CHUNK)
             )

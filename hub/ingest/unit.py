@@ -10,14 +10,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import false, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.commands.status import record_result
-from hub.ingest.classify import BatchMessage, Classified, Cleared, HealthMessage, ResultMessage, StatusMessage
+from hub.db.models import Store
+from hub.fleet.registry import GatewayKey, admit
+from hub.ingest.classify import (
+    CHANNEL_OF,
+    BatchMessage,
+    Classified,
+    Cleared,
+    HealthMessage,
+    ResultMessage,
+    StatusMessage,
+    message_of,
+    sender_of,
+)
 from hub.ingest.eventlog import LossRecord, store_batches
 from hub.ingest.operations import HubOperations, OperationsOutcome
 from hub.ingest.presence import Transition, apply_health, apply_status
-from hub.ingest.rejections import Rejection, record_rejections
+from hub.ingest.rejections import Rejection, SetAside, record_rejections
 from storegate import wire
 
 
@@ -30,7 +43,8 @@ class UnitResult:
     duplicates: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
-    moves: list[tuple[str, str, str]] = field(default_factory=list)
+    # Events of admitted batches set aside (refused_events) rather than stored.
+    set_aside: list[SetAside] = field(default_factory=list)
     losses: list[LossRecord] = field(default_factory=list)
     healths: list[wire.GatewayHealth] = field(default_factory=list)
     command_results: int = 0
@@ -43,7 +57,7 @@ class UnitResult:
         self.duplicates += other.duplicates
         self.rejections += other.rejections
         self.transitions += other.transitions
-        self.moves += other.moves
+        self.set_aside += other.set_aside
         self.losses += other.losses
         self.healths += other.healths
         self.command_results += other.command_results
@@ -57,26 +71,36 @@ async def store_messages(
     now: datetime,
     rejected_keep: int,
     operations: HubOperations | None = None,
+    accept_unknown_gateways: bool = False,
 ) -> UnitResult:
     """Store every item in the caller's transaction and compute one Ack per (batch, stream).
 
-    Each Ack carries the stream's contiguous mark and gaps after the whole unit. A batch whose
-    events were all rejected as conflicts is still acknowledged: the agent would otherwise
-    resend it forever, and the rejected events are kept in rejected_messages.
+    First the senders are admitted: everything from a gateway that is not enrolled (or was revoked) is
+    refused as a rejection, and nothing of it is stored. Each Ack carries the stream's contiguous mark
+    and gaps after the whole unit. A batch whose events were all rejected as conflicts or set aside is
+    still acknowledged: the agent would otherwise resend it forever, and those events are kept (in
+    rejected_messages and refused_events).
     """
     result = UnitResult()
-    batches = [(item.batch, item.received_at) for item in items if isinstance(item, BatchMessage)]
+    items, result.rejections = await _admitted(session, items, accept_unknown=accept_unknown_gateways, now=now)
+    batch_items = [item for item in items if isinstance(item, BatchMessage)]
+    batches = [(item.batch, item.received_at) for item in batch_items]
     prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
-    events = await store_batches(session, batches, now=now, meanwhile=prepared.place if prepared else None)
+    events = await store_batches(
+        session,
+        batches,
+        now=now,
+        meanwhile=prepared.place if prepared else None,
+        set_aside=[item.set_aside for item in batch_items],
+    )
+    result.set_aside += [event for item in batch_items for event in item.set_aside]
     result.rejections += events.rejections
     result.losses += events.losses
     for outcome in events.batches:
         result.stored += outcome.stored
         result.duplicates += outcome.duplicates
-        if outcome.moved_from is not None:
-            result.moves.append((outcome.gateway_id, outcome.moved_from, outcome.store_id))
         for stream, counts in outcome.streams.items():
-            mark = events.marks[(outcome.gateway_id, stream)]
+            mark = events.marks[(outcome.store_id, outcome.gateway_id, stream)]
             result.acks.append(
                 wire.Ack(
                     store_id=outcome.store_id,
@@ -108,7 +132,8 @@ async def store_messages(
                         Rejection(
                             topic,
                             "unknown_command",
-                            f"no command {command_result.command_id} was sent to {command_result.gateway_id}",
+                            f"no command {command_result.command_id} was sent to "
+                            f"{command_result.store_id}/{command_result.gateway_id}",
                             wire.encode(command_result),
                             received_at,
                         )
@@ -123,3 +148,67 @@ async def store_messages(
             await operations.apply(session, events.stored_events, result.transitions, now=now, prepared=prepared)
         )
     return result
+
+
+async def _admitted(
+    session: AsyncSession, items: Sequence[Classified], *, accept_unknown: bool, now: datetime
+) -> tuple[list[Classified], list[Rejection]]:
+    """The items of gateways enrolled (and not revoked), and a rejection for each item of any other."""
+    senders: set[GatewayKey] = {sender for item in items if (sender := sender_of(item)) is not None}
+    refused = await admit(session, senders, accept_unknown=accept_unknown, now=now)
+    if not refused:
+        return list(items), []
+    admitted: list[Classified] = []
+    rejections: list[Rejection] = []
+    for item in items:
+        sender = sender_of(item)
+        refusal = refused.get(sender) if sender is not None else None
+        message = message_of(item)
+        if sender is None or refusal is None or message is None:
+            admitted.append(item)
+            continue
+        topic = wire.topic(*sender, CHANNEL_OF[type(item)])
+        received_at = now if isinstance(item, Cleared) else item.received_at
+        rejections.append(Rejection(topic, refusal.reason, refusal.detail, wire.encode(message), received_at))
+    return admitted, rejections
+
+
+async def find_unstorable(
+    session: AsyncSession,
+    item: BatchMessage,
+    *,
+    now: datetime,
+    rejected_keep: int,
+    operations: HubOperations | None = None,
+) -> list[tuple[wire.Event, BaseException]]:
+    """The events of a batch the database refuses, each with its error: the batch stored one event at a time.
+
+    Each event is stored (and applied) alone in a savepoint, after the ones before it, as the whole batch
+    would be. The caller rolls the transaction back and stores the batch again with these set aside.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        # pysqlite opens a transaction only before a write: without one, the first savepoint would open it and
+        # its release commit what the probe stored. This write (of no row) opens it first.
+        await session.execute(update(Store).where(false()).values(event_count=Store.event_count))
+    refused: list[tuple[wire.Event, BaseException]] = []
+    for event in item.batch.events:
+        single = wire.EventBatch.model_construct(
+            v=item.batch.v,
+            store_id=item.batch.store_id,
+            gateway_id=item.batch.gateway_id,
+            sent_at=item.batch.sent_at,
+            events=[event],
+        )
+        try:
+            async with session.begin_nested():
+                await store_messages(
+                    session,
+                    [BatchMessage(single, item.received_at)],
+                    now=now,
+                    rejected_keep=rejected_keep,
+                    operations=operations,
+                    accept_unknown_gateways=True,  # admitted with the unit already
+                )
+        except Exception as err:  # drivers raise more than SQLAlchemyError (OverflowError, DataError, ...)
+            refused.append((event, err))
+    return refused

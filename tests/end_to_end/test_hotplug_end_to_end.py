@@ -79,7 +79,10 @@ async def events_at_hub(hub: RunningHub, **params: str) -> list[dict[str, Any]]:
 @pytest.fixture
 async def hub(tmp_path: Path, mqtt_settings: MqttSettings) -> AsyncIterator[RunningHub]:
     settings = HubSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite3'}", mqtt=mqtt_settings, client_id="hub-hotplug"
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite3'}",
+        mqtt=mqtt_settings,
+        client_id="hub-hotplug",
+        accept_unknown_gateways=True,
     )
     async with running_hub(settings) as running:
         assert await running.runtime.link.wait_connected(5.0)

@@ -82,7 +82,12 @@ async def test_full_outbox_evicts_telemetry_first_and_the_hub_records_the_loss(
         mosquitto.restart()
         http_port = free_port()
         hub_task = asyncio.create_task(
-            serve(HubSettings(database_url=database_url, mqtt=mqtt_settings, http_port=http_port), stop=hub_stop)
+            serve(
+                HubSettings(
+                    database_url=database_url, mqtt=mqtt_settings, http_port=http_port, accept_unknown_gateways=True
+                ),
+                stop=hub_stop,
+            )
         )
 
         async def caught_up() -> bool:

@@ -30,6 +30,7 @@ from edge_agent.outbox import Outbox
 from hub.app import serve
 from hub.db.engine import create_engine
 from hub.db.models import GatewayStream, StoredEvent
+from hub.fleet.commands import add_gateway
 from hub.settings import HubSettings
 from launcher.broker import free_port
 from storegate import wire
@@ -129,6 +130,8 @@ async def test_readings_reach_hub_database_and_api_intact(
 
     expected_total = READINGS_PER_SENSOR * len(SENSORS)
     hub_stop, agent_stop = asyncio.Event(), asyncio.Event()
+    # A hub as deployed takes only enrolled gateways: this one is added first, as an operator would.
+    await add_gateway(database_url, f"{STORE}/{GATEWAY}", by="test-operator")
     hub_task = asyncio.create_task(serve(hub_settings, stop=hub_stop))
     agent = EdgeAgent(config=agent_config, driver_factory=recording_factory)
     agent_task = asyncio.create_task(agent.run(agent_stop))

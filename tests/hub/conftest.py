@@ -230,13 +230,18 @@ def status(
 
 @pytest.fixture
 def hub_settings(sqlite_url: str, mqtt_settings: MqttSettings, tmp_path: Path) -> HubSettings:
-    """Settings of a hub on this test's broker and SQLite file, with its secrets in this test's directory."""
+    """Settings of a hub on this test's broker and SQLite file, with its secrets in this test's directory.
+
+    It accepts gateways it has never seen (enrolling them on first contact), so tests about other things need
+    not enrol their gateways; tests/hub/fleet proves the refusal with the setting off.
+    """
     return load_hub_settings(
         None,
         database_url=sqlite_url,
         mqtt=mqtt_settings,
         client_id=f"hub-{uuid.uuid4().hex[:8]}",
         secrets_dir=tmp_path / "hub-secrets",
+        accept_unknown_gateways=True,
     )
 
 

@@ -169,6 +169,7 @@ async def running_day(database_url: str, mqtt_settings: MqttSettings) -> AsyncIt
         mqtt=mqtt_settings,
         client_id=f"hub-{uuid.uuid4().hex[:8]}",
         operations={"rules_tick_s": 60},  # the test ticks at the moments that matter
+        accept_unknown_gateways=True,
     )
     app = create_app(settings, clock=lambda: clock[0])
     gateway = PlainGateway(mqtt_settings, client_id=f"{GATEWAY}-{uuid.uuid4().hex[:6]}")

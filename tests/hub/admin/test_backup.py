@@ -86,6 +86,11 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "devices": ["fridge-1", "shelf-1"],
             "last_health": {"cpu": 0.25, "backlog": 0, "ok": True, "broker": None},
             "last_health_at": at(3),
+            "enrolled_at": at(0),
+            "enrolled_by": "Zoë at head office",
+            "enrolment": "operator",
+            "revoked_at": None,
+            "revoked_by": None,
         }
     ],
     "gateway_presence": [
@@ -114,7 +119,32 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "payload": {"quantity": "temperature", "value": 4.25, "unit": "Cel"},
         }
     ],
-    "gateway_streams": [{"gateway_id": GATEWAY, "stream": STREAM, "through_seq": 1, "max_seq": 1, "updated_at": at(6)}],
+    "gateway_streams": [
+        {
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "stream": STREAM,
+            "through_seq": 1,
+            "max_seq": 1,
+            "updated_at": at(6),
+        }
+    ],
+    "refused_events": [
+        {
+            "id": 1,
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "stream": STREAM,
+            "seq": 2,
+            "event_id": uid(0xE3),
+            "kind": "shelf.pick",
+            "reason": "invalid_event",
+            "detail": "Event: payload.count: Input should be greater than or equal to 0",
+            "event_json": '{"seq": 2, "payload": {"count": -5}}',
+            "received_at": at(5.5),
+            "recorded_at": at(5.6),
+        }
+    ],
     "data_losses": [
         {
             "id": 1,
@@ -762,7 +792,11 @@ def test_pg_tools_get_the_password_in_the_environment_only() -> None:
 def hub_settings(database_url: str, mqtt_settings: MqttSettings) -> HubSettings:
     """This module's hubs run on SQLite and on PostgreSQL."""
     return load_hub_settings(
-        None, database_url=database_url, mqtt=mqtt_settings, client_id=f"hub-{uuid.uuid4().hex[:8]}"
+        None,
+        database_url=database_url,
+        mqtt=mqtt_settings,
+        client_id=f"hub-{uuid.uuid4().hex[:8]}",
+        accept_unknown_gateways=True,
     )
 
 

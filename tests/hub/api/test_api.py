@@ -82,7 +82,9 @@ async def get(hub: RunningHub, url: str, **params: Any) -> httpx.Response:
 @pytest.fixture
 async def any_db_hub(database_url: str, mqtt_settings: MqttSettings) -> AsyncIterator[RunningHub]:
     """A running hub on SQLite and, in a second run of the test, on PostgreSQL."""
-    settings = load_hub_settings(None, database_url=database_url, mqtt=mqtt_settings, client_id="hub-any-db")
+    settings = load_hub_settings(
+        None, database_url=database_url, mqtt=mqtt_settings, client_id="hub-any-db", accept_unknown_gateways=True
+    )
     async with running_hub(settings) as running:
         yield running
 
@@ -511,10 +513,14 @@ async def test_each_gateways_health_is_exported_as_gauges(hub: RunningHub) -> No
     assert value("storegate_hub_gateway_oldest_unacked_seconds", gw9) == 0  # nothing waiting
     assert value("storegate_hub_gateway_health_timestamp_seconds", gw9) is not None
 
-    await hub.runtime.ingestor.process([health("store-0003", "gw-1", 5, 1.0, 7)])  # gw-1 moved store
+    await hub.runtime.ingestor.process([health("store-0003", "gw-1", 5, 1.0, 7)])  # store-0003's own gw-1
 
-    assert value("storegate_hub_gateway_backlog_events", gw1) is None  # one series per gateway
+    assert value("storegate_hub_gateway_backlog_events", gw1) == 1200  # a gateway is (store, gateway)
     assert value("storegate_hub_gateway_backlog_events", {"store": "store-0003", "gateway": "gw-1"}) == 5
+
+    revoked = await hub.client.post("/api/v1/stores/store-0001/gateways/gw-1/revoke", json={"by": "bob"})
+    assert revoked.status_code == 200
+    assert value("storegate_hub_gateway_backlog_events", gw1) is None  # its series go with it
     assert (
         'storegate_hub_gateway_backlog_events{gateway="gw-9",store="store-0002"} 0.0'
         in (await get(hub, "/metrics")).text

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from hub.db.engine import ping
-from hub.db.models import Gateway, GatewayPresence, RejectedMessage, StoredEvent
+from hub.db.models import Gateway, GatewayPresence, RefusedEvent, RejectedMessage, StoredEvent
 from hub.ingest import consumer as ingest_module
 from hub.ingest.classify import classify
 from hub.ingest.consumer import subscriptions
@@ -91,7 +91,11 @@ def test_shared_subscriptions_when_a_group_is_set() -> None:
 def hub_settings(database_url: str, mqtt_settings: MqttSettings) -> HubSettings:
     """This module's hubs run on SQLite and on PostgreSQL."""
     return load_hub_settings(
-        None, database_url=database_url, mqtt=mqtt_settings, client_id=f"hub-{uuid.uuid4().hex[:8]}"
+        None,
+        database_url=database_url,
+        mqtt=mqtt_settings,
+        client_id=f"hub-{uuid.uuid4().hex[:8]}",
+        accept_unknown_gateways=True,
     )
 
 
@@ -160,7 +164,7 @@ async def test_birth_and_last_will_are_recorded(hub: RunningHub, mqtt_settings: 
         gateway.close()
     async with hub.runtime.sessions() as session:
         presence = (await session.scalars(select(GatewayPresence).order_by(GatewayPresence.id))).all()
-        row = await session.get(Gateway, "gw-1")
+        row = await session.get(Gateway, ("store-0001", "gw-1"))
     assert [(p.online, p.reason) for p in presence] == [(True, "birth"), (False, "lost")]
     assert row is not None
     assert (row.last_status_reason, row.agent_version) == ("lost", "0.1.0")
@@ -168,7 +172,7 @@ async def test_birth_and_last_will_are_recorded(hub: RunningHub, mqtt_settings: 
 
 async def online_of(hub: RunningHub, gateway_id: str, expected: bool) -> bool:
     async with hub.runtime.sessions() as session:
-        row = await session.get(Gateway, gateway_id)
+        row = await session.get(Gateway, ("store-0001", gateway_id))
         return row is not None and row.online is expected
 
 
@@ -220,26 +224,35 @@ async def test_database_outage_holds_the_batch_until_it_can_be_stored(
     assert ingestor.database_ok
 
 
-async def test_a_batch_the_database_refuses_is_rejected_and_the_others_stored(
+async def test_an_event_the_database_refuses_is_set_aside_and_the_others_stored(
     hub: RunningHub, gateway_client: PlainGateway
 ) -> None:
     gateway_client.subscribe(ACKS)
     good = batch_of([reading(stream=uuid.uuid4(), seq=1)])
     # Valid on the wire (seq has no upper bound) but beyond a 64-bit column: every database refuses it.
-    poison = batch_of([reading(stream=uuid.uuid4(), seq=2**63, ts=wire.utc_now())])
+    poison_stream = uuid.uuid4()
+    poison = batch_of([reading(stream=poison_stream, seq=2**63, ts=wire.utc_now())])
 
     result = await hub.runtime.ingestor.process(
         [Incoming(EVENTS, wire.encode(poison), 1, False), Incoming(EVENTS, wire.encode(good), 1, False)]
     )
 
-    assert [(a.through_seq, a.stored) for a in result.acks] == [(1, 1)]
-    (ack,) = await acks_on(gateway_client, 1)
-    assert ack.stream == good.events[0].stream
-    assert rejected(hub, "storage_error") == 1
+    # The poison batch is acknowledged at its stream's mark (nothing held, no seq it could move past).
+    assert sorted((a.stream == good.events[0].stream, a.through_seq, a.stored) for a in result.acks) == [
+        (False, 0, 0),
+        (True, 1, 1),
+    ]
+    await acks_on(gateway_client, 2)
+    registry = hub.runtime.metrics.registry
+    assert registry.get_sample_value("storegate_hub_refused_events_total", {"reason": "storage_error"}) == 1
+    assert rejected(hub, "storage_error") == 0
     async with hub.runtime.sessions() as session:
-        reasons = (await session.scalars(select(RejectedMessage.reason))).all()
+        refused = (await session.scalars(select(RefusedEvent))).all()
         count = (await session.execute(select(func.count()).select_from(StoredEvent))).scalar_one()
-    assert list(reasons) == ["storage_error"]
+    assert [(r.reason, r.stream, r.seq, r.event_id) for r in refused] == [
+        ("storage_error", str(poison_stream), None, str(poison.events[0].event_id))
+    ]
+    assert "the database refused it" in refused[0].detail
     assert count == 1
 
 

@@ -86,7 +86,9 @@ async def test_messages_waiting_behind_a_unit_are_decoded_during_it_and_stored_n
     for batch in (first, second, third):
         link.put(batch)
     # A budget of 3 events: the first batch is a unit of its own, the other two wait behind it.
-    ingestor = HeldFirstUnit(link=link, engine=engine, metrics=HubMetrics(), max_events_per_transaction=3)
+    ingestor = HeldFirstUnit(
+        link=link, engine=engine, metrics=HubMetrics(), max_events_per_transaction=3, accept_unknown_gateways=True
+    )
     ingestor.start()
     try:
         await asyncio.wait_for(ingestor.first_unit_started.wait(), timeout=10)
@@ -115,7 +117,9 @@ async def test_stopping_while_messages_are_decoded_ahead_acknowledges_only_what_
     behind = batch_of([reading(gateway_id="gw-2", stream=uuid.uuid4(), seq=1)])
     link.put(first)
     link.put(behind)
-    ingestor = HeldFirstUnit(link=link, engine=engine, metrics=HubMetrics(), max_events_per_transaction=3)
+    ingestor = HeldFirstUnit(
+        link=link, engine=engine, metrics=HubMetrics(), max_events_per_transaction=3, accept_unknown_gateways=True
+    )
     ingestor.start()
     await asyncio.wait_for(ingestor.first_unit_started.wait(), timeout=10)
     await until(link.waiting.empty, what="the message behind taken while the first unit is stored")

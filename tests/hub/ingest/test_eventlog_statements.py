@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import session_factory
 from hub.db.models import Gateway, GatewayStream, Store
+from hub.fleet.registry import admit
 from hub.ingest.eventlog import EventsOutcome, store_batches
 from storegate import wire
 from tests.hub.conftest import batch_of, reading
@@ -56,14 +57,16 @@ def statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
 
 
 async def store_unit(engine: AsyncEngine, unit: Sequence[Sent], *, now: datetime) -> EventsOutcome:
+    """The unit's gateways admitted (enrolled on first contact), then its batches stored, as store_messages does."""
     async with session_factory(engine)() as session, session.begin():
+        await admit(session, {(s.store_id, s.gateway_id) for s in unit}, accept_unknown=True, now=now)
         return await store_batches(session, [sent.message() for sent in unit], now=now)
 
 
-async def gateways(engine: AsyncEngine) -> dict[str, tuple[str, datetime]]:
+async def gateways(engine: AsyncEngine) -> dict[tuple[str, str], datetime | None]:
     async with session_factory(engine)() as session:
-        rows = await session.execute(select(Gateway.gateway_id, Gateway.store_id, Gateway.last_seen_at))
-        return {gateway_id: (store_id, seen) for gateway_id, store_id, seen in rows}
+        rows = await session.execute(select(Gateway.store_id, Gateway.gateway_id, Gateway.last_seen_at))
+        return {(store_id, gateway_id): seen for store_id, gateway_id, seen in rows}
 
 
 async def stores(engine: AsyncEngine) -> dict[str, tuple[int, datetime | None]]:
@@ -72,12 +75,11 @@ async def stores(engine: AsyncEngine) -> dict[str, tuple[int, datetime | None]]:
         return {store_id: (count, last) for store_id, count, last in rows}
 
 
-async def marks(engine: AsyncEngine) -> dict[tuple[str, str], tuple[int, int]]:
+async def marks(engine: AsyncEngine) -> dict[tuple[str, str, str], tuple[int, int]]:
     async with session_factory(engine)() as session:
-        rows = await session.execute(
-            select(GatewayStream.gateway_id, GatewayStream.stream, GatewayStream.through_seq, GatewayStream.max_seq)
-        )
-        return {(gateway_id, stream): (through, top) for gateway_id, stream, through, top in rows}
+        g = GatewayStream
+        rows = await session.execute(select(g.store_id, g.gateway_id, g.stream, g.through_seq, g.max_seq))
+        return {(store_id, gateway_id, stream): (through, top) for store_id, gateway_id, stream, through, top in rows}
 
 
 def store_of(n: int) -> str:
@@ -97,8 +99,8 @@ async def test_a_unit_of_30_gateways_takes_as_many_statements_as_one_of_2(engine
         sent(store_of(0), known[0], range(4, 6), T0 + timedelta(minutes=5)),
         sent("store-0001", "gw-new-small", range(1, 3), T0 + timedelta(minutes=5)),
     ]
-    # 30 gateways of 5 stores (one of them new): 14 known, one of which moved store and one heard of
-    # with an older receive time than before, and 16 new.
+    # 30 gateways of 5 stores (one of them new): 14 known, one heard of with an older receive time than
+    # before, and 16 new, one of which has a known gateway's id in another store (another gateway).
     moved, late = known[2], known[1]
     large = [
         sent(
@@ -123,57 +125,68 @@ async def test_a_unit_of_30_gateways_takes_as_many_statements_as_one_of_2(engine
 
     assert len(large_statements) == len(small_statements), (small_statements, large_statements)
     assert Counter(large_statements) == Counter(small_statements)
-    assert [(b.gateway_id, b.moved_from) for b in outcome.batches if b.moved_from] == [(moved, store_of(2))]
+    assert len(outcome.batches) == 30
 
-    # What storing one batch at a time would leave: stores counted, last_seen_at only forward, the move followed.
-    expected_gateways: dict[str, tuple[str, datetime]] = {}
+    # What storing one batch at a time would leave: stores counted, last_seen_at only forward, per (store, gateway).
+    expected_gateways: dict[tuple[str, str], datetime | None] = {}
     expected_stores: dict[str, tuple[int, datetime | None]] = {}
     for unit, now in ((first, T0), (small, T0 + timedelta(minutes=10)), (large, T0 + timedelta(minutes=20))):
         for s in unit:
-            seen = max(s.received_at, expected_gateways.get(s.gateway_id, (s.store_id, s.received_at))[1])
-            expected_gateways[s.gateway_id] = (s.store_id, seen)
+            key = (s.store_id, s.gateway_id)
+            expected_gateways[key] = max(s.received_at, expected_gateways.get(key) or s.received_at)
             count = expected_stores.get(s.store_id, (0, None))[0]
             expected_stores[s.store_id] = (count + len(s.seqs), now)
     assert await gateways(engine) == expected_gateways
-    assert (await gateways(engine))[late] == (store_of(1), T0)
-    assert (await gateways(engine))[moved][0] == "store-0009"
+    assert (await gateways(engine))[(store_of(1), late)] == T0
+    assert (await gateways(engine))[(store_of(2), moved)] == T0  # its namesake of store-0009 is another gateway
+    assert (await gateways(engine))[("store-0009", moved)] == T0 + timedelta(minutes=15)
     assert await stores(engine) == expected_stores
+    tops: dict[tuple[str, str], int] = {}
+    for s in [*first, *small, *large]:
+        tops[(s.store_id, s.gateway_id)] = s.seqs[-1]
+    # store-0009's namesake starts at seq 4 of the stream: a gateway of its own, missing 1-3.
     assert await marks(engine) == {
-        (gateway_id, str(streams[gateway_id])): (top, top)
-        for gateway_id, top in {s.gateway_id: s.seqs[-1] for s in [*first, *small, *large]}.items()
+        (store_id, gateway_id, str(streams[gateway_id])): (
+            0 if store_id == "store-0009" and gateway_id == moved else top,
+            top,
+        )
+        for (store_id, gateway_id), top in tops.items()
     }
 
 
-async def test_a_gateway_moving_within_a_unit_is_followed_batch_by_batch(engine: AsyncEngine) -> None:
+async def test_one_gateway_id_in_several_stores_of_a_unit_is_as_many_gateways(engine: AsyncEngine) -> None:
     stream, other = uuid.uuid4(), uuid.uuid4()
     await store_unit(engine, [Sent("store-0001", "gw-1", stream, range(1, 2), T0)], now=T0)
 
     outcome = await store_unit(
         engine,
         [
-            Sent("store-0002", "gw-1", stream, range(2, 3), T0),
+            Sent("store-0002", "gw-1", stream, range(1, 3), T0),
             Sent("store-0002", "gw-1", stream, range(3, 4), T0),
             Sent("store-0003", "gw-2", other, range(1, 2), T0),
-            Sent("store-0001", "gw-1", stream, range(4, 5), T0),
-            Sent("store-0004", "gw-2", other, range(2, 3), T0),
+            Sent("store-0001", "gw-1", stream, range(2, 5), T0),
+            Sent("store-0004", "gw-2", other, range(1, 3), T0),
         ],
         now=T0,
     )
 
-    assert [(b.gateway_id, b.moved_from) for b in outcome.batches] == [
-        ("gw-1", "store-0001"),
-        ("gw-1", None),
-        ("gw-2", None),
-        ("gw-1", "store-0002"),
-        ("gw-2", "store-0003"),
+    assert outcome.rejections == []  # the same stream and seqs under two stores do not collide
+    assert [(b.store_id, b.gateway_id, b.stored) for b in outcome.batches] == [
+        ("store-0002", "gw-1", 2),
+        ("store-0002", "gw-1", 1),
+        ("store-0003", "gw-2", 1),
+        ("store-0001", "gw-1", 3),
+        ("store-0004", "gw-2", 2),
     ]
-    assert {gateway_id: store_id for gateway_id, (store_id, _) in (await gateways(engine)).items()} == {
-        "gw-1": "store-0001",
-        "gw-2": "store-0004",
+    assert set(await gateways(engine)) == {
+        ("store-0001", "gw-1"),
+        ("store-0002", "gw-1"),
+        ("store-0003", "gw-2"),
+        ("store-0004", "gw-2"),
     }
-    assert {store_id: count for store_id, (count, _) in (await stores(engine)).items()} == {
-        "store-0001": 2,
-        "store-0002": 2,
-        "store-0003": 1,
-        "store-0004": 1,
+    assert await marks(engine) == {
+        ("store-0001", "gw-1", str(stream)): (4, 4),
+        ("store-0002", "gw-1", str(stream)): (3, 3),
+        ("store-0003", "gw-2", str(other)): (1, 1),
+        ("store-0004", "gw-2", str(other)): (2, 2),
     }

@@ -25,7 +25,9 @@ from tests.hub.conftest import BASE_TS, batch_of, reading
 
 async def store(engine: AsyncEngine, items: Sequence[Classified]) -> UnitResult:
     async with session_factory(engine)() as session, session.begin():
-        return await store_messages(session, items, now=wire.utc_now(), rejected_keep=10_000)
+        return await store_messages(
+            session, items, now=wire.utc_now(), rejected_keep=10_000, accept_unknown_gateways=True
+        )
 
 
 def batch(events: list[wire.Event]) -> BatchMessage:
@@ -66,7 +68,7 @@ async def loss_rows(engine: AsyncEngine) -> list[tuple[int, int, int, str]]:
 
 async def mark_of(engine: AsyncEngine, stream: uuid.UUID) -> tuple[int, int]:
     async with session_factory(engine)() as session:
-        row = await session.get(GatewayStream, ("gw-1", str(stream)))
+        row = await session.get(GatewayStream, ("store-0001", "gw-1", str(stream)))
         assert row is not None
         return row.through_seq, row.max_seq
 

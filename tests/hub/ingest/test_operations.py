@@ -86,7 +86,12 @@ class Store:
         async with self.operations.unit():
             async with session_factory(self.engine)() as session, session.begin():
                 result = await store_messages(
-                    session, items, now=self.now, rejected_keep=1000, operations=self.operations
+                    session,
+                    items,
+                    now=self.now,
+                    rejected_keep=1000,
+                    operations=self.operations,
+                    accept_unknown_gateways=True,
                 )
             for outcome in result.operations:
                 self.operations.committed(outcome)

@@ -21,7 +21,9 @@ from tests.hub.conftest import batch_of, reading, status
 
 async def store(engine: AsyncEngine, items: Sequence[Classified], *, keep: int = 10_000) -> UnitResult:
     async with session_factory(engine)() as session, session.begin():
-        return await store_messages(session, items, now=wire.utc_now(), rejected_keep=keep)
+        return await store_messages(
+            session, items, now=wire.utc_now(), rejected_keep=keep, accept_unknown_gateways=True
+        )
 
 
 def batch(events: list[wire.Event]) -> BatchMessage:
@@ -89,7 +91,7 @@ async def test_through_seq_is_contiguous_across_out_of_order_batches(engine: Asy
     assert [a.through_seq for a in gap.acks] == [9]
 
     async with session_factory(engine)() as session:
-        mark = await session.get(GatewayStream, ("gw-1", str(stream)))
+        mark = await session.get(GatewayStream, ("store-0001", "gw-1", str(stream)))
         assert mark is not None
         assert mark.through_seq == 9
 
@@ -155,7 +157,7 @@ async def test_status_transitions_are_recorded_once(engine: AsyncEngine) -> None
     assert again.transitions == []
     async with session_factory(engine)() as session:
         presence = (await session.scalars(select(GatewayPresence).order_by(GatewayPresence.id))).all()
-        gateway = await session.get(Gateway, "gw-1")
+        gateway = await session.get(Gateway, ("store-0001", "gw-1"))
     assert [(p.online, p.reason) for p in presence] == [(True, "birth"), (False, "lost")]
     assert gateway is not None
     assert (gateway.online, gateway.last_status_reason) == (False, "lost")
@@ -167,7 +169,7 @@ async def test_a_devices_status_updates_the_devices_without_a_presence_change(en
     await store(engine, [StatusMessage(status(True, "birth", devices=["fridge-1"]), False, now)])
     plugged = await store(engine, [StatusMessage(status(True, "devices", devices=["fridge-1", "scale-1"]), False, now)])
     async with session_factory(engine)() as session:
-        gateway = await session.get(Gateway, "gw-1")
+        gateway = await session.get(Gateway, ("store-0001", "gw-1"))
     assert plugged.transitions == []
     assert gateway is not None
     assert (gateway.devices, gateway.last_status_reason) == (["fridge-1", "scale-1"], "birth")
@@ -181,7 +183,7 @@ async def test_retained_messages_do_not_count_as_signs_of_life(engine: AsyncEngi
     )
     await store(engine, [StatusMessage(old, True, now)])
     async with session_factory(engine)() as session:
-        gateway = await session.get(Gateway, "gw-1")
+        gateway = await session.get(Gateway, ("store-0001", "gw-1"))
     assert gateway is not None
     assert gateway.last_seen_at == old.ts
 
@@ -200,7 +202,7 @@ async def test_health_is_kept_on_the_gateway(engine: AsyncEngine) -> None:
     )
     await store(engine, [HealthMessage(health, False, wire.utc_now())])
     async with session_factory(engine)() as session:
-        gateway = await session.get(Gateway, "gw-1")
+        gateway = await session.get(Gateway, ("store-0001", "gw-1"))
     assert gateway is not None
     assert gateway.last_health is not None
     assert gateway.last_health["outbox_depth"] == 12
@@ -208,15 +210,24 @@ async def test_health_is_kept_on_the_gateway(engine: AsyncEngine) -> None:
     assert gateway.online is None  # no status message yet
 
 
-async def test_gateway_moving_to_another_store_is_followed(engine: AsyncEngine) -> None:
+async def test_the_same_gateway_id_in_another_store_is_another_gateway(engine: AsyncEngine) -> None:
+    """gw-1 of store-0002 sending the same stream and seqs neither moves nor collides with gw-1 of store-0001."""
     stream = uuid.uuid4()
-    await store(engine, [batch([reading(stream=stream, seq=1)])])
-    result = await store(engine, [batch([reading(stream=stream, seq=2, store_id="store-0002")])])
-    assert result.moves == [("gw-1", "store-0001", "store-0002")]
+    first = await store(engine, [batch([reading(stream=stream, seq=1), reading(stream=stream, seq=2)])])
+    other = await store(engine, [batch([reading(stream=stream, seq=1, store_id="store-0002")])])
+
+    assert (first.stored, other.stored, other.rejections) == (2, 1, [])
+    assert [(a.store_id, a.gateway_id, a.through_seq) for a in first.acks + other.acks] == [
+        ("store-0001", "gw-1", 2),
+        ("store-0002", "gw-1", 1),
+    ]
     async with session_factory(engine)() as session:
-        gateway = await session.get(Gateway, "gw-1")
-    assert gateway is not None
-    assert gateway.store_id == "store-0002"
+        gateways = (
+            await session.execute(select(Gateway.store_id, Gateway.gateway_id).order_by(Gateway.store_id))
+        ).all()
+        marks = (await session.execute(select(GatewayStream.store_id, GatewayStream.through_seq))).all()
+    assert [tuple(g) for g in gateways] == [("store-0001", "gw-1"), ("store-0002", "gw-1")]
+    assert sorted(tuple(m) for m in marks) == [("store-0001", 2), ("store-0002", 1)]
 
 
 async def test_rejected_messages_are_pruned_to_the_newest(engine: AsyncEngine) -> None:

@@ -98,7 +98,8 @@ async def add_store(engine: AsyncEngine, store_id: str) -> None:
         Gateway,
         {"gateway_id": f"gw-{store_id}", "store_id": store_id, "online": True, "last_status_reason": "birth",
          "status_changed_at": NOW, "first_seen": NOW, "last_seen_at": NOW, "agent_version": "1",
-         "config_hash": None, "devices": [], "last_health": None, "last_health_at": None},
+         "config_hash": None, "devices": [], "last_health": None, "last_health_at": None, "enrolled_at": NOW,
+         "enrolled_by": "test", "enrolment": "operator"},
     )  # fmt: skip
 
 
