@@ -233,7 +233,6 @@ pki_app = typer.Typer(
     no_args_is_help=True,
 )
 hub_app.add_typer(pki_app, name="pki")
-GatewayArgument = Annotated[str, typer.Argument(help="The gateway, as STORE/GATEWAY.", show_default=False)]
 
 
 def _hub_settings_options(ctx: typer.Context, config: Path | None) -> tuple[Path | None, dict[str, str]]:
