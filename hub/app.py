@@ -28,6 +28,7 @@ from hub.alerting import alerts_api, rules_api, webhooks_api
 from hub.alerting.monitoring import MonitoringSettings
 from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
+from hub.alerting.webhooks import quiet_leaky_library_logs
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher
@@ -260,6 +261,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
             {"name": "dashboard", "description": "the HTML page for people"},
         ],
     )
+    quiet_leaky_library_logs()  # before any request: their DEBUG lines carry webhook URLs
     app.state.settings = settings
     app.state.clock = clock
     app.state.runtime = None

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+import ssl
 import time
 import weakref
 from collections.abc import Callable
@@ -33,6 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from hub.alerting.egress import GuardedBackend, GuardedTransport, Resolver
+from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import notice_bytes
 from hub.alerting.notification_settings import NotificationSettings
@@ -54,8 +58,6 @@ WEBHOOK_CACHE_TTL_S: Final = 5.0
 # A claimed delivery is retried this long after its attempt's timeout if no outcome was recorded
 # (the hub stopped mid-request), so a crash neither loses it nor sends it twice at once.
 CLAIM_MARGIN_S: Final = 30.0
-# Bytes of a refused response's body kept in last_error, to say why without storing a whole page.
-ERROR_EXCERPT_BYTES: Final = 200
 
 
 # --------------------------------------------------------------------------- signatures
@@ -98,6 +100,20 @@ def verify_signature(
     except ValueError:
         return False
     return abs((time.time() if now is None else now) - sent) <= max_age_s
+
+
+# Libraries whose INFO and DEBUG lines carry what must not be logged: httpx and httpcore print each request's
+# full URL (whose query may hold a receiver's token), aiosqlite every statement with its parameters (a webhook's
+# URL as it is stored). The hub logs its own lines, by id.
+LEAKY_LOGGERS: Final = ("httpx", "httpcore", "aiosqlite")
+
+
+def quiet_leaky_library_logs() -> None:
+    """Raise the loggers of :data:`LEAKY_LOGGERS` to WARNING; their warnings and errors still pass."""
+    for name in LEAKY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- queueing (alert transaction)
@@ -206,6 +222,12 @@ class WebhookMetrics:
         )
         for outcome in DELIVERY_OUTCOMES:  # every series from the start, so rate() sees the first failure
             self.deliveries.labels(outcome=outcome)
+        self.targets_refused = Counter(
+            "storegate_hub_webhook_targets_refused",
+            "webhook connections refused because the host is or resolves to an address that is not public "
+            "(loopback, private, link-local, ...) and not allow-listed",
+            registry=registry,
+        )
         self.pending = Gauge(
             "storegate_hub_webhook_deliveries_pending",
             "webhook deliveries waiting for their next attempt",
@@ -259,9 +281,15 @@ class WebhookSender:
         settings: NotificationSettings,
         clock: Callable[[], datetime] = wire.utc_now,
         write_gate: WriteGate = NO_TURNS,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = WebhookMetrics(registry)
+        self._policy = EgressPolicy.from_entries(settings.webhook_allowed_networks)
+        self._resolver = resolver  # None: the system's; tests play DNS with their own
+        self._ssl_context = ssl_context  # None: the system's trusted CAs
+        quiet_leaky_library_logs()
         self._sessions = session_factory(engine)
         self._gate = write_gate
         self._clock = clock
@@ -276,9 +304,20 @@ class WebhookSender:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            # No redirects: the signature is for the registered URL, and a 3xx is a misconfiguration.
-            self._http = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
+            backend = GuardedBackend(policy=self._policy, resolver=self._resolver, on_refused=self._refused)
+            # No redirects: the signature is for the registered URL, a 3xx is a misconfiguration, and a
+            # redirect could point anywhere. No proxy from the environment: it would connect unchecked.
+            self._http = httpx.AsyncClient(
+                transport=GuardedTransport(backend=backend, ssl_context=self._ssl_context),
+                timeout=self.settings.timeout_s,
+                follow_redirects=False,
+                trust_env=False,
+            )
         return self._http
+
+    def _refused(self, host: str, problem: str) -> None:
+        self.metrics.targets_refused.inc()
+        log.warning("webhook_target_refused", host=host, problem=problem)
 
     async def deliver_due(self) -> int:
         """Attempt every delivery due now (up to ``batch_size``); return how many were attempted."""
@@ -386,11 +425,13 @@ class WebhookSender:
             # httpx's timeout is per read; this bounds the whole exchange, a trickling receiver included.
             async with asyncio.timeout(self.settings.timeout_s):
                 async with self._client().stream("POST", delivery.url, content=body, headers=headers) as response:
+                    # Only the status is kept: the body is the receiver's, may be anything (an internal page,
+                    # a token), and the delivery history is readable by every API user.
                     if 200 <= response.status_code < 300:
                         return _AttemptResult(ok=True, status_code=response.status_code, error=None)
-                    excerpt = await _excerpt(response)
-                    error = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
-                    return _AttemptResult(ok=False, status_code=response.status_code, error=error)
+                    return _AttemptResult(
+                        ok=False, status_code=response.status_code, error=f"HTTP {response.status_code}"
+                    )
         except TimeoutError:
             return _AttemptResult(ok=False, status_code=None, error=f"no answer within {self.settings.timeout_s:g} s")
         except Exception as err:  # connection refused, TLS, DNS, a broken response: all retried alike
@@ -466,13 +507,3 @@ class WebhookSender:
             return self.settings.poll_interval_s
         wait = (self._next_due - self._clock()).total_seconds()
         return min(max(wait, 0.0), self.settings.poll_interval_s)
-
-
-async def _excerpt(response: httpx.Response) -> str:
-    """The start of a response body, on one line, without reading all of a large one."""
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data.extend(chunk)
-        if len(data) >= ERROR_EXCERPT_BYTES:
-            break
-    return _one_line(bytes(data[:ERROR_EXCERPT_BYTES]).decode(errors="replace"), ERROR_EXCERPT_BYTES)

@@ -12,18 +12,23 @@ from typing import Annotated, Final
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
+import structlog
 from fastapi import APIRouter, Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.alerting.egress import url_problem
+from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import ACTOR_LENGTH, URL_LENGTH, NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import NotificationEvent
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
-from hub.api.deps import NowDep, SessionDep
+from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.schemas import ApiModel
 from storegate import wire
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["notifications"])
 
@@ -143,6 +148,12 @@ def _secret_problem(secret: str) -> str | None:
     return None
 
 
+def _refused(field_name: str, problem: str) -> JSONResponse:
+    # FastAPI's own 422 would include the refused input (a secret, a URL's password); this one names the field.
+    detail = [{"loc": ["body", field_name], "msg": problem, "type": "value_error"}]
+    return JSONResponse(status_code=422, content={"detail": detail, "message": f"{field_name}: {problem}"})
+
+
 ActorHeader = Annotated[
     str | None,
     Header(
@@ -158,16 +169,24 @@ ActorHeader = Annotated[
     "",
     status_code=201,
     response_model=WebhookCreatedOut,
-    responses={422: {"description": "a bad URL, secret, store id or event; `message` names the field"}},
+    responses={
+        422: {
+            "description": "a bad URL, secret, store id or event; `message` names the field. A URL with a user "
+            "name or password, or whose host is or resolves to a loopback, private, link-local, multicast or "
+            "reserved address that notifications.webhook_allowed_networks does not list, is refused"
+        }
+    },
 )
 async def create_webhook(
-    webhook_in: WebhookIn, session: SessionDep, now: NowDep, actor: ActorHeader = None
+    webhook_in: WebhookIn, session: SessionDep, now: NowDep, settings: SettingsDep, actor: ActorHeader = None
 ) -> WebhookCreatedOut | JSONResponse:
     """Register a webhook; the answer holds its secret, which is never shown again."""
     if webhook_in.secret is not None and (problem := _secret_problem(webhook_in.secret)) is not None:
-        # FastAPI's own 422 would include the refused input; this one names the field, not the value.
-        detail = [{"loc": ["body", "secret"], "msg": problem, "type": "value_error"}]
-        return JSONResponse(status_code=422, content={"detail": detail, "message": f"secret: {problem}"})
+        return _refused("secret", problem)
+    policy = EgressPolicy.from_entries(settings.notifications.webhook_allowed_networks)
+    if (problem := await url_problem(webhook_in.url, policy)) is not None:
+        log.warning("webhook_url_refused", problem=problem)
+        return _refused("url", problem)
     secret = webhook_in.secret if webhook_in.secret is not None else secrets.token_urlsafe(GENERATED_SECRET_BYTES)
     webhook = Webhook(
         webhook_id=str(uuid4()),

@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -173,15 +174,24 @@ class NoLink:
         raise AssertionError("nothing is published while disconnected")
 
 
+# The receivers of these tests listen on loopback, which webhooks may reach only when allow-listed.
+LOOPBACK_ALLOWED = {"webhook_allowed_networks": ("127.0.0.1/32",)}
+
+
 def dispatcher_for(
     engine: AsyncEngine,
     *,
     link: Any = None,
     clock: Any = None,
     registry: CollectorRegistry | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     **settings: Any,
 ) -> NotificationDispatcher:
+    """A dispatcher on ``engine`` whose webhooks may reach 127.0.0.1 unless ``settings`` say otherwise."""
+    settings = LOOPBACK_ALLOWED | settings
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
+    if ssl_context is not None:
+        kwargs["ssl_context"] = ssl_context
     return NotificationDispatcher(
         engine=engine,
         link=link if link is not None else NoLink(),
@@ -421,7 +431,7 @@ async def test_delivery_retries_with_backoff_until_the_receiver_takes_it(
         assert await dispatcher.deliver_due() == 1
         [delivery] = await deliveries(engine)
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, 500)
-        assert delivery.last_error == "HTTP 500: receiver down for maintenance"
+        assert delivery.last_error == "HTTP 500"  # the status, never the receiver's words
         assert delivery.next_attempt_at == T0 + timedelta(seconds=5)
 
         clock.advance(4.9)
@@ -489,8 +499,7 @@ async def test_delivery_gives_up_after_max_attempts_and_never_logs_the_secret(
     assert outcome[broken].last_status_code == 500
     broken_error = outcome[broken].last_error
     assert broken_error is not None
-    assert broken_error.startswith("HTTP 500: <html>xxx")
-    assert len(broken_error) < 300  # an excerpt, not the page
+    assert broken_error == "HTTP 500"  # not a byte of the receiver's page
     assert outcome[refused].last_status_code is None
     refused_error = outcome[refused].last_error
     assert refused_error is not None
@@ -757,7 +766,9 @@ async def test_notices_made_while_the_broker_is_down_go_out_in_order_when_it_is_
 @pytest.fixture
 async def api(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """The hub's app (as create_app builds it) on this test's database, without its lifespan."""
-    app = create_app(load_hub_settings(None, database_url="sqlite+aiosqlite:///unused.sqlite3"))
+    app = create_app(
+        load_hub_settings(None, database_url="sqlite+aiosqlite:///unused.sqlite3", notifications=LOOPBACK_ALLOWED)
+    )
     sessions = session_factory(engine)
 
     async def session() -> AsyncIterator[AsyncSession]:
