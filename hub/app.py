@@ -28,6 +28,7 @@ from hub.alerting import alerts_api, rules_api, webhooks_api
 from hub.alerting.monitoring import MonitoringSettings
 from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
+from hub.alerting.secret_box import SecretBox, SecretKeyError, seal_stored_secrets
 from hub.alerting.webhooks import quiet_leaky_library_logs
 from hub.api import events, gateways, health, losses, pages, stores
 from hub.catalog import api as catalog
@@ -82,6 +83,7 @@ async def _start(
     database_file = sqlite_path(settings.database_url)
     engine = create_engine(settings.database_url, background_checkpoint=database_file is not None)
     stack.push_async_callback(engine.dispose)
+    secret_box = await _seal_webhook_secrets(settings, engine)
     if database_file is not None:
         checkpointer = WalCheckpointer(path=database_file)
         checkpointer.start()
@@ -98,7 +100,9 @@ async def _start(
     await stack.enter_async_context(link)
     metrics.queue_depth.set_function(lambda: link.queue_depth)
     metrics.mqtt_connected.set_function(lambda: 1 if link.connected else 0)
-    operations, commands = await _start_operations(settings, engine, link, stack, clock, metrics, write_gate)
+    operations, commands = await _start_operations(
+        settings, engine, link, stack, clock, metrics, write_gate, secret_box
+    )
     ingestor = Ingestor(
         link=link,
         engine=engine,
@@ -125,6 +129,18 @@ async def _start(
     )
 
 
+async def _seal_webhook_secrets(settings: HubSettings, engine: AsyncEngine) -> SecretBox:
+    """The webhook key (made on first use); secrets stored in plain text, or under an older key, sealed anew."""
+    try:
+        box = SecretBox.open(settings.secrets_dir)
+    except SecretKeyError as err:
+        raise HubStartupError(f"cannot use the webhook key: {err}") from err
+    sealed = await seal_stored_secrets(engine, box)
+    if sealed:
+        log.info("webhook_secrets_sealed", webhooks=sealed)
+    return box
+
+
 async def _start_operations(
     hub_settings: HubSettings,
     engine: AsyncEngine,
@@ -133,6 +149,7 @@ async def _start_operations(
     clock: Callable[[], datetime],
     metrics: HubMetrics,
     write_gate: WriteGate,
+    secret_box: SecretBox,
 ) -> tuple[HubOperations | None, CommandPublisher | None]:
     """Seed the default rules, warm the rules up, start the ticker, the command and notification senders."""
     settings = hub_settings.operations
@@ -167,6 +184,7 @@ async def _start_operations(
         settings=hub_settings.notifications,
         clock=clock,
         write_gate=write_gate,
+        secret_box=secret_box,
     )
     operations.add_sender(dispatcher)
     dispatcher.start()

@@ -31,6 +31,7 @@ from hub.alerting.egress import Resolver
 from hub.alerting.models import AlertRow, NotificationRow
 from hub.alerting.notices import AlertLink, NoticePublisher, NotificationEvent, alert_notice
 from hub.alerting.notification_settings import NotificationSettings
+from hub.alerting.secret_box import SecretBox
 from hub.alerting.webhooks import WebhookSender, describe_failure, queue_deliveries
 from hub.db.writegate import NO_TURNS, WriteGate
 from storegate import wire
@@ -98,6 +99,7 @@ class NotificationDispatcher:
         registry: CollectorRegistry,
         settings: NotificationSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
+        secret_box: SecretBox,
         write_gate: WriteGate = NO_TURNS,
         resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -112,6 +114,7 @@ class NotificationDispatcher:
             settings=self.settings,
             clock=clock,
             write_gate=write_gate,
+            secret_box=secret_box,
             resolver=resolver,
             ssl_context=ssl_context,
         )

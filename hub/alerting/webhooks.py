@@ -40,6 +40,7 @@ from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import notice_bytes
 from hub.alerting.notification_settings import NotificationSettings
+from hub.alerting.secret_box import SecretBox, SecretUnreadable
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.writegate import NO_TURNS, WriteGate
@@ -245,7 +246,10 @@ class _DueDelivery:
     event: str
     body: dict[str, Any] = field(repr=False)
     url: str = field(repr=False)
-    secret: str = field(repr=False)  # never in a repr, so never in a log line by accident
+    # Sealed (hub.alerting.secret_box), or plain text from before migration 0007 until the hub seals it;
+    # never in a repr, so never in a log line by accident.
+    secret_sealed: str | None = field(repr=False)
+    legacy_secret: str = field(repr=False)
     enabled: bool = True
 
 
@@ -256,6 +260,8 @@ class _AttemptResult:
     ok: bool
     status_code: int | None
     error: str | None
+    started_at: datetime
+    duration_ms: int
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -280,12 +286,14 @@ class WebhookSender:
         registry: CollectorRegistry,
         settings: NotificationSettings,
         clock: Callable[[], datetime] = wire.utc_now,
+        secret_box: SecretBox,
         write_gate: WriteGate = NO_TURNS,
         resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = WebhookMetrics(registry)
+        self._secret_box = secret_box
         self._policy = EgressPolicy.from_entries(settings.webhook_allowed_networks)
         self._resolver = resolver  # None: the system's; tests play DNS with their own
         self._ssl_context = ssl_context  # None: the system's trusted CAs
@@ -332,7 +340,8 @@ class WebhookSender:
                         NotificationRow.event,
                         NotificationRow.body,
                         Webhook.url,
-                        Webhook.secret,
+                        Webhook.secret_sealed,
+                        Webhook.legacy_secret,
                         Webhook.enabled,
                     )
                     .join(NotificationRow, NotificationRow.id == WebhookDelivery.notification_id)
@@ -350,10 +359,11 @@ class WebhookSender:
                 event=event,
                 body=body,
                 url=url,
-                secret=secret,
+                secret_sealed=sealed,
+                legacy_secret=legacy,
                 enabled=enabled,
             )
-            for notification_id, webhook_id, attempts, event, body, url, secret, enabled in rows
+            for notification_id, webhook_id, attempts, event, body, url, sealed, legacy, enabled in rows
         ]
         claimed = await self._claim(due, now=now)
         if claimed:
@@ -409,17 +419,37 @@ class WebhookSender:
             self.metrics.deliveries.labels(outcome=outcome).inc()
         return claimed
 
+    def _secret_of(self, delivery: _DueDelivery) -> str:
+        if delivery.secret_sealed is not None:
+            return self._secret_box.unseal(delivery.secret_sealed)
+        if delivery.legacy_secret:
+            return delivery.legacy_secret
+        raise SecretUnreadable("the webhook has no secret")
+
     async def _attempt(self, delivery: _DueDelivery) -> _AttemptResult:
-        """POST the notice, signed; never raises."""
+        """POST the notice, signed; never raises. Times the exchange; keeps the status, never the body."""
+        started_at = self._clock()
+        started = time.monotonic()
+
+        def ended(*, ok: bool, status_code: int | None, error: str | None) -> _AttemptResult:
+            duration_ms = round((time.monotonic() - started) * 1000)
+            return _AttemptResult(
+                ok=ok, status_code=status_code, error=error, started_at=started_at, duration_ms=duration_ms
+            )
+
+        try:
+            secret = self._secret_of(delivery)
+        except SecretUnreadable as err:
+            return ended(ok=False, status_code=None, error=f"not sent: {err}")
         body = notice_bytes(delivery.body)
-        timestamp = int(self._clock().timestamp())
+        timestamp = int(started_at.timestamp())
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "storegate-hub",
             "X-Storegate-Event": delivery.event,
             "X-Storegate-Delivery": f"{delivery.notification_id}-{delivery.webhook_id}",
             "X-Storegate-Timestamp": str(timestamp),
-            "X-Storegate-Signature": sign(delivery.secret, timestamp, body),
+            "X-Storegate-Signature": sign(secret, timestamp, body),
         }
         try:
             # httpx's timeout is per read; this bounds the whole exchange, a trickling receiver included.
@@ -427,15 +457,14 @@ class WebhookSender:
                 async with self._client().stream("POST", delivery.url, content=body, headers=headers) as response:
                     # Only the status is kept: the body is the receiver's, may be anything (an internal page,
                     # a token), and the delivery history is readable by every API user.
-                    if 200 <= response.status_code < 300:
-                        return _AttemptResult(ok=True, status_code=response.status_code, error=None)
-                    return _AttemptResult(
-                        ok=False, status_code=response.status_code, error=f"HTTP {response.status_code}"
-                    )
+                    status_code = response.status_code
+                    if 200 <= status_code < 300:
+                        return ended(ok=True, status_code=status_code, error=None)
+                    return ended(ok=False, status_code=status_code, error=f"HTTP {status_code}")
         except TimeoutError:
-            return _AttemptResult(ok=False, status_code=None, error=f"no answer within {self.settings.timeout_s:g} s")
-        except Exception as err:  # connection refused, TLS, DNS, a broken response: all retried alike
-            return _AttemptResult(ok=False, status_code=None, error=describe_failure(err))
+            return ended(ok=False, status_code=None, error=f"no answer within {self.settings.timeout_s:g} s")
+        except Exception as err:  # connection refused, TLS, DNS, a refused address: all retried alike
+            return ended(ok=False, status_code=None, error=describe_failure(err))
 
     async def _record(self, delivery: _DueDelivery, result: _AttemptResult) -> None:
         """Store how the attempt ended: delivered, pending again with its next time, or failed."""
@@ -460,6 +489,8 @@ class WebhookSender:
                 outcome = "retry"
                 values["next_attempt_at"] = finished + self.settings.retry_delay(attempts)
         values["last_status_code"] = result.status_code
+        values["last_attempt_at"] = result.started_at
+        values["last_duration_ms"] = result.duration_ms
         try:
             async with self._gate.turn(writegate.NOTIFICATIONS), self._sessions() as session, session.begin():
                 await session.execute(

@@ -1,7 +1,9 @@
 """``/api/v1/webhooks``: register, list and disable the webhooks that receive alert notifications.
 
 A webhook's secret is returned once, in the answer to its creation, and never again: not in lists,
-not in delivery histories, not in logs. Disabling keeps the webhook and its deliveries as history.
+not in delivery histories, not in logs. It is stored encrypted (:mod:`hub.alerting.secret_box`).
+Disabling keeps the webhook and its deliveries as history. A URL must not reach the hub's own network
+(:mod:`hub.alerting.egress`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from hub.alerting.egress import url_problem
 from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import ACTOR_LENGTH, URL_LENGTH, NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import NotificationEvent
+from hub.alerting.secret_box import SecretBox, SecretKeyError
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.schemas import ApiModel
@@ -114,7 +117,11 @@ class DeliveryOut(ApiModel):
     attempts: int
     next_attempt_at: datetime | None = Field(description="when it is tried next; null unless pending")
     last_status_code: int | None = Field(description="HTTP status of the last attempt; null if there was no answer")
-    last_error: str | None = Field(description="why the last attempt failed")
+    last_error: str | None = Field(
+        description="why the last attempt failed: the HTTP status or the connection's error, never the answer's body"
+    )
+    last_attempt_at: datetime | None = Field(description="when the last attempt started; null before the first")
+    last_duration_ms: int | None = Field(description="how long the last attempt took, in milliseconds")
     delivered_at: datetime | None
     created_at: datetime = Field(description="when the alert transition was recorded")
 
@@ -188,10 +195,15 @@ async def create_webhook(
         log.warning("webhook_url_refused", problem=problem)
         return _refused("url", problem)
     secret = webhook_in.secret if webhook_in.secret is not None else secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+    try:
+        box = SecretBox.open(settings.secrets_dir)
+    except SecretKeyError as err:
+        log.error("webhook_key_unusable", problem=str(err))
+        raise HTTPException(status_code=503, detail=f"the hub cannot encrypt webhook secrets: {err}") from None
     webhook = Webhook(
         webhook_id=str(uuid4()),
         url=webhook_in.url,
-        secret=secret,
+        secret_sealed=box.seal(secret),
         store_ids=None if webhook_in.store_ids is None else sorted(set(webhook_in.store_ids)),
         events=None if webhook_in.events is None else sorted(set(webhook_in.events)),
         enabled=True,
@@ -270,6 +282,8 @@ async def list_deliveries(
             next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
             last_status_code=delivery.last_status_code,
             last_error=delivery.last_error,
+            last_attempt_at=delivery.last_attempt_at,
+            last_duration_ms=delivery.last_duration_ms,
             delivered_at=delivery.delivered_at,
             created_at=created_at,
         )

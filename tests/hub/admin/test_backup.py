@@ -425,7 +425,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {
             "webhook_id": WEBHOOK,
             "url": "https://ops.example.net/hooks/storegate",
-            "secret": "whsec-0123456789",
+            "legacy_secret": "",
+            "secret_sealed": "gAAAAABnS2VhbGVkLXNlY3JldC1zdGFuZC1pbg==",  # opaque to a backup: any text
             "store_ids": [STORE],
             "events": None,
             "enabled": True,
@@ -442,6 +443,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "next_attempt_at": at(60),
             "last_error": "HTTP 503",
             "last_status_code": 503,
+            "last_attempt_at": at(30),
+            "last_duration_ms": 1200,
             "delivered_at": None,
         }
     ],

@@ -46,6 +46,7 @@ from tests.hub.alerting.test_notifications import (
     add_webhook,
     deliveries,
     dispatcher_for,
+    hub_settings_for,
     receiver,
     record,
     sample,
@@ -80,10 +81,9 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> PlayedDns:
     return played
 
 
-def api_for(engine: AsyncEngine, **notifications: Any) -> httpx.AsyncClient:
+def api_for(engine: AsyncEngine, tmp_path: Path, **notifications: Any) -> httpx.AsyncClient:
     """An HTTP client on the hub's app whose webhooks have these notification settings."""
-    settings = load_hub_settings(None, database_url="sqlite+aiosqlite:///unused.sqlite3", notifications=notifications)
-    app = create_app(settings)
+    app = create_app(hub_settings_for(tmp_path, notifications=notifications))
     sessions = session_factory(engine)
 
     async def session() -> AsyncIterator[AsyncSession]:
@@ -169,8 +169,10 @@ def test_a_bad_allow_list_entry_is_a_settings_error_naming_it() -> None:
         ("http://240.0.0.1/", "240.0.0.1 is a"),
     ],
 )
-async def test_create_refuses_targets_on_the_hubs_own_network(engine: AsyncEngine, url: str, why: str) -> None:
-    async with api_for(engine, **NO_ALLOW_LIST) as api:
+async def test_create_refuses_targets_on_the_hubs_own_network(
+    engine: AsyncEngine, tmp_path: Path, url: str, why: str
+) -> None:
+    async with api_for(engine, tmp_path, **NO_ALLOW_LIST) as api:
         response = await api.post("/api/v1/webhooks", json={"url": url})
         assert response.status_code == 422, response.text
         message = response.json()["message"]
@@ -189,8 +191,8 @@ async def test_create_refuses_targets_on_the_hubs_own_network(engine: AsyncEngin
         "https://alarms.example.com@127.0.0.1/in",
     ],
 )
-async def test_create_refuses_userinfo_without_echoing_it(engine: AsyncEngine, url: str) -> None:
-    async with api_for(engine, **NO_ALLOW_LIST) as api:
+async def test_create_refuses_userinfo_without_echoing_it(engine: AsyncEngine, tmp_path: Path, url: str) -> None:
+    async with api_for(engine, tmp_path, **NO_ALLOW_LIST) as api:
         response = await api.post("/api/v1/webhooks", json={"url": url})
         assert response.status_code == 422, response.text
         assert response.json()["message"].startswith("url: must not contain a user name or password")
@@ -198,10 +200,12 @@ async def test_create_refuses_userinfo_without_echoing_it(engine: AsyncEngine, u
         assert (await api.get("/api/v1/webhooks")).json()["items"] == []
 
 
-async def test_create_resolves_a_name_and_refuses_one_that_points_inside(engine: AsyncEngine, dns: PlayedDns) -> None:
+async def test_create_resolves_a_name_and_refuses_one_that_points_inside(
+    engine: AsyncEngine, dns: PlayedDns, tmp_path: Path
+) -> None:
     dns.answers["intranet.example"] = ["10.9.8.7"]
     dns.answers["alarms.example"] = ["93.184.216.34", "2606:2800:220:1::1"]
-    async with api_for(engine, **NO_ALLOW_LIST) as api:
+    async with api_for(engine, tmp_path, **NO_ALLOW_LIST) as api:
         inside = await api.post("/api/v1/webhooks", json={"url": "https://intranet.example/hook"})
         assert inside.status_code == 422
         assert "intranet.example resolves to 10.9.8.7, a private address" in inside.json()["message"]
@@ -214,10 +218,10 @@ async def test_create_resolves_a_name_and_refuses_one_that_points_inside(engine:
 
 
 async def test_an_admin_allow_list_lets_a_named_or_numbered_inside_target_through(
-    engine: AsyncEngine, dns: PlayedDns
+    engine: AsyncEngine, dns: PlayedDns, tmp_path: Path
 ) -> None:
     dns.answers["receiver.internal"] = ["10.9.8.7"]
-    async with api_for(engine, webhook_allowed_networks=["127.0.0.1/32", "receiver.internal"]) as api:
+    async with api_for(engine, tmp_path, webhook_allowed_networks=["127.0.0.1/32", "receiver.internal"]) as api:
         for url in ("http://127.0.0.1:8080/in", "http://0x7f000001:8080/in", "https://receiver.internal/in"):
             response = await api.post("/api/v1/webhooks", json={"url": url})
             assert response.status_code == 201, (url, response.text)
@@ -262,11 +266,11 @@ async def test_stored_targets_on_loopback_are_never_contacted(engine: AsyncEngin
 
 
 async def test_dns_rebinding_to_loopback_is_refused_at_connect_time(
-    engine: AsyncEngine, receiver: Receiver, dns: PlayedDns
+    engine: AsyncEngine, receiver: Receiver, dns: PlayedDns, tmp_path: Path
 ) -> None:
     port = receiver.base_url.rsplit(":", 1)[1]
     dns.answers["rebind.example"] = ["93.184.216.34"]  # public when the webhook is created
-    async with api_for(engine, **NO_ALLOW_LIST) as api:
+    async with api_for(engine, tmp_path, **NO_ALLOW_LIST) as api:
         created = await api.post("/api/v1/webhooks", json={"url": f"http://rebind.example:{port}/in"})
         assert created.status_code == 201, created.text
     webhook_id = created.json()["webhook_id"]
