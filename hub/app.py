@@ -130,12 +130,13 @@ async def _start(
 
 
 async def _seal_webhook_secrets(settings: HubSettings, engine: AsyncEngine) -> SecretBox:
-    """The webhook key (made on first use); secrets stored in plain text, or under an older key, sealed anew."""
+    """The webhook key (made when a secret first needs it); secrets in plain text, or under an older key, sealed."""
+    box = SecretBox.open(settings.secrets_dir)
     try:
-        box = SecretBox.open(settings.secrets_dir)
+        box.check()
+        sealed = await seal_stored_secrets(engine, box)
     except SecretKeyError as err:
         raise HubStartupError(f"cannot use the webhook key: {err}") from err
-    sealed = await seal_stored_secrets(engine, box)
     if sealed:
         log.info("webhook_secrets_sealed", webhooks=sealed)
     return box

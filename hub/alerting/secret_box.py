@@ -48,35 +48,39 @@ def new_key() -> str:
 
 
 class SecretBox:
-    """Seals and opens webhook secrets with the keys of one key file (the first one seals)."""
+    """Seals and opens webhook secrets with the keys of one key file (the first one seals).
 
-    def __init__(self, keys: Sequence[str | bytes]) -> None:
-        if not keys:
-            raise SecretKeyError("no key")
-        try:
-            fernets = [Fernet(key) for key in keys]
-        except (ValueError, TypeError):
-            raise SecretKeyError("a line is not a Fernet key (32 url-safe base64-encoded bytes)") from None
-        self._primary = fernets[0]
-        self._fernet = MultiFernet(fernets)
+    :meth:`open` reads (or makes) the key file when a secret is first sealed or opened, not before: a hub
+    without webhooks never needs the key, and never writes it.
+    """
+
+    def __init__(self, keys: Sequence[str | bytes] | None = None, *, path: Path | None = None) -> None:
+        self._path = path
+        self._fernets: tuple[Fernet, MultiFernet] | None = None if keys is None else _fernets(keys)
 
     @classmethod
     def open(cls, secrets_dir: Path) -> SecretBox:
-        """The box of ``secrets_dir``'s key file, which is created (with one new key) if there is none."""
-        path = key_file(secrets_dir)
-        if not path.exists():
-            _create_key_file(path)
-        if not is_private(path):
-            raise SecretKeyError(f"{path} may be read by others: make it 0600 (chmod 600 {path})")
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise SecretKeyError(f"cannot read {path}: {err.strerror or err}") from None
-        keys = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-        try:
-            return cls(keys)
-        except SecretKeyError as err:
-            raise SecretKeyError(f"{path}: {err}") from None
+        """The box of ``secrets_dir``'s key file, made (with one new key) when a secret first needs it."""
+        return cls(path=key_file(secrets_dir))
+
+    def check(self) -> None:
+        """Read an existing key file now, so a broken one stops the hub at start; SecretKeyError says why."""
+        if self._path is None or self._path.exists():
+            self._keys()
+
+    def _keys(self) -> tuple[Fernet, MultiFernet]:
+        if self._fernets is None:
+            assert self._path is not None
+            self._fernets = _read_key_file(self._path)
+        return self._fernets
+
+    @property
+    def _primary(self) -> Fernet:
+        return self._keys()[0]
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        return self._keys()[1]
 
     def seal(self, secret: str) -> str:
         """``secret`` encrypted under the first key."""
@@ -103,6 +107,33 @@ class SecretBox:
             return self._fernet.rotate(sealed.encode()).decode()
         except InvalidToken:
             raise SecretUnreadable("the webhook's secret does not open with the hub's key file") from None
+
+
+def _fernets(keys: Sequence[str | bytes]) -> tuple[Fernet, MultiFernet]:
+    if not keys:
+        raise SecretKeyError("no key")
+    try:
+        fernets = [Fernet(key) for key in keys]
+    except (ValueError, TypeError):
+        raise SecretKeyError("a line is not a Fernet key (32 url-safe base64-encoded bytes)") from None
+    return fernets[0], MultiFernet(fernets)
+
+
+def _read_key_file(path: Path) -> tuple[Fernet, MultiFernet]:
+    """The keys of ``path``, which is made (0600, one new key) if it does not exist; SecretKeyError says why not."""
+    try:
+        if not path.exists():
+            _create_key_file(path)
+        if not is_private(path):
+            raise SecretKeyError(f"{path} may be read by others: make it 0600 (chmod 600 {path})")
+        text = path.read_text()
+    except OSError as err:
+        raise SecretKeyError(f"cannot use {path}: {err.strerror or err}") from None
+    keys = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        return _fernets(keys)
+    except SecretKeyError as err:
+        raise SecretKeyError(f"{path}: {err}") from None
 
 
 def key_file(secrets_dir: Path) -> Path:

@@ -40,7 +40,7 @@ from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import notice_bytes
 from hub.alerting.notification_settings import NotificationSettings
-from hub.alerting.secret_box import SecretBox, SecretUnreadable
+from hub.alerting.secret_box import SecretBox, SecretKeyError, SecretUnreadable
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.writegate import NO_TURNS, WriteGate
@@ -439,7 +439,7 @@ class WebhookSender:
 
         try:
             secret = self._secret_of(delivery)
-        except SecretUnreadable as err:
+        except (SecretUnreadable, SecretKeyError) as err:
             return ended(ok=False, status_code=None, error=f"not sent: {err}")
         body = notice_bytes(delivery.body)
         timestamp = int(started_at.timestamp())

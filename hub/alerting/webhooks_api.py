@@ -196,14 +196,14 @@ async def create_webhook(
         return _refused("url", problem)
     secret = webhook_in.secret if webhook_in.secret is not None else secrets.token_urlsafe(GENERATED_SECRET_BYTES)
     try:
-        box = SecretBox.open(settings.secrets_dir)
+        sealed = SecretBox.open(settings.secrets_dir).seal(secret)
     except SecretKeyError as err:
         log.error("webhook_key_unusable", problem=str(err))
         raise HTTPException(status_code=503, detail=f"the hub cannot encrypt webhook secrets: {err}") from None
     webhook = Webhook(
         webhook_id=str(uuid4()),
         url=webhook_in.url,
-        secret_sealed=box.seal(secret),
+        secret_sealed=sealed,
         store_ids=None if webhook_in.store_ids is None else sorted(set(webhook_in.store_ids)),
         events=None if webhook_in.events is None else sorted(set(webhook_in.events)),
         enabled=True,

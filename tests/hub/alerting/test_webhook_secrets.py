@@ -26,10 +26,11 @@ from hub.alerting.secret_box import (
     new_key,
     seal_stored_secrets,
 )
+from hub.app import HubStartupError
 from hub.db.engine import create_engine, session_factory
 from hub.db.migrate import alembic_config, upgrade_to_head
 from hub.settings import HubSettings
-from storegate.private_files import write_private
+from storegate.private_files import private_dir, write_private
 from tests.hub.alerting.test_notifications import (
     T0,
     TEST_BOX,
@@ -62,9 +63,10 @@ def test_the_key_file_is_made_private_on_first_use_and_kept(tmp_path: Path) -> N
     secrets_dir = tmp_path / "secrets"
     box = SecretBox.open(secrets_dir)
     path = secrets_dir / KEY_FILE_NAME
+    assert not path.exists()  # nothing is written until a secret needs the key
+    sealed = box.seal(SECRET)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
-    sealed = box.seal(SECRET)
     assert SECRET not in sealed
     assert SecretBox.open(secrets_dir).unseal(sealed) == SECRET  # the same key next time, not a new one
     with pytest.raises(SecretUnreadable):
@@ -72,13 +74,13 @@ def test_the_key_file_is_made_private_on_first_use_and_kept(tmp_path: Path) -> N
 
 
 def test_a_key_file_others_may_read_or_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
-    SecretBox.open(tmp_path)
+    SecretBox.open(tmp_path).seal(SECRET)
     key_file(tmp_path).chmod(0o644)
     with pytest.raises(SecretKeyError, match="may be read by others"):
-        SecretBox.open(tmp_path)
+        SecretBox.open(tmp_path).check()
     write_private(key_file(tmp_path), "not-a-key\n")
     with pytest.raises(SecretKeyError, match="not a Fernet key"):
-        SecretBox.open(tmp_path)
+        SecretBox.open(tmp_path).seal(SECRET)
 
 
 async def test_the_api_stores_only_the_sealed_secret(api: httpx.AsyncClient, engine: AsyncEngine) -> None:
@@ -178,6 +180,17 @@ async def test_the_hub_seals_plain_text_secrets_when_it_starts(hub_settings: Hub
         assert stat.S_IMODE(key_file(hub_settings.secrets_dir).stat().st_mode) == 0o600
     finally:
         await engine.dispose()
+
+
+async def test_a_hub_without_webhooks_writes_no_key_and_a_broken_key_stops_it(hub_settings: HubSettings) -> None:
+    async with running_hub(hub_settings):
+        pass
+    assert not key_file(hub_settings.secrets_dir).exists()
+    private_dir(hub_settings.secrets_dir)
+    write_private(key_file(hub_settings.secrets_dir), "not-a-key\n")
+    with pytest.raises(HubStartupError, match=r"cannot use the webhook key: .*not a Fernet key"):
+        async with running_hub(hub_settings):
+            pass
 
 
 async def test_rotating_the_key_reseals_every_secret_under_the_new_one(engine: AsyncEngine, tmp_path: Path) -> None:
