@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import structlog
-from fastapi import APIRouter, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
@@ -29,6 +29,7 @@ from hub.alerting.secret_box import SecretBox, SecretKeyError
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.schemas import ApiModel
+from hub.runtime import HubRuntime
 from storegate import wire
 
 log = structlog.get_logger(__name__)
@@ -185,7 +186,12 @@ ActorHeader = Annotated[
     },
 )
 async def create_webhook(
-    webhook_in: WebhookIn, session: SessionDep, now: NowDep, settings: SettingsDep, actor: ActorHeader = None
+    request: Request,
+    webhook_in: WebhookIn,
+    session: SessionDep,
+    now: NowDep,
+    settings: SettingsDep,
+    actor: ActorHeader = None,
 ) -> WebhookCreatedOut | JSONResponse:
     """Register a webhook; the answer holds its secret, which is never shown again."""
     if webhook_in.secret is not None and (problem := _secret_problem(webhook_in.secret)) is not None:
@@ -193,6 +199,9 @@ async def create_webhook(
     policy = EgressPolicy.from_entries(settings.notifications.webhook_allowed_networks)
     if (problem := await url_problem(webhook_in.url, policy)) is not None:
         log.warning("webhook_url_refused", problem=problem)
+        runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
+        if runtime is not None:  # None in tests that mount the router without the hub's lifespan
+            runtime.metrics.webhook_urls_refused.inc()
         return _refused("url", problem)
     secret = webhook_in.secret if webhook_in.secret is not None else secrets.token_urlsafe(GENERATED_SECRET_BYTES)
     try:

@@ -51,7 +51,7 @@ from tests.hub.alerting.test_notifications import (
     record,
     sample,
 )
-from tests.hub.conftest import until
+from tests.hub.conftest import RunningHub, until
 
 __all__ = ["receiver"]  # the fixture, used by name
 
@@ -229,6 +229,18 @@ async def test_an_admin_allow_list_lets_a_named_or_numbered_inside_target_throug
         assert (await api.post("/api/v1/webhooks", json={"url": "http://[::1]:8080/in"})).status_code == 422
         assert (await api.post("/api/v1/webhooks", json={"url": "http://localhost:8080/in"})).status_code == 422
         assert (await api.post("/api/v1/webhooks", json={"url": "http://10.9.8.8/in"})).status_code == 422
+
+
+async def test_the_running_hub_counts_and_logs_what_it_refuses(
+    hub: RunningHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await hub.client.post("/api/v1/webhooks", json={"url": "http://169.254.169.254/latest/meta-data/"})
+    assert response.status_code == 422
+    assert sample(hub.runtime.metrics.registry, "storegate_hub_webhook_urls_refused_total") == 1
+    assert "webhook_url_refused" in caplog.text
+    assert "169.254.169.254 is a link-local address" in caplog.text
+    assert (await hub.client.get("/api/v1/webhooks")).json()["items"] == []
 
 
 # --------------------------------------------------------------------------- refused when connecting
