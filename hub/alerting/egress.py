@@ -171,12 +171,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport over an httpcore pool whose connections go through :class:`GuardedBackend`.
 
     httpx's own transport does not take a network backend, so this one builds the pool itself; it never
-    uses a proxy (a proxy would make the connection, unchecked, to wherever the URL says).
+    uses a proxy (a proxy would make the connection, unchecked, to wherever the URL says). httpcore's
+    exceptions are not turned into httpx's (that mapping is private to httpx): the sender reports any
+    exception by its type and message, which are the same names (``ConnectError``, ``ReadTimeout``).
     """
 
     def __init__(self, *, backend: GuardedBackend, ssl_context: ssl.SSLContext | None = None) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
+            # httpx's default: certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR when set (a private CA).
+            ssl_context=ssl_context if ssl_context is not None else httpx.create_ssl_context(),
             network_backend=backend,
             max_connections=100,
             max_keepalive_connections=20,
