@@ -29,6 +29,8 @@ from hub.alerting import alerts_api, rules_api, webhooks_api
 from hub.alerting.monitoring import MonitoringSettings
 from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
+from hub.alerting.secret_box import SecretBox, SecretKeyError, seal_stored_secrets
+from hub.alerting.webhooks import quiet_leaky_library_logs
 from hub.api import events, gateways, health, losses, pages, refused, stores
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher
@@ -100,6 +102,7 @@ async def _start(
     database_file = sqlite_path(settings.database_url)
     engine = create_engine(settings.database_url, background_checkpoint=database_file is not None)
     stack.push_async_callback(engine.dispose)
+    secret_box = await _seal_webhook_secrets(settings, engine)
     if database_file is not None:
         checkpointer = WalCheckpointer(path=database_file)
         checkpointer.start()
@@ -116,7 +119,9 @@ async def _start(
     await stack.enter_async_context(link)
     metrics.queue_depth.set_function(lambda: link.queue_depth)
     metrics.mqtt_connected.set_function(lambda: 1 if link.connected else 0)
-    operations, commands = await _start_operations(settings, engine, link, stack, clock, metrics, write_gate)
+    operations, commands = await _start_operations(
+        settings, engine, link, stack, clock, metrics, write_gate, secret_box
+    )
     ingestor = Ingestor(
         link=link,
         engine=engine,
@@ -144,6 +149,19 @@ async def _start(
     )
 
 
+async def _seal_webhook_secrets(settings: HubSettings, engine: AsyncEngine) -> SecretBox:
+    """The webhook key (made when a secret first needs it); secrets in plain text, or under an older key, sealed."""
+    box = SecretBox.open(settings.secrets_dir)
+    try:
+        box.check()
+        sealed = await seal_stored_secrets(engine, box)
+    except SecretKeyError as err:
+        raise HubStartupError(f"cannot use the webhook key: {err}") from err
+    if sealed:
+        log.info("webhook_secrets_sealed", webhooks=sealed)
+    return box
+
+
 async def _start_operations(
     hub_settings: HubSettings,
     engine: AsyncEngine,
@@ -152,6 +170,7 @@ async def _start_operations(
     clock: Callable[[], datetime],
     metrics: HubMetrics,
     write_gate: WriteGate,
+    secret_box: SecretBox,
 ) -> tuple[HubOperations | None, CommandPublisher | None]:
     """Seed the default rules, warm the rules up, start the ticker, the command and notification senders."""
     settings = hub_settings.operations
@@ -186,6 +205,7 @@ async def _start_operations(
         settings=hub_settings.notifications,
         clock=clock,
         write_gate=write_gate,
+        secret_box=secret_box,
     )
     operations.add_sender(dispatcher)
     dispatcher.start()
@@ -280,6 +300,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
             {"name": "dashboard", "description": "the HTML page for people"},
         ],
     )
+    quiet_leaky_library_logs()  # before any request: their DEBUG lines carry webhook URLs
     app.state.settings = settings
     app.state.clock = clock
     app.state.runtime = None

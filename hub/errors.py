@@ -7,6 +7,7 @@ while ``except LookupError`` and the like keep their meaning::
     HubError
     ├── HubStartupError(RuntimeError)          hub.app                                   the hub could not start
     ├── BackupError                            hub.admin.backup                          a backup or restore failed
+    ├── ManifestError                          hub.admin.manifest                        a backup unlike its manifest
     ├── CursorError(ValueError)                hub.api.listings                          a cursor not handed out here
     ├── UnsupportedDatabaseError(RuntimeError) hub.db.dialect                            neither SQLite nor PostgreSQL
     ├── WriteGateTimeout                       hub.db.writegate                          no turn to write in time
@@ -16,6 +17,9 @@ while ``except LookupError`` and the like keep their meaning::
     ├── AlertChangedError(RuntimeError)        hub.alerting.alerts_db                    changed while being written
     ├── RuleNotFoundError(LookupError)         hub.alerting.rules_db                     no such rule or override
     ├── RulesConflictError(RuntimeError)       hub.alerting.rules_db                     a rules change cannot apply
+    ├── WebhookTargetRefused(OSError)          hub.alerting.egress_policy                a webhook aimed inside
+    ├── SecretKeyError                         hub.alerting.secret_box                   the webhook key is unusable
+    ├── SecretUnreadable                       hub.alerting.secret_box                   a secret the key cannot open
     ├── CsvRowsError(ValueError)               hub.catalog.csv_io                        a CSV file with bad rows
     ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
     ├── UnknownStoreError(LookupError)         hub.inventory.replenishment_suggestions   no store profile with that id

@@ -159,6 +159,12 @@ class HubMetrics:
             "stored rules or store overrides that are invalid and skipped",
             registry=r,
         )
+        self.webhook_urls_refused = Counter(
+            "storegate_hub_webhook_urls_refused",
+            "webhooks refused when created: a user name or password in the URL, or a host that is or resolves to "
+            "an address that is not public and not allow-listed",
+            registry=r,
+        )
 
     def observe_write_turn(self, writer: str, seconds: float) -> None:
         """How long ``writer`` waited for its turn to write (hub.db.writegate)."""

@@ -121,6 +121,17 @@ def _hub_database_options(
     return config, {"database_url": database_url} if database_url is not None else {}
 
 
+BackupKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="Key (hex) that signs the backup's manifest; default: backup.key in the hub's secrets_dir, "
+        "made on the first backup.",
+        show_default=False,
+    ),
+]
+
+
 @hub_app.command("backup")
 def hub_backup(
     ctx: typer.Context,
@@ -134,13 +145,14 @@ def hub_backup(
     config: HubConfigOption = None,
     database_url: DatabaseUrlOption = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing backup file.")] = False,
+    key_file: BackupKeyOption = None,
 ) -> None:
     """Back up the hub's database while the hub runs: one consistent snapshot (see docs/backup.md)."""
     with installed("hub backup", "hub"):
         from hub.admin.backup import run_backup
 
     config, overrides = _hub_database_options(ctx, config, database_url)
-    raise typer.Exit(run_backup(config, overrides, path, overwrite=force))
+    raise typer.Exit(run_backup(config, overrides, path, overwrite=force, key_file=key_file))
 
 
 gateways_app = typer.Typer(
@@ -219,13 +231,21 @@ def hub_restore(
     config: HubConfigOption = None,
     database_url: DatabaseUrlOption = None,
     force: Annotated[bool, typer.Option(help="Replace a database that holds rows.")] = False,
+    key_file: BackupKeyOption = None,
+    unverified: Annotated[
+        bool,
+        typer.Option(
+            help="Restore a backup without a manifest, or whose signature cannot be checked (no key). "
+            "A backup that does not match its manifest is refused all the same."
+        ),
+    ] = False,
 ) -> None:
     """Restore the hub's database from a backup and migrate it to this version; stop the hub first."""
     with installed("hub restore", "hub"):
         from hub.admin.backup import run_restore
 
     config, overrides = _hub_database_options(ctx, config, database_url)
-    raise typer.Exit(run_restore(config, overrides, path, force=force))
+    raise typer.Exit(run_restore(config, overrides, path, force=force, key_file=key_file, unverified=unverified))
 
 
 pki_app = typer.Typer(

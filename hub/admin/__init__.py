@@ -1,1 +1,2 @@
-"""Administration of the hub outside its running process: backup and restore of its database."""
+"""Administration of the hub outside its running process: backup and restore of its database, and the
+backups' signed manifests."""

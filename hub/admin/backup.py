@@ -12,6 +12,10 @@ Both restores refuse a target that holds rows (unless ``force``), a target somet
 (the hub must be stopped), and a backup whose migration revision this code does not know; afterwards the
 database is migrated to head, so an older backup comes back at the current schema.
 
+Every backup gets a manifest beside it (:mod:`hub.admin.manifest`: SHA-256, and an HMAC with the backup
+key), and a restore checks the backup against it first, on the copy it goes on to restore: a backup
+changed after it was written is refused and the database is not touched.
+
 Passwords travel to pg_dump/pg_restore in ``PGPASSWORD``, never on a command line, and are scrubbed
 from every message.
 """
@@ -24,6 +28,7 @@ import re
 import shutil
 import sqlite3
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
@@ -38,6 +43,18 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.admin.manifest import (
+    BACKUP_KEY_FILE,
+    Manifest,
+    ManifestError,
+    Verification,
+    check_backup,
+    copy_digesting,
+    digest_file,
+    load_key,
+    read_manifest,
+    write_manifest,
+)
 from hub.db.engine import create_engine, redacted, sqlite_path
 from hub.db.migrate import alembic_config, upgrade_to_head
 from hub.errors import HubError
@@ -62,6 +79,8 @@ _SSL_QUERY_KEYS: Final = ("sslmode", "ssl")
 _TOC_TABLE: Final = re.compile(r"^\d+; \d+ \d+ TABLE (?P<schema>\S+) (?P<name>\S+) ")
 
 DatabaseKind = Literal["sqlite", "postgresql"]
+# Checks a copied backup (its SHA-256 and size) against the manifest; raises BackupError when it is refused.
+_Verify = Callable[[str, int], Verification]
 
 
 class BackupError(HubError):
@@ -89,6 +108,9 @@ class BackupReport:
     path: Path
     size_bytes: int
     contents: DatabaseContents
+    manifest: Path
+    sha256: str
+    signed: bool  # the manifest carries an HMAC with the backup key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +122,7 @@ class RestoreReport:
     size_bytes: int
     backup_revision: str
     contents: DatabaseContents
+    verification: Verification
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,12 +259,21 @@ def _table_lines(contents: DatabaseContents) -> list[str]:
     return lines
 
 
+_VERIFIED: Final[dict[Verification, str]] = {
+    "signed": "verified: the SHA-256 matches the manifest, and the manifest's HMAC the backup key",
+    "checksum": "verified: the SHA-256 matches the manifest (not signed with a backup key)",
+    "unverified": "NOT verified: no manifest (--unverified)",
+}
+
+
 def describe_backup(report: BackupReport) -> str:
     """What a backup did, for people."""
     return "\n".join(
         [
             f"backed up {report.database}",
             f"to {report.path}: {_size(report.size_bytes)}",
+            f"manifest {report.manifest}: SHA-256 {report.sha256}"
+            + (", signed with the backup key" if report.signed else ", not signed (no backup key)"),
             f"database revision {report.contents.revision}",
             *_table_lines(report.contents),
         ]
@@ -255,6 +287,7 @@ def describe_restore(report: RestoreReport) -> str:
     return "\n".join(
         [
             f"restored {report.path}: {_size(report.size_bytes)}",
+            _VERIFIED[report.verification],
             f"into {report.database}",
             f"database revision {report.backup_revision} in the backup{migrated}",
             *_table_lines(report.contents),
@@ -462,17 +495,18 @@ def _target_rows(connection: sqlite3.Connection, target: Path, *, force: bool) -
         raise _holds_data(str(target), contents)
 
 
-def _sqlite_restore(backup: Path, target: Path, *, force: bool) -> str:
-    """Copy the checked backup over ``target`` atomically; returns the backup's revision."""
+def _sqlite_restore(backup: Path, target: Path, *, force: bool, verify: _Verify) -> tuple[str, Verification]:
+    """Copy the checked backup over ``target`` atomically; returns the backup's revision and how it was verified."""
     _require_directory(target)
     if target.exists() and target.resolve() == backup.resolve():
         raise BackupError(f"{backup} is the database itself; restore from another file")
     partial = _partial_beside(target)
     try:
-        # Checks run on a copy beside the target: the backup file is never written to, not even by a pragma.
-        # copyfile writes into the 0600 file made first, which keeps its mode (it would create one by umask).
+        # Checks run on a copy beside the target: the backup file is never written to, not even by a pragma;
+        # the manifest is checked on that copy, the one restored. copy_digesting writes into the 0600 file made
+        # first, which keeps its mode (a new file would follow the umask).
         _create_private(partial)
-        shutil.copyfile(backup, partial)
+        verification = verify(*copy_digesting(backup, partial))
         with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
             contents = _checked_sqlite(copy, name=backup)
             copy.execute("PRAGMA journal_mode=DELETE")
@@ -494,7 +528,7 @@ def _sqlite_restore(backup: Path, target: Path, *, force: bool) -> str:
         raise BackupError(f"cannot restore into {target}: {err.strerror or err}") from None
     finally:
         partial.unlink(missing_ok=True)
-    return revision
+    return revision, verification
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -635,10 +669,27 @@ async def _prepare_postgres_target(
     return has_tables
 
 
-async def _postgres_restore(database_url: str, backup: Path, *, force: bool) -> str:
+async def _postgres_restore(
+    database_url: str, backup: Path, *, force: bool, verify: _Verify
+) -> tuple[str, Verification]:
+    # pg_restore reads the archive several times: it reads a private copy, checked against the manifest,
+    # so what is restored is what was checked.
+    with tempfile.TemporaryDirectory(prefix="storegate-restore-") as staging:
+        staged = Path(staging) / backup.name
+        try:
+            _create_private(staged)
+            verification = verify(*copy_digesting(backup, staged))
+        except OSError as err:
+            raise BackupError(f"cannot copy {backup} to check it: {err.strerror or err}") from None
+        revision = await _postgres_restore_checked(database_url, staged, force=force, named=backup)
+    return revision, verification
+
+
+async def _postgres_restore_checked(database_url: str, backup: Path, *, force: bool, named: Path) -> str:
+    """Restore the checked copy ``backup`` of the file ``named`` (which every message names)."""
     connection = pg_connection(database_url)
     secret = connection.password
-    listing = await _run_tool("pg_restore", "--list", str(backup), doing=f"reading {backup}", secret=secret)
+    listing = await _run_tool("pg_restore", "--list", str(backup), doing=f"reading {named}", secret=secret)
     backup_tables = tables_in_toc(listing.decode(errors="replace"))
     script = await _run_tool(
         "pg_restore",
@@ -646,12 +697,12 @@ async def _postgres_restore(database_url: str, backup: Path, *, force: bool) -> 
         f"--table={VERSION_TABLE}",
         "--file=-",
         str(backup),
-        doing=f"reading {backup}",
+        doing=f"reading {named}",
         secret=secret,
     )
     if VERSION_TABLE not in backup_tables:
-        raise BackupError(f"{backup} has no {VERSION_TABLE} table: not a hub backup")
-    revision = require_known_revision(revision_in_sql(script.decode(errors="replace")), backup=backup)
+        raise BackupError(f"{named} has no {VERSION_TABLE} table: not a hub backup")
+    revision = require_known_revision(revision_in_sql(script.decode(errors="replace")), backup=named)
     clean = await _prepare_postgres_target(database_url, backup_tables, revision=revision, force=force, secret=secret)
     await _run_tool(
         "pg_restore",
@@ -660,7 +711,7 @@ async def _postgres_restore(database_url: str, backup: Path, *, force: bool) -> 
         "--single-transaction",
         *(("--clean", "--if-exists") if clean else ()),
         str(backup),
-        doing=f"restoring {backup}",
+        doing=f"restoring {named}",
         connection=connection,
         secret=secret,
     )
@@ -679,10 +730,13 @@ async def _contents_after_restore(database_url: str) -> DatabaseContents:
         await engine.dispose()
 
 
-async def backup_database(database_url: str, destination: Path, *, overwrite: bool = False) -> BackupReport:
+async def backup_database(
+    database_url: str, destination: Path, *, overwrite: bool = False, key: bytes | None = None
+) -> BackupReport:
     """Write a consistent backup of the live database to ``destination``; BackupError says why not.
 
     SQLite: a SQLite file; PostgreSQL: a ``pg_dump --format=custom`` archive. Safe while the hub runs.
+    Beside it, ``<destination>.manifest.json`` with its SHA-256, signed (HMAC-SHA256) with ``key`` if given.
     """
     kind = database_kind(database_url)
     _require_new_destination(destination, overwrite=overwrite)
@@ -693,23 +747,62 @@ async def backup_database(database_url: str, destination: Path, *, overwrite: bo
         contents, size = await asyncio.to_thread(_sqlite_backup, source, destination)
     else:
         contents, size = await _postgres_backup(database_url, destination)
-    return BackupReport(database=redacted(database_url), path=destination, size_bytes=size, contents=contents)
+    try:
+        sha256, size = await asyncio.to_thread(digest_file, destination)
+        manifest = Manifest(kind=kind, size=size, sha256=sha256, revision=str(contents.revision))
+        manifest_file = write_manifest(destination, manifest if key is None else manifest.signed(key))
+    except OSError as err:
+        raise BackupError(f"cannot write the manifest of {destination}: {err.strerror or err}") from None
+    return BackupReport(
+        database=redacted(database_url),
+        path=destination,
+        size_bytes=size,
+        contents=contents,
+        manifest=manifest_file,
+        sha256=sha256,
+        signed=key is not None,
+    )
 
 
-async def restore_database(database_url: str, source: Path, *, force: bool = False) -> RestoreReport:
+async def restore_database(
+    database_url: str,
+    source: Path,
+    *,
+    force: bool = False,
+    key: bytes | None = None,
+    unverified: bool = False,
+) -> RestoreReport:
     """Replace the (stopped) hub's database with the backup at ``source``, then migrate it to head.
 
-    Refuses a target with rows unless ``force``, a target in use, and a backup newer than this code.
+    First checks the backup against its manifest (SHA-256; the HMAC with ``key``): a backup that does not
+    match is always refused; one without a manifest, or whose HMAC cannot be checked, only with
+    ``unverified``. Refuses a target with rows unless ``force``, a target in use, and a backup newer than
+    this code.
     """
     kind = database_kind(database_url)
+    try:
+        manifest = read_manifest(source)
+    except ManifestError as err:
+        raise BackupError(str(err)) from None
     size = _require_backup_file(source, kind)
+
+    def verify(sha256: str, copied: int) -> Verification:
+        try:
+            return check_backup(
+                manifest, backup=source, kind=kind, sha256=sha256, size=copied, key=key, unverified=unverified
+            )
+        except ManifestError as err:
+            raise BackupError(str(err)) from None
+
     if kind == "sqlite":
         target = sqlite_path(database_url)
         if target is None:
             raise BackupError("the SQLite URL names no database file")
-        backup_revision = await asyncio.to_thread(_sqlite_restore, source, target, force=force)
+        backup_revision, verification = await asyncio.to_thread(
+            _sqlite_restore, source, target, force=force, verify=verify
+        )
     else:
-        backup_revision = await _postgres_restore(database_url, source, force=force)
+        backup_revision, verification = await _postgres_restore(database_url, source, force=force, verify=verify)
     try:
         await upgrade_to_head(database_url)
         contents = await _contents_after_restore(database_url)
@@ -725,33 +818,49 @@ async def restore_database(database_url: str, source: Path, *, force: bool = Fal
         size_bytes=size,
         backup_revision=backup_revision,
         contents=contents,
+        verification=verification,
     )
 
 
 # --------------------------------------------------------------------------- the CLI's side
 
 
-def _settings_url(config_path: Path | None, overrides: Mapping[str, Any]) -> str:
+def _settings(config_path: Path | None, overrides: Mapping[str, Any]) -> tuple[str, Path]:
+    """The database URL and the secrets directory (home of the default backup key) of the hub's settings."""
     from hub.settings import load_hub_settings  # the CLI's edge: settings are read only when asked
 
-    return load_hub_settings(config_path, **dict(overrides)).database_url
+    settings = load_hub_settings(config_path, **dict(overrides))
+    return settings.database_url, settings.secrets_dir
+
+
+def _backup_key(key_file: Path | None, secrets_dir: Path, *, create: bool) -> bytes | None:
+    """The key of ``--key-file`` (which must exist), else ``<secrets_dir>/backup.key`` (made if ``create``)."""
+    try:
+        if key_file is not None:
+            key = load_key(key_file, create=False)
+            if key is None:
+                raise BackupError(f"key file {key_file} does not exist")
+            return key
+        return load_key(secrets_dir / BACKUP_KEY_FILE, create=create)
+    except ManifestError as err:
+        raise BackupError(str(err)) from None
 
 
 def _run(
     verb: str,
     config_path: Path | None,
     overrides: Mapping[str, Any],
-    operation: Callable[[str], Coroutine[Any, Any, R]],
+    operation: Callable[[str, Path], Coroutine[Any, Any, R]],
     describe: Callable[[R], str],
 ) -> int:
     """A backup or restore from the CLI: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
     try:
-        database_url = _settings_url(config_path, overrides)
+        database_url, secrets_dir = _settings(config_path, overrides)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        report = asyncio.run(operation(database_url))
+        report = asyncio.run(operation(database_url, secrets_dir))
     except BackupError as err:
         print(f"{verb} failed: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -759,19 +868,39 @@ def _run(
     return EXIT_OK
 
 
-def run_backup(config_path: Path | None, overrides: Mapping[str, Any], destination: Path, *, overwrite: bool) -> int:
-    """``storegate hub backup``: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
-    return _run(
-        "backup",
-        config_path,
-        overrides,
-        lambda url: backup_database(url, destination, overwrite=overwrite),
-        describe_backup,
-    )
+def run_backup(
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    destination: Path,
+    *,
+    overwrite: bool,
+    key_file: Path | None = None,
+) -> int:
+    """``storegate hub backup``: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings.
+
+    The manifest is signed with ``key_file``, else with ``<secrets_dir>/backup.key``, made on first use.
+    """
+
+    async def backup(url: str, secrets_dir: Path) -> BackupReport:
+        key = _backup_key(key_file, secrets_dir, create=True)
+        return await backup_database(url, destination, overwrite=overwrite, key=key)
+
+    return _run("backup", config_path, overrides, backup, describe_backup)
 
 
-def run_restore(config_path: Path | None, overrides: Mapping[str, Any], source: Path, *, force: bool) -> int:
+def run_restore(
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    source: Path,
+    *,
+    force: bool,
+    key_file: Path | None = None,
+    unverified: bool = False,
+) -> int:
     """``storegate hub restore``: 0 and a report on stdout, 1 with a one-line reason, 2 for bad settings."""
-    return _run(
-        "restore", config_path, overrides, lambda url: restore_database(url, source, force=force), describe_restore
-    )
+
+    async def restore(url: str, secrets_dir: Path) -> RestoreReport:
+        key = _backup_key(key_file, secrets_dir, create=False)
+        return await restore_database(url, source, force=force, key=key, unverified=unverified)
+
+    return _run("restore", config_path, overrides, restore, describe_restore)

@@ -1,7 +1,7 @@
 """The monitoring tables: rules in force, alerts and their history, excursions, notifications and webhooks.
 
-Migration ``0004`` creates the same schema. ``alert_history`` is append-only: the hub inserts into it and
-never updates or deletes a row.
+Migrations ``0004`` and ``0007`` (sealed webhook secrets, delivery timing) create the same schema.
+``alert_history`` is append-only: the hub inserts into it and never updates or deletes a row.
 """
 
 from __future__ import annotations
@@ -160,8 +160,11 @@ class Webhook(Base):
 
     webhook_id: Mapped[str] = mapped_column(String(UUID_LENGTH), primary_key=True)
     url: Mapped[str] = mapped_column(String(URL_LENGTH))
-    # Needed in clear to sign; never logged and never returned by the API after creation.
-    secret: Mapped[str] = mapped_column(String(256))
+    # The signing secret, encrypted with the hub's key (hub.alerting.secret_box); opened only to sign.
+    secret_sealed: Mapped[str | None] = mapped_column(Text)
+    # A secret stored in plain text before migration 0007; the hub seals it at start and empties this ("":
+    # the column stays NOT NULL, as SQLite cannot drop that without rebuilding a referenced table).
+    legacy_secret: Mapped[str] = mapped_column(String(256), default="")
     # Only these stores' alerts (None: every store), only these events (None: all).
     store_ids: Mapped[list[str] | None] = mapped_column(JSON)
     events: Mapped[list[str] | None] = mapped_column(JSON)
@@ -186,4 +189,7 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
+    # When the last attempt started and how long it took (never the receiver's answer: only its status).
+    last_attempt_at: Mapped[datetime | None]
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[datetime | None]

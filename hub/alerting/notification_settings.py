@@ -10,6 +10,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hub.alerting.egress_policy import parse_allowed
+
 
 class NotificationSettings(BaseModel):
     """How the dispatcher delivers: webhook retries and timeouts, MQTT acknowledgement wait, polling."""
@@ -31,6 +33,13 @@ class NotificationSettings(BaseModel):
     )
     batch_size: int = Field(default=100, ge=1, le=10_000, description="rows read per pass")
     max_concurrent_requests: int = Field(default=8, ge=1, le=256, description="webhook requests in flight")
+    webhook_allowed_networks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "networks (CIDR, e.g. 10.20.0.0/16 or 127.0.0.1/32) and host names webhooks may reach although they are "
+            "not public; everything else that is loopback, private, link-local, multicast or reserved is refused"
+        ),
+    )
 
     @field_validator("retry_delays_s")
     @classmethod
@@ -38,6 +47,13 @@ class NotificationSettings(BaseModel):
         if any(delay <= 0 for delay in delays):
             raise ValueError("every retry delay must be more than 0 seconds")
         return delays
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks_or_hosts(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            parse_allowed(entry)  # raises ValueError naming the entry
+        return entries
 
     def retry_delay(self, attempts: int) -> timedelta:
         """The wait after ``attempts`` failed attempts (1 is the first)."""

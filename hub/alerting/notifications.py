@@ -17,6 +17,7 @@ answered after our timeout), never zero times while the hub runs; receivers dedu
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -26,9 +27,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from hub.alerting.egress import Resolver
 from hub.alerting.models import AlertRow, NotificationRow
 from hub.alerting.notices import AlertLink, NoticePublisher, NotificationEvent, alert_notice
 from hub.alerting.notification_settings import NotificationSettings
+from hub.alerting.secret_box import SecretBox
 from hub.alerting.webhooks import WebhookSender, describe_failure, queue_deliveries
 from hub.db.writegate import NO_TURNS, WriteGate
 from storegate import wire
@@ -96,14 +99,24 @@ class NotificationDispatcher:
         registry: CollectorRegistry,
         settings: NotificationSettings | None = None,
         clock: Callable[[], datetime] = wire.utc_now,
+        secret_box: SecretBox,
         write_gate: WriteGate = NO_TURNS,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings if settings is not None else NotificationSettings()
         self.notices = NoticePublisher(
             engine=engine, link=link, registry=registry, settings=self.settings, clock=clock, write_gate=write_gate
         )
         self.webhooks = WebhookSender(
-            engine=engine, registry=registry, settings=self.settings, clock=clock, write_gate=write_gate
+            engine=engine,
+            registry=registry,
+            settings=self.settings,
+            clock=clock,
+            write_gate=write_gate,
+            secret_box=secret_box,
+            resolver=resolver,
+            ssl_context=ssl_context,
         )
         self._mqtt_wake = asyncio.Event()
         self._webhook_wake = asyncio.Event()

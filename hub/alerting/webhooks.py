@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+import ssl
 import time
 import weakref
 from collections.abc import Callable
@@ -33,9 +35,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from hub.alerting.egress import GuardedBackend, GuardedTransport, Resolver
+from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import notice_bytes
 from hub.alerting.notification_settings import NotificationSettings
+from hub.alerting.secret_box import SecretBox, SecretKeyError, SecretUnreadable
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.writegate import NO_TURNS, WriteGate
@@ -54,8 +59,6 @@ WEBHOOK_CACHE_TTL_S: Final = 5.0
 # A claimed delivery is retried this long after its attempt's timeout if no outcome was recorded
 # (the hub stopped mid-request), so a crash neither loses it nor sends it twice at once.
 CLAIM_MARGIN_S: Final = 30.0
-# Bytes of a refused response's body kept in last_error, to say why without storing a whole page.
-ERROR_EXCERPT_BYTES: Final = 200
 
 
 # --------------------------------------------------------------------------- signatures
@@ -98,6 +101,20 @@ def verify_signature(
     except ValueError:
         return False
     return abs((time.time() if now is None else now) - sent) <= max_age_s
+
+
+# Libraries whose INFO and DEBUG lines carry what must not be logged: httpx and httpcore print each request's
+# full URL (whose query may hold a receiver's token), aiosqlite every statement with its parameters (a webhook's
+# URL as it is stored). The hub logs its own lines, by id.
+LEAKY_LOGGERS: Final = ("httpx", "httpcore", "aiosqlite")
+
+
+def quiet_leaky_library_logs() -> None:
+    """Raise the loggers of :data:`LEAKY_LOGGERS` to WARNING; their warnings and errors still pass."""
+    for name in LEAKY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- queueing (alert transaction)
@@ -206,6 +223,12 @@ class WebhookMetrics:
         )
         for outcome in DELIVERY_OUTCOMES:  # every series from the start, so rate() sees the first failure
             self.deliveries.labels(outcome=outcome)
+        self.targets_refused = Counter(
+            "storegate_hub_webhook_targets_refused",
+            "webhook connections refused because the host is or resolves to an address that is not public "
+            "(loopback, private, link-local, ...) and not allow-listed",
+            registry=registry,
+        )
         self.pending = Gauge(
             "storegate_hub_webhook_deliveries_pending",
             "webhook deliveries waiting for their next attempt",
@@ -223,7 +246,10 @@ class _DueDelivery:
     event: str
     body: dict[str, Any] = field(repr=False)
     url: str = field(repr=False)
-    secret: str = field(repr=False)  # never in a repr, so never in a log line by accident
+    # Sealed (hub.alerting.secret_box), or plain text from before migration 0007 until the hub seals it;
+    # never in a repr, so never in a log line by accident.
+    secret_sealed: str | None = field(repr=False)
+    legacy_secret: str = field(repr=False)
     enabled: bool = True
 
 
@@ -234,6 +260,8 @@ class _AttemptResult:
     ok: bool
     status_code: int | None
     error: str | None
+    started_at: datetime
+    duration_ms: int
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -258,10 +286,18 @@ class WebhookSender:
         registry: CollectorRegistry,
         settings: NotificationSettings,
         clock: Callable[[], datetime] = wire.utc_now,
+        secret_box: SecretBox,
         write_gate: WriteGate = NO_TURNS,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = WebhookMetrics(registry)
+        self._secret_box = secret_box
+        self._policy = EgressPolicy.from_entries(settings.webhook_allowed_networks)
+        self._resolver = resolver  # None: the system's; tests play DNS with their own
+        self._ssl_context = ssl_context  # None: the system's trusted CAs
+        quiet_leaky_library_logs()
         self._sessions = session_factory(engine)
         self._gate = write_gate
         self._clock = clock
@@ -276,9 +312,20 @@ class WebhookSender:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            # No redirects: the signature is for the registered URL, and a 3xx is a misconfiguration.
-            self._http = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
+            backend = GuardedBackend(policy=self._policy, resolver=self._resolver, on_refused=self._refused)
+            # No redirects: the signature is for the registered URL, a 3xx is a misconfiguration, and a
+            # redirect could point anywhere. No proxy from the environment: it would connect unchecked.
+            self._http = httpx.AsyncClient(
+                transport=GuardedTransport(backend=backend, ssl_context=self._ssl_context),
+                timeout=self.settings.timeout_s,
+                follow_redirects=False,
+                trust_env=False,
+            )
         return self._http
+
+    def _refused(self, host: str, problem: str) -> None:
+        self.metrics.targets_refused.inc()
+        log.warning("webhook_target_refused", host=host, problem=problem)
 
     async def deliver_due(self) -> int:
         """Attempt every delivery due now (up to ``batch_size``); return how many were attempted."""
@@ -293,7 +340,8 @@ class WebhookSender:
                         NotificationRow.event,
                         NotificationRow.body,
                         Webhook.url,
-                        Webhook.secret,
+                        Webhook.secret_sealed,
+                        Webhook.legacy_secret,
                         Webhook.enabled,
                     )
                     .join(NotificationRow, NotificationRow.id == WebhookDelivery.notification_id)
@@ -311,10 +359,11 @@ class WebhookSender:
                 event=event,
                 body=body,
                 url=url,
-                secret=secret,
+                secret_sealed=sealed,
+                legacy_secret=legacy,
                 enabled=enabled,
             )
-            for notification_id, webhook_id, attempts, event, body, url, secret, enabled in rows
+            for notification_id, webhook_id, attempts, event, body, url, sealed, legacy, enabled in rows
         ]
         claimed = await self._claim(due, now=now)
         if claimed:
@@ -370,31 +419,52 @@ class WebhookSender:
             self.metrics.deliveries.labels(outcome=outcome).inc()
         return claimed
 
+    def _secret_of(self, delivery: _DueDelivery) -> str:
+        if delivery.secret_sealed is not None:
+            return self._secret_box.unseal(delivery.secret_sealed)
+        if delivery.legacy_secret:
+            return delivery.legacy_secret
+        raise SecretUnreadable("the webhook has no secret")
+
     async def _attempt(self, delivery: _DueDelivery) -> _AttemptResult:
-        """POST the notice, signed; never raises."""
+        """POST the notice, signed; never raises. Times the exchange; keeps the status, never the body."""
+        started_at = self._clock()
+        started = time.monotonic()
+
+        def ended(*, ok: bool, status_code: int | None, error: str | None) -> _AttemptResult:
+            duration_ms = round((time.monotonic() - started) * 1000)
+            return _AttemptResult(
+                ok=ok, status_code=status_code, error=error, started_at=started_at, duration_ms=duration_ms
+            )
+
+        try:
+            secret = self._secret_of(delivery)
+        except (SecretUnreadable, SecretKeyError) as err:
+            return ended(ok=False, status_code=None, error=f"not sent: {err}")
         body = notice_bytes(delivery.body)
-        timestamp = int(self._clock().timestamp())
+        timestamp = int(started_at.timestamp())
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "storegate-hub",
             "X-Storegate-Event": delivery.event,
             "X-Storegate-Delivery": f"{delivery.notification_id}-{delivery.webhook_id}",
             "X-Storegate-Timestamp": str(timestamp),
-            "X-Storegate-Signature": sign(delivery.secret, timestamp, body),
+            "X-Storegate-Signature": sign(secret, timestamp, body),
         }
         try:
             # httpx's timeout is per read; this bounds the whole exchange, a trickling receiver included.
             async with asyncio.timeout(self.settings.timeout_s):
                 async with self._client().stream("POST", delivery.url, content=body, headers=headers) as response:
-                    if 200 <= response.status_code < 300:
-                        return _AttemptResult(ok=True, status_code=response.status_code, error=None)
-                    excerpt = await _excerpt(response)
-                    error = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
-                    return _AttemptResult(ok=False, status_code=response.status_code, error=error)
+                    # Only the status is kept: the body is the receiver's, may be anything (an internal page,
+                    # a token), and the delivery history is readable by every API user.
+                    status_code = response.status_code
+                    if 200 <= status_code < 300:
+                        return ended(ok=True, status_code=status_code, error=None)
+                    return ended(ok=False, status_code=status_code, error=f"HTTP {status_code}")
         except TimeoutError:
-            return _AttemptResult(ok=False, status_code=None, error=f"no answer within {self.settings.timeout_s:g} s")
-        except Exception as err:  # connection refused, TLS, DNS, a broken response: all retried alike
-            return _AttemptResult(ok=False, status_code=None, error=describe_failure(err))
+            return ended(ok=False, status_code=None, error=f"no answer within {self.settings.timeout_s:g} s")
+        except Exception as err:  # connection refused, TLS, DNS, a refused address: all retried alike
+            return ended(ok=False, status_code=None, error=describe_failure(err))
 
     async def _record(self, delivery: _DueDelivery, result: _AttemptResult) -> None:
         """Store how the attempt ended: delivered, pending again with its next time, or failed."""
@@ -419,6 +489,8 @@ class WebhookSender:
                 outcome = "retry"
                 values["next_attempt_at"] = finished + self.settings.retry_delay(attempts)
         values["last_status_code"] = result.status_code
+        values["last_attempt_at"] = result.started_at
+        values["last_duration_ms"] = result.duration_ms
         try:
             async with self._gate.turn(writegate.NOTIFICATIONS), self._sessions() as session, session.begin():
                 await session.execute(
@@ -466,13 +538,3 @@ class WebhookSender:
             return self.settings.poll_interval_s
         wait = (self._next_due - self._clock()).total_seconds()
         return min(max(wait, 0.0), self.settings.poll_interval_s)
-
-
-async def _excerpt(response: httpx.Response) -> str:
-    """The start of a response body, on one line, without reading all of a large one."""
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data.extend(chunk)
-        if len(data) >= ERROR_EXCERPT_BYTES:
-            break
-    return _one_line(bytes(data[:ERROR_EXCERPT_BYTES]).decode(errors="replace"), ERROR_EXCERPT_BYTES)

