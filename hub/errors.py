@@ -18,6 +18,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── RulesConflictError(RuntimeError)       hub.alerting.rules_db                     a rules change cannot apply
     ├── CsvRowsError(ValueError)               hub.catalog.csv_io                        a CSV file with bad rows
     ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
+    ├── StockOutOfRangeError(ValueError)       hub.inventory.apply                       on hand past its column
     ├── UnknownStoreError(LookupError)         hub.inventory.replenishment_suggestions   no store profile with that id
     ├── UnknownSkuError(LookupError)           hub.inventory.replenishment_suggestions   no SKU with that id
     └── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable

@@ -23,6 +23,7 @@ from hub.alerting.notices import NotificationEvent
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep
 from hub.api.schemas import ApiModel
+from hub.db.bounds import INT64_MAX
 from storegate import wire
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["notifications"])
@@ -224,7 +225,9 @@ async def list_deliveries(
     webhook_id: WebhookIdPath,
     session: SessionDep,
     status: Annotated[DeliveryStatus | None, Query(description="only deliveries in this status")] = None,
-    before: Annotated[int | None, Query(ge=1, description="only notifications with a smaller id (paging)")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="only notifications with a smaller id (paging)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_DELIVERIES_PAGE)] = 100,
 ) -> DeliveryPage:
     """The webhook's deliveries, newest first: status, attempts, the last error."""

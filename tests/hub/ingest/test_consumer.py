@@ -220,13 +220,55 @@ async def test_database_outage_holds_the_batch_until_it_can_be_stored(
     assert ingestor.database_ok
 
 
+async def refuse_device_in_events(hub: RunningHub, device_id: str) -> None:
+    """Make the database refuse to insert events of ``device_id``, on SQLite and on PostgreSQL."""
+    async with hub.runtime.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.device_id = '{device_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+            return
+        await connection.exec_driver_sql(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN IF NEW.device_id = '{device_id}' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END$$"
+        )
+        await connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        )
+
+
+async def test_a_number_past_its_column_is_invalid_at_the_door_and_the_others_stored(
+    hub: RunningHub, gateway_client: PlainGateway
+) -> None:
+    # The finding: a seq of 2^63 was valid on the wire and failed its whole unit as a storage error.
+    gateway_client.subscribe(ACKS)
+    good = batch_of([reading(stream=uuid.uuid4(), seq=1)])
+    poison = wire.encode(batch_of([reading(stream=uuid.uuid4(), seq=7)])).replace(b'"seq":7', f'"seq":{2**63}'.encode())
+
+    result = await hub.runtime.ingestor.process(
+        [Incoming(EVENTS, poison, 1, False), Incoming(EVENTS, wire.encode(good), 1, False)]
+    )
+
+    assert [(a.through_seq, a.stored) for a in result.acks] == [(1, 1)]
+    assert (rejected(hub, "invalid"), rejected(hub, "storage_error")) == (1, 0)
+    async with hub.runtime.sessions() as session:
+        (row,) = (await session.scalars(select(RejectedMessage))).all()
+    assert row.reason == "invalid"
+    assert "seq" in row.detail
+    assert await stored_event_ids(hub) == {str(good.events[0].event_id)}
+
+
 async def test_a_batch_the_database_refuses_is_rejected_and_the_others_stored(
     hub: RunningHub, gateway_client: PlainGateway
 ) -> None:
     gateway_client.subscribe(ACKS)
     good = batch_of([reading(stream=uuid.uuid4(), seq=1)])
-    # Valid on the wire (seq has no upper bound) but beyond a 64-bit column: every database refuses it.
-    poison = batch_of([reading(stream=uuid.uuid4(), seq=2**63, ts=wire.utc_now())])
+    # Valid on the wire, refused by the database: a trigger stands in for whatever a database may refuse (the wire
+    # now bounds every number by its column, so a value can no longer do it).
+    poison = batch_of([reading(stream=uuid.uuid4(), seq=1, device_id="poison", ts=wire.utc_now())])
+    await refuse_device_in_events(hub, "poison")
 
     result = await hub.runtime.ingestor.process(
         [Incoming(EVENTS, wire.encode(poison), 1, False), Incoming(EVENTS, wire.encode(good), 1, False)]
