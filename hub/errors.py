@@ -8,6 +8,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── HubStartupError(RuntimeError)          hub.app                                   the hub could not start
     ├── BackupError                            hub.admin.backup                          a backup or restore failed
     ├── CursorError(ValueError)                hub.api.listings                          a cursor not handed out here
+    ├── BodyTooLargeError(HTTPException)       hub.api.edge                              a request body past its limit
     ├── UnsupportedDatabaseError(RuntimeError) hub.db.dialect                            neither SQLite nor PostgreSQL
     ├── WriteGateTimeout                       hub.db.writegate                          no turn to write in time
     ├── AlertTransitionError(ValueError)       hub.domain.alerts                         a transition not allowed

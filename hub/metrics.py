@@ -30,6 +30,12 @@ class HubMetrics:
             ["reason"],
             registry=r,
         )
+        self.api_refused = Counter(
+            "storegate_hub_api_refused",
+            "HTTP requests answered 4xx (bad Host, body too large, invalid or out-of-range values...), by status",
+            ["status"],
+            registry=r,
+        )
         self.events_stored = Counter("storegate_hub_events_stored", "events stored for the first time", registry=r)
         self.events_lost = Counter(
             "storegate_hub_events_lost",

@@ -22,7 +22,7 @@ from hub.alerting.models import ACTOR_LENGTH, URL_LENGTH, NotificationRow, Webho
 from hub.alerting.notices import NotificationEvent
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep
-from hub.api.schemas import ApiModel
+from hub.api.schemas import ApiModel, ValidationProblem
 from hub.db.bounds import INT64_MAX
 from storegate import wire
 
@@ -159,7 +159,12 @@ ActorHeader = Annotated[
     "",
     status_code=201,
     response_model=WebhookCreatedOut,
-    responses={422: {"description": "a bad URL, secret, store id or event; `message` names the field"}},
+    responses={
+        422: {
+            "model": ValidationProblem,
+            "description": "a bad URL, secret, store id or event; `message` names the field",
+        }
+    },
 )
 async def create_webhook(
     webhook_in: WebhookIn, session: SessionDep, now: NowDep, actor: ActorHeader = None

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.api.deps import NowDep, SessionDep
 from hub.api.params import invalid
-from hub.api.schemas import ApiModel
+from hub.api.schemas import ApiModel, ValidationProblem
 from hub.reports import cold_chain, csv_text, queries
 from hub.reports.queries import MAX_PERIOD_DAYS, ReportFilter, ReportPeriodError
 
@@ -32,7 +32,10 @@ ReportFormat = Literal["json", "csv"]
 
 _CSV_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
     200: {"content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "the report (JSON or CSV)"},
-    422: {"description": "a bad parameter: from after to, a period over 366 days, an unknown format"},
+    422: {
+        "model": ValidationProblem,
+        "description": "a bad parameter: from after to, a period over 366 days, an unknown format",
+    },
 }
 
 
