@@ -355,17 +355,23 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
     return app
 
 
+_PROBLEM_SCHEMA: Final = {"schema": {"$ref": "#/components/schemas/Problem"}}
+
+
 def _openapi_with_json_errors(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with every error under application/json: FastAPI files the app-wide error models of a
-    page route (``/``, HTML) under text/html, but the errors of every route are JSON."""
+    page route (``/``, HTML) under text/html, but the errors of every route are JSON; an error a route declares
+    by its description alone is a Problem."""
     if app.openapi_schema is None:
         spec = FastAPI.openapi(app)
         for operations in spec.get("paths", {}).values():
             for operation in operations.values():
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
-                    if status.startswith(("4", "5")) and content and "application/json" not in content:
-                        response["content"] = {"application/json": next(iter(content.values()))}
+                    if not status.startswith(("4", "5")) or "application/json" in content:
+                        continue
+                    # A route's error declared by description alone is a Problem, like every error in words.
+                    response["content"] = {"application/json": next(iter(content.values()), _PROBLEM_SCHEMA)}
         app.openapi_schema = spec
     return app.openapi_schema
 

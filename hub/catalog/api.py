@@ -330,7 +330,12 @@ async def get_store_profile(session: SessionDep, store_id: StoreIdPath) -> Store
     return store_out(profile)
 
 
-@router.get("/stores/{store_id}/slots", response_model=SlotList, summary="A store's planogram")
+@router.get(
+    "/stores/{store_id}/slots",
+    response_model=SlotList,
+    summary="A store's planogram",
+    responses={404: {"model": Problem, "description": "no such store profile"}},
+)
 async def get_store_slots(session: SessionDep, store_id: StoreIdPath) -> SlotList:
     """The slots of one store (404 when the store has no profile)."""
     if await service.get_store_profile(session, store_id) is None:

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from sqlalchemy import and_, select
 
 from hub.api.deps import NowDep, SessionDep
-from hub.api.params import aware, invalid
+from hub.api.params import IsoDatetime, aware, invalid
 from hub.api.schemas import ApiModel, Problem
 from hub.catalog.models import Sku, Slot, StoreProfile
 from hub.db.bounds import INT64_MAX, DbCount, DbInt
@@ -292,7 +292,7 @@ async def get_ledger(
     session: SessionDep,
     store_id: str,
     sku_id: Annotated[str | None, Query(max_length=63)] = None,
-    since: Annotated[datetime | None, Query(description="at or after, with time zone")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="at or after, with time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 200,
     cursor: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the previous page")] = None,
 ) -> LedgerPage:

@@ -202,6 +202,9 @@ async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub) 
         ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor", "not a cursor returned by this API"),
         ({"since": "2025-03-01T12:00:00"}, "since", "since has no time zone"),
         ({"until": "yesterday"}, "until", "datetime"),
+        # pydantic would read a number as seconds since 1970; the document says date-time, so does the API.
+        ({"until": "0.5"}, "until", "not a number"),
+        ({"since": "1700000000"}, "since", "not a number"),
         ({"since": "2025-03-02T00:00:00Z", "until": "2025-03-01T00:00:00Z"}, "until", "later than since"),
     ],
 )
