@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -239,25 +240,47 @@ async def refuse_device_in_events(hub: RunningHub, device_id: str) -> None:
         )
 
 
+def _shelf_stock(stream: uuid.UUID) -> wire.Event:
+    payload = {"slot": 1, "count": 7, "weight_g": 700.0}
+    event = reading(stream=stream, seq=1, device_id="shelf-1")
+    return event.model_copy(update={"kind": wire.EventKind.SHELF_STOCK, "payload": payload})
+
+
+@pytest.mark.parametrize(
+    ("make", "number", "where"),
+    [
+        # The findings: each made its whole batch fail with storage_error.
+        (lambda stream: reading(stream=stream, seq=7), b'"seq":7', "seq"),
+        (_shelf_stock, b'"count":7', "count"),
+    ],
+    ids=["seq 2^63", "shelf count 3e9"],
+)
 async def test_a_number_past_its_column_is_invalid_at_the_door_and_the_others_stored(
-    hub: RunningHub, gateway_client: PlainGateway
+    hub: RunningHub,
+    gateway_client: PlainGateway,
+    make: Callable[[uuid.UUID], wire.Event],
+    number: bytes,
+    where: str,
 ) -> None:
-    # The finding: a seq of 2^63 was valid on the wire and failed its whole unit as a storage error.
     gateway_client.subscribe(ACKS)
     good = batch_of([reading(stream=uuid.uuid4(), seq=1)])
-    poison = wire.encode(batch_of([reading(stream=uuid.uuid4(), seq=7)])).replace(b'"seq":7', f'"seq":{2**63}'.encode())
+    field, _ = number.split(b":")
+    too_large = {"seq": 2**63, "count": 3 * 10**9}[where]
+    poison = wire.encode(batch_of([make(uuid.uuid4())])).replace(number, field + b":" + str(too_large).encode())
+    assert str(too_large).encode() in poison
 
-    result = await hub.runtime.ingestor.process(
-        [Incoming(EVENTS, poison, 1, False), Incoming(EVENTS, wire.encode(good), 1, False)]
-    )
+    gateway_client.publish(EVENTS, poison)
+    gateway_client.publish(EVENTS, wire.encode(good))
 
-    assert [(a.through_seq, a.stored) for a in result.acks] == [(1, 1)]
+    (ack,) = await acks_on(gateway_client, 1)
+    assert (ack.stream, ack.through_seq, ack.stored) == (good.events[0].stream, 1, 1)
     assert (rejected(hub, "invalid"), rejected(hub, "storage_error")) == (1, 0)
     async with hub.runtime.sessions() as session:
         (row,) = (await session.scalars(select(RejectedMessage))).all()
     assert row.reason == "invalid"
-    assert "seq" in row.detail
+    assert where in row.detail
     assert await stored_event_ids(hub) == {str(good.events[0].event_id)}
+    assert hub.runtime.ingestor.running
 
 
 async def test_a_batch_the_database_refuses_is_rejected_and_the_others_stored(
