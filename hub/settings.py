@@ -124,8 +124,9 @@ class HubSettings(BaseSettings):
     http_max_import_body_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,
-        le=1024**3,
-        description="largest body of the catalog's CSV imports (/api/v1/catalog/.../import)",
+        # The catalog reads a whole file into memory and refuses more than 32 MiB itself (hub.catalog.api).
+        le=32 * 1024 * 1024,
+        description="largest body of the catalog's CSV imports (/api/v1/catalog/.../import), at most 32 MiB",
     )
     http_tls_certfile: Path | None = Field(
         default=None, description="PEM certificate chain: the hub serves HTTPS itself (with http_tls_keyfile)"
