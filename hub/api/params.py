@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Final
 
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +42,11 @@ def aware(parameter: str, value: datetime | None) -> datetime | None:
             f"{parameter} has no time zone; give one, e.g. 2025-01-31T12:00:00Z or 2025-01-31T13:00:00+01:00",
             value.isoformat(),
         )
+    if value is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00: the database would refuse it with a 500
+            raise invalid(parameter, f"{parameter} is outside the years 1 to 9999 in UTC", value.isoformat()) from None
     return value
 
 
