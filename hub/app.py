@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from pydantic import JsonValue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 from hub.alerting import alerts_api, rules_api, webhooks_api
 from hub.alerting.monitoring import MonitoringSettings
@@ -285,13 +286,23 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+class HubApp(FastAPI):
+    """The hub's FastAPI app: the HTTP edge (hub.api.edge) in front of everything, Starlette's own error
+    middleware included, so a 500 carries the security headers too (``add_middleware`` would put it inside)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack, wrapped in the edge made by create_app."""
+        edge: Callable[[ASGIApp], ASGIApp] = self.state.edge
+        return edge(super().build_middleware_stack())
+
+
 def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.utc_now) -> FastAPI:
     """The hub's app for ``settings``; nothing is connected or created until its lifespan starts.
 
     ``clock`` is the hub's notion of now for the consumer, the rules and commands: tests that replay a
     past store day pass the day's time; everyone else leaves the wall clock.
     """
-    app = FastAPI(
+    app = HubApp(
         title="Storegate hub",
         version=__version__,
         description=DESCRIPTION,
@@ -345,7 +356,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         pages,
     ):
         app.include_router(module.router)
-    app.add_middleware(
+    app.state.edge = functools.partial(
         HttpEdge,
         allowed_hosts=allowed_hosts_of(settings.http_allowed_hosts, settings.http_host),
         max_body_bytes=settings.http_max_body_bytes,

@@ -59,6 +59,20 @@ async def test_every_answer_carries_the_security_headers_and_no_store(hub: Runni
     assert (await hub.client.get("/api/v1/stores")).headers["content-security-policy"].startswith("default-src 'none'")
 
 
+async def test_even_a_500_carries_the_security_headers(hub: RunningHub) -> None:
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    hub.app.add_api_route("/broken", broken)
+    transport = httpx.ASGITransport(app=hub.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        response = await client.get("/broken")
+
+    assert response.status_code == 500
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+
+
 async def test_the_dashboard_csp_allows_its_own_style_and_nothing_else(hub: RunningHub) -> None:
     response = await hub.client.get("/")
 
