@@ -8,13 +8,16 @@ database, connects to MQTT and starts the consumer, and stops them in reverse or
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import json
 import socket
-from collections.abc import AsyncIterator, Callable
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 import uvicorn
@@ -22,8 +25,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import JsonValue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 from hub.alerting import alerts_api, rules_api, webhooks_api
 from hub.alerting.monitoring import MonitoringSettings
@@ -32,6 +38,8 @@ from hub.alerting.rules_db import seed_default_rules
 from hub.alerting.secret_box import SecretBox, SecretKeyError, seal_stored_secrets
 from hub.alerting.webhooks import quiet_leaky_library_logs
 from hub.api import events, gateways, health, losses, pages, refused, stores
+from hub.api.edge import HttpEdge, allowed_hosts_of
+from hub.api.schemas import Problem, ValidationProblem
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
@@ -246,11 +254,56 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("hub_stopped")
 
 
+# What a 422 repeats of the refused input: a client needs to see which value was wrong, not to get a large body
+# back (a 33 MB JSON body once came back whole inside its 422).
+MAX_ECHOED_CHARS: Final = 120
+MAX_ECHOED_JSON_BYTES: Final = 1024
+MAX_VALIDATION_ISSUES: Final = 100
+MAX_VALIDATION_MESSAGE_CHARS: Final = 2000
+
+
+def _echoed_input(value: object) -> tuple[bool, JsonValue]:
+    """Whether to repeat a refused input, and what of it: long strings are cut, large values left out."""
+    if isinstance(value, str):
+        return True, value if len(value) <= MAX_ECHOED_CHARS else value[:MAX_ECHOED_CHARS] + "…"
+    encoded: JsonValue = jsonable_encoder(value)
+    if len(json.dumps(encoded, default=str)) > MAX_ECHOED_JSON_BYTES:
+        return False, None
+    return True, encoded
+
+
+def _issue(error: Mapping[str, Any]) -> dict[str, JsonValue]:
+    """One pydantic error as a ValidationIssue: its input bounded, its context plain JSON."""
+    issue: dict[str, JsonValue] = {
+        "type": str(error.get("type", "value_error")),
+        "loc": [part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
+        "msg": str(error.get("msg", "")),
+    }
+    if "input" in error:
+        keep, echoed = _echoed_input(error["input"])
+        if keep:
+            issue["input"] = echoed
+    if isinstance(error.get("ctx"), Mapping):
+        context = {str(k): v if isinstance(v, int | float | bool | None) else str(v) for k, v in error["ctx"].items()}
+        issue["ctx"] = {k: v[:MAX_ECHOED_CHARS] if isinstance(v, str) else v for k, v in context.items()}
+    return issue
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 body plus a one-line ``message`` naming each bad parameter."""
+    """A ValidationProblem: each bad value with its input bounded, and a one-line ``message`` naming each."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in errors)
-    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors), "message": message})
+    issues = [_issue(e) for e in errors[:MAX_VALIDATION_ISSUES]]
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in errors
+    )
+    if len(errors) > MAX_VALIDATION_ISSUES:
+        message = f"{len(errors)} problems, the first {MAX_VALIDATION_ISSUES} listed: {message}"
+    if len(message) > MAX_VALIDATION_MESSAGE_CHARS:
+        message = message[:MAX_VALIDATION_MESSAGE_CHARS] + "…"
+    first = issues[0]["loc"] if issues else None
+    log.info("api_request_invalid", method=request.method, path=request.url.path, problems=len(errors), first=first)
+    body = ValidationProblem.model_validate({"detail": issues, "message": message})
+    return JSONResponse(status_code=422, content=body.model_dump(mode="json", exclude_unset=True))
 
 
 # How long a client is told to wait before trying again after a 503 of the database.
@@ -273,17 +326,35 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+class HubApp(FastAPI):
+    """The hub's FastAPI app: the HTTP edge (hub.api.edge) in front of everything, Starlette's own error
+    middleware included, so a 500 carries the security headers too (``add_middleware`` would put it inside)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack, wrapped in the edge made by create_app."""
+        edge: Callable[[ASGIApp], ASGIApp] = self.state.edge
+        return edge(super().build_middleware_stack())
+
+
 def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.utc_now) -> FastAPI:
     """The hub's app for ``settings``; nothing is connected or created until its lifespan starts.
 
     ``clock`` is the hub's notion of now for the consumer, the rules and commands: tests that replay a
     past store day pass the day's time; everyone else leaves the wall clock.
     """
-    app = FastAPI(
+    app = HubApp(
         title="Storegate hub",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The error shapes every operation may answer with, in place of FastAPI's HTTPValidationError (hub.api.edge
+        # answers 400 and 413 before any route runs; a database that cannot answer is a 503 anywhere).
+        responses={
+            400: {"model": Problem, "description": "the Host header is not one this hub answers to"},
+            413: {"model": Problem, "description": "the request body is too large"},
+            422: {"model": ValidationProblem, "description": "a value of the request is not acceptable"},
+            503: {"model": Problem, "description": "the hub or its database cannot answer now; try again"},
+        },
         openapi_tags=[
             {"name": "stores", "description": "stores with an enrolled gateway, their counts of gateways and events"},
             {"name": "gateways", "description": "gateways (store, gateway): enrolment, presence, stream marks"},
@@ -301,6 +372,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         ],
     )
     quiet_leaky_library_logs()  # before any request: their DEBUG lines carry webhook URLs
+    app.openapi = functools.partial(_openapi_with_json_errors, app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.clock = clock
     app.state.runtime = None
@@ -327,7 +399,40 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         pages,
     ):
         app.include_router(module.router)
+    app.state.edge = functools.partial(
+        HttpEdge,
+        allowed_hosts=allowed_hosts_of(settings.http_allowed_hosts, settings.http_host),
+        max_body_bytes=settings.http_max_body_bytes,
+        large_body_bytes=settings.http_max_import_body_bytes,
+        large_body_paths=[r.path for r in catalog.router.routes if isinstance(r, APIRoute) and _is_import(r)],
+    )
     return app
+
+
+_PROBLEM_SCHEMA: Final = {"schema": {"$ref": "#/components/schemas/Problem"}}
+
+
+def _openapi_with_json_errors(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with every error under application/json: FastAPI files the app-wide error models of a
+    page route (``/``, HTML) under text/html, but the errors of every route are JSON; an error a route declares
+    by its description alone is a Problem."""
+    if app.openapi_schema is None:
+        spec = FastAPI.openapi(app)
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if not status.startswith(("4", "5")) or "application/json" in content:
+                        continue
+                    # A route's error declared by description alone is a Problem, like every error in words.
+                    response["content"] = {"application/json": next(iter(content.values()), _PROBLEM_SCHEMA)}
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+def _is_import(route: APIRoute) -> bool:
+    """A CSV import of the catalog: its body is a whole file, allowed up to http_max_import_body_bytes."""
+    return route.path.endswith("/import")
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -343,11 +448,27 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_tls_files(settings: HubSettings) -> None:
+    """Load the TLS certificate and key once before serving, so a bad file fails the start and says which."""
+    if settings.http_tls_certfile is None or settings.http_tls_keyfile is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.http_tls_certfile, settings.http_tls_keyfile
+        )
+    except (OSError, ssl.SSLError) as err:
+        raise HubStartupError(
+            f"cannot use the TLS certificate {settings.http_tls_certfile} with the key {settings.http_tls_keyfile}: "
+            f"{(getattr(err, 'strerror', None) or str(err)).lower()}"
+        ) from err
+
+
 async def serve(settings: HubSettings, *, stop: asyncio.Event | None = None) -> None:
     """Serve the hub until SIGINT/SIGTERM (handled by uvicorn) or until ``stop`` is set.
 
     Raises HubStartupError when the port cannot be bound or the app cannot start.
     """
+    _check_tls_files(settings)
     sock = _listening_socket(settings.http_host, settings.http_port)
     app = create_app(settings)
     config = uvicorn.Config(
@@ -356,6 +477,11 @@ async def serve(settings: HubSettings, *, stop: asyncio.Event | None = None) -> 
         log_config=None,  # logging is configured once per process by storegate.logs
         log_level=settings.log_level.lower(),
         server_header=False,
+        ssl_certfile=settings.http_tls_certfile,
+        ssl_keyfile=settings.http_tls_keyfile,
+        # uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; the hub believes only the proxies named.
+        proxy_headers=bool(settings.http_trusted_proxies),
+        forwarded_allow_ips=settings.http_trusted_proxies or None,
     )
     server = uvicorn.Server(config)
 
@@ -365,7 +491,8 @@ async def serve(settings: HubSettings, *, stop: asyncio.Event | None = None) -> 
 
     watcher = asyncio.create_task(stop_when_asked(stop)) if stop is not None else None
     try:
-        log.info("hub_listening", address=f"http://{settings.http_host}:{settings.http_port}")
+        scheme = "https" if settings.http_tls_certfile is not None else "http"
+        log.info("hub_listening", address=f"{scheme}://{settings.http_host}:{settings.http_port}")
         await server.serve(sockets=[sock])
     except SystemExit as exc:  # uvicorn exits the process when startup fails; turn that into an error
         cause = getattr(app.state, "startup_error", None)

@@ -9,6 +9,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── BackupError                            hub.admin.backup                          a backup or restore failed
     ├── ManifestError                          hub.admin.manifest                        a backup unlike its manifest
     ├── CursorError(ValueError)                hub.api.listings                          a cursor not handed out here
+    ├── BodyTooLargeError(HTTPException)       hub.api.edge                              a request body past its limit
     ├── UnsupportedDatabaseError(RuntimeError) hub.db.dialect                            neither SQLite nor PostgreSQL
     ├── WriteGateTimeout                       hub.db.writegate                          no turn to write in time
     ├── AlertTransitionError(ValueError)       hub.domain.alerts                         a transition not allowed
@@ -22,6 +23,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── SecretUnreadable                       hub.alerting.secret_box                   a secret the key cannot open
     ├── CsvRowsError(ValueError)               hub.catalog.csv_io                        a CSV file with bad rows
     ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
+    ├── StockOutOfRangeError(ValueError)       hub.inventory.apply                       on hand past its column
     ├── UnknownStoreError(LookupError)         hub.inventory.replenishment_suggestions   no store profile with that id
     ├── UnknownSkuError(LookupError)           hub.inventory.replenishment_suggestions   no SKU with that id
     ├── IdentityError(ValueError)              hub.pki.identity                          not a gateway's or hub's name

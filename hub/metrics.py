@@ -39,6 +39,12 @@ class HubMetrics:
         )
         for reason in ("invalid_event", "not_of_sender", "storage_error"):  # every series from the start
             self.refused_events.labels(reason=reason)
+        self.api_refused = Counter(
+            "storegate_hub_api_refused",
+            "HTTP requests answered 4xx (bad Host, body too large, invalid or out-of-range values...), by status",
+            ["status"],
+            registry=r,
+        )
         self.events_stored = Counter("storegate_hub_events_stored", "events stored for the first time", registry=r)
         self.events_lost = Counter(
             "storegate_hub_events_lost",

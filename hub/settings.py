@@ -120,6 +120,34 @@ class HubSettings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", min_length=1)
     http_port: int = Field(default=8000, ge=1, le=65535)
+    http_allowed_hosts: list[str] | None = Field(
+        default=None,
+        description=(
+            "Host header values the API answers to (others get 400), e.g. ['hub.example.com']; '*.example.com' "
+            "matches subdomains, '*' any; default: http_host, localhost, 127.0.0.1 and ::1"
+        ),
+    )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=1024**3, description="largest request body; larger ones get 413"
+    )
+    http_max_import_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        # The catalog reads a whole file into memory and refuses more than 32 MiB itself (hub.catalog.api).
+        le=32 * 1024 * 1024,
+        description="largest body of the catalog's CSV imports (/api/v1/catalog/.../import), at most 32 MiB",
+    )
+    http_tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate chain: the hub serves HTTPS itself (with http_tls_keyfile)"
+    )
+    http_tls_keyfile: Path | None = Field(default=None, description="PEM private key of http_tls_certfile")
+    http_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "addresses of reverse proxies whose X-Forwarded-For/-Proto the hub believes (uvicorn's "
+            "forwarded_allow_ips), e.g. ['127.0.0.1']; default: none, so a client cannot claim to be https"
+        ),
+    )
     log_level: LogLevel = "INFO"
     gateway_offline_grace_s: float = Field(
         default=300.0,
@@ -182,6 +210,12 @@ class HubSettings(BaseSettings):
         if url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:"):
             raise ValueError("SQLite needs a file path: an in-memory database is lost on every connection")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> HubSettings:
+        if (self.http_tls_certfile is None) != (self.http_tls_keyfile is None):
+            raise ValueError("http_tls_certfile and http_tls_keyfile go together: give both or neither")
+        return self
 
     @model_validator(mode="after")
     def _shared_subscription_needs_v5(self) -> HubSettings:

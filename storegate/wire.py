@@ -17,6 +17,7 @@ Topic layout (one versioned root, one subtree per store and gateway)::
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,22 @@ TOPIC_ROOT: Final = "storegate/v1"
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_BATCH_EVENTS: Final = 1000
 
+# The bounds of every integer on the wire: what the hub's columns hold (SQL INTEGER is 32 bits, BIGINT 64 bits on
+# PostgreSQL, and SQLite refuses anything past 64 bits). A number beyond them is refused here as ``invalid``, as
+# one bad message, instead of failing the hub's whole transaction later as a storage error.
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
+# A sequence number of a stream (BIGINT at the hub), counted from 1.
+Seq = Annotated[int, Field(ge=1, le=INT64_MAX)]
+# How far a stream is acknowledged: a seq, or 0 before the first.
+SeqMark = Annotated[int, Field(ge=0, le=INT64_MAX)]
+# Items or units of stock (an INTEGER column at the hub: shelf levels, ledger quantities).
+ItemCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
+# A change of items on a slot, signed; its size is bounded like the count.
+ItemDelta = Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]
+# A running total a gateway reports about itself (events published, reconnects, bytes).
+Total = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
 _SEGMENT = r"[a-z0-9][a-z0-9_-]{0,62}"
 # Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
 StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
@@ -66,7 +83,12 @@ EventKindName = Annotated[
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is a valid aware datetime whose UTC is before year 1: pydantic passes on
+        # only ValueError as a validation error, anything else would escape decode() as a crash.
+        raise ValueError(f"{value.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
@@ -80,7 +102,8 @@ def utc_now() -> datetime:
 class WireModel(BaseModel):
     """Base of every message: immutable, and unknown fields are an error."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No float on the wire is infinite or NaN: JSON has neither, and PostgreSQL's json type refuses them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- topics
@@ -261,8 +284,8 @@ class EnvironmentReading(WireModel):
 class SeqRange(WireModel):
     """An inclusive range of sequence numbers of one stream."""
 
-    first: int = Field(ge=1)
-    last: int = Field(ge=1)
+    first: Seq
+    last: Seq
 
     @model_validator(mode="after")
     def _ordered(self) -> SeqRange:
@@ -289,10 +312,10 @@ class DataLoss(WireModel):
     """
 
     ranges: list[SeqRange] = Field(min_length=1, max_length=MAX_LOSS_RANGES)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=INT64_MAX)
     reason: Literal["evicted", "not_held", "corrupt"]
     detail: str = Field(default="", max_length=500)
-    by_kind: dict[str, int] = Field(default_factory=dict, description="lost events per kind, where known")
+    by_kind: dict[str, Total] = Field(default_factory=dict, description="lost events per kind, where known")
 
     @model_validator(mode="after")
     def _count_matches_ranges(self) -> DataLoss:
@@ -357,7 +380,7 @@ class DeviceError(WireModel):
 
     error: str = Field(min_length=1, max_length=500)
     retry_in_s: float | None = Field(default=None, ge=0)
-    failures: int = Field(ge=1, description="consecutive failures, this one included")
+    failures: int = Field(ge=1, le=INT64_MAX, description="consecutive failures, this one included")
 
 
 class DeviceStale(WireModel):
@@ -375,8 +398,8 @@ class ShelfChange(WireModel):
 
     slot: int = Field(ge=1, le=255)
     sku: str | None = Field(default=None, max_length=64)
-    delta: int = Field(description="items added (put, > 0) or removed (pick, < 0)")
-    count: int = Field(ge=0, description="items on the slot after the change")
+    delta: ItemDelta = Field(description="items added (put, > 0) or removed (pick, < 0)")
+    count: ItemCount = Field(description="items on the slot after the change")
     weight_g: float = Field(allow_inf_nan=False, description="settled net weight after the change")
 
 
@@ -385,7 +408,7 @@ class ShelfStock(WireModel):
 
     slot: int = Field(ge=1, le=255)
     sku: str | None = Field(default=None, max_length=64)
-    count: int | None = Field(default=None, ge=0)
+    count: ItemCount | None = None
     weight_g: float = Field(allow_inf_nan=False)
 
 
@@ -411,7 +434,7 @@ class Scan(WireModel):
     symbology: Literal["ean13", "ean8", "upca", "upce", "code128", "gs1_128", "gs1_datamatrix"]
     mode: ScanMode
     gtin: str | None = Field(default=None, pattern=r"^[0-9]{14}$", description="as GTIN-14")
-    quantity: int = Field(default=1, ge=1)
+    quantity: int = Field(default=1, ge=1, le=INT32_MAX)
     batch: str | None = Field(default=None, max_length=20)
     expiry: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     serial: str | None = Field(default=None, max_length=20)
@@ -453,6 +476,23 @@ PAYLOAD_MODELS: Final[dict[str, type[WireModel]]] = {
 # --------------------------------------------------------------------------- messages
 
 
+def _require_finite(value: JsonValue) -> None:
+    """Raise ValueError if a free-form payload holds a number too large for a float (``1e999`` parses as inf).
+
+    A payload model refuses it itself (``allow_inf_nan=False``); a free-form one would be stored as ``Infinity``,
+    which PostgreSQL's json type refuses, failing the unit it was in.
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"the payload holds a number out of range ({value})")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _require_finite(item)
+    elif isinstance(value, list):
+        for item in value:
+            _require_finite(item)
+
+
 class Event(WireModel):
     """One thing a device reported, as the gateway recorded it.
 
@@ -466,7 +506,7 @@ class Event(WireModel):
     store_id: StoreId
     gateway_id: GatewayId
     stream: UUID
-    seq: int = Field(ge=1, description="per-gateway, per-stream sequence number, from 1 without gaps")
+    seq: Seq = Field(description="per-gateway, per-stream sequence number, from 1 without gaps")
     device_id: DeviceId
     kind: EventKindName
     ts: UtcDatetime = Field(description="when the device reported it, UTC")
@@ -477,6 +517,8 @@ class Event(WireModel):
         model = PAYLOAD_MODELS.get(self.kind)
         if model is not None:
             model.model_validate(self.payload)
+        else:
+            _require_finite(self.payload)
         return self
 
     def typed_payload(self) -> WireModel | None:
@@ -532,9 +574,9 @@ class Ack(WireModel):
     store_id: StoreId
     gateway_id: GatewayId
     stream: UUID
-    through_seq: int = Field(ge=0)
-    stored: int = Field(ge=0, description="events of the acknowledged batch stored now")
-    duplicates: int = Field(ge=0, description="events of the acknowledged batch the hub already had")
+    through_seq: SeqMark
+    stored: Total = Field(description="events of the acknowledged batch stored now")
+    duplicates: Total = Field(description="events of the acknowledged batch the hub already had")
     ts: UtcDatetime
     gaps: list[SeqRange] = Field(
         default_factory=list,
@@ -573,15 +615,15 @@ class GatewayHealth(WireModel):
     store_id: StoreId
     gateway_id: GatewayId
     ts: UtcDatetime
-    outbox_depth: int = Field(ge=0)
+    outbox_depth: Total
     oldest_unacked_age_s: float | None = Field(default=None, ge=0)
-    published_total: int = Field(ge=0)
-    acked_total: int = Field(ge=0)
-    resent_total: int = Field(ge=0)
-    reconnects_total: int = Field(ge=0)
-    evicted_total: int = Field(default=0, ge=0)
-    duplicates_dropped_total: int = Field(default=0, ge=0, description="device replays the outbox already had")
-    outbox_bytes: int = Field(default=0, ge=0)
+    published_total: Total
+    acked_total: Total
+    resent_total: Total
+    reconnects_total: Total
+    evicted_total: Total = 0
+    duplicates_dropped_total: Total = Field(default=0, description="device replays the outbox already had")
+    outbox_bytes: Total = 0
     publish_rate: float = Field(default=0.0, ge=0, description="events published per second, last minute")
     ack_rate: float = Field(default=0.0, ge=0, description="events acknowledged per second, last minute")
     problems: list[str] = Field(default_factory=list)

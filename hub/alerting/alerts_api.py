@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field
@@ -18,8 +18,8 @@ from sqlalchemy import and_, or_, select
 from hub.alerting import alerts_db
 from hub.alerting.models import AlertHistoryRow, AlertRow
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
-from hub.api.params import aware, invalid
-from hub.api.schemas import ApiModel
+from hub.api.params import IsoDatetime, aware, invalid
+from hub.api.schemas import ApiModel, Problem
 from hub.domain.alerts import AlertTransitionError
 from hub.runtime import HubRuntime
 
@@ -149,7 +149,7 @@ async def get_alerts(
     severity: Annotated[Literal["info", "warning", "critical"] | None, Query()] = None,
     category: Annotated[Literal["security", "environment", "operations"] | None, Query()] = None,
     rule_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[datetime | None, Query(description="opened at or after, with time zone")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="opened at or after, with time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AlertPageOut:
@@ -195,10 +195,21 @@ async def _one(session: SessionDep, alert_id: str) -> AlertOut:
     return alert_out(row, list(history))
 
 
-@router.get("/{alert_id}", response_model=AlertOut, summary="One alert with its history")
+@router.get(
+    "/{alert_id}",
+    response_model=AlertOut,
+    summary="One alert with its history",
+    responses={404: {"model": Problem, "description": "no such alert"}},
+)
 async def get_alert(session: SessionDep, alert_id: str) -> AlertOut:
     """The alert and every transition it went through."""
     return await _one(session, alert_id)
+
+
+_TRANSITION_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": Problem, "description": "no such alert"},
+    409: {"model": Problem, "description": "the alert is not in a state that allows it, e.g. already resolved"},
+}
 
 
 async def _transition(
@@ -220,7 +231,9 @@ async def _transition(
     return await _one(session, alert_id)
 
 
-@router.post("/{alert_id}/acknowledge", response_model=AlertOut, summary="Acknowledge an alert")
+@router.post(
+    "/{alert_id}/acknowledge", response_model=AlertOut, summary="Acknowledge an alert", responses=_TRANSITION_ERRORS
+)
 async def post_acknowledge(
     session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: AcknowledgeIn
 ) -> AlertOut:
@@ -233,7 +246,9 @@ async def post_acknowledge(
     )
 
 
-@router.post("/{alert_id}/resolve", response_model=AlertOut, summary="Resolve an alert by hand")
+@router.post(
+    "/{alert_id}/resolve", response_model=AlertOut, summary="Resolve an alert by hand", responses=_TRANSITION_ERRORS
+)
 async def post_resolve(
     session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: ResolveIn
 ) -> AlertOut:

@@ -27,18 +27,12 @@ from hub.alerting.rules_db import (
     StoreRulesView,
 )
 from hub.api.deps import NowDep, SessionDep, rules_may_change
-from hub.api.schemas import ApiModel
+from hub.api.schemas import ApiModel, Problem, ValidationProblem
 from hub.domain.rules import RuleSetError
 
 router = APIRouter(prefix="/api/v1", tags=["rules"], dependencies=[Depends(rules_may_change)])
 
 DEFAULT_ACTOR: Final = "api"
-
-
-class ErrorOut(ApiModel):
-    """Why a request was refused, naming the rule and the field."""
-
-    message: str = Field(examples=["rule 'shelf-sweep', field 'min_items': Input should be greater than or equal to 2"])
 
 
 class SkippedOut(ApiModel):
@@ -139,15 +133,20 @@ _CHANGES_EXAMPLES: Final[dict[str, Any]] = {
     "tolerate": {"summary": "larger grabs before a sweep alarms", "value": {"min_items": 10}},
 }
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    404: {"model": ErrorOut, "description": "no such rule (or no such override)"},
-    409: {"model": ErrorOut, "description": "it cannot be applied now (a concurrent change; an invalid chain rule)"},
-    422: {"model": ErrorOut, "description": "invalid: the message names the rule and the field"},
+    404: {"model": Problem, "description": "no such rule (or no such override)"},
+    409: {"model": Problem, "description": "it cannot be applied now (a concurrent change; an invalid chain rule)"},
+    422: {"model": ValidationProblem, "description": "invalid: the message names the rule and the field"},
 }
 
 
 def _refuse(err: Exception) -> JSONResponse:
-    status = 404 if isinstance(err, RuleNotFoundError) else 409 if isinstance(err, RulesConflictError) else 422
-    return JSONResponse(status_code=status, content=ErrorOut(message=str(err)).model_dump())
+    """The hub's error shapes: a Problem for 404 and 409, a ValidationProblem naming the rule and field for 422."""
+    if isinstance(err, RuleNotFoundError | RulesConflictError):
+        status = 404 if isinstance(err, RuleNotFoundError) else 409
+        return JSONResponse(status_code=status, content=Problem(detail=str(err)).model_dump())
+    issue = {"type": "value_error", "loc": ["body"], "msg": str(err)}
+    problem = ValidationProblem.model_validate({"detail": [issue], "message": str(err)})
+    return JSONResponse(status_code=422, content=problem.model_dump(mode="json", exclude_unset=True))
 
 
 def _actor(header: str | None) -> str:

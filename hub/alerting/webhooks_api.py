@@ -28,7 +28,8 @@ from hub.alerting.notices import NotificationEvent
 from hub.alerting.secret_box import SecretBox, SecretKeyError
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep, SettingsDep
-from hub.api.schemas import ApiModel
+from hub.api.schemas import ApiModel, ValidationProblem
+from hub.db.bounds import INT64_MAX
 from hub.runtime import HubRuntime
 from storegate import wire
 
@@ -179,6 +180,7 @@ ActorHeader = Annotated[
     response_model=WebhookCreatedOut,
     responses={
         422: {
+            "model": ValidationProblem,
             "description": "a bad URL, secret, store id or event; `message` names the field. A URL with a user "
             "name or password, or whose host is or resolves to a loopback, private, link-local, multicast or "
             "reserved address that notifications.webhook_allowed_networks does not list, is refused"
@@ -264,7 +266,9 @@ async def list_deliveries(
     webhook_id: WebhookIdPath,
     session: SessionDep,
     status: Annotated[DeliveryStatus | None, Query(description="only deliveries in this status")] = None,
-    before: Annotated[int | None, Query(ge=1, description="only notifications with a smaller id (paging)")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="only notifications with a smaller id (paging)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_DELIVERIES_PAGE)] = 100,
 ) -> DeliveryPage:
     """The webhook's deliveries, newest first: status, attempts, the last error."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Final
 from uuid import UUID
 
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from hub.api.deps import SessionDep
 from hub.api.listings import EventFilter, list_events
-from hub.api.params import aware, cursor_of, invalid
+from hub.api.params import IsoDatetime, aware, cursor_of, invalid
 from hub.api.schemas import EventOut, EventPageOut
 from hub.db.models import StoredEvent
 
@@ -49,8 +48,8 @@ async def get_events(
     gateway_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this gateway")] = None,
     device_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this device")] = None,
     kind: Annotated[str | None, Query(max_length=64, description="only this kind, e.g. environment.reading")] = None,
-    since: Annotated[datetime | None, Query(description="device time at or after this, with time zone")] = None,
-    until: Annotated[datetime | None, Query(description="device time before this, with time zone")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="device time at or after this, with time zone")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="device time before this, with time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="events per page")] = 100,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> EventPageOut:

@@ -8,13 +8,14 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from hub.db.bounds import INT64_MAX
 from hub.db.models import DataLossRecord, Gateway, GatewayStream, RefusedEvent, Store, StoredEvent
 from hub.errors import HubError
 
@@ -185,7 +186,19 @@ class Cursor:
             raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)") from None
         if not isinstance(event_id, int) or isinstance(event_id, bool) or ts.tzinfo is None:
             raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)")
+        # A forged cursor: an id past the BIGINT column, or a time outside the years the database holds, would
+        # otherwise fail the query with a 500.
+        if not 1 <= event_id <= INT64_MAX or not _in_utc_range(ts):
+            raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)")
         return cls(ts, event_id)
+
+
+def _in_utc_range(value: datetime) -> bool:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

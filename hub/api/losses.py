@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Final, Literal, cast
 from uuid import UUID
 
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from hub.api.deps import SessionDep
 from hub.api.listings import LossFilter, list_losses
-from hub.api.params import aware, cursor_of
+from hub.api.params import IsoDatetime, aware, cursor_of
 from hub.api.schemas import DataLossOut, DataLossPageOut
 from hub.db.models import DataLossRecord
 
@@ -54,7 +53,7 @@ async def get_data_losses(
     store_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this store")] = None,
     gateway_id: Annotated[str | None, Query(max_length=_ID_MAX, description="only this gateway")] = None,
     reason: Annotated[LossReason | None, Query(description="only this reason")] = None,
-    since: Annotated[datetime | None, Query(description="reported at or after this, with time zone")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="reported at or after this, with time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="records per page")] = 100,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> DataLossPageOut:

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Final
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator
 
 from hub.api.listings import Cursor, CursorError
+
+_NUMBER: Final = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _not_a_number(value: object) -> object:
+    """Refuse a number where a date or time is due: pydantic would take ``0.5`` as seconds since 1970, which no
+    client means, and which the OpenAPI document (format date-time) says is not one."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        raise ValueError("give a date in ISO 8601 (e.g. 2025-01-31 or 2025-01-31T12:00:00Z), not a number")
+    return value
+
+
+# A date-time or a date of a query or path parameter, written as ISO 8601 and never as a number.
+IsoDatetime = Annotated[datetime, BeforeValidator(_not_a_number)]
+IsoDate = Annotated[date, BeforeValidator(_not_a_number)]
 
 
 def invalid(parameter: str, message: str, value: object) -> RequestValidationError:
@@ -24,6 +42,11 @@ def aware(parameter: str, value: datetime | None) -> datetime | None:
             f"{parameter} has no time zone; give one, e.g. 2025-01-31T12:00:00Z or 2025-01-31T13:00:00+01:00",
             value.isoformat(),
         )
+    if value is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00: the database would refuse it with a 500
+            raise invalid(parameter, f"{parameter} is outside the years 1 to 9999 in UTC", value.isoformat()) from None
     return value
 
 

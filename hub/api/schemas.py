@@ -179,3 +179,34 @@ class RefusedEventPageOut(ApiModel):
 
     items: list[RefusedEventOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+# --------------------------------------------------------------------------- errors
+# Every error the API answers has one of these two shapes, declared once and put on every operation of the
+# OpenAPI document (hub.app), so a client (and schemathesis) can rely on them.
+
+
+class Problem(ApiModel):
+    """A refusal or failure in words: 400 (Host not allowed), 404, 409, 413 (body too large), 503."""
+
+    detail: str = Field(description="what was wrong, in a sentence; nothing was changed")
+
+
+class ValidationIssue(ApiModel):
+    """One bad value of a request, in pydantic's terms."""
+
+    type: str = Field(description="pydantic's error type, e.g. 'less_than_equal'")
+    loc: list[str | int] = Field(description="where: 'body', 'query', 'path' or 'header', then the field")
+    msg: str
+    input: JsonValue = Field(
+        default=None,
+        description="the refused value: long strings cut short, large values left out (absent then)",
+    )
+    ctx: dict[str, JsonValue] | None = Field(default=None, description="the limit broken, e.g. {'le': 2147483647}")
+
+
+class ValidationProblem(ApiModel):
+    """422: the request's values are not acceptable; each issue names its field."""
+
+    detail: list[ValidationIssue] = Field(description="the issues, at most 100")
+    message: str = Field(description="the issues in one line, 'field: problem; ...'")

@@ -17,7 +17,7 @@ from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.api.deps import NowDep, SessionDep, catalog_may_change
-from hub.api.schemas import ApiModel
+from hub.api.schemas import ApiModel, Problem
 from hub.catalog import service
 from hub.catalog.csv_io import CsvRowsError, decode_csv
 from hub.catalog.models import Sku, Slot, StoreProfile
@@ -236,9 +236,9 @@ def _csv(text: str, filename: str) -> Response:
 _IMPORT_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     200: {"model": ImportReportOut},
     422: {"model": ImportErrorOut, "description": "bad rows or header; nothing was applied"},
-    409: {"description": "the catalog changed during the import; nothing was applied, try again"},
-    413: {"description": "the file is too large"},
-    415: {"description": "the body is not text/csv"},
+    409: {"model": Problem, "description": "the catalog changed during the import; nothing was applied, try again"},
+    413: {"model": Problem, "description": "the file is too large"},
+    415: {"model": Problem, "description": "the body is not text/csv"},
 }
 
 SkuIdPath = Annotated[str, Path(max_length=63, description="the retailer's SKU code")]
@@ -330,7 +330,12 @@ async def get_store_profile(session: SessionDep, store_id: StoreIdPath) -> Store
     return store_out(profile)
 
 
-@router.get("/stores/{store_id}/slots", response_model=SlotList, summary="A store's planogram")
+@router.get(
+    "/stores/{store_id}/slots",
+    response_model=SlotList,
+    summary="A store's planogram",
+    responses={404: {"model": Problem, "description": "no such store profile"}},
+)
 async def get_store_slots(session: SessionDep, store_id: StoreIdPath) -> SlotList:
     """The slots of one store (404 when the store has no profile)."""
     if await service.get_store_profile(session, store_id) is None:

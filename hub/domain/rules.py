@@ -26,7 +26,7 @@ from hub.domain.alerts import AlertSignal, Severity, Subject
 from hub.domain.excursions import Excursion, ExcursionState, Reading, ZoneRange, feed
 from hub.domain.store_hours import StoreHours, open_periods
 from hub.errors import HubError
-from storegate.wire import DeviceDetached, DoorChange, EnvironmentReading, EventKind, Quantity, ShelfChange
+from storegate.wire import INT32_MAX, DeviceDetached, DoorChange, EnvironmentReading, EventKind, Quantity, ShelfChange
 
 RULE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 PayloadModel = TypeVar("PayloadModel", bound=BaseModel)
@@ -151,10 +151,17 @@ class GraceTimers:
 # --------------------------------------------------------------------------- rule models
 
 
+# The longest delay or window a rule may have: a value past it would only overflow a timedelta in the engine.
+MAX_RULE_SECONDS: Final = 366 * 86_400.0
+# The largest item count a rule compares with: what the hub's INTEGER columns hold.
+MAX_RULE_ITEMS: Final = INT32_MAX
+
+
 class RuleBase(BaseModel):
     """What every rule has: whether it is on, its severity and its escalation delays."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinite or NaN threshold or delay: Python's JSON parser takes "Infinity", PostgreSQL's json type does not.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
     severity: Severity = Severity.WARNING
@@ -165,8 +172,8 @@ class RuleBase(BaseModel):
     @field_validator("escalate_after_s")
     @classmethod
     def _increasing_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(d <= 0 for d in value):
-            raise ValueError("escalation delays must be positive")
+        if any(d <= 0 or d > MAX_RULE_SECONDS for d in value):
+            raise ValueError(f"escalation delays must be positive and at most {MAX_RULE_SECONDS:g} s")
         if any(b <= a for a, b in itertools.pairwise(value)):
             raise ValueError("escalation delays must increase level by level")
         return value
@@ -252,7 +259,9 @@ class AfterHoursMotionRule(RuleBase):
     kind: Literal["after_hours_motion"] = "after_hours_motion"
     severity: Severity = Severity.CRITICAL
     event_kinds: tuple[str, ...] = Field(default=(EventKind.CAMERA_MOTION, EventKind.MOTION_DETECTED), min_length=1)
-    staff_margin_s: float = Field(default=900.0, ge=0, description="motion this close to an open period is staff")
+    staff_margin_s: float = Field(
+        default=900.0, ge=0, le=MAX_RULE_SECONDS, description="motion this close to an open period is staff"
+    )
 
     def events_read(self) -> frozenset[str]:
         """The motion kinds."""
@@ -332,8 +341,8 @@ class ShelfSweepRule(RuleBase):
 
     kind: Literal["shelf_sweep"] = "shelf_sweep"
     severity: Severity = Severity.CRITICAL
-    min_items: int = Field(default=6, ge=2)
-    window_s: float = Field(default=30.0, gt=0)
+    min_items: int = Field(default=6, ge=2, le=MAX_RULE_ITEMS)
+    window_s: float = Field(default=30.0, gt=0, le=MAX_RULE_SECONDS)
 
     def initial_state(self) -> SweepState:
         """No picks seen."""
@@ -378,8 +387,12 @@ class ShrinkRule(RuleBase):
     """A SKU's shrink in a store over a unit or value threshold; clears when it is back under both."""
 
     kind: Literal["shrink_over_threshold"] = "shrink_over_threshold"
-    max_units: int | None = Field(default=10, ge=0, description="more units than this alarms; None: no unit limit")
-    max_value: Decimal | None = Field(default=Decimal("100"), ge=0, description="store currency; None: no limit")
+    max_units: int | None = Field(
+        default=10, ge=0, le=MAX_RULE_ITEMS, description="more units than this alarms; None: no unit limit"
+    )
+    max_value: Decimal | None = Field(
+        default=Decimal("100"), ge=0, allow_inf_nan=False, description="store currency; None: no limit"
+    )
 
     @model_validator(mode="after")
     def _some_threshold(self) -> ShrinkRule:
@@ -433,7 +446,7 @@ class ShrinkRule(RuleBase):
 class _GraceRule(RuleBase):
     """A rule whose condition alarms only once it has lasted ``grace_s``; subclasses say when it starts and stops."""
 
-    grace_s: float = Field(default=120.0, ge=0)
+    grace_s: float = Field(default=120.0, ge=0, le=MAX_RULE_SECONDS)
 
     def initial_state(self) -> GraceTimers:
         """No condition running."""
@@ -524,7 +537,7 @@ class GatewayOfflineRule(_GraceRule):
 
     kind: Literal["gateway_offline"] = "gateway_offline"
     severity: Severity = Severity.CRITICAL
-    grace_s: float = Field(default=300.0, ge=0)
+    grace_s: float = Field(default=300.0, ge=0, le=MAX_RULE_SECONDS)
 
     def events_read(self) -> frozenset[str]:
         """No events: gateway presence only."""
@@ -578,7 +591,9 @@ class DoorAfterHoursRule(RuleBase):
 
     kind: Literal["door_after_hours"] = "door_after_hours"
     severity: Severity = Severity.CRITICAL
-    staff_margin_s: float = Field(default=900.0, ge=0, description="a door opened this close to opening hours is staff")
+    staff_margin_s: float = Field(
+        default=900.0, ge=0, le=MAX_RULE_SECONDS, description="a door opened this close to opening hours is staff"
+    )
 
     def events_read(self) -> frozenset[str]:
         """Doors opened."""
@@ -620,9 +635,9 @@ class EnvironmentRangeRule(RuleBase):
     quantity: Quantity = Quantity.TEMPERATURE
     low: float | None = Field(default=None, allow_inf_nan=False)
     high: float | None = Field(default=None, allow_inf_nan=False)
-    alarm_after_s: float = Field(default=900.0, ge=0)
+    alarm_after_s: float = Field(default=900.0, ge=0, le=MAX_RULE_SECONDS)
     hysteresis: float = Field(default=0.5, ge=0)
-    max_gap_s: float = Field(default=600.0, gt=0)
+    max_gap_s: float = Field(default=600.0, gt=0, le=MAX_RULE_SECONDS)
 
     @model_validator(mode="after")
     def _valid_range(self) -> EnvironmentRangeRule:

@@ -10,20 +10,24 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
+import structlog
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field, model_validator
 from sqlalchemy import and_, select
 
 from hub.api.deps import NowDep, SessionDep
-from hub.api.params import aware, invalid
-from hub.api.schemas import ApiModel
+from hub.api.params import IsoDatetime, aware, invalid
+from hub.api.schemas import ApiModel, Problem
 from hub.catalog.models import Sku, Slot, StoreProfile
+from hub.db.bounds import INT64_MAX, DbCount, DbInt
 from hub.db.models import OutgoingCommand
 from hub.domain.ledger import Movement, MovementKind
-from hub.inventory.apply import apply_movements
+from hub.inventory.apply import StockOutOfRangeError, apply_movements
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPosition, UnplacedEvent
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["inventory"])
 
@@ -140,7 +144,7 @@ class AdjustmentIn(ApiModel):
     """A manual correction of on hand (breakage, found stock, write-off)."""
 
     sku_id: str = Field(min_length=1, max_length=63)
-    quantity: int = Field(description="signed: negative removes, positive adds; not zero")
+    quantity: DbInt = Field(description="signed: negative removes, positive adds; not zero")
     by: str = Field(min_length=1, max_length=128)
     note: str = Field(min_length=1, max_length=2000, description="why")
 
@@ -157,7 +161,7 @@ class TransferIn(ApiModel):
     sku_id: str = Field(min_length=1, max_length=63)
     from_store_id: str = Field(min_length=1, max_length=63)
     to_store_id: str = Field(min_length=1, max_length=63)
-    quantity: int = Field(gt=0)
+    quantity: DbCount = Field(gt=0)
     by: str = Field(min_length=1, max_length=128)
     note: str | None = Field(default=None, max_length=2000)
 
@@ -288,9 +292,9 @@ async def get_ledger(
     session: SessionDep,
     store_id: str,
     sku_id: Annotated[str | None, Query(max_length=63)] = None,
-    since: Annotated[datetime | None, Query(description="at or after, with time zone")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="at or after, with time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 200,
-    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the previous page")] = None,
 ) -> LedgerPage:
     """Ledger rows, newest recorded first."""
     query = select(LedgerRow).where(LedgerRow.store_id == store_id)
@@ -342,11 +346,31 @@ async def _require_store(session: SessionDep, store_id: str, field_name: str) ->
         raise HTTPException(status_code=404, detail=f"{field_name}: no store profile {store_id!r}")
 
 
+async def _apply_manual(
+    session: SessionDep, movements: list[Movement], *, now: datetime, actor: str, note: str | None
+) -> None:
+    """Write manual movements and commit; a 409 (nothing written) when on hand would leave its column's range."""
+    try:
+        await apply_movements(session, movements, now=now, actor=actor, note=note)
+    except StockOutOfRangeError as err:
+        await session.rollback()
+        log.warning("stock_out_of_range", store_id=err.store_id, sku_id=err.sku_id, value=err.value, actor=actor)
+        raise HTTPException(status_code=409, detail=f"{err}; nothing was changed") from None
+    await session.commit()
+
+
+_MANUAL_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    409: {"model": Problem, "description": "on hand would leave the range a stock position holds; nothing changed"},
+    404: {"model": Problem, "description": "no store profile with that id"},
+}
+
+
 @router.post(
     "/api/v1/stores/{store_id}/stock/adjustments",
     response_model=MovementOut,
     status_code=201,
     summary="Adjust on hand by hand",
+    responses=_MANUAL_RESPONSES,
 )
 async def post_adjustment(session: SessionDep, now: NowDep, store_id: str, body: AdjustmentIn) -> MovementOut:
     """One adjustment row in the ledger; on hand changes by ``quantity``."""
@@ -354,12 +378,17 @@ async def post_adjustment(session: SessionDep, now: NowDep, store_id: str, body:
     await _require_sku(session, body.sku_id)
     event_id = str(uuid.uuid4())
     movement = Movement(event_id, 0, store_id, body.sku_id, MovementKind.ADJUSTMENT, body.quantity, now)
-    await apply_movements(session, [movement], now=now, actor=body.by, note=body.note)
-    await session.commit()
+    await _apply_manual(session, [movement], now=now, actor=body.by, note=body.note)
     return MovementOut(event_id=event_id, lines=1)
 
 
-@router.post("/api/v1/transfers", response_model=MovementOut, status_code=201, summary="Record a transfer")
+@router.post(
+    "/api/v1/transfers",
+    response_model=MovementOut,
+    status_code=201,
+    summary="Record a transfer",
+    responses=_MANUAL_RESPONSES,
+)
 async def post_transfer(session: SessionDep, now: NowDep, body: TransferIn) -> MovementOut:
     """Two ledger rows of one transfer: out of one store (line 0), into the other (line 1)."""
     await _require_store(session, body.from_store_id, "from_store_id")
@@ -370,8 +399,7 @@ async def post_transfer(session: SessionDep, now: NowDep, body: TransferIn) -> M
         Movement(event_id, 0, body.from_store_id, body.sku_id, MovementKind.TRANSFER_OUT, -body.quantity, now),
         Movement(event_id, 1, body.to_store_id, body.sku_id, MovementKind.TRANSFER_IN, body.quantity, now),
     ]
-    await apply_movements(session, movements, now=now, actor=body.by, note=body.note)
-    await session.commit()
+    await _apply_manual(session, movements, now=now, actor=body.by, note=body.note)
     return MovementOut(event_id=event_id, lines=2)
 
 

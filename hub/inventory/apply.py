@@ -33,17 +33,34 @@ import structlog
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.db.bounds import INT32_MAX, INT32_MIN, fits_int32
 from hub.db.bulk import BulkColumn, bulk_write, chunks, select_by_keys
 from hub.db.dialect import dialect_insert
 from hub.db.models import OutgoingCommand
 from hub.domain import ledger
 from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
+from hub.errors import HubError
 from hub.inventory.catalog_view import CatalogSnapshot, SlotPlan
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPosition, UnplacedEvent
 from storegate import wire
 from storegate.wire import EventKind
 
 log = structlog.get_logger(__name__)
+
+
+class StockOutOfRangeError(HubError, ValueError):
+    """Movements that would take a stock position past what its INTEGER columns hold; nothing was written."""
+
+    def __init__(self, *, store_id: str, sku_id: str, field_name: str, value: int) -> None:
+        super().__init__(
+            f"{field_name} of SKU {sku_id!r} in store {store_id!r} would be {value}, outside the "
+            f"{INT32_MIN}..{INT32_MAX} a stock position holds"
+        )
+        self.store_id = store_id
+        self.sku_id = sku_id
+        self.field_name = field_name
+        self.value = value
+
 
 # Event kinds that can move stock or report a shelf's level.
 INVENTORY_KINDS: Final = frozenset(
@@ -217,6 +234,13 @@ async def apply_movements(
     outcome = outcome if outcome is not None else InventoryOutcome()
     if not movements:
         return outcome
+    by_key: dict[PositionKey, list[Movement]] = defaultdict(list)
+    for movement in movements:
+        if movement.kind in _ON_HAND_KINDS:
+            by_key[(movement.store_id, movement.sku)].append(movement)
+    # The new positions are worked out before anything is written, so movements that would take one past its
+    # columns are refused (StockOutOfRangeError) with no ledger row written for them.
+    planned = await _plan_positions(session, by_key) if by_key else {}
     await bulk_write(
         session,
         LedgerRow.__tablename__,
@@ -225,12 +249,8 @@ async def apply_movements(
         on_conflict="ON CONFLICT (event_id, line) DO NOTHING",
     )
     outcome.movements += movements
-    by_key: dict[PositionKey, list[Movement]] = defaultdict(list)
-    for movement in movements:
-        if movement.kind in _ON_HAND_KINDS:
-            by_key[(movement.store_id, movement.sku)].append(movement)
     if by_key:
-        outcome.recomputed += await _update_positions(session, by_key, now=now)
+        outcome.recomputed += await _update_positions(session, planned, now=now)
     return outcome
 
 
@@ -314,36 +334,50 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-async def _update_positions(
-    session: AsyncSession, by_key: Mapping[PositionKey, list[Movement]], *, now: datetime
-) -> int:
-    """Apply movements to their positions; recompute a key from its ledger when one arrived out of order."""
-    keys = list(by_key)
+async def _plan_positions(
+    session: AsyncSession, by_key: Mapping[PositionKey, list[Movement]]
+) -> dict[PositionKey, tuple[ledger.StockPosition, datetime] | None]:
+    """Each key's position after its movements; None where a late one needs the ledger (recomputed after the insert)."""
     current: dict[PositionKey, tuple[ledger.StockPosition, datetime]] = {}
     p = StockPosition
     columns = (p.store_id, p.sku_id, p.on_hand, p.counted_at, p.last_variance, p.variance_total, p.last_movement_at)
-    for query in select_by_keys(_dialect(session), columns, (p.store_id, p.sku_id), keys):
+    for query in select_by_keys(_dialect(session), columns, (p.store_id, p.sku_id), list(by_key)):
         for store_id, sku_id, on_hand, counted_at, last_variance, variance_total, last_at in await session.execute(
             query
         ):
             position = ledger.StockPosition(on_hand, counted_at, last_variance, variance_total)
             current[(store_id, sku_id)] = (position, last_at)
-    values: list[tuple[Any, ...]] = []
-    recomputed = 0
+    planned: dict[PositionKey, tuple[ledger.StockPosition, datetime] | None] = {}
     for key, movements in by_key.items():
         movements.sort(key=lambda m: (m.at, m.event_id, m.line))
         held = current.get(key)
         if held is not None and movements[0].at < held[1]:
             # Late: deltas after the last count add up in any order; otherwise the ledger decides.
             late = ledger.apply_late(held[0], movements)
-            if late is not None:
-                position, last_at = late, max(held[1], movements[-1].at)
-            else:
-                position, last_at = await _recompute(session, key)
-                recomputed += 1
+            planned[key] = None if late is None else (late, max(held[1], movements[-1].at))
         else:
             position = ledger.apply_all(held[0] if held is not None else ledger.StockPosition(), movements)
-            last_at = movements[-1].at
+            planned[key] = (position, movements[-1].at)
+        if (plan := planned[key]) is not None:
+            _require_in_range(key, plan[0])
+    return planned
+
+
+async def _update_positions(
+    session: AsyncSession, planned: Mapping[PositionKey, tuple[ledger.StockPosition, datetime] | None], *, now: datetime
+) -> int:
+    """Write the planned positions; recompute a key from its ledger where a movement arrived out of order."""
+    values: list[tuple[Any, ...]] = []
+    recomputed = 0
+    for key, plan in planned.items():
+        if plan is None:
+            position, last_at = await _recompute(session, key)
+            recomputed += 1
+            # Rare (a late movement before a count): its ledger rows are written already; the caller's
+            # transaction, or the consumer's handling of a failed apply, decides what stays.
+            _require_in_range(key, position)
+        else:
+            position, last_at = plan
         values.append(
             (
                 key[0],
@@ -358,6 +392,18 @@ async def _update_positions(
         )
     await bulk_write(session, StockPosition.__tablename__, _POSITION_COLUMNS, values, on_conflict=_POSITION_UPSERT)
     return recomputed
+
+
+def _require_in_range(key: PositionKey, position: ledger.StockPosition) -> None:
+    """Raise StockOutOfRangeError before a sum that overflows its column reaches the database (a 500 otherwise)."""
+    checked = (
+        ("on_hand", position.on_hand),
+        ("last_variance", position.last_variance),
+        ("variance_total", position.variance_total),
+    )
+    for field_name, value in checked:
+        if not fits_int32(value):
+            raise StockOutOfRangeError(store_id=key[0], sku_id=key[1], field_name=field_name, value=value)
 
 
 async def _recompute(session: AsyncSession, key: PositionKey) -> tuple[ledger.StockPosition, datetime]:

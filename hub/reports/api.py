@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.api.deps import NowDep, SessionDep
-from hub.api.params import invalid
-from hub.api.schemas import ApiModel
+from hub.api.params import IsoDate, invalid
+from hub.api.schemas import ApiModel, ValidationProblem
 from hub.reports import cold_chain, csv_text, queries
 from hub.reports.queries import MAX_PERIOD_DAYS, ReportFilter, ReportPeriodError
 
@@ -32,7 +32,10 @@ ReportFormat = Literal["json", "csv"]
 
 _CSV_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
     200: {"content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "the report (JSON or CSV)"},
-    422: {"description": "a bad parameter: from after to, a period over 366 days, an unknown format"},
+    422: {
+        "model": ValidationProblem,
+        "description": "a bad parameter: from after to, a period over 366 days, an unknown format",
+    },
 }
 
 
@@ -143,10 +146,10 @@ class ReportOut(ApiModel, Generic[RowT]):
 # --------------------------------------------------------------------------- parameters
 
 FromQuery = Annotated[
-    date, Query(alias="from", description="first local date of the period (YYYY-MM-DD), in each store's time zone")
+    IsoDate, Query(alias="from", description="first local date of the period (YYYY-MM-DD), in each store's time zone")
 ]
 ToQuery = Annotated[
-    date,
+    IsoDate,
     Query(alias="to", description=f"last local date of the period, inclusive; at most {MAX_PERIOD_DAYS} days in all"),
 ]
 StoreQuery = Annotated[str | None, Query(max_length=_ID_MAX, description="only this store")]
@@ -306,7 +309,7 @@ async def get_alert_stats(
 # --------------------------------------------------------------------------- cold chain
 
 StoreIdPath = Annotated[str, Path(max_length=_ID_MAX, description="store id")]
-DayPath = Annotated[date, Path(description="the store's local date, YYYY-MM-DD")]
+DayPath = Annotated[IsoDate, Path(description="the store's local date, YYYY-MM-DD")]
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"description": "the hub knows no such store"}}
 
 

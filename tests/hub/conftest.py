@@ -265,7 +265,7 @@ async def running_hub(settings: HubSettings) -> AsyncIterator[RunningHub]:
     app = create_app(settings)
     async with lifespan(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield RunningHub(app, client)
 
 
@@ -375,5 +375,5 @@ async def router_client(
     app.dependency_overrides[get_now] = now
     if runtime is not None:
         app.dependency_overrides[get_runtime] = lambda: runtime
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
         yield http

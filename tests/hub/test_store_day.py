@@ -179,7 +179,7 @@ async def running_day(database_url: str, mqtt_settings: MqttSettings) -> AsyncIt
         gateway.subscribe("storegate/alerts/#")
         async with lifespan(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
                 yield Day(runtime=app.state.runtime, client=client, gateway=gateway, clock=clock)
     finally:
         gateway.close()

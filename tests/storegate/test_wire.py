@@ -196,3 +196,104 @@ def test_loss_event_payload_is_validated_by_kind() -> None:
     assert isinstance(event.typed_payload(), wire.DataLoss)
     with pytest.raises(ValueError, match="reason"):
         make_event(kind="outbox.loss", payload={**payload, "reason": "because"})
+
+
+# --------------------------------------------------------------------------- bounds the hub's columns hold
+
+
+def _batch_of(event: dict[str, object]) -> bytes:
+    """A batch holding one event given as JSON-ready fields (numbers the models would refuse to build)."""
+    batch = {"v": 1, "store_id": "store-1", "gateway_id": "gw-1", "sent_at": "2026-11-22T12:00:00Z"}
+    return json.dumps({**batch, "events": [event]}).encode()
+
+
+def _event_fields(**overrides: object) -> dict[str, object]:
+    fields = json.loads(make_event().model_dump_json())
+    fields.update(overrides)
+    assert isinstance(fields, dict)
+    return fields
+
+
+def _shelf(kind: str, payload: dict[str, object]) -> dict[str, object]:
+    return _event_fields(kind=kind, device_id="shelf-1", payload=payload)
+
+
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        # The finding: one of these made the whole batch fail at the hub with storage_error.
+        pytest.param(_event_fields(seq=2**63), "seq", id="seq 2^63"),
+        pytest.param(
+            _shelf("shelf.stock", {"slot": 1, "count": 3 * 10**9, "weight_g": 1.0}), "count", id="shelf count 3e9"
+        ),
+        pytest.param(
+            _shelf("shelf.pick", {"slot": 1, "delta": -(2**31), "count": 0, "weight_g": 0.0}), "delta", id="delta"
+        ),
+        pytest.param(
+            _event_fields(
+                kind="scan.sale",
+                device_id="scanner-1",
+                payload={"code": "4006381333931", "symbology": "ean13", "mode": "checkout", "quantity": 2**31},
+            ),
+            "quantity",
+            id="scan quantity 2^31",
+        ),
+        pytest.param(
+            _event_fields(
+                kind="outbox.loss",
+                payload={"ranges": [{"first": 1, "last": 2**63}], "count": 2**63, "reason": "evicted"},
+            ),
+            "last",
+            id="loss range past int64",
+        ),
+        pytest.param(_event_fields(ts="0001-01-01T00:00:00+01:00"), "ts", id="ts before year 1 in UTC"),
+        pytest.param(_event_fields(kind="x.sample", payload={"value": "1e999"}), "payload", id="1e999 free-form"),
+        pytest.param(
+            _event_fields(payload={"quantity": "temperature", "value": "1e999", "unit": "Cel"}), "value", id="1e999"
+        ),
+    ],
+)
+def test_a_number_past_what_the_hub_stores_is_invalid_never_a_crash(event: dict[str, object], where: str) -> None:
+    raw = _batch_of(event).replace(b'"1e999"', b"1e999")  # a JSON number too large for a float
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode(wire.EventBatch, raw)
+    assert caught.value.reason == "invalid"
+    assert where in caught.value.detail
+
+
+def test_the_largest_numbers_the_hub_stores_are_valid() -> None:
+    raw = _batch_of(_shelf("shelf.stock", {"slot": 1, "count": wire.INT32_MAX, "weight_g": 1.0}))
+    assert wire.decode(wire.EventBatch, raw).events[0].payload["count"] == wire.INT32_MAX
+    raw = _batch_of(_event_fields(seq=wire.INT64_MAX))
+    assert wire.decode(wire.EventBatch, raw).events[0].seq == wire.INT64_MAX
+
+
+@pytest.mark.parametrize("field", ["outbox_depth", "published_total", "outbox_bytes"])
+def test_health_counters_past_64_bits_are_invalid(field: str) -> None:
+    health = {
+        "store_id": "store-1",
+        "gateway_id": "gw-1",
+        "ts": "2026-11-22T12:00:00Z",
+        "outbox_depth": 0,
+        "published_total": 0,
+        "acked_total": 0,
+        "resent_total": 0,
+        "reconnects_total": 0,
+        field: 2**64,
+    }
+    with pytest.raises(wire.WireError, match=field):
+        wire.decode(wire.GatewayHealth, json.dumps(health).encode())
+
+
+def test_an_ack_mark_past_64_bits_is_invalid() -> None:
+    ack = {
+        "store_id": "store-1",
+        "gateway_id": "gw-1",
+        "stream": str(uuid4()),
+        "through_seq": 2**63,
+        "stored": 0,
+        "duplicates": 0,
+        "ts": "2026-11-22T12:00:00Z",
+    }
+    with pytest.raises(wire.WireError, match="through_seq"):
+        wire.decode(wire.Ack, json.dumps(ack).encode())

@@ -423,7 +423,7 @@ async def test_record_reads_the_webhooks_once_and_sees_api_changes(engine: Async
             yield s
 
     app.dependency_overrides[get_session] = session
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
         created = (await http.post("/api/v1/webhooks", json={"url": "https://alarms.example.com/in"})).json()
         await record(engine)
         assert {d.webhook_id for d in await deliveries(engine)} >= {created["webhook_id"]}
@@ -794,7 +794,7 @@ async def api(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[httpx.AsyncC
 
     app.dependency_overrides[get_session] = session
     app.dependency_overrides[get_now] = lambda: T0
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
         yield http
 
 

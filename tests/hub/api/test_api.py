@@ -196,6 +196,11 @@ async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub) 
     assert [k[0] for k in keys] == sorted((k[0] for k in keys), reverse=True)
 
 
+# Cursor.encode of ("2025-01-01T00:00:00+00:00", 2**70) and of ("0001-01-01T00:00:00+01:00", 1).
+FORGED_CURSOR_ID_2_70 = "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxMTgwNTkxNjIwNzE3NDExMzAzNDI0XQ"
+FORGED_CURSOR_BEFORE_YEAR_1 = "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwxXQ"
+
+
 @pytest.mark.parametrize(
     ("params", "parameter", "words"),
     [
@@ -204,6 +209,18 @@ async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub) 
         ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor", "not a cursor returned by this API"),
         ({"since": "2025-03-01T12:00:00"}, "since", "since has no time zone"),
         ({"until": "yesterday"}, "until", "datetime"),
+        # pydantic would read a number as seconds since 1970; the document says date-time, so does the API.
+        ({"until": "0.5"}, "until", "not a number"),
+        ({"since": "1700000000"}, "since", "not a number"),
+        # Forged: a time before year 1 in UTC, a cursor past the 64-bit id column or before year 1 (each a 500).
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since", "outside the years 1 to 9999"),
+        ({"until": "9999-12-31T23:59:59-01:00"}, "until", "outside the years 1 to 9999"),
+        (
+            {"cursor": "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxMTgwNTkxNjIwNzE3NDExMzAzNDI0XQ"},
+            "cursor",
+            "not a cursor",
+        ),
+        ({"cursor": "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwxXQ"}, "cursor", "not a cursor"),
         ({"since": "2025-03-02T00:00:00Z", "until": "2025-03-01T00:00:00Z"}, "until", "later than since"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -224,22 +225,87 @@ async def test_database_outage_holds_the_batch_until_it_can_be_stored(
     assert ingestor.database_ok
 
 
+async def refuse_device_in_events(hub: RunningHub, device_id: str) -> None:
+    """Make the database refuse to insert events of ``device_id``, on SQLite and on PostgreSQL."""
+    async with hub.runtime.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.device_id = '{device_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+            return
+        await connection.exec_driver_sql(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN IF NEW.device_id = '{device_id}' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END$$"
+        )
+        await connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        )
+
+
+def _shelf_stock(stream: uuid.UUID) -> wire.Event:
+    payload = {"slot": 1, "count": 7, "weight_g": 700.0}
+    event = reading(stream=stream, seq=1, device_id="shelf-1")
+    return event.model_copy(update={"kind": wire.EventKind.SHELF_STOCK, "payload": payload})
+
+
+@pytest.mark.parametrize(
+    ("make", "number", "where"),
+    [
+        # The findings: each made its whole batch fail with storage_error.
+        (lambda stream: reading(stream=stream, seq=7), b'"seq":7', "seq"),
+        (_shelf_stock, b'"count":7', "count"),
+    ],
+    ids=["seq 2^63", "shelf count 3e9"],
+)
+async def test_a_number_past_its_column_is_invalid_at_the_door_and_the_others_stored(
+    hub: RunningHub,
+    gateway_client: PlainGateway,
+    make: Callable[[uuid.UUID], wire.Event],
+    number: bytes,
+    where: str,
+) -> None:
+    gateway_client.subscribe(ACKS)
+    good = batch_of([reading(stream=uuid.uuid4(), seq=1)])
+    field, _ = number.split(b":")
+    too_large = {"seq": 2**63, "count": 3 * 10**9}[where]
+    poison = wire.encode(batch_of([make(uuid.uuid4())])).replace(number, field + b":" + str(too_large).encode())
+    assert str(too_large).encode() in poison
+
+    result = await hub.runtime.ingestor.process(
+        [Incoming(EVENTS, poison, 1, False), Incoming(EVENTS, wire.encode(good), 1, False)]
+    )
+
+    # Refused at the door as invalid (never a storage_error), set aside on its own; the good batch is stored.
+    assert any((a.stream, a.through_seq, a.stored) == (good.events[0].stream, 1, 1) for a in result.acks)
+    assert (rejected(hub, "invalid"), rejected(hub, "storage_error")) == (0, 0)
+    async with hub.runtime.sessions() as session:
+        (row,) = (await session.scalars(select(RefusedEvent))).all()
+    assert row.reason == "invalid_event"
+    assert where in row.detail
+    assert await stored_event_ids(hub) == {str(good.events[0].event_id)}
+    assert hub.runtime.ingestor.running
+
+
 async def test_an_event_the_database_refuses_is_set_aside_and_the_others_stored(
     hub: RunningHub, gateway_client: PlainGateway
 ) -> None:
     gateway_client.subscribe(ACKS)
     good = batch_of([reading(stream=uuid.uuid4(), seq=1)])
-    # Valid on the wire (seq has no upper bound) but beyond a 64-bit column: every database refuses it.
+    # Valid on the wire, refused by the database: a trigger stands in for whatever a database may refuse (the wire
+    # now bounds every number by its column, so a value can no longer do it).
     poison_stream = uuid.uuid4()
-    poison = batch_of([reading(stream=poison_stream, seq=2**63, ts=wire.utc_now())])
+    poison = batch_of([reading(stream=poison_stream, seq=1, device_id="poison", ts=wire.utc_now())])
+    await refuse_device_in_events(hub, "poison")
 
     result = await hub.runtime.ingestor.process(
         [Incoming(EVENTS, wire.encode(poison), 1, False), Incoming(EVENTS, wire.encode(good), 1, False)]
     )
 
-    # The poison batch is acknowledged at its stream's mark (nothing held, no seq it could move past).
+    # The poison's Ack moves past it: set aside, its seq counts as accounted for, so its stream does not stall.
     assert sorted((a.stream == good.events[0].stream, a.through_seq, a.stored) for a in result.acks) == [
-        (False, 0, 0),
+        (False, 1, 0),
         (True, 1, 1),
     ]
     await acks_on(gateway_client, 2)
@@ -250,7 +316,7 @@ async def test_an_event_the_database_refuses_is_set_aside_and_the_others_stored(
         refused = (await session.scalars(select(RefusedEvent))).all()
         count = (await session.execute(select(func.count()).select_from(StoredEvent))).scalar_one()
     assert [(r.reason, r.stream, r.seq, r.event_id) for r in refused] == [
-        ("storage_error", str(poison_stream), None, str(poison.events[0].event_id))
+        ("storage_error", str(poison_stream), 1, str(poison.events[0].event_id))
     ]
     assert "the database refused it" in refused[0].detail
     assert count == 1
