@@ -29,6 +29,9 @@ from hub.alerting.monitoring import MonitoringSettings
 from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
 from hub.api import events, gateways, health, losses, pages, stores
+from hub.auth import api as operators_api
+from hub.auth import guard
+from hub.auth import pages as login_pages
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
@@ -61,7 +64,11 @@ acknowledges them to the gateways, and tracks each gateway's presence and health
 * `/api/v1/catalog/...`: SKUs, store profiles and planograms, with CSV import (row and column errors) and export.
 * `/healthz`: the hub's own health (503 with problems in words when degraded).
 * `/metrics`: Prometheus metrics, `storegate_hub_*`.
-* `/`: a dashboard page for people.
+* `/`: a dashboard page for people; `/login` signs in.
+
+Every operation but `/healthz` and the sign-in form needs a principal: an API token
+(`Authorization: Bearer sgt_...`, made with `storegate hub tokens create` or `POST /api/v1/tokens`) or a
+browser session (changes also send `X-CSRF-Token`). What each role may do: docs/security.md.
 """
 
 
@@ -258,7 +265,13 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
             {"name": "notifications", "description": "webhooks that receive alert notifications, and their deliveries"},
             {"name": "operations", "description": "health and metrics of the hub itself"},
             {"name": "dashboard", "description": "the HTML page for people"},
+            {"name": "operators", "description": "who am I; operators, API tokens and the audit log (admins)"},
         ],
+        # Every route passes the gate (hub.auth.guard), the docs included: they are added as routes by install().
+        dependencies=[guard.GATE],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.clock = clock
@@ -282,8 +295,11 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         reports,
         health,
         pages,
+        login_pages,
+        operators_api,
     ):
         app.include_router(module.router)
+    guard.install(app, settings)
     return app
 
 

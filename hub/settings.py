@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.alerting.notification_settings import NotificationSettings
+from hub.auth.settings import AuthSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
 
@@ -134,6 +135,10 @@ class HubSettings(BaseSettings):
     operations: OperationsSettings = Field(
         default_factory=OperationsSettings,
         description="inventory, restock, monitoring rules and alerts",
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="operators: session lifetime, throttling of failed sign-ins, API token lifetimes",
     )
     rejected_messages_keep: int = Field(
         default=10_000,
