@@ -33,6 +33,12 @@ class HealthOut(ApiModel):
     version: str = Field(description="the hub's software version")
 
 
+class HealthStatusOut(ApiModel):
+    """The hub's health as anyone may see it: the status only (sign in or send a token for the checks)."""
+
+    status: Literal["ok", "degraded"]
+
+
 class StoreOut(ApiModel):
     """A store and what the hub knows of it."""
 
