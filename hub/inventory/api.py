@@ -372,7 +372,7 @@ async def _on_hand(session: SessionDep, store_ids: list[str], sku_id: str) -> di
             StockPosition.store_id.in_(store_ids), StockPosition.sku_id == sku_id
         )
     )
-    held = dict(rows.tuples().all())
+    held: dict[str, int] = {store: on_hand for store, on_hand in rows.all()}
     return {"sku_id": sku_id, "on_hand": {store: held.get(store, 0) for store in store_ids}}
 
 
