@@ -14,8 +14,8 @@ from sqlalchemy import insert
 from hub.alerting import alerts_api
 from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
-from hub.inventory import api as inventory_api
 from hub.domain.access import Principal, Role
+from hub.inventory import api as inventory_api
 from tests.hub.conftest import router_client
 from tests.hub.ingest.test_operations import GTIN_A, NOON, STORE, Store, door, scan, shelf, store  # noqa: F401 (fixture)
 
