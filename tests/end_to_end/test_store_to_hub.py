@@ -35,6 +35,7 @@ from launcher.broker import free_port
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
+from tests.hub.conftest import token_in_database
 
 STORE, GATEWAY = "store-0007", "gw-2"
 SENSORS = ("chiller-1", "freezer-1", "backroom-1")
@@ -129,12 +130,13 @@ async def test_readings_reach_hub_database_and_api_intact(
 
     expected_total = READINGS_PER_SENSOR * len(SENSORS)
     hub_stop, agent_stop = asyncio.Event(), asyncio.Event()
+    reader = {"Authorization": f"Bearer {await token_in_database(database_url, 'viewer')}"}
     hub_task = asyncio.create_task(serve(hub_settings, stop=hub_stop))
     agent = EdgeAgent(config=agent_config, driver_factory=recording_factory)
     agent_task = asyncio.create_task(agent.run(agent_stop))
     engine = create_engine(database_url)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5.0) as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5.0, headers=reader) as http:
 
             async def api_events() -> list[dict[str, Any]]:
                 with contextlib.suppress(httpx.HTTPError):

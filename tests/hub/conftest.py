@@ -270,7 +270,8 @@ async def make_token(
 
 
 async def token_in_database(database_url: str, role: str = "admin", *, name: str | None = None) -> str:
-    """An API token written straight into a migrated database (for hubs served by ``serve``); its text."""
+    """An API token written straight into the database, migrated first (for hubs served by ``serve``); its text."""
+    await upgrade_to_head(database_url)
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
