@@ -369,6 +369,25 @@ def app_routes(app: FastAPI) -> list[tuple[str, str]]:
 GATE: Final = Depends(authorize)
 
 
+def _document_bearer(app: FastAPI) -> None:
+    """Name the API token in the OpenAPI document, so /docs offers "Authorize" and clients know what to send."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API token (storegate hub tokens create); browsers use the session of /login",
+        }
+        schema["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+
+
 def install(app: FastAPI, settings: HubSettings) -> None:
     """Finish an app made with ``dependencies=[GATE]`` and its docs off, once its routers are included.
 
@@ -388,6 +407,7 @@ def install(app: FastAPI, settings: HubSettings) -> None:
             "routes not behind the gate (make the app with dependencies=[GATE]): " + ", ".join(ungated)
         )
     app.state.route_templates = templates
+    _document_bearer(app)
     app.add_middleware(AuditMiddleware)
     auth = settings.auth
     app.state.login_throttle = LoginThrottle(

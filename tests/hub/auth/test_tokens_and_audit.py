@@ -95,7 +95,10 @@ async def test_metrics_and_docs_need_a_token_and_health_says_only_its_status_to_
         assert health.json() == {"status": "ok"}
     async with await hub.client_as("viewer") as viewer:
         assert "storegate_hub_access_refused" in (await viewer.get("/metrics")).text
-        assert "/api/v1/audit" in (await viewer.get("/openapi.json")).json()["paths"]
+        document = (await viewer.get("/openapi.json")).json()
+        assert "/api/v1/audit" in document["paths"]
+        assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert document["security"] == [{"bearer": []}]
         assert (await viewer.get("/docs")).status_code == 200
         detailed = (await viewer.get("/healthz")).json()
         assert set(detailed) == {"status", "problems", "checks", "version"}
