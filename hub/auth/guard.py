@@ -296,7 +296,8 @@ class AuditMiddleware:
         state: dict[str, Any] = scope.get("state", {})
         events = audit.events_of(state)
         method = scope["method"]
-        if method not in READ_ONLY_METHODS and not audit.skips_generic(state):
+        # Only requests that reached a route: junk sent to paths the hub does not have changes nothing.
+        if method not in READ_ONLY_METHODS and state.get(_TEMPLATE_KEY) and not audit.skips_generic(state):
             events.append(_generic_event(scope, state, status))
         if not events:
             return
