@@ -107,17 +107,17 @@ def _runtime(request: Request) -> HubRuntime | None:
     return runtime
 
 
-def _refuse(request: Request, denied: AccessDenied, *, cause: str, page: bool = False) -> HTTPException:
+def _refuse(request: Request, denied: AccessDenied, *, page: bool = False) -> HTTPException:
     runtime = _runtime(request)
     if runtime is not None:
-        runtime.metrics.access_refused.labels(status=str(denied.status), cause=cause).inc()
+        runtime.metrics.access_refused.labels(status=str(denied.status), cause=denied.cause).inc()
     principal: Principal | None = getattr(request.state, _PRINCIPAL_KEY, None)
     log.warning(
         "api_access_refused",
         method=request.method,
         path=request.url.path,
         status=denied.status,
-        cause=cause,
+        cause=denied.cause,
         actor=principal.actor if principal is not None else "anonymous",
         client=client_address(request),
         reason=denied.reason,
@@ -137,7 +137,7 @@ def login_url(next_path: str) -> str:
 async def _token_principal(request: Request, runtime: HubRuntime, header: str) -> Principal:
     scheme, _, text = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not text.strip():
-        raise _refuse(request, AccessDenied(401, "the Authorization header must be 'Bearer <token>'"), cause="token")
+        raise _refuse(request, AccessDenied(401, "the Authorization header must be 'Bearer <token>'", cause="token"))
     now = wire.utc_now()
     async with runtime.sessions() as session:
         checked = await check_token(session, text.strip(), now=now)
@@ -155,7 +155,7 @@ async def _token_principal(request: Request, runtime: HubRuntime, header: str) -
                 detail=checked.refusal,
             ),
         )
-        raise _refuse(request, AccessDenied(401, f"{checked.refusal}: use a valid API token"), cause="token")
+        raise _refuse(request, AccessDenied(401, f"{checked.refusal}: use a valid API token", cause="token"))
     assert token is not None
     if token.last_used_at is None or token.last_used_at <= now - TOKEN_USE_AUDIT_INTERVAL:
         request.state.touch_token = token.token_id
@@ -200,8 +200,7 @@ async def _session_principal(request: Request, runtime: HubRuntime, session_id: 
             )
             raise _refuse(
                 request,
-                AccessDenied(403, f"a change from a browser session needs its {CSRF_HEADER} header"),
-                cause="csrf",
+                AccessDenied(403, f"a change from a browser session needs its {CSRF_HEADER} header", cause="csrf"),
             )
     return live.principal
 
@@ -236,7 +235,7 @@ async def authorize(request: Request) -> None:
     request.state.route_template = template
     policy = policy_of(request.method, template) if template is not None else None
     if policy is None:  # create_app refuses such an app; this is the belt to those braces
-        raise _refuse(request, AccessDenied(403, "this route has no access policy"), cause="policy")
+        raise _refuse(request, AccessDenied(403, "this route has no access policy", cause="policy"))
     runtime = _runtime(request)
     if runtime is None:
         if policy.need.value == "open":
@@ -248,8 +247,7 @@ async def authorize(request: Request) -> None:
     try:
         decide(principal, policy, is_write=request.method not in READ_ONLY_METHODS, stores=stores)
     except AccessDenied as denied:
-        cause = "anonymous" if denied.status == 401 else "scope" if "store" in denied.reason else "role"
-        raise _refuse(request, denied, cause=cause, page=policy.page) from None
+        raise _refuse(request, denied, page=policy.page) from None
 
 
 def maybe_principal(request: Request) -> Principal | None:

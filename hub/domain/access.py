@@ -55,12 +55,14 @@ class StoreFrom(StrEnum):
 
 
 class AccessDenied(HubError, PermissionError):
-    """A principal may not do this; ``status`` is 401 (nobody signed in) or 403 (not allowed)."""
+    """A principal may not do this; ``status`` is 401 (nobody signed in) or 403 (not allowed), ``cause`` says
+    which check refused it (anonymous, role, scope; the gate adds token, csrf, policy)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, cause: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +112,7 @@ class Principal:
     def require_store(self, store_id: str) -> None:
         """Raise AccessDenied (403) unless ``store_id`` is in scope; for objects loaded by id."""
         if not self.reaches(store_id):
-            raise AccessDenied(403, f"store {store_id!r} is outside your access")
+            raise AccessDenied(403, f"store {store_id!r} is outside your access", cause="scope")
 
     def visible(self, store_ids: Iterable[str]) -> list[str]:
         """The ones of ``store_ids`` in scope, in order."""
@@ -125,16 +127,18 @@ def decide(principal: Principal | None, policy: Policy, *, is_write: bool, store
     if policy.need is Capability.OPEN:
         return
     if principal is None:
-        raise AccessDenied(401, "sign in, or send an API token as 'Authorization: Bearer <token>'")
+        raise AccessDenied(401, "sign in, or send an API token as 'Authorization: Bearer <token>'", cause="anonymous")
     if not principal.can(policy.need):
-        raise AccessDenied(403, f"the role {principal.role.value!r} may not do this (it needs {policy.need.value!r})")
+        raise AccessDenied(
+            403, f"the role {principal.role.value!r} may not do this (it needs {policy.need.value!r})", cause="role"
+        )
     named = [s for s in stores if s]
     outside = [s for s in named if not principal.reaches(s)]
     if outside:
-        raise AccessDenied(403, f"store {outside[0]!r} is outside your access")
+        raise AccessDenied(403, f"store {outside[0]!r} is outside your access", cause="scope")
     if principal.chain_wide:
         return
     if policy.store_from is StoreFrom.CHAIN or (policy.store_from is StoreFrom.NONE and is_write):
-        raise AccessDenied(403, "this concerns the whole chain: it needs access to every store")
+        raise AccessDenied(403, "this concerns the whole chain: it needs access to every store", cause="scope")
     if policy.store_from in (StoreFrom.QUERY, StoreFrom.BODY) and not named:
-        raise AccessDenied(403, "your access is limited to some stores: name a store_id")
+        raise AccessDenied(403, "your access is limited to some stores: name a store_id", cause="scope")
