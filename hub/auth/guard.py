@@ -11,6 +11,7 @@ with a route the policy table does not cover.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -304,11 +305,16 @@ class AuditMiddleware:
             return
         now = wire.utc_now()
         touch: str | None = state.get(_TOUCH_TOKEN_KEY)
+        # A write's entries take the write turn like the write did. A read's (a token's hourly use, a refused
+        # token) do not queue behind the consumer's units: a small insert, left to SQLite's busy timeout, so a
+        # read is never held up by the write gate.
+        turn = (
+            runtime.write_gate.turn(writegate.AUDIT, timeout_s=WRITE_TURN_WAIT_S)
+            if method not in READ_ONLY_METHODS
+            else contextlib.nullcontext()
+        )
         try:
-            async with (
-                runtime.write_gate.turn(writegate.API, timeout_s=WRITE_TURN_WAIT_S),
-                runtime.sessions() as session,
-            ):
+            async with turn, runtime.sessions() as session:
                 await audit.append(session, events, at=now)
                 if touch is not None and (token := await session.get(ApiToken, touch)) is not None:
                     token.last_used_at = now
