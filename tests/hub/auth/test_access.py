@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from argon2 import PasswordHasher
 
+from hub.auth import credentials
 from hub.auth.policy import policy_of
 from hub.auth.throttle import LoginThrottle, throttle_keys
 from hub.domain.access import AccessDenied, Capability, Policy, Principal, Role, StoreFrom, decide
@@ -102,3 +104,31 @@ def test_the_throttle_locks_a_key_after_the_failures_and_lets_it_go_after_the_lo
     assert throttle.retry_after(keys) == 300
     now[0] = 400.0
     assert throttle.retry_after(keys) == 0
+
+
+class CountingHasher:
+    """argon2-cffi's hasher, noting the kind of hash each verification ran against."""
+
+    def __init__(self, real: PasswordHasher) -> None:
+        self.real = real
+        self.verified: list[str] = []
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self.verified.append(password_hash.split("$")[1])
+        return self.real.verify(password_hash, password)
+
+    def hash(self, password: str) -> str:
+        return self.real.hash(password)
+
+
+def test_an_unknown_user_costs_the_same_argon2_verification_as_a_wrong_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counting = CountingHasher(PasswordHasher())
+    monkeypatch.setattr(credentials, "_hasher", counting)
+    stored = credentials.hash_password("the right password")
+    assert credentials.verify_password(stored, "a wrong password") is False
+    assert credentials.verify_password(None, "a wrong password") is False  # no such user: a decoy is verified
+    assert credentials.verify_password(None, "the right password") is False
+    assert credentials.verify_password(stored, "the right password") is True
+    assert counting.verified == ["argon2id"] * 4
