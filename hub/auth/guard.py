@@ -35,7 +35,7 @@ from hub.auth.operators import check_token, signed_in
 from hub.auth.policy import policy_of, routes_without_policy
 from hub.auth.throttle import LoginThrottle
 from hub.db import writegate
-from hub.domain.access import AccessDenied, Policy, Principal, StoreFrom, decide
+from hub.domain.access import AccessDenied, Capability, Policy, Principal, StoreFrom, decide
 from hub.errors import HubError
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings
@@ -239,7 +239,7 @@ async def authorize(request: Request) -> None:
         raise _refuse(request, AccessDenied(403, "this route has no access policy", cause="policy"))
     runtime = _runtime(request)
     if runtime is None:
-        if policy.need.value == "open":
+        if policy.need is Capability.OPEN:
             return
         raise HTTPException(status_code=503, detail="the hub is starting or stopping")
     principal = await _principal(request, runtime)
