@@ -687,12 +687,13 @@ class Gateways:
 
 
 class HubMetricsReader:
-    """The hub's /metrics, as numbers."""
+    """The hub's /metrics, as numbers (read with an API token: the hub answers nobody anonymously)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str) -> None:
         import httpx
 
-        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+        headers = {"Authorization": f"Bearer {token}"}
+        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, headers=headers)
 
     def read(self) -> dict[str, float]:
         """Every sample, keyed by its name with labels as written; empty while the hub is not up."""
@@ -715,8 +716,39 @@ class HubMetricsReader:
         self._client.close()
 
 
-OPERATOR: Final = "bench-operator"
+OPERATOR: Final = "bench-operator"  # the name of the benchmark's API token; its ledger rows say token:<name>
 OPERATOR_INTERVAL_S: Final = 0.2
+
+
+def bench_token(url: str) -> str:
+    """An admin API token named OPERATOR, written into the (migrated) database before the hub starts."""
+    from datetime import timedelta
+
+    from hub.auth.operators import Scope, create_token
+    from hub.db.engine import create_engine, session_factory
+    from hub.db.migrate import upgrade_to_head
+    from storegate import wire
+
+    async def make() -> str:
+        await upgrade_to_head(url)
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session:
+                _, text = await create_token(
+                    session,
+                    name=OPERATOR,
+                    role="admin",
+                    scope=Scope(),
+                    lifetime=timedelta(days=1),
+                    by="bench",
+                    now=wire.utc_now(),
+                )
+                await session.commit()
+        finally:
+            await engine.dispose()
+        return text
+
+    return asyncio.run(make())
 
 
 class OperatorWrites:
@@ -727,11 +759,12 @@ class OperatorWrites:
     unit on hand of ``key``, which :func:`verify` expects.
     """
 
-    def __init__(self, port: int, key: tuple[str, str], *, count: int, interval: float) -> None:
+    def __init__(self, port: int, key: tuple[str, str], *, token: str, count: int, interval: float) -> None:
         import httpx
 
         self.key = key
-        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        headers = {"Authorization": f"Bearer {token}"}
+        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers)
         self._count = count
         self._interval = interval
         self._stop = threading.Event()
@@ -757,7 +790,7 @@ class OperatorWrites:
         import httpx
 
         store_id, sku_id = self.key
-        body = {"sku_id": sku_id, "quantity": 1, "by": OPERATOR, "note": "operator working during the benchmark"}
+        body = {"sku_id": sku_id, "quantity": 1, "note": "operator working during the benchmark"}
         for _ in range(self._count):
             if self._stop.wait(self._interval):
                 return
@@ -845,7 +878,8 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
             hub.argv += ["--profile-out", str(args.profile / f"hub-{workdir.parent.name}.prof")]
         if args.hub_preload:
             hub.argv += ["--hub-preload", str(args.hub_preload)]
-    metrics = HubMetricsReader(http_port)
+    token = bench_token(url)
+    metrics = HubMetricsReader(http_port, token)
     gateways: Gateways | None = None
     operator: OperatorWrites | None = None
     try:
@@ -863,7 +897,9 @@ def run_hub(url: str, workload: Workload, *, operations: bool, workdir: Path, ar
         cpu_before = sum(process.cpu_times()[:2])
         if operations and args.operator_writes:
             key = min(workload.expected.on_hand)  # a position the checks verify, so the writes are checked too
-            operator = OperatorWrites(http_port, key, count=args.operator_writes, interval=OPERATOR_INTERVAL_S)
+            operator = OperatorWrites(
+                http_port, key, token=token, count=args.operator_writes, interval=OPERATOR_INTERVAL_S
+            )
             operator.start()
         started, done_at, sent = gateways.run(workload.messages, outstanding=args.outstanding, limit_s=args.max_seconds)
         if operator is not None:
@@ -979,7 +1015,7 @@ async def verify(
                 if adjusted is not None:
                     checks["operator_adjustments"] = adjustments
                     checks["operator_ledger_rows"] = await scalar(
-                        f"SELECT count(*) FROM ledger WHERE actor = '{OPERATOR}'"
+                        f"SELECT count(*) FROM ledger WHERE actor = 'token:{OPERATOR}'"
                     )
                     ok = ok and checks["operator_ledger_rows"] == adjustments
                 if complete:

@@ -40,6 +40,9 @@ from hub.alerting.webhooks import quiet_leaky_library_logs
 from hub.api import events, gateways, health, losses, pages, refused, stores
 from hub.api.edge import HttpEdge, allowed_hosts_of
 from hub.api.schemas import Problem, ValidationProblem
+from hub.auth import api as operators_api
+from hub.auth import guard
+from hub.auth import pages as login_pages
 from hub.catalog import api as catalog
 from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
@@ -77,7 +80,11 @@ acknowledges them to the gateways, and tracks each gateway's presence and health
 * `/api/v1/catalog/...`: SKUs, store profiles and planograms, with CSV import (row and column errors) and export.
 * `/healthz`: the hub's own health (503 with problems in words when degraded).
 * `/metrics`: Prometheus metrics, `storegate_hub_*`.
-* `/`: a dashboard page for people.
+* `/`: a dashboard page for people; `/login` signs in.
+
+Every operation but `/healthz` and the sign-in form needs a principal: an API token
+(`Authorization: Bearer sgt_...`, made with `storegate hub tokens create` or `POST /api/v1/tokens`) or a
+browser session (changes also send `X-CSRF-Token`). What each role may do: docs/security.md.
 """
 
 
@@ -351,6 +358,8 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         # answers 400 and 413 before any route runs; a database that cannot answer is a 503 anywhere).
         responses={
             400: {"model": Problem, "description": "the Host header is not one this hub answers to"},
+            401: {"model": Problem, "description": "no valid credentials: sign in at /login or send an API token"},
+            403: {"model": Problem, "description": "the principal's role or store scope does not allow this"},
             413: {"model": Problem, "description": "the request body is too large"},
             422: {"model": ValidationProblem, "description": "a value of the request is not acceptable"},
             503: {"model": Problem, "description": "the hub or its database cannot answer now; try again"},
@@ -369,7 +378,13 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
             {"name": "notifications", "description": "webhooks that receive alert notifications, and their deliveries"},
             {"name": "operations", "description": "health and metrics of the hub itself"},
             {"name": "dashboard", "description": "the HTML page for people"},
+            {"name": "operators", "description": "who am I; operators, API tokens and the audit log (admins)"},
         ],
+        # Every route passes the gate (hub.auth.guard), the docs included: they are added as routes by install().
+        dependencies=[guard.GATE],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     quiet_leaky_library_logs()  # before any request: their DEBUG lines carry webhook URLs
     app.openapi = functools.partial(_openapi_with_json_errors, app)  # type: ignore[method-assign]
@@ -397,6 +412,8 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         reports,
         health,
         pages,
+        login_pages,
+        operators_api,
     ):
         app.include_router(module.router)
     app.state.edge = functools.partial(
@@ -406,6 +423,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         large_body_bytes=settings.http_max_import_body_bytes,
         large_body_paths=[r.path for r in catalog.router.routes if isinstance(r, APIRoute) and _is_import(r)],
     )
+    guard.install(app, settings)
     return app
 
 

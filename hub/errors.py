@@ -13,6 +13,11 @@ while ``except LookupError`` and the like keep their meaning::
     ├── UnsupportedDatabaseError(RuntimeError) hub.db.dialect                            neither SQLite nor PostgreSQL
     ├── WriteGateTimeout                       hub.db.writegate                          no turn to write in time
     ├── AlertTransitionError(ValueError)       hub.domain.alerts                         a transition not allowed
+    ├── AccessDenied(PermissionError)          hub.domain.access                         not signed in, or not allowed
+    ├── OperatorError(ValueError)              hub.auth.operators                        a bad name, role or password
+    ├── OperatorNotFoundError(LookupError)     hub.auth.operators                        no such operator or token
+    ├── OperatorConflictError(RuntimeError)    hub.auth.operators                        a taken name, the last admin
+    ├── UncoveredRoutesError(RuntimeError)     hub.auth.guard                            routes without an access policy
     ├── RuleSetError(ValueError)               hub.domain.rules                          invalid rules or overrides
     ├── AlertNotFoundError(LookupError)        hub.alerting.alerts_db                    no alert with that id
     ├── AlertChangedError(RuntimeError)        hub.alerting.alerts_db                    changed while being written

@@ -172,6 +172,27 @@ class HubMetrics:
             registry=r,
         )
 
+        # Operators (hub.auth): refusals, sign-ins, the audit log.
+        self.access_refused = Counter(
+            "storegate_hub_access_refused",
+            "API requests refused: 401 (no or bad credentials), 403 (role, store scope or CSRF), by status and cause",
+            ["status", "cause"],
+            registry=r,
+        )
+        self.logins = Counter(
+            "storegate_hub_logins",
+            "sign-ins by outcome: succeeded, failed (wrong name or password), throttled (locked for a while)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("succeeded", "failed", "throttled"):
+            self.logins.labels(outcome=outcome)
+        self.audit_write_failures = Counter(
+            "storegate_hub_audit_write_failures",
+            "audit log entries that could not be written (the database was away): investigate",
+            registry=r,
+        )
+
     def observe_write_turn(self, writer: str, seconds: float) -> None:
         """How long ``writer`` waited for its turn to write (hub.db.writegate)."""
         self.write_turn_wait_seconds.labels(writer=writer).observe(seconds)

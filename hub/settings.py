@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.alerting.notification_settings import NotificationSettings
+from hub.auth.settings import AuthSettings
 from hub.pki.settings import BrokerSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
@@ -178,6 +179,10 @@ class HubSettings(BaseSettings):
             "accept a gateway the hub has never seen, enrolling it on its first message (recorded as first_contact); "
             "for demos only: otherwise a gateway must be enrolled (storegate hub gateways add STORE/GATEWAY) first"
         ),
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="operators: session lifetime, throttling of failed sign-ins, API token lifetimes",
     )
     rejected_messages_keep: int = Field(
         default=10_000,

@@ -10,6 +10,7 @@ installed says which extra to install instead of ending in a traceback.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -184,13 +185,24 @@ def hub_gateways_add(
     config: HubConfigOption = None,
     database_url: DatabaseUrlOption = None,
     by: ByOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Directory for the gateway's gateway.crt, gateway.key (0600) and ca.crt (when the hub runs the CA).",
+        ),
+    ] = None,
 ) -> None:
-    """Enrol a gateway: from now on the hub accepts its events, status, health and command results."""
+    """Enrol a gateway: from now on the hub accepts its events, status, health and command results.
+
+    When the hub runs the gateways' CA (storegate hub pki init), this also issues the gateway's client certificate
+    and key into --out and lets it in at the broker.
+    """
     with installed("hub gateways add", "hub"):
         from hub.fleet.commands import run_add
 
     config, overrides = _gateways_database_options(ctx, config, database_url)
-    raise typer.Exit(run_add(config, overrides, gateway, by=by))
+    raise typer.Exit(run_add(config, overrides, gateway, by=by, out=out))
 
 
 @gateways_app.command("revoke")
@@ -201,7 +213,10 @@ def hub_gateways_revoke(
     database_url: DatabaseUrlOption = None,
     by: ByOption = None,
 ) -> None:
-    """Revoke a gateway: nothing it sends is accepted from now on; what it sent before stays."""
+    """Revoke a gateway: nothing it sends is accepted from now on; what it sent before stays.
+
+    When the hub runs the gateways' CA, its certificates are revoked too and the broker refuses it (CRL and ACL).
+    """
     with installed("hub gateways revoke", "hub"):
         from hub.fleet.commands import run_revoke
 
@@ -348,6 +363,158 @@ def hub_broker_config(
 
     config, overrides = _hub_settings_options(ctx, config)
     raise typer.Exit(run_broker_config(config, overrides, out))
+
+
+# --------------------------------------------------------------------------- hub users and tokens
+
+users_app = typer.Typer(help="The hub's operators: add (the first admin too), list, disable.", no_args_is_help=True)
+hub_app.add_typer(users_app, name="users")
+tokens_app = typer.Typer(help="API tokens for integrations: create (shown once), list, revoke.", no_args_is_help=True)
+hub_app.add_typer(tokens_app, name="tokens")
+
+RoleOption = Annotated[str, typer.Option("--role", help="admin, ops, technician or viewer (docs/security.md).")]
+StoresOption = Annotated[
+    list[str] | None, typer.Option("--store", help="Only this store (repeat for more); none: every store.")
+]
+RegionsOption = Annotated[
+    list[str] | None, typer.Option("--region", help="Only the stores of this region (repeat for more).")
+]
+
+
+def _parent_options(
+    ctx: typer.Context, config: Path | None, database_url: str | None
+) -> tuple[Path | None, dict[str, str]]:
+    """--config and --database-url of the command, else of ``storegate hub`` two levels up."""
+    hub_ctx = ctx.parent.parent if ctx.parent is not None and ctx.parent.parent is not None else None
+    parent = hub_ctx.params if hub_ctx is not None else {}
+    config = config if config is not None else parent.get("config")
+    database_url = database_url if database_url is not None else parent.get("database_url")
+    return config, {"database_url": database_url} if database_url is not None else {}
+
+
+def _read_password(password_file: Path | None) -> str:
+    """From --password-file, else a prompt on a terminal (asked twice), else the first line of stdin."""
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            typer.echo(f"cannot read {password_file}: {err.strerror or err}", err=True)
+            raise typer.Exit(EXIT_CONFIG) from err
+        return lines[0] if lines else ""
+    if sys.stdin.isatty():
+        password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users_app.command("add")
+def hub_users_add(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="The operator's sign-in name.", show_default=False)],
+    role: RoleOption,
+    store: StoresOption = None,
+    region: RegionsOption = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the password from this file's first line (never give it as an argument).")
+    ] = None,
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Add an operator; the password is asked for (or read from --password-file or stdin). Makes the first admin."""
+    with installed("hub users", "hub"):
+        from hub.auth.cli import users_add
+
+    password = _read_password(password_file)
+    config, overrides = _parent_options(ctx, config, database_url)
+    raise typer.Exit(
+        users_add(
+            config,
+            overrides,
+            username=username,
+            role=role,
+            password=password,
+            store_ids=store or [],
+            regions=region or [],
+        )
+    )
+
+
+@users_app.command("list")
+def hub_users_list(ctx: typer.Context, config: HubConfigOption = None, database_url: DatabaseUrlOption = None) -> None:
+    """List the operators: name, role, stores, enabled."""
+    with installed("hub users", "hub"):
+        from hub.auth.cli import users_list
+
+    config, overrides = _parent_options(ctx, config, database_url)
+    raise typer.Exit(users_list(config, overrides))
+
+
+@users_app.command("disable")
+def hub_users_disable(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="The operator to disable.", show_default=False)],
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Disable an operator: no more sign-ins, its sessions end."""
+    with installed("hub users", "hub"):
+        from hub.auth.cli import users_disable
+
+    config, overrides = _parent_options(ctx, config, database_url)
+    raise typer.Exit(users_disable(config, overrides, username))
+
+
+@tokens_app.command("create")
+def hub_tokens_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="What uses the token, e.g. prometheus.", show_default=False)],
+    role: RoleOption,
+    expires_in: Annotated[str, typer.Option("--expires-in", help="Lifetime: days or hours, e.g. 90d or 12h.")],
+    store: StoresOption = None,
+    region: RegionsOption = None,
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Create an API token and print it once."""
+    with installed("hub tokens", "hub"):
+        from hub.auth.cli import parse_lifetime, tokens_create
+
+    try:
+        lifetime = parse_lifetime(expires_in)
+    except ValueError as err:
+        typer.echo(f"--expires-in: {err}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from err
+    config, overrides = _parent_options(ctx, config, database_url)
+    raise typer.Exit(
+        tokens_create(
+            config, overrides, name=name, role=role, lifetime=lifetime, store_ids=store or [], regions=region or []
+        )
+    )
+
+
+@tokens_app.command("list")
+def hub_tokens_list(ctx: typer.Context, config: HubConfigOption = None, database_url: DatabaseUrlOption = None) -> None:
+    """List the tokens (never their text): name, role, stores, state, expiry."""
+    with installed("hub tokens", "hub"):
+        from hub.auth.cli import tokens_list
+
+    config, overrides = _parent_options(ctx, config, database_url)
+    raise typer.Exit(tokens_list(config, overrides))
+
+
+@tokens_app.command("revoke")
+def hub_tokens_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(help="The token's id (from tokens list).", show_default=False)],
+    config: HubConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Revoke a token: it stops working at once."""
+    with installed("hub tokens", "hub"):
+        from hub.auth.cli import tokens_revoke
+
+    config, overrides = _parent_options(ctx, config, database_url)
+    raise typer.Exit(tokens_revoke(config, overrides, token_id))
 
 
 agent_app = typer.Typer(

@@ -10,6 +10,7 @@ the reverse order (agent, devices, hub, broker) and exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -28,6 +29,7 @@ from typing import Any
 
 import tomli_w
 
+from hub.auth.bootstrap import create_demo_access
 from launcher.broker import BrokerError, LocalBroker, port_open, start_local_broker
 from launcher.demo_catalog import load_demo_catalog
 from storegate.private_files import private_dir, write_private
@@ -193,6 +195,8 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
         store = _spawn([sys.executable, "-m", "launcher", "simulate-store", "--workdir", str(store_dir)])
         parts.append(("simulated devices", store))
         hub_path, _ = demo_configs(data_dir, broker, options.http_port)
+        # No default password: the demo makes its admin now and shows the password once, below.
+        access = asyncio.run(create_demo_access(f"sqlite+aiosqlite:///{data_dir / 'hub.sqlite3'}"))
         hub = _spawn([sys.executable, "-m", "launcher", "hub", "--config", str(hub_path)])
         parts.append(("hub", hub))
         deadline = time.monotonic() + HUB_START_TIMEOUT_S
@@ -204,7 +208,7 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                 return 1 if failed else 0
             stop_requested.wait(0.1)
         try:
-            load_demo_catalog(f"http://127.0.0.1:{options.http_port}", DEMO_STORE_ID)
+            load_demo_catalog(f"http://127.0.0.1:{options.http_port}", DEMO_STORE_ID, token=access.token)
         except (RuntimeError, OSError) as err:  # the demo still runs; events are stored but not placed
             print(f"storegate demo: the demo catalog was not loaded: {err}", file=sys.stderr)
         manifest_path = store_dir / "devices.json"
@@ -227,6 +231,7 @@ def _run(options: DemoOptions, data_dir: Path, stop_requested: threading.Event) 
                     "",
                     "Storegate demo is running.",
                     f"  dashboard      {base}/",
+                    f"  sign in as     {access.username}, password {access.password} (shown only now)",
                     f"  events API     {base}/api/v1/events",
                     f"  stock          {base}/api/v1/stores/{DEMO_STORE_ID}/stock",
                     f"  restock tasks  {base}/api/v1/stores/{DEMO_STORE_ID}/restock-tasks",

@@ -23,7 +23,6 @@ from hub.catalog.retail_sample import INVOICE_FILE, read_invoice_lines, skus_fro
 
 SHELF_ID: Final = "shelf-a1"
 OPENING_STOCK: Final = 40
-ACTOR: Final = "demo"
 
 
 def demo_skus() -> list[SkuRow]:
@@ -58,9 +57,11 @@ def _import(client: httpx.Client, kind: str, text: str) -> None:
         raise RuntimeError(f"importing {kind} failed ({response.status_code}): {response.text[:300]}")
 
 
-def load_demo_catalog(base_url: str, store_id: str, *, timeout_s: float = 30.0) -> None:
-    """Import the demo store's catalog into the hub at ``base_url``; raises RuntimeError saying what failed."""
-    with httpx.Client(base_url=base_url, timeout=timeout_s, headers={"X-Storegate-Actor": ACTOR}) as client:
+def load_demo_catalog(base_url: str, store_id: str, *, token: str, timeout_s: float = 30.0) -> None:
+    """Import the demo store's catalog into the hub at ``base_url`` with an admin API token; raises RuntimeError
+    saying what failed."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers) as client:
         _import(client, "skus", write_csv(SKUS, demo_skus()))
         hours = ["07:00-22:00"] * 7
         _import(
@@ -90,7 +91,7 @@ def load_demo_catalog(base_url: str, store_id: str, *, timeout_s: float = 30.0) 
         for _, sku, _ in slots:
             response = client.post(
                 f"/api/v1/stores/{store_id}/stock/adjustments",
-                json={"sku_id": sku, "quantity": OPENING_STOCK, "by": ACTOR, "note": "opening stock of the demo"},
+                json={"sku_id": sku, "quantity": OPENING_STOCK, "note": "opening stock of the demo"},
             )
             if response.status_code != 201:
                 raise RuntimeError(f"opening stock of {sku} failed ({response.status_code}): {response.text[:300]}")

@@ -1,7 +1,9 @@
 """``/api/v1/alerts``: alerts with their history; people acknowledge and resolve them here.
 
-Who acts is given in the request (``by``) until the dashboard's roles and sign-in arrive; every
-transition is kept in the alert's append-only history with that name and time.
+Who acts is the request's principal (the signed-in operator or the API token), never a name in the
+body; every transition is kept in the alert's append-only history with that name and time, and in the
+audit log with the alert's state before and after. An alert of a store outside the principal's scope
+answers 403.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import Field
 from sqlalchemy import and_, or_, select
 
@@ -20,6 +22,9 @@ from hub.alerting.models import AlertHistoryRow, AlertRow
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
 from hub.api.params import IsoDatetime, aware, invalid
 from hub.api.schemas import ApiModel, Problem
+from hub.auth.audit import note_change
+from hub.auth.guard import PrincipalDep
+from hub.domain.access import AccessDenied, Principal
 from hub.domain.alerts import AlertTransitionError
 from hub.runtime import HubRuntime
 
@@ -76,14 +81,12 @@ class AlertPageOut(ApiModel):
 class AcknowledgeIn(ApiModel):
     """Someone is on it."""
 
-    by: str = Field(min_length=1, max_length=128, description="who acknowledges")
     note: str | None = Field(default=None, max_length=2000)
 
 
 class ResolveIn(ApiModel):
     """Resolved by hand: what was done."""
 
-    by: str = Field(min_length=1, max_length=128, description="who resolves")
     note: str = Field(min_length=1, max_length=2000, description="what was found or done")
 
 
@@ -183,10 +186,24 @@ async def get_alerts(
     return AlertPageOut(items=[alert_out(r) for r in rows], next_cursor=_cursor(rows[-1]) if more and rows else None)
 
 
-async def _one(session: SessionDep, alert_id: str) -> AlertOut:
+def _state(row: AlertOut) -> dict[str, object]:
+    """What the audit log keeps of an alert before and after a transition."""
+    return {
+        "status": row.status,
+        "acknowledged_by": row.acknowledged_by,
+        "resolved_by": row.resolved_by,
+        "resolution_note": row.resolution_note,
+    }
+
+
+async def _one(session: SessionDep, alert_id: str, who: Principal) -> AlertOut:
     row = await session.get(AlertRow, alert_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
+    try:
+        who.require_store(row.store_id)
+    except AccessDenied as denied:
+        raise HTTPException(status_code=denied.status, detail=denied.reason) from None
     history = (
         await session.execute(
             select(AlertHistoryRow).where(AlertHistoryRow.alert_id == alert_id).order_by(AlertHistoryRow.id)
@@ -201,9 +218,9 @@ async def _one(session: SessionDep, alert_id: str) -> AlertOut:
     summary="One alert with its history",
     responses={404: {"model": Problem, "description": "no such alert"}},
 )
-async def get_alert(session: SessionDep, alert_id: str) -> AlertOut:
+async def get_alert(session: SessionDep, who: PrincipalDep, alert_id: str) -> AlertOut:
     """The alert and every transition it went through."""
-    return await _one(session, alert_id)
+    return await _one(session, alert_id, who)
 
 
 _TRANSITION_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
@@ -213,12 +230,17 @@ _TRANSITION_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 
 
 async def _transition(
+    request: Request,
     session: SessionDep,
     runtime: HubRuntime,
+    who: Principal,
     alert_id: str,
     change: Callable[[], Awaitable[object]],
 ) -> AlertOut:
-    """Run a person's transition in its own transaction; 404 for an unknown alert, 409 for a refused one."""
+    """Run a person's transition in its own transaction; 404 for an unknown alert, 403 outside the principal's
+    stores, 409 for a refused transition."""
+    before = await _one(session, alert_id, who)
+    await session.rollback()  # the transition opens its own transaction below
     try:
         async with _serialised(runtime), session.begin():
             await change()
@@ -228,21 +250,33 @@ async def _transition(
         raise HTTPException(status_code=409, detail=str(err)) from None
     if runtime.operations is not None:
         runtime.operations.wake_senders()  # the transition's notification goes out now
-    return await _one(session, alert_id)
+    after = await _one(session, alert_id, who)
+    note_change(
+        request, target=f"alert:{alert_id}", store_id=after.store_id, before=_state(before), after=_state(after)
+    )
+    return after
 
 
 @router.post(
     "/{alert_id}/acknowledge", response_model=AlertOut, summary="Acknowledge an alert", responses=_TRANSITION_ERRORS
 )
 async def post_acknowledge(
-    session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: AcknowledgeIn
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    now: NowDep,
+    who: PrincipalDep,
+    alert_id: str,
+    body: AcknowledgeIn,
 ) -> AlertOut:
     """Stops its escalation; 409 if it is already acknowledged or resolved."""
     return await _transition(
+        request,
         session,
         runtime,
+        who,
         alert_id,
-        lambda: alerts_db.acknowledge(session, alert_id, by=body.by, at=now, note=body.note),
+        lambda: alerts_db.acknowledge(session, alert_id, by=who.actor, at=now, note=body.note),
     )
 
 
@@ -250,12 +284,20 @@ async def post_acknowledge(
     "/{alert_id}/resolve", response_model=AlertOut, summary="Resolve an alert by hand", responses=_TRANSITION_ERRORS
 )
 async def post_resolve(
-    session: SessionDep, runtime: RuntimeDep, now: NowDep, alert_id: str, body: ResolveIn
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    now: NowDep,
+    who: PrincipalDep,
+    alert_id: str,
+    body: ResolveIn,
 ) -> AlertOut:
     """Resolve with a note; 409 if it is already resolved."""
     return await _transition(
+        request,
         session,
         runtime,
+        who,
         alert_id,
-        lambda: alerts_db.resolve(session, alert_id, by=body.by, at=now, note=body.note),
+        lambda: alerts_db.resolve(session, alert_id, by=who.actor, at=now, note=body.note),
     )

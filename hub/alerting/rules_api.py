@@ -4,8 +4,8 @@ store's overrides, as data.
 A chain rule is written whole (``kind`` and its fields) and validated as a whole; a store override is
 the fields to change (``{"enabled": false}`` disables the rule there) and is validated merged into the
 chain's rule. Refusals are 422 (invalid), 404 (no such rule or override) or 409 (cannot apply now), each
-with a ``message`` that names the rule and the field. Who made a change comes from the
-``X-Storegate-Actor`` header (``api`` without one) until the API has authentication.
+with a ``message`` that names the rule and the field. Who made a change is the request's principal
+(operator or API token); the audit log keeps the definition or changes before and after.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, JsonValue
 
 from hub.alerting import rules_db
-from hub.alerting.models import ACTOR_LENGTH
 from hub.alerting.rules_db import (
     RuleNotFoundError,
     RulesConflictError,
@@ -28,11 +27,11 @@ from hub.alerting.rules_db import (
 )
 from hub.api.deps import NowDep, SessionDep, rules_may_change
 from hub.api.schemas import ApiModel, Problem, ValidationProblem
+from hub.auth.audit import note_change
+from hub.auth.guard import PrincipalDep
 from hub.domain.rules import RuleSetError
 
 router = APIRouter(prefix="/api/v1", tags=["rules"], dependencies=[Depends(rules_may_change)])
-
-DEFAULT_ACTOR: Final = "api"
 
 
 class SkippedOut(ApiModel):
@@ -112,14 +111,6 @@ class StoreRulePutOut(ApiModel):
 
 RuleIdPath = Annotated[str, Path(description="rule id: a-z, 0-9 and _.- , at most 64 characters")]
 StoreIdPath = Annotated[str, Path(max_length=63, description="store id")]
-ActorHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-Storegate-Actor",
-        max_length=ACTOR_LENGTH,
-        description=f"who makes the change, kept with it and logged ('{DEFAULT_ACTOR}' without the header)",
-    ),
-]
 
 _RULE_EXAMPLES: Final[dict[str, Any]] = {
     "sweep": {"summary": "a shelf sweep", "value": {"kind": "shelf_sweep", "min_items": 6, "window_s": 30}},
@@ -149,8 +140,18 @@ def _refuse(err: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content=problem.model_dump(mode="json", exclude_unset=True))
 
 
-def _actor(header: str | None) -> str:
-    return header.strip() if header is not None and header.strip() else DEFAULT_ACTOR
+async def _chain_definition(session: SessionDep, rule_id: str) -> dict[str, Any] | None:
+    """A chain rule's stored definition, for the audit log."""
+    stored = await rules_db.get_chain_rule(session, rule_id)
+    return {"definition": stored.definition} if stored is not None else None
+
+
+async def _override_changes(session: SessionDep, store_id: str, rule_id: str) -> dict[str, Any] | None:
+    """A store override's stored changes, for the audit log."""
+    for override in await rules_db.list_overrides(session, store_id=store_id):
+        if override.rule_id == rule_id:
+            return {"changes": override.changes}
+    return None
 
 
 def _skipped_out(skipped: SkippedRule, changes: JsonValue = None) -> SkippedOut:
@@ -207,20 +208,23 @@ async def get_chain_rule(session: SessionDep, rule_id: RuleIdPath) -> ChainRuleO
     responses={201: {"model": ChainRulePutOut, "description": "created"}, **_ERRORS},
 )
 async def put_chain_rule(
+    request: Request,
     session: SessionDep,
     now: NowDep,
+    who: PrincipalDep,
     response: Response,
     rule_id: RuleIdPath,
     definition: Annotated[
         dict[str, Any], Body(description="the whole rule: its kind and fields", openapi_examples=_RULE_EXAMPLES)
     ],
-    actor: ActorHeader = None,
 ) -> ChainRulePutOut | JSONResponse:
     """Store a rule, validated as a whole; store overrides it leaves invalid are listed (and skipped)."""
+    before = await _chain_definition(session, rule_id)
     try:
-        change = await rules_db.put_chain_rule(session, rule_id, definition, actor=_actor(actor), now=now)
+        change = await rules_db.put_chain_rule(session, rule_id, definition, actor=who.actor, now=now)
     except (RuleSetError, RulesConflictError) as err:
         return _refuse(err)
+    note_change(request, target=f"rule:{rule_id}", before=before, after={"definition": change.stored.definition})
     response.status_code = 201 if change.created else 200
     return ChainRulePutOut(
         rule=_chain_rule_out(change.stored),
@@ -232,13 +236,15 @@ async def put_chain_rule(
 
 @router.delete("/rules/{rule_id}", response_model=ChainRuleDeleteOut, summary="Delete a chain rule", responses=_ERRORS)
 async def delete_chain_rule(
-    session: SessionDep, rule_id: RuleIdPath, actor: ActorHeader = None
+    request: Request, session: SessionDep, who: PrincipalDep, rule_id: RuleIdPath
 ) -> ChainRuleDeleteOut | JSONResponse:
     """Delete a rule and every store's override of it (a store cannot keep a rule the chain has not)."""
+    before = await _chain_definition(session, rule_id)
     try:
-        count = await rules_db.delete_chain_rule(session, rule_id, actor=_actor(actor))
+        count = await rules_db.delete_chain_rule(session, rule_id, actor=who.actor)
     except RuleNotFoundError as err:
         return _refuse(err)
+    note_change(request, target=f"rule:{rule_id}", before=before, detail=f"{count} store overrides deleted with it")
     return ChainRuleDeleteOut(rule_id=rule_id, overrides_deleted=count)
 
 
@@ -269,8 +275,10 @@ async def get_store_rules(session: SessionDep, store_id: StoreIdPath) -> StoreRu
     responses={201: {"model": StoreRulePutOut, "description": "created"}, **_ERRORS},
 )
 async def put_store_rule(
+    request: Request,
     session: SessionDep,
     now: NowDep,
+    who: PrincipalDep,
     response: Response,
     store_id: StoreIdPath,
     rule_id: RuleIdPath,
@@ -281,13 +289,20 @@ async def put_store_rule(
             openapi_examples=_CHANGES_EXAMPLES,
         ),
     ],
-    actor: ActorHeader = None,
 ) -> StoreRulePutOut | JSONResponse:
     """Set the store's override of a rule, validated merged into the chain's rule."""
     try:
-        change = await rules_db.put_store_override(session, store_id, rule_id, changes, actor=_actor(actor), now=now)
+        rules_db.check_store_id(store_id)
+    except RuleSetError as err:
+        return _refuse(err)
+    before = await _override_changes(session, store_id, rule_id)
+    try:
+        change = await rules_db.put_store_override(session, store_id, rule_id, changes, actor=who.actor, now=now)
     except (RuleSetError, RuleNotFoundError, RulesConflictError) as err:
         return _refuse(err)
+    note_change(
+        request, target=f"rule:{rule_id}", store_id=store_id, before=before, after={"changes": change.stored.changes}
+    )
     response.status_code = 201 if change.created else 200
     stored = change.stored
     out = StoreRuleOut(
@@ -309,13 +324,15 @@ async def put_store_rule(
     responses=_ERRORS,
 )
 async def delete_store_rule(
-    session: SessionDep, store_id: StoreIdPath, rule_id: RuleIdPath, actor: ActorHeader = None
+    request: Request, session: SessionDep, who: PrincipalDep, store_id: StoreIdPath, rule_id: RuleIdPath
 ) -> StoreRuleOut | JSONResponse:
     """Remove the store's override; answers the rule as it now stands there (the chain's)."""
+    before = await _override_changes(session, store_id, rule_id)
     try:
-        await rules_db.delete_store_override(session, store_id, rule_id, actor=_actor(actor))
+        await rules_db.delete_store_override(session, store_id, rule_id, actor=who.actor)
     except RuleNotFoundError as err:
         return _refuse(err)
+    note_change(request, target=f"rule:{rule_id}", store_id=store_id, before=before)
     view = await rules_db.load_store_rules(session, store_id)
     if rule_id not in view.rules.merged:  # the chain's own rule is invalid: it is not in force anywhere
         return _refuse(RulesConflictError(f"the override is deleted, but the chain's rule {rule_id!r} is invalid"))

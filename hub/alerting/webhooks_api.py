@@ -1,9 +1,9 @@
 """``/api/v1/webhooks``: register, list and disable the webhooks that receive alert notifications.
 
 A webhook's secret is returned once, in the answer to its creation, and never again: not in lists,
-not in delivery histories, not in logs. It is stored encrypted (:mod:`hub.alerting.secret_box`).
-Disabling keeps the webhook and its deliveries as history. A URL must not reach the hub's own network
-(:mod:`hub.alerting.egress`).
+not in delivery histories, not in logs, not in the audit log. It is stored encrypted
+(:mod:`hub.alerting.secret_box`). Disabling keeps the webhook and its deliveries as history. A URL must
+not reach the hub's own network (:mod:`hub.alerting.egress`). Who created one is the request's principal.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import structlog
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
@@ -23,12 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.egress import url_problem
 from hub.alerting.egress_policy import EgressPolicy
-from hub.alerting.models import ACTOR_LENGTH, URL_LENGTH, NotificationRow, Webhook, WebhookDelivery
+from hub.alerting.models import URL_LENGTH, NotificationRow, Webhook, WebhookDelivery
 from hub.alerting.notices import NotificationEvent
 from hub.alerting.secret_box import SecretBox, SecretKeyError
 from hub.alerting.webhooks import DeliveryStatus, invalidate_webhook_cache
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.schemas import ApiModel, ValidationProblem
+from hub.auth.audit import note_change
+from hub.auth.guard import PrincipalDep
 from hub.db.bounds import INT64_MAX
 from hub.runtime import HubRuntime
 from storegate import wire
@@ -41,7 +43,6 @@ SECRET_MIN_LENGTH: Final = 16
 SECRET_MAX_LENGTH: Final = 256
 # 32 random bytes, URL-safe base64: 43 characters.
 GENERATED_SECRET_BYTES: Final = 32
-DEFAULT_ACTOR: Final = "api"
 MAX_DELIVERIES_PAGE: Final = 1000
 
 
@@ -163,17 +164,6 @@ def _refused(field_name: str, problem: str) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail, "message": f"{field_name}: {problem}"})
 
 
-ActorHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-Storegate-Actor",
-        min_length=1,
-        max_length=ACTOR_LENGTH,
-        description="who is making the change (until the API has authentication)",
-    ),
-]
-
-
 @router.post(
     "",
     status_code=201,
@@ -183,7 +173,7 @@ ActorHeader = Annotated[
             "model": ValidationProblem,
             "description": "a bad URL, secret, store id or event; `message` names the field. A URL with a user "
             "name or password, or whose host is or resolves to a loopback, private, link-local, multicast or "
-            "reserved address that notifications.webhook_allowed_networks does not list, is refused"
+            "reserved address that notifications.webhook_allowed_networks does not list, is refused",
         }
     },
 )
@@ -193,7 +183,7 @@ async def create_webhook(
     session: SessionDep,
     now: NowDep,
     settings: SettingsDep,
-    actor: ActorHeader = None,
+    who: PrincipalDep,
 ) -> WebhookCreatedOut | JSONResponse:
     """Register a webhook; the answer holds its secret, which is never shown again."""
     if webhook_in.secret is not None and (problem := _secret_problem(webhook_in.secret)) is not None:
@@ -219,12 +209,14 @@ async def create_webhook(
         events=None if webhook_in.events is None else sorted(set(webhook_in.events)),
         enabled=True,
         created_at=now,
-        created_by=actor or DEFAULT_ACTOR,
+        created_by=who.actor,
     )
     session.add(webhook)
     await session.commit()
     invalidate_webhook_cache()
-    return WebhookCreatedOut(**_webhook_out(webhook).model_dump(), secret=secret)
+    out = _webhook_out(webhook)
+    note_change(request, target=f"webhook:{webhook.webhook_id}", after=out.model_dump(mode="json"))
+    return WebhookCreatedOut(**out.model_dump(), secret=secret)
 
 
 @router.get("", response_model=WebhookList)
@@ -245,9 +237,10 @@ async def _existing(session: AsyncSession, webhook_id: UUID) -> Webhook:
 
 
 @router.delete("/{webhook_id}", status_code=204, responses={404: {"description": "no such webhook"}})
-async def delete_webhook(webhook_id: WebhookIdPath, session: SessionDep) -> None:
+async def delete_webhook(request: Request, webhook_id: WebhookIdPath, session: SessionDep) -> None:
     """Disable a webhook: nothing more is sent to it; its pending deliveries are cancelled, all kept as history."""
     webhook = await _existing(session, webhook_id)
+    before = _webhook_out(webhook).model_dump(mode="json")
     webhook.enabled = False
     await session.execute(
         update(WebhookDelivery)
@@ -257,6 +250,9 @@ async def delete_webhook(webhook_id: WebhookIdPath, session: SessionDep) -> None
     )
     await session.commit()
     invalidate_webhook_cache()
+    note_change(
+        request, target=f"webhook:{webhook_id}", before=before, after=_webhook_out(webhook).model_dump(mode="json")
+    )
 
 
 @router.get(

@@ -177,8 +177,37 @@ def _store_section(block: StoreBlock) -> str:
     )
 
 
-def render_dashboard(blocks: Sequence[StoreBlock], *, problems: Sequence[str], now: datetime, version: str) -> str:
-    """The whole page: hub problems, then each store with its gateways and latest events."""
+@dataclass(frozen=True, slots=True)
+class SignedInAs:
+    """Who sees the page, and the CSRF token its sign-out form sends back (None for an API token)."""
+
+    name: str
+    role: str
+    csrf_token: str | None
+
+
+def _account(signed_in: SignedInAs | None) -> str:
+    if signed_in is None:
+        return ""
+    out = ""
+    if signed_in.csrf_token is not None:
+        out = (
+            "<form method='post' action='/logout' style='display:inline'>"
+            f"<input type='hidden' name='csrf_token' value='{escape(signed_in.csrf_token)}'>"
+            "<button type='submit'>Sign out</button></form>"
+        )
+    return f"<p class='meta'>Signed in as {escape(signed_in.name)} ({escape(signed_in.role)}) {out}</p>"
+
+
+def render_dashboard(
+    blocks: Sequence[StoreBlock],
+    *,
+    problems: Sequence[str],
+    now: datetime,
+    version: str,
+    signed_in: SignedInAs | None = None,
+) -> str:
+    """The whole page: who is signed in, hub problems, then each store with its gateways and latest events."""
     online = sum(b.summary.online_gateway_count for b in blocks)
     total = sum(b.summary.gateway_count for b in blocks)
     problem_box = (
@@ -195,6 +224,7 @@ def render_dashboard(blocks: Sequence[StoreBlock], *, problems: Sequence[str], n
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>Storegate hub</title><style>{_STYLE}</style></head><body>"
         "<h1>Storegate hub</h1>"
+        f"{_account(signed_in)}"
         f"<p class='meta'>{len(blocks)} stores · {online} of {total} gateways online · "
         f"updated {escape(_time(now))} UTC · version {escape(version)}</p>"
         f"{problem_box}{body}</body></html>"

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.listings import GatewayView, list_gateways
 from hub.api.schemas import GatewayList, GatewayOut
+from hub.auth.guard import PrincipalDep
 from storegate import wire
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
@@ -55,11 +56,12 @@ async def get_gateways(
     session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
+    who: PrincipalDep,
     store_id: Annotated[str | None, Query(max_length=128, description="only this store's gateways")] = None,
     gateway_id: Annotated[str | None, Query(max_length=128, description="only gateways of this id")] = None,
 ) -> GatewayList:
-    """Gateways, by store and id."""
+    """Gateways (of the stores the principal reaches), by store and id."""
     views = await list_gateways(
         session, now=now, grace_s=settings.gateway_offline_grace_s, store_id=store_id, gateway_id=gateway_id
     )
-    return GatewayList(items=[gateway_out(view) for view in views])
+    return GatewayList(items=[gateway_out(view) for view in views if who.reaches(view.gateway.store_id)])

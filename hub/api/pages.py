@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from hub.api.checks import check_database, check_mqtt
-from hub.api.dashboard import EVENTS_PER_STORE, StoreBlock, render_dashboard
+from hub.api.dashboard import EVENTS_PER_STORE, SignedInAs, StoreBlock, render_dashboard
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
 from hub.api.listings import latest_events, list_gateways, list_stores, loss_summaries
+from hub.auth.guard import CSRF_COOKIE, PrincipalDep
 from storegate import __version__
 
 router = APIRouter(tags=["dashboard"])
@@ -23,7 +24,9 @@ router = APIRouter(tags=["dashboard"])
     description="Stores, their gateways online or offline, any data loss, and each store's latest events; "
     "refreshes every 5 s.",
 )
-async def dashboard(runtime: RuntimeDep, session: SessionDep, now: NowDep) -> HTMLResponse:
+async def dashboard(
+    request: Request, runtime: RuntimeDep, session: SessionDep, now: NowDep, who: PrincipalDep
+) -> HTMLResponse:
     """Render the dashboard."""
     grace_s = runtime.settings.gateway_offline_grace_s
     database, mqtt = await asyncio.gather(
@@ -34,6 +37,8 @@ async def dashboard(runtime: RuntimeDep, session: SessionDep, now: NowDep) -> HT
     if database.ok:
         gateways = await list_gateways(session, now=now, grace_s=grace_s)
         for summary in await list_stores(session, now=now, grace_s=grace_s):
+            if not who.reaches(summary.store_id):
+                continue
             blocks.append(
                 StoreBlock(
                     summary=summary,
@@ -42,4 +47,5 @@ async def dashboard(runtime: RuntimeDep, session: SessionDep, now: NowDep) -> HT
                     losses=await loss_summaries(session, summary.store_id) if summary.events_lost else (),
                 )
             )
-    return HTMLResponse(render_dashboard(blocks, problems=problems, now=now, version=__version__))
+    signed_in = SignedInAs(name=who.actor, role=who.role.value, csrf_token=request.cookies.get(CSRF_COOKIE))
+    return HTMLResponse(render_dashboard(blocks, problems=problems, now=now, version=__version__, signed_in=signed_in))

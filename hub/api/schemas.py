@@ -33,6 +33,12 @@ class HealthOut(ApiModel):
     version: str = Field(description="the hub's software version")
 
 
+class HealthStatusOut(ApiModel):
+    """The hub's health as anyone may see it: the status only (sign in or send a token for the checks)."""
+
+    status: Literal["ok", "degraded"]
+
+
 class StoreOut(ApiModel):
     """A store and what the hub knows of it."""
 
@@ -140,16 +146,28 @@ class DataLossPageOut(ApiModel):
 
 
 class GatewayEnrolIn(ApiModel):
-    """A gateway to enrol in the store of the path."""
+    """A gateway to enrol in the store of the path; who enrols it is the request's principal."""
 
     gateway_id: wire.GatewayId
-    by: str = Field(min_length=1, max_length=128, description="who enrols it")
 
 
-class GatewayRevokeIn(ApiModel):
-    """Who revokes the gateway of the path."""
+class GatewayCredentialsOut(ApiModel):
+    """A newly enrolled gateway's client certificate and key, shown once: the hub keeps no copy of the key."""
 
-    by: str = Field(min_length=1, max_length=128, description="who revokes it")
+    certificate_pem: str = Field(description="the gateway's client certificate (gateway.crt)")
+    private_key_pem: str = Field(description="its private key (gateway.key): store it 0600 on the gateway only")
+    ca_certificate_pem: str = Field(description="the CA that signed it and the broker's certificate (ca.crt)")
+    serial: str = Field(description="the certificate's serial number, hex")
+    not_after: datetime = Field(description="when the certificate expires")
+
+
+class GatewayEnrolledOut(GatewayOut):
+    """The gateway just enrolled, and its credentials when the hub runs the gateways' CA."""
+
+    credentials: GatewayCredentialsOut | None = Field(
+        description="null when the hub runs no CA (storegate hub pki init): the broker's clients are certified "
+        "elsewhere"
+    )
 
 
 class RefusedEventOut(ApiModel):

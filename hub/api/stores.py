@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.listings import list_stores
 from hub.api.schemas import StoreList, StoreOut
+from hub.auth.guard import PrincipalDep
 
 router = APIRouter(prefix="/api/v1/stores", tags=["stores"])
 
@@ -18,8 +19,8 @@ router = APIRouter(prefix="/api/v1/stores", tags=["stores"])
     description="Every store with its gateway counts, event count, when its last new event was stored, "
     "and how many events its gateways reported lost.",
 )
-async def get_stores(session: SessionDep, settings: SettingsDep, now: NowDep) -> StoreList:
-    """Every store, by id."""
+async def get_stores(session: SessionDep, settings: SettingsDep, now: NowDep, who: PrincipalDep) -> StoreList:
+    """Every store (the principal reaches), by id."""
     summaries = await list_stores(session, now=now, grace_s=settings.gateway_offline_grace_s)
     return StoreList(
         items=[
@@ -33,5 +34,6 @@ async def get_stores(session: SessionDep, settings: SettingsDep, now: NowDep) ->
                 events_lost=s.events_lost,
             )
             for s in summaries
+            if who.reaches(s.store_id)
         ]
     )

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.api.deps import NowDep, SessionDep, catalog_may_change
 from hub.api.schemas import ApiModel, Problem
+from hub.auth.guard import PrincipalDep
 from hub.catalog import service
 from hub.catalog.csv_io import CsvRowsError, decode_csv
 from hub.catalog.models import Sku, Slot, StoreProfile
@@ -95,6 +96,7 @@ class StoreProfileOut(ApiModel):
     )
     latitude: float | None = Field(default=None, description="WGS 84 decimal degrees; null: unknown")
     longitude: float | None = Field(default=None, description="WGS 84 decimal degrees; null: unknown")
+    region: str | None = Field(default=None, description="the region operators may be scoped to; null: none")
     updated_at: datetime
 
 
@@ -165,6 +167,7 @@ def store_out(profile: StoreProfile) -> StoreProfileOut:
         opening_hours=profile.opening_hours,
         latitude=profile.latitude,
         longitude=profile.longitude,
+        region=profile.region,
         updated_at=profile.updated_at,
     )
 
@@ -311,9 +314,10 @@ async def get_stores_export(session: SessionDep) -> Response:
 
 
 @router.get("/stores", response_model=StoreProfileList, summary="List store profiles")
-async def get_store_profiles(session: SessionDep) -> StoreProfileList:
-    """Every store profile, by id."""
-    return StoreProfileList(items=[store_out(p) for p in await service.list_store_profiles(session)])
+async def get_store_profiles(session: SessionDep, who: PrincipalDep) -> StoreProfileList:
+    """Every store profile (of the stores the principal reaches), by id."""
+    profiles = await service.list_store_profiles(session)
+    return StoreProfileList(items=[store_out(p) for p in profiles if who.reaches(p.store_id)])
 
 
 @router.get(

@@ -117,6 +117,16 @@ class StoreRow(CatalogRow):
         description="WGS 84 decimal degrees, east positive",
     )
 
+    # Optional and last: the region operators may be scoped to (docs/security.md); blank: none.
+    region: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="region id"
+    )
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _blank_region(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("longitude")
     @classmethod
     def _both_or_neither(cls, value: float | None, info: ValidationInfo) -> float | None:

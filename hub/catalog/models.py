@@ -67,6 +67,8 @@ class StoreProfile(Base):
     # Where the store is (WGS 84), for transfer suggestions between nearby stores; None: unknown.
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+    # The region operators may be scoped to (hub.auth); None: in no region.
+    region: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     updated_at: Mapped[datetime]
 
 

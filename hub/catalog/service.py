@@ -210,9 +210,10 @@ async def export_skus(session: AsyncSession) -> str:
 
 
 LOCATION_COLUMNS: Final = ("latitude", "longitude")
+REGION_COLUMN: Final = "region"
 
 
-def _store_values(row: StoreRow, *, with_location: bool) -> dict[str, Any]:
+def _store_values(row: StoreRow, *, with_location: bool, with_region: bool) -> dict[str, Any]:
     values: dict[str, Any] = {
         "store_id": row.store_id,
         "name": row.name,
@@ -222,6 +223,8 @@ def _store_values(row: StoreRow, *, with_location: bool) -> dict[str, Any]:
     }
     if with_location:
         values |= {"latitude": row.latitude, "longitude": row.longitude}
+    if with_region:
+        values |= {"region": row.region}
     return values
 
 
@@ -232,8 +235,11 @@ async def import_stores(session: AsyncSession, text: str, *, now: datetime) -> I
     written before coordinates existed must not erase them); with the columns, a blank pair clears them.
     """
     rows = parse_csv(text, STORES)  # nothing to look up: the rows alone decide
-    with_location = any(column in header_of(text) for column in LOCATION_COLUMNS)
-    values = [_store_values(p.value, with_location=with_location) for p in rows]
+    header = header_of(text)
+    with_location = any(column in header for column in LOCATION_COLUMNS)
+    # Likewise a file without the region column leaves stored regions (and so operators' scopes) alone.
+    with_region = REGION_COLUMN in header
+    values = [_store_values(p.value, with_location=with_location, with_region=with_region) for p in rows]
     report = await _upsert(session, StoreProfile, [StoreProfile.store_id], values, now=now)
     await _commit(session)
     return report
@@ -256,7 +262,7 @@ def store_row(profile: StoreProfile) -> StoreRow:
     return StoreRow.model_validate(
         {"store_id": profile.store_id, "name": profile.name, "timezone": profile.timezone, "currency": profile.currency}
         | days
-        | {"latitude": profile.latitude, "longitude": profile.longitude}
+        | {"latitude": profile.latitude, "longitude": profile.longitude, "region": profile.region}
     )
 
 

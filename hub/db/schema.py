@@ -7,9 +7,10 @@ registers each on ``Base.metadata``, which migrations, backups and schema tests 
 from __future__ import annotations
 
 import hub.alerting.models
+import hub.auth.models
 import hub.catalog.models
 import hub.inventory.models
 from hub.db.models import Base
 
-MODEL_MODULES = (hub.alerting.models, hub.catalog.models, hub.inventory.models)
+MODEL_MODULES = (hub.alerting.models, hub.auth.models, hub.catalog.models, hub.inventory.models)
 metadata = Base.metadata

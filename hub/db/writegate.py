@@ -31,6 +31,7 @@ API: Final = "api"
 RULES: Final = "rules"
 COMMANDS: Final = "commands"
 NOTIFICATIONS: Final = "notifications"
+AUDIT: Final = "audit"  # the audit log's entries of API writes (hub.auth.guard), after each write
 
 
 class WriteGateTimeout(HubError):

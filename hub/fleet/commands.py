@@ -2,7 +2,9 @@
 
 Each command migrates the database to this version first (as the hub does on start), then makes its change
 in one transaction through :func:`hub.fleet.registry.enrol` or :func:`hub.fleet.registry.revoke`, the same
-functions the API calls. A running hub sees the change with the next message it receives.
+functions the API calls. A running hub sees the change with the next message it receives. When the hub runs the
+gateways' CA (``storegate hub pki init``), ``add`` also issues the gateway's certificate and key into ``--out``
+and ``revoke`` revokes them; both rewrite the broker's files (:mod:`hub.fleet.credentials`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.db.engine import create_engine, describe_error, session_factory
 from hub.db.migrate import upgrade_to_head
 from hub.db.models import Gateway
-from hub.fleet import registry
-from hub.settings import load_hub_settings
+from hub.errors import HubError
+from hub.fleet import credentials, registry
+from hub.pki.authority import IssuedCertificate
+from hub.settings import HubSettings, load_hub_settings
 from storegate import wire
 from storegate.configfile import ConfigError
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
@@ -38,20 +42,34 @@ def default_actor() -> str:
         return "cli"
 
 
-async def add_gateway(database_url: str, text: str, *, by: str, now: datetime | None = None) -> Gateway:
-    """Enrol ``STORE/GATEWAY`` in the database at ``database_url`` (migrated first)."""
+async def add_gateway(
+    database_url: str, text: str, *, by: str, now: datetime | None = None, settings: HubSettings | None = None
+) -> tuple[Gateway, IssuedCertificate | None]:
+    """Enrol ``STORE/GATEWAY`` in the database at ``database_url`` (migrated first); with ``settings`` of a hub
+    that runs the CA, also issue its certificate (before the commit: a CA that fails leaves nothing enrolled)."""
     store_id, gateway_id = registry.parse_gateway(text)
-    return await _in_transaction(
-        database_url, lambda session: registry.enrol(session, store_id, gateway_id, by=by, now=now or wire.utc_now())
-    )
+    if settings is not None:
+        credentials.check_identity(settings, store_id, gateway_id)
+
+    async def change(session: AsyncSession) -> tuple[Gateway, IssuedCertificate | None]:
+        gateway = await registry.enrol(session, store_id, gateway_id, by=by, now=now or wire.utc_now())
+        issued = None if settings is None else credentials.issue_credentials(settings, store_id, gateway_id)
+        return gateway, issued
+
+    return await _in_transaction(database_url, change)
 
 
-async def revoke_gateway(database_url: str, text: str, *, by: str, now: datetime | None = None) -> Gateway:
-    """Revoke ``STORE/GATEWAY`` in the database at ``database_url`` (migrated first)."""
+async def revoke_gateway(
+    database_url: str, text: str, *, by: str, now: datetime | None = None, settings: HubSettings | None = None
+) -> tuple[Gateway, int]:
+    """Revoke ``STORE/GATEWAY`` in the database at ``database_url`` (migrated first); with ``settings`` of a hub
+    that runs the CA, also revoke its certificates (after the commit: the hub refuses it whatever the CA does)."""
     store_id, gateway_id = registry.parse_gateway(text)
-    return await _in_transaction(
+    gateway = await _in_transaction(
         database_url, lambda session: registry.revoke(session, store_id, gateway_id, by=by, now=now or wire.utc_now())
     )
+    revoked = 0 if settings is None else credentials.revoke_credentials(settings, store_id, gateway_id)
+    return gateway, revoked
 
 
 async def gateways(database_url: str, *, store_id: str | None = None) -> Sequence[Gateway]:
@@ -87,44 +105,76 @@ def describe(gateway: Gateway) -> str:
 
 
 def _run(
-    config_path: Path | None, overrides: Mapping[str, Any], operation: Callable[[str], Coroutine[Any, Any, Any]]
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    operation: Callable[[HubSettings], Coroutine[Any, Any, Any]],
 ) -> Any:
     try:
-        database_url = load_hub_settings(config_path, **overrides).database_url
+        settings = load_hub_settings(config_path, **overrides)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(operation(database_url))
+        return asyncio.run(operation(settings))
     except registry.REGISTRY_ERRORS as err:
         print(err, file=sys.stderr)
+        return EXIT_FAILED
+    except HubError as err:  # the CA's: a name too long for a certificate, its files missing or wrong
+        print(f"failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     except (SQLAlchemyError, OSError) as err:
         print(f"the hub's database could not be used: {describe_error(err)}", file=sys.stderr)
         return EXIT_FAILED
 
 
-def run_add(config_path: Path | None, overrides: Mapping[str, Any], text: str, *, by: str | None) -> int:
-    """``storegate hub gateways add STORE/GATEWAY``: 0 and the gateway, 1 with the reason, 2 for bad settings."""
-    result = _run(config_path, overrides, lambda url: add_gateway(url, text, by=by or default_actor()))
-    if isinstance(result, Gateway):
-        print(describe(result))
-        return EXIT_OK
-    return int(result)
+def run_add(
+    config_path: Path | None, overrides: Mapping[str, Any], text: str, *, by: str | None, out: Path | None = None
+) -> int:
+    """``storegate hub gateways add STORE/GATEWAY [--out DIR]``: 0 and the gateway (and where its certificate and
+    key are), 1 with the reason, 2 for bad settings or a missing --out when the hub runs the CA."""
+
+    async def add(settings: HubSettings) -> tuple[Gateway, IssuedCertificate | None] | int:
+        if out is None and credentials.hub_authority(settings) is not None:
+            print(
+                "the hub runs the gateways' CA: give --out DIR for the gateway's certificate and key",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        return await add_gateway(settings.database_url, text, by=by or default_actor(), settings=settings)
+
+    result = _run(config_path, overrides, add)
+    if isinstance(result, int):
+        return result
+    gateway, issued = result
+    print(describe(gateway))
+    if issued is not None and out is not None:
+        cert, key, ca = issued.write(out, stem="gateway")
+        print(f"certificate {issued.record.serial:x}, valid until {issued.record.not_after:%Y-%m-%d}:")
+        print(f"  {cert}\n  {key} (0600: copy it to the gateway only, then delete it here)\n  {ca}")
+        print("  storegate provision agent-config --tls-ca ca.crt --tls-cert gateway.crt --tls-key gateway.key ...")
+    elif issued is None:
+        print("no certificate issued: this hub runs no CA (storegate hub pki init)")
+    return EXIT_OK
 
 
 def run_revoke(config_path: Path | None, overrides: Mapping[str, Any], text: str, *, by: str | None) -> int:
     """``storegate hub gateways revoke STORE/GATEWAY``: 0 and the gateway, 1 with the reason, 2 for bad settings."""
-    result = _run(config_path, overrides, lambda url: revoke_gateway(url, text, by=by or default_actor()))
-    if isinstance(result, Gateway):
-        print(describe(result))
-        return EXIT_OK
-    return int(result)
+
+    async def revoke(settings: HubSettings) -> tuple[Gateway, int]:
+        return await revoke_gateway(settings.database_url, text, by=by or default_actor(), settings=settings)
+
+    result = _run(config_path, overrides, revoke)
+    if isinstance(result, int):
+        return result
+    gateway, certificates = result
+    print(describe(gateway))
+    print(f"certificates revoked: {certificates}")
+    return EXIT_OK
 
 
 def run_list(config_path: Path | None, overrides: Mapping[str, Any], *, store_id: str | None) -> int:
     """``storegate hub gateways list``: 0 and one line per gateway, 1 with the reason, 2 for bad settings."""
-    result = _run(config_path, overrides, lambda url: gateways(url, store_id=store_id))
+    result = _run(config_path, overrides, lambda settings: gateways(settings.database_url, store_id=store_id))
     if isinstance(result, int):
         return result
     for gateway in result:

@@ -1,8 +1,9 @@
 """Inventory through the API: stock and shelf levels per store, restock tasks, the ledger, manual movements.
 
 Manual adjustments and transfers are ledger movements like any other, written through the same code as
-the events' (:func:`hub.inventory.apply.apply_movements`); their ids are made by the hub and the person
-who made them is recorded on the row.
+the events' (:func:`hub.inventory.apply.apply_movements`); their ids are made by the hub, and the
+operator or token that made them (the request's principal, never a name in the body) is recorded on the
+row and in the audit log with on hand before and after.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
 import structlog
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import Field, model_validator
 from sqlalchemy import and_, select
 
 from hub.api.deps import NowDep, SessionDep
 from hub.api.params import IsoDatetime, aware, invalid
 from hub.api.schemas import ApiModel, Problem
+from hub.auth.audit import note_change
+from hub.auth.guard import PrincipalDep
 from hub.catalog.models import Sku, Slot, StoreProfile
 from hub.db.bounds import INT64_MAX, DbCount, DbInt
 from hub.db.models import OutgoingCommand
@@ -145,7 +148,6 @@ class AdjustmentIn(ApiModel):
 
     sku_id: str = Field(min_length=1, max_length=63)
     quantity: DbInt = Field(description="signed: negative removes, positive adds; not zero")
-    by: str = Field(min_length=1, max_length=128)
     note: str = Field(min_length=1, max_length=2000, description="why")
 
     @model_validator(mode="after")
@@ -162,7 +164,6 @@ class TransferIn(ApiModel):
     from_store_id: str = Field(min_length=1, max_length=63)
     to_store_id: str = Field(min_length=1, max_length=63)
     quantity: DbCount = Field(gt=0)
-    by: str = Field(min_length=1, max_length=128)
     note: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
@@ -372,14 +373,30 @@ _MANUAL_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     summary="Adjust on hand by hand",
     responses=_MANUAL_RESPONSES,
 )
-async def post_adjustment(session: SessionDep, now: NowDep, store_id: str, body: AdjustmentIn) -> MovementOut:
+async def post_adjustment(
+    request: Request, session: SessionDep, now: NowDep, who: PrincipalDep, store_id: str, body: AdjustmentIn
+) -> MovementOut:
     """One adjustment row in the ledger; on hand changes by ``quantity``."""
     await _require_store(session, store_id, "store_id")
     await _require_sku(session, body.sku_id)
     event_id = str(uuid.uuid4())
+    before = await _on_hand(session, [store_id], body.sku_id)
     movement = Movement(event_id, 0, store_id, body.sku_id, MovementKind.ADJUSTMENT, body.quantity, now)
-    await _apply_manual(session, [movement], now=now, actor=body.by, note=body.note)
+    await _apply_manual(session, [movement], now=now, actor=who.actor, note=body.note)
+    after = await _on_hand(session, [store_id], body.sku_id)
+    note_change(request, target=f"ledger:{event_id}", store_id=store_id, before=before, after=after, detail=body.note)
     return MovementOut(event_id=event_id, lines=1)
+
+
+async def _on_hand(session: SessionDep, store_ids: list[str], sku_id: str) -> dict[str, object]:
+    """On hand of a SKU in each store, for the audit log's before and after."""
+    rows = await session.execute(
+        select(StockPosition.store_id, StockPosition.on_hand).where(
+            StockPosition.store_id.in_(store_ids), StockPosition.sku_id == sku_id
+        )
+    )
+    held: dict[str, int] = {store: on_hand for store, on_hand in rows.all()}
+    return {"sku_id": sku_id, "on_hand": {store: held.get(store, 0) for store in store_ids}}
 
 
 @router.post(
@@ -389,8 +406,10 @@ async def post_adjustment(session: SessionDep, now: NowDep, store_id: str, body:
     summary="Record a transfer",
     responses=_MANUAL_RESPONSES,
 )
-async def post_transfer(session: SessionDep, now: NowDep, body: TransferIn) -> MovementOut:
-    """Two ledger rows of one transfer: out of one store (line 0), into the other (line 1)."""
+async def post_transfer(
+    request: Request, session: SessionDep, now: NowDep, who: PrincipalDep, body: TransferIn
+) -> MovementOut:
+    """Two ledger rows of one transfer: out of one store (line 0), into the other (line 1); both stores in scope."""
     await _require_store(session, body.from_store_id, "from_store_id")
     await _require_store(session, body.to_store_id, "to_store_id")
     await _require_sku(session, body.sku_id)
@@ -399,7 +418,13 @@ async def post_transfer(session: SessionDep, now: NowDep, body: TransferIn) -> M
         Movement(event_id, 0, body.from_store_id, body.sku_id, MovementKind.TRANSFER_OUT, -body.quantity, now),
         Movement(event_id, 1, body.to_store_id, body.sku_id, MovementKind.TRANSFER_IN, body.quantity, now),
     ]
-    await _apply_manual(session, movements, now=now, actor=body.by, note=body.note)
+    stores = [body.from_store_id, body.to_store_id]
+    before = await _on_hand(session, stores, body.sku_id)
+    await _apply_manual(session, movements, now=now, actor=who.actor, note=body.note)
+    after = await _on_hand(session, stores, body.sku_id)
+    note_change(
+        request, target=f"ledger:{event_id}", store_id=body.from_store_id, before=before, after=after, detail=body.note
+    )
     return MovementOut(event_id=event_id, lines=2)
 
 

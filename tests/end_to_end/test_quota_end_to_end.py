@@ -26,6 +26,7 @@ from hub.settings import HubSettings
 from launcher.broker import LocalBroker, free_port
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
+from tests.hub.conftest import token_in_database
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 READINGS = 400  # 300 of fridge telemetry, 50 door events, 50 sales
@@ -113,7 +114,8 @@ async def test_full_outbox_evicts_telemetry_first_and_the_hub_records_the_loss(
         assert {loss["reason"] for loss in losses} == {"evicted"}
         assert lost_telemetry == kinds["environment.reading"] - stored["environment.reading"] == evicted
 
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+        reader = {"Authorization": f"Bearer {await token_in_database(database_url, 'viewer')}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", headers=reader) as http:
             api = (await http.get("/api/v1/data-losses", params={"store_id": "store-0009"})).json()
             assert sum(item["count"] for item in api["items"]) == evicted
             gateways = (await http.get("/api/v1/gateways")).json()["items"]

@@ -36,6 +36,7 @@ from launcher.broker import free_port
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
+from tests.hub.conftest import token_in_database
 
 STORE, GATEWAY = "store-0007", "gw-2"
 SENSORS = ("chiller-1", "freezer-1", "backroom-1")
@@ -132,12 +133,13 @@ async def test_readings_reach_hub_database_and_api_intact(
     hub_stop, agent_stop = asyncio.Event(), asyncio.Event()
     # A hub as deployed takes only enrolled gateways: this one is added first, as an operator would.
     await add_gateway(database_url, f"{STORE}/{GATEWAY}", by="test-operator")
+    reader = {"Authorization": f"Bearer {await token_in_database(database_url, 'viewer')}"}
     hub_task = asyncio.create_task(serve(hub_settings, stop=hub_stop))
     agent = EdgeAgent(config=agent_config, driver_factory=recording_factory)
     agent_task = asyncio.create_task(agent.run(agent_stop))
     engine = create_engine(database_url)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5.0) as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5.0, headers=reader) as http:
 
             async def api_events() -> list[dict[str, Any]]:
                 with contextlib.suppress(httpx.HTTPError):

@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import paho.mqtt.client as paho
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy.engine import make_url
@@ -28,8 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.api.deps import get_now, get_runtime, get_session
 from hub.app import _validation_error, create_app, lifespan
+from hub.auth import guard, operators
 from hub.db.engine import create_engine, session_factory
 from hub.db.migrate import upgrade_to_head
+from hub.domain.access import Principal, Role
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings, load_hub_settings
 from storegate import wire
@@ -245,9 +247,57 @@ def hub_settings(sqlite_url: str, mqtt_settings: MqttSettings, tmp_path: Path) -
     )
 
 
+HUB_BASE_URL = "http://127.0.0.1"
+
+
+async def make_token(
+    runtime: HubRuntime,
+    role: str,
+    *,
+    store_ids: Sequence[str] | None = None,
+    regions: Sequence[str] | None = None,
+    name: str | None = None,
+    lifetime: timedelta = timedelta(days=1),
+) -> str:
+    """An API token of ``role`` (optionally scoped), made through hub.auth as an admin would; its text."""
+    async with runtime.sessions() as session:
+        _, text = await operators.create_token(
+            session,
+            name=name or f"test-{role}-{uuid.uuid4().hex[:6]}",
+            role=role,
+            scope=operators.Scope.of(store_ids, regions),
+            lifetime=lifetime,
+            by="tests",
+            now=wire.utc_now(),
+        )
+        await session.commit()
+    return text
+
+
+async def token_in_database(database_url: str, role: str = "admin", *, name: str | None = None) -> str:
+    """An API token written straight into the database, migrated first (for hubs served by ``serve``); its text."""
+    await upgrade_to_head(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            _, text = await operators.create_token(
+                session,
+                name=name or f"test-{role}",
+                role=role,
+                scope=operators.Scope(),
+                lifetime=timedelta(days=1),
+                by="tests",
+                now=wire.utc_now(),
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return text
+
+
 @dataclass
 class RunningHub:
-    """An app whose lifespan has run, and an HTTP client for it."""
+    """An app whose lifespan has run, and an HTTP client for it, signed in as an admin of the whole chain."""
 
     app: FastAPI
     client: httpx.AsyncClient
@@ -258,14 +308,33 @@ class RunningHub:
         runtime: HubRuntime = self.app.state.runtime
         return runtime
 
+    def anonymous(self) -> httpx.AsyncClient:
+        """A client without credentials (close it, or use it in ``async with``)."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=HUB_BASE_URL)
+
+    def client_with(self, token: str) -> httpx.AsyncClient:
+        """A client that sends ``token``."""
+        client = self.anonymous()
+        client.headers["Authorization"] = f"Bearer {token}"
+        return client
+
+    async def client_as(
+        self, role: str, *, store_ids: Sequence[str] | None = None, regions: Sequence[str] | None = None
+    ) -> httpx.AsyncClient:
+        """A client with a fresh token of ``role``, optionally scoped to stores or regions."""
+        return self.client_with(await make_token(self.runtime, role, store_ids=store_ids, regions=regions))
+
 
 @contextlib.asynccontextmanager
-async def running_hub(settings: HubSettings) -> AsyncIterator[RunningHub]:
-    """Start a hub app (migrations, MQTT, consumer) and give an HTTP client on it."""
+async def running_hub(settings: HubSettings, *, role: str | None = "admin") -> AsyncIterator[RunningHub]:
+    """Start a hub app (migrations, MQTT, consumer) and give an HTTP client on it with a token of ``role``
+    (None: an anonymous client)."""
     app = create_app(settings)
     async with lifespan(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=HUB_BASE_URL) as client:
+            if role is not None:
+                client.headers["Authorization"] = f"Bearer {await make_token(app.state.runtime, role)}"
             yield RunningHub(app, client)
 
 
@@ -351,14 +420,36 @@ def gateway_client(mqtt_settings: MqttSettings) -> Iterator[PlainGateway]:
         client.close()
 
 
+# The principal of apps built without the gate or without a lifespan (router_client, act_as).
+TEST_ADMIN = Principal(kind="user", name="test-admin", role=Role.ADMIN, store_ids=None)
+
+
+def act_as(app: FastAPI, who: Principal = TEST_ADMIN) -> None:
+    """Make an app that runs without its lifespan (so without the database of its gate) take every request
+    as ``who``: the gate's principal lookup is replaced, its policy is not checked. Tests of access itself
+    use a running hub instead."""
+
+    async def as_who(request: Request) -> None:
+        request.state.principal = who
+
+    app.dependency_overrides[guard.authorize] = as_who
+    app.dependency_overrides[guard.principal] = lambda: who
+    app.dependency_overrides[guard.maybe_principal] = lambda: who
+
+
 @contextlib.asynccontextmanager
 async def router_client(
-    engine: AsyncEngine, *routers: Any, now: Callable[[], datetime], runtime: Any = None
+    engine: AsyncEngine,
+    *routers: Any,
+    now: Callable[[], datetime],
+    runtime: Any = None,
+    who: Principal = TEST_ADMIN,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on an app with only ``routers``, sessions of ``engine`` and the test's clock.
 
     The hub's 422 handler is installed, so errors read as they do in the hub; ``runtime`` stands in for
-    the running hub's objects where a router needs them.
+    the running hub's objects where a router needs them; handlers see ``who`` as the principal (the
+    gate is not on this app: access is tested on the whole app, tests/hub/auth).
     """
 
     sessions = session_factory(engine)
@@ -373,6 +464,7 @@ async def router_client(
 
     app.dependency_overrides[get_session] = session
     app.dependency_overrides[get_now] = now
+    act_as(app, who)
     if runtime is not None:
         app.dependency_overrides[get_runtime] = lambda: runtime
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:

@@ -49,7 +49,7 @@ from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
 from tests.hub.catalog.test_catalog_real_data import invoice_lines
-from tests.hub.conftest import PlainGateway
+from tests.hub.conftest import PlainGateway, make_token
 
 STORE = "store-0042"
 GATEWAY = "gw-till-1"
@@ -180,6 +180,7 @@ async def running_day(database_url: str, mqtt_settings: MqttSettings) -> AsyncIt
         async with lifespan(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                client.headers["Authorization"] = f"Bearer {await make_token(app.state.runtime, 'admin')}"
                 yield Day(runtime=app.state.runtime, client=client, gateway=gateway, clock=clock)
     finally:
         gateway.close()
@@ -482,11 +483,13 @@ async def test_a_store_day(database_url: str, mqtt_settings: MqttSettings) -> No
 
         # People take over: acknowledge the intrusion, resolve it with a note.
         alert_id = motion["alert_id"]
-        response = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "ops.anna"})
+        anna = {"Authorization": f"Bearer {await make_token(day.runtime, 'ops', name='ops.anna')}"}
+        ben = {"Authorization": f"Bearer {await make_token(day.runtime, 'ops', name='ops.ben')}"}
+        response = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={}, headers=anna)
         assert response.status_code == 200, response.text
-        response = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json={"by": "ops.anna", "note": "cleaner"})
+        response = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": "cleaner"}, headers=anna)
         assert response.status_code == 200
         history = [(h["action"], h["actor"]) for h in response.json()["history"]]
-        assert history == [("opened", "system"), ("acknowledged", "ops.anna"), ("resolved", "ops.anna")]
-        response = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "ops.ben"})
+        assert history == [("opened", "system"), ("acknowledged", "token:ops.anna"), ("resolved", "token:ops.anna")]
+        response = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={}, headers=ben)
         assert response.status_code == 409

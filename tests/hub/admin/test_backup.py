@@ -218,6 +218,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             },
             "latitude": 52.520008,
             "longitude": 13.404954,
+            "region": "east",
             "updated_at": at(12),
         }
     ],
@@ -449,6 +450,61 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "created_at": at(23.5),
             "mqtt_published": True,
             "mqtt_published_at": at(24),
+        }
+    ],
+    "operators": [
+        {
+            "operator_id": 1,
+            "username": "alice",
+            "role": "admin",
+            "password_hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
+            "store_ids": None,
+            "regions": ["east"],
+            "disabled": False,
+            "created_at": at(0),
+            "created_by": "cli:root",
+        }
+    ],
+    "operator_sessions": [
+        {
+            "session_digest": "a" * 64,
+            "operator_id": 1,
+            "csrf_digest": "b" * 64,
+            "created_at": at(1),
+            "expires_at": at(2),
+            "client": "10.0.0.7",
+        }
+    ],
+    "api_tokens": [
+        {
+            "token_id": "00000000-0000-0000-0000-0000000000a1",
+            "name": "prometheus",
+            "token_digest": "c" * 64,
+            "role": "viewer",
+            "store_ids": [STORE],
+            "regions": None,
+            "created_at": at(0),
+            "created_by": "alice",
+            "expires_at": at(9),
+            "revoked_at": at(3),
+            "revoked_by": "alice",
+            "last_used_at": at(2),
+        }
+    ],
+    "audit_log": [
+        {
+            "id": 1,
+            "at": at(3),
+            "actor": "alice",
+            "actor_kind": "user",
+            "action": "DELETE /api/v1/tokens/{token_id}",
+            "target": "token:00000000-0000-0000-0000-0000000000a1",
+            "store_id": None,
+            "outcome": "200",
+            "client": "10.0.0.7",
+            "before": {"revoked_at": None},
+            "after": {"revoked_at": "2025-03-01T12:00:03Z"},
+            "detail": None,
         }
     ],
     "webhooks": [

@@ -92,7 +92,7 @@ def api_for(engine: AsyncEngine, tmp_path: Path, **notifications: Any) -> httpx.
 
     app.dependency_overrides[get_session] = session
     app.dependency_overrides[get_now] = lambda: T0
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 # --------------------------------------------------------------------------- the policy, pure

@@ -22,7 +22,7 @@ from launcher.broker import free_port
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
 from tests.conftest import eventually
-from tests.hub.conftest import BASE_TS, RunningHub, batch_of, reading, running_hub, status
+from tests.hub.conftest import BASE_TS, RunningHub, batch_of, reading, running_hub, status, token_in_database
 
 STREAM = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
@@ -357,6 +357,7 @@ async def test_openapi_describes_the_api(hub: RunningHub) -> None:
 async def test_serve_on_loopback_until_stopped(sqlite_url: str, mqtt_settings: MqttSettings) -> None:
     port = free_port()
     settings = load_hub_settings(None, database_url=sqlite_url, mqtt=mqtt_settings, http_port=port)
+    token = await token_in_database(sqlite_url, "viewer")
     stop = asyncio.Event()
     server = asyncio.create_task(serve(settings, stop=stop))
     try:
@@ -369,7 +370,9 @@ async def test_serve_on_loopback_until_stopped(sqlite_url: str, mqtt_settings: M
                     return False
 
             await eventually(healthy, timeout=5, what="the hub to answer /healthz with 200")
-            assert (await client.get("/api/v1/stores")).json() == {"items": []}
+            assert (await client.get("/api/v1/stores")).status_code == 401
+            signed = await client.get("/api/v1/stores", headers={"Authorization": f"Bearer {token}"})
+            assert signed.json() == {"items": []}
     finally:
         stop.set()
         await asyncio.wait_for(server, timeout=10)

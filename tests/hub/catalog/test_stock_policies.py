@@ -169,9 +169,9 @@ async def test_store_coordinates_import_export_and_survive_files_without_them(
 
     exported = (await client.get("/api/v1/catalog/stores/export")).text
     lines = exported.splitlines()
-    assert lines[0] == "store_id,name,timezone,currency,mon,tue,wed,thu,fri,sat,sun,latitude,longitude"
-    assert lines[1].endswith(",51.5074,-0.1278")
-    assert lines[2].endswith(",,,")
+    assert lines[0] == "store_id,name,timezone,currency,mon,tue,wed,thu,fri,sat,sun,latitude,longitude,region"
+    assert lines[1].endswith(",51.5074,-0.1278,")
+    assert lines[2].endswith(",,,,")
     assert await imported(client, "stores", exported) == {"created": 0, "updated": 0, "unchanged": 2}
 
     # A stores.csv of before coordinates imports, and does not erase them.
@@ -211,3 +211,26 @@ async def test_bad_coordinates_are_named_by_row_and_column(
 def test_store_rows_without_coordinates_parse_as_unknown() -> None:
     [parsed] = parse_csv(STORES_CSV.splitlines(keepends=True)[0] + STORES_CSV.splitlines(keepends=True)[1], STORES)
     assert (parsed.value.latitude, parsed.value.longitude) == (None, None)
+
+
+async def test_store_regions_import_export_and_survive_files_without_them(
+    client: httpx.AsyncClient,  # noqa: F811
+) -> None:
+    regional = STORES_CSV.replace("\n", ",region\n", 1)
+    header, *rows = regional.splitlines()
+    regional = "\n".join([header, rows[0] + ",north", rows[1] + ","]) + "\n"
+    assert await imported(client, "stores", regional) == {"created": 2, "updated": 0, "unchanged": 0}
+    assert (await client.get("/api/v1/catalog/stores/store-0001")).json()["region"] == "north"
+    assert (await client.get("/api/v1/catalog/stores/store-0002")).json()["region"] is None
+    exported = (await client.get("/api/v1/catalog/stores/export")).text
+    assert exported.splitlines()[1].endswith(",north")
+    # A file without the column leaves the regions (and so operators' scopes) as they are.
+    assert await imported(client, "stores", STORES_CSV) == {"created": 0, "updated": 0, "unchanged": 2}
+    assert (await client.get("/api/v1/catalog/stores/store-0001")).json()["region"] == "north"
+    bad = await client.post(
+        "/api/v1/catalog/stores/import",
+        content=regional.replace(",north", ",no rth").encode(),
+        headers={"content-type": "text/csv"},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["column"] == "region"

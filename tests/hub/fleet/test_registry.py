@@ -26,7 +26,7 @@ from launcher.cli import app as cli_app
 from launcher.demo import demo_configs
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
-from tests.hub.conftest import RunningHub, batch_of, reading, running_hub, status
+from tests.hub.conftest import RunningHub, batch_of, make_token, reading, running_hub, status
 
 
 @pytest.fixture
@@ -98,12 +98,17 @@ async def process(hub: RunningHub, messages: list[Incoming]) -> UnitResult:
     return await hub.runtime.ingestor.process(messages)
 
 
-async def enrol(client: httpx.AsyncClient, store_id: str, gateway_id: str, by: str = "alice") -> httpx.Response:
-    return await client.post(f"/api/v1/stores/{store_id}/gateways", json={"gateway_id": gateway_id, "by": by})
+async def admin(hub: RunningHub, name: str) -> httpx.AsyncClient:
+    """A client with an admin token called ``name``: the registry records ``token:<name>`` as the actor."""
+    return hub.client_with(await make_token(hub.runtime, "admin", name=name))
 
 
-async def revoke(client: httpx.AsyncClient, store_id: str, gateway_id: str, by: str = "bob") -> httpx.Response:
-    return await client.post(f"/api/v1/stores/{store_id}/gateways/{gateway_id}/revoke", json={"by": by})
+async def enrol(client: httpx.AsyncClient, store_id: str, gateway_id: str) -> httpx.Response:
+    return await client.post(f"/api/v1/stores/{store_id}/gateways", json={"gateway_id": gateway_id})
+
+
+async def revoke(client: httpx.AsyncClient, store_id: str, gateway_id: str) -> httpx.Response:
+    return await client.post(f"/api/v1/stores/{store_id}/gateways/{gateway_id}/revoke")
 
 
 async def test_nothing_of_a_gateway_never_enrolled_is_stored_no_alert_no_presence(hub: RunningHub) -> None:
@@ -128,14 +133,15 @@ async def test_nothing_of_a_gateway_never_enrolled_is_stored_no_alert_no_presenc
 
 async def test_a_revoked_gateway_is_refused_from_then_on_and_keeps_what_it_sent(hub: RunningHub) -> None:
     stream = uuid.uuid4()
-    enrolled = await enrol(hub.client, "store-0001", "gw-1", by="alice")
+    alice, bob, carol = await admin(hub, "alice"), await admin(hub, "bob"), await admin(hub, "carol")
+    enrolled = await enrol(alice, "store-0001", "gw-1")
     assert enrolled.status_code == 201, enrolled.text
     body = enrolled.json()
     assert (body["store_id"], body["gateway_id"], body["enrolment"], body["enrolled_by"]) == (
         "store-0001",
         "gw-1",
         "operator",
-        "alice",
+        "token:alice",
     )
     assert (body["revoked_at"], body["last_seen_at"], body["connectivity"]) == (None, None, "unknown")
 
@@ -146,9 +152,9 @@ async def test_a_revoked_gateway_is_refused_from_then_on_and_keeps_what_it_sent(
     stores = (await hub.client.get("/api/v1/stores")).json()["items"]
     assert [(s["store_id"], s["gateway_count"]) for s in stores] == [("store-0001", 1)]
 
-    revoked = await hub.client.post("/api/v1/stores/store-0001/gateways/gw-1/revoke", json={"by": "bob"})
+    revoked = await revoke(bob, "store-0001", "gw-1")
     assert revoked.status_code == 200, revoked.text
-    assert (revoked.json()["revoked_by"], revoked.json()["revoked_at"] is not None) == ("bob", True)
+    assert (revoked.json()["revoked_by"], revoked.json()["revoked_at"] is not None) == ("token:bob", True)
 
     refused = await process(
         hub,
@@ -165,9 +171,9 @@ async def test_a_revoked_gateway_is_refused_from_then_on_and_keeps_what_it_sent(
     assert [(s["store_id"], s["gateway_count"]) for s in stores] == [("store-0001", 0)]
 
     # Only an operator lets it back in.
-    again = await enrol(hub.client, "store-0001", "gw-1", by="carol")
+    again = await enrol(carol, "store-0001", "gw-1")
     assert again.status_code == 201, again.text
-    assert (again.json()["revoked_at"], again.json()["enrolled_by"]) == (None, "carol")
+    assert (again.json()["revoked_at"], again.json()["enrolled_by"]) == (None, "token:carol")
     back = await process(
         hub, [incoming("store-0001", "gw-1", wire.Channel.EVENTS, batch_of([reading(stream=stream, seq=2)]))]
     )
@@ -175,25 +181,24 @@ async def test_a_revoked_gateway_is_refused_from_then_on_and_keeps_what_it_sent(
 
 
 async def test_the_registry_api_says_what_is_wrong(hub: RunningHub) -> None:
-    assert (await enrol(hub.client, "store-0001", "gw-1")).status_code == 201
-    twice = await enrol(hub.client, "store-0001", "gw-1")
+    alice, bob = await admin(hub, "alice"), await admin(hub, "bob")
+    assert (await enrol(alice, "store-0001", "gw-1")).status_code == 201
+    twice = await enrol(alice, "store-0001", "gw-1")
     assert (twice.status_code, "enrolled already" in twice.json()["detail"]) == (409, True)
-    bad_id = await enrol(hub.client, "store-0001", "GW/1#")
+    bad_id = await enrol(alice, "store-0001", "GW/1#")
     assert bad_id.status_code == 422
-    bad_store = await enrol(hub.client, "Store 1", "gw-1")
+    bad_store = await enrol(alice, "Store 1", "gw-1")
     assert bad_store.status_code == 422
-    nobody = await hub.client.post("/api/v1/stores/store-0001/gateways/gw-1/revoke", json={})
-    assert nobody.status_code == 422
-    unknown = await hub.client.post("/api/v1/stores/store-0002/gateways/gw-1/revoke", json={"by": "bob"})
+    claims_another = await alice.post("/api/v1/stores/store-0001/gateways", json={"gateway_id": "gw-2", "by": "eve"})
+    assert claims_another.status_code == 422  # the actor is the principal, never the request's word
+    unknown = await revoke(bob, "store-0002", "gw-1")
     assert unknown.status_code == 404
-    assert (
-        await hub.client.post("/api/v1/stores/store-0001/gateways/gw-1/revoke", json={"by": "bob"})
-    ).status_code == 200
-    twice_revoked = await hub.client.post("/api/v1/stores/store-0001/gateways/gw-1/revoke", json={"by": "bob"})
+    assert (await revoke(bob, "store-0001", "gw-1")).status_code == 200
+    twice_revoked = await revoke(bob, "store-0001", "gw-1")
     assert twice_revoked.status_code == 409
     assert (await hub.client.get("/api/v1/stores/store-0002/gateways/gw-1")).status_code == 404
     one = (await hub.client.get("/api/v1/stores/store-0001/gateways/gw-1")).json()
-    assert (one["enrolled_by"], one["revoked_by"]) == ("alice", "bob")
+    assert (one["enrolled_by"], one["revoked_by"]) == ("token:alice", "token:bob")
 
 
 async def test_a_revoked_gateway_stays_refused_while_unknown_gateways_are_accepted(
@@ -206,9 +211,7 @@ async def test_a_revoked_gateway_stays_refused_while_unknown_gateways_are_accept
         gateway = (await hub.client.get("/api/v1/stores/store-0001/gateways/gw-1")).json()
         assert (gateway["enrolment"], gateway["enrolled_by"]) == ("first_contact", FIRST_CONTACT_ACTOR)
 
-        assert (
-            await hub.client.post("/api/v1/stores/store-0001/gateways/gw-1/revoke", json={"by": "bob"})
-        ).status_code == 200
+        assert (await revoke(hub.client, "store-0001", "gw-1")).status_code == 200
         later = await process(hub, [incoming("store-0001", "gw-1", wire.Channel.EVENTS, tamper("store-0001", "gw-1"))])
         assert (later.stored, later.acks) == (0, [])
         assert rejected(hub, "revoked_gateway") == 1

@@ -14,6 +14,7 @@ from sqlalchemy import insert
 from hub.alerting import alerts_api
 from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
+from hub.domain.access import Principal, Role
 from hub.inventory import api as inventory_api
 from tests.hub.conftest import router_client
 from tests.hub.ingest.test_operations import GTIN_A, NOON, STORE, Store, door, scan, shelf, store  # noqa: F401 (fixture)
@@ -21,11 +22,15 @@ from tests.hub.ingest.test_operations import GTIN_A, NOON, STORE, Store, door, s
 LATER = NOON + timedelta(hours=1)
 
 
+# Who makes the changes here: the recorded actor is always the request's principal.
+ANNA = Principal(kind="user", name="ops.anna", role=Role.OPS, store_ids=None)
+
+
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
     runtime = SimpleNamespace(operations=store.operations)
     async with router_client(
-        store.engine, inventory_api.router, alerts_api.router, now=lambda: LATER, runtime=runtime
+        store.engine, inventory_api.router, alerts_api.router, now=lambda: LATER, runtime=runtime, who=ANNA
     ) as http:
         yield http
 
@@ -84,38 +89,44 @@ async def test_adjustments_and_transfers_are_ledger_rows_with_who_and_why(
         )
     response = await client.post(
         f"/api/v1/stores/{STORE}/stock/adjustments",
-        json={"sku_id": "A", "quantity": -3, "by": "ops.lee", "note": "broken in the back room"},
+        json={"sku_id": "A", "quantity": -3, "note": "broken in the back room"},
     )
     assert response.status_code == 201, response.text
     response = await client.post(
         "/api/v1/transfers",
-        json={"sku_id": "A", "from_store_id": STORE, "to_store_id": "store-0002", "quantity": 5, "by": "ops.lee"},
+        json={"sku_id": "A", "from_store_id": STORE, "to_store_id": "store-0002", "quantity": 5},
     )
     assert response.status_code == 201, response.text
     assert response.json()["lines"] == 2
     here = await get(client, f"/api/v1/stores/{STORE}/stock")
     there = await get(client, "/api/v1/stores/store-0002/stock")
     assert (here["items"][0]["on_hand"], there["items"][0]["on_hand"]) == (-8, 5)
+    claimed = await client.post(
+        f"/api/v1/stores/{STORE}/stock/adjustments",
+        json={"sku_id": "A", "quantity": -1, "note": "spoof", "by": "store-manager-alice"},
+    )
+    assert claimed.status_code == 422  # naming an actor is refused, not recorded
+    assert "by" in claimed.json()["message"]
     rows = (await get(client, f"/api/v1/stores/{STORE}/ledger"))["items"]
     assert [(r["kind"], r["quantity"], r["actor"], r["note"]) for r in rows] == [
-        ("transfer_out", -5, "ops.lee", None),
-        ("adjustment", -3, "ops.lee", "broken in the back room"),
+        ("transfer_out", -5, "ops.anna", None),
+        ("adjustment", -3, "ops.anna", "broken in the back room"),
     ]
     for body, status, words in [
-        ({"sku_id": "A", "quantity": 0, "by": "x", "note": "y"}, 422, "quantity must not be 0"),
-        ({"sku_id": "ZZ", "quantity": 1, "by": "x", "note": "y"}, 422, "SKU 'ZZ' is not in the catalog"),
-        ({"sku_id": "A", "quantity": 1, "by": "x"}, 422, "note"),
+        ({"sku_id": "A", "quantity": 0, "note": "y"}, 422, "quantity must not be 0"),
+        ({"sku_id": "ZZ", "quantity": 1, "note": "y"}, 422, "SKU 'ZZ' is not in the catalog"),
+        ({"sku_id": "A", "quantity": 1}, 422, "note"),
     ]:
         response = await client.post(f"/api/v1/stores/{STORE}/stock/adjustments", json=body)
         assert response.status_code == status
         assert words in response.text
     response = await client.post(
-        "/api/v1/stores/store-9999/stock/adjustments", json={"sku_id": "A", "quantity": 1, "by": "x", "note": "y"}
+        "/api/v1/stores/store-9999/stock/adjustments", json={"sku_id": "A", "quantity": 1, "note": "y"}
     )
     assert response.status_code == 404
     response = await client.post(
         "/api/v1/transfers",
-        json={"sku_id": "A", "from_store_id": STORE, "to_store_id": STORE, "quantity": 5, "by": "ops.lee"},
+        json={"sku_id": "A", "from_store_id": STORE, "to_store_id": STORE, "quantity": 5},
     )
     assert response.status_code == 422
     assert "must differ" in response.text
@@ -143,18 +154,18 @@ async def test_alerts_are_listed_acknowledged_and_resolved_with_their_history(
     assert [a["subject"] for a in security["items"] + rest["items"]] == ["camera:pir-2", "camera:pir-1"]
     alert_id = rest["items"][0]["alert_id"]
 
-    response = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "ops.anna", "note": "on it"})
+    response = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"note": "on it"})
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["acknowledged_by"]) == ("acknowledged", "ops.anna")
     # The hub's clock (13:00) is behind the device's alert (23:00): the action is put at the alert's last
     # transition rather than refused, so a gateway with a fast clock cannot make its alerts unacknowledgeable.
     assert response.json()["acknowledged_at"] == rest["items"][0]["opened_at"]
-    again = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "ops.ben"})
+    again = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={})
     assert again.status_code == 409
     assert "already acknowledged by ops.anna" in again.json()["detail"]
-    no_note = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json={"by": "ops.anna"})
+    no_note = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json={})
     assert no_note.status_code == 422
-    resolved = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json={"by": "ops.anna", "note": "a cat"})
+    resolved = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": "a cat"})
     assert resolved.status_code == 200
     assert [(h["action"], h["actor"], h["note"]) for h in resolved.json()["history"]] == [
         ("opened", "system", None),
@@ -164,7 +175,7 @@ async def test_alerts_are_listed_acknowledged_and_resolved_with_their_history(
     active = await get(client, "/api/v1/alerts", status="active")
     assert alert_id not in {a["alert_id"] for a in active["items"]}
     assert len(active["items"]) == 2
-    missing = await client.post("/api/v1/alerts/no-such-alert/acknowledge", json={"by": "ops.anna"})
+    missing = await client.post("/api/v1/alerts/no-such-alert/acknowledge", json={})
     assert missing.status_code == 404
     bad = await client.get("/api/v1/alerts", params={"cursor": "garbage"})
     assert bad.status_code == 422
