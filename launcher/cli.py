@@ -71,7 +71,8 @@ def main(
 
 
 hub_app = typer.Typer(
-    help="Run the hub (MQTT consumer, database, API and dashboard), or back up and restore its database.",
+    help="Run the hub (MQTT consumer, database, API and dashboard); manage its operators, tokens, gateways and "
+    "their certificates, the broker's configuration; back up and restore its database.",
 )
 app.add_typer(hub_app, name="hub")
 

@@ -44,6 +44,12 @@ HUB_ONLY = (
     "httpx",
     "pydantic_settings",
     "amqtt",
+    # the hub's operators (argon2-cffi, python-multipart) and its CA (cryptography): a gateway checks its TLS files
+    # with the standard library's ssl
+    "argon2",
+    "python_multipart",
+    "multipart",
+    "cryptography",
 )
 
 BLOCKING_LAUNCHER = """
@@ -79,7 +85,20 @@ def test_pyproject_keeps_the_hub_stack_out_of_the_edge_extra() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     gateway = [*project["dependencies"], *project["optional-dependencies"]["edge"]]
     names = {requirement.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip() for requirement in gateway}
-    assert names.isdisjoint({"fastapi", "sqlalchemy", "asyncpg", "alembic", "fpdf2", "uvicorn", "httpx", "amqtt"})
+    assert names.isdisjoint(
+        {
+            "fastapi",
+            "sqlalchemy",
+            "asyncpg",
+            "alembic",
+            "fpdf2",
+            "uvicorn",
+            "httpx",
+            "amqtt",
+            "argon2-cffi",
+            "cryptography",
+        }
+    )
     assert {"pyserial", "pymodbus", "paho-mqtt", "pydantic"} <= names
     hub = {requirement.split(">")[0].split("[")[0] for requirement in project["optional-dependencies"]["hub"]}
     assert {"fastapi", "sqlalchemy", "asyncpg", "fpdf2"} <= hub

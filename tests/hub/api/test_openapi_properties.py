@@ -32,6 +32,7 @@ from hub.app import create_app, serve
 from hub.settings import HubSettings, load_hub_settings
 from launcher.broker import LocalBroker, free_port, start_mosquitto
 from tests.conftest import wait_until
+from tests.hub.conftest import token_in_database
 
 # Examples per operation: 56 operations x 5, some 280 requests: about 45 s on two busy cores.
 EXAMPLES_PER_OPERATION = 5
@@ -42,7 +43,7 @@ class ServedHub:
     """A hub on loopback, and what every request to it carries."""
 
     base_url: str
-    # The one place the requests' credentials come from: once the API needs a token, put it here.
+    # The one place the requests' credentials come from: an admin's token, so every operation is reached.
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -58,11 +59,12 @@ def _serve_in_thread(tmp: Path, migrated_sqlite_file: Path, broker: LocalBroker)
         secrets_dir=tmp / "hub-secrets",
         log_level="WARNING",
     )
+    token = asyncio.run(token_in_database(hub_settings.database_url, "admin", name="schemathesis"))
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     served = threading.Thread(target=loop.run_until_complete, args=(serve(hub_settings, stop=stop),), daemon=True)
     served.start()
-    hub = ServedHub(base_url=f"http://127.0.0.1:{port}")
+    hub = ServedHub(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
 
     def healthy() -> bool:
         try:
