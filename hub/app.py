@@ -442,6 +442,8 @@ def _openapi_with_json_errors(app: FastAPI) -> dict[str, Any]:
                     content = response.get("content", {})
                     if not status.startswith(("4", "5")) or "application/json" in content:
                         continue
+                    if response.pop("x-html", False):  # a page's own error page (the sign-in form again)
+                        continue
                     # A route's error declared by description alone is a Problem, like every error in words.
                     response["content"] = {"application/json": next(iter(content.values()), _PROBLEM_SCHEMA)}
         app.openapi_schema = spec

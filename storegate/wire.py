@@ -62,6 +62,8 @@ ItemDelta = Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]
 Total = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 _SEGMENT = r"[a-z0-9][a-z0-9_-]{0,62}"
+# A whole store or gateway id, for validators outside the wire models (API path parameters).
+SEGMENT_PATTERN: Final = rf"^{_SEGMENT}$"
 # Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
 StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
 GatewayId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="gateway id, e.g. 'gw-1'")]

@@ -7,18 +7,20 @@ A token's text is in the answer to its creation and nowhere else; passwords and 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import NowDep, SessionDep
-from hub.api.params import aware
-from hub.api.schemas import ApiModel
+from hub.api.params import IsoDatetime, aware
+from hub.api.schemas import ApiModel, Problem
 from hub.auth import audit, operators
 from hub.auth.guard import PrincipalDep
 from hub.auth.models import ApiToken, AuditEntry, Operator
 from hub.auth.operators import OperatorConflictError, OperatorError, OperatorNotFoundError, Scope
+from hub.db.bounds import INT64_MAX
 from hub.domain.access import Role
 
 router = APIRouter(prefix="/api/v1", tags=["operators"])
@@ -139,9 +141,17 @@ def _token_out(token: ApiToken) -> TokenOut:
     return TokenOut.model_validate(token, from_attributes=True)
 
 
-def _refusal(err: Exception) -> HTTPException:
-    status = 404 if isinstance(err, OperatorNotFoundError) else 409 if isinstance(err, OperatorConflictError) else 422
-    return HTTPException(status_code=status, detail=str(err))
+def _refusal(err: Exception) -> Exception:
+    """404 or 409 as a Problem; anything else the request's fault, a 422 in the shape of every 422."""
+    if isinstance(err, OperatorNotFoundError | OperatorConflictError):
+        return HTTPException(status_code=404 if isinstance(err, OperatorNotFoundError) else 409, detail=str(err))
+    return RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": str(err), "input": None}])
+
+
+_NOT_FOUND_OR_CONFLICT: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": Problem, "description": "no such operator or token"},
+    409: {"model": Problem, "description": "the change conflicts with what is there (e.g. the last chain-wide admin)"},
+}
 
 
 @router.get("/me", response_model=MeOut, summary="Who am I")
@@ -161,7 +171,9 @@ async def get_users(session: SessionDep) -> OperatorList:
     return OperatorList(items=[_operator_out(o) for o in await operators.list_operators(session)])
 
 
-@router.post("/users", response_model=OperatorOut, status_code=201, summary="Add an operator")
+@router.post(
+    "/users", response_model=OperatorOut, status_code=201, summary="Add an operator", responses=_NOT_FOUND_OR_CONFLICT
+)
 async def post_user(
     request: Request, session: SessionDep, now: NowDep, who: PrincipalDep, body: OperatorIn
 ) -> OperatorOut:
@@ -183,7 +195,12 @@ async def post_user(
     return _operator_out(operator)
 
 
-@router.post("/users/{username}/disable", response_model=OperatorOut, summary="Disable an operator")
+@router.post(
+    "/users/{username}/disable",
+    response_model=OperatorOut,
+    summary="Disable an operator",
+    responses=_NOT_FOUND_OR_CONFLICT,
+)
 async def post_user_disable(
     request: Request, session: SessionDep, username: Annotated[str, Path(max_length=64)]
 ) -> OperatorOut:
@@ -212,7 +229,16 @@ async def post_token(
     """A token for an integration, with a role, optional stores or regions and an expiry; shown once."""
     max_days = request.app.state.settings.auth.token_max_days
     if body.expires_in_days > max_days:
-        raise HTTPException(status_code=422, detail=f"expires_in_days: at most {max_days} days")
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "expires_in_days"),
+                    "msg": f"at most {max_days} days (auth.token_max_days)",
+                    "input": body.expires_in_days,
+                }
+            ]
+        )
     try:
         token, text = await operators.create_token(
             session,
@@ -230,7 +256,9 @@ async def post_token(
     return TokenCreatedOut(**_token_out(token).model_dump(), token=text)
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenOut, summary="Revoke an API token")
+@router.delete(
+    "/tokens/{token_id}", response_model=TokenOut, summary="Revoke an API token", responses=_NOT_FOUND_OR_CONFLICT
+)
 async def delete_token(
     request: Request,
     session: SessionDep,
@@ -259,9 +287,9 @@ async def get_audit(
     ] = None,
     store_id: Annotated[str | None, Query(max_length=63)] = None,
     outcome: Annotated[str | None, Query(max_length=32, description="e.g. 201, 403, ok")] = None,
-    since: Annotated[datetime | None, Query(description="at or after, with time zone")] = None,
-    until: Annotated[datetime | None, Query(description="before, with time zone")] = None,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the previous page")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="at or after, with time zone")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="before, with time zone")] = None,
+    before: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="next_before of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 100,
 ) -> AuditPage:
     """Entries matching every filter, newest first."""

@@ -388,6 +388,14 @@ def _document_bearer(app: FastAPI) -> None:
             "description": "an API token (storegate hub tokens create); browsers use the session of /login",
         }
         schema["security"] = [{"bearer": []}]
+        # Routes open to anyone need nothing; pages answer an anonymous browser with the sign-in form.
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                policy = policy_of(method.upper(), path)
+                if policy is not None and policy.need is Capability.OPEN:
+                    operation["security"] = []
+                elif policy is not None and policy.page:
+                    operation["security"] = [{}, {"bearer": []}]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema

@@ -96,7 +96,12 @@ def _throttle(request: Request) -> LoginThrottle:
     description="Form fields `username`, `password` and `next`. Sets the session and CSRF cookies and redirects "
     "to `next` (303); 401 with the form again when the name or password is wrong; 429 while locked.",
     response_class=HTMLResponse,
-    responses={303: {"description": "signed in"}, 401: {"description": "wrong"}, 429: {"description": "locked"}},
+    responses={
+        303: {"description": "signed in"},
+        # The form again, for a person: HTML, not a Problem (hub.app keeps errors marked x-html as they are).
+        401: {"description": "wrong", "content": {"text/html": {"schema": {"type": "string"}}}, "x-html": True},
+        429: {"description": "locked", "content": {"text/html": {"schema": {"type": "string"}}}, "x-html": True},
+    },
 )
 async def login(
     request: Request,

@@ -12,24 +12,36 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 
 from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.gateways import gateway_out
 from hub.api.listings import list_gateways
-from hub.api.schemas import GatewayCredentialsOut, GatewayEnrolIn, GatewayEnrolledOut, GatewayList, GatewayOut
+from hub.api.schemas import (
+    GatewayCredentialsOut,
+    GatewayEnrolIn,
+    GatewayEnrolledOut,
+    GatewayList,
+    GatewayOut,
+    ValidationProblem,
+)
 from hub.auth.audit import note_change
 from hub.auth.guard import PrincipalDep
 from hub.fleet import credentials, registry
 from hub.pki.authority import IssuedCertificate
 from hub.pki.identity import IdentityError
 from hub.runtime import HubRuntime
+from storegate import wire
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1/stores/{store_id}/gateways", tags=["gateways"])
 
-StorePath = Annotated[str, Path(max_length=63, description="the store's id")]
-GatewayPath = Annotated[str, Path(max_length=63, description="the gateway's id within its store")]
+# Ids are topic segments (storegate.wire): a path that is not one is a 422 before anything is looked up.
+StorePath = Annotated[str, Path(pattern=wire.SEGMENT_PATTERN, max_length=63, description="the store's id")]
+GatewayPath = Annotated[
+    str, Path(pattern=wire.SEGMENT_PATTERN, max_length=63, description="the gateway's id within its store")
+]
 
 
 async def _one(session: SessionDep, settings: SettingsDep, now: NowDep, store_id: str, gateway_id: str) -> GatewayOut:
@@ -74,7 +86,10 @@ async def get_gateway(
     "be enrolled again. 409 if it is enrolled already.",
     responses={
         409: {"description": "enrolled already"},
-        422: {"description": "ids that are not topic segments, or too long for a certificate's name"},
+        422: {
+            "model": ValidationProblem,
+            "description": "ids that are not topic segments, or too long together for a certificate's name",
+        },
     },
 )
 async def enrol_gateway(
@@ -96,7 +111,9 @@ async def enrol_gateway(
     except registry.AlreadyEnrolledError as err:
         raise HTTPException(status_code=409, detail=str(err)) from None
     except (registry.InvalidGatewayError, IdentityError) as err:
-        raise HTTPException(status_code=422, detail=str(err)) from None
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "gateway_id"), "msg": str(err), "input": gateway_id}]
+        ) from None
     await session.commit()
     serial = None if issued is None else format(issued.record.serial, "x")
     log.info("gateway_enrolled", store_id=store_id, gateway_id=gateway_id, by=who.actor, certificate=serial)
@@ -146,8 +163,6 @@ async def revoke_gateway(
         raise HTTPException(status_code=404, detail=str(err)) from None
     except registry.AlreadyRevokedError as err:
         raise HTTPException(status_code=409, detail=str(err)) from None
-    except registry.InvalidGatewayError as err:
-        raise HTTPException(status_code=422, detail=str(err)) from None
     await session.commit()
     # After the commit: the hub refuses the gateway from now on even if the broker cannot be told at once.
     certificates = await asyncio.to_thread(credentials.revoke_credentials, settings, store_id, gateway_id)

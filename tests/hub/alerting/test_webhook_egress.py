@@ -51,7 +51,7 @@ from tests.hub.alerting.test_notifications import (
     record,
     sample,
 )
-from tests.hub.conftest import RunningHub, until
+from tests.hub.conftest import RunningHub, act_as, until
 
 __all__ = ["receiver"]  # the fixture, used by name
 
@@ -92,6 +92,7 @@ def api_for(engine: AsyncEngine, tmp_path: Path, **notifications: Any) -> httpx.
 
     app.dependency_overrides[get_session] = session
     app.dependency_overrides[get_now] = lambda: T0
+    act_as(app)  # an admin: the gate's own tests are in tests/hub/auth
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 

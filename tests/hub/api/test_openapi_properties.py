@@ -9,6 +9,7 @@ per operation is bounded so the whole test stays near a minute on a busy machine
 from __future__ import annotations
 
 import asyncio
+import copy
 import shutil
 import threading
 from collections.abc import Iterator
@@ -94,18 +95,38 @@ def served_hub(tmp_path_factory: pytest.TempPathFactory, migrated_sqlite_file: P
 # The document is what create_app publishes, read when the tests are collected (it needs no running hub); the
 # served hub's /openapi.json is the same document. schemathesis.pytest.from_fixture, which would read it from the
 # served hub, does not run under pytest 9 (it sets a private attribute of the test item that pytest 9 removed).
-schema = schemathesis.openapi.from_dict(create_app(HubSettings()).openapi())
+DOCUMENT = create_app(HubSettings()).openapi()
+
+
+def without_security(document: dict[str, Any]) -> dict[str, Any]:
+    """The document without its security requirements. Every request here carries an admin's token (ServedHub), so
+    a case schemathesis means to send without the Authorization header still has it and is rightly answered: the
+    gate is proved route by route in tests/hub/auth; this test is about the operations' data."""
+    stripped = copy.deepcopy(document)
+    stripped.pop("security", None)
+    for operations in stripped["paths"].values():
+        for operation in operations.values():
+            operation.pop("security", None)
+    return stripped
+
+
+schema = schemathesis.openapi.from_dict(without_security(DOCUMENT))
 
 
 def test_the_served_document_is_the_one_tested(served_hub: ServedHub) -> None:
     served = httpx.get(f"{served_hub.base_url}/openapi.json", headers=served_hub.headers, timeout=10)
 
-    assert served.json() == schema.raw_schema
+    assert served.json() == DOCUMENT
+    assert without_security(served.json()) == schema.raw_schema
+    assert DOCUMENT["security"] == [{"bearer": []}]  # what a client is told to send
 
 
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
+    # The same examples every run, so the suite is a gate that does not flicker; new examples are for bench/ runs
+    # or a session that sets derandomize off on purpose (three random rounds passed when this was written).
+    derandomize=True,
     deadline=None,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),

@@ -93,7 +93,7 @@ async def test_a_name_too_long_for_a_certificate_enrols_nothing(hub_settings: Hu
         long_id = "g" * 60  # store-0001/ + 60 characters: longer than a certificate's 64-character name
         refused = await hub.client.post(ENROL, json={"gateway_id": long_id})
         assert refused.status_code == 422
-        assert "64" in refused.json()["detail"]
+        assert "64" in refused.json()["message"]
         async with hub.runtime.sessions() as session:
             assert (await session.scalars(select(Gateway))).all() == []
 
