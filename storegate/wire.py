@@ -555,6 +555,10 @@ class BatchEnvelope(WireModel):
     so one bad event does not cost the batch (and stall the gateway's stream). The envelope's own rules are the
     batch's."""
 
+    # The events are read as they came, NaN included: each is judged on its own (Event refuses a NaN), so the
+    # envelope must not refuse the whole batch for one event's NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=True)
+
     v: Literal[1] = PROTOCOL_VERSION
     store_id: StoreId
     gateway_id: GatewayId

@@ -469,3 +469,22 @@ async def router_client(
         app.dependency_overrides[get_runtime] = lambda: runtime
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
         yield http
+
+
+async def refuse_device_in_events(hub: RunningHub, device_id: str) -> None:
+    """Make the database refuse to insert events of ``device_id``, on SQLite and on PostgreSQL."""
+    async with hub.runtime.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.device_id = '{device_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+            return
+        await connection.exec_driver_sql(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN IF NEW.device_id = '{device_id}' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END$$"
+        )
+        await connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        )

@@ -21,7 +21,16 @@ from hub.settings import HubSettings, load_hub_settings
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
 from tests.conftest import eventually
-from tests.hub.conftest import PlainGateway, RunningHub, batch_of, reading, running_hub, status, until
+from tests.hub.conftest import (
+    PlainGateway,
+    RunningHub,
+    batch_of,
+    reading,
+    refuse_device_in_events,
+    running_hub,
+    status,
+    until,
+)
 
 EVENTS = wire.topic("store-0001", "gw-1", wire.Channel.EVENTS)
 ACKS = wire.topic("store-0001", "gw-1", wire.Channel.ACK)
@@ -223,25 +232,6 @@ async def test_database_outage_holds_the_batch_until_it_can_be_stored(
     (ack,) = await acks_on(gateway_client, 1)
     assert (ack.through_seq, ack.stored) == (1, 1)
     assert ingestor.database_ok
-
-
-async def refuse_device_in_events(hub: RunningHub, device_id: str) -> None:
-    """Make the database refuse to insert events of ``device_id``, on SQLite and on PostgreSQL."""
-    async with hub.runtime.engine.begin() as connection:
-        if connection.dialect.name == "sqlite":
-            await connection.exec_driver_sql(
-                f"CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.device_id = '{device_id}' "
-                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-            )
-            return
-        await connection.exec_driver_sql(
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$BEGIN IF NEW.device_id = '{device_id}' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
-            "RETURN NEW; END$$"
-        )
-        await connection.exec_driver_sql(
-            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
-        )
 
 
 def _shelf_stock(stream: uuid.UUID) -> wire.Event:

@@ -22,7 +22,7 @@ from hub.ingest import consumer as consumer_module
 from hub.settings import HubSettings, load_hub_settings
 from storegate import wire
 from storegate.mqtt import Incoming, MqttSettings
-from tests.hub.conftest import BASE_TS, RunningHub, batch_of, reading, running_hub
+from tests.hub.conftest import BASE_TS, RunningHub, batch_of, reading, refuse_device_in_events, running_hub
 
 EVENTS = wire.topic("store-0001", "gw-1", wire.Channel.EVENTS)
 
@@ -152,20 +152,24 @@ async def test_events_naming_another_gateway_or_carrying_nan_or_no_position_are_
     assert (refused_total(hub, "not_of_sender"), refused_total(hub, "invalid_event")) == (1, 2)
 
 
-async def test_an_event_postgresql_refuses_is_set_aside_and_the_ack_moves_past_it(postgres_hub: RunningHub) -> None:
-    hub = postgres_hub
+async def test_the_findings_numbers_are_set_aside_at_the_door_and_the_ack_moves_past_them(
+    any_db_hub: RunningHub,
+) -> None:
+    hub = any_db_hub
     stream = uuid.uuid4()
-    # Valid on the wire, but the shelf level it makes does not fit PostgreSQL's integer column: a storage error.
-    events = [shelf_stock(stream, 1), shelf_stock(stream, 2, count=3_000_000_000), shelf_stock(stream, 3)]
+    # The finding: a shelf count of 3x10^9 made the whole batch a storage_error, resent forever. The wire
+    # bounds it by its column now, so it is invalid at the door, and only that event is set aside.
+    events = [shelf_stock(stream, 1), shelf_stock(stream, 2), shelf_stock(stream, 3)]
+    bad = raw_batch(events, e1={"payload": {"slot": 2, "count": 3_000_000_000, "weight_g": 812.0}})
 
-    (ack,) = await process(hub, wire.encode(batch_of(events)))
+    (ack,) = await process(hub, bad)
 
     assert (ack.through_seq, ack.stored, ack.gaps) == (3, 2, [])
     assert await stored_seqs(hub) == [1, 3]
-    assert refused_total(hub, "storage_error") == 1
+    assert (refused_total(hub, "invalid_event"), refused_total(hub, "storage_error")) == (1, 0)
     (item,) = (await hub.client.get("/api/v1/refused-events", params={"gateway_id": "gw-1"})).json()["items"]
-    assert (item["seq"], item["reason"], item["kind"]) == (2, "storage_error", "shelf.stock")
-    assert "the database refused it" in item["detail"]
+    assert (item["seq"], item["reason"], item["kind"]) == (2, "invalid_event", "shelf.stock")
+    assert "count" in item["detail"]
 
     (after,) = await process(hub, wire.encode(batch_of([shelf_stock(stream, 4)])))
     assert (after.through_seq, after.stored) == (4, 1)
@@ -192,26 +196,23 @@ async def test_refused_events_are_listed_newest_first_by_page_and_filtered(any_d
     assert bad_cursor.status_code == 422
 
 
-async def test_inside_a_batch_an_event_no_database_can_store_is_set_aside_on_both(any_db_hub: RunningHub) -> None:
+async def test_inside_a_batch_an_event_the_database_refuses_is_set_aside_on_both(any_db_hub: RunningHub) -> None:
     hub = any_db_hub
     stream = uuid.uuid4()
-    # Valid on the wire (seq has no upper bound) but beyond a 64-bit column: SQLite and PostgreSQL refuse it.
-    poison = reading(stream=stream, seq=2**63, ts=BASE_TS)
-    events = [reading(stream=stream, seq=1), poison, reading(stream=stream, seq=2)]
+    # Valid on the wire, refused by the database: a trigger stands in for whatever a database may refuse (the wire
+    # bounds every number by its column, so a value can no longer do it).
+    await refuse_device_in_events(hub, "poison")
+    poison = reading(stream=stream, seq=2, ts=BASE_TS, device_id="poison")
+    events = [reading(stream=stream, seq=1), poison, reading(stream=stream, seq=3)]
 
     (ack,) = await process(hub, wire.encode(batch_of(events)))
 
-    assert (ack.through_seq, ack.stored) == (2, 2)
-    assert await stored_seqs(hub) == [1, 2]
+    assert (ack.through_seq, ack.stored, ack.gaps) == (3, 2, [])  # the ack moves past it
+    assert await stored_seqs(hub) == [1, 3]
     async with hub.runtime.sessions() as session:
         (row,) = (await session.scalars(select(RefusedEvent))).all()
-    # No position to account for: it is kept, and the stream's mark is what was stored.
-    assert (row.reason, row.stream, row.seq, row.event_id) == (
-        "storage_error",
-        str(stream),
-        None,
-        str(events[1].event_id),
-    )
+    assert (row.reason, row.stream, row.seq, row.event_id) == ("storage_error", str(stream), 2, str(poison.event_id))
+    assert refused_total(hub, "storage_error") == 1
 
 
 async def test_when_finding_the_bad_events_fails_the_batch_is_set_aside_rather_than_stalled(
@@ -223,11 +224,12 @@ async def test_when_finding_the_bad_events_fails_the_batch_is_set_aside_rather_t
         raise RuntimeError("a bug in the search")
 
     monkeypatch.setattr(consumer_module, "find_unstorable", broken)
+    await refuse_device_in_events(hub, "poison")
     stream = uuid.uuid4()
-    events = [reading(stream=stream, seq=1), reading(stream=stream, seq=2**63, ts=BASE_TS)]
+    events = [reading(stream=stream, seq=1), reading(stream=stream, seq=2, ts=BASE_TS, device_id="poison")]
 
     (ack,) = await process(hub, wire.encode(batch_of(events)))
 
-    assert (ack.through_seq, ack.stored) == (1, 0)  # seq 1 set aside too: the stream moves on
+    assert (ack.through_seq, ack.stored) == (2, 0)  # seq 1 set aside too: the stream moves on
     assert await stored_seqs(hub) == []
     assert refused_total(hub, "storage_error") == 2
