@@ -9,10 +9,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from hub.db.bounds import INT64_MAX
@@ -229,6 +230,32 @@ class EventFilter:
         return conditions
 
 
+# The rows a listing pages through: each has an integer ``id`` that breaks ties between equal times.
+Paged = TypeVar("Paged", StoredEvent, DataLossRecord, RefusedEvent)
+
+
+async def _newest_first(
+    session: AsyncSession,
+    entity: type[Paged],
+    at: InstrumentedAttribute[datetime],
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    limit: int,
+    cursor: Cursor | None,
+) -> tuple[list[Paged], str | None]:
+    """Rows of ``entity`` matching ``conditions``, newest ``at`` first (then highest id), ``limit`` at a time after
+    ``cursor`` (keyset pagination: a page costs the same however deep); the rows and the next page's cursor."""
+    stmt = select(entity).where(*conditions)
+    if cursor is not None:
+        stmt = stmt.where(or_(at < cursor.ts, and_(at == cursor.ts, entity.id < cursor.id)))
+    stmt = stmt.order_by(at.desc(), entity.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(stmt))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], Cursor(getattr(last, at.key), last.id).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class EventPage:
     """One page of events and the cursor of the next page (None on the last)."""
@@ -241,20 +268,10 @@ async def list_events(
     session: AsyncSession, event_filter: EventFilter, *, limit: int, cursor: Cursor | None = None
 ) -> EventPage:
     """Events matching the filter, newest first, ``limit`` at a time (keyset pagination)."""
-    stmt = select(StoredEvent).where(*event_filter.conditions())
-    if cursor is not None:
-        stmt = stmt.where(
-            or_(
-                StoredEvent.device_ts < cursor.ts,
-                and_(StoredEvent.device_ts == cursor.ts, StoredEvent.id < cursor.id),
-            )
-        )
-    stmt = stmt.order_by(StoredEvent.device_ts.desc(), StoredEvent.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(stmt))
-    if len(rows) <= limit:
-        return EventPage(rows, None)
-    last = rows[limit - 1]
-    return EventPage(rows[:limit], Cursor(last.device_ts, last.id).encode())
+    rows, next_cursor = await _newest_first(
+        session, StoredEvent, StoredEvent.device_ts, event_filter.conditions(), limit=limit, cursor=cursor
+    )
+    return EventPage(rows, next_cursor)
 
 
 async def latest_events(session: AsyncSession, store_id: str, *, limit: int) -> list[StoredEvent]:
@@ -301,20 +318,10 @@ async def list_losses(
     session: AsyncSession, loss_filter: LossFilter, *, limit: int, cursor: Cursor | None = None
 ) -> LossPage:
     """Loss records matching the filter, newest report first, ``limit`` at a time (keyset pagination)."""
-    stmt = select(DataLossRecord).where(*loss_filter.conditions())
-    if cursor is not None:
-        stmt = stmt.where(
-            or_(
-                DataLossRecord.reported_at < cursor.ts,
-                and_(DataLossRecord.reported_at == cursor.ts, DataLossRecord.id < cursor.id),
-            )
-        )
-    stmt = stmt.order_by(DataLossRecord.reported_at.desc(), DataLossRecord.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(stmt))
-    if len(rows) <= limit:
-        return LossPage(rows, None)
-    last = rows[limit - 1]
-    return LossPage(rows[:limit], Cursor(last.reported_at, last.id).encode())
+    rows, next_cursor = await _newest_first(
+        session, DataLossRecord, DataLossRecord.reported_at, loss_filter.conditions(), limit=limit, cursor=cursor
+    )
+    return LossPage(rows, next_cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,17 +382,7 @@ async def list_refused(
     session: AsyncSession, refused_filter: RefusedFilter, *, limit: int, cursor: Cursor | None = None
 ) -> RefusedPage:
     """Refused events matching the filter, most recently recorded first, ``limit`` at a time (keyset pagination)."""
-    stmt = select(RefusedEvent).where(*refused_filter.conditions())
-    if cursor is not None:
-        stmt = stmt.where(
-            or_(
-                RefusedEvent.recorded_at < cursor.ts,
-                and_(RefusedEvent.recorded_at == cursor.ts, RefusedEvent.id < cursor.id),
-            )
-        )
-    stmt = stmt.order_by(RefusedEvent.recorded_at.desc(), RefusedEvent.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(stmt))
-    if len(rows) <= limit:
-        return RefusedPage(rows, None)
-    last = rows[limit - 1]
-    return RefusedPage(rows[:limit], Cursor(last.recorded_at, last.id).encode())
+    rows, next_cursor = await _newest_first(
+        session, RefusedEvent, RefusedEvent.recorded_at, refused_filter.conditions(), limit=limit, cursor=cursor
+    )
+    return RefusedPage(rows, next_cursor)
