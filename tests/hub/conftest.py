@@ -181,6 +181,17 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
+@pytest.fixture
+async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated SQLite database and its engine, for tests of what is refused before anything is stored (the
+    database plays no part, so running them on PostgreSQL too would prove nothing more)."""
+    engine = create_engine(sqlite_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 # --------------------------------------------------------------------------- messages
 
 BASE_TS = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

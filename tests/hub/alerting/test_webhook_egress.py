@@ -171,9 +171,9 @@ def test_a_bad_allow_list_entry_is_a_settings_error_naming_it() -> None:
     ],
 )
 async def test_create_refuses_targets_on_the_hubs_own_network(
-    engine: AsyncEngine, tmp_path: Path, url: str, why: str
+    sqlite_engine: AsyncEngine, tmp_path: Path, url: str, why: str
 ) -> None:
-    async with api_for(engine, tmp_path, **NO_ALLOW_LIST) as api:
+    async with api_for(sqlite_engine, tmp_path, **NO_ALLOW_LIST) as api:
         response = await api.post("/api/v1/webhooks", json={"url": url})
         assert response.status_code == 422, response.text
         message = response.json()["message"]
@@ -192,8 +192,8 @@ async def test_create_refuses_targets_on_the_hubs_own_network(
         "https://alarms.example.com@127.0.0.1/in",
     ],
 )
-async def test_create_refuses_userinfo_without_echoing_it(engine: AsyncEngine, tmp_path: Path, url: str) -> None:
-    async with api_for(engine, tmp_path, **NO_ALLOW_LIST) as api:
+async def test_create_refuses_userinfo_without_echoing_it(sqlite_engine: AsyncEngine, tmp_path: Path, url: str) -> None:
+    async with api_for(sqlite_engine, tmp_path, **NO_ALLOW_LIST) as api:
         response = await api.post("/api/v1/webhooks", json={"url": url})
         assert response.status_code == 422, response.text
         assert response.json()["message"].startswith("url: must not contain a user name or password")
