@@ -40,6 +40,26 @@ def write_private(path: Path, data: bytes | str) -> None:
         raise
 
 
+def create_private_once(path: Path, data: bytes | str) -> None:
+    """Create ``path`` as a 0600 file holding ``data`` unless it exists, in a 0700 directory; never replace it.
+
+    For keys made on first use: when two processes make one at once, the first to land wins and both then read
+    the same key (the loser's staged copy is dropped), so no key in use is ever overwritten.
+    """
+    if path.exists():
+        return
+    private_dir(path.parent)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.new")
+    write_private(staged, data)
+    try:
+        os.link(staged, path)  # fails if the file appeared meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+
+
 def make_private(path: Path) -> None:
     """Make an existing file 0600 (a database or an outbox another library created)."""
     os.chmod(path, PRIVATE_FILE_MODE)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from hub.errors import HubError
-from storegate.private_files import is_private, private_dir, write_private
+from storegate.private_files import create_private_once, is_private, write_private
 
 MANIFEST_SUFFIX: Final = ".manifest.json"
 MANIFEST_FORMAT: Final = "storegate-hub-backup/1"
@@ -203,15 +203,7 @@ def load_key(path: Path, *, create: bool) -> bytes | None:
     if not path.exists():
         if not create:
             return None
-        private_dir(path.parent)
-        staged = path.with_name(f".{path.name}.{os.getpid()}.new")
-        write_private(staged, secrets.token_hex(KEY_BYTES) + "\n")
-        try:
-            os.link(staged, path)  # never replace a key another backup just made
-        except FileExistsError:
-            pass
-        finally:
-            staged.unlink(missing_ok=True)
+        create_private_once(path, secrets.token_hex(KEY_BYTES) + "\n")  # never replaces a key another backup made
     if not is_private(path):
         raise ManifestError(f"{path} may be read by others: make it 0600 (chmod 600 {path})")
     try:

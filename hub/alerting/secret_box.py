@@ -13,8 +13,6 @@ under it (:func:`seal_stored_secrets`), then delete the old line. See docs/secur
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -27,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.alerting.models import Webhook
 from hub.db.engine import session_factory
 from hub.errors import HubError
-from storegate.private_files import is_private, private_dir, write_private
+from storegate.private_files import create_private_once, is_private
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +120,8 @@ def _fernets(keys: Sequence[str | bytes]) -> tuple[Fernet, MultiFernet]:
 def _read_key_file(path: Path) -> tuple[Fernet, MultiFernet]:
     """The keys of ``path``, which is made (0600, one new key) if it does not exist; SecretKeyError says why not."""
     try:
-        if not path.exists():
-            _create_key_file(path)
+        # Made on first use; another hub process making it at the same moment wins, and both use its key.
+        create_private_once(path, new_key() + "\n")
         if not is_private(path):
             raise SecretKeyError(f"{path} may be read by others: make it 0600 (chmod 600 {path})")
         text = path.read_text()
@@ -139,20 +137,6 @@ def _read_key_file(path: Path) -> tuple[Fernet, MultiFernet]:
 def key_file(secrets_dir: Path) -> Path:
     """Where the webhook key lives."""
     return secrets_dir / KEY_FILE_NAME
-
-
-def _create_key_file(path: Path) -> None:
-    """Write a new key file, unless another process just did (its key wins, so both use the same one)."""
-    private_dir(path.parent)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.new")
-    write_private(staged, new_key() + "\n")
-    try:
-        os.link(staged, path)  # fails if the file appeared meanwhile: never replace a key in use
-    except FileExistsError:
-        pass
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
 
 
 async def seal_stored_secrets(engine: AsyncEngine, box: SecretBox) -> int:

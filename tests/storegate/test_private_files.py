@@ -6,7 +6,14 @@ import os
 import stat
 from pathlib import Path
 
-from storegate.private_files import is_private, make_private, private_dir, touch_private, write_private
+from storegate.private_files import (
+    create_private_once,
+    is_private,
+    make_private,
+    private_dir,
+    touch_private,
+    write_private,
+)
 
 
 def _mode(path: Path) -> int:
@@ -53,3 +60,12 @@ def test_touch_private_keeps_existing_content_and_make_private_tightens(tmp_path
     assert target.read_text() == "rows"
     make_private(target)
     assert is_private(target)
+
+
+def test_create_private_once_makes_a_0600_file_and_never_replaces_one(tmp_path: Path) -> None:
+    key = tmp_path / "secrets" / "backup.key"
+    create_private_once(key, "first\n")
+    assert (key.read_text(), _mode(key), _mode(key.parent)) == ("first\n", 0o600, 0o700)
+    create_private_once(key, "second\n")  # a key in use is never overwritten
+    assert key.read_text() == "first\n"
+    assert [p.name for p in key.parent.iterdir()] == ["backup.key"], "no staged copy is left behind"
