@@ -131,26 +131,18 @@ def start_mosquitto(
     timeout: float = 10.0,
 ) -> LocalBroker:
     """Start Mosquitto on a free loopback port with a config written into ``workdir``."""
-    exe = find_mosquitto()
-    if exe is None:
+    if find_mosquitto() is None:  # before anything is written
         raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
     port = port or free_port(host)
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "mosquitto.conf"
     config.write_text(mosquitto_config(port=port, host=host, persistence_dir=workdir if persistence else None))
-    argv = [exe, "-c", str(config)]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    broker = LocalBroker("mosquitto", host, port, process, workdir, argv)
-    try:
-        wait_for_port(host, port, timeout=timeout, process=process)
-    except BrokerError:
-        broker.stop(kill=True)
-        raise
-    return broker
+    return start_mosquitto_with(config, host=host, port=port, timeout=timeout)
 
 
 def start_mosquitto_with(config: Path, *, host: str, port: int, timeout: float = 10.0) -> LocalBroker:
-    """Start Mosquitto on a config written elsewhere (e.g. the hub's TLS config) that listens on host:port."""
+    """Start Mosquitto on ``config`` (written here, or elsewhere, e.g. the hub's TLS config) that listens on
+    host:port; its directory is the broker's working directory."""
     exe = find_mosquitto()
     if exe is None:
         raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
