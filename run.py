@@ -8,6 +8,7 @@ and exit codes reach you unchanged.
 
     python3 run.py demo [storegate demo options]   broker, hub, dashboard and a simulated store
     python3 run.py test [pytest options]           ruff (lint, format), mypy, import-linter, then the whole test suite
+                                                   (one pytest worker per core, up to 4; -n 0 runs it in one)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def run_tests(args: list[str]) -> int:
         [str(BIN / "mypy")],
         # The layering of docs/architecture.md: the contracts are [tool.importlinter] in pyproject.toml.
         [str(BIN / "lint-imports"), "--no-cache"],
-        [str(BIN / "pytest"), *args],
+        [str(BIN / "pytest"), *_parallel(args), *args],
     ]
     for step in steps:
         print(f"run.py: {' '.join(Path(step[0]).name if i == 0 else part for i, part in enumerate(step))}", flush=True)
@@ -62,6 +63,17 @@ def run_tests(args: list[str]) -> int:
         if code != 0:
             return code
     return 0
+
+
+# Most tests wait on a broker, a database or a subprocess; two workers per two cores keep both busy.
+# Beyond four, each worker's own PostgreSQL template and brokers cost more than they save.
+_MAX_WORKERS = 4
+
+
+def _parallel(args: list[str]) -> list[str]:
+    """pytest-xdist's options, unless the caller chose the workers (``-n``) or turned xdist off."""
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg.endswith("no:xdist") for arg in args)
+    return [] if chosen else ["-n", "auto", "--maxprocesses", str(_MAX_WORKERS)]
 
 
 def _shared_data_beside(path: Path) -> Path | None:
