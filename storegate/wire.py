@@ -67,6 +67,26 @@ SEGMENT_PATTERN: Final = rf"^{_SEGMENT}$"
 # Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
 StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
 GatewayId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="gateway id, e.g. 'gw-1'")]
+# Characters an SKU id cannot hold: it is one URL path segment (``/skus/{sku_id}``). "/" and "\\" (which
+# browsers and WHATWG URL parsers read as "/") split it, "?" and "#" end the path when a client does not
+# encode them, "%" is read as an escape; control characters are line noise.
+_SKU_ID_FORBIDDEN: Final = re.compile(r"[/\\?#%\x00-\x1f\x7f]")
+
+
+def check_sku_id(value: str) -> str:
+    """``value`` if it is safe as one URL path segment; ValueError saying why otherwise."""
+    if value in (".", ".."):
+        # Every HTTP client normalises dot segments away: /skus/.. would fetch /, never this SKU.
+        raise ValueError(f"SKU id {value!r} is a dot segment that HTTP clients remove from a URL path")
+    bad = sorted(set(_SKU_ID_FORBIDDEN.findall(value)))
+    if bad:
+        shown = ", ".join(repr(char) for char in bad)
+        raise ValueError(f"SKU id {value!r} has {shown}: a SKU id must be safe as one URL path segment")
+    return value
+
+
+# The retailer's code of an article, as the catalog and shelf events name it.
+SkuId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_sku_id)]
 DeviceId = Annotated[
     str,
     Field(
@@ -399,7 +419,7 @@ class ShelfChange(WireModel):
     """Payload of ``shelf.pick`` and ``shelf.put``: a settled change of one slot's item count."""
 
     slot: int = Field(ge=1, le=255)
-    sku: str | None = Field(default=None, max_length=64)
+    sku: SkuId | None = None
     delta: ItemDelta = Field(description="items added (put, > 0) or removed (pick, < 0)")
     count: ItemCount = Field(description="items on the slot after the change")
     weight_g: float = Field(allow_inf_nan=False, description="settled net weight after the change")
@@ -409,7 +429,7 @@ class ShelfStock(WireModel):
     """Payload of ``shelf.stock``: the periodic stock level of one slot (no count without a unit weight)."""
 
     slot: int = Field(ge=1, le=255)
-    sku: str | None = Field(default=None, max_length=64)
+    sku: SkuId | None = None
     count: ItemCount | None = None
     weight_g: float = Field(allow_inf_nan=False)
 
