@@ -450,10 +450,14 @@ class Scan(WireModel):
 
     ``code`` is the data as read (GS1 separators as ``\x1d``); the other fields are what it says.
     In-store variable-measure codes (prefix 02, 20-29) carry ``price`` or ``weight_g``.
+    ``symbology_guessed``: the scanner sent no AIM id and the data fits more than one symbology it
+    is programmed for. ``gs1_incomplete``: the GS1 data broke GS1 syntax at ``gs1_problem``; ``ai``
+    holds only what was read before the break (kept because the gateway's ``gs1_strict`` is off).
     """
 
     code: str = Field(min_length=1, max_length=512)
-    symbology: Literal["ean13", "ean8", "upca", "upce", "code128", "gs1_128", "gs1_datamatrix"]
+    symbology: Literal["ean13", "ean8", "upca", "upce", "code128", "gs1_128", "gs1_datamatrix", "gs1_databar"]
+    symbology_guessed: bool = False
     mode: ScanMode
     gtin: str | None = Field(default=None, pattern=r"^[0-9]{14}$", description="as GTIN-14")
     quantity: int = Field(default=1, ge=1, le=INT32_MAX)
@@ -463,6 +467,8 @@ class Scan(WireModel):
     net_weight_g: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     price: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?$", description="decimal, store currency")
     ai: dict[str, str] = Field(default_factory=dict, description="GS1 application identifiers and values")
+    gs1_incomplete: bool = False
+    gs1_problem: str | None = Field(default=None, max_length=500, description="where the GS1 data broke, in words")
 
 
 class DoorChange(WireModel):
