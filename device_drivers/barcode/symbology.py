@@ -216,7 +216,10 @@ _FIRST_ELEMENT_CONFIG: Final = ParseConfig(separator_chars=(GS,))
 
 
 def _gs1_shaped(data: str) -> bool:
-    # GS1 data starts with a known AI whose value has its format; Code 128 text rarely does.
+    # Only GS1 symbols send FNC1 as GS; without one, GS1 data starts with a known AI whose value
+    # has its format, which Code 128 text rarely does.
+    if GS in data:
+        return True
     try:
         GS1ElementString.extract(data.lstrip(GS), config=_FIRST_ELEMENT_CONFIG)
     except ParseError:

@@ -273,6 +273,13 @@ def test_a_text_no_programmed_symbology_fits_is_refused_with_the_list() -> None:
     assert bad_check.value.reason is RejectReason.BAD_CHECK_DIGIT
 
 
+def test_without_aim_ids_data_with_a_gs_is_gs1_and_flagged_when_it_breaks_gs1_syntax() -> None:
+    # Only GS1 symbols send FNC1 as GS: such data is never Code 128, even when its AIs are wrong.
+    scan = decode("10ABC" + GS + "99XYZ" + GS + "ZZ", mode="checkout", options=NO_AIM)
+    assert (scan.symbology, scan.symbology_guessed, scan.gs1_incomplete) == ("gs1_128", True, True)
+    assert scan.ai == {"10": "ABC", "99": "XYZ"}
+
+
 def test_a_profile_lists_the_symbologies_its_scanner_reads() -> None:
     assert set(BarcodeProfile.model_fields["symbologies"].default) == set(ALL_SYMBOLOGIES)
     with pytest.raises(ValidationError):
