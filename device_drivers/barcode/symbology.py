@@ -44,7 +44,7 @@ GUESS_ORDER: Final[tuple[SymbologyName, ...]] = (
     "gs1_datamatrix",
     "code128",
 )
-# Every symbology this gateway takes; what handheld imagers ship enabled with (Zebra DS, Datalogic Gryphon).
+# Every symbology this gateway takes, the profile default: all are on in handheld imagers' factory defaults (Zebra DS).
 ALL_SYMBOLOGIES: Final[frozenset[SymbologyName]] = frozenset(GUESS_ORDER)
 _WHITESPACE: Final = " \t"
 

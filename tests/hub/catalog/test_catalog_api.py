@@ -149,8 +149,15 @@ async def test_a_file_with_bad_rows_applies_nothing_and_names_every_row(client: 
     ]
 
 
-async def test_ids_unsafe_in_a_url_path_and_gtins_of_no_trade_item_are_refused(client: httpx.AsyncClient) -> None:
-    """GET /skus/.. never reaches the SKU "..": such ids are refused where they enter, with the reason."""
+async def test_ids_unsafe_in_a_url_path_and_gtins_of_no_trade_item_are_refused(sqlite_engine: AsyncEngine) -> None:
+    """GET /skus/.. never reaches the SKU "..": such ids are refused where they enter, with the reason.
+
+    On SQLite only: the rows are refused before anything is stored."""
+    async with router_client(sqlite_engine, router, now=lambda: NOW) as client:
+        await _refuses_unsafe_ids_and_gtins(client)
+
+
+async def _refuses_unsafe_ids_and_gtins(client: httpx.AsyncClient) -> None:
     bad = (
         "sku_id,gtin,name,price,currency\n"
         ".,,Dot,1,GBP\n"
