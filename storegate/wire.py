@@ -67,6 +67,26 @@ SEGMENT_PATTERN: Final = rf"^{_SEGMENT}$"
 # Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
 StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
 GatewayId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="gateway id, e.g. 'gw-1'")]
+# Characters an SKU id cannot hold: it is one URL path segment (``/skus/{sku_id}``). "/" and "\\" (which
+# browsers and WHATWG URL parsers read as "/") split it, "?" and "#" end the path when a client does not
+# encode them, "%" is read as an escape; control characters are line noise.
+_SKU_ID_FORBIDDEN: Final = re.compile(r"[/\\?#%\x00-\x1f\x7f]")
+
+
+def check_sku_id(value: str) -> str:
+    """``value`` if it is safe as one URL path segment; ValueError saying why otherwise."""
+    if value in (".", ".."):
+        # Every HTTP client normalises dot segments away: /skus/.. would fetch /, never this SKU.
+        raise ValueError(f"SKU id {value!r} is a dot segment that HTTP clients remove from a URL path")
+    bad = sorted(set(_SKU_ID_FORBIDDEN.findall(value)))
+    if bad:
+        shown = ", ".join(repr(char) for char in bad)
+        raise ValueError(f"SKU id {value!r} has {shown}: a SKU id must be safe as one URL path segment")
+    return value
+
+
+# The retailer's code of an article, as the catalog and shelf events name it.
+SkuId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_sku_id)]
 DeviceId = Annotated[
     str,
     Field(
@@ -399,7 +419,7 @@ class ShelfChange(WireModel):
     """Payload of ``shelf.pick`` and ``shelf.put``: a settled change of one slot's item count."""
 
     slot: int = Field(ge=1, le=255)
-    sku: str | None = Field(default=None, max_length=64)
+    sku: SkuId | None = None
     delta: ItemDelta = Field(description="items added (put, > 0) or removed (pick, < 0)")
     count: ItemCount = Field(description="items on the slot after the change")
     weight_g: float = Field(allow_inf_nan=False, description="settled net weight after the change")
@@ -409,7 +429,7 @@ class ShelfStock(WireModel):
     """Payload of ``shelf.stock``: the periodic stock level of one slot (no count without a unit weight)."""
 
     slot: int = Field(ge=1, le=255)
-    sku: str | None = Field(default=None, max_length=64)
+    sku: SkuId | None = None
     count: ItemCount | None = None
     weight_g: float = Field(allow_inf_nan=False)
 
@@ -430,10 +450,14 @@ class Scan(WireModel):
 
     ``code`` is the data as read (GS1 separators as ``\x1d``); the other fields are what it says.
     In-store variable-measure codes (prefix 02, 20-29) carry ``price`` or ``weight_g``.
+    ``symbology_guessed``: the scanner sent no AIM id and the data fits more than one symbology it
+    is programmed for. ``gs1_incomplete``: the GS1 data broke GS1 syntax at ``gs1_problem``; ``ai``
+    holds only what was read before the break (kept because the gateway's ``gs1_strict`` is off).
     """
 
     code: str = Field(min_length=1, max_length=512)
-    symbology: Literal["ean13", "ean8", "upca", "upce", "code128", "gs1_128", "gs1_datamatrix"]
+    symbology: Literal["ean13", "ean8", "upca", "upce", "code128", "gs1_128", "gs1_datamatrix", "gs1_databar"]
+    symbology_guessed: bool = False
     mode: ScanMode
     gtin: str | None = Field(default=None, pattern=r"^[0-9]{14}$", description="as GTIN-14")
     quantity: int = Field(default=1, ge=1, le=INT32_MAX)
@@ -443,6 +467,8 @@ class Scan(WireModel):
     net_weight_g: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     price: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?$", description="decimal, store currency")
     ai: dict[str, str] = Field(default_factory=dict, description="GS1 application identifiers and values")
+    gs1_incomplete: bool = False
+    gs1_problem: str | None = Field(default=None, max_length=500, description="where the GS1 data broke, in words")
 
 
 class DoorChange(WireModel):

@@ -4,7 +4,8 @@ Both turn each scanned code into one ``scan.sale`` / ``scan.receiving`` / ``scan
 reading (by the mode in the settings, changeable with the ``set_mode`` command), after
 validation (:func:`.scan.decode`) and double-read suppression. A bad code is counted
 (``rejected_total``, per reason in ``rejected_by_reason``), logged with its context on the
-1st, 10th, 100th... reject of a run, and skipped; the driver keeps running.
+1st, 10th, 100th... reject of a run, and skipped; the driver keeps running. A GS1 code kept
+with ``gs1_incomplete`` (``gs1_strict`` off) is counted in ``gs1_incomplete_total`` and logged.
 
 ``binding.address`` is a serial device node or pyserial URL for ``interface = "serial"``,
 and an evdev node (``/dev/input/by-id/usb-...-event-kbd``) for ``interface = "hid"``. The
@@ -56,6 +57,7 @@ class ScanPipeline:
         self.mode: ScanMode = settings.mode
         self.options = DecodeOptions(
             aim_ids=profile.aim_ids,
+            programmed=frozenset(profile.symbologies),
             gs1_strict=settings.gs1_strict,
             variable_measure=settings.variable_measure,
             max_length=profile.max_length,
@@ -67,6 +69,7 @@ class ScanPipeline:
             logger=log, device_id=binding.device_id, health=self.record, event="barcode rejected", noun="code(s)"
         )
         self.partial_discarded_total = 0
+        self.gs1_incomplete_total = 0
 
     @property
     def readings_total(self) -> int:
@@ -96,6 +99,17 @@ class ScanPipeline:
             self.reject(err.reason, err.detail, text=text)
             return None
         self.rejects.accepted()
+        if scan.gs1_incomplete:
+            # Kept (gs1_strict is off) and flagged on the wire; counted and logged so a bad label is found.
+            self.gs1_incomplete_total += 1
+            log.warning(
+                "barcode GS1 data incomplete",
+                device_id=self.binding.device_id,
+                address=self.binding.address,
+                problem=scan.gs1_problem,
+                raw=text[:80],
+                incomplete_total=self.gs1_incomplete_total,
+            )
         if not self.double_reads.admit(scan.code):
             log.debug("barcode double read suppressed", device_id=self.binding.device_id, code=scan.code)
             return None

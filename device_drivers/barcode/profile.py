@@ -1,7 +1,8 @@
 """Barcode scanners' profiles (firmware_configs) and per-device settings (agent config).
 
 The profile says how the scanner model is *programmed* to talk (serial or keyboard wedge,
-line terminator, AIM symbology identifiers, character encoding, keyboard country); the
+line terminator, AIM symbology identifiers, the symbologies it reads, character encoding,
+keyboard country); the
 settings say what a scan *means* at this scanner (checkout, receiving, stock count), how
 long a repeated code counts as a double read, and how in-store variable-measure EAN-13s
 (prefix 02 and 20-29) are laid out at this store.
@@ -14,6 +15,7 @@ from typing import Final, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from device_drivers.barcode.keymap import KEY_CODES
+from device_drivers.barcode.symbology import GUESS_ORDER, SymbologyName
 from device_drivers.profile_base import ProfileBase, ProfileModel, SerialLink, SettingsBase
 from storegate.wire import ScanMode
 
@@ -32,6 +34,11 @@ class BarcodeProfile(ProfileBase):
     serial: SerialLink = Field(default_factory=SerialLink)
     terminator: Terminator = Field(default="cr", description="suffix the scanner sends after each code (serial)")
     aim_ids: bool = Field(default=True, description="the scanner prefixes each code with its AIM id (]E0, ]C1...)")
+    symbologies: tuple[SymbologyName, ...] = Field(
+        default=GUESS_ORDER,
+        min_length=1,
+        description="symbologies the scanner is programmed to read: the only ones a code without AIM id is tried as",
+    )
     encoding: Literal["latin-1", "utf-8"] = Field(
         default="latin-1", description="serial bytes to text; Code 128 carries ISO 8859-1 through FNC4"
     )

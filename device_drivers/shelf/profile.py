@@ -13,6 +13,7 @@ from typing import Final, Literal
 from pydantic import Field, field_validator, model_validator
 
 from device_drivers.profile_base import ProfileBase, ProfileModel, SerialLink, SettingsBase
+from storegate.wire import SkuId
 
 # The line protocol addresses slots 1..32 (docs/devices/shelf.md, "Limits").
 MAX_SLOTS: Final = 32
@@ -114,7 +115,8 @@ class ShelfProfile(ProfileBase):
 class SlotAssignment(SettingsBase):
     """What one slot holds: a SKU and the weight of one item (without it the slot reports weight, not counts)."""
 
-    sku: str | None = Field(default=None, min_length=1, max_length=64, description="the planogram's SKU")
+    # The wire's SkuId: an id its shelf events could not carry is refused here, when the config is read.
+    sku: SkuId | None = Field(default=None, description="the planogram's SKU")
     unit_weight_g: float | None = Field(default=None, gt=0, le=1_000_000, description="weight of one item, g")
 
 

@@ -40,13 +40,13 @@ from hub.catalog.values import (
 )
 from hub.csvcells import spreadsheet_safe_row, unneutralise
 from hub.errors import HubError
-from storegate.wire import DeviceId, StoreId
+from storegate.wire import DeviceId, StoreId, check_sku_id
 
 # More errors than this are counted but not listed: a wrong file would otherwise answer megabytes.
 MAX_LISTED_ERRORS: Final = 1000
 
-# The retailer's own code: no control characters and no "/" (it is a URL path segment); cells are stripped.
-SkuId = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^/\x00-\x1f\x7f]+$")]
+# The retailer's own code, safe as one URL path segment (storegate.wire.check_sku_id); cells are stripped.
+SkuId = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(check_sku_id)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Gtin = Annotated[str, AfterValidator(normalise_gtin)]
 Currency = Annotated[str, AfterValidator(check_currency)]

@@ -16,6 +16,11 @@ from typing import Final
 
 from hub.domain.store_hours import OpeningInterval, StoreHours, Weekday
 
+# The one GTIN rule (length, check digit, reserved numbers), shared with the scanner driver; re-exported here.
+from storegate.gtin import GTIN_LENGTHS as GTIN_LENGTHS
+from storegate.gtin import gtin_check_digit as gtin_check_digit
+from storegate.gtin import normalise_gtin as normalise_gtin
+
 # Active ISO 4217 currencies a price can be quoted in, with their minor-unit digits (amendment of 2025).
 # Fund codes (BOV, CHE, CLF, ...), precious metals (XAU, ...) and withdrawn codes (HRK, ANG, SLL, ZWL) are
 # left out on purpose: a shelf price is never in them.
@@ -35,28 +40,9 @@ CURRENCY_MINOR_UNITS: Final[dict[str, int]] = {
     **dict.fromkeys(_THREE_DIGIT_CURRENCIES.split(), 3),
 }
 
-GTIN_LENGTHS: Final = (8, 12, 13, 14)
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY: Final = 24 * 60
 _HHMM: Final = re.compile(r"(\d{2}):(\d{2})")
-
-
-def gtin_check_digit(body: str) -> int:
-    """The GS1 mod-10 check digit of the digits before it (weights 3, 1, 3, ... from the right)."""
-    total = sum(int(digit) * (3 if i % 2 == 0 else 1) for i, digit in enumerate(reversed(body)))
-    return (10 - total % 10) % 10
-
-
-def normalise_gtin(code: str) -> str:
-    """A GTIN-8, -12, -13 or -14 as GTIN-14 (zero-padded, as scans carry it); ValueError says what is wrong."""
-    if not code.isascii() or not code.isdigit():
-        raise ValueError("a GTIN has digits only")
-    if len(code) not in GTIN_LENGTHS:
-        raise ValueError(f"a GTIN has 8, 12, 13 or 14 digits, not {len(code)}")
-    expected = gtin_check_digit(code[:-1])
-    if int(code[-1]) != expected:
-        raise ValueError(f"check digit is {code[-1]}, expected {expected}")
-    return code.zfill(14)
 
 
 def check_currency(code: str) -> str:

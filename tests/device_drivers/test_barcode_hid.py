@@ -286,10 +286,12 @@ async def test_hid_scans_become_readings_with_the_device_grabbed_and_released_on
     assert readings[0].payload == {
         "code": "5901234123457",
         "symbology": "ean13",
+        "symbology_guessed": False,
         "mode": "checkout",
         "gtin": "05901234123457",
         "quantity": 1,
         "ai": {},
+        "gs1_incomplete": False,
     }
     assert readings[1].payload["gtin"] == "09501101020917"
     assert readings[1].payload["batch"] == "LOT1"

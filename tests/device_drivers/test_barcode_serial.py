@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from device_drivers.barcode.driver import SerialBarcodeDriver, create
 from device_drivers.barcode.profile import BarcodeProfile, BarcodeSettings
@@ -17,7 +18,7 @@ from device_drivers.base import DeviceUnavailableError, DriverState, Reading
 from device_drivers.ports import DeviceBinding
 from device_drivers.profiles import load_catalog, parse_profile
 from device_drivers.simulated.pty import PtyPort
-from storegate.wire import PAYLOAD_MODELS
+from storegate.wire import PAYLOAD_MODELS, Scan
 from tests.clocks import FakeClock
 from tests.conftest import eventually
 from tests.device_drivers.test_barcode_validator import scanner_text, zxing_rows
@@ -95,10 +96,12 @@ async def test_a_scan_becomes_a_scan_sale_reading_with_the_wire_payload() -> Non
     assert first.payload == {
         "code": "5901234123457",
         "symbology": "ean13",
+        "symbology_guessed": False,
         "mode": "checkout",
         "gtin": "05901234123457",
         "quantity": 1,
         "ai": {},
+        "gs1_incomplete": False,
     }
     assert second.payload["expiry"] == "2025-06-30"
     assert second.payload["net_weight_g"] == 1250.0
@@ -106,6 +109,31 @@ async def test_a_scan_becomes_a_scan_sale_reading_with_the_wire_payload() -> Non
         PAYLOAD_MODELS[reading.kind].model_validate(reading.payload)
     assert r.driver.health().readings_total == 2
     assert r.driver.health().last_reading_at == T0
+
+
+async def test_databar_is_read_and_incomplete_gs1_data_is_flagged_counted_and_logged() -> None:
+    async with rig() as r:
+        r.scanner.queue_scan("0190012345678908320200175015100312", aim="]e0")  # zxing-cpp rssexpanded-1/20
+        # The label: (423) holds 13 digits, which its format cannot take.
+        r.scanner.queue_scan(
+            "1599123131030017501012A" + GS + "422123" + GS + "21123456" + GS + "4230123456789012", aim="]C1"
+        )
+        with capture_logs() as logs:
+            databar, incomplete = await r.until(2)
+    assert (databar.payload["symbology"], databar.payload["gtin"]) == ("gs1_databar", "90012345678908")
+    assert incomplete.payload["gs1_incomplete"] is True
+    assert Scan.model_validate(incomplete.payload).ai == {
+        "15": "991231",
+        "3103": "001750",
+        "10": "12A",
+        "422": "123",
+        "21": "123456",
+    }
+    assert r.driver.gs1_incomplete_total == 1
+    assert r.driver.rejected_total == 0
+    [warning] = [entry for entry in logs if entry["event"] == "barcode GS1 data incomplete"]
+    assert warning["device_id"] == "till-2-scanner"
+    assert "(423)" in warning["problem"]
 
 
 async def test_double_reads_are_suppressed_and_a_rescan_after_the_window_counts() -> None:

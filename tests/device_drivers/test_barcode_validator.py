@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,21 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from device_drivers.barcode.gs1 import parse_gs1
-from device_drivers.barcode.profile import DEFAULT_VARIABLE_MEASURE, BarcodeSettings, VariableMeasureRule
+from device_drivers.barcode.profile import (
+    DEFAULT_VARIABLE_MEASURE,
+    BarcodeProfile,
+    BarcodeSettings,
+    VariableMeasureRule,
+)
 from device_drivers.barcode.scan import KIND_OF_MODE, DecodeOptions, DoubleReadFilter, decode
-from device_drivers.barcode.symbology import GS, BarcodeRejectedError, RejectReason, classify
+from device_drivers.barcode.symbology import (
+    ALL_SYMBOLOGIES,
+    GS,
+    BarcodeRejectedError,
+    RejectReason,
+    SymbologyName,
+    classify,
+)
 from device_drivers.simulated.climate import shared_data_dir
 from storegate.wire import PAYLOAD_MODELS
 from tests.clocks import FakeClock
@@ -142,7 +155,11 @@ def test_a_gtin_with_a_bad_check_digit_inside_gs1_is_rejected_even_leniently() -
         ("]C0ab" + GS + "c", RejectReason.ILLEGAL_CHARACTERS),
         ("5901234123457", RejectReason.MISSING_IDENTIFIER),
         ("]I100012345678905", RejectReason.UNSUPPORTED_SYMBOLOGY),
-        ("]e001095011010209", RejectReason.UNSUPPORTED_SYMBOLOGY),
+        ("]e00100000000000000", RejectReason.RESERVED_GTIN),  # zxing-cpp databarltd-1/00: all zeros
+        ("]E00000000000000", RejectReason.RESERVED_GTIN),
+        ("]E400000000", RejectReason.RESERVED_GTIN),
+        ("]E09912345678909", RejectReason.RESERVED_GTIN),  # GS1 prefix 99: a coupon, no trade item
+        ("]C10100000000000000", RejectReason.RESERVED_GTIN),
         ("]d1hello", RejectReason.UNSUPPORTED_SYMBOLOGY),
         ("]E3590123412345712", RejectReason.UNSUPPORTED_SYMBOLOGY),
         ("]C0", RejectReason.EMPTY),
@@ -154,6 +171,121 @@ def test_bad_codes_are_rejected_with_their_reason(text: str, reason: RejectReaso
     with pytest.raises(BarcodeRejectedError) as caught:
         decode(text, mode="checkout", options=OPTIONS)
     assert caught.value.reason is reason
+
+
+DATABAR_FILE = Path(__file__).parent / "data" / "zxing_databar_texts.csv"
+
+
+def databar_rows() -> list[Any]:
+    """The real DataBar texts of zxing-cpp's samples (see the file's header)."""
+    with DATABAR_FILE.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    return [pytest.param(row, id=f"{row['set']}:{row['sample']}") for row in rows]
+
+
+@pytest.mark.parametrize("row", databar_rows())
+def test_real_gs1_databar_texts_give_their_gtin_ais_and_weight(row: dict[str, str]) -> None:
+    text = "]e0" + row["text"]
+    if row["refused"]:
+        with pytest.raises(BarcodeRejectedError) as caught:
+            decode(text, mode="checkout", options=OPTIONS)
+        assert caught.value.reason == row["refused"]
+        return
+    scan = decode(text, mode="checkout", options=OPTIONS)
+    assert (scan.symbology, scan.symbology_guessed, scan.gs1_incomplete) == ("gs1_databar", False, False)
+    assert scan.gtin == (row["gtin"] or None)
+    assert scan.ai == dict(pair.split("=", 1) for pair in row["ai"].split(";"))
+    assert scan.net_weight_g == (float(row["net_weight_g"]) if row["net_weight_g"] else None)
+    PAYLOAD_MODELS["scan.sale"].model_validate(scan.model_dump(mode="json", exclude_none=True))
+
+
+def test_pound_weights_are_converted_exactly_to_grams() -> None:
+    # zxing-cpp rssexpanded-1/20: (3202) 001750 is 17.50 lb; 1 lb = 0.45359237 kg by definition.
+    scan = decode("]e00190012345678908320200175015100312", mode="receiving", options=OPTIONS)
+    assert scan.net_weight_g == float(Decimal("17.50") * Decimal("453.59237")) == 7937.866475
+    assert scan.ai["3202"] == "001750"  # the unit the label used stays on the wire
+
+
+ISSUE_423 = "]C1" + "1599123131030017501012A" + GS + "422123" + GS + "21123456" + GS + "4230123456789012"
+
+
+def test_a_variable_length_value_biip_would_cut_short_is_flagged_not_carried() -> None:
+    # (423) holds 13 digits; its format takes 3 to 15 in groups of 3, and biip alone returned 12 of them.
+    scan = decode(ISSUE_423, mode="checkout", options=OPTIONS)
+    assert scan.gs1_incomplete
+    assert scan.gs1_problem is not None
+    assert "(423)" in scan.gs1_problem
+    assert "0123456789012" in scan.gs1_problem
+    assert scan.ai == {"15": "991231", "3103": "001750", "10": "12A", "422": "123", "21": "123456"}
+    with pytest.raises(BarcodeRejectedError) as caught:
+        decode(ISSUE_423, mode="checkout", options=DecodeOptions(gs1_strict=True))
+    assert caught.value.reason is RejectReason.GS1_SYNTAX
+    assert "(423)" in caught.value.detail
+
+
+def test_complete_gs1_data_is_not_flagged() -> None:
+    scan = decode("]C10109501101020917" + "10ABC" + GS + "423012345678", mode="checkout", options=OPTIONS)
+    assert (scan.gs1_incomplete, scan.gs1_problem, scan.ai["423"]) == (False, None, "012345678")
+
+
+NO_AIM = DecodeOptions(aim_ids=False, variable_measure=DEFAULT_VARIABLE_MEASURE)
+
+
+def _programmed(*names: SymbologyName) -> DecodeOptions:
+    return DecodeOptions(aim_ids=False, programmed=frozenset(names))
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "symbology", "gtin", "guessed"),
+    [
+        # 8 digits from a scanner not programmed for EAN-8 or UPC-E are Code 128, whatever the check digit says.
+        ("96385074", _programmed("ean13", "code128"), "code128", None, False),
+        ("96385075", _programmed("ean13", "code128"), "code128", None, False),
+        # Programmed for both: EAN-8 wins, and the event says it was a guess.
+        ("96385074", _programmed("ean8", "code128"), "ean8", "00000096385074", True),
+        # A scanner checks an EAN-8 before sending it: digits that fail the check were Code 128.
+        ("96385075", _programmed("ean8", "code128"), "code128", None, False),
+        # Whitespace the scanner adds around an EAN does not make it Code 128.
+        (" 5901234123457", _programmed("ean13", "code128"), "ean13", "05901234123457", True),
+        ("5901234123457 \t", _programmed("ean13"), "ean13", "05901234123457", False),
+        (" AB-12 ", _programmed("ean13", "code128"), "code128", None, False),
+        # DataBar's text without an AIM id keeps its GTIN instead of becoming Code 128.
+        ("0104412345678909", _programmed("gs1_databar", "code128"), "gs1_databar", "04412345678909", True),
+        ("0104412345678909", _programmed("gs1_databar"), "gs1_databar", "04412345678909", False),
+        ("0104412345678909", NO_AIM, "gs1_128", "04412345678909", True),
+    ],
+)
+def test_without_aim_ids_only_the_programmed_symbologies_are_tried(
+    text: str, options: DecodeOptions, symbology: str, gtin: str | None, guessed: bool
+) -> None:
+    scan = decode(text, mode="checkout", options=options)
+    assert (scan.symbology, scan.gtin, scan.symbology_guessed) == (symbology, gtin, guessed)
+    assert scan.code == (text if symbology == "code128" else text.strip())
+
+
+def test_a_text_no_programmed_symbology_fits_is_refused_with_the_list() -> None:
+    with pytest.raises(BarcodeRejectedError) as caught:
+        decode("Code 128", mode="checkout", options=_programmed("ean13", "ean8"))
+    assert caught.value.reason is RejectReason.UNSUPPORTED_SYMBOLOGY
+    assert "ean13, ean8" in caught.value.detail
+    with pytest.raises(BarcodeRejectedError) as bad_check:
+        decode("5901234123458", mode="checkout", options=_programmed("ean13"))
+    assert bad_check.value.reason is RejectReason.BAD_CHECK_DIGIT
+
+
+def test_without_aim_ids_data_with_a_gs_is_gs1_and_flagged_when_it_breaks_gs1_syntax() -> None:
+    # Only GS1 symbols send FNC1 as GS: such data is never Code 128, even when its AIs are wrong.
+    scan = decode("10ABC" + GS + "99XYZ" + GS + "ZZ", mode="checkout", options=NO_AIM)
+    assert (scan.symbology, scan.symbology_guessed, scan.gs1_incomplete) == ("gs1_128", True, True)
+    assert scan.ai == {"10": "ABC", "99": "XYZ"}
+
+
+def test_a_profile_lists_the_symbologies_its_scanner_reads() -> None:
+    assert set(BarcodeProfile.model_fields["symbologies"].default) == set(ALL_SYMBOLOGIES)
+    with pytest.raises(ValidationError):
+        BarcodeProfile.model_validate(
+            {"id": "x", "kind": "barcode", "vendor": "v", "model": "m", "symbologies": ["itf"]}
+        )
 
 
 def test_upce_sent_in_its_eight_digits_expands_to_the_upca_gtin() -> None:
@@ -239,7 +371,7 @@ def _check(body: str) -> int:
 
 # --------------------------------------------------------------------------- fuzzing
 
-AIMS = st.sampled_from(["]E0", "]E4", "]C0", "]C1", "]d2", "]I1", "]Q1", "]X0", "", "]"])
+AIMS = st.sampled_from(["]E0", "]E4", "]C0", "]C1", "]d2", "]e0", "]I1", "]Q1", "]X0", "", "]"])
 ALPHABET = st.sampled_from([*list("0123456789"), GS, "A", "z", "-", "é", "\x00", "\t", "]", "(", " "])
 SEEDS = st.sampled_from(
     [
@@ -250,6 +382,8 @@ SEEDS = st.sampled_from(
         "0109501101020917" + "17250600" + "10ABC123" + GS + "3103001250",
         "8101054321120021123456",
         "2012345012349",
+        "0190012345678908320200175015100312",
+        "1599123131030017501012A" + GS + "4230123456789012",
         "Code 128",
     ]
 )

@@ -10,6 +10,7 @@ from uuid import uuid4
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from storegate import wire
 
@@ -297,3 +298,14 @@ def test_an_ack_mark_past_64_bits_is_invalid() -> None:
     }
     with pytest.raises(wire.WireError, match="through_seq"):
         wire.decode(wire.Ack, json.dumps(ack).encode())
+
+
+@pytest.mark.parametrize("sku", [".", "..", "A/B", "A\\B", "A?B", "A#B", "50%", "A\tB"])
+def test_shelf_events_refuse_sku_ids_that_are_not_one_url_path_segment(sku: str) -> None:
+    with pytest.raises(ValidationError, match="SKU id"):
+        wire.ShelfStock(slot=1, sku=sku, count=1, weight_g=1.0)
+
+
+def test_shelf_events_carry_sku_ids_with_spaces_and_dots_inside() -> None:
+    assert wire.ShelfStock(slot=1, sku="BANK CHARGES", weight_g=1.0).sku == "BANK CHARGES"
+    assert wire.ShelfStock(slot=1, sku="...", weight_g=1.0).sku == "..."

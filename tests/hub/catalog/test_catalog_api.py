@@ -149,6 +149,45 @@ async def test_a_file_with_bad_rows_applies_nothing_and_names_every_row(client: 
     ]
 
 
+async def test_ids_unsafe_in_a_url_path_and_gtins_of_no_trade_item_are_refused(sqlite_engine: AsyncEngine) -> None:
+    """GET /skus/.. never reaches the SKU "..": such ids are refused where they enter, with the reason.
+
+    On SQLite only: the rows are refused before anything is stored."""
+    async with router_client(sqlite_engine, router, now=lambda: NOW) as client:
+        await _refuses_unsafe_ids_and_gtins(client)
+
+
+async def _refuses_unsafe_ids_and_gtins(client: httpx.AsyncClient) -> None:
+    bad = (
+        "sku_id,gtin,name,price,currency\n"
+        ".,,Dot,1,GBP\n"
+        "..,,Dots,1,GBP\n"
+        "A/B,,Slash,1,GBP\n"
+        "50%,,Half,1,GBP\n"
+        "ZERO,00000000000000,Nothing,1,GBP\n"  # passes the check digit, identifies nothing
+        "COUPON,9912345678909,Coupon,1,GBP\n"
+        "BANK CHARGES,,A code of the real invoices,1,GBP\n"  # a space is fine: clients encode it
+    )
+    assert row_errors(await post_csv(client, "skus", bad)) == [
+        (2, "sku_id", "SKU id '.' is a dot segment that HTTP clients remove from a URL path"),
+        (3, "sku_id", "SKU id '..' is a dot segment that HTTP clients remove from a URL path"),
+        (4, "sku_id", "SKU id 'A/B' has '/': a SKU id must be safe as one URL path segment"),
+        (5, "sku_id", "SKU id '50%' has '%': a SKU id must be safe as one URL path segment"),
+        (6, "gtin", "00000000000000 is not a trade item GTIN: an all-zero GTIN identifies nothing"),
+        (7, "gtin", "9912345678909 is not a trade item GTIN: GS1 prefix 99 is for coupons"),
+    ]
+    assert await imported(client, "skus", "sku_id,name,price,currency\nBANK CHARGES,Fee,1,GBP\n") == {
+        "created": 1,
+        "updated": 0,
+        "unchanged": 0,
+    }
+    assert (await client.get("/api/v1/catalog/skus/BANK CHARGES")).json()["name"] == "Fee"
+    planogram = "store_id,shelf_id,slot,sku_id,capacity,min_quantity\nstore-0001,shelf-a1,1,..,24,6\n"
+    assert row_errors(await post_csv(client, "planogram", planogram)) == [
+        (2, "sku_id", "SKU id '..' is a dot segment that HTTP clients remove from a URL path")
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "errors"),
     [
