@@ -29,7 +29,6 @@ EARLIEST_DEVICE_TIME: Final = datetime(2020, 1, 1, tzinfo=UTC)
 RECEIVED_INDEXES: Final = {
     "ix_events_received": ["received_at", "id"],
     "ix_events_store_received": ["store_id", "received_at", "id"],
-    "ix_events_gateway_received": ["store_id", "gateway_id", "received_at", "id"],
     "ix_events_device_id_received": ["device_id", "received_at", "id"],
 }
 
