@@ -6,7 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from hub.ingest.clock import ClockIssue
+from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import Incoming
 from tests.hub.conftest import RunningHub, reading
@@ -57,7 +60,9 @@ async def seed(hub: RunningHub) -> dict[str, wire.Event]:
     return by_name
 
 
-async def test_skewed_events_are_flagged_counted_and_listed_by_receipt(hub: RunningHub) -> None:
+async def test_skewed_events_are_flagged_counted_and_listed_by_receipt(
+    hub: RunningHub, caplog: pytest.LogCaptureFixture
+) -> None:
     events = await seed(hub)
     name_of = {str(event.event_id): name for name, event in events.items()}
 
@@ -100,13 +105,25 @@ async def test_skewed_events_are_flagged_counted_and_listed_by_receipt(hub: Runn
         labels = {"store": "store-0001", "gateway": gateway, "issue": issue.value}
         assert registry.get_sample_value("storegate_hub_events_clock_suspect_total", labels) == count
 
-    # Sent again (the Ack was lost): a duplicate is not counted twice.
-    await hub.runtime.ingestor.process([events_of(events["in_1970"])])
+    # Sent again (the Ack was lost): a duplicate is not counted twice. A new one is counted, not logged again.
+    again_1970 = reading(stream=STREAM, seq=6, ts=datetime(1970, 1, 1, 0, 4, tzinfo=UTC))
+    await hub.runtime.ingestor.process([events_of(events["in_1970"], again_1970)])
     labels = {"store": "store-0001", "gateway": "gw-1", "issue": "before_earliest"}
-    assert registry.get_sample_value("storegate_hub_events_clock_suspect_total", labels) == 1.0
+    assert registry.get_sample_value("storegate_hub_events_clock_suspect_total", labels) == 2.0
+    logged = [r.getMessage() for r in caplog.records if "device_clock_suspect" in r.getMessage()]
+    assert [("'gw-1'" in line, "'gw-2'" in line) for line in logged] == [(True, False), (False, True)]
 
     dashboard = (await hub.client.get("/")).text
     assert "device clock off: 1970-01-01" in dashboard
+
+
+def test_a_revoked_gateways_clock_series_go_with_it() -> None:
+    metrics = HubMetrics()
+    metrics.count_clock_suspects("store-0001", "gw-1", ClockIssue.BEFORE_EARLIEST, 3)
+    labels = {"store": "store-0001", "gateway": "gw-1", "issue": "before_earliest"}
+    assert metrics.registry.get_sample_value("storegate_hub_events_clock_suspect_total", labels) == 3.0
+    metrics.forget_gateway("store-0001", "gw-1")
+    assert metrics.registry.get_sample_value("storegate_hub_events_clock_suspect_total", labels) is None
 
 
 async def test_since_and_until_bound_the_time_asked_for(hub: RunningHub) -> None:
