@@ -198,7 +198,10 @@ class Cursor:
             ts = datetime.fromisoformat(ts_text)
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
             raise CursorError(_NOT_A_CURSOR) from None
-        if cursor_order not in _ORDER_WORDS or not isinstance(event_id, int) or isinstance(event_id, bool):
+        # A list as the order would make the look-up below a TypeError (unhashable), which is a 500.
+        if not isinstance(cursor_order, str) or cursor_order not in _ORDER_WORDS:
+            raise CursorError(_NOT_A_CURSOR)
+        if not isinstance(event_id, int) or isinstance(event_id, bool):
             raise CursorError(_NOT_A_CURSOR)
         # A forged cursor: an id past the BIGINT column, or a time outside the years the database holds, would
         # otherwise fail the query with a 500.

@@ -214,6 +214,8 @@ async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub, 
 FORGED_CURSOR_ID_2_70 = "WyJyZWNlaXZlZCIsIjIwMjUtMDEtMDFUMDA6MDA6MDArMDA6MDAiLDExODA1OTE2MjA3MTc0MTEzMDM0MjRd"
 FORGED_CURSOR_BEFORE_YEAR_1 = "WyJyZWNlaXZlZCIsIjAwMDEtMDEtMDFUMDA6MDA6MDArMDE6MDAiLDFd"
 FORGED_CURSOR_UNKNOWN_ORDER = "WyJzaWRld2F5cyIsIjIwMjUtMDEtMDFUMDA6MDA6MDArMDA6MDAiLDFd"
+# ([1], "2025-01-01T00:00:00+00:00", 1): an order that is not even a string.
+FORGED_CURSOR_LIST_ORDER = "W1sxXSwiMjAyNS0wMS0wMVQwMDowMDowMCswMDowMCIsMV0"
 # A well-formed cursor of the device-time order, and one of the old format (no order).
 DEVICE_ORDER_CURSOR = "WyJkZXZpY2UiLCIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxXQ"
 CURSOR_WITHOUT_ORDER = "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxXQ"
@@ -236,6 +238,7 @@ CURSOR_WITHOUT_ORDER = "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxXQ"
         ({"cursor": FORGED_CURSOR_ID_2_70}, "cursor", "not a cursor"),
         ({"cursor": FORGED_CURSOR_BEFORE_YEAR_1}, "cursor", "not a cursor"),
         ({"cursor": FORGED_CURSOR_UNKNOWN_ORDER}, "cursor", "not a cursor"),
+        ({"cursor": FORGED_CURSOR_LIST_ORDER}, "cursor", "not a cursor"),
         ({"cursor": CURSOR_WITHOUT_ORDER}, "cursor", "not a cursor"),
         ({"cursor": DEVICE_ORDER_CURSOR}, "cursor", "pages by the devices' own timestamps (time=device)"),
         ({"time": "hub"}, "time", "'received' or 'device'"),
