@@ -348,8 +348,10 @@ class _Group:
     counts: StreamCounts
     received_at: datetime
     sent_at: datetime
-    # The events whose device time is not believed: (index in events, issue, the device time as sent).
-    flagged: list[tuple[int, ClockIssue, datetime]]
+    # The events whose device time is not believed: (index in events, issue).
+    flagged: list[tuple[int, ClockIssue]]
+    # The events as inventory and rules take them: ``events``, but an impossible device time is the receipt.
+    applied: list[wire.Event]
 
 
 @dataclass(slots=True)
@@ -431,14 +433,14 @@ class _Unit:
         """
         judge = BatchClock.of(self.clock, sent_at=batch.sent_at, received_at=received_at)
         issues = [judge.issue_of(event.ts) for event in events]
-        flagged = [(index, issue, events[index].ts) for index, issue in enumerate(issues) if issue is not None]
+        flagged = [(index, issue) for index, issue in enumerate(issues) if issue is not None]
         applied = events
-        if any(issue.impossible for _, issue, _ in flagged):
+        if any(issue.impossible for _, issue in flagged):
             applied = list(events)
-            for index, issue, _ in flagged:
+            for index, issue in flagged:
                 if issue.impossible:
                     applied[index] = events[index].model_copy(update={"ts": received_at})
-        self.groups.append(_Group(batch.store_id, applied, counts, received_at, batch.sent_at, flagged))
+        self.groups.append(_Group(batch.store_id, events, counts, received_at, batch.sent_at, flagged, applied))
         as_time = self.as_time
         received = as_time(received_at)
         store_id, gateway_id, stream = key
@@ -563,16 +565,16 @@ async def store_batches(
         if meanwhile is None:
             inserted = await insert
         else:
-            candidates = [event for group in unit.groups for event in group.events]
+            candidates = [event for group in unit.groups for event in group.applied]
             inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates))
     stored_per_store: dict[str, int] = defaultdict(int)
     new_losses: list[wire.Event] = []
     missing: list[tuple[wire.Event, StreamCounts, datetime]] = []
     for group in unit.groups:
         if inserted is None:
-            stored = group.events
+            stored = group.applied
         else:
-            stored = [event for event in group.events if str(event.event_id) in inserted]
+            stored = [event for event in group.applied if str(event.event_id) in inserted]
             missing += [(e, group.counts, group.received_at) for e in group.events if str(e.event_id) not in inserted]
         if group.flagged:
             _note_clock_issues(outcome.clock_suspects, group, inserted)
@@ -605,14 +607,14 @@ async def store_batches(
 
 def _note_clock_issues(suspects: dict[GatewayKey, ClockSuspects], group: _Group, inserted: set[str] | None) -> None:
     """Count the group's flagged events that were stored now (not those another writer stored first)."""
-    for index, issue, device_ts in group.flagged:
+    for index, issue in group.flagged:
         event = group.events[index]
         if inserted is not None and str(event.event_id) not in inserted:
             continue
         gateway = (event.store_id, event.gateway_id)
         noted = suspects.setdefault(gateway, ClockSuspects(*gateway))
         noted.by_issue[issue] += 1
-        noted.device_ts, noted.sent_at, noted.received_at = device_ts, group.sent_at, group.received_at
+        noted.device_ts, noted.sent_at, noted.received_at = event.ts, group.sent_at, group.received_at
 
 
 async def _record_refused(session: AsyncSession, refused: Sequence[SetAside], *, now: datetime) -> None:
