@@ -20,6 +20,11 @@ A bad event never stalls its gateway's stream: an invalid event of a batch (:mod
 one the database refuses (found by storing the batch event by event, :func:`~hub.ingest.unit.find_unstorable`),
 is set aside in ``refused_events`` and counted in ``storegate_hub_refused_events_total{reason}``; the rest of
 the batch is stored, and the Ack moves past the refused seqs so the gateway deletes them.
+
+A wrong gateway clock never costs an event: one whose device time the hub does not believe
+(:mod:`hub.ingest.clock`) is stored with ``clock_issue`` set, counted in
+``storegate_hub_events_clock_suspect_total{store,gateway,issue}`` and logged once per gateway per
+``CLOCK_LOG_PERIOD_S``.
 """
 
 from __future__ import annotations
