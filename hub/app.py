@@ -147,6 +147,7 @@ async def _start(
         clock=clock,
         write_gate=write_gate,
         accept_unknown_gateways=settings.accept_unknown_gateways,
+        event_clock=settings.event_clock,
     )
     ingestor.start()
     stack.push_async_callback(ingestor.stop, timeout=CONSUMER_STOP_TIMEOUT_S)

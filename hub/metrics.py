@@ -7,10 +7,12 @@ from typing import Final, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from hub.ingest.clock import ClockIssue
 from storegate import wire
 
 LOSS_REASONS: Final[tuple[str, ...]] = get_args(wire.DataLoss.model_fields["reason"].annotation)
 _GATEWAY_LABELS: Final = ["store", "gateway"]
+CLOCK_ISSUES: Final = tuple(issue.value for issue in ClockIssue)
 
 
 class HubMetrics:
@@ -113,6 +115,13 @@ class HubMetrics:
             _GATEWAY_LABELS,
             registry=r,
         )
+        # One series per gateway and issue (bounded by the fleet: only enrolled gateways' events are stored).
+        self.events_clock_suspect = Counter(
+            "storegate_hub_events_clock_suspect",
+            "events stored with a device time the hub does not believe (a gateway clock off), by gateway and issue",
+            [*_GATEWAY_LABELS, "issue"],
+            registry=r,
+        )
         # What the hub made of the events (hub/ingest/operations.py).
         self.ledger_movements = Counter(
             "storegate_hub_ledger_movements", "stock movements written to the ledger", ["kind"], registry=r
@@ -205,8 +214,15 @@ class HubMetrics:
         self.gateway_evicted.labels(**labels).set(health.evicted_total)
         self.gateway_health_timestamp.labels(**labels).set(health.ts.timestamp())
 
+    def count_clock_suspects(self, store_id: str, gateway_id: str, issue: str, count: int) -> None:
+        """Count events of a gateway stored with a device time the hub does not believe (hub.ingest.clock)."""
+        self.events_clock_suspect.labels(store=store_id, gateway=gateway_id, issue=issue).inc(count)
+
     def forget_gateway(self, store_id: str, gateway_id: str) -> None:
         """Remove a gateway's series (when it is revoked)."""
+        for issue in CLOCK_ISSUES:
+            with contextlib.suppress(KeyError):  # none of its events had this issue: no series
+                self.events_clock_suspect.remove(store_id, gateway_id, issue)
         for gauge in (
             self.gateway_backlog,
             self.gateway_oldest_unacked,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from hub.alerting.notification_settings import NotificationSettings
 from hub.auth.settings import AuthSettings
+from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
@@ -164,6 +165,10 @@ class HubSettings(BaseSettings):
         ge=1,
         le=100_000,
         description="the consumer drains queued messages into one transaction up to this many events",
+    )
+    event_clock: EventClockSettings = Field(
+        default_factory=EventClockSettings,
+        description="how far a gateway's clock may be off before its events are flagged (docs/operations.md)",
     )
     notifications: NotificationSettings = Field(
         default_factory=NotificationSettings,

@@ -133,12 +133,19 @@ def _gateway_rows(gateways: Sequence[GatewayView]) -> str:
     )
 
 
+def _event_time(event: StoredEvent) -> str:
+    """The device's time, or the hub's receipt when the device's clock is not believed (hub.ingest.clock)."""
+    if event.clock_issue is None:
+        return _time(event.device_ts)
+    return f"{_time(event.received_at)} received (device clock off: {_time(event.device_ts)})"
+
+
 def _event_rows(events: Sequence[StoredEvent]) -> str:
     if not events:
         return "<p class='meta'>No events yet.</p>"
     rows = [
         "<tr>"
-        f"<td>{escape(_time(e.device_ts))}</td>"
+        f"<td>{escape(_event_time(e))}</td>"
         f"<td class='mono'>{escape(e.gateway_id)}</td>"
         f"<td class='mono'>{escape(e.device_id)}</td>"
         f"<td class='mono'>{escape(e.kind)}</td>"

@@ -164,34 +164,55 @@ class CursorError(HubError, ValueError):
     """A pagination cursor that this API did not hand out."""
 
 
+# The orders a listing pages by, one per time column: a cursor names its order, so one handed out in one order is
+# refused in another (it would skip or repeat rows).
+Order = Literal["received", "device", "reported", "recorded"]
+_ORDER_WORDS: dict[Order, str] = {
+    "received": "the time the hub received the events (time=received)",
+    "device": "the devices' own timestamps (time=device)",
+    "reported": "the time losses were reported",
+    "recorded": "the time refused events were recorded",
+}
+_NOT_A_CURSOR = "not a cursor returned by this API (pass next_cursor unchanged)"
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Position after the last event of a page: events sort by (device time, id), newest first."""
+    """Position after the last row of a page: rows sort by (``order``'s time, id), newest first."""
 
+    order: Order
     ts: datetime
     id: int
 
     def encode(self) -> str:
         """The opaque string handed to clients."""
-        raw = json.dumps([self.ts.isoformat(), self.id], separators=(",", ":")).encode()
+        raw = json.dumps([self.order, self.ts.isoformat(), self.id], separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, value: str) -> Cursor:
-        """Parse a string from :meth:`encode`, or raise CursorError."""
+    def decode(cls, value: str, *, order: Order) -> Cursor:
+        """Parse a string from :meth:`encode` of a page in ``order``, or raise CursorError."""
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            ts_text, event_id = json.loads(raw)
+            cursor_order, ts_text, event_id = json.loads(raw)
             ts = datetime.fromisoformat(ts_text)
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-            raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)") from None
-        if not isinstance(event_id, int) or isinstance(event_id, bool) or ts.tzinfo is None:
-            raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)")
+            raise CursorError(_NOT_A_CURSOR) from None
+        # A list as the order would make the look-up below a TypeError (unhashable), which is a 500.
+        if not isinstance(cursor_order, str) or cursor_order not in _ORDER_WORDS:
+            raise CursorError(_NOT_A_CURSOR)
+        if not isinstance(event_id, int) or isinstance(event_id, bool):
+            raise CursorError(_NOT_A_CURSOR)
         # A forged cursor: an id past the BIGINT column, or a time outside the years the database holds, would
         # otherwise fail the query with a 500.
-        if not 1 <= event_id <= INT64_MAX or not _in_utc_range(ts):
-            raise CursorError("not a cursor returned by this API (pass next_cursor unchanged)")
-        return cls(ts, event_id)
+        if ts.tzinfo is None or not 1 <= event_id <= INT64_MAX or not _in_utc_range(ts):
+            raise CursorError(_NOT_A_CURSOR)
+        if cursor_order != order:
+            raise CursorError(
+                f"this cursor pages by {_ORDER_WORDS[cursor_order]}, not by {_ORDER_WORDS[order]}: "
+                "ask for the same order as the page it came from, or start again without a cursor"
+            )
+        return cls(order, ts, event_id)
 
 
 def _in_utc_range(value: datetime) -> bool:
@@ -202,9 +223,18 @@ def _in_utc_range(value: datetime) -> bool:
     return True
 
 
+# Which time of an event sorts a list and bounds since/until: when the hub received it (the default, which a
+# gateway's wrong clock cannot move) or the device's own timestamp.
+EventTime = Literal["received", "device"]
+EVENT_TIME_COLUMNS: dict[EventTime, InstrumentedAttribute[datetime]] = {
+    "received": StoredEvent.received_at,
+    "device": StoredEvent.device_ts,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which events to list; ``since`` is inclusive, ``until`` exclusive, both on the device's timestamp."""
+    """Which events to list; ``since`` is inclusive, ``until`` exclusive, both on ``time``."""
 
     store_id: str | None = None
     gateway_id: str | None = None
@@ -212,6 +242,7 @@ class EventFilter:
     kind: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    time: EventTime = "received"
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """The SQL conditions of this filter."""
@@ -223,10 +254,11 @@ class EventFilter:
             (StoredEvent.kind, self.kind),
         )
         conditions += [column == value for column, value in equal if value is not None]
+        at = EVENT_TIME_COLUMNS[self.time]
         if self.since is not None:
-            conditions.append(StoredEvent.device_ts >= self.since)
+            conditions.append(at >= self.since)
         if self.until is not None:
-            conditions.append(StoredEvent.device_ts < self.until)
+            conditions.append(at < self.until)
         return conditions
 
 
@@ -240,6 +272,7 @@ async def _newest_first(
     at: InstrumentedAttribute[datetime],
     conditions: Sequence[ColumnElement[bool]],
     *,
+    order: Order,
     limit: int,
     cursor: Cursor | None,
 ) -> tuple[list[Paged], str | None]:
@@ -247,13 +280,15 @@ async def _newest_first(
     ``cursor`` (keyset pagination: a page costs the same however deep); the rows and the next page's cursor."""
     stmt = select(entity).where(*conditions)
     if cursor is not None:
+        if cursor.order != order:  # Cursor.decode refuses it first: this is a caller's bug
+            raise CursorError(f"a cursor of the {cursor.order} order used for the {order} order")
         stmt = stmt.where(or_(at < cursor.ts, and_(at == cursor.ts, entity.id < cursor.id)))
     stmt = stmt.order_by(at.desc(), entity.id.desc()).limit(limit + 1)
     rows = list(await session.scalars(stmt))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
-    return rows[:limit], Cursor(getattr(last, at.key), last.id).encode()
+    return rows[:limit], Cursor(order, getattr(last, at.key), last.id).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,15 +302,22 @@ class EventPage:
 async def list_events(
     session: AsyncSession, event_filter: EventFilter, *, limit: int, cursor: Cursor | None = None
 ) -> EventPage:
-    """Events matching the filter, newest first, ``limit`` at a time (keyset pagination)."""
+    """Events matching the filter, newest (by the filter's ``time``) first, ``limit`` at a time (keyset pagination)."""
+    time = event_filter.time
     rows, next_cursor = await _newest_first(
-        session, StoredEvent, StoredEvent.device_ts, event_filter.conditions(), limit=limit, cursor=cursor
+        session,
+        StoredEvent,
+        EVENT_TIME_COLUMNS[time],
+        event_filter.conditions(),
+        order=time,
+        limit=limit,
+        cursor=cursor,
     )
     return EventPage(rows, next_cursor)
 
 
 async def latest_events(session: AsyncSession, store_id: str, *, limit: int) -> list[StoredEvent]:
-    """The newest ``limit`` events of one store."""
+    """The ``limit`` events of one store the hub received last (a 1970 device clock cannot keep them on top)."""
     page = await list_events(session, EventFilter(store_id=store_id), limit=limit)
     return page.items
 
@@ -319,7 +361,13 @@ async def list_losses(
 ) -> LossPage:
     """Loss records matching the filter, newest report first, ``limit`` at a time (keyset pagination)."""
     rows, next_cursor = await _newest_first(
-        session, DataLossRecord, DataLossRecord.reported_at, loss_filter.conditions(), limit=limit, cursor=cursor
+        session,
+        DataLossRecord,
+        DataLossRecord.reported_at,
+        loss_filter.conditions(),
+        order="reported",
+        limit=limit,
+        cursor=cursor,
     )
     return LossPage(rows, next_cursor)
 
@@ -383,6 +431,12 @@ async def list_refused(
 ) -> RefusedPage:
     """Refused events matching the filter, most recently recorded first, ``limit`` at a time (keyset pagination)."""
     rows, next_cursor = await _newest_first(
-        session, RefusedEvent, RefusedEvent.recorded_at, refused_filter.conditions(), limit=limit, cursor=cursor
+        session,
+        RefusedEvent,
+        RefusedEvent.recorded_at,
+        refused_filter.conditions(),
+        order="recorded",
+        limit=limit,
+        cursor=cursor,
     )
     return RefusedPage(rows, next_cursor)

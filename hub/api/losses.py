@@ -59,5 +59,5 @@ async def get_data_losses(
 ) -> DataLossPageOut:
     """One page of loss records."""
     loss_filter = LossFilter(store_id=store_id, gateway_id=gateway_id, reason=reason, since=aware("since", since))
-    page = await list_losses(session, loss_filter, limit=limit, cursor=cursor_of(cursor))
+    page = await list_losses(session, loss_filter, limit=limit, cursor=cursor_of(cursor, order="reported"))
     return DataLossPageOut(items=[loss_out(row) for row in page.items], next_cursor=page.next_cursor)

@@ -9,7 +9,7 @@ from typing import Annotated, Final
 from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator
 
-from hub.api.listings import Cursor, CursorError
+from hub.api.listings import Cursor, CursorError, Order
 
 _NUMBER: Final = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -50,11 +50,11 @@ def aware(parameter: str, value: datetime | None) -> datetime | None:
     return value
 
 
-def cursor_of(value: str | None) -> Cursor | None:
-    """The position a ``cursor`` parameter stands for; a 422 if this API did not hand it out."""
+def cursor_of(value: str | None, *, order: Order) -> Cursor | None:
+    """The position a ``cursor`` parameter stands for; a 422 if this API did not hand it out for ``order``."""
     if value is None:
         return None
     try:
-        return Cursor.decode(value)
+        return Cursor.decode(value, order=order)
     except CursorError as err:
         raise invalid("cursor", str(err), value) from None

@@ -57,5 +57,5 @@ async def get_refused_events(
 ) -> RefusedEventPageOut:
     """One page of refused events."""
     refused_filter = RefusedFilter(store_id=store_id, gateway_id=gateway_id, reason=reason)
-    page = await list_refused(session, refused_filter, limit=limit, cursor=cursor_of(cursor))
+    page = await list_refused(session, refused_filter, limit=limit, cursor=cursor_of(cursor, order="recorded"))
     return RefusedEventPageOut(items=[refused_out(row) for row in page.items], next_cursor=page.next_cursor)

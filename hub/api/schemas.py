@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from hub.ingest.clock import ClockIssue
 from storegate import wire
 
 
@@ -105,13 +106,19 @@ class EventOut(ApiModel):
     seq: int
     device_id: str
     kind: str
-    ts: datetime = Field(description="when the device reported it, UTC")
+    ts: datetime = Field(description="when the device reported it, UTC, by the gateway's clock (see clock_issue)")
     payload: dict[str, JsonValue]
-    received_at: datetime = Field(description="when the hub received it, UTC")
+    received_at: datetime = Field(description="when the hub received it, UTC, by the hub's clock")
+    clock_issue: ClockIssue | None = Field(
+        default=None,
+        description="why ts is not believed (the gateway's clock was off), or null: before_earliest (before 2020, "
+        "a clock never set), ahead_of_hub (later than its receipt), older_than_outbox (older than an outbox "
+        "waits), gateway_clock_ahead (its batch was sent ahead of the hub's clock)",
+    )
 
 
 class EventPageOut(ApiModel):
-    """A page of events, newest first."""
+    """A page of events, newest first (by the time asked for: received by default)."""
 
     items: list[EventOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")

@@ -36,6 +36,7 @@ NAMING_CONVENTION: Final = {
 ID_LENGTH: Final = 63
 DEVICE_ID_LENGTH: Final = 128
 KIND_LENGTH: Final = 64
+CLOCK_ISSUE_LENGTH: Final = 32
 UUID_LENGTH: Final = 36
 TOPIC_LENGTH: Final = 1024
 REASON_LENGTH: Final = 64
@@ -154,6 +155,12 @@ class StoredEvent(Base):
         Index("ix_events_gateway_ts", "store_id", "gateway_id", "device_ts", "id"),
         Index("ix_events_device_id_ts", "device_id", "device_ts", "id"),
         Index("ix_events_kind_ts", "kind", "device_ts", "id"),
+        # Lists go by the time the hub received an event (a gateway's clock may be decades off). Each index costs
+        # every insert, so only the selective filters have one: a gateway's events are read through its store's
+        # (a store has a few gateways), a kind's through the first (kinds are few).
+        Index("ix_events_received", "received_at", "id"),
+        Index("ix_events_store_received", "store_id", "received_at", "id"),
+        Index("ix_events_device_id_received", "device_id", "received_at", "id"),
         # Ids are never reused, so a keyset cursor stays valid.
         {"sqlite_autoincrement": True},
     )
@@ -169,6 +176,8 @@ class StoredEvent(Base):
     device_ts: Mapped[datetime]
     received_at: Mapped[datetime]
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Why device_ts is not believed (hub.ingest.clock.ClockIssue), or None.
+    clock_issue: Mapped[str | None] = mapped_column(String(CLOCK_ISSUE_LENGTH))
 
 
 class GatewayStream(Base):

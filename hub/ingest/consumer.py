@@ -20,6 +20,11 @@ A bad event never stalls its gateway's stream: an invalid event of a batch (:mod
 one the database refuses (found by storing the batch event by event, :func:`~hub.ingest.unit.find_unstorable`),
 is set aside in ``refused_events`` and counted in ``storegate_hub_refused_events_total{reason}``; the rest of
 the batch is stored, and the Ack moves past the refused seqs so the gateway deletes them.
+
+A wrong gateway clock never costs an event: one whose device time the hub does not believe
+(:mod:`hub.ingest.clock`) is stored with ``clock_issue`` set, counted in
+``storegate_hub_events_clock_suspect_total{store,gateway,issue}`` and logged once per gateway per
+``CLOCK_LOG_PERIOD_S``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from hub.ingest.classify import (
     classify,
     weight,
 )
-from hub.ingest.eventlog import LossRecord
+from hub.ingest.clock import EventClockSettings
+from hub.ingest.eventlog import DEFAULT_CLOCK, ClockSuspects, LossRecord
 from hub.ingest.operations import HubOperations
 from hub.ingest.rejections import Rejection, SetAside
 from hub.ingest.seqs import describe
@@ -62,6 +68,8 @@ log = structlog.get_logger(__name__)
 
 # Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
 MAX_REFUSALS: Final = 3
+# At most one line per gateway in this long about its clock (the counter counts every event).
+CLOCK_LOG_PERIOD_S: Final = 600.0
 
 
 def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
@@ -129,8 +137,10 @@ class Ingestor:
         operations: HubOperations | None = None,
         write_gate: WriteGate | None = None,
         accept_unknown_gateways: bool = False,
+        event_clock: EventClockSettings = DEFAULT_CLOCK,
     ) -> None:
         self._link = link
+        self._event_clock = event_clock
         # Off in production: a gateway must be enrolled before anything of it is accepted.
         self._accept_unknown = accept_unknown_gateways
         self._operations = operations
@@ -149,6 +159,8 @@ class Ingestor:
         self._idle = False
         self._consumer = BackgroundTask(self._run, name="storegate-hub-ingest")
         self._log_limiter = _LogLimiter()
+        # A gateway whose clock is off flags every event it sends: one line per gateway and period says so.
+        self._clock_log_limiter = _LogLimiter(limit=1, window_s=CLOCK_LOG_PERIOD_S)
         self.database_ok = True
         self.last_database_error: str | None = None
         self.units_committed = 0
@@ -266,6 +278,7 @@ class Ingestor:
                         now=self._clock(),
                         rejected_keep=self._rejected_keep,
                         accept_unknown_gateways=self._accept_unknown,
+                        clock=self._event_clock,
                     )
             else:
                 async with operations.unit():
@@ -277,6 +290,7 @@ class Ingestor:
                             rejected_keep=self._rejected_keep,
                             operations=operations,
                             accept_unknown_gateways=self._accept_unknown,
+                            clock=self._event_clock,
                         )
                     for outcome in result.operations:
                         operations.committed(outcome)
@@ -374,7 +388,12 @@ class Ingestor:
             session = await stack.enter_async_context(self._sessions())
             try:
                 refused = await find_unstorable(
-                    session, item, now=self._clock(), rejected_keep=self._rejected_keep, operations=operations
+                    session,
+                    item,
+                    now=self._clock(),
+                    rejected_keep=self._rejected_keep,
+                    operations=operations,
+                    clock=self._event_clock,
                 )
             finally:
                 await session.rollback()  # a probe: nothing of it is kept
@@ -460,6 +479,8 @@ class Ingestor:
             self._note_set_aside(event)
         for loss in result.losses:
             self._note_loss(loss)
+        for suspects in result.clock_suspects:
+            self._note_clock_suspects(suspects)
         for health in result.healths:
             self.metrics.observe_gateway_health(health)
         for ack in result.acks:
@@ -480,6 +501,25 @@ class Ingestor:
                 reason=event.reason,
                 detail=event.detail,
                 **({"not_logged_before": left_out} if left_out else {}),
+            )
+
+    def _note_clock_suspects(self, suspects: ClockSuspects) -> None:
+        for issue, count in suspects.by_issue.items():
+            self.metrics.count_clock_suspects(suspects.store_id, suspects.gateway_id, issue, count)
+        admitted, left_out = self._clock_log_limiter.admit(f"{suspects.store_id}/{suspects.gateway_id}")
+        if admitted and suspects.device_ts and suspects.sent_at and suspects.received_at:
+            log.warning(
+                "device_clock_suspect",
+                store_id=suspects.store_id,
+                gateway_id=suspects.gateway_id,
+                events=suspects.count,
+                issues=sorted(issue.value for issue in suspects.by_issue),
+                device_ts=suspects.device_ts.isoformat(),
+                received_at=suspects.received_at.isoformat(),
+                # sent_at - received_at: how far ahead the gateway's clock is at least (behind says nothing).
+                batch_sent_ahead_s=round((suspects.sent_at - suspects.received_at).total_seconds(), 3),
+                why="stored and flagged; lists go by the time the hub received them",
+                **({"batches_not_logged_before": left_out} if left_out else {}),
             )
 
     def _note_loss(self, loss: LossRecord) -> None:

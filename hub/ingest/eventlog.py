@@ -45,6 +45,7 @@ from hub.db.models import (
     UtcDateTime,
 )
 from hub.db.overlap import while_awaiting
+from hub.ingest.clock import BatchClock, ClockIssue, EventClockSettings
 from hub.ingest.presence import GatewayTouch, touch_gateways
 from hub.ingest.rejections import Rejection, SetAside, clean_text, payload_excerpt
 from hub.ingest.seqs import MAX_GAPS, Range, advance, gaps, merge, runs, size, subtract
@@ -61,6 +62,7 @@ LOSS_DETAIL_CHARS: Final = 500
 REFUSED_DETAIL_CHARS: Final = 2000
 # Ranges or ids per query of the rare look-ups (conflicts, losses), well below every driver's limit.
 LOOKUP_CHUNK: Final = 500
+DEFAULT_CLOCK: Final = EventClockSettings()
 
 GatewayKey = tuple[str, str]  # (store_id, gateway_id): a gateway
 StreamKey = tuple[str, str, str]  # (store_id, gateway_id, stream as text)
@@ -79,16 +81,18 @@ EVENT_COLUMNS: Final = (
     "device_ts",
     "received_at",
     "payload",
+    "clock_issue",
 )
 _SQLITE_INSERT: Final = (
-    "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload,"
+    " clock_issue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _POSTGRES_INSERT: Final = (
     "WITH inserted AS ("
-    "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload)"
+    "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload,"
+    " clock_issue)"
     " SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bigint[], $6::varchar[],"
-    " $7::varchar[], $8::timestamptz[], $9::timestamptz[], $10::json[])"
+    " $7::varchar[], $8::timestamptz[], $9::timestamptz[], $10::json[], $11::varchar[])"
     " ON CONFLICT DO NOTHING RETURNING event_id"
     ") SELECT count(*), array_agg(event_id) FROM inserted"
 )
@@ -157,6 +161,24 @@ class LossRecord:
 
 
 @dataclass(slots=True)
+class ClockSuspects:
+    """Events of one gateway stored by a unit whose device time the hub does not believe (hub.ingest.clock)."""
+
+    store_id: str
+    gateway_id: str
+    by_issue: dict[ClockIssue, int] = field(default_factory=lambda: defaultdict(int))
+    # The last one flagged, for the log line: its device time, and its batch's sent_at and receipt.
+    device_ts: datetime | None = None
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+
+    @property
+    def count(self) -> int:
+        """Events flagged."""
+        return sum(self.by_issue.values())
+
+
+@dataclass(slots=True)
 class EventsOutcome:
     """What storing the batches of one unit did."""
 
@@ -164,8 +186,11 @@ class EventsOutcome:
     marks: dict[tuple[str, str, UUID], StreamMark] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     losses: list[LossRecord] = field(default_factory=list)
-    # Events stored for the first time by this unit (not duplicates): what inventory and rules apply.
+    # Events stored for the first time by this unit (not duplicates): what inventory and rules apply. One whose
+    # device time cannot be true (ClockIssue.impossible) carries its receipt as ts here; the row keeps the device's.
     stored_events: list[wire.Event] = field(default_factory=list)
+    # Per gateway, the newly stored events flagged for their device time; gateways without any are absent.
+    clock_suspects: dict[GatewayKey, ClockSuspects] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- values per database
@@ -322,6 +347,11 @@ class _Group:
     events: list[wire.Event]
     counts: StreamCounts
     received_at: datetime
+    sent_at: datetime
+    # The events whose device time is not believed: (index in events, issue).
+    flagged: list[tuple[int, ClockIssue]]
+    # The events as inventory and rules take them: ``events``, but an impossible device time is the receipt.
+    applied: list[wire.Event]
 
 
 @dataclass(slots=True)
@@ -329,6 +359,7 @@ class _Unit:
     """The judging of a unit's events against what is stored and what came earlier in the unit."""
 
     as_time: Callable[[datetime], Any]
+    clock: EventClockSettings
     # seq -> event_id per stream: stored positions looked up, and positions claimed in this unit.
     claims: dict[StreamKey, dict[int, str]] = field(default_factory=lambda: defaultdict(dict))
     # event_id -> the stream where it is stored or claimed.
@@ -362,8 +393,7 @@ class _Unit:
             claims.update(zip(seqs, ids, strict=True))
             self.claimed_ids.update(dict.fromkeys(ids, key))
             self.held_seqs[key] += seqs
-            self.groups.append(_Group(batch.store_id, events, counts, received_at))
-            self._add_rows(key, events, ids, received_at)
+            self._add_group(batch, key, events, ids, counts, received_at)
             return
         fresh: list[wire.Event] = []
         fresh_ids: list[str] = []
@@ -384,10 +414,33 @@ class _Unit:
                 self.rejections.append(_seq_conflict(event, holder, received_at))
             self.held_seqs[key].append(event.seq)
         if fresh:
-            self.groups.append(_Group(batch.store_id, fresh, counts, received_at))
-            self._add_rows(key, fresh, fresh_ids, received_at)
+            self._add_group(batch, key, fresh, fresh_ids, counts, received_at)
 
-    def _add_rows(self, key: StreamKey, events: list[wire.Event], ids: list[str], received_at: datetime) -> None:
+    def _add_group(
+        self,
+        batch: wire.EventBatch,
+        key: StreamKey,
+        events: list[wire.Event],
+        ids: list[str],
+        counts: StreamCounts,
+        received_at: datetime,
+    ) -> None:
+        """Queue new events for the insert, each with its clock judged against the batch's receipt.
+
+        The row keeps the device time as sent. What the hub makes of an event whose device time cannot be true
+        (inventory, rules, a loss report) goes by its receipt instead: a 2046 stock report would otherwise
+        hold its slot's level forever, and a 1970 reading would be refused as older than the zone's.
+        """
+        judge = BatchClock.of(self.clock, sent_at=batch.sent_at, received_at=received_at)
+        issues = [judge.issue_of(event.ts) for event in events]
+        flagged = [(index, issue) for index, issue in enumerate(issues) if issue is not None]
+        applied = events
+        if any(issue.impossible for _, issue in flagged):
+            applied = list(events)
+            for index, issue in flagged:
+                if issue.impossible:
+                    applied[index] = events[index].model_copy(update={"ts": received_at})
+        self.groups.append(_Group(batch.store_id, events, counts, received_at, batch.sent_at, flagged, applied))
         as_time = self.as_time
         received = as_time(received_at)
         store_id, gateway_id, stream = key
@@ -403,8 +456,9 @@ class _Unit:
                 as_time(event.ts),
                 received,
                 json_text(event.payload),
+                None if issue is None else issue.value,
             )
-            for event, event_id in zip(events, ids, strict=True)
+            for event, event_id, issue in zip(events, ids, issues, strict=True)
         ]
 
     def position_of(self, event_id: str) -> Position:
@@ -421,6 +475,7 @@ async def store_batches(
     now: datetime,
     meanwhile: Callable[[list[wire.Event]], None] | None = None,
     set_aside: Sequence[Sequence[SetAside]] | None = None,
+    clock: EventClockSettings = DEFAULT_CLOCK,
 ) -> EventsOutcome:
     """Store the events of ``items`` (batch, received_at) exactly once and compute each stream's mark.
 
@@ -436,6 +491,9 @@ async def store_batches(
     ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
     database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
     (another writer got there first): ``stored_events`` says which were stored.
+
+    Each new event's device time is judged against its batch's receipt by ``clock`` (:mod:`hub.ingest.clock`):
+    the event is stored either way, with ``clock_issue`` set, and counted in ``clock_suspects``.
     """
     writer = of_dialect(session, _WRITER_OF_DIALECT)
     outcome = EventsOutcome()
@@ -481,7 +539,7 @@ async def store_batches(
     marks = await _read_marks(session, keys)
 
     # What is stored at positions that may be held: those at or below the stream's max_seq.
-    unit = _Unit(as_time=writer.time)
+    unit = _Unit(as_time=writer.time, clock=clock)
     maybe_held: dict[StreamKey, set[int]] = defaultdict(set)
     for (batch, _), streams in zip(items, grouped, strict=True):
         for stream, events in streams.items():
@@ -507,17 +565,19 @@ async def store_batches(
         if meanwhile is None:
             inserted = await insert
         else:
-            candidates = [event for group in unit.groups for event in group.events]
+            candidates = [event for group in unit.groups for event in group.applied]
             inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates))
     stored_per_store: dict[str, int] = defaultdict(int)
     new_losses: list[wire.Event] = []
     missing: list[tuple[wire.Event, StreamCounts, datetime]] = []
     for group in unit.groups:
         if inserted is None:
-            stored = group.events
+            stored = group.applied
         else:
-            stored = [event for event in group.events if str(event.event_id) in inserted]
+            stored = [event for event in group.applied if str(event.event_id) in inserted]
             missing += [(e, group.counts, group.received_at) for e in group.events if str(e.event_id) not in inserted]
+        if group.flagged:
+            _note_clock_issues(outcome.clock_suspects, group, inserted)
         group.counts.stored += len(stored)
         stored_per_store[group.store_id] += len(stored)
         outcome.stored_events += stored
@@ -543,6 +603,18 @@ async def store_batches(
             moved_marks[key] = row
     await _write_marks(session, moved_marks)
     return outcome
+
+
+def _note_clock_issues(suspects: dict[GatewayKey, ClockSuspects], group: _Group, inserted: set[str] | None) -> None:
+    """Count the group's flagged events that were stored now (not those another writer stored first)."""
+    for index, issue in group.flagged:
+        event = group.events[index]
+        if inserted is not None and str(event.event_id) not in inserted:
+            continue
+        gateway = (event.store_id, event.gateway_id)
+        noted = suspects.setdefault(gateway, ClockSuspects(*gateway))
+        noted.by_issue[issue] += 1
+        noted.device_ts, noted.sent_at, noted.received_at = event.ts, group.sent_at, group.received_at
 
 
 async def _record_refused(session: AsyncSession, refused: Sequence[SetAside], *, now: datetime) -> None:

@@ -27,7 +27,8 @@ from hub.ingest.classify import (
     message_of,
     sender_of,
 )
-from hub.ingest.eventlog import LossRecord, store_batches
+from hub.ingest.clock import EventClockSettings
+from hub.ingest.eventlog import DEFAULT_CLOCK, ClockSuspects, LossRecord, store_batches
 from hub.ingest.operations import HubOperations, OperationsOutcome
 from hub.ingest.presence import Transition, apply_health, apply_status
 from hub.ingest.rejections import Rejection, SetAside, record_rejections
@@ -49,6 +50,8 @@ class UnitResult:
     healths: list[wire.GatewayHealth] = field(default_factory=list)
     command_results: int = 0
     operations: list[OperationsOutcome] = field(default_factory=list)
+    # Events stored with a device time the hub does not believe, per gateway and unit.
+    clock_suspects: list[ClockSuspects] = field(default_factory=list)
 
     def extend(self, other: UnitResult) -> None:
         """Add another unit's results to this one."""
@@ -62,6 +65,7 @@ class UnitResult:
         self.healths += other.healths
         self.command_results += other.command_results
         self.operations += other.operations
+        self.clock_suspects += other.clock_suspects
 
 
 async def store_messages(
@@ -72,6 +76,7 @@ async def store_messages(
     rejected_keep: int,
     operations: HubOperations | None = None,
     accept_unknown_gateways: bool = False,
+    clock: EventClockSettings = DEFAULT_CLOCK,
 ) -> UnitResult:
     """Store every item in the caller's transaction and compute one Ack per (batch, stream).
 
@@ -92,10 +97,12 @@ async def store_messages(
         now=now,
         meanwhile=prepared.place if prepared else None,
         set_aside=[item.set_aside for item in batch_items],
+        clock=clock,
     )
     result.set_aside += [event for item in batch_items for event in item.set_aside]
     result.rejections += events.rejections
     result.losses += events.losses
+    result.clock_suspects += events.clock_suspects.values()
     for outcome in events.batches:
         result.stored += outcome.stored
         result.duplicates += outcome.duplicates
@@ -180,6 +187,7 @@ async def find_unstorable(
     now: datetime,
     rejected_keep: int,
     operations: HubOperations | None = None,
+    clock: EventClockSettings = DEFAULT_CLOCK,
 ) -> list[tuple[wire.Event, BaseException]]:
     """The events of a batch the database refuses, each with its error: the batch stored one event at a time.
 
@@ -208,6 +216,7 @@ async def find_unstorable(
                     rejected_keep=rejected_keep,
                     operations=operations,
                     accept_unknown_gateways=True,  # admitted with the unit already
+                    clock=clock,
                 )
         except Exception as err:  # drivers raise more than SQLAlchemyError (OverflowError, DataError, ...)
             refused.append((event, err))

@@ -139,7 +139,7 @@ async def test_a_gateway_silent_longer_than_the_grace_is_not_online(hub: Running
 
 async def test_events_carry_every_field_newest_first(hub: RunningHub) -> None:
     events = await seed(hub)
-    page = (await get(hub, "/api/v1/events", store_id="store-0001", limit=1)).json()
+    page = (await get(hub, "/api/v1/events", store_id="store-0001", limit=1, time="device")).json()
     (item,) = page["items"]
     newest = events[23]
     assert item["event_id"] == str(newest.event_id)
@@ -154,6 +154,7 @@ async def test_events_carry_every_field_newest_first(hub: RunningHub) -> None:
     }
     assert item["ts"].replace("Z", "+00:00") == newest.ts.isoformat()
     assert "received_at" in item
+    assert item["clock_issue"] == "older_than_outbox"  # BASE_TS is long before the hub received it
     assert page["next_cursor"]
 
 
@@ -164,9 +165,20 @@ async def test_events_carry_every_field_newest_first(hub: RunningHub) -> None:
         ({"gateway_id": "gw-1"}, 25),
         ({"device_id": "fridge-2"}, 12),
         ({"kind": "door.contact"}, 1),
-        ({"since": (BASE_TS + timedelta(seconds=20)).isoformat()}, 5),  # seqs 20..24
-        ({"until": (BASE_TS + timedelta(seconds=3)).isoformat()}, 3),  # seqs 1, 2 and store-0002's seq 1
-        ({"device_id": "fridge-1", "since": "2025-03-01T13:00:10+01:00", "until": "2025-03-01T12:00:16Z"}, 3),
+        ({"since": (BASE_TS + timedelta(seconds=20)).isoformat(), "time": "device"}, 5),  # seqs 20..24
+        # seqs 1, 2 and store-0002's seq 1
+        ({"until": (BASE_TS + timedelta(seconds=3)).isoformat(), "time": "device"}, 3),
+        (
+            {
+                "device_id": "fridge-1",
+                "since": "2025-03-01T13:00:10+01:00",
+                "until": "2025-03-01T12:00:16Z",
+                "time": "device",
+            },
+            3,
+        ),
+        # Every event was received after its 2025 device time.
+        ({"until": (BASE_TS + timedelta(days=1)).isoformat()}, 0),
         ({"store_id": "store-0404"}, 0),
     ],
 )
@@ -178,13 +190,14 @@ async def test_event_filters(any_db_hub: RunningHub, params: dict[str, str], exp
     assert len(response.json()["items"]) == expected
 
 
-async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub) -> None:
+@pytest.mark.parametrize(("time", "field"), [("received", "received_at"), ("device", "ts")])
+async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub, time: str, field: str) -> None:
     hub = any_db_hub
     events = await seed(hub)
     seen: list[dict[str, Any]] = []
     cursor = None
     for _ in range(10):
-        params: dict[str, Any] = {"limit": 4} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, Any] = {"limit": 4, "time": time} | ({"cursor": cursor} if cursor else {})
         page = (await get(hub, "/api/v1/events", **params)).json()
         seen += page["items"]
         cursor = page["next_cursor"]
@@ -192,13 +205,20 @@ async def test_keyset_pagination_walks_every_event_once(any_db_hub: RunningHub) 
             break
     assert len(seen) == len(events) == 26
     assert len({i["event_id"] for i in seen}) == 26
-    keys = [(i["ts"], i["seq"]) for i in seen]
-    assert [k[0] for k in keys] == sorted((k[0] for k in keys), reverse=True)
+    times = [i[field] for i in seen]
+    assert times == sorted(times, reverse=True)
 
 
-# Cursor.encode of ("2025-01-01T00:00:00+00:00", 2**70) and of ("0001-01-01T00:00:00+01:00", 1).
-FORGED_CURSOR_ID_2_70 = "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxMTgwNTkxNjIwNzE3NDExMzAzNDI0XQ"
-FORGED_CURSOR_BEFORE_YEAR_1 = "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwxXQ"
+# Cursor.encode of ("received", "2025-01-01T00:00:00+00:00", 2**70), ("received", "0001-01-01T00:00:00+01:00", 1)
+# and ("sideways", "2025-01-01T00:00:00+00:00", 1).
+FORGED_CURSOR_ID_2_70 = "WyJyZWNlaXZlZCIsIjIwMjUtMDEtMDFUMDA6MDA6MDArMDA6MDAiLDExODA1OTE2MjA3MTc0MTEzMDM0MjRd"
+FORGED_CURSOR_BEFORE_YEAR_1 = "WyJyZWNlaXZlZCIsIjAwMDEtMDEtMDFUMDA6MDA6MDArMDE6MDAiLDFd"
+FORGED_CURSOR_UNKNOWN_ORDER = "WyJzaWRld2F5cyIsIjIwMjUtMDEtMDFUMDA6MDA6MDArMDA6MDAiLDFd"
+# ([1], "2025-01-01T00:00:00+00:00", 1): an order that is not even a string.
+FORGED_CURSOR_LIST_ORDER = "W1sxXSwiMjAyNS0wMS0wMVQwMDowMDowMCswMDowMCIsMV0"
+# A well-formed cursor of the device-time order, and one of the old format (no order).
+DEVICE_ORDER_CURSOR = "WyJkZXZpY2UiLCIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxXQ"
+CURSOR_WITHOUT_ORDER = "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxXQ"
 
 
 @pytest.mark.parametrize(
@@ -215,12 +235,13 @@ FORGED_CURSOR_BEFORE_YEAR_1 = "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwxXQ"
         # Forged: a time before year 1 in UTC, a cursor past the 64-bit id column or before year 1 (each a 500).
         ({"since": "0001-01-01T00:00:00+01:00"}, "since", "outside the years 1 to 9999"),
         ({"until": "9999-12-31T23:59:59-01:00"}, "until", "outside the years 1 to 9999"),
-        (
-            {"cursor": "WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwxMTgwNTkxNjIwNzE3NDExMzAzNDI0XQ"},
-            "cursor",
-            "not a cursor",
-        ),
-        ({"cursor": "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwxXQ"}, "cursor", "not a cursor"),
+        ({"cursor": FORGED_CURSOR_ID_2_70}, "cursor", "not a cursor"),
+        ({"cursor": FORGED_CURSOR_BEFORE_YEAR_1}, "cursor", "not a cursor"),
+        ({"cursor": FORGED_CURSOR_UNKNOWN_ORDER}, "cursor", "not a cursor"),
+        ({"cursor": FORGED_CURSOR_LIST_ORDER}, "cursor", "not a cursor"),
+        ({"cursor": CURSOR_WITHOUT_ORDER}, "cursor", "not a cursor"),
+        ({"cursor": DEVICE_ORDER_CURSOR}, "cursor", "pages by the devices' own timestamps (time=device)"),
+        ({"time": "hub"}, "time", "'received' or 'device'"),
         ({"since": "2025-03-02T00:00:00Z", "until": "2025-03-01T00:00:00Z"}, "until", "later than since"),
     ],
 )

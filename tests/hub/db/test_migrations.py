@@ -376,3 +376,55 @@ async def test_0005_keys_gateways_by_store_and_carries_every_row_over(empty_data
             await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0004")
     finally:
         await engine.dispose()
+
+
+async def test_0008_flags_stored_events_stamped_before_2020_and_can_be_undone(empty_database_url: str) -> None:
+    """A 1970 event stored before 0008 is flagged by it; a 2025 one is not; down to 0007 drops the column."""
+    database_url = empty_database_url
+    config = alembic_config(database_url)
+    await asyncio.to_thread(command.upgrade, config, "0007")
+    engine = create_engine(database_url)
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    stamps = {1: datetime(1970, 1, 1, 0, 1, tzinfo=UTC), 2: datetime(2025, 3, 1, 12, tzinfo=UTC)}
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(Store).values(store_id="s-1", first_seen=now, event_count=2))
+            await connection.execute(
+                insert(Gateway).values(
+                    store_id="s-1", gateway_id="gw-1", enrolled_at=now, enrolled_by="test", enrolment="operator"
+                )
+            )
+            await connection.execute(
+                insert(StoredEvent),
+                [
+                    {
+                        "event_id": str(uuid.UUID(int=seq)),
+                        "store_id": "s-1",
+                        "gateway_id": "gw-1",
+                        "stream": "a",
+                        "seq": seq,
+                        "device_id": "d",
+                        "kind": "door.opened",
+                        "device_ts": device_ts,
+                        "received_at": now,
+                        "payload": {},
+                    }
+                    for seq, device_ts in stamps.items()
+                ],
+            )
+
+        await upgrade_to_head(database_url)
+        async with engine.connect() as connection:
+            flags = (await connection.execute(select(StoredEvent.seq, StoredEvent.clock_issue))).all()
+        assert sorted(tuple(row) for row in flags) == [(1, "before_earliest"), (2, None)]
+
+        await asyncio.to_thread(command.downgrade, config, "0007")
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("events"))
+            indexes = await connection.run_sync(lambda sync: inspect(sync).get_indexes("events"))
+        assert "clock_issue" not in {c["name"] for c in columns}
+        assert not [i["name"] for i in indexes if "received" in str(i["name"])]
+        await upgrade_to_head(database_url)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()

@@ -235,7 +235,7 @@ async def test_a_large_batch_is_stored_with_every_field_intact(engine: AsyncEngi
     async with session_factory(engine)() as session:
         rows = {r.event_id: r for r in await session.scalars(select(StoredEvent))}
         since = BASE_TS + timedelta(microseconds=500 * 1_234_567)
-        page = await list_events(session, EventFilter(since=since, device_id="dev-3"), limit=1000)
+        page = await list_events(session, EventFilter(since=since, device_id="dev-3", time="device"), limit=1000)
         if engine.dialect.name == "sqlite":  # the text SQLAlchemy itself writes, so comparisons keep working
             raw = (await session.execute(text("SELECT device_ts FROM events WHERE seq = 7"))).scalar_one()
             processor = sqlite.DATETIME().bind_processor(engine.dialect)  # type: ignore[no-untyped-call]

@@ -73,10 +73,14 @@ class Store:
             payload=payload,
         )
 
-    async def send(self, *events: wire.Event) -> None:
-        """Store a batch as the consumer does: one transaction, operations inside, adopted after commit."""
-        batch = wire.EventBatch(store_id=STORE, gateway_id=GATEWAY, sent_at=self.now, events=list(events))
-        await self._unit([BatchMessage(batch, self.now)])
+    async def send(self, *events: wire.Event, received_at: datetime | None = None) -> None:
+        """Store a batch as the consumer does: one transaction, operations inside, adopted after commit.
+
+        Received (by default) once its last event has happened, as from a gateway whose clock the hub believes.
+        """
+        received_at = received_at or max(self.now, *(event.ts for event in events))
+        batch = wire.EventBatch(store_id=STORE, gateway_id=GATEWAY, sent_at=received_at, events=list(events))
+        await self._unit([BatchMessage(batch, received_at)])
 
     async def status(self, online: bool, reason: str, *, at: datetime) -> None:
         message = wire.GatewayStatus(store_id=STORE, gateway_id=GATEWAY, online=online, reason=reason, ts=at)
@@ -375,6 +379,25 @@ async def test_a_late_shelf_report_does_not_replace_a_newer_level(store: Store) 
     )
     (level,) = await store.rows(ShelfLevel)
     assert level.quantity == 9
+
+
+async def test_a_shelf_report_from_a_clock_years_ahead_does_not_hold_the_level(store: Store) -> None:
+    """Applied at its receipt, not at 2045: the next true report still replaces it; the row keeps what was sent."""
+    ahead = store.event(
+        "shelf.stock",
+        {"slot": 2, "count": 11, "weight_g": 1100.0},
+        at=NOON + timedelta(days=365 * 20),
+        device_id="shelf-1",
+    )
+    await store.send(ahead, received_at=store.now)
+    store.now = NOON + timedelta(minutes=1)
+    await store.send(
+        store.event("shelf.stock", {"slot": 2, "count": 9, "weight_g": 900.0}, at=store.now, device_id="shelf-1")
+    )
+    (level,) = await store.rows(ShelfLevel)
+    assert (level.quantity, level.at) == (9, store.now)
+    (row,) = await store.rows(StoredEvent, StoredEvent.event_id == str(ahead.event_id))
+    assert (row.device_ts, row.clock_issue) == (ahead.ts, "ahead_of_hub")
 
 
 # --------------------------------------------------------------------------- rules and alerts
