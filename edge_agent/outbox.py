@@ -28,6 +28,12 @@ The outbox also keeps, in the same transactions:
 - ``acked_through``: the highest seq the hub acknowledged, to recognise a hub that
   later claims less (restored from a backup) and report what is gone as ``not_held``.
 
+The outbox fits itself to its filesystem (:func:`disk_fit`, measured at open and at every
+SQLITE_FULL): the WAL checkpoints early enough for a small disk, and ``max_page_count``
+keeps the database out of the room the WAL, a reserve file (``<outbox>.reserve``) and the
+status file need, so that on a full disk an eviction or an ack can still be written
+(:meth:`Outbox._with_room` says in what order). docs/reliability.md tells why.
+
 One :class:`Outbox` owns its file: it holds SQLite's exclusive lock while open, so
 a second agent pointed at the same file fails at once instead of sending and deleting
 the same events. All SQLite work runs on one thread of its own, one operation (one
@@ -781,8 +787,10 @@ class Outbox:
         Readings of a numbering device at or below its mark are dropped as duplicates.
         If the quota would be exceeded, the lowest-priority, oldest events are evicted and
         ``outbox.loss`` events naming them appended, in the same transaction.
-        ``make_room`` evicts that many more first (after SQLITE_FULL, to free pages).
-        Raises OutboxFullError when nothing more may be evicted, and sqlite3.Error.
+        ``make_room`` evicts that many more first, at least 5 % of the backlog (after SQLITE_FULL,
+        to free pages). On SQLITE_FULL the outbox first makes what room it can without evicting
+        (:meth:`_with_room`) and retries. Raises OutboxFullError when nothing more may be evicted,
+        and sqlite3.Error (SQLITE_FULL when only an eviction can help).
         """
         if not events and make_room <= 0:
             return AppendResult(stored=0)
