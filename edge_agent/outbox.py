@@ -93,7 +93,7 @@ SQLITE_FULL: Final = 13
 # The WAL is checkpointed into the database once it holds this many pages. SQLite's default,
 # 1,000 pages (4 MB), is more than a small disk has: the WAL filled a 2 MB filesystem before its
 # first checkpoint, and then not even an eviction could be written. Fewer pages cost throughput
-# (1,000-event commits measured on the dev VM: 64 pages ~40 % slower than 1,000, 256 pages ~15 %),
+# (1,000-event commits on the busy dev VM: 64 pages 35-55 % slower than 1,000, 256 pages 10-30 %),
 # so the outbox takes a sixteenth of what its filesystem has for it, within these bounds.
 WAL_PAGES_MIN: Final = 64
 WAL_PAGES_MAX: Final = 1000
@@ -469,9 +469,9 @@ class Outbox:
         self._pages_ceiling: int | None = None  # cap_pages(): a cap below what the disk allows
         self._wal_pages = 0  # wal_autocheckpoint in force
         self._reserve_missing = False  # the reserve file could not be made (logged once until it can)
-        self.page_cap = 0  # max_page_count in force: what the disk allows, see fit_to_disk()
-        # Appends that failed because the database could not grow (disk full or page cap), and
-        # the wall-clock time of the first of the current run of them (None once one fits again).
+        self.page_cap = 0  # max_page_count in force: what the disk allows, see _fit_to_disk_sync()
+        # Writes that failed because the database could not grow (disk full or page cap), and when
+        # the disk filled up (None again once the database has a tenth of its cap free).
         self.disk_full_total = 0
         self.disk_full_since: datetime | None = None
 
