@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from wsgiref.simple_server import WSGIServer
 
@@ -22,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 
 from edge_agent.acks import RefusedAck
-from edge_agent.status import AgentStatusFile
+from edge_agent.status import AgentStatusFile, clock_time
 from storegate import wire
 from storegate.tasks import wait_for_event
 
@@ -65,6 +66,10 @@ class AgentStats:
     ack_rate: float = 0.0
     # Acks refused (nothing deleted) by reason (edge_agent.acks.RefusedAck), every reason always present.
     acks_refused_by_reason: tuple[tuple[str, int], ...] = ()
+    # The outbox's filesystem: full since (None when not), writes failing, the WAL's size now.
+    disk_full_since: datetime | None = None
+    writes_failing: bool = False
+    wal_bytes: int = 0
 
     @property
     def evicted(self) -> int:
@@ -114,11 +119,13 @@ def describe_problems(
     devices_down: Iterable[tuple[str, float, str | None]],
     queued: int = 0,
     evicting: tuple[int, str] | None = None,
+    disk_full_since: datetime | None = None,
 ) -> list[str]:
     """What is wrong, in words for the people who read the hub's gateway page; empty when all is well.
 
     ``queued``: readings held in memory while writes fail. ``evicting``: events evicted since
-    the outbox filled up, and the quota in words, while it is full.
+    the outbox filled up, and the quota in words, while it is full. ``disk_full_since``: when
+    the outbox's filesystem filled up, while it is full.
     """
     problems: list[str] = []
     waiting = _count(depth, "event") + " waiting"
@@ -127,15 +134,26 @@ def describe_problems(
         problems.append(f"broker {broker} unreachable{since}; {waiting}")
     elif ack_stalled_for_s is not None:
         problems.append(f"hub has not acknowledged for {ack_stalled_for_s:.0f} s; {waiting}")
+    disk_full = "" if disk_full_since is None else f"disk full since {clock_time(disk_full_since)}"
     if evicting is not None:
         evicted, quota = evicting
-        problems.append(
-            f"outbox full ({quota}): {_count(evicted, 'event')} evicted so far, telemetry first; the hub is told which"
-        )
+        if disk_full:
+            problems.append(
+                f"outbox {disk_full}: {_count(evicted, 'event')} evicted so far, telemetry first, "
+                "each recorded as a loss the hub receives"
+            )
+        else:
+            problems.append(
+                f"outbox full ({quota}): {_count(evicted, 'event')} evicted so far, telemetry first; "
+                "the hub is told which"
+            )
     if write_failing is not None:
         failing_for_s, error = write_failing
         held = f"; {_count(queued, 'reading')} held in memory, devices wait" if queued else ""
-        problems.append(f"outbox writes failing for {failing_for_s:.0f} s: {error}{held}")
+        cause = f": {disk_full}" if disk_full else ""
+        problems.append(f"outbox writes failing{cause} for {failing_for_s:.0f} s: {error}{held}")
+    elif disk_full and evicting is None:
+        problems.append(f"outbox {disk_full}: the WAL is checkpointed to make room, nothing evicted so far")
     for device_id, down_for_s, device_error in devices_down:
         reason = f": {device_error}" if device_error else ""
         problems.append(f"device {device_id} down for {down_for_s:.0f} s{reason}")
@@ -162,6 +180,17 @@ _GAUGES: tuple[tuple[str, str, Callable[[AgentStats], float]], ...] = (
         lambda s: s.publish_rate,
     ),
     ("storegate_agent_ack_rate", "Events acknowledged a second over the last minute.", lambda s: s.ack_rate),
+    (
+        "storegate_agent_outbox_disk_full",
+        "1 while the outbox's filesystem is full (the outbox checkpoints, evicts and records losses).",
+        lambda s: int(s.disk_full_since is not None),
+    ),
+    (
+        "storegate_agent_outbox_writes_failing",
+        "1 while readings cannot be written to the outbox at all (they wait in the bounded queue).",
+        lambda s: int(s.writes_failing),
+    ),
+    ("storegate_agent_outbox_wal_bytes", "Size of the outbox's WAL file.", lambda s: s.wal_bytes),
 )
 # Names without the _total suffix: prometheus-client adds it to counters.
 _COUNTERS: tuple[tuple[str, str, Callable[[AgentStats], float]], ...] = (
@@ -310,6 +339,9 @@ class HealthReporter:
             connected=state.connected,
             oldest_unacked_age_s=None if oldest is None else max(0.0, (self._clock.now() - oldest).total_seconds()),
             devices_up=tuple((device.device_id, device.up) for device in self._devices.supervisors),
+            disk_full_since=None if outbox is None else outbox.disk_full_since,
+            writes_failing=recorder.write_failing is not None,
+            wal_bytes=0 if outbox is None else outbox.wal_bytes(),
         )
 
     def report(self) -> wire.GatewayHealth:
@@ -332,6 +364,7 @@ class HealthReporter:
             ],
             queued=recorder.queued,
             evicting=recorder.evictions.episode,
+            disk_full_since=stats.disk_full_since,
         )
         return wire.GatewayHealth(
             store_id=self._config.store_id,
@@ -387,7 +420,7 @@ class HealthReporter:
         """Write the status file: the stats, and the problems of ``report`` (of a new one when None)."""
         report = report or self.report()
         stats = self.stats()
-        state, config = self._state, self._config
+        state, config, recorder = self._state, self._config, self._recorder
         now = self._clock.monotonic()
         status = AgentStatusFile(
             pid=os.getpid(),
@@ -413,5 +446,10 @@ class HealthReporter:
             duplicates_total=stats.duplicates,
             rejected_total=stats.rejected,
             problems=report.problems,
+            disk_full_since=stats.disk_full_since,
+            write_failing_since=None
+            if recorder.write_failing is None
+            else self._clock.now() - timedelta(seconds=now - recorder.write_failing[0]),
+            last_write_at=recorder.last_write_at,
         )
         await self._status_file.write(status)

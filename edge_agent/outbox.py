@@ -28,6 +28,12 @@ The outbox also keeps, in the same transactions:
 - ``acked_through``: the highest seq the hub acknowledged, to recognise a hub that
   later claims less (restored from a backup) and report what is gone as ``not_held``.
 
+The outbox fits itself to its filesystem (:func:`disk_fit`, measured at open and at every
+SQLITE_FULL): the WAL checkpoints early enough for a small disk, and ``max_page_count``
+keeps the database out of the room the WAL, a reserve file (``<outbox>.reserve``) and the
+status file need, so that on a full disk an eviction or an ack can still be written
+(:meth:`Outbox._with_room` says in what order). docs/reliability.md tells why.
+
 One :class:`Outbox` owns its file: it holds SQLite's exclusive lock while open, so
 a second agent pointed at the same file fails at once instead of sending and deleting
 the same events. All SQLite work runs on one thread of its own, one operation (one
@@ -37,6 +43,7 @@ transaction) at a time, so the event loop never waits for the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -48,6 +55,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Final, NamedTuple, Self, TypeVar
@@ -58,7 +66,7 @@ from pydantic import JsonValue, ValidationError
 
 from edge_agent.errors import AgentError
 from storegate import wire
-from storegate.private_files import private_sqlite_files
+from storegate.private_files import PRIVATE_FILE_MODE, private_sqlite_files
 from storegate.wire import MAX_LOSS_RANGES, DataLoss, EventKind, Priority, SeqRange, priority_of, utc_now
 
 log = structlog.get_logger(__name__)
@@ -81,6 +89,26 @@ _SCAN_CHUNK: Final = 1000
 
 # What SQLite reports when the file cannot grow: a full disk, or max_page_count.
 SQLITE_FULL: Final = 13
+
+# The WAL is checkpointed into the database once it holds this many pages. SQLite's default,
+# 1,000 pages (4 MB), is more than a small disk has: the WAL filled a 2 MB filesystem before its
+# first checkpoint, and then not even an eviction could be written. Fewer pages cost throughput
+# (1,000-event commits on the busy dev VM: 64 pages 35-55 % slower than 1,000, 256 pages 10-30 %),
+# so the outbox takes a sixteenth of what its filesystem has for it, within these bounds.
+WAL_PAGES_MIN: Final = 64
+WAL_PAGES_MAX: Final = 1000
+# Beyond the checkpoint's worth, the WAL may take one commit group before the checkpoint runs
+# (``outbox.commit_max_events`` of 1,000 events of ~350 bytes, with its index).
+TRANSACTION_ROOM_BYTES: Final = 512 * 1024
+# A reserve file kept beside the outbox: deleted to give a write's WAL frames room when the
+# filesystem is full (another program filled it), then made again.
+DISK_RESERVE_BYTES: Final = 256 * 1024
+# The status file and its temporary copy (edge_agent.status.STATUS_FILE_BYTES each).
+STATUS_ROOM_BYTES: Final = 32 * 1024
+# When the disk is full, evict at least this share of the waiting events at once: deleting the
+# oldest rows frees whole pages only as leaves empty, and one eviction per batch would cost a
+# failed transaction and a checkpoint each time.
+DISK_FULL_EVICTION_SHARE: Final = 0.05
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -165,6 +193,43 @@ class OutboxFullError(AgentError):
 def is_disk_full(err: BaseException) -> bool:
     """Whether a SQLite error means the database cannot grow (SQLITE_FULL: disk or max_page_count)."""
     return isinstance(err, sqlite3.Error) and getattr(err, "sqlite_errorcode", None) == SQLITE_FULL
+
+
+def reserve_path(outbox_path: Path) -> Path:
+    """The outbox's reserve file: space set aside so that an eviction can be written on a full disk."""
+    return outbox_path.with_name(outbox_path.name + ".reserve")
+
+
+class DiskFit(NamedTuple):
+    """How the outbox uses a filesystem: pages of WAL between checkpoints, and pages of database at most."""
+
+    wal_pages: int
+    page_cap: int
+
+
+def disk_fit(*, used_bytes: int, free_bytes: int, page_size: int) -> DiskFit:
+    """The WAL and the database sized to a filesystem with ``free_bytes`` free.
+
+    ``used_bytes``: what the database, its WAL and the reserve file take now. The database
+    may grow into all of it and the free space, less the room for the WAL (a checkpoint's
+    worth and one commit group), the reserve and the status file.
+    """
+    available = used_bytes + free_bytes
+    wal_pages = min(max(available // 16 // page_size, WAL_PAGES_MIN), WAL_PAGES_MAX)
+    room = wal_pages * page_size + TRANSACTION_ROOM_BYTES + DISK_RESERVE_BYTES + STATUS_ROOM_BYTES
+    return DiskFit(wal_pages=wal_pages, page_cap=max(1, (available - room) // page_size))
+
+
+def wal_room_bytes(wal_pages: int, page_size: int) -> int:
+    """Free space the WAL needs on the filesystem: a checkpoint's worth of pages and one commit group."""
+    return wal_pages * page_size + TRANSACTION_ROOM_BYTES
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +464,16 @@ class Outbox:
         self._oldest: float | None = None  # ts of the lowest waiting seq, Unix seconds
         self._last_high_seq = 0  # highest seq of a security or sales event (or loss record) appended
         self.appends_total = 0  # transactions that appended events
+        self._reserve = reserve_path(path)
+        self._page_size = 4096
+        self._pages_ceiling: int | None = None  # cap_pages(): a cap below what the disk allows
+        self._wal_pages = 0  # wal_autocheckpoint in force
+        self._reserve_missing = False  # the reserve file could not be made (logged once until it can)
+        self.page_cap = 0  # max_page_count in force: what the disk allows, see _fit_to_disk_sync()
+        # Writes that failed because the database could not grow (disk full or page cap), and when
+        # the disk filled up (None again once the database has a tenth of its cap free).
+        self.disk_full_total = 0
+        self.disk_full_since: datetime | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -459,8 +534,19 @@ class Outbox:
         except (OSError, sqlite3.Error) as err:
             raise OutboxError(f"cannot open outbox {self.path}: {err}") from err
         try:
-            self._prepare(conn)
+            try:
+                self._prepare(conn)
+            except sqlite3.Error as err:
+                # Opening writes the header and state row: on a full disk, with the reserve's room.
+                if not (is_disk_full(err) and self._release_reserve()):
+                    raise
+                self._prepare(conn)
+            self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            self._conn = conn
+            self._fit_to_disk_sync()
+            self._keep_reserve()
         except BaseException as err:
+            self._conn = None
             conn.close()
             if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
                 raise OutboxError(f"outbox {self.path} is in use by another process") from err
@@ -485,8 +571,6 @@ class Outbox:
         # with FULL against 29,700-31,900 with NORMAL, about 6 %. Acknowledgements are the
         # exception, see _ack_sync.
         conn.execute("PRAGMA synchronous=FULL")
-        # A checkpoint truncates the WAL back to this, so it does not keep the size of its largest burst.
-        conn.execute("PRAGMA journal_size_limit=33554432")
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0] or 0)
@@ -615,15 +699,85 @@ class Outbox:
         return await self._run(query)
 
     async def cap_pages(self, pages: int) -> int:
-        """Cap the file at ``pages`` pages (SQLite's max_page_count; writes beyond fail as on a full disk).
+        """Cap the file at ``pages`` pages, below what the disk allows (writes beyond fail as on a full disk).
 
         For tests and emergencies; returns the cap in force (never below the current size).
         """
 
         def cap() -> int:
-            return int(self._db().execute(f"PRAGMA max_page_count = {int(pages)}").fetchone()[0])
+            self._pages_ceiling = int(pages)
+            return self._fit_to_disk_sync()
 
         return await self._run(cap)
+
+    def _fit_to_disk_sync(self) -> int:
+        """Set max_page_count to what the disk allows (and cap_pages), so the WAL and the reserve keep their room.
+
+        Without the cap, checkpoints grow the database into the space the WAL needs next, and
+        on a full disk not even an eviction can be written.
+        """
+        conn = self._db()
+        files = (self.path, self.path.with_name(self.path.name + "-wal"), self._reserve)
+        fit = disk_fit(
+            used_bytes=sum(_file_size(file) for file in files), free_bytes=self._free_bytes(), page_size=self._page_size
+        )
+        cap = fit.page_cap
+        if fit.wal_pages != self._wal_pages:
+            # A checkpoint truncates the WAL back to its checkpoint size, so one burst does not keep its size.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {fit.wal_pages}")
+            conn.execute(f"PRAGMA journal_size_limit = {fit.wal_pages * self._page_size}")
+            self._wal_pages = fit.wal_pages
+        if self._pages_ceiling is not None:
+            cap = min(cap, self._pages_ceiling)
+        # SQLite never sets it below the current page count; it says what it did.
+        self.page_cap = int(conn.execute(f"PRAGMA max_page_count = {int(cap)}").fetchone()[0])
+        return self.page_cap
+
+    def _keep_reserve(self) -> bool:
+        """Create the reserve file if it is missing (False when the disk has no room for it now)."""
+        if _file_size(self._reserve) >= DISK_RESERVE_BYTES:
+            return True
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+            try:
+                os.posix_fallocate(fd, 0, DISK_RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            # Half a reserve is no use and takes the space an eviction needs.
+            with contextlib.suppress(FileNotFoundError):
+                self._reserve.unlink()
+            if not self._reserve_missing:
+                log.warning("outbox_reserve_not_kept", path=str(self._reserve), error=str(err))
+            self._reserve_missing = True
+            return False
+        if self._reserve_missing:
+            log.info("outbox_reserve_kept_again", path=str(self._reserve))
+        self._reserve_missing = False
+        return True
+
+    def _release_reserve(self) -> bool:
+        """Delete the reserve file, giving its space back to the filesystem; False if there was none."""
+        try:
+            self._reserve.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _checkpoint_truncate(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes; False when the disk is too full for that."""
+        try:
+            busy = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as err:
+            if not is_disk_full(err):
+                raise
+            return False
+        # Busy never happens with the exclusive lock, but then the WAL was not reset.
+        return not busy
+
+    def wal_bytes(self) -> int:
+        """The WAL file's size now (bytes on the disk beside the database)."""
+        return _file_size(self.path.with_name(self.path.name + "-wal"))
 
     # ------------------------------------------------------------------ appending
 
@@ -633,15 +787,21 @@ class Outbox:
         Readings of a numbering device at or below its mark are dropped as duplicates.
         If the quota would be exceeded, the lowest-priority, oldest events are evicted and
         ``outbox.loss`` events naming them appended, in the same transaction.
-        ``make_room`` evicts that many more first (after SQLITE_FULL, to free pages).
-        Raises OutboxFullError when nothing more may be evicted, and sqlite3.Error.
+        ``make_room`` evicts that many more first, at least 5 % of the backlog (after SQLITE_FULL,
+        to free pages). On SQLITE_FULL the outbox first makes what room it can without evicting
+        (:meth:`_with_room`) and retries. Raises OutboxFullError when nothing more may be evicted,
+        and sqlite3.Error (SQLITE_FULL when only an eviction can help).
         """
         if not events and make_room <= 0:
             return AppendResult(stored=0)
-        return await self._run(self._append_sync, list(events), make_room)
+        return await self._run(self._with_room, partial(self._append_sync, list(events), make_room))
 
     def _append_sync(self, events: list[NewEvent], make_room: int) -> AppendResult:
         conn = self._db()
+        if make_room > 0:
+            # Deleting the oldest rows frees whole pages only as leaves empty: evict a share at once,
+            # rather than paying a failed transaction and a checkpoint for every batch.
+            make_room = max(make_room, int(self._depth * DISK_FULL_EVICTION_SHARE))
         kept: list[NewEvent] = []
         marks: dict[str, int] = {}
         for event in events:
@@ -730,6 +890,71 @@ class Outbox:
             loss_events=len(loss_rows),
         )
 
+    def _with_room(self, write: Callable[[], T]) -> T:
+        """Run one write transaction; when the database cannot grow, make what room the disk has and retry.
+
+        In order: the WAL checkpointed into the database and truncated to zero bytes (its space
+        back to the filesystem) and the page cap measured again; then, when the filesystem
+        itself is full, the write once more with the reserve file's space for its WAL frames,
+        checkpointed in place at once and the reserve taken back. If that does not do it, the
+        SQLITE_FULL error is raised: only an eviction (``make_room``) can free pages then.
+        """
+        try:
+            result = write()
+        except sqlite3.Error as err:
+            if not is_disk_full(err):
+                raise
+            result = self._with_room_on_full_disk(write)
+        if self.disk_full_since is not None:
+            self._check_disk_full_over()
+        return result
+
+    def _with_room_on_full_disk(self, write: Callable[[], T]) -> T:
+        self.disk_full_total += 1
+        if self.disk_full_since is None:
+            self.disk_full_since = self._now()
+            log.warning(
+                "outbox_disk_full",
+                path=str(self.path),
+                page_cap=self.page_cap,
+                wal_bytes=self.wal_bytes(),
+                free_bytes=self._free_bytes(),
+            )
+        if not self._checkpoint_truncate():
+            # Too full even to checkpoint (the database file must grow to take the WAL's pages).
+            self._release_reserve()
+            self._checkpoint_truncate()
+        self._fit_to_disk_sync()
+        try:
+            return write()
+        except sqlite3.Error as err:
+            if not is_disk_full(err) or self._free_bytes() >= wal_room_bytes(self._wal_pages, self._page_size):
+                raise  # the page cap: only an eviction helps
+        # The filesystem is full (another program, or a cap measured when it had more room): the
+        # reserve's space takes this write's WAL frames, and the checkpoint writes them in place
+        # (the cap keeps the database from growing), which gives the space back for the reserve.
+        self._release_reserve()
+        try:
+            return write()
+        finally:
+            self._checkpoint_truncate()
+            self._keep_reserve()
+
+    def _free_bytes(self) -> int:
+        stat = os.statvfs(self.path.parent)
+        return stat.f_bavail * stat.f_frsize
+
+    def _check_disk_full_over(self) -> None:
+        """End the disk-full episode once the database has a tenth of its cap free and the WAL its room."""
+        conn = self._db()
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        if (self.page_cap - pages + free_pages) * 10 >= self.page_cap and self._free_bytes() >= wal_room_bytes(
+            self._wal_pages, self._page_size
+        ):
+            log.info("outbox_disk_full_over", since=self.disk_full_since.isoformat() if self.disk_full_since else None)
+            self.disk_full_since = None
+
     def _quota_detail(self) -> str:
         quota = self.quota
         assert quota is not None
@@ -803,7 +1028,7 @@ class Outbox:
         The reported seqs are remembered in the same transaction, so each is reported once
         until :meth:`forget_not_held` (the hub caught up again).
         """
-        return await self._run(self._report_not_held_sync, merge_ranges(ranges), detail)
+        return await self._run(self._with_room, partial(self._report_not_held_sync, merge_ranges(ranges), detail))
 
     def _report_not_held_sync(self, ranges: list[SeqRange], detail: str) -> int:
         fresh = subtract_ranges(ranges, self._not_held)
@@ -917,7 +1142,7 @@ class Outbox:
 
     async def ack_through(self, seq: int) -> int:
         """Delete every event with a seq up to ``seq`` (the hub stored them); returns how many went."""
-        return await self._run(self._ack_sync, seq)
+        return await self._run(self._with_room, partial(self._ack_sync, seq))
 
     def _ack_sync(self, through: int) -> int:
         conn = self._db()

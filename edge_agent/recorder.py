@@ -7,8 +7,10 @@
   waiting (up to ``outbox.commit_max_events``), so one fsync makes a whole group durable. The
   outbox gives each event its seq and stores its JSON; it drops replayed device readings and
   evicts the least important events when its quota is full (reporting them as ``outbox.loss``).
-- When SQLite says the disk is full, the writer evicts more and retries; while that does not
-  help, readings wait in the bounded queue and health says so.
+- When SQLite says the disk is full, the outbox first checkpoints its WAL and uses its reserve
+  file (see :meth:`edge_agent.outbox.Outbox.append`); when only an eviction helps, the writer
+  evicts and retries; while that does not help either, readings wait in the bounded queue
+  (drivers wait, nothing piles up in memory) and health says so.
 - :class:`Evictions` counts what the outbox evicted and logs each episode once, from the
   first eviction until the outbox is below :data:`EVICTION_CLEAR_SHARE` of its quota again.
 """
@@ -20,6 +22,7 @@ import contextlib
 import random
 import sqlite3
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
@@ -126,6 +129,8 @@ class Recorder:
         self._committed = 0
         self._commit_progress = asyncio.Condition()
         self.write_failing: tuple[float, str] | None = None  # (since, error) while the outbox rejects writes
+        self.last_write_at: datetime | None = None  # the last commit that worked, wall clock
+        self._disk_full = False  # the outbox's disk_full_since was set at the last commit
         self.rejected = 0
         self.duplicates = 0
         self.evictions = Evictions(
@@ -246,15 +251,24 @@ class Recorder:
             log.info("outbox_write_recovered", failed_for_s=round(failed_for_s, 1))
             self.write_failing = None
             self._state.wake_health.set()
+        self._note_disk_full(outbox)
         self.duplicates += result.duplicates
         if result.evicted:
             self.evictions.evicted(result.evicted, result.loss_events, disk_full=disk_full)
         else:
             self.evictions.check_over(outbox)
         self._committed += len(batch)
+        self.last_write_at = self._clock.now()
         self._state.wake_sender.set()
         async with self._commit_progress:
             self._commit_progress.notify_all()
+
+    def _note_disk_full(self, outbox: Outbox) -> None:
+        """Report at once when the outbox's filesystem fills up or has room again."""
+        disk_full = outbox.disk_full_since is not None
+        if disk_full != self._disk_full:
+            self._disk_full = disk_full
+            self._state.wake_health.set()
 
     async def _append(self, outbox: Outbox, batch: list[NewEvent]) -> tuple[AppendResult, bool]:
         """Append; when SQLite says the disk is full, evict as many events as the batch holds, then 2, 4, 8 times."""

@@ -5,13 +5,22 @@ every connect and disconnect, atomically (a temporary file renamed over the old 
 so a reader never sees half a file (:class:`StatusFile`; the health reporter in
 :mod:`edge_agent.health` says what goes in it). :func:`agent_status` reads it back for people:
 it works whether or not the broker or the hub can be reached, which is when it is needed.
+
+The file sits beside the outbox, on the filesystem that may be full. So every status is
+padded to a fixed size (:data:`STATUS_FILE_BYTES`), and when the temporary file cannot be
+written the status overwrites the old file in place, in blocks it already has: a full disk
+never silences it. A reader that catches such an overwrite half done reads again. And when
+the status is old, :func:`agent_status` asks the kernel whether its pid still holds the
+outbox open, so a live agent that cannot write is never called "not running".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +33,11 @@ from storegate.private_files import PRIVATE_FILE_MODE
 from storegate.wire import UtcDatetime, utc_now
 
 log = structlog.get_logger(__name__)
+
+# Every status file is this long (JSON padded with spaces), so that overwriting it needs no new blocks.
+STATUS_FILE_BYTES: Final = 16 * 1024
+# Reads of a status caught half overwritten in place, before giving up.
+_READ_ATTEMPTS: Final = 5
 
 EXIT_HEALTHY: Final = 0
 EXIT_PROBLEMS: Final = 1
@@ -61,6 +75,12 @@ class AgentStatusFile(BaseModel):
     duplicates_total: int
     rejected_total: int
     problems: list[str] = Field(default_factory=list)
+    disk_full_since: UtcDatetime | None = Field(default=None, description="when the outbox's filesystem filled up")
+    write_failing_since: UtcDatetime | None = Field(default=None, description="when outbox writes began to fail")
+    last_write_at: UtcDatetime | None = Field(default=None, description="the last outbox write that worked")
+
+
+STATUS_NAME: Final = "<outbox>.status.json"
 
 
 def status_path(outbox_path: Path) -> Path:
@@ -68,35 +88,91 @@ def status_path(outbox_path: Path) -> Path:
     return outbox_path.with_name(outbox_path.name + ".status.json")
 
 
+def status_bytes(status: AgentStatusFile) -> bytes:
+    """The status as the file holds it: JSON padded with spaces to STATUS_FILE_BYTES (problems cut to fit)."""
+    text = status.model_dump_json(indent=2).encode()
+    problems = list(status.problems)
+    while len(text) >= STATUS_FILE_BYTES and problems:
+        problems = problems[: len(problems) // 2]
+        cut = [*problems, f"(and {len(status.problems) - len(problems):,} more problems)"]
+        text = status.model_copy(update={"problems": cut}).model_dump_json(indent=2).encode()
+    return text + b"\n" + b" " * (STATUS_FILE_BYTES - len(text) - 1)
+
+
 def write_status(path: Path, status: AgentStatusFile) -> None:
     """Replace the status file atomically, 0600 (no fsync: after a power cut the next status replaces it)."""
     temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        # The store's and broker's names, the backlog: the gateway's business. A .tmp an older
-        # agent left keeps its mode through O_CREAT, hence the fchmod.
-        os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
-        handle.write(status.model_dump_json(indent=2) + "\n")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            # The store's and broker's names, the backlog: the gateway's business. A .tmp an older
+            # agent left keeps its mode through O_CREAT, hence the fchmod.
+            os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
+            handle.write(status_bytes(status))
+    except OSError:
+        # Half a temporary file holds blocks the overwrite in place may need.
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
     os.replace(temporary, path)
 
 
+def overwrite_status(path: Path, status: AgentStatusFile) -> None:
+    """Write the status over the existing file in place: no new blocks (it keeps its size), but not atomic."""
+    fd = os.open(path, os.O_WRONLY)  # never creates: a new file would need blocks the disk does not have
+    try:
+        if os.fstat(fd).st_size < STATUS_FILE_BYTES:
+            raise OSError(errno.ENOSPC, "the status file is shorter than a status; it cannot be overwritten")
+        os.pwrite(fd, status_bytes(status), 0)
+    finally:
+        os.close(fd)
+
+
 class StatusFile:
-    """The running agent's status file at ``path``: written off the event loop; a failure is logged once."""
+    """The running agent's status file at ``path``: written off the event loop; a failure is logged once.
+
+    When the atomic replacement fails (a full disk), the status is written over the old file in place.
+    """
 
     def __init__(self, *, path: Path) -> None:
         self.path = path
         self._failing = False
+        self._in_place = False
 
     async def write(self, status: AgentStatusFile) -> None:
-        """Replace the file with ``status``; a write that fails is logged (once until one works) and dropped."""
+        """Replace the file with ``status`` (in place when it must); a write that fails is logged and dropped."""
         try:
             await asyncio.to_thread(write_status, self.path, status)
         except OSError as err:
-            if not self._failing:
-                log.warning("status_file_not_written", path=str(self.path), error=str(err))
-            self._failing = True
+            try:
+                await asyncio.to_thread(overwrite_status, self.path, status)
+            except OSError as in_place_err:
+                if not self._failing:
+                    log.warning("status_file_not_written", path=str(self.path), error=str(in_place_err))
+                self._failing = True
+                return
+            if not self._in_place:
+                log.warning("status_file_written_in_place", path=str(self.path), error=str(err))
+            self._in_place = True
         else:
-            self._failing = False
+            self._in_place = False
+        self._failing = False
+
+
+def read_status(path: Path) -> AgentStatusFile:
+    """The status in the file; read again when caught half overwritten in place (ValidationError if it stays so)."""
+    for attempt in range(1, _READ_ATTEMPTS + 1):
+        try:
+            return AgentStatusFile.model_validate_json(path.read_bytes())
+        except ValidationError:
+            if attempt == _READ_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def clock_time(moment: datetime) -> str:
+    """A moment as the time of day in UTC, the way problems and ``storegate agent status`` name it."""
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
 def _age(seconds: float) -> str:
@@ -113,14 +189,66 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def describe_status(status: AgentStatusFile, *, now: datetime, pid_alive: bool = True) -> tuple[str, int]:
-    """The status in words and the exit code (0 healthy, 1 problems or not running)."""
+def holds_open(pid: int, path: Path) -> bool | None:
+    """Whether process ``pid`` has ``path`` open (Linux /proc); None when that cannot be told.
+
+    The agent keeps its outbox open, with SQLite's exclusive lock, from start to stop: a
+    process holding it is the outbox's agent, whatever its status file says.
+    """
+    try:
+        target = os.stat(path)
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                held = os.stat(fd.path)
+                if (held.st_dev, held.st_ino) == (target.st_dev, target.st_ino):
+                    return True
+    except FileNotFoundError:  # no such process (or no outbox)
+        return False
+    except OSError:  # no /proc, or another user's process
+        return None
+    return False
+
+
+def _outbox_trouble(status: AgentStatusFile, now: datetime) -> str:
+    """The outbox's disk and writes in words, or "" when all is well."""
+    if status.write_failing_since is not None:
+        last = (
+            ""
+            if status.last_write_at is None
+            else f", last write {_age((now - status.last_write_at).total_seconds())} ago"
+        )
+        cause = "disk full" if status.disk_full_since is not None else "failing"
+        return f"outbox writes failing: {cause} since {clock_time(status.write_failing_since)}{last}"
+    if status.disk_full_since is not None:
+        return (
+            f"outbox writes going on a full disk: disk full since {clock_time(status.disk_full_since)} "
+            f"({status.evicted_total:,} events evicted, recorded as losses)"
+        )
+    return ""
+
+
+def describe_status(
+    status: AgentStatusFile, *, now: datetime, pid_alive: bool = True, holds_outbox: bool | None = None
+) -> tuple[str, int]:
+    """The status in words and the exit code (0 healthy, 1 problems or not running).
+
+    ``holds_outbox``: whether the status's pid holds the outbox open (None: cannot tell). A
+    live agent whose status is old (it cannot write it) is running all the same.
+    """
     age_s = max(0.0, (now - status.written_at).total_seconds())
     stale = age_s > max(STALE_INTERVALS * status.health_interval_s, STALE_MIN_S)
-    running = status.running and pid_alive and not stale
+    running = status.running and pid_alive and (not stale or holds_outbox is True)
     head = f"gateway {status.store_id}/{status.gateway_id}: "
+    extra_problems: list[str] = []
     if running:
         head += f"agent running (pid {status.pid}, status {_age(age_s)} old)"
+        trouble = _outbox_trouble(status, now)
+        head += f"; {trouble}" if trouble else ""
+        if stale:
+            extra_problems.append(
+                f"the agent has not updated its status for {_age(age_s)}: it cannot write {STATUS_NAME} "
+                "(is the disk full?); figures below are as of then"
+            )
     elif not status.running:
         head += f"agent not running (stopped cleanly; status {_age(age_s)} old)"
     else:
@@ -148,7 +276,7 @@ def describe_status(status: AgentStatusFile, *, now: datetime, pid_alive: bool =
         + (f" ({evicted})" if evicted else "")
         + f", duplicates dropped {status.duplicates_total:,}, invalid readings {status.rejected_total:,}",
     ]
-    problems = list(status.problems) if running else ["the agent is not running", *status.problems]
+    problems = [*extra_problems, *status.problems] if running else ["the agent is not running", *status.problems]
     if problems:
         lines.append("problems:")
         lines += [f"  - {problem}" for problem in problems]
@@ -169,11 +297,16 @@ def agent_status(config_path: Path) -> tuple[str, int]:
         return str(err), EXIT_NO_STATUS
     path = status_path(config.outbox.path)
     try:
-        status = AgentStatusFile.model_validate_json(path.read_bytes())
+        status = read_status(path)
     except FileNotFoundError:
         return f"no status file {path}: the agent has not run with this config", EXIT_NO_STATUS
     except OSError as err:
         return f"cannot read status file {path}: {err.strerror}", EXIT_NO_STATUS
     except ValidationError as err:
         return f"status file {path} is not a valid status: {err.errors()[0]['msg']}", EXIT_NO_STATUS
-    return describe_status(status, now=utc_now(), pid_alive=_pid_alive(status.pid))
+    return describe_status(
+        status,
+        now=utc_now(),
+        pid_alive=_pid_alive(status.pid),
+        holds_outbox=holds_open(status.pid, config.outbox.path),
+    )
