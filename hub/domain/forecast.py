@@ -37,8 +37,6 @@ from typing import Final
 DAYS_PER_WEEK: Final = 7
 # Two full weeks give each weekday two observations to start its index from.
 MIN_SEASONAL_DAYS: Final = 2 * DAYS_PER_WEEK
-DEFAULT_ALPHA: Final = 0.2
-DEFAULT_GAMMA: Final = 0.1
 # The smoothing constants a fit chooses from, smoothest first (a tie goes to the smoother pair).
 ALPHA_GRID: Final = (0.05, 0.1, 0.2, 0.3, 0.5)
 GAMMA_GRID: Final = (0.02, 0.05, 0.1, 0.2)
@@ -112,10 +110,7 @@ def fit(
     whose one-day-ahead forecasts over the history were closest (least mean absolute error; ties to the
     smoother pair). Given both, the fit is exactly :func:`update` day by day with them.
     """
-    if alpha is not None:
-        _check_smoothing(alpha=alpha, gamma=DEFAULT_GAMMA)
-    if gamma is not None:
-        _check_smoothing(alpha=DEFAULT_ALPHA, gamma=gamma)
+    _check_smoothing(alpha=alpha, gamma=gamma)
     if not daily_sales:
         return None
     totals: dict[date, Decimal] = {}
@@ -155,10 +150,10 @@ def forecast(model: DemandModel, start: date, days: int) -> list[float]:
     return [model.daily_demand(start + timedelta(days=offset)) for offset in range(days)]
 
 
-def _check_smoothing(*, alpha: float, gamma: float) -> None:
-    if not 0.0 < alpha <= 1.0:
+def _check_smoothing(*, alpha: float | None, gamma: float | None) -> None:
+    if alpha is not None and not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    if not 0.0 <= gamma <= 1.0:
+    if gamma is not None and not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
 
 
