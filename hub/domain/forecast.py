@@ -43,7 +43,7 @@ GAMMA_GRID: Final = (0.02, 0.05, 0.1, 0.2)
 # Errors of two pairs closer than this (units a day) are a tie, so rounding cannot pick the noisier pair.
 _TIE: Final = 1e-9
 # The spike guard: a day counts at most this many error scales above its forecast. Measured on the retailer's
-# sales (bench/forecast_eval.py): a wholesaler's ordinary lumpy days run to 10-20 scales, and cutting them
+# top 20 SKUs (bench/forecast_eval.py): a wholesaler's ordinary lumpy days run to 10-20 scales, and cutting them
 # biases the forecast low (-24 % of demand at 4 scales, -5 % at 20, -3 % at 30), while a day of 100x on a
 # steady seller is still cut to a fraction of itself.
 SPIKE_LIMIT: Final = 30.0
