@@ -76,6 +76,9 @@ class Sales:
     lines: int
     cancellation_lines: int
     skipped_lines: int
+    # Cancelled units by how long after the same customer's last sale of the SKU they came: what the hub's rule
+    # (undo the same or the previous day) covers, and what it leaves as demand.
+    cancelled_units: dict[str, int]
 
 
 def _open_text(path: Path) -> TextIO:
@@ -96,6 +99,8 @@ def read_sales(path: Path) -> Sales:
     sold: dict[str, int] = defaultdict(int)
     lines = cancellations = skipped = 0
     days: set[date] = set()
+    last_sale: dict[tuple[str, str], date] = {}
+    cancelled = dict.fromkeys(("same_day", "next_day", "later", "no_sale_before"), 0)
     with _open_text(path) as handle:
         for row in csv.DictReader(handle):
             lines += 1
@@ -109,8 +114,12 @@ def read_sales(path: Path) -> Sales:
                 continue
             cancellations += is_cancellation
             net[code][day] -= quantity
+            customer = row.get("CustomerID") or ""
             if quantity > 0:
                 sold[code] += quantity
+                last_sale[(code, customer)] = day
+            else:
+                cancelled[_lag(last_sale.get((code, customer)), day)] -= quantity
     if not days:
         raise SystemExit(f"{path}: no invoice lines")
     return Sales(
@@ -121,7 +130,14 @@ def read_sales(path: Path) -> Sales:
         lines=lines,
         cancellation_lines=cancellations,
         skipped_lines=skipped,
+        cancelled_units=cancelled,
     )
+
+
+def _lag(sale_day: date | None, cancelled_on: date) -> str:
+    if sale_day is None:
+        return "no_sale_before"
+    return {0: "same_day", 1: "next_day"}.get((cancelled_on - sale_day).days, "later")
 
 
 # --------------------------------------------------------------------------- models
@@ -303,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" skipped), {sales.first_day} to {sales.last_day}; origins: the last {ORIGINS} weeks, horizon"
         f" {HORIZON_DAYS} days; hub history: {args.history_days or 'chosen by the data'}"
     )
+    total_cancelled = sum(sales.cancelled_units.values())
+    shares = ", ".join(
+        f"{100 * units / total_cancelled:.0f}% {lag.replace('_', ' ')}" for lag, units in sales.cancelled_units.items()
+    )
+    print(f"cancelled units ({total_cancelled}) after the same customer's last sale of the SKU: {shares}")
     ranked = sorted(sales.units_sold, key=lambda code: (-sales.units_sold[code], code))
     sizes = sorted(int(size) for size in args.top.split(","))
     scores: dict[str, dict[str, SkuScore]] = {}
@@ -334,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "origins": ORIGINS,
                     "horizon_days": HORIZON_DAYS,
                     "seconds": round(elapsed, 1),
+                    "cancelled_units": sales.cancelled_units,
                     "sets": results,
                 },
                 indent=2,

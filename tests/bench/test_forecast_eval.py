@@ -67,6 +67,7 @@ def test_the_replay_nets_a_next_day_cancellation_and_skips_what_is_not_a_sale(
     sales = bench.read_sales(path)
     assert set(sales.net_ledger) == {"22001", "22002"}  # POST is not stock
     assert (sales.cancellation_lines, sales.skipped_lines) == (1, DAYS - DAYS // 7 + 1)
+    assert sales.cancelled_units == {"same_day": 0, "next_day": 5000, "later": 0, "no_sale_before": 0}
     big_order = FIRST_DAY + timedelta(days=30)
     net = sales.net_ledger["22001"]
     assert net[big_order + timedelta(days=1)] > 0  # the ledger holds the cancellation on its own day
