@@ -20,7 +20,6 @@ from hub.api.params import invalid
 from hub.api.schemas import ApiModel
 from hub.csvcells import spreadsheet_safe_row
 from hub.inventory.replenishment_suggestions import (
-    DEFAULT_HISTORY_DAYS,
     DEFAULT_MAX_DISTANCE_KM,
     DEFAULT_OVERSTOCK_DAYS,
     MAX_HISTORY_DAYS,
@@ -58,11 +57,12 @@ REORDER_CSV_COLUMNS: Final = (
 )
 
 HistoryDays = Annotated[
-    int,
+    int | None,
     Query(
         ge=1,
         le=MAX_HISTORY_DAYS,
-        description="closed local days of sales before today the forecast is fitted on (8 weeks by default)",
+        description="closed local days of sales before today the forecast is fitted on; by default as many as "
+        f"the store's ledger holds, up to {MAX_HISTORY_DAYS}",
     ),
 ]
 
@@ -189,7 +189,7 @@ async def get_reorder_suggestions(
     session: SessionDep,
     now: NowDep,
     store_id: Annotated[str, Path(max_length=63, description="store id")],
-    history_days: HistoryDays = DEFAULT_HISTORY_DAYS,
+    history_days: HistoryDays = None,
     output: Annotated[Literal["json", "csv"], Query(alias="format", description="json (default) or csv")] = "json",
 ) -> ReorderSuggestionsOut | Response:
     """The reorder suggestions of one store."""
@@ -234,7 +234,7 @@ async def get_transfer_suggestions(
         float, Query(gt=0, le=MAX_OVERSTOCK_DAYS, description="a donor has more days of cover than this")
     ] = DEFAULT_OVERSTOCK_DAYS,
     whole_packs: Annotated[bool, Query(description="move whole packs of the SKU's pack size, not units")] = False,
-    history_days: HistoryDays = DEFAULT_HISTORY_DAYS,
+    history_days: HistoryDays = None,
 ) -> TransferSuggestionsOut:
     """Transfer suggestions across the chain."""
     try:

@@ -15,7 +15,7 @@ minutes, and historical offsets in seconds, where grouping by UTC hour or quarte
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Final
@@ -47,8 +47,9 @@ from hub.domain.store_hours import StoreHours
 from hub.errors import HubError
 from hub.inventory.models import LedgerRow, StockPolicy, StockPosition
 
-# Eight weeks: each weekday seen eight times, while a change of demand a month ago still shows.
-DEFAULT_HISTORY_DAYS: Final = 8 * DAYS_PER_WEEK
+# The longest history fitted on: a year, each weekday seen 52 times. Measured on a retailer's sales
+# (bench/forecast_eval.py), a year's history forecast far better than eight weeks, whose weekday indexes
+# start from too few weeks; the model's smoothing, not a short window, is what follows a change of demand.
 MAX_HISTORY_DAYS: Final = 366
 # A store with four weeks of cover holds more than a typical order cycle; it can spare some.
 DEFAULT_OVERSTOCK_DAYS: Final = 28.0
@@ -86,6 +87,38 @@ def history_window(today: date, history_days: int) -> tuple[date, date]:
     if history_days < 1:
         raise ValueError(f"history_days must be at least 1, got {history_days}")
     return today - timedelta(days=history_days), today - timedelta(days=1)
+
+
+def history_days_held(today: date, first_sale_day: date | None, *, max_days: int = MAX_HISTORY_DAYS) -> int:
+    """How many closed days of history to fit on: all the ledger holds since the first sale, up to ``max_days``.
+
+    At least 1 (a store without sales yet has an empty one-day window). Longer is better for the model up to
+    about a year: more weeks to learn each weekday from, while a year-old season no longer says much.
+    """
+    if max_days < 1:
+        raise ValueError(f"max_days must be at least 1, got {max_days}")
+    if first_sale_day is None:
+        return 1
+    return max(1, min((today - first_sale_day).days, max_days))
+
+
+def demand_per_day(net_ledger: Mapping[date, int]) -> dict[date, int]:
+    """Units demanded per local day from the ledger's net sale quantity of each day (sales negative).
+
+    A positive sale row is a return or a cancellation. The ledger does not say which sale it undoes, so the
+    rule is by day: it first undoes the day's own sales; what it returns beyond them undoes the previous
+    day's (yesterday's order cancelled this morning), down to 0; anything still left is dropped, as a return
+    is not negative demand and must not lower a later, unrelated day.
+    """
+    demand = {day: -net for day, net in net_ledger.items()}
+    for day in sorted(demand):
+        if demand[day] >= 0:
+            continue
+        previous = day - timedelta(days=1)
+        if demand.get(previous, 0) > 0:
+            demand[previous] = max(demand[previous] + demand[day], 0)
+        demand[day] = 0
+    return demand
 
 
 def sales_series(
@@ -150,6 +183,7 @@ def _sku_scope(column: InstrumentedAttribute[str], store_id: str, sku_id: str | 
 async def _daily_sales(
     session: AsyncSession, *, store_id: str, first_day: date, starts: Sequence[datetime], scope: ColumnElement[bool]
 ) -> dict[str, dict[date, int]]:
+    """The ledger's net sale quantity per SKU and local day (sales negative, returns positive), as stored."""
     day = _day_index(LedgerRow.at, starts, 0, len(starts) - 1)
     rows = (
         select(LedgerRow.sku_id.label("sku_id"), day.label("day"), LedgerRow.quantity.label("quantity"))
@@ -167,7 +201,7 @@ async def _daily_sales(
     query = select(rows.c.sku_id, rows.c.day, func.sum(rows.c.quantity)).group_by(rows.c.sku_id, rows.c.day)
     sold: dict[str, dict[date, int]] = {}
     for sku_id, index, total in await session.execute(query):
-        sold.setdefault(sku_id, {})[first_day + timedelta(days=int(index))] = -int(total)  # sales are negative
+        sold.setdefault(sku_id, {})[first_day + timedelta(days=int(index))] = int(total)
     return sold
 
 
@@ -189,7 +223,8 @@ async def daily_sales(
         return {}
     scope = LedgerRow.sku_id == sku_id if sku_id is not None else true()
     starts = local_day_starts(zone, first_day, days)
-    return await _daily_sales(session, store_id=store_id, first_day=first_day, starts=starts, scope=scope)
+    net_ledger = await _daily_sales(session, store_id=store_id, first_day=first_day, starts=starts, scope=scope)
+    return {sku: {day: -net for day, net in per_day.items()} for sku, per_day in net_ledger.items()}
 
 
 async def _sold_before(session: AsyncSession, *, store_id: str, before: datetime, sku_id: str | None) -> set[str]:
@@ -208,19 +243,40 @@ async def _sold_before(session: AsyncSession, *, store_id: str, before: datetime
     return set((await session.scalars(query)).all())
 
 
+async def first_sale_day(session: AsyncSession, *, store_id: str, zone: tzinfo) -> date | None:
+    """The store's local day of its earliest sale in the ledger (one index probe); None before any sale."""
+    first = await session.scalar(
+        select(func.min(LedgerRow.at)).where(LedgerRow.store_id == store_id, LedgerRow.kind == SALE)
+    )
+    return None if first is None else first.astimezone(zone).date()
+
+
+async def chosen_history_days(
+    session: AsyncSession, *, store_id: str, zone: tzinfo, today: date, history_days: int | None
+) -> int:
+    """``history_days`` when given, else as many closed days as the store's ledger holds, up to the limit."""
+    if history_days is not None:
+        return history_days
+    return history_days_held(today, await first_sale_day(session, store_id=store_id, zone=zone))
+
+
 async def demand_models(
     session: AsyncSession,
     *,
     store_id: str,
     zone: tzinfo,
     today: date,
-    history_days: int = DEFAULT_HISTORY_DAYS,
+    history_days: int | None = None,
     sku_id: str | None = None,
 ) -> dict[str, DemandModel]:
     """Demand models fitted on the closed local days before ``today``, by SKU; SKUs never sold have none.
 
-    The SKUs are those the store has a stock policy for, or ``sku_id`` alone.
+    The SKUs are those the store has a stock policy for, or ``sku_id`` alone. The history is ``history_days``
+    long, or (None) as long as the ledger holds, up to :data:`MAX_HISTORY_DAYS`.
     """
+    history_days = await chosen_history_days(
+        session, store_id=store_id, zone=zone, today=today, history_days=history_days
+    )
     first_day, last_day = history_window(today, history_days)
     starts = local_day_starts(zone, first_day, history_days)
     scope = _sku_scope(LedgerRow.sku_id, store_id, sku_id)
@@ -228,7 +284,8 @@ async def demand_models(
     sold_before = await _sold_before(session, store_id=store_id, before=starts[0], sku_id=sku_id)
     models: dict[str, DemandModel] = {}
     for sku in sorted(sold.keys() | sold_before):
-        series = sales_series(sold.get(sku, {}), first_day=first_day, last_day=last_day, sold_before=sku in sold_before)
+        demand = demand_per_day(sold.get(sku, {}))
+        series = sales_series(demand, first_day=first_day, last_day=last_day, sold_before=sku in sold_before)
         model = fit(series)
         if model is not None:
             models[sku] = model
@@ -319,13 +376,19 @@ class StoreReorderReport:
 
 
 async def store_reorder_suggestions(
-    session: AsyncSession, store_id: str, *, now: datetime, history_days: int = DEFAULT_HISTORY_DAYS
+    session: AsyncSession, store_id: str, *, now: datetime, history_days: int | None = None
 ) -> StoreReorderReport:
-    """What the store should order now, by SKU; UnknownStoreError when it has no profile."""
+    """What the store should order now, by SKU; UnknownStoreError when it has no profile.
+
+    ``history_days`` None: the history is as long as the store's ledger holds, up to :data:`MAX_HISTORY_DAYS`.
+    """
     profile = await _profile(session, store_id)
     zone = ZoneInfo(profile.timezone)
     now_local = now.astimezone(zone)
     today = now_local.date()
+    history_days = await chosen_history_days(
+        session, store_id=store_id, zone=zone, today=today, history_days=history_days
+    )
     first_day, last_day = history_window(today, history_days)
     hours = store_hours_of(profile)
     views = await _policies(session, store_id, None)
@@ -422,7 +485,7 @@ async def chain_transfer_suggestions(
     overstock_days: float = DEFAULT_OVERSTOCK_DAYS,
     max_distance_km: float = DEFAULT_MAX_DISTANCE_KM,
     whole_packs: bool = False,
-    history_days: int = DEFAULT_HISTORY_DAYS,
+    history_days: int | None = None,
 ) -> ChainTransferReport:
     """Transfers from overstocked stores to near short ones, for one SKU or every SKU; UnknownSkuError.
 

@@ -36,10 +36,13 @@ from hub.domain.replenishment_policy import (
 from hub.inventory import replenishment_api
 from hub.inventory.models import LedgerRow, StockPolicy, StockPosition
 from hub.inventory.replenishment_suggestions import (
+    MAX_HISTORY_DAYS,
     chain_transfer_suggestions,
     daily_sales,
     demand_models,
+    demand_per_day,
     haversine_km,
+    history_days_held,
     store_reorder_suggestions,
 )
 from hub.settings import load_hub_settings
@@ -171,6 +174,45 @@ def days(first: date, last: date) -> Iterable[date]:
 # --------------------------------------------------------------------------- local days
 
 
+MON, TUE, WED = date(2026, 4, 6), date(2026, 4, 7), date(2026, 4, 8)
+
+
+@pytest.mark.parametrize(
+    ("net_ledger", "demand"),
+    [
+        pytest.param({MON: -12, TUE: -5}, {MON: 12, TUE: 5}, id="sales-are-demand"),
+        pytest.param({MON: -12 + 12}, {MON: 0}, id="cancelled-the-same-day"),
+        pytest.param({MON: -12, TUE: 12}, {MON: 0, TUE: 0}, id="cancelled-the-next-day"),
+        pytest.param({MON: -12, TUE: -5 + 8}, {MON: 9, TUE: 0}, id="next-day-cancellation-beyond-its-days-sales"),
+        pytest.param({MON: -12, WED: 12}, {MON: 12, WED: 0}, id="two-days-later-is-no-negative-demand"),
+        pytest.param({MON: -3, TUE: 10}, {MON: 0, TUE: 0}, id="never-below-zero"),
+    ],
+)
+def test_cancellations_on_the_same_or_next_day_undo_the_sale(
+    net_ledger: dict[date, int], demand: dict[date, int]
+) -> None:
+    assert demand_per_day(net_ledger) == demand
+
+
+@pytest.mark.parametrize(
+    ("first_sale_day", "days"),
+    [
+        pytest.param(None, 1, id="no-sale-yet"),
+        pytest.param(date(2026, 4, 14), 1, id="first-sale-yesterday"),
+        pytest.param(date(2026, 4, 15), 1, id="first-sale-today"),
+        pytest.param(date(2026, 2, 14), 60, id="all-the-ledger-holds"),
+        pytest.param(date(2024, 1, 1), MAX_HISTORY_DAYS, id="capped-at-the-limit"),
+    ],
+)
+def test_the_history_is_as_long_as_the_ledger_holds_up_to_the_limit(first_sale_day: date | None, days: int) -> None:
+    assert history_days_held(date(2026, 4, 15), first_sale_day) == days
+
+
+def test_a_history_limit_below_one_day_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_days"):
+        history_days_held(date(2026, 4, 15), None, max_days=0)
+
+
 async def test_sales_are_summed_per_local_day_across_dst_and_odd_offsets(
     engine: AsyncEngine, session: AsyncSession
 ) -> None:
@@ -272,9 +314,17 @@ async def test_the_forecast_is_the_domain_model_of_the_local_daily_totals(
     rows.sale("berlin", "UNPOLICED", local(date(2026, 4, 1), 10, 0, BERLIN), 7)  # no policy: not modelled
     await rows.write(engine)
 
+    # A fixed eight-week window: SKUs sold before it (P1, P3) get all of it, zeros included.
     p1_series = [(day, expected["P1"].get(day, 0)) for day in days(first_day, last_day)]
     p2_series = [(day, expected["P2"].get(day, 0)) for day in days(date(2026, 3, 25), last_day)]
     p3_series = [(day, 0) for day in days(first_day, last_day)]
+    fixed = await demand_models(session, store_id="berlin", zone=BERLIN, today=today, history_days=56)
+    assert fixed == {"P1": fit(p1_series), "P2": fit(p2_series), "P3": fit(p3_series)}
+    # By default the window is all the store's ledger holds: from its first sale, P3's on 10 January, so each
+    # series starts at the SKU's own first sale.
+    store_first_day = date(2026, 1, 10)
+    p1_series = [(day, expected["P1"].get(day, 0)) for day in days(date(2026, 1, 19), last_day)]
+    p3_series = [(store_first_day, 7), *((day, 0) for day in days(store_first_day + timedelta(days=1), last_day))]
     models = await demand_models(session, store_id="berlin", zone=BERLIN, today=today)
     assert models == {"P1": fit(p1_series), "P2": fit(p2_series), "P3": fit(p3_series)}
     p1 = models["P1"]
@@ -282,12 +332,12 @@ async def test_the_forecast_is_the_domain_model_of_the_local_daily_totals(
     assert not p1.is_intermittent
     assert p1.weekday_indexes[6] < 0.1 < p1.weekday_indexes[5] / 2  # the week's shape was learnt
     assert models["P2"].is_intermittent
-    assert models["P3"].level == 0
+    assert models["P3"].level < 0.01  # one sale three months ago: demand has died away
     one = await demand_models(session, store_id="berlin", zone=BERLIN, today=today, sku_id="UNPOLICED")
     assert one == {"UNPOLICED": fit([(date(2026, 4, 1), 7), *((d, 0) for d in days(date(2026, 4, 2), last_day))])}
 
     report = await store_reorder_suggestions(session, "berlin", now=NOW)
-    assert (report.today, report.history_first_day, report.history_last_day) == (today, first_day, last_day)
+    assert (report.today, report.history_first_day, report.history_last_day) == (today, store_first_day, last_day)
     assert (report.policies_checked, report.problems) == (4, ())
     hours = OpeningHours.from_json(WEEKDAYS_8_TO_22).to_store_hours("Europe/Berlin")
     p1_policy = ReorderPolicy(max_stock=400, pack_size=6, lead_time_days=3, safety_stock=10)
@@ -304,7 +354,7 @@ async def test_the_forecast_is_the_domain_model_of_the_local_daily_totals(
     assert line_p1.suggestion.quantity + 40 <= 400
     # Nothing on hand: out of stock now; the dead model forecasts nothing.
     assert (line_p3.suggestion.days_of_cover, line_p3.predicted_stockout) == (0.0, NOW.astimezone(BERLIN))
-    assert line_p3.forecast_week == (0.0,) * 7
+    assert line_p3.forecast_week == pytest.approx((0.0,) * 7, abs=1e-9)
     # Never sold, no position: on hand 0, up to max 26 in packs of 6 is 24.
     assert (line_p4.on_hand, line_p4.model, line_p4.predicted_stockout) == (0, None, None)
     assert (line_p4.suggestion.reorder_point, line_p4.suggestion.quantity, line_p4.suggestion.packs) == (4, 24, 4)
