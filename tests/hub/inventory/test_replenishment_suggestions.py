@@ -41,6 +41,7 @@ from hub.inventory.replenishment_suggestions import (
     daily_sales,
     demand_models,
     demand_per_day,
+    fitted_model,
     haversine_km,
     history_days_held,
     store_reorder_suggestions,
@@ -358,6 +359,21 @@ async def test_the_forecast_is_the_domain_model_of_the_local_daily_totals(
     # Never sold, no position: on hand 0, up to max 26 in packs of 6 is 24.
     assert (line_p4.on_hand, line_p4.model, line_p4.predicted_stockout) == (0, None, None)
     assert (line_p4.suggestion.reorder_point, line_p4.suggestion.quantity, line_p4.suggestion.packs) == (4, 24, 4)
+
+    # Asked again, the same histories are not fitted again; a late sale on a closed day is a new history for P1.
+    fitted_model.cache_clear()
+    assert await demand_models(session, store_id="berlin", zone=BERLIN, today=today) == models
+    asked = fitted_model.cache_info()
+    assert await demand_models(session, store_id="berlin", zone=BERLIN, today=today) == models
+    again = fitted_model.cache_info()
+    assert (asked.misses, asked.hits, again.misses, again.hits) == (3, 0, 3, 3)
+    rows.sale("berlin", "P1", local(last_day, 9, 0, BERLIN), 50)
+    await rows.write(engine)
+    late = await demand_models(session, store_id="berlin", zone=BERLIN, today=today)
+    refitted = fitted_model.cache_info()
+    assert (refitted.misses - again.misses, refitted.hits - again.hits) == (1, 2)
+    p1_series[-1] = (last_day, p1_series[-1][1] + 50)
+    assert late == {**models, "P1": fit(p1_series)} != models
 
 
 async def test_a_suggestion_only_at_or_below_the_reorder_point_in_whole_packs_under_max(
