@@ -48,6 +48,7 @@ from storegate.wire import EventKind, utc_now
 from tests.edge_agent.conftest import GATEWAY, STORE, T0, running
 from tests.edge_agent.test_agent import until
 from tests.edge_agent.test_status import sample_status
+from tests.edge_agent.test_status import write_config as write_status_test_config
 
 DISK_BYTES = 2 * 1024 * 1024
 # No commit group may wait longer than this for the outbox, full disk or not.
@@ -75,25 +76,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def write_config(tmp_path: Path, outbox: Path, mqtt: MqttSettings) -> Path:
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        f"""
-store_id = "{STORE}"
-gateway_id = "{GATEWAY}"
-
-[mqtt]
-host = "{mqtt.host}"
-port = {mqtt.port}
-
-[outbox]
-path = "{outbox}"
-commit_max_events = 200
-
-[health]
-interval_s = 0.2
-"""
-    )
-    return path
+    return write_status_test_config(tmp_path, mqtt, outbox=outbox, outbox_settings="commit_max_events = 200")
 
 
 def reading(n: int) -> Reading:

@@ -17,7 +17,9 @@ from tests.edge_agent.conftest import GATEWAY, STORE, FakeHub, running, temperat
 from tests.edge_agent.test_agent import connected, until
 
 
-def write_config(tmp_path: Path, mqtt: MqttSettings) -> Path:
+def write_config(
+    tmp_path: Path, mqtt: MqttSettings, *, outbox: Path | str = "data/outbox.sqlite3", outbox_settings: str = ""
+) -> Path:
     path = tmp_path / "agent.toml"
     path.write_text(
         f"""
@@ -31,7 +33,8 @@ reconnect_min_s = 0.2
 reconnect_max_s = 1.0
 
 [outbox]
-path = "data/outbox.sqlite3"
+path = "{outbox}"
+{outbox_settings}
 
 [health]
 interval_s = 0.2
