@@ -22,7 +22,7 @@ with the gateways, stores or streams of a unit.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -352,6 +352,8 @@ class _Group:
     flagged: list[tuple[int, ClockIssue]]
     # The events as inventory and rules take them: ``events``, but an impossible device time is the receipt.
     applied: list[wire.Event]
+    # The events' ids as text, in the order of ``events``.
+    ids: list[str]
 
 
 @dataclass(slots=True)
@@ -440,7 +442,7 @@ class _Unit:
             for index, issue in flagged:
                 if issue.impossible:
                     applied[index] = events[index].model_copy(update={"ts": received_at})
-        self.groups.append(_Group(batch.store_id, events, counts, received_at, batch.sent_at, flagged, applied))
+        self.groups.append(_Group(batch.store_id, events, counts, received_at, batch.sent_at, flagged, applied, ids))
         as_time = self.as_time
         received = as_time(received_at)
         store_id, gateway_id, stream = key
@@ -473,7 +475,7 @@ async def store_batches(
     items: Sequence[tuple[wire.EventBatch, datetime]],
     *,
     now: datetime,
-    meanwhile: Callable[[list[wire.Event]], None] | None = None,
+    meanwhile: Callable[[list[wire.Event], list[str]], None] | None = None,
     set_aside: Sequence[Sequence[SetAside]] | None = None,
     clock: EventClockSettings = DEFAULT_CLOCK,
 ) -> EventsOutcome:
@@ -488,9 +490,9 @@ async def store_batches(
     the database): they are kept in ``refused_events`` and their seqs count as accounted for, so the mark
     moves past them and the batch's Ack lets the gateway delete them.
 
-    ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
-    database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
-    (another writer got there first): ``stored_events`` says which were stored.
+    ``meanwhile`` is called with the events sent to the insert (those not found stored already) and their ids as
+    text while the database inserts them (on PostgreSQL that work then costs no wall time). The insert may still
+    skip some (another writer got there first): ``stored_events`` says which were stored.
 
     Each new event's device time is judged against its batch's receipt by ``clock`` (:mod:`hub.ingest.clock`):
     the event is stored either way, with ``clock_issue`` set, and counted in ``clock_suspects``.
@@ -566,7 +568,8 @@ async def store_batches(
             inserted = await insert
         else:
             candidates = [event for group in unit.groups for event in group.applied]
-            inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates))
+            candidate_ids = [event_id for group in unit.groups for event_id in group.ids]
+            inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates, candidate_ids))
     stored_per_store: dict[str, int] = defaultdict(int)
     new_losses: list[wire.Event] = []
     missing: list[tuple[wire.Event, StreamCounts, datetime]] = []
@@ -606,15 +609,24 @@ async def store_batches(
 
 
 def _note_clock_issues(suspects: dict[GatewayKey, ClockSuspects], group: _Group, inserted: set[str] | None) -> None:
-    """Count the group's flagged events that were stored now (not those another writer stored first)."""
-    for index, issue in group.flagged:
-        event = group.events[index]
-        if inserted is not None and str(event.event_id) not in inserted:
-            continue
-        gateway = (event.store_id, event.gateway_id)
-        noted = suspects.setdefault(gateway, ClockSuspects(*gateway))
-        noted.by_issue[issue] += 1
-        noted.device_ts, noted.sent_at, noted.received_at = event.ts, group.sent_at, group.received_at
+    """Count the group's flagged events that were stored now (not those another writer stored first).
+
+    A group is one batch's: one gateway, counted once per issue rather than once per event (a gateway whose clock
+    is off flags every event it sends).
+    """
+    flagged = group.flagged
+    if inserted is not None:
+        flagged = [(index, issue) for index, issue in flagged if group.ids[index] in inserted]
+    if not flagged:
+        return
+    last = group.events[flagged[-1][0]]
+    gateway = (last.store_id, last.gateway_id)
+    noted = suspects.get(gateway)
+    if noted is None:
+        noted = suspects[gateway] = ClockSuspects(*gateway)
+    for issue, count in Counter(issue for _, issue in flagged).items():
+        noted.by_issue[issue] += count
+    noted.device_ts, noted.sent_at, noted.received_at = last.ts, group.sent_at, group.received_at
 
 
 async def _record_refused(session: AsyncSession, refused: Sequence[SetAside], *, now: datetime) -> None:
