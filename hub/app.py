@@ -67,6 +67,11 @@ from storegate.private_files import is_private, private_dir
 log = structlog.get_logger(__name__)
 
 CONSUMER_STOP_TIMEOUT_S: Final = 10.0
+# Allocations between two young collections while the hub runs (CPython's default: 700). A unit of work allocates
+# some 15 objects an event and holds most until it commits, so at 700 the young pass ran a few times per batch
+# and promoted each unit into the older generations, whose passes then walked it again: issue 19 measured 0.92 s
+# of collections per 100,000 events at 700 and 0.54 s at 20,000 (docs/benchmarks.md).
+GC_YOUNG_THRESHOLD: Final = 20_000
 
 DESCRIPTION: Final = """
 The Storegate hub stores the events that store gateways publish over MQTT, exactly once,
@@ -252,10 +257,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # of the collector's full passes, which otherwise walk all of it again and again while batches are
         # decoded: a third of the decoding time. Cyclic garbage is still collected; unfreeze on the way out.
         gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
         log.info("hub_started", database=where, broker=settings.mqtt.address)
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             app.state.runtime = None
             log.info("hub_stopping")

@@ -78,6 +78,8 @@ def check_sku_id(value: str) -> str:
     if value in (".", ".."):
         # Every HTTP client normalises dot segments away: /skus/.. would fetch /, never this SKU.
         raise ValueError(f"SKU id {value!r} is a dot segment that HTTP clients remove from a URL path")
+    if _SKU_ID_FORBIDDEN.search(value) is None:  # the usual id: one scan, no list built
+        return value
     bad = sorted(set(_SKU_ID_FORBIDDEN.findall(value)))
     if bad:
         shown = ", ".join(repr(char) for char in bad)
@@ -544,7 +546,8 @@ class Event(WireModel):
     def _payload_matches_kind(self) -> Event:
         model = PAYLOAD_MODELS.get(self.kind)
         if model is not None:
-            model.model_validate(self.payload)
+            # The model's own validator, as model_validate calls it: once per event decoded, so without the wrapper.
+            model.__pydantic_validator__.validate_python(self.payload)
         else:
             _require_finite(self.payload)
         return self

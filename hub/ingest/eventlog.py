@@ -6,7 +6,7 @@ One call stores every batch of a unit of work inside the caller's transaction:
 2. the marks of the unit's streams are read in one query; a batch above a stream's
    ``max_seq`` cannot hold a stored position, so fresh events are not looked up at all;
 3. the new events go to the database in one statement per unit (``executemany`` on SQLite,
-   ``unnest`` of column arrays on PostgreSQL), with values prepared here rather than by
+   the rows as one JSON array on PostgreSQL), with values prepared here rather than by
    SQLAlchemy's per-value type processing: this path runs for every event;
 4. the stores' event counts move by what was stored, in one statement per unit;
 5. ``outbox.loss`` events that were stored now become ``data_losses`` rows, and events set aside
@@ -22,13 +22,14 @@ with the gateways, stores or streams of a unit.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
+import pydantic_core
 from sqlalchemy import BigInteger, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -68,8 +69,7 @@ GatewayKey = tuple[str, str]  # (store_id, gateway_id): a gateway
 StreamKey = tuple[str, str, str]  # (store_id, gateway_id, stream as text)
 Position = tuple[str, str, str, int]  # (store_id, gateway_id, stream, seq)
 
-# The one statement per unit that writes events, per database. Values are bound positionally in the
-# order of EVENT_COLUMNS; PostgreSQL takes one array per column, which asyncpg encodes in binary.
+# The one statement per unit that writes events, per database. Values are in the order of EVENT_COLUMNS.
 EVENT_COLUMNS: Final = (
     "event_id",
     "store_id",
@@ -87,12 +87,17 @@ _SQLITE_INSERT: Final = (
     "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload,"
     " clock_issue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
+# PostgreSQL takes the unit's rows as one JSON array of arrays, which the server takes apart: asyncpg would check
+# every element of eleven column arrays in Python (one or two ABC isinstance calls each: a few microseconds an
+# event of the hub's CPU). json_array_elements keeps the rows' order. Each value is read as text and cast to its
+# column's type; the payload too, which the row carries as its JSON text in a string: a payload's own \u0000 then
+# stays an escape in the json column (read as a JSON value, ``->``, PostgreSQL would have to turn it into text).
 _POSTGRES_INSERT: Final = (
     "WITH inserted AS ("
     "INSERT INTO events (event_id, store_id, gateway_id, stream, seq, device_id, kind, device_ts, received_at, payload,"
     " clock_issue)"
-    " SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bigint[], $6::varchar[],"
-    " $7::varchar[], $8::timestamptz[], $9::timestamptz[], $10::json[], $11::varchar[])"
+    " SELECT r->>0, r->>1, r->>2, r->>3, (r->>4)::bigint, r->>5, r->>6, (r->>7)::timestamptz, (r->>8)::timestamptz,"
+    " (r->>9)::json, r->>10 FROM json_array_elements($1::json) AS r"
     " ON CONFLICT DO NOTHING RETURNING event_id"
     ") SELECT count(*), array_agg(event_id) FROM inserted"
 )
@@ -197,7 +202,7 @@ class EventsOutcome:
 
 
 def _postgres_time(value: datetime) -> datetime:
-    return value
+    return value  # serialised with the unit's rows (_insert_postgres)
 
 
 async def _insert_sqlite(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str] | None:
@@ -207,9 +212,10 @@ async def _insert_sqlite(connection: AsyncConnection, rows: list[tuple[Any, ...]
 
 
 async def _insert_postgres(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str] | None:
-    columns = tuple(list(column) for column in zip(*rows, strict=True))
+    # Times become ISO 8601 with their offset and microseconds.
+    rows_json = pydantic_core.to_json(rows, inf_nan_mode="constants").decode()
     # One row back, not one per event: the count, and the ids for the rare unit where some were skipped.
-    row: Sequence[Any] = (await connection.exec_driver_sql(_POSTGRES_INSERT, columns)).one()
+    row: Sequence[Any] = (await connection.exec_driver_sql(_POSTGRES_INSERT, (rows_json,))).one()
     count, inserted = row
     return None if count == len(rows) else set(inserted or ())
 
@@ -352,6 +358,8 @@ class _Group:
     flagged: list[tuple[int, ClockIssue]]
     # The events as inventory and rules take them: ``events``, but an impossible device time is the receipt.
     applied: list[wire.Event]
+    # The events' ids as text, in the order of ``events``.
+    ids: list[str]
 
 
 @dataclass(slots=True)
@@ -440,7 +448,7 @@ class _Unit:
             for index, issue in flagged:
                 if issue.impossible:
                     applied[index] = events[index].model_copy(update={"ts": received_at})
-        self.groups.append(_Group(batch.store_id, events, counts, received_at, batch.sent_at, flagged, applied))
+        self.groups.append(_Group(batch.store_id, events, counts, received_at, batch.sent_at, flagged, applied, ids))
         as_time = self.as_time
         received = as_time(received_at)
         store_id, gateway_id, stream = key
@@ -473,7 +481,7 @@ async def store_batches(
     items: Sequence[tuple[wire.EventBatch, datetime]],
     *,
     now: datetime,
-    meanwhile: Callable[[list[wire.Event]], None] | None = None,
+    meanwhile: Callable[[list[wire.Event], list[str]], None] | None = None,
     set_aside: Sequence[Sequence[SetAside]] | None = None,
     clock: EventClockSettings = DEFAULT_CLOCK,
 ) -> EventsOutcome:
@@ -488,9 +496,9 @@ async def store_batches(
     the database): they are kept in ``refused_events`` and their seqs count as accounted for, so the mark
     moves past them and the batch's Ack lets the gateway delete them.
 
-    ``meanwhile`` is called with the events sent to the insert (those not found stored already) while the
-    database inserts them (on PostgreSQL that work then costs no wall time). The insert may still skip some
-    (another writer got there first): ``stored_events`` says which were stored.
+    ``meanwhile`` is called with the events sent to the insert (those not found stored already) and their ids as
+    text while the database inserts them (on PostgreSQL that work then costs no wall time). The insert may still
+    skip some (another writer got there first): ``stored_events`` says which were stored.
 
     Each new event's device time is judged against its batch's receipt by ``clock`` (:mod:`hub.ingest.clock`):
     the event is stored either way, with ``clock_issue`` set, and counted in ``clock_suspects``.
@@ -566,7 +574,8 @@ async def store_batches(
             inserted = await insert
         else:
             candidates = [event for group in unit.groups for event in group.applied]
-            inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates))
+            candidate_ids = [event_id for group in unit.groups for event_id in group.ids]
+            inserted, _ = await while_awaiting(insert, lambda: meanwhile(candidates, candidate_ids))
     stored_per_store: dict[str, int] = defaultdict(int)
     new_losses: list[wire.Event] = []
     missing: list[tuple[wire.Event, StreamCounts, datetime]] = []
@@ -606,15 +615,24 @@ async def store_batches(
 
 
 def _note_clock_issues(suspects: dict[GatewayKey, ClockSuspects], group: _Group, inserted: set[str] | None) -> None:
-    """Count the group's flagged events that were stored now (not those another writer stored first)."""
-    for index, issue in group.flagged:
-        event = group.events[index]
-        if inserted is not None and str(event.event_id) not in inserted:
-            continue
-        gateway = (event.store_id, event.gateway_id)
-        noted = suspects.setdefault(gateway, ClockSuspects(*gateway))
-        noted.by_issue[issue] += 1
-        noted.device_ts, noted.sent_at, noted.received_at = event.ts, group.sent_at, group.received_at
+    """Count the group's flagged events that were stored now (not those another writer stored first).
+
+    A group is one batch's: one gateway, counted once per issue rather than once per event (a gateway whose clock
+    is off flags every event it sends).
+    """
+    flagged = group.flagged
+    if inserted is not None:
+        flagged = [(index, issue) for index, issue in flagged if group.ids[index] in inserted]
+    if not flagged:
+        return
+    last = group.events[flagged[-1][0]]
+    gateway = (last.store_id, last.gateway_id)
+    noted = suspects.get(gateway)
+    if noted is None:
+        noted = suspects[gateway] = ClockSuspects(*gateway)
+    for issue, count in Counter(issue for _, issue in flagged).items():
+        noted.by_issue[issue] += count
+    noted.device_ts, noted.sent_at, noted.received_at = last.ts, group.sent_at, group.received_at
 
 
 async def _record_refused(session: AsyncSession, refused: Sequence[SetAside], *, now: datetime) -> None:

@@ -70,10 +70,10 @@ class Prepared:
     candidates: int = 0
     placed: Placed | None = None
 
-    def place(self, events: Sequence[wire.Event]) -> None:
+    def place(self, events: Sequence[wire.Event], event_ids: Sequence[str] | None = None) -> None:
         """Place the events sent to the insert (pure work, done while the database inserts them)."""
         self.candidates = len(events)
-        self.placed = place(events, self.catalog)
+        self.placed = place(events, self.catalog, event_ids=event_ids)
 
     def placed_of(self, stored: Sequence[wire.Event]) -> Placed:
         """What the events stored for the first time make (those placed, less any the insert skipped)."""

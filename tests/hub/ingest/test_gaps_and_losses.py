@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -254,3 +254,18 @@ async def test_a_large_batch_is_stored_with_every_field_intact(engine: AsyncEngi
         assert row.received_at == received_at
     expected = [e for e in events if e.ts >= since and e.device_id == "dev-3"]
     assert sorted(r.seq for r in page.items) == [e.seq for e in expected]
+
+
+async def test_device_times_at_the_edges_of_the_wire_are_stored_as_sent(engine: AsyncEngine) -> None:
+    # PostgreSQL receives the unit's rows as JSON text (hub.ingest.eventlog): every time must survive the trip.
+    stream = uuid.uuid4()
+    edges = [
+        datetime(1, 1, 1, tzinfo=UTC),  # the earliest time the wire takes
+        datetime(1970, 1, 1, 0, 0, 42, 1, tzinfo=UTC),  # a Pi before NTP answered
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),  # the latest
+    ]
+    events = [reading(stream=stream, seq=seq, ts=ts) for seq, ts in enumerate(edges, start=1)]
+    await store(engine, [batch(events)])
+    async with session_factory(engine)() as session:
+        stored = {seq: ts for seq, ts in await session.execute(select(StoredEvent.seq, StoredEvent.device_ts))}
+    assert stored == {event.seq: event.ts for event in events}
