@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -61,3 +62,28 @@ def wait_until(probe: Callable[[], T], *, timeout: float = 10.0, interval: float
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture(params=[0o022, 0o000], ids=["umask-022", "umask-000"])
+def permissive_umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the test under a umask that would leave new files readable by others."""
+    previous = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """Run the test under the usual umask, which leaves new files readable by others."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def file_mode(path: Path) -> str:
+    """A file's permission bits as four octal digits, e.g. "0600"."""
+    return f"{path.stat().st_mode & 0o777:04o}"

@@ -6,8 +6,6 @@ readable by everyone, so 0600 is the agent's doing.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +13,8 @@ import pytest
 from edge_agent.agent import EdgeAgent
 from edge_agent.outbox import Outbox
 from storegate.mqtt import MqttSettings
-from tests.conftest import eventually
+from tests.conftest import eventually, file_mode
 from tests.edge_agent.conftest import make_config, running, temperature
-
-
-@pytest.fixture(params=[0o022, 0o000], ids=["umask-022", "umask-000"])
-def permissive_umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    previous = os.umask(request.param)
-    try:
-        yield request.param
-    finally:
-        os.umask(previous)
-
-
-def mode(path: Path) -> str:
-    return f"{path.stat().st_mode & 0o777:04o}"
 
 
 @pytest.mark.usefixtures("permissive_umask")
@@ -49,11 +34,11 @@ async def test_outbox_wal_and_status_file_are_0600(tmp_path: Path, mqtt_settings
         wal = outbox.with_name(outbox.name + "-wal")
         assert wal.exists(), "the outbox runs in WAL mode: its -wal holds the latest events"
         for file in (outbox, wal, agent.status_path):
-            assert mode(file) == "0600", f"{file.name} is {mode(file)}"
+            assert file_mode(file) == "0600", f"{file.name} is {file_mode(file)}"
         # Exclusive locking keeps the WAL index in memory; were there a -shm, it would be private too.
         shm = outbox.with_name(outbox.name + "-shm")
-        assert not shm.exists() or mode(shm) == "0600"
-    assert mode(agent.status_path) == "0600"  # the last status, written on the way out
+        assert not shm.exists() or file_mode(shm) == "0600"
+    assert file_mode(agent.status_path) == "0600"  # the last status, written on the way out
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -67,5 +52,5 @@ async def test_an_older_agents_readable_outbox_is_tightened_on_open(tmp_path: Pa
     wal.touch()
     wal.chmod(0o644)
     async with Outbox(path=path) as outbox:
-        assert (mode(path), mode(wal)) == ("0600", "0600")
+        assert (file_mode(path), file_mode(wal)) == ("0600", "0600")
         assert outbox.depth() == 0

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from hub.settings import HubSettings
+from tests.conftest import file_mode
 from tests.hub.conftest import running_hub
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    previous = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
-def mode(path: Path) -> str:
-    return f"{path.stat().st_mode & 0o777:04o}"
 
 
 @pytest.mark.usefixtures("umask_022")
@@ -35,8 +21,8 @@ async def test_the_hub_starts_with_its_files_private(hub_settings: HubSettings) 
     secrets_dir.chmod(0o755)
     async with running_hub(hub_settings) as hub:
         assert await hub.runtime.link.wait_connected(5.0)
-        assert mode(secrets_dir) == "0700"
+        assert file_mode(secrets_dir) == "0700"
         for name in (database.name, database.name + "-wal", database.name + "-shm"):
             file = database.with_name(name)
             assert file.exists(), f"{name} should exist while the hub runs"
-            assert mode(file) == "0600", f"{name} is {mode(file)}"
+            assert file_mode(file) == "0600", f"{name} is {file_mode(file)}"

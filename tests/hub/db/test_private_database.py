@@ -6,31 +6,15 @@ paths (migrations, the engine, restore) under a permissive umask, so 0600 is the
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from hub.admin.backup import backup_database, restore_database
 from hub.db.engine import create_engine
 from hub.db.migrate import upgrade_to_head
 from storegate.private_files import is_private
-
-
-@pytest.fixture(params=[0o022, 0o000], ids=["umask-022", "umask-000"])
-def permissive_umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Run the test under a umask that would leave new files readable by others."""
-    previous = os.umask(request.param)
-    try:
-        yield request.param
-    finally:
-        os.umask(previous)
-
-
-def mode(path: Path) -> str:
-    return f"{path.stat().st_mode & 0o777:04o}"
+from tests.conftest import file_mode
 
 
 async def write_through_the_engine(url: str) -> None:
@@ -43,7 +27,7 @@ async def write_through_the_engine(url: str) -> None:
         database = Path(str(engine.url.database))
         for file in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
             assert file.exists(), f"{file.name} should exist while the engine is open"
-            assert mode(file) == "0600", f"{file.name} is {mode(file)}"
+            assert file_mode(file) == "0600", f"{file.name} is {file_mode(file)}"
     finally:
         await engine.dispose()
 
@@ -51,7 +35,7 @@ async def write_through_the_engine(url: str) -> None:
 async def test_a_new_hub_database_and_its_wal_and_shm_are_0600(tmp_path: Path, permissive_umask: int) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite3'}"
     await upgrade_to_head(url)  # what the hub runs first: it creates the file
-    assert mode(tmp_path / "hub.sqlite3") == "0600"
+    assert file_mode(tmp_path / "hub.sqlite3") == "0600"
     await write_through_the_engine(url)
 
 
@@ -65,8 +49,8 @@ async def test_an_existing_readable_database_is_tightened(tmp_path: Path, permis
         file.chmod(0o644)  # as an older hub left it
     engine = create_engine(url)  # tightens before it opens anything
     try:
-        assert mode(database) == "0600"
-        assert mode(database.with_name(database.name + "-wal")) == "0600"
+        assert file_mode(database) == "0600"
+        assert file_mode(database.with_name(database.name + "-wal")) == "0600"
     finally:
         await engine.dispose()
     await write_through_the_engine(url)
@@ -80,5 +64,5 @@ async def test_a_backup_and_a_restored_database_are_0600(tmp_path: Path, permiss
 
     restored = tmp_path / "restored.sqlite3"
     await restore_database(f"sqlite+aiosqlite:///{restored}", backup.path)
-    assert mode(restored) == "0600"
+    assert file_mode(restored) == "0600"
     assert not list(tmp_path.glob(".*.partial"))
