@@ -9,7 +9,8 @@ refusal that came from a broken link rather than from the check would fail.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -92,11 +93,11 @@ def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]
     return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == event]
 
 
-async def test_a_forged_ack_beyond_what_was_published_deletes_nothing(
-    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The issue's attack: 60 events stored, 5 published (the window is full, the hub silent),
-    # and a forged ack through 50. Before, the agent deleted 50 events no hub had stored.
+@asynccontextmanager
+async def a_full_window(
+    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory
+) -> AsyncIterator[tuple[EdgeAgent, FakeHub]]:
+    """A running agent with STORED events in its outbox and the first WINDOW of them at a hub that stays silent."""
     config = make_config(tmp_path, mqtt_settings, outbox={"max_in_flight": WINDOW, "ack_timeout_s": 600})
     agent = EdgeAgent(config=config)
     with fake_hub_factory(auto_ack=False) as hub:
@@ -106,24 +107,33 @@ async def test_a_forged_ack_beyond_what_was_published_deletes_nothing(
                 await agent.record(temperature(n))
             await agent.flush()
             await until(lambda: len(hub.unique()) == WINDOW, "the first window at the hub")
-            assert agent.stream is not None
-            assert max(hub.unique()) == WINDOW < 50 <= STORED
+            yield agent, hub
 
-            await asyncio.to_thread(forge_ack, mqtt_settings, ack_payload(agent.stream, 50))
-            await until(lambda: refused(agent, "beyond_published") == 1, "the forged ack refused")
-            assert await waiting_seqs(agent) == list(range(1, STORED + 1))
-            assert (agent.stats.depth, agent.stats.acked, agent.stats.last_ack_seq) == (STORED, 0, 0)
-            [entry] = logged(caplog, "ack_refused")
-            assert entry["level"] == "warning"
-            assert (entry["reason"], entry["through_seq"], entry["published_through"]) == ("beyond_published", 50, 5)
-            assert entry["consequence"] == "nothing deleted"
 
-            # Positive control: the hub's genuine ack for what it holds is applied.
-            hub.ack(agent.stream, WINDOW)
-            await until(lambda: agent.stats.last_ack_seq == WINDOW, "the genuine ack applied")
-            assert await waiting_seqs(agent) == list(range(WINDOW + 1, STORED + 1))
-            assert agent.stats.acked == WINDOW
-            assert refused(agent, "beyond_published") == 1
+async def test_a_forged_ack_beyond_what_was_published_deletes_nothing(
+    tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The issue's attack: 60 events stored, 5 published (the window is full, the hub silent),
+    # and a forged ack through 50. Before, the agent deleted 50 events no hub had stored.
+    async with a_full_window(tmp_path, mqtt_settings, fake_hub_factory) as (agent, hub):
+        assert agent.stream is not None
+        assert max(hub.unique()) == WINDOW < 50 <= STORED
+
+        await asyncio.to_thread(forge_ack, mqtt_settings, ack_payload(agent.stream, 50))
+        await until(lambda: refused(agent, "beyond_published") == 1, "the forged ack refused")
+        assert await waiting_seqs(agent) == list(range(1, STORED + 1))
+        assert (agent.stats.depth, agent.stats.acked, agent.stats.last_ack_seq) == (STORED, 0, 0)
+        [entry] = logged(caplog, "ack_refused")
+        assert entry["level"] == "warning"
+        assert (entry["reason"], entry["through_seq"], entry["published_through"]) == ("beyond_published", 50, 5)
+        assert entry["consequence"] == "nothing deleted"
+
+        # Positive control: the hub's genuine ack for what it holds is applied.
+        hub.ack(agent.stream, WINDOW)
+        await until(lambda: agent.stats.last_ack_seq == WINDOW, "the genuine ack applied")
+        assert await waiting_seqs(agent) == list(range(WINDOW + 1, STORED + 1))
+        assert agent.stats.acked == WINDOW
+        assert refused(agent, "beyond_published") == 1
 
 
 @pytest.mark.parametrize(
@@ -145,25 +155,17 @@ async def test_other_forged_acks_are_refused_counted_and_delete_nothing(
     forgery: Callable[[UUID], bytes],
     reason: str,
 ) -> None:
-    config = make_config(tmp_path, mqtt_settings, outbox={"max_in_flight": WINDOW, "ack_timeout_s": 600})
-    agent = EdgeAgent(config=config)
-    with fake_hub_factory(auto_ack=False) as hub:
-        async with running(agent):
-            await until(lambda: agent.stats.connected, "agent connected")
-            for n in range(STORED):
-                await agent.record(temperature(n))
-            await agent.flush()
-            await until(lambda: len(hub.unique()) == WINDOW, "the first window at the hub")
-            assert agent.stream is not None
-            await asyncio.to_thread(forge_ack, mqtt_settings, forgery(agent.stream))
-            await until(lambda: refused(agent, reason) == 1, f"the forged ack refused as {reason}")
-            assert await waiting_seqs(agent) == list(range(1, STORED + 1))
-            assert agent.stats.acked == 0
+    async with a_full_window(tmp_path, mqtt_settings, fake_hub_factory) as (agent, hub):
+        assert agent.stream is not None
+        await asyncio.to_thread(forge_ack, mqtt_settings, forgery(agent.stream))
+        await until(lambda: refused(agent, reason) == 1, f"the forged ack refused as {reason}")
+        assert await waiting_seqs(agent) == list(range(1, STORED + 1))
+        assert agent.stats.acked == 0
 
-            hub.ack(agent.stream, 3)
-            await until(lambda: agent.stats.last_ack_seq == 3, "the genuine ack applied")
-            assert await waiting_seqs(agent) == list(range(4, STORED + 1))
-            assert sum(count for _, count in agent.stats.acks_refused_by_reason) == 1
+        hub.ack(agent.stream, 3)
+        await until(lambda: agent.stats.last_ack_seq == 3, "the genuine ack applied")
+        assert await waiting_seqs(agent) == list(range(4, STORED + 1))
+        assert sum(count for _, count in agent.stats.acks_refused_by_reason) == 1
 
 
 @pytest.mark.parametrize("second_window", [5000, 20], ids=["same-window", "smaller-window"])
@@ -198,17 +200,9 @@ async def test_the_hubs_ack_for_what_a_previous_run_published_does_not_stall_the
 async def test_a_flood_of_forged_acks_is_counted_in_full_and_logged_sparingly(
     tmp_path: Path, mqtt_settings: MqttSettings, fake_hub_factory: HubFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = make_config(tmp_path, mqtt_settings, outbox={"max_in_flight": WINDOW, "ack_timeout_s": 600})
-    agent = EdgeAgent(config=config)
-    with fake_hub_factory(auto_ack=False) as hub:
-        async with running(agent):
-            await until(lambda: agent.stats.connected, "agent connected")
-            for n in range(STORED):
-                await agent.record(temperature(n))
-            await agent.flush()
-            await until(lambda: len(hub.unique()) == WINDOW, "the first window at the hub")
-            for n in range(12):
-                await asyncio.to_thread(forge_ack, mqtt_settings, b'{"v": 1, "through_seq": %d}' % (50 + n))
-            await until(lambda: refused(agent, "invalid") == 12, "every forged ack counted")
-            assert [entry["refused_so_far"] for entry in logged(caplog, "ack_refused")] == [1, 10]
-            assert await waiting_seqs(agent) == list(range(1, STORED + 1))
+    async with a_full_window(tmp_path, mqtt_settings, fake_hub_factory) as (agent, _):
+        for n in range(12):
+            await asyncio.to_thread(forge_ack, mqtt_settings, b'{"v": 1, "through_seq": %d}' % (50 + n))
+        await until(lambda: refused(agent, "invalid") == 12, "every forged ack counted")
+        assert [entry["refused_so_far"] for entry in logged(caplog, "ack_refused")] == [1, 10]
+        assert await waiting_seqs(agent) == list(range(1, STORED + 1))
