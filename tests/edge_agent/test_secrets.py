@@ -17,7 +17,7 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import PASSWORD_ENV, PASSWORD_FILE_ENV, load_agent_config
-from launcher.broker import LocalBroker, find_mosquitto, free_port, mosquitto_config, wait_for_port
+from launcher.broker import LocalBroker, find_mosquitto, free_port, mosquitto_config, start_mosquitto_with
 from storegate.configfile import ConfigError
 from storegate.mqtt import MqttLink, MqttSettings
 from storegate.secret_files import SecretFileError
@@ -31,8 +31,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def auth_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A real Mosquitto that lets in only USER with PASSWORD."""
-    exe = find_mosquitto()
-    if exe is None:
+    if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed: apt-get install mosquitto")
     workdir = tmp_path / "auth-broker"
     workdir.mkdir()
@@ -44,11 +43,8 @@ def auth_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     # As root Mosquitto drops to the mosquitto user, which may not read a 0600 file in a 0700 tmp_path.
     stay = "user root\n" if os.geteuid() == 0 else ""
     config.write_text(mosquitto_config(port=port, password_file=passwords) + stay)
-    argv = [exe, "-c", str(config)]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    broker = LocalBroker("mosquitto", "127.0.0.1", port, process, workdir, argv)
+    broker = start_mosquitto_with(config, host="127.0.0.1", port=port)
     try:
-        wait_for_port(broker.host, port, timeout=10, process=process)
         yield broker
     finally:
         broker.stop(kill=True)

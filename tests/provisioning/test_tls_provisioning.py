@@ -19,7 +19,7 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import load_agent_config
-from launcher.broker import LocalBroker, find_mosquitto, free_port, wait_for_port
+from launcher.broker import LocalBroker, find_mosquitto, free_port, start_mosquitto_with
 from storegate.private_files import is_private
 from tests.conftest import eventually
 
@@ -225,8 +225,7 @@ def _server(ca: Path, ca_key: Path, where: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[LocalBroker]:
     """A real Mosquitto that takes only clients with a certificate from the hub CA, over TLS."""
-    exe = find_mosquitto()
-    if exe is None:
+    if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed: apt-get install mosquitto")
     cert, key = _server(pki.ca, pki.ca.with_suffix(".key"), pki.ca.parent)
     workdir = tmp_path / "tls-broker"
@@ -251,11 +250,8 @@ def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[LocalBroker]:
         )
         + "\n"
     )
-    argv = [exe, "-c", str(config)]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    broker = LocalBroker("mosquitto", "127.0.0.1", port, process, workdir, argv)
+    broker = start_mosquitto_with(config, host="127.0.0.1", port=port)
     try:
-        wait_for_port(broker.host, port, timeout=10, process=process)
         yield broker
     finally:
         broker.stop(kill=True)
