@@ -80,11 +80,8 @@ def check_sku_id(value: str) -> str:
         raise ValueError(f"SKU id {value!r} is a dot segment that HTTP clients remove from a URL path")
     if _SKU_ID_FORBIDDEN.search(value) is None:  # the usual id: one scan, no list built
         return value
-    bad = sorted(set(_SKU_ID_FORBIDDEN.findall(value)))
-    if bad:
-        shown = ", ".join(repr(char) for char in bad)
-        raise ValueError(f"SKU id {value!r} has {shown}: a SKU id must be safe as one URL path segment")
-    return value
+    shown = ", ".join(repr(char) for char in sorted(set(_SKU_ID_FORBIDDEN.findall(value))))
+    raise ValueError(f"SKU id {value!r} has {shown}: a SKU id must be safe as one URL path segment")
 
 
 # The retailer's code of an article, as the catalog and shelf events name it.
