@@ -520,6 +520,18 @@ def _require_finite(value: JsonValue) -> None:
             _require_finite(item)
 
 
+def check_payload(kind: str, payload: dict[str, JsonValue]) -> None:
+    """Raise ValidationError (or ValueError) unless ``payload`` is valid for ``kind``: its kind's model, or finite
+    numbers. What :class:`Event` checks of its payload, for a decoder that checks it without building the event.
+    """
+    model = PAYLOAD_MODELS.get(kind)
+    if model is not None:
+        # The model's own validator, as model_validate calls it: once per event decoded, so without the wrapper.
+        model.__pydantic_validator__.validate_python(payload)
+    else:
+        _require_finite(payload)
+
+
 class Event(WireModel):
     """One thing a device reported, as the gateway recorded it.
 
@@ -541,12 +553,7 @@ class Event(WireModel):
 
     @model_validator(mode="after")
     def _payload_matches_kind(self) -> Event:
-        model = PAYLOAD_MODELS.get(self.kind)
-        if model is not None:
-            # The model's own validator, as model_validate calls it: once per event decoded, so without the wrapper.
-            model.__pydantic_validator__.validate_python(self.payload)
-        else:
-            _require_finite(self.payload)
+        check_payload(self.kind, self.payload)
         return self
 
     def typed_payload(self) -> WireModel | None:
