@@ -150,14 +150,13 @@ class StoredEvent(Base):
     __table_args__ = (
         UniqueConstraint("store_id", "gateway_id", "stream", "seq"),
         ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),
+        # Lists go by the time the hub received an event (a gateway's clock may be decades off), or by device time
+        # when asked. Each index costs every insert, so only the selective filters have one, for either time: a
+        # gateway's events are read through its store's (a store has a few gateways), a kind's through the
+        # unfiltered one (kinds are few). Migration 0009 dropped the gateway's and the kind's device-time indexes.
         Index("ix_events_device_ts", "device_ts", "id"),
         Index("ix_events_store_ts", "store_id", "device_ts", "id"),
-        Index("ix_events_gateway_ts", "store_id", "gateway_id", "device_ts", "id"),
         Index("ix_events_device_id_ts", "device_id", "device_ts", "id"),
-        Index("ix_events_kind_ts", "kind", "device_ts", "id"),
-        # Lists go by the time the hub received an event (a gateway's clock may be decades off). Each index costs
-        # every insert, so only the selective filters have one: a gateway's events are read through its store's
-        # (a store has a few gateways), a kind's through the first (kinds are few).
         Index("ix_events_received", "received_at", "id"),
         Index("ix_events_store_received", "store_id", "received_at", "id"),
         Index("ix_events_device_id_received", "device_id", "received_at", "id"),

@@ -428,3 +428,54 @@ async def test_0008_flags_stored_events_stamped_before_2020_and_can_be_undone(em
         assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
+
+
+async def test_0009_drops_the_gateway_and_kind_indexes_of_events_and_can_be_undone(empty_database_url: str) -> None:
+    """0009 drops the two device-time indexes no query needs; down to 0008 creates them again, over stored rows."""
+    database_url = empty_database_url
+    config = alembic_config(database_url)
+    dropped = {"ix_events_gateway_ts", "ix_events_kind_ts"}
+    engine = create_engine(database_url)
+
+    async def event_indexes() -> set[str]:
+        async with engine.connect() as connection:
+            indexes = await connection.run_sync(lambda sync: inspect(sync).get_indexes("events"))
+        return {str(index["name"]) for index in indexes}
+
+    try:
+        await asyncio.to_thread(command.upgrade, config, "0008")
+        assert dropped <= await event_indexes()
+        await upgrade_to_head(database_url)
+        kept = await event_indexes()
+        assert not dropped & kept
+        assert {"ix_events_device_ts", "ix_events_store_ts", "ix_events_received", "ix_events_store_received"} <= kept
+
+        now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+        async with engine.begin() as connection:
+            await connection.execute(insert(Store).values(store_id="s-1", first_seen=now, event_count=1))
+            await connection.execute(
+                insert(Gateway).values(
+                    store_id="s-1", gateway_id="gw-1", enrolled_at=now, enrolled_by="test", enrolment="operator"
+                )
+            )
+            await connection.execute(
+                insert(StoredEvent).values(
+                    event_id=str(uuid.UUID(int=1)),
+                    store_id="s-1",
+                    gateway_id="gw-1",
+                    stream="a",
+                    seq=1,
+                    device_id="d",
+                    kind="door.opened",
+                    device_ts=now,
+                    received_at=now,
+                    payload={},
+                )
+            )
+        await asyncio.to_thread(command.downgrade, config, "0008")
+        assert dropped <= await event_indexes()
+        await upgrade_to_head(database_url)
+        assert await current_revision(engine) == head_revision()
+        assert not dropped & await event_indexes()
+    finally:
+        await engine.dispose()
