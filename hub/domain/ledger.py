@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
@@ -84,6 +85,7 @@ class Movement:
     shelf_id: str | None = None
     slot: int | None = None
     level: int | None = None  # shelf movements: the items on the slot after it, as the shelf counted them
+    unit_price: Decimal | None = None  # sales: the catalog's unit price when the sale was applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +100,33 @@ class Unmatched:
 SkuOfCode = Callable[[str], str | None]
 # (store, shelf device id, slot) -> SKU id from the planogram, or None
 SkuOfSlot = Callable[[str, str, int], str | None]
+# SKU id -> its unit price in the catalog, or None
+PriceOf = Callable[[str], Decimal | None]
 
 
-def movements_of(event: EventView, *, sku_of_code: SkuOfCode, sku_of_slot: SkuOfSlot) -> list[Movement] | Unmatched:
-    """The movements one event makes (none for kinds that move no stock), or why it cannot be placed."""
+def _no_price(_sku: str) -> Decimal | None:
+    return None
+
+
+def movements_of(
+    event: EventView, *, sku_of_code: SkuOfCode, sku_of_slot: SkuOfSlot, price_of: PriceOf = _no_price
+) -> list[Movement] | Unmatched:
+    """The movements one event makes (none for kinds that move no stock), or why it cannot be placed.
+
+    A sale carries ``price_of`` its SKU, made with the movement (one object per sale, not a copy to price it).
+    """
     scan_kind = _SCAN_KINDS.get(event.kind)
     if scan_kind is not None:
-        return _scan(event, scan_kind, sku_of_code)
+        return _scan(event, scan_kind, sku_of_code, price_of)
     shelf_kind = _SHELF_KINDS.get(event.kind)
     if shelf_kind is not None:
         return _shelf(event, shelf_kind, sku_of_slot)
     return []
 
 
-def _scan(event: EventView, kind: MovementKind, sku_of_code: SkuOfCode) -> list[Movement] | Unmatched:
+def _scan(
+    event: EventView, kind: MovementKind, sku_of_code: SkuOfCode, price_of: PriceOf
+) -> list[Movement] | Unmatched:
     code = event.payload.get("gtin") or event.payload.get("code")
     if not isinstance(code, str):
         return Unmatched(event.event_id, "scan without a code")
@@ -121,8 +136,9 @@ def _scan(event: EventView, kind: MovementKind, sku_of_code: SkuOfCode) -> list[
     quantity = event.payload.get("quantity", 1)
     if not isinstance(quantity, int) or quantity < 1:
         return Unmatched(event.event_id, f"quantity {quantity!r} is not a positive whole number")
-    signed = -quantity if kind is MovementKind.SALE else quantity
-    return [Movement(event.event_id, 0, event.store_id, sku, kind, signed, event.ts)]
+    if kind is MovementKind.SALE:
+        return [Movement(event.event_id, 0, event.store_id, sku, kind, -quantity, event.ts, unit_price=price_of(sku))]
+    return [Movement(event.event_id, 0, event.store_id, sku, kind, quantity, event.ts)]
 
 
 def _shelf(event: EventView, kind: MovementKind, sku_of_slot: SkuOfSlot) -> list[Movement] | Unmatched:

@@ -21,13 +21,11 @@ pick list for the gateway that reported it; the task closes once the shelf repor
 from __future__ import annotations
 
 import math
-import operator
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, Final, cast
 
 import structlog
@@ -167,16 +165,14 @@ def place(events: Sequence[wire.Event], catalog: CatalogSnapshot, *, event_ids: 
                 )
             continue
         view = EventView(event_id, event.store_id, event.device_id, event.kind, event.ts, payload)
-        result = ledger.movements_of(view, sku_of_code=catalog.sku_of_code, sku_of_slot=catalog.sku_of_slot)
+        result = ledger.movements_of(
+            view, sku_of_code=catalog.sku_of_code, sku_of_slot=catalog.sku_of_slot, price_of=catalog.prices.get
+        )
         if isinstance(result, Unmatched):
             placed.unplaced.append((event, result))
             continue
+        placed.movements += result
         for movement in result:
-            if movement.kind is MovementKind.SALE:
-                price = catalog.prices.get(movement.sku)
-                placed.movements.append(_priced(movement, price))
-            else:
-                placed.movements.append(movement)
             if movement.level is not None and movement.shelf_id is not None and movement.slot is not None:
                 placed.levels.append(
                     LevelReport(
@@ -190,22 +186,6 @@ def place(events: Sequence[wire.Event], catalog: CatalogSnapshot, *, event_ids: 
                     )
                 )
     return placed
-
-
-@dataclass(frozen=True, slots=True)
-class PricedMovement(Movement):
-    """A sale with the catalog's unit price when it was applied."""
-
-    unit_price: Decimal | None = None
-
-
-# A movement's fields in declaration order, read in one C call: a sale is priced once per sale event.
-_MOVEMENT_VALUES: Final = operator.attrgetter(*(f.name for f in fields(Movement)))
-
-
-def _priced(movement: Movement, price: Decimal | None) -> Movement:
-    priced: Any = PricedMovement  # mypy cannot count the fields of one tuple read by attrgetter
-    return cast(Movement, priced(*_MOVEMENT_VALUES(movement), price))
 
 
 # --------------------------------------------------------------------------- writing
@@ -314,7 +294,7 @@ def _ledger_row(movement: Movement, *, now: datetime, actor: str | None, note: s
         movement.shelf_id,
         movement.slot,
         movement.level,
-        movement.unit_price if isinstance(movement, PricedMovement) else None,
+        movement.unit_price,
         actor,
         note,
         now,
