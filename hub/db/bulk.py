@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.dialect import UnsupportedDatabaseError
+from hub.db.engine import json_text
 
 _ZERO: Final = timedelta(0)
 # PostgreSQL array types of the column kinds the hub writes in bulk.
@@ -110,12 +111,18 @@ async def bulk_write(
         sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}"  # noqa: S608
         await connection.exec_driver_sql(sql, converted)
     elif dialect == "postgresql":
-        # asyncpg's executemany: one prepared statement, the rows pipelined in binary. Measured against
-        # ``unnest`` of one array per column: ~20 % less wall time per row and ~30 % less of the hub's CPU
-        # (asyncpg checks every element of an array parameter for nesting).
-        marks = ", ".join(f"${n}::{column.pg_type}" for n, column in enumerate(columns, start=1))
-        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}"  # noqa: S608
-        await connection.exec_driver_sql(sql, list(rows))
+        # The rows as one JSON array that the server takes apart (json_array_elements keeps their order), each
+        # value read as text and cast to its column's type, as the event log's insert does: one pydantic-core
+        # call serialises them all, where asyncpg's executemany encoded each row in the driver (the ledger and
+        # positions' 8 % of the hub's CPU in bench/hub_ingest.py, docs/benchmarks.md, third round). One
+        # statement, so the rows must not share a key of a DO UPDATE clause (PostgreSQL updates a row once per
+        # statement); DO NOTHING skips a repeat as before. Times are aware, as everywhere in the hub.
+        values = ", ".join(f"(row->>{n})::{column.pg_type}" for n, column in enumerate(columns))
+        sql = (
+            f"INSERT INTO {table} ({names}) SELECT {values} "  # noqa: S608 - the hub's own constants, never input
+            f"FROM json_array_elements($1::json) AS rows(row) {on_conflict}"
+        )
+        await connection.exec_driver_sql(sql, (json_text(list(rows)),))
     else:
         raise UnsupportedDatabaseError(f"the hub supports SQLite and PostgreSQL, not {dialect}")
 
