@@ -273,3 +273,34 @@ def test_each_payload_struct_has_its_models_fields_required_alike(model: type[wi
 def test_each_kind_with_a_struct_is_mirrored_from_its_wire_model() -> None:
     for kind, struct in PAYLOAD_STRUCTS.items():
         assert MIRRORS[wire.PAYLOAD_MODELS[kind]] is struct
+
+
+NUMBER_AND_STRING_TEXTS = [
+    "0.1",
+    "0.30000000000000004",
+    "1e-7",
+    "1E+2",
+    "-0",
+    "-0.0",
+    "5e-324",
+    "1e-400",
+    "2.2250738585072014e-308",
+    "1.7976931348623157e308",
+    "1.7976931348623159e308",
+    "123456789012345678901234567890",
+    "-123456789012345678901234567890.5",
+    "9223372036854775808",
+    "18446744073709551616",
+    '"\\ud83d\\ude00"',
+    '"\\ud800"',
+    '"\\u0000"',
+    '"caf\\u00e9 \\/ \\t"',
+    '"\u00e9"',
+]
+
+
+@pytest.mark.parametrize("text", NUMBER_AND_STRING_TEXTS)
+def test_numbers_and_strings_of_a_payload_are_read_to_the_same_values(text: str) -> None:
+    """msgspec reads the payload's dict: every value it reads must be the one pydantic's parser reads."""
+    raw = batch_bytes([event_fields(kind="camera.motion", payload={"x": "HERE", "y": ["HERE"]})])
+    assert_agrees(raw.replace(b'"HERE"', text.encode()))
