@@ -110,8 +110,12 @@ class DoorChangePayload(_Strict):
     zone: Zone | None = None
 
 
+# wire.UNIT_OF by the quantity's text, without making the enum member for each reading.
+_UNIT_OF_QUANTITY: Final[dict[str, str]] = {quantity.value: unit for quantity, unit in wire.UNIT_OF.items()}
+
+
 def _reading_ok(payload: EnvironmentReadingPayload) -> bool:
-    return payload.unit == wire.UNIT_OF[wire.Quantity(payload.quantity)]
+    return payload.unit == _UNIT_OF_QUANTITY[payload.quantity]
 
 
 # The kinds decoded here, most of the events; the payload of any other kind is checked by wire.check_payload.
