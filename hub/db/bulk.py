@@ -2,9 +2,10 @@
 
 SQLAlchemy's executemany of dictionaries costs more per row than the database does; the ingest path
 writes thousands of rows per unit, so it hands the driver plain tuples instead, as the event log does:
-``executemany`` of one prepared statement (SQLite's C loop; asyncpg's pipeline of binary rows, one
-round trip). Values are converted the way the models' types would: aware datetimes to SQLite's
-naive-UTC text, decimals to SQLite's floats.
+on SQLite ``executemany`` of one prepared statement (SQLite's C loop), on PostgreSQL one statement
+taking all the rows as one JSON array (one round trip, serialised by pydantic-core in one call).
+Values are converted the way the models' types would: aware datetimes to SQLite's naive-UTC text,
+decimals to SQLite's floats.
 """
 
 from __future__ import annotations
