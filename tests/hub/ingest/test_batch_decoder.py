@@ -221,7 +221,7 @@ def test_near_misses_of_each_rule_are_never_taken_by_the_fast_path_alone(path: s
 @pytest.mark.parametrize(
     "raw",
     [
-        batch_bytes([event_fields(kind="camera.motion", payload={"x": float("nan")})]).replace(b'"x": NaN', b'"x":NaN'),
+        batch_bytes([event_fields(kind="camera.motion", payload={"x": float("nan")})]),  # json.dumps writes NaN
         batch_bytes([event_fields(kind="camera.motion")]).replace(b'"frames": 3', b'"frames": 1e999'),
         batch_bytes([event_fields(kind="shelf.put")]).replace(b'"weight_g": 1218.5', b'"weight_g": 1e999'),
         batch_bytes([event_fields(kind="shelf.put")]).replace(b'"weight_g": 1218.5', b'"weight_g": 12.12345678'),
