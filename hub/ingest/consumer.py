@@ -58,7 +58,7 @@ from hub.ingest.eventlog import DEFAULT_CLOCK, ClockSuspects, LossRecord
 from hub.ingest.operations import HubOperations
 from hub.ingest.rejections import Rejection, SetAside
 from hub.ingest.seqs import describe
-from hub.ingest.unit import UnitResult, find_unstorable, store_messages
+from hub.ingest.unit import StoreLocker, UnitResult, find_unstorable, store_messages
 from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS, Incoming
@@ -138,8 +138,11 @@ class Ingestor:
         write_gate: WriteGate | None = None,
         accept_unknown_gateways: bool = False,
         event_clock: EventClockSettings = DEFAULT_CLOCK,
+        store_locks: StoreLocker | None = None,
     ) -> None:
         self._link = link
+        # N workers on a shared subscription: each unit locks its stores (hub.ingest.shared); one process: None.
+        self._store_locks = store_locks
         self._event_clock = event_clock
         # Off in production: a gateway must be enrolled before anything of it is accepted.
         self._accept_unknown = accept_unknown_gateways
@@ -279,6 +282,7 @@ class Ingestor:
                         rejected_keep=self._rejected_keep,
                         accept_unknown_gateways=self._accept_unknown,
                         clock=self._event_clock,
+                        store_locks=self._store_locks,
                     )
             else:
                 async with operations.unit():
@@ -291,6 +295,7 @@ class Ingestor:
                             operations=operations,
                             accept_unknown_gateways=self._accept_unknown,
                             clock=self._event_clock,
+                            store_locks=self._store_locks,
                         )
                     for outcome in result.operations:
                         operations.committed(outcome)
@@ -394,6 +399,7 @@ class Ingestor:
                     rejected_keep=self._rejected_keep,
                     operations=operations,
                     clock=self._event_clock,
+                    store_locks=self._store_locks,
                 )
             finally:
                 await session.rollback()  # a probe: nothing of it is kept
@@ -463,6 +469,17 @@ class Ingestor:
     def _after_commit(self, result: UnitResult) -> None:
         self.metrics.events_stored.inc(result.stored)
         self.metrics.events_duplicate.inc(result.duplicates)
+        if result.held_for_order:
+            self.metrics.events_held_for_order.inc(result.held_for_order)
+            admitted, left_out = self._log_limiter.admit("held_for_order")
+            if admitted:
+                log.info(
+                    "events_held_for_order",
+                    events=result.held_for_order,
+                    why="stored above a gap of their stream (another worker holds the batch before); applied when "
+                    "it is filled",
+                    **({"not_logged_before": left_out} if left_out else {}),
+                )
         for rejection in result.rejections:
             self._note_rejection(rejection)
         for transition in result.transitions:

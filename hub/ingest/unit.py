@@ -6,7 +6,7 @@ commits the unit and only then publishes the Acks it computed, so nothing is ack
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,7 +29,8 @@ from hub.ingest.classify import (
 )
 from hub.ingest.clock import EventClockSettings
 from hub.ingest.eventlog import DEFAULT_CLOCK, ClockSuspects, LossRecord, store_batches
-from hub.ingest.operations import HubOperations, OperationsOutcome
+from hub.ingest.operations import HubOperations, OperationsOutcome, Prepared
+from hub.ingest.ordering import in_order, read_marks
 from hub.ingest.presence import Transition, apply_health, apply_status
 from hub.ingest.rejections import Rejection, SetAside, record_rejections
 from storegate import wire
@@ -52,6 +53,8 @@ class UnitResult:
     operations: list[OperationsOutcome] = field(default_factory=list)
     # Events stored with a device time the hub does not believe, per gateway and unit.
     clock_suspects: list[ClockSuspects] = field(default_factory=list)
+    # Shared mode: events stored above a gap of their stream, applied when it is filled (hub.ingest.ordering).
+    held_for_order: int = 0
 
     def extend(self, other: UnitResult) -> None:
         """Add another unit's results to this one."""
@@ -66,6 +69,11 @@ class UnitResult:
         self.command_results += other.command_results
         self.operations += other.operations
         self.clock_suspects += other.clock_suspects
+        self.held_for_order += other.held_for_order
+
+
+# Shared mode (N workers): takes the advisory locks of the unit's stores in its transaction (hub.ingest.shared).
+StoreLocker = Callable[[AsyncSession, Iterable[str]], Awaitable[None]]
 
 
 async def store_messages(
@@ -77,6 +85,7 @@ async def store_messages(
     operations: HubOperations | None = None,
     accept_unknown_gateways: bool = False,
     clock: EventClockSettings = DEFAULT_CLOCK,
+    store_locks: StoreLocker | None = None,
 ) -> UnitResult:
     """Store every item in the caller's transaction and compute one Ack per (batch, stream).
 
@@ -85,12 +94,22 @@ async def store_messages(
     and gaps after the whole unit. A batch whose events were all rejected as conflicts or set aside is
     still acknowledged: the agent would otherwise resend it forever, and those events are kept (in
     rejected_messages and refused_events).
+
+    ``store_locks`` (N workers on a shared subscription) locks the unit's stores before anything of theirs is
+    written, and the events are then applied in each stream's seq order (:mod:`hub.ingest.ordering`).
     """
     result = UnitResult()
     items, result.rejections = await _admitted(session, items, accept_unknown=accept_unknown_gateways, now=now)
     batch_items = [item for item in items if isinstance(item, BatchMessage)]
     batches = [(item.batch, item.received_at) for item in batch_items]
     prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
+    marks_before = None
+    if store_locks is not None:
+        # As late as the unit allows: admission and the catalog above need no lock; the marks below do.
+        stores = {sender[0] for item in items if (sender := sender_of(item)) is not None}
+        await store_locks(session, stores)
+        if operations is not None and batches:
+            marks_before = await read_marks(session, stores)
     events = await store_batches(
         session,
         batches,
@@ -151,8 +170,14 @@ async def store_messages(
                 pass
     await record_rejections(session, rejections + result.rejections, keep=rejected_keep)
     if operations is not None:
+        to_apply = events.stored_events
+        if marks_before is not None:
+            order = await in_order(session, to_apply, marks_before, events.marks)
+            to_apply, result.held_for_order = order.events, order.held
+            if order.released and prepared is not None:  # events not placed during the insert: placed afresh
+                prepared = Prepared(prepared.catalog)
         result.operations.append(
-            await operations.apply(session, events.stored_events, result.transitions, now=now, prepared=prepared)
+            await operations.apply(session, to_apply, result.transitions, now=now, prepared=prepared)
         )
     return result
 
@@ -188,6 +213,7 @@ async def find_unstorable(
     rejected_keep: int,
     operations: HubOperations | None = None,
     clock: EventClockSettings = DEFAULT_CLOCK,
+    store_locks: StoreLocker | None = None,
 ) -> list[tuple[wire.Event, BaseException]]:
     """The events of a batch the database refuses, each with its error: the batch stored one event at a time.
 
@@ -217,6 +243,7 @@ async def find_unstorable(
                     operations=operations,
                     accept_unknown_gateways=True,  # admitted with the unit already
                     clock=clock,
+                    store_locks=store_locks,
                 )
         except Exception as err:  # drivers raise more than SQLAlchemyError (OverflowError, DataError, ...)
             refused.append((event, err))
