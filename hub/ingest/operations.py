@@ -267,11 +267,12 @@ class HubOperations:
         """The leader's tick: every store with stored states, a chunk at a time under its locks, then escalations."""
         now = self._clock()
         total = UnitEvaluation(evaluated_at=now)
-        async with self.unit():
-            async with self._sessions() as session:
-                stores = await shared_states.all_stores(session)
-            for start in range(0, len(stores), TICK_CHUNK_STORES):
-                chunk = stores[start : start + TICK_CHUNK_STORES]
+        async with self._sessions() as session:
+            stores = await shared_states.all_stores(session)
+        for start in range(0, len(stores), TICK_CHUNK_STORES):
+            chunk = stores[start : start + TICK_CHUNK_STORES]
+            # The engine is held per chunk, not per tick: this worker's own units go on between chunks.
+            async with self.unit():
                 async with self._sessions() as session, session.begin():
                     await self._tick_locks(session, chunk)
                     self.metrics.rule_states_loaded.inc(await self.engine.load_shared(session, chunk))
@@ -279,12 +280,12 @@ class HubOperations:
                     evaluation = await self.engine.tick(session, catalog, now=now, stores=chunk, escalate=False)
                     await self.engine.save_shared(session, evaluation, chunk, now=now)
                 self.engine.adopt(evaluation)
-                total.signals += evaluation.signals
-                total.effects += evaluation.effects
-                total.rejected += evaluation.rejected
-                total.shrink_records += evaluation.shrink_records
-            async with self._sessions() as session, session.begin():
-                total.escalations = await escalate_due(session, now=now)
+            total.signals += evaluation.signals
+            total.effects += evaluation.effects
+            total.rejected += evaluation.rejected
+            total.shrink_records += evaluation.shrink_records
+        async with self._sessions() as session, session.begin():
+            total.escalations = await escalate_due(session, now=now)
         self._count(total)
         self.ticks += 1
         if total.effects or total.escalations:

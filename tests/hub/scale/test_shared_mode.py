@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -248,3 +250,18 @@ async def test_events_above_a_gap_are_held(pg_engine: AsyncEngine) -> None:
         own = await in_order(session, later[::-1], {}, {key: StreamMark(through=7, gaps=[])})
         assert [e.seq for e in own.events] == [6, 7]
         assert own.held == 0
+
+
+def test_storegate_hub_role_worker_on_sqlite_exits_2_and_says_why(tmp_path: Path) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite3'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", "hub", "--role", "worker", "--database-url", database],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "role = 'worker' needs PostgreSQL" in result.stderr
+    assert not (tmp_path / "hub.sqlite3").exists()  # refused before anything was made
