@@ -174,6 +174,11 @@ class HubMetrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.store_locks_busy = Counter(
+            "storegate_hub_store_locks_busy",
+            "shared mode: stores a unit found locked by another worker; their messages went to its next unit",
+            registry=r,
+        )
         self.leader = Gauge(
             "storegate_hub_leader",
             "shared mode: 1 while this worker is the leader (rules ticker, command and notification senders)",

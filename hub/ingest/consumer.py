@@ -143,6 +143,7 @@ class Ingestor:
         self._link = link
         # N workers on a shared subscription: each unit locks its stores (hub.ingest.shared); one process: None.
         self._store_locks = store_locks
+        self._carried: set[int] = set()  # ids of the items deferred by the last unit (shared mode)
         self._event_clock = event_clock
         # Off in production: a gateway must be enrolled before anything of it is accepted.
         self._accept_unknown = accept_unknown_gateways
@@ -213,7 +214,10 @@ class Ingestor:
             # (SQLite's thread needs the GIL back for every row it binds, so there it overlaps little.)
             try:
                 ahead = await self._classify_while(unit)
-                await unit
+                result = await unit
+                if result.deferred:  # shared mode: stores another worker held; first in the next unit
+                    self._carried = {id(item) for item in result.deferred}
+                    ahead = result.deferred + ahead
             except asyncio.CancelledError:
                 unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
                 raise
@@ -258,7 +262,10 @@ class Ingestor:
     # ------------------------------------------------------------------ one unit
 
     async def _handle(self, items: list[Classified]) -> UnitResult:
+        carried, self._carried = self._carried, set()
         for item in items:
+            if id(item) in carried:  # counted when it came, the unit before
+                continue
             if isinstance(item, Rejection):
                 self._note_rejection(item)
             elif isinstance(item, Cleared):
@@ -283,6 +290,7 @@ class Ingestor:
                         accept_unknown_gateways=self._accept_unknown,
                         clock=self._event_clock,
                         store_locks=self._store_locks,
+                        defer_busy=True,
                     )
             else:
                 async with operations.unit():
@@ -296,6 +304,7 @@ class Ingestor:
                             accept_unknown_gateways=self._accept_unknown,
                             clock=self._event_clock,
                             store_locks=self._store_locks,
+                            defer_busy=True,
                         )
                     for outcome in result.operations:
                         operations.committed(outcome)

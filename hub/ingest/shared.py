@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -47,6 +47,11 @@ LEADER_RETRY_S: Final = 1.0
 # unnest keeps the array's order, and the keys are sorted before they are sent: every unit and tick takes its
 # locks in the same order, so none waits for another that waits for it.
 _LOCK_STORES: Final = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS t(k)")
+# Each key tried in turn, in order; the keys taken come back.
+_TRY_STORES: Final = text(
+    "SELECT k FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n) WHERE pg_try_advisory_xact_lock(k) "
+    "ORDER BY n"
+)
 _TRY_LEAD: Final = text("SELECT pg_try_advisory_lock(:key)")
 _STILL_THERE: Final = text("SELECT 1")
 
@@ -87,6 +92,7 @@ class StoreLocks:
 
     def __init__(self, *, metrics: HubMetrics, holder: str = "unit") -> None:
         self._wait = metrics.store_lock_wait_seconds.labels(holder=holder)
+        self._busy = metrics.store_locks_busy
 
     async def __call__(self, session: AsyncSession, store_ids: Iterable[str]) -> None:
         """Wait for and take the locks of ``store_ids`` in ``session``'s transaction."""
@@ -96,6 +102,27 @@ class StoreLocks:
         started = time.perf_counter()
         await session.execute(_LOCK_STORES, {"keys": keys})
         self._wait.observe(time.perf_counter() - started)
+
+    async def take(self, session: AsyncSession, store_ids: Collection[str]) -> set[str]:
+        """The stores of ``store_ids`` whose locks were free, now taken; if none was, wait for all of them.
+
+        A unit goes on with the stores it could lock and leaves the others' messages for its next unit,
+        rather than waiting while another worker's unit holds a store: with the broker dealing each gateway's
+        batches round-robin, two workers' units nearly always share a store. Trying never waits, so it holds
+        nothing anyone waits for in a circle; when every store is busy the unit waits, holding nothing yet.
+        """
+        if not store_ids:
+            return set()
+        by_key: dict[int, list[str]] = {}
+        for store_id in store_ids:
+            by_key.setdefault(store_lock_key(store_id), []).append(store_id)
+        keys = sorted(by_key)
+        taken = (await session.execute(_TRY_STORES, {"keys": keys})).scalars().all()
+        if not taken:
+            await self(session, store_ids)
+            return set(store_ids)
+        self._busy.inc(len(keys) - len(taken))
+        return {store_id for key in taken for store_id in by_key[key]}
 
 
 class Leadership:

@@ -6,9 +6,10 @@ commits the unit and only then publishes the Acks it computed, so nothing is ack
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import false, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +56,8 @@ class UnitResult:
     clock_suspects: list[ClockSuspects] = field(default_factory=list)
     # Shared mode: events stored above a gap of their stream, applied when it is filled (hub.ingest.ordering).
     held_for_order: int = 0
+    # Shared mode: items of stores another worker held locked, neither stored nor acknowledged: the next unit's.
+    deferred: list[Classified] = field(default_factory=list)
 
     def extend(self, other: UnitResult) -> None:
         """Add another unit's results to this one."""
@@ -70,10 +73,19 @@ class UnitResult:
         self.operations += other.operations
         self.clock_suspects += other.clock_suspects
         self.held_for_order += other.held_for_order
+        self.deferred += other.deferred
 
 
-# Shared mode (N workers): takes the advisory locks of the unit's stores in its transaction (hub.ingest.shared).
-StoreLocker = Callable[[AsyncSession, Iterable[str]], Awaitable[None]]
+class StoreLocker(Protocol):
+    """Shared mode (N workers): the advisory locks of a unit's stores, in its transaction (hub.ingest.shared)."""
+
+    async def __call__(self, session: AsyncSession, store_ids: Iterable[str]) -> None:
+        """Wait for and take the locks of all these stores."""
+        ...
+
+    async def take(self, session: AsyncSession, store_ids: Collection[str]) -> set[str]:
+        """Take the free ones; the stores locked (all of them, waited for, if none was free)."""
+        ...
 
 
 async def store_messages(
@@ -86,6 +98,7 @@ async def store_messages(
     accept_unknown_gateways: bool = False,
     clock: EventClockSettings = DEFAULT_CLOCK,
     store_locks: StoreLocker | None = None,
+    defer_busy: bool = False,
 ) -> UnitResult:
     """Store every item in the caller's transaction and compute one Ack per (batch, stream).
 
@@ -96,20 +109,28 @@ async def store_messages(
     rejected_messages and refused_events).
 
     ``store_locks`` (N workers on a shared subscription) locks the unit's stores before anything of theirs is
-    written, and the events are then applied in each stream's seq order (:mod:`hub.ingest.ordering`).
+    written, and the events are then applied in each stream's seq order (:mod:`hub.ingest.ordering`). With
+    ``defer_busy`` the items of stores another worker holds are left out, in ``deferred``, for the next unit.
     """
     result = UnitResult()
     items, result.rejections = await _admitted(session, items, accept_unknown=accept_unknown_gateways, now=now)
+    marks_before = None
+    stores: set[str] = set()
+    if store_locks is not None:
+        # As late as the unit allows: admission needs no lock; the marks and everything written below do.
+        stores = {sender[0] for item in items if (sender := sender_of(item)) is not None}
+        if defer_busy:
+            locked = await store_locks.take(session, stores)
+            if locked != stores:
+                items, result.deferred = _split_by_store(items, locked)
+                stores = locked
+        else:
+            await store_locks(session, stores)
     batch_items = [item for item in items if isinstance(item, BatchMessage)]
     batches = [(item.batch, item.received_at) for item in batch_items]
     prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
-    marks_before = None
-    if store_locks is not None:
-        # As late as the unit allows: admission and the catalog above need no lock; the marks below do.
-        stores = {sender[0] for item in items if (sender := sender_of(item)) is not None}
-        await store_locks(session, stores)
-        if operations is not None and batches:
-            marks_before = await read_marks(session, stores)
+    if store_locks is not None and operations is not None and batches:
+        marks_before = await read_marks(session, stores)
     events = await store_batches(
         session,
         batches,
@@ -180,6 +201,16 @@ async def store_messages(
             await operations.apply(session, to_apply, result.transitions, now=now, prepared=prepared)
         )
     return result
+
+
+def _split_by_store(items: Sequence[Classified], locked: set[str]) -> tuple[list[Classified], list[Classified]]:
+    """The items of the stores locked (and those of no store), and the others."""
+    kept: list[Classified] = []
+    others: list[Classified] = []
+    for item in items:
+        sender = sender_of(item)
+        (kept if sender is None or sender[0] in locked else others).append(item)
+    return kept, others
 
 
 async def _admitted(
