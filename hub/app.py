@@ -73,6 +73,8 @@ from storegate.private_files import is_private, private_dir
 log = structlog.get_logger(__name__)
 
 CONSUMER_STOP_TIMEOUT_S: Final = 10.0
+# Shared mode: how long the broker keeps a worker's session (and deals it messages) after it went away.
+SHARED_SESSION_EXPIRY_S: Final = 10
 # Allocations between two young collections while the hub runs (CPython's default: 700). A unit of work allocates
 # some 15 objects an event and holds most until it commits, so at 700 the young pass ran a few times per batch
 # and promoted each unit into the older generations, whose passes then walked it again: issue 19 measured 0.92 s
@@ -156,11 +158,16 @@ async def _start(
         leadership = Leadership(engine=engine, metrics=metrics)
         leadership.start()
         stack.push_async_callback(leadership.stop)
+    # A worker's session stays a member of the shared group while it lasts, and the broker goes on dealing it
+    # messages while the worker is away: a dead worker must leave the group soon. What it held is resent by the
+    # gateways (nothing unacknowledged is lost); a worker back within this keeps its queue.
+    link_options: dict[str, Any] = {"session_expiry_s": SHARED_SESSION_EXPIRY_S} if settings.shared else {}
     link = MqttLink(
         settings=settings.mqtt,
         client_id=settings.client_id,
         subscriptions=subscriptions(settings.shared_subscription_group),
         persistent_session=True,
+        **link_options,
     )
     await stack.enter_async_context(link)
     metrics.queue_depth.set_function(lambda: link.queue_depth)

@@ -68,6 +68,8 @@ log = structlog.get_logger(__name__)
 
 # Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
 MAX_REFUSALS: Final = 3
+# Shared mode: the pause before a unit whose every message was held (batches above a gap) is tried again.
+HOLD_PAUSE_S: Final = 0.02
 # At most one line per gateway in this long about its clock (the counter counts every event).
 CLOCK_LOG_PERIOD_S: Final = 600.0
 
@@ -215,9 +217,11 @@ class Ingestor:
             try:
                 ahead = await self._classify_while(unit)
                 result = await unit
-                if result.deferred:  # shared mode: stores another worker held; first in the next unit
+                if result.deferred:  # shared mode: busy stores, batches above a gap; first in the next unit
                     self._carried = {id(item) for item in result.deferred}
                     ahead = result.deferred + ahead
+                    if len(result.deferred) == len(items):  # nothing could go: let the other workers commit
+                        await self._stopped_within(HOLD_PAUSE_S)  # a pause, not a synchronisation
             except asyncio.CancelledError:
                 unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
                 raise

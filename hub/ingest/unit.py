@@ -6,10 +6,10 @@ commits the unit and only then publishes the Acks it computed, so nothing is ack
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from sqlalchemy import false, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,10 +31,13 @@ from hub.ingest.classify import (
 from hub.ingest.clock import EventClockSettings
 from hub.ingest.eventlog import DEFAULT_CLOCK, ClockSuspects, LossRecord, store_batches
 from hub.ingest.operations import HubOperations, OperationsOutcome, Prepared
-from hub.ingest.ordering import in_order, read_marks
+from hub.ingest.ordering import StreamKey, in_order, read_marks
 from hub.ingest.presence import Transition, apply_health, apply_status
 from hub.ingest.rejections import Rejection, SetAside, record_rejections
 from storegate import wire
+
+# Shared mode: how long after its receipt a batch above a gap of its stream may wait for the gap (hold_gapped).
+ORDER_WAIT_S: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -126,11 +129,16 @@ async def store_messages(
                 stores = locked
         else:
             await store_locks(session, stores)
+        if any(isinstance(item, BatchMessage) for item in items):
+            marks_before = await read_marks(session, stores)
+            if defer_busy:
+                items, gapped = hold_gapped(items, marks_before)
+                result.deferred += gapped
     batch_items = [item for item in items if isinstance(item, BatchMessage)]
     batches = [(item.batch, item.received_at) for item in batch_items]
     prepared = await operations.prepare(session, now=now) if operations is not None and batches else None
-    if store_locks is not None and operations is not None and batches:
-        marks_before = await read_marks(session, stores)
+    if operations is None:
+        marks_before = None  # nothing is applied: no order to keep
     events = await store_batches(
         session,
         batches,
@@ -201,6 +209,44 @@ async def store_messages(
             await operations.apply(session, to_apply, result.transitions, now=now, prepared=prepared)
         )
     return result
+
+
+def hold_gapped(
+    items: Sequence[Classified], marks: Mapping[StreamKey, tuple[int, int]], *, wall: datetime | None = None
+) -> tuple[list[Classified], list[Classified]]:
+    """Shared mode: the items to store now, and the batches to hold for the next unit because they start above
+    a gap of their stream that another worker is probably storing now (the broker deals a gateway's batches
+    round-robin). Stored now, they would be applied only once the gap is filled, and the event log would walk
+    their stream above its mark at every unit until then; held for a unit or two, they arrive in order.
+
+    A batch is held at most ``ORDER_WAIT`` after the hub received it: a gap no worker fills (a lost message,
+    which the gateway resends later) must not hold the stream back.
+    """
+    wall = wall or wire.utc_now()
+    expected: dict[StreamKey, int] = {}  # stream -> the next seq in order, this unit's batches counted
+    now_items: list[Classified] = []
+    held: list[Classified] = []
+    batches = sorted(
+        (item for item in items if isinstance(item, BatchMessage)),
+        key=lambda item: min((e.seq for e in item.batch.events), default=0),
+    )
+    gapped: set[int] = set()
+    for item in batches:
+        age = (wall - item.received_at).total_seconds()
+        ranges: dict[StreamKey, tuple[int, int]] = {}
+        for event in item.batch.events:
+            key = (event.store_id, event.gateway_id, str(event.stream))
+            low, high = ranges.get(key, (event.seq, event.seq))
+            ranges[key] = (min(low, event.seq), max(high, event.seq))
+        starts = {key: expected.get(key, marks.get(key, (0, 0))[0] + 1) for key in ranges}
+        if 0 <= age < ORDER_WAIT_S and any(low > starts[key] for key, (low, _) in ranges.items()):
+            gapped.add(id(item))
+            continue
+        for key, (_, high) in ranges.items():
+            expected[key] = max(starts[key], high + 1)
+    for each in items:
+        (held if id(each) in gapped else now_items).append(each)
+    return now_items, held
 
 
 def _split_by_store(items: Sequence[Classified], locked: set[str]) -> tuple[list[Classified], list[Classified]]:

@@ -329,6 +329,9 @@ async def feed(
         reader = asyncio.create_task(read_acks())
         try:
             await asyncio.wait_for(asyncio.gather(*(send(g) for g in gateways)), timeout)
+        except TimeoutError:
+            behind = {f"{g.store_id}/{g.gateway_id}": f"{g.acked} of {len(g.events)}" for g in gateways if not g.done}
+            raise AssertionError(f"not every event acknowledged within {timeout} s: {behind}") from None
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

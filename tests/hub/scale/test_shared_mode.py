@@ -22,9 +22,11 @@ from hub.app import create_app, lifespan
 from hub.auth.guard import app_routes
 from hub.db.engine import create_engine, session_factory
 from hub.domain.excursions import ExcursionState
+from hub.ingest.classify import BatchMessage
 from hub.ingest.eventlog import StreamMark
 from hub.ingest.ordering import in_order
 from hub.ingest.shared import Leadership, StoreLocks, lock_order
+from hub.ingest.unit import ORDER_WAIT_S, hold_gapped
 from hub.metrics import HubMetrics
 from hub.settings import load_hub_settings
 from storegate import wire
@@ -265,3 +267,28 @@ def test_storegate_hub_role_worker_on_sqlite_exits_2_and_says_why(tmp_path: Path
     assert result.returncode == 2, result.stderr
     assert "role = 'worker' needs PostgreSQL" in result.stderr
     assert not (tmp_path / "hub.sqlite3").exists()  # refused before anything was made
+
+
+def _batch_of(seqs: range, stream: uuid.UUID, *, received_at: datetime) -> BatchMessage:
+    events = [_event(seq, stream) for seq in seqs]
+    batch = wire.EventBatch(store_id="store-0001", gateway_id="gw-1", sent_at=received_at, events=events)
+    return BatchMessage(batch, received_at)
+
+
+def test_a_batch_above_a_gap_waits_for_it_and_no_longer_than_order_wait() -> None:
+    stream = uuid.uuid4()
+    now = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    key = ("store-0001", "gw-1", str(stream))
+    first, second, third = (_batch_of(range(n, n + 8), stream, received_at=now) for n in (9, 17, 25))
+    # The stream is stored through 8: 9-16, 17-24 and 25-32 follow on in this unit; 41-48 comes after a gap.
+    later = _batch_of(range(41, 49), stream, received_at=now)
+    kept, held = hold_gapped([later, third, second, first], {key: (8, 8)}, wall=now + timedelta(seconds=0.1))
+    assert kept == [third, second, first]
+    assert held == [later]
+    # 17-24 is with another worker: 25-32 waits for it.
+    kept, held = hold_gapped([third], {key: (16, 16)}, wall=now)
+    assert held == [third]
+    # No longer than ORDER_WAIT_S after its receipt: a gap nobody fills must not hold the stream.
+    kept, held = hold_gapped([third], {key: (16, 16)}, wall=now + timedelta(seconds=ORDER_WAIT_S))
+    assert kept == [third]
+    assert held == []
