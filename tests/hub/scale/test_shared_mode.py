@@ -24,9 +24,10 @@ from hub.db.engine import create_engine, session_factory
 from hub.domain.excursions import ExcursionState
 from hub.ingest.classify import BatchMessage
 from hub.ingest.eventlog import StreamMark
+from hub.ingest.operations import HubOperations
 from hub.ingest.ordering import in_order
 from hub.ingest.shared import Leadership, StoreLocks, lock_order
-from hub.ingest.unit import ORDER_WAIT_S, hold_gapped
+from hub.ingest.unit import ORDER_WAIT_S, hold_gapped, store_messages
 from hub.metrics import HubMetrics
 from hub.settings import load_hub_settings
 from storegate import wire
@@ -292,3 +293,16 @@ def test_a_batch_above_a_gap_waits_for_it_and_no_longer_than_order_wait() -> Non
     kept, held = hold_gapped([third], {key: (16, 16)}, wall=now + timedelta(seconds=ORDER_WAIT_S))
     assert kept == [third]
     assert held == []
+
+
+async def test_one_hub_process_keeps_its_states_in_memory_only(pg_engine: AsyncEngine) -> None:
+    operations = HubOperations(engine=pg_engine)  # no shared group: today's path
+    stream = uuid.uuid4()
+    batch = _batch_of(range(1, 4), stream, received_at=wire.utc_now())
+    async with operations.unit(), session_factory(pg_engine)() as session, session.begin():
+        result = await store_messages(
+            session, [batch], now=wire.utc_now(), rejected_keep=100, operations=operations, accept_unknown_gateways=True
+        )
+    assert result.stored == 3
+    async with pg_engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM rule_states"))).scalar_one() == 0
