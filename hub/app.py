@@ -2,6 +2,11 @@
 
 ``create_app(settings)`` builds the app without side effects; its lifespan migrates the
 database, connects to MQTT and starts the consumer, and stops them in reverse order.
+
+``settings.role`` says what one process runs (docs/scaling.md): ``all`` everything (one hub process, as
+always), ``api`` the HTTP API only (no MQTT, no consumer, no background senders), ``worker`` the MQTT consumer
+and the operations on events with only ``/healthz`` and ``/metrics`` over HTTP. With a shared subscription
+group the workers take their stores' locks per unit and one of them, the leader, runs the timers and senders.
 ``serve(settings)`` runs it on ``settings.http_host:http_port`` until SIGINT/SIGTERM or ``stop``.
 """
 
@@ -53,6 +58,7 @@ from hub.errors import HubError
 from hub.fleet import api as fleet_api
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
+from hub.ingest.shared import Leadership, StoreLocks, startup_lock
 from hub.inventory import api as inventory_api
 from hub.inventory import replenishment_api
 from hub.inventory.apply import RestockSettings
@@ -67,6 +73,8 @@ from storegate.private_files import is_private, private_dir
 log = structlog.get_logger(__name__)
 
 CONSUMER_STOP_TIMEOUT_S: Final = 10.0
+# Shared mode: how long the broker keeps a worker's session (and deals it messages) after it went away.
+SHARED_SESSION_EXPIRY_S: Final = 10
 # Allocations between two young collections while the hub runs (CPython's default: 700). A unit of work allocates
 # some 15 objects an event and holds most until it commits, so at 700 the young pass ran a few times per batch
 # and promoted each unit into the older generations, whose passes then walked it again: issue 19 measured 0.92 s
@@ -116,7 +124,9 @@ async def _start(
     where = redacted(settings.database_url)
     _tighten_secrets_dir(settings.secrets_dir)
     try:
-        await upgrade_to_head(settings.database_url)
+        # Several hub processes may start at once on PostgreSQL: one migrates, the others then find it done.
+        async with startup_lock(settings.database_url):
+            await upgrade_to_head(settings.database_url)
     except Exception as err:  # unreachable server, bad path, a database newer than this code: all fatal here
         raise HubStartupError(f"cannot migrate the database {where}: {describe_error(err)}") from err
     database_file = sqlite_path(settings.database_url)
@@ -130,17 +140,40 @@ async def _start(
     metrics = HubMetrics()
     # The hub's writers take turns at SQLite's one write lock instead of racing for it (hub.db.writegate).
     write_gate = WriteGate(serialise=database_file is not None, observe=metrics.observe_write_turn)
+    if settings.role == "api":  # HTTP only: the workers consume, apply, tick and send
+        log.info("hub_role", role="api", consumer="none", senders="none")
+        return HubRuntime(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            metrics=metrics,
+            mqtt=None,
+            consumer=None,
+            started_at=wire.utc_now(),
+            write_gate=write_gate,
+        )
+    leadership = None
+    if settings.shared:
+        # Started before the operations: the ticker and the senders ask it before each pass.
+        leadership = Leadership(engine=engine, metrics=metrics)
+        leadership.start()
+        stack.push_async_callback(leadership.stop)
+    # A worker's session stays a member of the shared group while it lasts, and the broker goes on dealing it
+    # messages while the worker is away: a dead worker must leave the group soon. What it held is resent by the
+    # gateways (nothing unacknowledged is lost); a worker back within this keeps its queue.
+    link_options: dict[str, Any] = {"session_expiry_s": SHARED_SESSION_EXPIRY_S} if settings.shared else {}
     link = MqttLink(
         settings=settings.mqtt,
         client_id=settings.client_id,
         subscriptions=subscriptions(settings.shared_subscription_group),
         persistent_session=True,
+        **link_options,
     )
     await stack.enter_async_context(link)
     metrics.queue_depth.set_function(lambda: link.queue_depth)
     metrics.mqtt_connected.set_function(lambda: 1 if link.connected else 0)
     operations, commands = await _start_operations(
-        settings, engine, link, stack, clock, metrics, write_gate, secret_box
+        settings, engine, link, stack, clock, metrics, write_gate, secret_box, leadership
     )
     ingestor = Ingestor(
         link=link,
@@ -153,20 +186,23 @@ async def _start(
         write_gate=write_gate,
         accept_unknown_gateways=settings.accept_unknown_gateways,
         event_clock=settings.event_clock,
+        store_locks=StoreLocks(metrics=metrics) if settings.shared else None,
     )
     ingestor.start()
+    log.info("hub_role", role=settings.role, shared_group=settings.shared_subscription_group)
     stack.push_async_callback(ingestor.stop, timeout=CONSUMER_STOP_TIMEOUT_S)
     return HubRuntime(
         settings=settings,
         engine=engine,
         sessions=session_factory(engine),
         metrics=metrics,
-        link=link,
-        ingestor=ingestor,
+        mqtt=link,
+        consumer=ingestor,
         started_at=wire.utc_now(),
         operations=operations,
         commands=commands,
         write_gate=write_gate,
+        leadership=leadership,
     )
 
 
@@ -192,9 +228,14 @@ async def _start_operations(
     metrics: HubMetrics,
     write_gate: WriteGate,
     secret_box: SecretBox,
+    leadership: Leadership | None = None,
 ) -> tuple[HubOperations | None, CommandPublisher | None]:
-    """Seed the default rules, warm the rules up, start the ticker, the command and notification senders."""
+    """Seed the default rules, warm the rules up, start the ticker, the command and notification senders.
+
+    With ``leadership`` (N workers) every worker starts them, and they work while this worker leads.
+    """
     settings = hub_settings.operations
+    active: Callable[[], bool] = leadership if leadership is not None else _always
     if not settings.enabled:
         return None, None
     async with session_factory(engine)() as session:
@@ -213,9 +254,11 @@ async def _start_operations(
         clock=clock,
         metrics=metrics,
         write_gate=write_gate,
+        shared=leadership is not None,
+        active=active,
     )
     await operations.warm_up()
-    commands = CommandPublisher(engine=engine, link=link, clock=clock, write_gate=write_gate)
+    commands = CommandPublisher(engine=engine, link=link, clock=clock, write_gate=write_gate, active=active)
     operations.add_sender(commands)
     commands.start()
     stack.push_async_callback(commands.stop)
@@ -227,6 +270,7 @@ async def _start_operations(
         clock=clock,
         write_gate=write_gate,
         secret_box=secret_box,
+        active=active,
     )
     operations.add_sender(dispatcher)
     dispatcher.start()
@@ -234,6 +278,11 @@ async def _start_operations(
     operations.start()
     stack.push_async_callback(operations.stop)
     return operations, commands
+
+
+def _always() -> bool:
+    """One hub process does the leader's work itself."""
+    return True
 
 
 @asynccontextmanager
@@ -352,6 +401,28 @@ class HubApp(FastAPI):
         return edge(super().build_middleware_stack())
 
 
+# The routers of the API (roles all and api).
+_API_MODULES: Final = (
+    stores,
+    gateways,
+    fleet_api,
+    events,
+    losses,
+    refused,
+    catalog,
+    inventory_api,
+    alerts_api,
+    replenishment_api,
+    rules_api,
+    webhooks_api,
+    reports,
+    health,
+    pages,
+    login_pages,
+    operators_api,
+)
+
+
 def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.utc_now) -> FastAPI:
     """The hub's app for ``settings``; nothing is connected or created until its lifespan starts.
 
@@ -405,25 +476,9 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(WriteGateTimeout, _database_unavailable)
-    for module in (
-        stores,
-        gateways,
-        fleet_api,
-        events,
-        losses,
-        refused,
-        catalog,
-        inventory_api,
-        alerts_api,
-        replenishment_api,
-        rules_api,
-        webhooks_api,
-        reports,
-        health,
-        pages,
-        login_pages,
-        operators_api,
-    ):
+    # A worker answers its health and metrics only: the API runs in processes of its own behind a load balancer.
+    routers = (health,) if settings.role == "worker" else _API_MODULES
+    for module in routers:
         app.include_router(module.router)
     app.state.edge = functools.partial(
         HttpEdge,

@@ -166,6 +166,34 @@ class HubMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+        # N workers on a shared subscription (hub.ingest.shared; docs/scaling.md).
+        self.store_lock_wait_seconds = Histogram(
+            "storegate_hub_store_lock_wait_seconds",
+            "shared mode: time a unit or a tick waited for its stores' advisory locks (another worker held one)",
+            ["holder"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.store_locks_busy = Counter(
+            "storegate_hub_store_locks_busy",
+            "shared mode: stores a unit found locked by another worker; their messages went to its next unit",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "storegate_hub_leader",
+            "shared mode: 1 while this worker is the leader (rules ticker, command and notification senders)",
+            registry=r,
+        )
+        self.rule_states_loaded = Counter(
+            "storegate_hub_rule_states_loaded",
+            "shared mode: stores whose rule states were read again because another worker changed them",
+            registry=r,
+        )
+        self.events_held_for_order = Counter(
+            "storegate_hub_events_held_for_order",
+            "shared mode: events stored above a gap of their stream, applied once the gap is filled",
+            registry=r,
+        )
         self.rules_tick_failures = Counter(
             "storegate_hub_rules_tick_failures", "rule ticks that failed (the database was away)", registry=r
         )

@@ -11,6 +11,7 @@ from hub.commands.sender import CommandPublisher
 from hub.db.writegate import WriteGate
 from hub.ingest.consumer import Ingestor
 from hub.ingest.operations import HubOperations
+from hub.ingest.shared import Leadership
 from hub.metrics import HubMetrics
 from hub.settings import HubSettings
 from storegate.mqtt import MqttLink
@@ -24,10 +25,27 @@ class HubRuntime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     metrics: HubMetrics
-    link: MqttLink
-    ingestor: Ingestor
+    # None in an API process (role api): it neither consumes nor publishes (``link`` and ``ingestor`` raise).
+    mqtt: MqttLink | None
+    consumer: Ingestor | None
     started_at: datetime
     # Turns at SQLite's write lock for the consumer, the API's changes and the senders (a no-op on PostgreSQL).
     write_gate: WriteGate
     operations: HubOperations | None = None
     commands: CommandPublisher | None = None
+    # N workers on a shared subscription: whether this one leads (runs the ticker and the senders).
+    leadership: Leadership | None = None
+
+    @property
+    def link(self) -> MqttLink:
+        """The MQTT connection of a process that consumes (roles all and worker)."""
+        if self.mqtt is None:
+            raise RuntimeError("an API process (role api) has no MQTT connection")
+        return self.mqtt
+
+    @property
+    def ingestor(self) -> Ingestor:
+        """The consumer of a process that consumes (roles all and worker)."""
+        if self.consumer is None:
+            raise RuntimeError("an API process (role api) has no consumer")
+        return self.consumer

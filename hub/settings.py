@@ -35,6 +35,9 @@ ENV_NESTED_DELIMITER: Final = "__"
 # The async drivers the hub is built and tested with.
 SUPPORTED_DRIVERS: Final = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
+# What one hub process runs (docs/scaling.md, "Running N hub workers").
+HubRole = Literal["all", "api", "worker"]
+
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
@@ -107,7 +110,17 @@ class HubSettings(BaseSettings):
     shared_subscription_group: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
-        description="subscribe as $share/<group>/... so several hub processes split the gateways' messages",
+        description=(
+            "subscribe as $share/<group>/... so several hub worker processes split the gateways' messages; needs "
+            "mqtt.protocol = '5' and PostgreSQL, and turns on the shared mode (docs/scaling.md)"
+        ),
+    )
+    role: HubRole = Field(
+        default="all",
+        description=(
+            "what this process runs: 'all' (API, consumer and background senders: one hub process), 'api' (HTTP "
+            "only, behind a load balancer), 'worker' (consumer and operations; HTTP serves /healthz and /metrics)"
+        ),
     )
     secrets_dir: Path = Field(
         default=Path("storegate-hub-secrets"),
@@ -232,6 +245,31 @@ class HubSettings(BaseSettings):
         if self.shared_subscription_group is not None and self.mqtt.protocol != "5":
             raise ValueError("shared_subscription_group needs mqtt.protocol = '5' (shared subscriptions are MQTT 5)")
         return self
+
+    @model_validator(mode="after")
+    def _shared_subscription_needs_postgresql(self) -> HubSettings:
+        # Workers sharing a subscription share rule states and take per-store locks in the database: PostgreSQL's
+        # advisory locks. On SQLite a second process would only wait for its one write lock, and nothing is shared.
+        if self.shared_subscription_group is not None and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "shared_subscription_group needs PostgreSQL: N workers share rule states and per-store locks "
+                "there (SQLite runs one hub process; leave shared_subscription_group unset)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _split_roles_need_postgresql(self) -> HubSettings:
+        if self.role != "all" and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                f"role = '{self.role}' needs PostgreSQL: API and worker processes apart share the database, and "
+                "SQLite serves one hub process (role = 'all')"
+            )
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """Whether this process is one of N workers on a shared subscription (the shared mode)."""
+        return self.shared_subscription_group is not None
 
 
 def _env_var_of(location: tuple[int | str, ...]) -> str | None:

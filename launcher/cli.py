@@ -98,6 +98,14 @@ def hub(
     host: Annotated[str | None, typer.Option(help="Address the API and dashboard listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port the API and dashboard listen on.")] = None,
     database_url: DatabaseUrlOption = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="all (default: one hub process), api (HTTP only) or worker (MQTT consumer and operations; "
+            "N workers share a subscription, docs/scaling.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: MQTT consumer, database, API and dashboard. ``storegate hub backup|restore`` for its database."""
     if ctx.invoked_subcommand is not None:
@@ -107,7 +115,7 @@ def hub(
 
     overrides = {
         key: value
-        for key, value in (("http_host", host), ("http_port", port), ("database_url", database_url))
+        for key, value in (("http_host", host), ("http_port", port), ("database_url", database_url), ("role", role))
         if value is not None
     }
     raise typer.Exit(run_hub(config, overrides))

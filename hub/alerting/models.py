@@ -1,6 +1,7 @@
 """The monitoring tables: rules in force, alerts and their history, excursions, notifications and webhooks.
 
-Migrations ``0004`` and ``0007`` (sealed webhook secrets, delivery timing) create the same schema.
+Migrations ``0004``, ``0007`` (sealed webhook secrets, delivery timing) and ``0010`` (rule states shared by N
+workers) create the same schema.
 ``alert_history`` is append-only: the hub inserts into it and never updates or deletes a row.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.models import ID_LENGTH, UUID_LENGTH, Base, BigId
@@ -127,6 +128,21 @@ class ExcursionRow(Base):
     # The alert it raised, if it lasted long enough to raise one.
     alert_id: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
     recorded_at: Mapped[datetime]
+
+
+class RuleStateRow(Base):
+    """One store's rule states, shared by N hub workers (hub.alerting.shared_states); unused by one hub process.
+
+    ``version`` goes up by one with every write, made under the store's advisory lock: a worker whose copy has
+    the same version keeps its copy instead of decoding the row again.
+    """
+
+    __tablename__ = "rule_states"
+
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(BigId)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime]
 
 
 class NotificationRow(Base):

@@ -12,15 +12,20 @@ periods end when nothing happens), shrink (picks not sold within the window, via
 are correlated with security alerts: a signal without one takes the store's nearest snapshot within
 ``snapshot_window_s``; a snapshot arriving after the alert is attached to it then.
 
-States are not persisted: on start they are rebuilt by replaying the recent events (``warm_up``)
-with their signals discarded, which restores open doors, pending excursions and recent picks.
+One hub process does not persist states: on start they are rebuilt by replaying the recent events
+(``warm_up``) with their signals discarded, which restores open doors, pending excursions and recent picks.
+
+N workers on a shared subscription (``shared=True``) keep each store's states in ``rule_states``
+(:mod:`hub.alerting.shared_states`): a unit, holding the store's advisory lock, reads the row where another
+worker moved its version (:meth:`MonitoringEngine.load_shared`) and writes it back in its transaction
+(:meth:`MonitoringEngine.save_shared`); the copy in memory is kept while nobody else changed the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +36,7 @@ import structlog
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.alerting import shared_states
 from hub.alerting.alerts_db import SignalEffect, apply_signals, escalate_due
 from hub.alerting.models import AlertRow, ExcursionRow
 from hub.alerting.rules_db import RulesInForce, load_rules, rules_fingerprint
@@ -90,13 +96,17 @@ class UnitEvaluation:
     shrink_records: int = 0
     latest: dict[str, datetime] = field(default_factory=dict)  # store -> newest event time in the unit
     evaluated_at: datetime | None = None
+    versions: dict[str, int] = field(default_factory=dict)  # shared mode: store -> version written
 
 
 class MonitoringEngine:
     """Per-store rule states, evaluated unit by unit under one lock."""
 
-    def __init__(self, settings: MonitoringSettings | None = None) -> None:
+    def __init__(self, settings: MonitoringSettings | None = None, *, shared: bool = False) -> None:
         self.settings = settings or MonitoringSettings()
+        # N workers: states are read from and written to rule_states under the stores' locks.
+        self.shared = shared
+        self._versions: dict[str, int] = {}  # shared mode: store -> version of the row this copy is
         self._lock = asyncio.Lock()
         self._states: dict[str, dict[str, Any]] = {}
         self._rules = RulesInForce(chain=rules_mod.RuleSet(), overrides={}, fingerprint="")
@@ -284,6 +294,7 @@ class MonitoringEngine:
     def adopt(self, evaluation: UnitEvaluation) -> None:
         """The unit committed: its states become the engine's."""
         self._states.update(evaluation.states)
+        self._versions.update(evaluation.versions)
         if evaluation.evaluated_at is not None:
             for store_id, at in evaluation.latest.items():
                 held = self._latest.get(store_id)
@@ -299,10 +310,23 @@ class MonitoringEngine:
 
     # ------------------------------------------------------------------ ticks
 
-    async def tick(self, session: AsyncSession, catalog: CatalogSnapshot, *, now: datetime) -> UnitEvaluation:
-        """Advance every store's timers to ``now``, expire shrink picks, escalate overdue alerts (caller commits)."""
+    async def tick(
+        self,
+        session: AsyncSession,
+        catalog: CatalogSnapshot,
+        *,
+        now: datetime,
+        stores: Collection[str] | None = None,
+        escalate: bool = True,
+    ) -> UnitEvaluation:
+        """Advance every store's timers to ``now``, expire shrink picks, escalate overdue alerts (caller commits).
+
+        ``stores``: only these (the shared mode ticks its stores a chunk at a time, each under its locks);
+        ``escalate``: escalate overdue alerts too (the shared mode does it once, after the chunks).
+        """
         await self.refresh_rules(session, now=now)
-        stores = set(self._states) | {store for store, _ in self._tracker.waiting}
+        if stores is None:
+            stores = set(self._states) | {store for store, _ in self._tracker.waiting}
         times = {store_id: self.store_time(store_id, now) for store_id in stores}
         observations: list[Observation] = [Tick(store_id=store_id, at=times[store_id]) for store_id in sorted(stores)]
         evaluation = self.evaluate(catalog, observations)
@@ -329,7 +353,8 @@ class MonitoringEngine:
             shrink_eval = self._evaluate_on(catalog, evaluation, totals)
             evaluation.signals += shrink_eval
         await self.write(session, evaluation, now=now)
-        evaluation.escalations = await escalate_due(session, now=now)
+        if escalate:
+            evaluation.escalations = await escalate_due(session, now=now)
         return evaluation
 
     def store_time(self, store_id: str, now: datetime) -> datetime:
@@ -345,11 +370,15 @@ class MonitoringEngine:
     def _expire_shrink(
         tracker: ShrinkTracker, times: Mapping[str, datetime], now: datetime
     ) -> tuple[ShrinkTracker, list[ledger_mod.ShrinkRecord]]:
-        """Expire picks store by store at each store's own time."""
+        """Expire picks store by store at each store's own time (only the stores of ``times``)."""
         by_time: dict[datetime, dict[tuple[str, str], Any]] = defaultdict(dict)
-        for key, picks in tracker.waiting.items():
-            by_time[times.get(key[0], now)][key] = picks
         waiting: dict[tuple[str, str], Any] = {}
+        for key, picks in tracker.waiting.items():
+            at = times.get(key[0])
+            if at is None:  # a store this tick does not cover (the shared mode's other chunks): left as it is
+                waiting[key] = picks
+            else:
+                by_time[at][key] = picks
         records: list[ledger_mod.ShrinkRecord] = []
         for at, part in by_time.items():
             kept, expired = ShrinkTracker(window_s=tracker.window_s, waiting=part).expire(at)
@@ -373,6 +402,84 @@ class MonitoringEngine:
             evaluation.states[store_id] = dict(result.states)
             signals += result.signals
         return signals
+
+    # ------------------------------------------------------------------ shared mode (N workers)
+
+    async def load_shared(self, session: AsyncSession, store_ids: Collection[str]) -> int:
+        """Make this copy of these stores' states the stored one; the caller holds their locks. How many were read.
+
+        A store whose row has the version of this copy is not read again: while one worker gets a store's
+        messages in a row, as the broker mostly arranges, it costs one small query per unit.
+        """
+        if not store_ids:
+            return 0
+        stored = await shared_states.read_versions(session, store_ids)
+        for store_id in store_ids:
+            if store_id not in stored and store_id in self._versions:  # the row is gone (a restore): start fresh
+                self._install({store_id: shared_states.StoreState()}, {store_id: 0})
+        stale = [store_id for store_id, version in stored.items() if self._versions.get(store_id) != version]
+        if not stale:
+            return 0
+        loaded: dict[str, shared_states.StoreState] = {}
+        versions: dict[str, int] = {}
+        for store_id, version, data in await shared_states.read_states(session, stale):
+            try:
+                loaded[store_id] = shared_states.decode(data)
+            except shared_states.RuleStateDecodeError as err:
+                log.error("rule_state_unreadable", store_id=store_id, error=str(err), action="fresh states")
+                loaded[store_id] = shared_states.StoreState()
+            versions[store_id] = version
+        self._install(loaded, versions)
+        return len(loaded)
+
+    def _install(self, loaded: Mapping[str, shared_states.StoreState], versions: Mapping[str, int]) -> None:
+        """Replace what this copy holds of these stores."""
+        waiting = {key: picks for key, picks in self._tracker.waiting.items() if key[0] not in loaded}
+        for store_id, state in loaded.items():
+            self._states[store_id] = dict(state.rules)
+            waiting.update(state.waiting)
+            self._snapshots[store_id] = deque(state.snapshots, maxlen=SNAPSHOTS_KEPT_PER_STORE)
+            if state.latest is None:
+                self._latest.pop(store_id, None)
+            else:
+                self._latest[store_id] = state.latest
+        self._versions.update(versions)
+        self._tracker = ShrinkTracker(
+            window_s=self._tracker.window_s, waiting=waiting, return_window_s=self._tracker.return_window_s
+        )
+
+    async def save_shared(
+        self, session: AsyncSession, evaluation: UnitEvaluation, store_ids: Collection[str], *, now: datetime
+    ) -> None:
+        """Write these stores' states as ``evaluation`` leaves them, one version up (adopted after the commit)."""
+        if not store_ids:
+            return
+        wanted = set(store_ids)
+        tracker = evaluation.tracker or self._tracker
+        waiting: dict[str, dict[tuple[str, str], Any]] = defaultdict(dict)
+        for key, picks in tracker.waiting.items():
+            if key[0] in wanted:
+                waiting[key[0]][key] = picks
+        fresh: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        for store_id, at, ref in evaluation.snapshots:
+            fresh[store_id].append((at, ref))
+        rows: list[tuple[str, int, bytes]] = []
+        for store_id in sorted(wanted):
+            latest = self._latest.get(store_id)
+            newest = evaluation.latest.get(store_id)
+            if newest is not None and evaluation.evaluated_at is not None:
+                latest = (max(newest, latest[0]) if latest else newest, evaluation.evaluated_at)
+            snapshots = [*self._snapshots.get(store_id, ()), *fresh.get(store_id, ())][-SNAPSHOTS_KEPT_PER_STORE:]
+            state = shared_states.StoreState(
+                rules=dict(evaluation.states.get(store_id, self._states.get(store_id, {}))),
+                waiting=waiting.get(store_id, {}),
+                snapshots=snapshots,
+                latest=latest,
+            )
+            version = self._versions.get(store_id, 0) + 1
+            evaluation.versions[store_id] = version
+            rows.append((store_id, version, shared_states.encode(state)))
+        await shared_states.write_states(session, rows, now=now)
 
     # ------------------------------------------------------------------ warm-up
 

@@ -103,8 +103,11 @@ class NotificationDispatcher:
         write_gate: WriteGate = NO_TURNS,
         resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings if settings is not None else NotificationSettings()
+        # N workers: only the leader sends (hub.ingest.shared.Leadership); one hub process always does.
+        self._active = active
         self.notices = NoticePublisher(
             engine=engine, link=link, registry=registry, settings=self.settings, clock=clock, write_gate=write_gate
         )
@@ -168,6 +171,9 @@ class NotificationDispatcher:
     ) -> None:
         while True:
             wake.clear()  # before the pass: a notify() during it makes another pass
+            if not self._active():
+                await wait_for_event(wake, self.settings.poll_interval_s)
+                continue
             try:
                 await one_pass()
                 delay = await next_wait()

@@ -14,6 +14,7 @@ from hub.db.engine import describe_error, ping, redacted
 from hub.db.writegate import WriteGate
 from hub.ingest.consumer import Ingestor
 from hub.ingest.operations import HubOperations
+from hub.ingest.shared import Leadership
 from storegate.mqtt import MqttLink
 
 CHECK_TIMEOUT_S: Final = 2.0
@@ -83,8 +84,10 @@ async def check_database(engine: AsyncEngine, database_url: str, gate: WriteGate
     return CheckResult(True, where)
 
 
-async def check_mqtt(link: MqttLink) -> CheckResult:
+async def check_mqtt(link: MqttLink | None) -> CheckResult:
     """Whether the hub's MQTT session is up; if not, whether the broker is reachable at all."""
+    if link is None:
+        return CheckResult(True, "not used: an API process (role api) neither consumes nor publishes")
     address = link.settings.address
     if link.connected:
         return CheckResult(True, f"connected to {address} as {link.client_id}")
@@ -95,8 +98,10 @@ async def check_mqtt(link: MqttLink) -> CheckResult:
     return CheckResult(False, address, f"MQTT broker {address} accepts connections but the hub is not connected: {why}")
 
 
-def check_consumer(ingestor: Ingestor) -> CheckResult:
+def check_consumer(ingestor: Ingestor | None) -> CheckResult:
     """Whether the event consumer runs and can write to the database."""
+    if ingestor is None:
+        return CheckResult(True, "not run here: an API process (role api); the workers consume")
     if not ingestor.running:
         failure = ingestor.failure
         why = describe_error(failure) if failure is not None else "stopped"
@@ -108,6 +113,13 @@ def check_consumer(ingestor: Ingestor) -> CheckResult:
             f"event consumer cannot write to the database and holds its messages: {ingestor.last_database_error}",
         )
     return CheckResult(True, f"running, {ingestor.units_committed} transactions committed")
+
+
+def check_leadership(leadership: Leadership) -> CheckResult:
+    """N workers: whether this one leads (runs the ticker and the senders), and whether it still tries to."""
+    if not leadership.running:
+        return CheckResult(False, "stopped", "the leader election stopped: this worker can never take over the timers")
+    return CheckResult(True, "leader" if leadership.leading else "follower (another worker leads)")
 
 
 def check_operations(operations: HubOperations | None) -> CheckResult:

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.api.checks import check_consumer, check_database, check_mqtt, check_operations
+from hub.api.checks import check_consumer, check_database, check_leadership, check_mqtt, check_operations
 from hub.api.deps import RuntimeDep
 from hub.api.schemas import CheckOut, HealthOut, HealthStatusOut
 from hub.auth.guard import MaybePrincipalDep
@@ -29,14 +29,16 @@ router = APIRouter(tags=["operations"])
 async def healthz(runtime: RuntimeDep, response: Response, who: MaybePrincipalDep) -> HealthOut | HealthStatusOut:
     """Run every check and report them."""
     database, mqtt = await asyncio.gather(
-        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.link)
+        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
     )
     results = {
         "database": database,
         "mqtt": mqtt,
-        "consumer": check_consumer(runtime.ingestor),
+        "consumer": check_consumer(runtime.consumer),
         "operations": check_operations(runtime.operations),
     }
+    if runtime.leadership is not None:
+        results["leader"] = check_leadership(runtime.leadership)
     problems = [result.problem for result in results.values() if result.problem is not None]
     if problems:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -30,7 +30,7 @@ async def dashboard(
     """Render the dashboard."""
     grace_s = runtime.settings.gateway_offline_grace_s
     database, mqtt = await asyncio.gather(
-        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.link)
+        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
     )
     problems = [c.problem for c in (database, mqtt) if c.problem is not None]
     blocks: list[StoreBlock] = []

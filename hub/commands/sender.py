@@ -101,9 +101,12 @@ class CommandPublisher:
         link: Publisher,
         clock: Callable[[], datetime] = wire.utc_now,
         write_gate: WriteGate = NO_TURNS,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self._gate = write_gate
+        # N workers: only the leader publishes (hub.ingest.shared.Leadership); one hub process always does.
+        self._active = active
         self._link = link
         self._clock = clock
         self._wake = asyncio.Event()
@@ -126,6 +129,8 @@ class CommandPublisher:
         while True:
             await wait_for_event(self._wake, POLL_S)
             self._wake.clear()
+            if not self._active():
+                continue
             try:
                 async with self._gate.turn(writegate.COMMANDS), self._sessions() as session, session.begin():
                     self.published += await publish_pending(session, self._link, now=self._clock())

@@ -58,7 +58,7 @@ from hub.ingest.eventlog import DEFAULT_CLOCK, ClockSuspects, LossRecord
 from hub.ingest.operations import HubOperations
 from hub.ingest.rejections import Rejection, SetAside
 from hub.ingest.seqs import describe
-from hub.ingest.unit import UnitResult, find_unstorable, store_messages
+from hub.ingest.unit import StoreLocker, UnitResult, find_unstorable, store_messages
 from hub.metrics import HubMetrics
 from storegate import wire
 from storegate.mqtt import QUEUED_RCS, Incoming
@@ -68,6 +68,8 @@ log = structlog.get_logger(__name__)
 
 # Times the database may refuse a single message, while answering SELECT 1, before it is rejected.
 MAX_REFUSALS: Final = 3
+# Shared mode: the pause before a unit whose every message was held (batches above a gap) is tried again.
+HOLD_PAUSE_S: Final = 0.02
 # At most one line per gateway in this long about its clock (the counter counts every event).
 CLOCK_LOG_PERIOD_S: Final = 600.0
 
@@ -138,8 +140,12 @@ class Ingestor:
         write_gate: WriteGate | None = None,
         accept_unknown_gateways: bool = False,
         event_clock: EventClockSettings = DEFAULT_CLOCK,
+        store_locks: StoreLocker | None = None,
     ) -> None:
         self._link = link
+        # N workers on a shared subscription: each unit locks its stores (hub.ingest.shared); one process: None.
+        self._store_locks = store_locks
+        self._carried: set[int] = set()  # ids of the items deferred by the last unit (shared mode)
         self._event_clock = event_clock
         # Off in production: a gateway must be enrolled before anything of it is accepted.
         self._accept_unknown = accept_unknown_gateways
@@ -210,7 +216,12 @@ class Ingestor:
             # (SQLite's thread needs the GIL back for every row it binds, so there it overlaps little.)
             try:
                 ahead = await self._classify_while(unit)
-                await unit
+                result = await unit
+                if result.deferred:  # shared mode: busy stores, batches above a gap; first in the next unit
+                    self._carried = {id(item) for item in result.deferred}
+                    ahead = result.deferred + ahead
+                    if len(result.deferred) == len(items):  # nothing could go: let the other workers commit
+                        await self._stopped_within(HOLD_PAUSE_S)  # a pause, not a synchronisation
             except asyncio.CancelledError:
                 unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
                 raise
@@ -255,7 +266,10 @@ class Ingestor:
     # ------------------------------------------------------------------ one unit
 
     async def _handle(self, items: list[Classified]) -> UnitResult:
+        carried, self._carried = self._carried, set()
         for item in items:
+            if id(item) in carried:  # counted when it came, the unit before
+                continue
             if isinstance(item, Rejection):
                 self._note_rejection(item)
             elif isinstance(item, Cleared):
@@ -279,6 +293,8 @@ class Ingestor:
                         rejected_keep=self._rejected_keep,
                         accept_unknown_gateways=self._accept_unknown,
                         clock=self._event_clock,
+                        store_locks=self._store_locks,
+                        defer_busy=True,
                     )
             else:
                 async with operations.unit():
@@ -291,6 +307,8 @@ class Ingestor:
                             operations=operations,
                             accept_unknown_gateways=self._accept_unknown,
                             clock=self._event_clock,
+                            store_locks=self._store_locks,
+                            defer_busy=True,
                         )
                     for outcome in result.operations:
                         operations.committed(outcome)
@@ -394,6 +412,7 @@ class Ingestor:
                     rejected_keep=self._rejected_keep,
                     operations=operations,
                     clock=self._event_clock,
+                    store_locks=self._store_locks,
                 )
             finally:
                 await session.rollback()  # a probe: nothing of it is kept
@@ -463,6 +482,17 @@ class Ingestor:
     def _after_commit(self, result: UnitResult) -> None:
         self.metrics.events_stored.inc(result.stored)
         self.metrics.events_duplicate.inc(result.duplicates)
+        if result.held_for_order:
+            self.metrics.events_held_for_order.inc(result.held_for_order)
+            admitted, left_out = self._log_limiter.admit("held_for_order")
+            if admitted:
+                log.info(
+                    "events_held_for_order",
+                    events=result.held_for_order,
+                    why="stored above a gap of their stream (another worker holds the batch before); applied when "
+                    "it is filled",
+                    **({"not_logged_before": left_out} if left_out else {}),
+                )
         for rejection in result.rejections:
             self._note_rejection(rejection)
         for transition in result.transitions:

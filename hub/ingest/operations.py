@@ -7,6 +7,10 @@ it or not at all, and a replayed event (already stored) is never applied twice.
 
 A background task ticks the rules (grace periods, shrink, escalations) every ``tick_s`` seconds.
 
+N workers on a shared subscription (``shared=True``): a unit reads and writes its stores' rule states in
+``rule_states`` under their locks (taken by the consumer, :mod:`hub.ingest.shared`), and only the leader ticks,
+a chunk of stores per transaction under their locks (``active`` says whether this worker leads now).
+
 A bug in the pure part (placing an event, evaluating a rule) must not cost the events themselves: it
 is counted and logged, the inventory events of the unit are recorded as unplaced with the error, and
 the events are stored and acknowledged as usual.
@@ -25,7 +29,8 @@ from typing import Final, Protocol
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.alerting.alerts_db import AlertChangedError
+from hub.alerting import shared_states
+from hub.alerting.alerts_db import AlertChangedError, escalate_due
 from hub.alerting.monitoring import MonitoringEngine, MonitoringSettings, UnitEvaluation, observations_of
 from hub.db import writegate
 from hub.db.engine import session_factory
@@ -33,6 +38,7 @@ from hub.db.overlap import while_awaiting
 from hub.db.writegate import NO_TURNS, WriteGate
 from hub.domain.ledger import Unmatched
 from hub.ingest.presence import Transition
+from hub.ingest.shared import StoreLocks
 from hub.inventory.apply import (
     INVENTORY_KINDS,
     InventoryOutcome,
@@ -52,6 +58,9 @@ log = structlog.get_logger(__name__)
 # What a bug in applying events raises (a refused alert transition is a ValueError too), as opposed to the
 # database's own errors, which the consumer handles by retrying or holding the unit.
 _NOT_THE_DATABASE: Final = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, AlertChangedError)
+# Shared mode: stores ticked per transaction. Each holds its stores' locks to its commit, so a chunk bounds both
+# how long a unit of those stores waits for the tick and PostgreSQL's lock table (max_locks_per_transaction).
+TICK_CHUNK_STORES: Final = 200
 
 
 class Notifiable(Protocol):
@@ -105,15 +114,21 @@ class HubOperations:
         clock: Callable[[], datetime] = wire.utc_now,
         metrics: HubMetrics | None = None,
         write_gate: WriteGate = NO_TURNS,
+        shared: bool = False,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self.shared = shared
+        # Whether this process ticks now: always for one hub process, while it leads for N workers.
+        self._active = active
         # The consumer's units and the ticker take a turn of it before the engine's unit lock (its lock order).
         self.write_gate = write_gate
         self.catalog = CatalogCache()
-        self.engine = MonitoringEngine(monitoring)
+        self.engine = MonitoringEngine(monitoring, shared=shared)
         self.restock = restock or RestockSettings()
         self._clock = clock
         self.metrics = metrics or HubMetrics()
+        self._tick_locks = StoreLocks(metrics=self.metrics, holder="tick")
         self._senders: list[Notifiable] = []
         self._ticker = BackgroundTask(self._run, name="storegate-hub-rules-ticker")
         self.failures = 0
@@ -162,6 +177,10 @@ class HubOperations:
         if prepared is None:
             prepared = await self.prepare(session, now=now)
         catalog = prepared.catalog
+        stores: set[str] = set()
+        if self.shared:  # the consumer holds these stores' locks: their stored states are the ones to go on from
+            stores = {event.store_id for event in events} | {t.store_id for t in transitions}
+            self.metrics.rule_states_loaded.inc(await self.engine.load_shared(session, stores))
         try:
             placed = prepared.placed_of(events)
             # The rules are pure and need only the movements: they are evaluated while the ledger is written.
@@ -189,6 +208,8 @@ class HubOperations:
             outcome.failed = True
             log.exception("operations_write_failed", signals=len(evaluation.signals), error=type(err).__name__)
             return outcome
+        if self.shared:
+            await self.engine.save_shared(session, evaluation, stores, now=now)
         outcome.evaluation = evaluation
         return outcome
 
@@ -227,7 +248,9 @@ class HubOperations:
             await self.engine.warm_up(session, catalog, now=self._clock())
 
     async def tick(self) -> UnitEvaluation:
-        """One tick of the rules, in its own transaction."""
+        """One tick of the rules, in its own transaction (shared mode: a transaction per chunk of stores)."""
+        if self.shared:
+            return await self._tick_shared()
         async with self.write_gate.turn(writegate.RULES), self.unit():
             async with self._sessions() as session, session.begin():
                 catalog = await self.catalog.snapshot(session)
@@ -239,6 +262,36 @@ class HubOperations:
             for sender in self._senders:
                 sender.notify()
         return evaluation
+
+    async def _tick_shared(self) -> UnitEvaluation:
+        """The leader's tick: every store with stored states, a chunk at a time under its locks, then escalations."""
+        now = self._clock()
+        total = UnitEvaluation(evaluated_at=now)
+        async with self._sessions() as session:
+            stores = await shared_states.all_stores(session)
+        for start in range(0, len(stores), TICK_CHUNK_STORES):
+            chunk = stores[start : start + TICK_CHUNK_STORES]
+            # The engine is held per chunk, not per tick: this worker's own units go on between chunks.
+            async with self.unit():
+                async with self._sessions() as session, session.begin():
+                    await self._tick_locks(session, chunk)
+                    self.metrics.rule_states_loaded.inc(await self.engine.load_shared(session, chunk))
+                    catalog = await self.catalog.snapshot(session)
+                    evaluation = await self.engine.tick(session, catalog, now=now, stores=chunk, escalate=False)
+                    await self.engine.save_shared(session, evaluation, chunk, now=now)
+                self.engine.adopt(evaluation)
+            total.signals += evaluation.signals
+            total.effects += evaluation.effects
+            total.rejected += evaluation.rejected
+            total.shrink_records += evaluation.shrink_records
+        async with self._sessions() as session, session.begin():
+            total.escalations = await escalate_due(session, now=now)
+        self._count(total)
+        self.ticks += 1
+        if total.effects or total.escalations:
+            for sender in self._senders:
+                sender.notify()
+        return total
 
     def _count(self, evaluation: UnitEvaluation) -> None:
         for effect in evaluation.effects:
@@ -264,6 +317,8 @@ class HubOperations:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.engine.settings.tick_s)  # a period, not a synchronisation
+            if not self._active():  # N workers: another worker leads and ticks
+                continue
             try:
                 await self.tick()
                 self.last_tick_error = None

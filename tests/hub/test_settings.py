@@ -108,9 +108,18 @@ def test_unsupported_database_urls(url: str, expected: str) -> None:
 
 
 def test_shared_subscription_needs_mqtt_5() -> None:
-    (problem,) = problems_of(None, shared_subscription_group="hubs", mqtt={"protocol": "3.1.1"})
+    postgresql = "postgresql+asyncpg://storegate@db/storegate"
+    (problem,) = problems_of(
+        None, database_url=postgresql, shared_subscription_group="hubs", mqtt={"protocol": "3.1.1"}
+    )
     assert "shared_subscription_group needs mqtt.protocol = '5'" in problem
-    assert load_hub_settings(None, shared_subscription_group="hubs").shared_subscription_group == "hubs"
+    shared = load_hub_settings(None, database_url=postgresql, shared_subscription_group="hubs")
+    assert shared.shared_subscription_group == "hubs"
+
+
+def test_shared_subscription_needs_postgresql() -> None:
+    (problem,) = problems_of(None, shared_subscription_group="hubs")
+    assert "shared_subscription_group needs PostgreSQL" in problem
 
 
 def test_shared_subscription_group_must_be_a_topic_segment() -> None:

@@ -21,7 +21,7 @@ def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     ("args", "mentions"),
     [
         ((), ["hub", "agent", "provision", "demo"]),
-        (("hub",), ["--config", "--port", "--database-url", "STOREGATE_HUB_"]),
+        (("hub",), ["--config", "--port", "--database-url", "--role", "STOREGATE_HUB_"]),
         (("agent",), ["--config"]),
         (("demo",), ["--http-port", "--broker", "--data-dir"]),
         (("provision",), ["agent-config", "check"]),
