@@ -6,7 +6,7 @@
   memory as before. Created on both databases so the schema is one.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 
 revision: str = "0010"
 # 0009 is another change of the same release; whichever is merged second revises the other.
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
