@@ -55,8 +55,14 @@ class StoreState:
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if name in _ALLOWED.get(module, ()) or (module.startswith(_ALLOWED_PREFIX) and not name.startswith("__")):
+        if name in _ALLOWED.get(module, ()):
             return super().find_class(module, name)
+        # Only a class hub.domain defines itself, named directly: not a dotted path through a module it imports
+        # (``fnmatch.os.system``), not a function, not a class it merely imports.
+        if module.startswith(_ALLOWED_PREFIX) and "." not in name and not name.startswith("__"):
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
         if module in _ENUM_MODULES and not name.startswith("_"):
             found = super().find_class(module, name)
             if isinstance(found, type) and issubclass(found, enum.Enum):

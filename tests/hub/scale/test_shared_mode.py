@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import hub.domain.rules as rules_module
 from hub.alerting import shared_states
 from hub.alerting.monitoring import MonitoringEngine, UnitEvaluation
 from hub.app import create_app, lifespan
@@ -189,7 +190,11 @@ async def _not(leadership: Leadership) -> bool:
 def test_a_state_row_round_trips_the_rules_own_values() -> None:
     at = datetime(2025, 3, 1, 12, tzinfo=UTC)
     state = shared_states.StoreState(
-        rules={"freezers": {"freezer-1": ExcursionState()}, "x": {"at": at, "value": Decimal("1.5")}},
+        rules={
+            "freezers": {"freezer-1": ExcursionState()},
+            "sweeps": {"aisle-1/slot-1": (rules_module._Pick(at=at, items=3, event_id="e-1"),)},
+            "x": {"at": at, "value": Decimal("1.5")},
+        },
         waiting={("store-0001", "A"): ()},
         snapshots=[(at, "snap-1")],
         latest=(at, at + timedelta(seconds=1)),
@@ -206,6 +211,22 @@ def test_a_row_that_would_run_code_is_refused() -> None:
 
     with pytest.raises(shared_states.RuleStateDecodeError, match="may not hold"):
         shared_states.decode(pickle.dumps(({"r": Evil()}, {}, [], None)))
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("hub.domain.rules", "fnmatch.os.system"),  # a dotted path through a module the rules import
+        ("hub.domain.rules", "load_rule_set"),  # a function of hub.domain, not a state's class
+        ("hub.domain.rules", "TypeAdapter"),  # a class hub.domain imports but does not define
+        ("hub.domain.rules", "__builtins__"),
+    ],
+)
+def test_a_row_may_not_reach_past_the_domain_classes(module: str, name: str) -> None:
+    forged = b"\x80\x04" + b"\x8c" + bytes([len(module)]) + module.encode() + b"\x8c" + bytes([len(name)])
+    forged += name.encode() + b"\x93."  # SHORT_BINUNICODE module, SHORT_BINUNICODE name, STACK_GLOBAL, STOP
+    with pytest.raises(shared_states.RuleStateDecodeError, match="may not hold"):
+        shared_states.decode(forged)
 
 
 async def test_a_worker_reads_a_store_again_only_when_another_moved_its_version(pg_engine: AsyncEngine) -> None:
