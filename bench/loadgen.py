@@ -44,13 +44,14 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import threading
 import time
 import tomllib
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -417,19 +418,39 @@ class Fleet:
             index = rng.randrange(len(self.stores))
             kind = kinds[bisect.bisect_right(cumulative, rng.random() * total)]
             for reported in self.stores[index].next(kind):
-                gateway = self._by_store[index][reported.gateway]
-                gateway.add(reported, event_id=uuid.UUID(int=rng.getrandbits(128), version=4), ts=ts, created=now)
+                self._add(index, reported, ts=ts, now=now)
                 made += 1
-                if gateway.in_flight == 0 or len(gateway.pending) >= MAX_BATCH:
-                    self._candidates.add(gateway.gateway_id)
-                elif not gateway.timer_armed:
-                    gateway.timer_armed = True
-                    heapq.heappush(
-                        self._timers,
-                        (gateway.last_publish_at + HOLD_MAX_S, next(self._timer_order), gateway.gateway_id),
-                    )
-        self.generated += made
         return made
+
+    def _add(self, index: int, reported: Reported, *, ts: str, now: float) -> None:
+        gateway = self._by_store[index][reported.gateway]
+        gateway.add(reported, event_id=uuid.UUID(int=self._rng.getrandbits(128), version=4), ts=ts, created=now)
+        self.generated += 1
+        if gateway.in_flight == 0 or len(gateway.pending) >= MAX_BATCH:
+            self._candidates.add(gateway.gateway_id)
+        elif not gateway.timer_armed:
+            gateway.timer_armed = True
+            heapq.heappush(
+                self._timers, (gateway.last_publish_at + HOLD_MAX_S, next(self._timer_order), gateway.gateway_id)
+            )
+
+    def first_contact(self, publisher: Publisher, *, timeout: float) -> float:
+        """One event from every gateway (a sale at the front, the back door at the back), all acknowledged, before
+        any phase is timed: the hub meets each gateway and stream here, not in the steady window. Returns seconds."""
+        start = time.perf_counter()
+        ts = datetime.now(UTC).isoformat()
+        for index, store in enumerate(self.stores):
+            for reported in (*store.next("sale"), *store.next("door")):
+                self._add(index, reported, ts=ts, now=start)
+        deadline = start + timeout
+        while self.unacked() and time.perf_counter() < deadline:
+            self.flush(publisher, time.perf_counter())
+            self._wake.wait(0.01)
+            self._wake.clear()
+            self.take_acks()
+        if self.unacked():
+            raise SystemExit(f"first contact: {self.unacked():,} events unacknowledged after {timeout:.0f} s")
+        return time.perf_counter() - start
 
     def take_acks(self) -> None:
         """Apply the Acks queued by the MQTT thread; latency of every event they cover."""
@@ -669,10 +690,16 @@ class RunFigures:
     workers: int
     stores: int
     phases: list[PhaseFigures]
+    first_contact_s: float = 0.0
+    log_problems: dict[str, int] = field(default_factory=dict)  # the workers' warning and error lines, by event
     events_stored: int = -1
     distinct_events_stored: int = -1
     acked_total: int = 0
     generated_total: int = 0
+
+
+_LOG_PROBLEM: Final = re.compile(r"\[(warning|error|critical)\s*\]\s+(\S+)")
+_LOG_EXPECTED: Final = frozenset({"database_file_made_private"})  # a fresh SQLite file from the template copy
 
 
 class HubWorkers:
@@ -710,6 +737,16 @@ class HubWorkers:
     def pids(self) -> list[int]:
         """The workers' process ids."""
         return [s.process.pid for s in self.services if s.process is not None]
+
+    def log_problems(self) -> dict[str, int]:
+        """Warning and error lines of every worker's log, counted by event name (the first word after the level)."""
+        counts: Counter[str] = Counter()
+        for service in self.services:
+            if service.log_path.exists():
+                for match in _LOG_PROBLEM.finditer(service.log_path.read_text(errors="replace")):
+                    if match[2] not in _LOG_EXPECTED:
+                        counts[f"{match[1]}:{match[2]}"] += 1
+        return dict(counts.most_common(8))
 
     def stop(self) -> None:
         """SIGTERM every worker and wait."""
@@ -768,6 +805,11 @@ def run_once(
             180,
             "the hub to take the births",
         )
+        seconds = fleet.first_contact(link, timeout=args.drain_seconds * 5)
+        figures.first_contact_s = seconds
+        print(
+            f"  [{label}] first contact of {len(fleet.gateways):,} gateways acknowledged in {seconds:.1f} s", flush=True
+        )
         processes = {
             "hub": [psutil.Process(pid) for pid in hubs.pids()],
             "broker": [psutil.Process(broker.process.pid)],
@@ -806,6 +848,9 @@ def run_once(
             reader.close()
         hubs.stop()
         broker.stop()
+        figures.log_problems = hubs.log_problems()
+    if figures.log_problems:
+        print(f"  [{label}] the workers logged: {figures.log_problems}", flush=True)
     figures.acked_total, figures.generated_total = fleet.acked, fleet.generated
     figures.events_stored, figures.distinct_events_stored = asyncio.run(count_events(url))
     print(
@@ -854,7 +899,6 @@ def real_rate() -> dict[str, float]:
     """Checkout lines per trading hour in the real invoice file (nine months), mean and p90 hour."""
     import csv
     import gzip
-    from collections import Counter
 
     from hub_ingest import _data_dir
 
