@@ -771,6 +771,7 @@ def run_once(
     """One configuration on a fresh broker and database: saturation, then 80 % of it (or ``--rate``)."""
     import psutil
     from hub_ingest import HubMetricsReader, _wait, bench_token
+    from sqlalchemy.engine import make_url
 
     from launcher.broker import start_mosquitto
 
@@ -816,8 +817,18 @@ def run_once(
             "loadgen": [psutil.Process()],
         }
 
+        backend = f" {make_url(url).database} " if kind == "postgresql" else None
+
         def cpu() -> dict[str, float]:
             seconds = {name: sum(sum(p.cpu_times()[:2]) for p in group) for name, group in processes.items()}
+            if backend is not None:
+                # The PostgreSQL backends serving this run's database (their title names it); the server's shared
+                # processes (WAL writer, checkpointer) serve every database on the machine and are left out.
+                seconds["database"] = sum(
+                    sum(p.cpu_times()[:2])
+                    for p in psutil.process_iter(["cmdline"])
+                    if backend in " ".join(p.info["cmdline"] or ()) + " "
+                )
             times = psutil.cpu_times()
             seconds["machine_busy"] = times.user + times.nice + times.system + times.irq + times.softirq
             return seconds
@@ -883,7 +894,8 @@ def _print_phase(label: str, phase: PhaseFigures) -> None:
         f"  [{label}]   applied {phase.applied_rate:,.0f} events/s over {phase.steady_seconds:.0f} s steady "
         f"({phase.acked_steady:,} events; {phase.events_per_message:.1f} events a message); hub CPU "
         f"{phase.hub_cpu_us_per_event:.0f} µs/event ({cpu.get('hub', 0):.1f} s), broker {cpu.get('broker', 0):.1f} s, "
-        f"loadgen {cpu.get('loadgen', 0):.1f} s, machine {cpu.get('machine_busy', 0):.1f} s busy",
+        f"loadgen {cpu.get('loadgen', 0):.1f} s, PostgreSQL backends {cpu.get('database', 0):.1f} s, "
+        f"machine {cpu.get('machine_busy', 0):.1f} s busy",
         flush=True,
     )
     if lat:
@@ -928,18 +940,20 @@ def summarise(runs: list[RunFigures]) -> dict[str, Any]:
         saturation = [p.applied_rate for r in group for p in r.phases if p.mode == "saturation"]
         p99 = [p.latency_publish.get("p99_ms", 0.0) for r in group for p in r.phases if p.mode == "rate"]
         cpu = [p.hub_cpu_us_per_event for r in group for p in r.phases if p.mode == "saturation"]
+        cpu_at_rate = [p.hub_cpu_us_per_event for r in group for p in r.phases if p.mode == "rate"]
         summary[str(workers)] = {
             "runs": len(group),
             "saturation_rates": saturation,
             "saturation_mean": sum(saturation) / len(saturation) if saturation else 0.0,
             "hub_cpu_us_per_event": cpu,
-            "p99_ms_at_80": p99,
+            "hub_cpu_us_per_event_at_rate": cpu_at_rate,
+            "p99_ms_at_rate": p99,
         }
     if "1" in summary and "2" in summary and summary["1"]["saturation_mean"]:
         ratio = summary["2"]["saturation_mean"] / summary["1"]["saturation_mean"]
         summary["ratio_2_to_1"] = ratio
         summary["target_ratio_met"] = ratio >= 1.3
-    p99_all = [p for s in summary.values() if isinstance(s, dict) for p in s["p99_ms_at_80"]]
+    p99_all = [p for s in summary.values() if isinstance(s, dict) for p in s["p99_ms_at_rate"]]
     summary["target_p99_met"] = bool(p99_all) and max(p99_all) < 250.0
     return summary
 
