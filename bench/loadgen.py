@@ -395,7 +395,7 @@ class Fleet:
         self._timers: list[tuple[float, int, str]] = []
         self._timer_order = itertools.count()
         self._candidates: set[str] = set()
-        self._measure_from = float("inf")
+        self._measure_from = self._measure_until = float("inf")  # latency of the batches published in between
         self._latency_publish: list[float] = []
         self._latency_created: list[float] = []
 
@@ -461,7 +461,7 @@ class Fleet:
                 continue
             before = gateway.acked_seq
             for batch in gateway.acknowledge(through):
-                if batch.published_at >= self._measure_from:
+                if self._measure_from <= batch.published_at <= self._measure_until:
                     self._latency_publish.extend(itertools.repeat(received_at - batch.published_at, len(batch.created)))
                     self._latency_created.extend(received_at - created for created in batch.created)
             self.acked += gateway.acked_seq - before
@@ -533,14 +533,16 @@ class Fleet:
         acked_steady = self.acked - (acked_at_warm or 0)
         cpu_steady = {k: v - cpu_at_warm.get(k, 0.0) for k, v in (cpu() if cpu else {}).items()}
         steady = ended - warm_at
-        latency_publish, latency_created = self._latency_publish, self._latency_created
-        self._measure_from = float("inf")
+        # The batches of the window acknowledged during the drain count too: they are the latency's tail.
+        self._measure_until = ended
         drain_deadline = time.perf_counter() + drain_s
         while self.unacked() and time.perf_counter() < drain_deadline:
             self._wake.wait(0.01)
             self._wake.clear()
             self.take_acks()
             self.flush(publisher, time.perf_counter())
+        latency_publish, latency_created = self._latency_publish, self._latency_created
+        self._measure_from = self._measure_until = float("inf")
         figures = PhaseFigures(
             mode="saturation" if rate is None else "rate",
             offered_rate=rate,
