@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import heapq
 import itertools
 import json
@@ -826,11 +827,11 @@ def run_once(
             if backend is not None:
                 # The PostgreSQL backends serving this run's database (their title names it); the server's shared
                 # processes (WAL writer, checkpointer) serve every database on the machine and are left out.
-                seconds["database"] = sum(
-                    sum(p.cpu_times()[:2])
-                    for p in psutil.process_iter(["cmdline"])
-                    if backend in " ".join(p.info["cmdline"] or ()) + " "
-                )
+                seconds["database"] = 0.0
+                for process in psutil.process_iter(["cmdline"]):
+                    if backend in " ".join(process.info["cmdline"] or ()) + " ":
+                        with contextlib.suppress(psutil.Error):  # a backend that ended meanwhile
+                            seconds["database"] += sum(process.cpu_times()[:2])
             times = psutil.cpu_times()
             seconds["machine_busy"] = times.user + times.nice + times.system + times.irq + times.softirq
             return seconds
