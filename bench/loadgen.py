@@ -30,7 +30,7 @@ Usage: .venv/bin/python bench/loadgen.py [--stores 1000] [--workers 1|1,2,2,1] [
                                           [--seconds 30] [--rate EV_S] [--json out.json] [--quick]
   --workers 1,2,2,1       runs in this order, each on a fresh broker and database (interleaved: A B B A)
   --hub-setting KEY=VALUE a hub setting for every worker (TOML value, dotted keys nest), e.g. role="worker"
-  --hub-arg ARG           an argument appended to every worker's ``storegate hub`` command line
+  --hub-arg=ARG           an argument appended to every worker's ``storegate hub`` command line (--hub-arg=--role)
 Not a test: it prints figures; docs/scaling.md records them with the command.
 """
 

@@ -162,3 +162,17 @@ def test_a_gateway_holds_a_part_filled_batch_while_one_is_unacknowledged(loadgen
     assert gateway.acknowledge(1) == []  # an old Ack again covers nothing
     add(loadgen.MAX_BATCH)
     assert gateway.ready(now=10.02)  # a full batch waiting goes although one is in flight
+
+
+def test_hub_settings_pass_through_as_toml_values_with_dotted_keys_nested(loadgen: ModuleType) -> None:
+    settings = loadgen.parse_hub_settings(
+        ["role=worker", 'client_id="hub-a"', "operations.enabled=false", "max_events_per_transaction=2000"]
+    )
+    assert settings == {
+        "role": "worker",  # a bare word is a string
+        "client_id": "hub-a",
+        "operations": {"enabled": False},
+        "max_events_per_transaction": 2000,
+    }
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        loadgen.parse_hub_settings(["role"])
