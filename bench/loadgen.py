@@ -834,6 +834,8 @@ def run_once(
                             seconds["database"] += sum(process.cpu_times()[:2])
             times = psutil.cpu_times()
             seconds["machine_busy"] = times.user + times.nice + times.system + times.irq + times.softirq
+            # Not CPU but counted the same way: the hub's transactions (units), to give events per transaction.
+            seconds["transactions"] = sum(m.read().get("storegate_hub_transaction_events_count", 0.0) for m in metrics)
             return seconds
 
         phase_args = {
@@ -901,6 +903,13 @@ def _print_phase(label: str, phase: PhaseFigures) -> None:
         f"machine {cpu.get('machine_busy', 0):.1f} s busy",
         flush=True,
     )
+    if cpu.get("transactions"):
+        print(
+            f"  [{label}]   {cpu['transactions']:,.0f} hub transactions in the window: "
+            f"{phase.acked_steady / cpu['transactions']:.1f} events, "
+            f"{cpu.get('hub', 0) / cpu['transactions'] * 1000:.1f} ms of hub CPU each",
+            flush=True,
+        )
     if lat:
         print(
             f"  [{label}]   latency publish->Ack p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
