@@ -899,8 +899,9 @@ def _print_phase(label: str, phase: PhaseFigures) -> None:
         f"  [{label}]   applied {phase.applied_rate:,.0f} events/s over {phase.steady_seconds:.0f} s steady "
         f"({phase.acked_steady:,} events; {phase.events_per_message:.1f} events a message); hub CPU "
         f"{phase.hub_cpu_us_per_event:.0f} µs/event ({cpu.get('hub', 0):.1f} s), broker {cpu.get('broker', 0):.1f} s, "
-        f"loadgen {cpu.get('loadgen', 0):.1f} s, PostgreSQL backends {cpu.get('database', 0):.1f} s, "
-        f"machine {cpu.get('machine_busy', 0):.1f} s busy",
+        f"loadgen {cpu.get('loadgen', 0):.1f} s, "
+        + (f"PostgreSQL backends {cpu['database']:.1f} s, " if "database" in cpu else "")
+        + f"machine {cpu.get('machine_busy', 0):.1f} s busy",
         flush=True,
     )
     if cpu.get("transactions"):
