@@ -9,6 +9,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── BackupError                            hub.admin.backup                          a backup or restore failed
     ├── ManifestError                          hub.admin.manifest                        a backup unlike its manifest
     ├── CursorError(ValueError)                hub.api.listings                          a cursor not handed out here
+    ├── LeftToWireDecode                       hub.ingest.batch_decoder                  a batch the fast path leaves
     ├── BodyTooLargeError(HTTPException)       hub.api.edge                              a request body past its limit
     ├── UnsupportedDatabaseError(RuntimeError) hub.db.dialect                            neither SQLite nor PostgreSQL
     ├── WriteGateTimeout                       hub.db.writegate                          no turn to write in time
@@ -26,6 +27,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── WebhookTargetRefused(OSError)          hub.alerting.egress_policy                a webhook aimed inside
     ├── SecretKeyError                         hub.alerting.secret_box                   the webhook key is unusable
     ├── SecretUnreadable                       hub.alerting.secret_box                   a secret the key cannot open
+    ├── RuleStateDecodeError(ValueError)       hub.alerting.shared_states                a rule_states row not the hub's
     ├── CsvRowsError(ValueError)               hub.catalog.csv_io                        a CSV file with bad rows
     ├── CatalogConflictError(RuntimeError)     hub.catalog.service                       an import raced a change
     ├── StockOutOfRangeError(ValueError)       hub.inventory.apply                       on hand past its column

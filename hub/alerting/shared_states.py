@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import RuleStateRow
+from hub.errors import HubError
 
 # The modules and names a row may build; hub.domain's modules are all allowed (the rules' states live there).
 _ALLOWED: Final = {
@@ -39,7 +40,7 @@ _ENUM_MODULES: Final = frozenset({"storegate.wire"})
 _ALLOWED_PREFIX: Final = "hub.domain."
 
 
-class RuleStateDecodeError(ValueError):
+class RuleStateDecodeError(HubError, ValueError):
     """A ``rule_states`` row that is not a store state this hub wrote."""
 
 

@@ -25,6 +25,7 @@ from uuid import UUID
 import msgspec
 from pydantic import ValidationError
 
+from hub.errors import HubError
 from storegate import wire
 
 # A finite float: msgspec refuses a JSON number beyond a float's range itself, these bounds refuse nothing else.
@@ -201,8 +202,8 @@ _EVENT_FIELDS: Final = frozenset(wire.Event.model_fields)
 _BATCH_FIELDS: Final = frozenset(wire.EventBatch.model_fields)
 
 
-class _NotHere(Exception):
-    """The batch is left to wire.decode."""
+class LeftToWireDecode(HubError):
+    """This path leaves the batch to wire.decode (raised and caught here only)."""
 
 
 def decode_valid_batch(raw: bytes) -> wire.EventBatch | None:
@@ -220,7 +221,7 @@ def decode_valid_batch(raw: bytes) -> wire.EventBatch | None:
             return None
         events = [_event(event) for event in batch.events]
         sent_at = _utc(batch.sent_at)
-    except (msgspec.MsgspecError, ValidationError, ValueError, OverflowError, _NotHere):
+    except (msgspec.MsgspecError, ValidationError, ValueError, OverflowError, LeftToWireDecode):
         return None
     fields = {"v": 1, "store_id": batch.store_id, "gateway_id": batch.gateway_id, "sent_at": sent_at, "events": events}
     return _built(wire.EventBatch, fields, _BATCH_FIELDS if batch.v is not msgspec.UNSET else _BATCH_FIELDS - {"v"})
@@ -228,17 +229,17 @@ def decode_valid_batch(raw: bytes) -> wire.EventBatch | None:
 
 def _event(event: _Event) -> wire.Event:
     if event.device_id not in _DEVICE_IDS or event.kind not in _KIND_NAMES:
-        raise _NotHere
+        raise LeftToWireDecode
     payload = event.payload
     if payload is msgspec.UNSET:
-        raise _NotHere
+        raise LeftToWireDecode
     struct = PAYLOAD_STRUCTS.get(event.kind)
     if struct is None:
         wire.check_payload(event.kind, payload)
     else:
         checked = msgspec.convert(payload, struct)
         if isinstance(checked, EnvironmentReadingPayload) and not _reading_ok(checked):
-            raise _NotHere
+            raise LeftToWireDecode
     fields = {
         "v": 1,
         "event_id": event.event_id,

@@ -162,6 +162,10 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "recorded_at": at(7.5),
         }
     ],
+    "rule_states": [
+        # What a hub worker writes (hub.alerting.shared_states): bytes with a zero and a high byte, kept exactly.
+        {"store_id": STORE, "version": 3, "state": b"\x80\x05\x00state\xff", "updated_at": at(7.75)}
+    ],
     "rejected_messages": [
         {
             "id": 1,
