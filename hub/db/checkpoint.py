@@ -4,7 +4,7 @@ With ``wal_autocheckpoint`` SQLite checkpoints inside whichever commit crosses t
 threshold: that one unit of work copies ~40 MiB of pages into the database file and
 fsyncs it, and the acknowledgements waiting on it are late by tens of milliseconds.
 The hub instead turns automatic checkpoints off on its own connections and runs a
-PASSIVE checkpoint every second from a connection of its own, in a thread: PASSIVE never
+PASSIVE checkpoint every few seconds from a connection of its own, in a thread: PASSIVE never
 waits for the writer (nor the writer for it), so commits only ever pay for their WAL fsync.
 """
 
@@ -23,7 +23,10 @@ from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
-CHECKPOINT_INTERVAL_S: Final = 1.0
+# A checkpoint copies each page changed since the last one once, and the events' and ledger's index pages change
+# in every unit of work: every 5 s rather than every second, an index page is copied once for several units
+# (docs/benchmarks.md, fourth round). The WAL holds a few seconds of writes more; WAL_HARD_LIMIT_BYTES bounds it.
+CHECKPOINT_INTERVAL_S: Final = 5.0
 # If a checkpoint cannot keep up (a reader pinning old frames), the WAL still stops growing here:
 # the next checkpoint is a TRUNCATE, which waits briefly for readers and the writer.
 WAL_HARD_LIMIT_BYTES: Final = 256 * 1024 * 1024
