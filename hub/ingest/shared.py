@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.pool import NullPool
 
 from hub.db.engine import describe_error
+from hub.db.store_locks import LOCK_STORES, lock_order, store_lock_key
 from hub.metrics import HubMetrics
 from storegate.tasks import BackgroundTask
 
@@ -44,9 +45,6 @@ STARTUP_LOCK_KEY: Final = int.from_bytes(
 # How often a follower tries to become the leader, and the leader checks that its connection (its lock) holds.
 LEADER_RETRY_S: Final = 1.0
 
-# unnest keeps the array's order, and the keys are sorted before they are sent: every unit and tick takes its
-# locks in the same order, so none waits for another that waits for it.
-_LOCK_STORES: Final = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS t(k)")
 # Each key tried in turn, in order; the keys taken come back.
 _TRY_STORES: Final = text(
     "SELECT k FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n) WHERE pg_try_advisory_xact_lock(k) "
@@ -76,17 +74,6 @@ async def startup_lock(database_url: str) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def store_lock_key(store_id: str) -> int:
-    """The advisory lock key of a store: 64 bits of a hash of its id (a collision only serialises two stores)."""
-    digest = hashlib.blake2b(store_id.encode(), digest_size=8, person=b"sg-store").digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def lock_order(store_ids: Iterable[str]) -> list[int]:
-    """The lock keys of these stores, each once, in the order every worker takes them."""
-    return sorted({store_lock_key(store_id) for store_id in store_ids})
-
-
 class StoreLocks:
     """Takes the advisory transaction locks of a unit's stores (released by its commit or rollback)."""
 
@@ -100,7 +87,7 @@ class StoreLocks:
         if not keys:
             return
         started = time.perf_counter()
-        await session.execute(_LOCK_STORES, {"keys": keys})
+        await session.execute(LOCK_STORES, {"keys": keys})
         self._wait.observe(time.perf_counter() - started)
 
     async def take(self, session: AsyncSession, store_ids: Collection[str]) -> set[str]:

@@ -36,6 +36,7 @@ from hub.db.bounds import INT32_MAX, INT32_MIN, fits_int32
 from hub.db.bulk import BulkColumn, bulk_write, chunks, select_by_keys
 from hub.db.dialect import dialect_insert
 from hub.db.models import OutgoingCommand
+from hub.db.store_locks import lock_stores_for_stock
 from hub.domain import ledger
 from hub.domain.ledger import EventView, Movement, MovementKind, Unmatched
 from hub.errors import HubError
@@ -231,6 +232,10 @@ async def apply_movements(
             by_key[(movement.store_id, movement.sku)].append(movement)
     # The new positions are worked out before anything is written, so movements that would take one past its
     # columns are refused (StockOutOfRangeError) with no ledger row written for them.
+    if by_key:
+        # Positions are read, worked out here and written back: another writer of the store's stock (an API
+        # process, another worker) waits for this transaction instead of working from the same old position.
+        await lock_stores_for_stock(session, {store_id for store_id, _ in by_key})
     planned = await _plan_positions(session, by_key) if by_key else {}
     await bulk_write(
         session,

@@ -22,12 +22,13 @@ from hub.alerting.monitoring import MonitoringEngine, UnitEvaluation
 from hub.app import create_app, lifespan
 from hub.auth.guard import app_routes
 from hub.db.engine import create_engine, session_factory
+from hub.db.store_locks import lock_order
 from hub.domain.excursions import ExcursionState
 from hub.ingest.classify import BatchMessage
 from hub.ingest.eventlog import StreamMark
 from hub.ingest.operations import HubOperations
 from hub.ingest.ordering import in_order
-from hub.ingest.shared import Leadership, StoreLocks, lock_order
+from hub.ingest.shared import Leadership, StoreLocks
 from hub.ingest.unit import ORDER_WAIT_S, hold_gapped, store_messages
 from hub.metrics import HubMetrics
 from hub.settings import load_hub_settings
