@@ -180,6 +180,8 @@ async def _start(
         engine=engine,
         metrics=metrics,
         max_events_per_transaction=settings.max_events_per_transaction,
+        linger_s=settings.ingest_linger_ms / 1000,
+        linger_messages=settings.ingest_linger_messages,
         rejected_keep=settings.rejected_messages_keep,
         operations=operations,
         clock=clock,

@@ -179,6 +179,22 @@ class HubSettings(BaseSettings):
         le=100_000,
         description="the consumer drains queued messages into one transaction up to this many events",
     )
+    ingest_linger_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description=(
+            "group commit: when fewer than ingest_linger_messages are waiting, the consumer waits up to this "
+            "long for more before starting a transaction (each transaction costs the hub several statements "
+            "whatever it carries); 0 starts at once"
+        ),
+    )
+    ingest_linger_messages: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="the linger ends as soon as this many messages are in hand (see ingest_linger_ms)",
+    )
     event_clock: EventClockSettings = Field(
         default_factory=EventClockSettings,
         description="how far a gateway's clock may be off before its events are flagged (docs/operations.md)",

@@ -9,6 +9,8 @@ Three layers, so each can be tested alone:
 * :class:`Ingestor` (here) drains the MQTT queue into units of work, commits each unit, and
   only after the commit publishes the Acks. Nothing is acknowledged that is not stored.
   While a unit is being stored it decodes the messages already waiting behind it.
+  With ``linger_s`` (the ``ingest_linger_ms`` setting) it waits that long at most for more messages before a
+  unit that has fewer than ``linger_messages`` (group commit: a transaction's cost hardly depends on its size).
 
 A bad message never stops the consumer: it is counted in
 ``storegate_hub_rejected_messages_total{reason}``, logged with its topic and reason,
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -133,6 +136,8 @@ class Ingestor:
         engine: AsyncEngine,
         metrics: HubMetrics,
         max_events_per_transaction: int = 5000,
+        linger_s: float = 0.0,
+        linger_messages: int = 32,
         rejected_keep: int = 10_000,
         retry_max_s: float = 10.0,
         clock: Callable[[], datetime] = wire.utc_now,
@@ -158,6 +163,12 @@ class Ingestor:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self.metrics = metrics
         self._max_events = max_events_per_transaction
+        # Group commit: a transaction costs a fixed number of statements whatever it carries, so at moderate rates
+        # (a message or two waiting) a short wait for more makes fewer, fuller transactions.
+        self._linger_s = linger_s
+        self._linger_messages = linger_messages
+        self._pending: asyncio.Future[Incoming] | None = None  # the wait for a message a linger left open
+        self._stop_waiter: asyncio.Future[Any] | None = None
         self._rejected_keep = rejected_keep
         self._retry_max_s = retry_max_s
         self._clock = clock
@@ -202,43 +213,92 @@ class Ingestor:
     async def _run(self) -> None:
         messages = aiter(self._link.messages())
         ahead: list[Classified] = []
-        while not self._stopping.is_set():
-            if not ahead:
-                self._idle = True
+        try:
+            while not self._stopping.is_set():
+                if not ahead:
+                    self._idle = True
+                    try:
+                        first = await self._next(messages)
+                    finally:
+                        self._idle = False
+                    ahead = [classify(first, received_at=self._clock())]
+                items = self._drain(ahead)
+                if self._linger_s > 0 and len(items) < self._linger_messages:
+                    await self._linger(items, messages)
+                unit = asyncio.ensure_future(self._handle(items))
+                # Decode what is waiting while the unit is stored: PostgreSQL works meanwhile in its own process.
+                # (SQLite's thread needs the GIL back for every row it binds, so there it overlaps little.)
                 try:
-                    first = await anext(messages)
-                finally:
-                    self._idle = False
-                ahead = [classify(first, received_at=self._clock())]
-            items = self._drain(ahead)
-            unit = asyncio.ensure_future(self._handle(items))
-            # Decode what is waiting while the unit is stored: PostgreSQL works meanwhile in its own process.
-            # (SQLite's thread needs the GIL back for every row it binds, so there it overlaps little.)
-            try:
-                ahead = await self._classify_while(unit)
-                result = await unit
-                if result.deferred:  # shared mode: busy stores, batches above a gap; first in the next unit
-                    self._carried = {id(item) for item in result.deferred}
-                    ahead = result.deferred + ahead
-                    if len(result.deferred) == len(items):  # nothing could go: let the other workers commit
-                        await self._stopped_within(HOLD_PAUSE_S)  # a pause, not a synchronisation
-            except asyncio.CancelledError:
-                unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
-                raise
-            except Exception:  # a bug must not end ingestion for every store; nothing of this unit is acked
-                log.exception("ingest_unit_failed", messages=len(items))
+                    ahead = await self._classify_while(unit)
+                    result = await unit
+                    if result.deferred:  # shared mode: busy stores, batches above a gap; first in the next unit
+                        self._carried = {id(item) for item in result.deferred}
+                        ahead = result.deferred + ahead
+                        if len(result.deferred) == len(items):  # nothing could go: let the other workers commit
+                            await self._stopped_within(HOLD_PAUSE_S)  # a pause, not a synchronisation
+                except asyncio.CancelledError:
+                    unit.cancel()  # stopping: the unit goes with the consumer, as when it was awaited alone
+                    raise
+                except Exception:  # a bug must not end ingestion for every store; nothing of this unit is acked
+                    log.exception("ingest_unit_failed", messages=len(items))
+        finally:
+            for waiting in (self._pending, self._stop_waiter):
+                if waiting is not None:
+                    waiting.cancel()
+
+    async def _next(self, messages: AsyncIterator[Incoming]) -> Incoming:
+        """The next message, waited for (the wait a linger left open first)."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(messages))
+        try:
+            return await self._pending
+        finally:
+            self._pending = None
+
+    def _next_nowait(self) -> Incoming | None:
+        """The next message if one is in hand: the open wait's first (it came before any still queued)."""
+        if self._pending is not None and self._pending.done():
+            pending, self._pending = self._pending, None
+            return pending.result()
+        return self._link.get_nowait()
+
+    async def _linger(self, items: list[Classified], messages: AsyncIterator[Incoming]) -> None:
+        """Add to ``items`` what arrives within the linger, until ``linger_messages`` or the events budget.
+
+        Bounded by ``linger_s`` from its start whatever arrives. The wait for the next message still open when
+        it ends is kept for the next unit (cancelling it would end the link's iterator, and could lose one).
+        """
+        deadline = time.monotonic() + self._linger_s
+        budget = self._max_events - sum(weight(item) for item in items)
+        while len(items) < self._linger_messages and budget > 0 and not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(anext(messages))
+            if self._stop_waiter is None:  # one for the consumer's life: stop() must not wait out a linger
+                self._stop_waiter = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({self._pending, self._stop_waiter}, timeout=remaining, return_when=FIRST_COMPLETED)
+            if not self._pending.done():
+                break
+            before = len(items)
+            self._drain_into(items, budget)
+            budget -= sum(weight(item) for item in items[before:])
 
     def _drain(self, items: list[Classified]) -> list[Classified]:
         """``items`` and the messages waiting behind them, up to the events budget, classified."""
+        self._drain_into(items, self._max_events - sum(weight(item) for item in items))
+        return items
+
+    def _drain_into(self, items: list[Classified], budget: int) -> None:
+        """Append the messages waiting, classified, while ``budget`` events are left."""
         received_at = self._clock()
-        budget = self._max_events - sum(weight(item) for item in items)
         while budget > 0:
-            incoming = self._link.get_nowait()
+            incoming = self._next_nowait()
             if incoming is None:
                 break
             items.append(classify(incoming, received_at=received_at))
             budget -= weight(items[-1])
-        return items
 
     async def _classify_while(self, unit: asyncio.Future[UnitResult]) -> list[Classified]:
         """Messages already waiting, classified while ``unit`` is in progress (at most one unit's budget).
@@ -250,7 +310,7 @@ class Ingestor:
         ahead: list[Classified] = []
         budget = self._max_events
         while budget > 0 and not unit.done():
-            incoming = self._link.get_nowait()
+            incoming = self._next_nowait()
             if incoming is None:
                 break
             ahead.append(classify(incoming, received_at=self._clock()))

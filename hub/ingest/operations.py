@@ -196,18 +196,20 @@ class HubOperations:
             log.exception("operations_apply_failed", events=len(events), error=type(err).__name__)
             await self._record_unapplied(session, events, err, now=now)
             return outcome
-        try:
-            # A savepoint: signals that cannot be written (an alert transition the lifecycle refuses) must not
-            # cost the unit its events, which the consumer would then reject and never acknowledge.
-            async with session.begin_nested():
-                await self.engine.write(session, evaluation, now=now)
-        except _NOT_THE_DATABASE as err:  # a bug or a refused transition; the events and the inventory stand
-            # (a database error is not caught: the consumer retries the unit, or holds it through an outage)
-            self.failures += 1
-            self.metrics.operations_failures.inc()
-            outcome.failed = True
-            log.exception("operations_write_failed", signals=len(evaluation.signals), error=type(err).__name__)
-            return outcome
+        # Most units at store rates have nothing to write: no savepoint for them (two statements fewer a unit).
+        if evaluation.signals or evaluation.excursions or evaluation.snapshots:
+            try:
+                # A savepoint: signals that cannot be written (an alert transition the lifecycle refuses) must not
+                # cost the unit its events, which the consumer would then reject and never acknowledge.
+                async with session.begin_nested():
+                    await self.engine.write(session, evaluation, now=now)
+            except _NOT_THE_DATABASE as err:  # a bug or a refused transition; the events and the inventory stand
+                # (a database error is not caught: the consumer retries the unit, or holds it through an outage)
+                self.failures += 1
+                self.metrics.operations_failures.inc()
+                outcome.failed = True
+                log.exception("operations_write_failed", signals=len(evaluation.signals), error=type(err).__name__)
+                return outcome
         if self.shared:
             await self.engine.save_shared(session, evaluation, stores, now=now)
         outcome.evaluation = evaluation
