@@ -4,10 +4,8 @@ names what the issue asks for. The real nine months are the bench's to run (a mi
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import random
-import sys
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -15,7 +13,8 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.modules import bench_module
+
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
 FIRST_DAY = date(2011, 1, 3)  # a Monday
 DAYS = 16 * 7
@@ -23,14 +22,8 @@ DAYS = 16 * 7
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("forecast_eval", ROOT / "bench" / "forecast_eval.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with bench_module("forecast_eval") as module:
+        yield module
 
 
 def write_invoices(path: Path) -> None:

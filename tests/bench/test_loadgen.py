@@ -4,13 +4,10 @@ windows and give latencies. The hub runs are the bench's (minutes), not the suit
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,21 +17,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from launcher.broker import LocalBroker
 from storegate import wire
+from tests.bench.modules import bench_module
 from tests.conftest import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def loadgen() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("loadgen", ROOT / "bench" / "loadgen.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with bench_module("loadgen") as module:
+        yield module
 
 
 def store_data(loadgen: ModuleType, stores: list[str]) -> Any:
