@@ -130,3 +130,19 @@ def test_shared_subscription_group_must_be_a_topic_segment() -> None:
 def test_direct_construction_reads_only_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOREGATE_HUB_CLIENT_ID", "from-env")
     assert HubSettings().client_id == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"ingest_linger_ms": -1}, "ingest_linger_ms"),
+        ({"ingest_linger_ms": 101}, "ingest_linger_ms"),  # a linger past 0.1 s would be a stall, not a batch
+        ({"ingest_linger_ms": "soon"}, "ingest_linger_ms"),
+        ({"ingest_linger_messages": 0}, "ingest_linger_messages"),
+        ({"ingest_linger_messages": 10_001}, "ingest_linger_messages"),
+        ({"role": "leader"}, "role"),
+    ],
+)
+def test_out_of_range_scale_out_settings_are_refused_by_name(overrides: dict[str, object], field: str) -> None:
+    (problem,) = problems_of(None, **overrides)
+    assert problem.startswith(f"{field}:")
