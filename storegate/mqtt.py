@@ -2,8 +2,10 @@
 
 paho runs its own network thread (``loop_start``), which also reconnects with
 exponential backoff. Callbacks from that thread are handed to the asyncio loop
-with ``call_soon_threadsafe``; incoming messages go through a bounded queue,
-and when that queue is full the network thread waits, so a slow consumer pushes
+with ``call_soon_threadsafe``. Incoming messages go into a bounded inbox that the
+network thread appends to without waiting for the loop (one wake-up per burst, not a
+task per message: at a hub's thousands of messages a second the hand-over was a tenth
+of its CPU). When the inbox is full the network thread waits, so a slow consumer pushes
 back on the broker instead of growing memory.
 """
 
@@ -14,6 +16,7 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,8 @@ from storegate.secret_files import read_secret_file, require_private_file
 
 # publish() return codes under which paho holds a QoS 1 message: sent, or kept until it reconnects.
 QUEUED_RCS: Final = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
+# The publish() return code under which paho has taken a QoS 0 message (without a connection it drops it).
+TAKEN_RC: Final = paho.MQTT_ERR_SUCCESS
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +140,12 @@ class MqttLink:
         self._session_expiry_s = session_expiry_s
         self._on_connect_cb = on_connect
         self._on_disconnect_cb = on_disconnect
-        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
+        # The inbox: appended by paho's thread, taken on the loop. ``_room`` counts its free places (the
+        # backpressure); ``_arrived`` wakes the consumer, set once per burst through ``_wake_pending``.
+        self._inbox: deque[Incoming] = deque()
+        self._room = threading.Semaphore(queue_size)
+        self._arrived = asyncio.Event()
+        self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._closing = False
@@ -220,7 +230,7 @@ class MqttLink:
     @property
     def queue_depth(self) -> int:
         """Messages received from the broker and not yet taken by the consumer."""
-        return self._queue.qsize()
+        return len(self._inbox)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until connected, up to ``timeout`` seconds."""
@@ -235,14 +245,27 @@ class MqttLink:
     async def messages(self) -> AsyncIterator[Incoming]:
         """Incoming messages of the subscriptions, forever."""
         while True:
-            yield await self._queue.get()
+            incoming = self.get_nowait()
+            if incoming is not None:
+                yield incoming
+                continue
+            self._arrived.clear()
+            if not self._inbox:  # checked again after the clear: an append in between has scheduled a wake
+                await self._arrived.wait()
 
     def get_nowait(self) -> Incoming | None:
         """One waiting message, or None."""
         try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
+            incoming = self._inbox.popleft()
+        except IndexError:
             return None
+        self._room.release()
+        return incoming
+
+    def _wake(self) -> None:
+        # The flag goes down before the event is set: an append after this line schedules its own wake.
+        self._wake_pending = False
+        self._arrived.set()
 
     # ------------------------------------------------------------------ paho thread callbacks
 
@@ -301,9 +324,14 @@ class MqttLink:
         if loop is None or loop.is_closed():
             return
         incoming = Incoming(message.topic, bytes(message.payload), message.qos, bool(message.retain))
-        # Blocks this network thread while the queue is full: backpressure instead of unbounded RAM.
-        future = asyncio.run_coroutine_threadsafe(self._queue.put(incoming), loop)
-        try:
-            future.result(timeout=60)
-        except Exception:  # the loop is shutting down; the message will be redelivered or resent
-            future.cancel()
+        # Blocks this network thread while the inbox is full: backpressure instead of unbounded RAM.
+        while not self._room.acquire(timeout=1.0):
+            if self._closing or loop.is_closed():
+                return  # shutting down: the broker redelivers it, or the agent resends it
+        self._inbox.append(incoming)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the loop closed meanwhile
+                return

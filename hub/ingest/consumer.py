@@ -64,7 +64,7 @@ from hub.ingest.seqs import describe
 from hub.ingest.unit import StoreLocker, UnitResult, find_unstorable, store_messages
 from hub.metrics import HubMetrics
 from storegate import wire
-from storegate.mqtt import QUEUED_RCS, Incoming
+from storegate.mqtt import TAKEN_RC, Incoming
 from storegate.tasks import BackgroundTask, wait_for_event
 
 log = structlog.get_logger(__name__)
@@ -649,14 +649,25 @@ class Ingestor:
 
     def _publish_ack(self, ack: wire.Ack) -> None:
         topic = wire.topic(ack.store_id, ack.gateway_id, wire.Channel.ACK)
+        # QoS 0: an Ack is cumulative, and the agent resends what is unacknowledged after its ack timeout and
+        # after every reconnect, so a lost Ack costs a resend the hub absorbs, never an event. QoS 1 bought
+        # nothing more and cost a PUBACK each way per Ack, plus paho's inflight scan on every PUBACK, which
+        # is quadratic once a unit commits more Acks than its inflight window: a sixth of the hub's CPU.
         try:
-            info = self._link.publish(topic, wire.encode(ack), qos=1)
+            info = self._link.publish(topic, wire.encode(ack), qos=0)
         except (ValueError, RuntimeError, OSError) as err:  # the agent resends and gets the Ack again then
             log.warning("ack_not_sent", topic=topic, error=str(err))
             return
         rc = getattr(info, "rc", 0)
-        if rc not in QUEUED_RCS:
-            log.warning("ack_not_sent", topic=topic, error=f"MQTT client refused it (code {rc})")
+        if rc != TAKEN_RC:
+            admitted, left_out = self._log_limiter.admit("ack_not_sent")
+            if admitted:
+                log.warning(
+                    "ack_not_sent",
+                    topic=topic,
+                    error=f"MQTT client refused it (code {rc}); the gateway resends and is acknowledged then",
+                    **({"not_logged_before": left_out} if left_out else {}),
+                )
             return
         self.metrics.acks_sent.inc()
 

@@ -319,6 +319,8 @@ async def test_a_lost_batch_is_asked_for_in_the_ack_and_a_loss_report_closes_the
     stream = uuid.uuid4()
     e = {seq: reading(stream=stream, seq=seq) for seq in range(1, 8)}
     gateway_client.publish(EVENTS, wire.encode(batch_of([e[1], e[2], e[3]])))
+    # One at a time: batches that arrive together are acknowledged together, after their unit's commit.
+    assert [(a.through_seq, a.gaps) for a in await acks_on(gateway_client, 1)] == [(3, [])]
     # 4..5 never reach the hub
     gateway_client.publish(EVENTS, wire.encode(batch_of([e[6], e[7]])))
 
