@@ -343,6 +343,15 @@ class PhaseFigures:
     cpu: dict[str, float] = field(default_factory=dict)  # seconds over the steady window, by process group
     hub_cpu_us_per_event: float = 0.0
 
+    @property
+    def ceiling(self) -> float:
+        """How many times this rate the machine's cores could carry at this phase's CPU per event, everything
+        counted (hub, database, broker, load generator, and whatever else ran): the most that more hub workers
+        could reach here without a cheaper event. 0 when not measured."""
+        busy = self.cpu.get("machine_busy", 0.0)
+        cores = os.cpu_count() or 1
+        return cores * self.steady_seconds / busy if busy > 0 else 0.0
+
 
 def quantiles(values: list[float]) -> dict[str, float]:
     """p50/p95/p99/max of ``values`` (sorted in place), in milliseconds."""
@@ -901,7 +910,7 @@ def _print_phase(label: str, phase: PhaseFigures) -> None:
         f"{phase.hub_cpu_us_per_event:.0f} µs/event ({cpu.get('hub', 0):.1f} s), broker {cpu.get('broker', 0):.1f} s, "
         f"loadgen {cpu.get('loadgen', 0):.1f} s, "
         + (f"PostgreSQL backends {cpu['database']:.1f} s, " if "database" in cpu else "")
-        + f"machine {cpu.get('machine_busy', 0):.1f} s busy",
+        + f"machine {cpu.get('machine_busy', 0):.1f} s busy (ceiling {phase.ceiling:.2f}x this rate)",
         flush=True,
     )
     if cpu.get("transactions"):
@@ -954,6 +963,7 @@ def summarise(runs: list[RunFigures]) -> dict[str, Any]:
         p99 = [p.latency_publish.get("p99_ms", 0.0) for r in group for p in r.phases if p.mode == "rate"]
         cpu = [p.hub_cpu_us_per_event for r in group for p in r.phases if p.mode == "saturation"]
         cpu_at_rate = [p.hub_cpu_us_per_event for r in group for p in r.phases if p.mode == "rate"]
+        ceilings = [p.ceiling for r in group for p in r.phases if p.mode == "saturation"]
         summary[str(workers)] = {
             "runs": len(group),
             "saturation_rates": saturation,
@@ -961,6 +971,8 @@ def summarise(runs: list[RunFigures]) -> dict[str, Any]:
             "hub_cpu_us_per_event": cpu,
             "hub_cpu_us_per_event_at_rate": cpu_at_rate,
             "p99_ms_at_rate": p99,
+            # Cores over their busy share at saturation: 1.3x more workers is out of reach where this is below 1.3.
+            "ceiling": ceilings,
         }
     if "1" in summary and "2" in summary and summary["1"]["saturation_mean"]:
         ratio = summary["2"]["saturation_mean"] / summary["1"]["saturation_mean"]

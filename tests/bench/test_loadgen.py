@@ -166,3 +166,22 @@ def test_hub_settings_pass_through_as_toml_values_with_dotted_keys_nested(loadge
     }
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         loadgen.parse_hub_settings(["role"])
+
+
+def test_the_ceiling_is_the_cores_over_their_busy_share(loadgen: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loadgen.os, "cpu_count", lambda: 2)
+    phase = loadgen.PhaseFigures(
+        mode="saturation",
+        offered_rate=None,
+        seconds=20.0,
+        steady_seconds=15.0,
+        generated=0,
+        acked_steady=0,
+        applied_rate=4000.0,
+        published_messages=0,
+        events_per_message=2.0,
+        cpu={"machine_busy": 24.0},  # 80 % of two cores: at most 1.25x this rate, whatever runs the hub
+    )
+    assert phase.ceiling == pytest.approx(1.25)
+    phase.cpu = {}
+    assert phase.ceiling == 0.0
