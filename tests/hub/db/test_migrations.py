@@ -11,7 +11,8 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import JSON, Column, Integer, MetaData, Table, bindparam, func, insert, inspect, select, text
+from sqlalchemy import JSON, Column, Integer, MetaData, Table, bindparam, event, func, insert, inspect, select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -167,6 +168,63 @@ def _typed(sql: str, times: tuple[str, ...] = (), documents: tuple[str, ...] = (
         *(bindparam(name, type_=UtcDateTime()) for name in times),
         *(bindparam(name, type_=JSON()) for name in documents),
     )
+
+
+class MigrationBrokenOnPurpose(RuntimeError):
+    """Stands for the power cut: the hub process gone in the middle of an upgrade."""
+
+
+async def test_an_upgrade_stopped_halfway_leaves_the_database_as_it_was(empty_database_url: str) -> None:
+    """0005 sets its tables aside, drops them and copies the rows back: stopped after the drops, an upgrade run
+    statement by statement would leave the gateways gone and their copies behind, and every later start would
+    fail on "table data_losses_0004 already exists" (found by the chaos test, whose kill once landed there)."""
+    database_url = empty_database_url
+    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "0004")
+    engine = create_engine(database_url)
+    t0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                _typed("INSERT INTO stores (store_id, first_seen, event_count) VALUES ('s-1', :t, 0)", ("t",)),
+                {"t": t0},
+            )
+            await connection.execute(
+                _typed(
+                    "INSERT INTO gateways (gateway_id, store_id, online, first_seen, last_seen_at, devices)"
+                    " VALUES ('gw-1', 's-1', true, :t, :t, :devices)",
+                    ("t",),
+                    ("devices",),
+                ),
+                {"t": t0, "devices": []},
+            )
+
+        def break_the_copy_back(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().startswith("INSERT INTO gateways"):  # 0005, after its DROP TABLEs
+                raise MigrationBrokenOnPurpose("stopped between the drops and the copy")
+
+        event.listen(Engine, "before_cursor_execute", break_the_copy_back)
+        try:
+            with pytest.raises(MigrationBrokenOnPurpose):
+                await asyncio.to_thread(command.upgrade, alembic_config(database_url), "head")
+        finally:
+            event.remove(Engine, "before_cursor_execute", break_the_copy_back)
+
+        assert await current_revision(engine) == "0004"
+        async with engine.connect() as connection:
+            tables = set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+            assert not {name for name in tables if name.endswith("_0004")}
+            assert (await connection.execute(text("SELECT gateway_id, store_id FROM gateways"))).all() == [
+                ("gw-1", "s-1")
+            ]
+
+        await upgrade_to_head(database_url)  # the next start upgrades as if nothing had happened
+        assert await current_revision(engine) == head_revision()
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT store_id, gateway_id FROM gateways"))).all() == [
+                ("s-1", "gw-1")
+            ]
+    finally:
+        await engine.dispose()
 
 
 async def test_0005_keys_gateways_by_store_and_carries_every_row_over(empty_database_url: str) -> None:
