@@ -33,10 +33,14 @@ def lock_order(store_ids: Iterable[str]) -> list[int]:
     return sorted({store_lock_key(store_id) for store_id in store_ids})
 
 
-async def lock_stores_for_stock(session: AsyncSession, store_ids: Iterable[str]) -> None:
-    """On PostgreSQL, wait for and take these stores' transaction locks (released by commit or rollback)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
+async def lock_stores(session: AsyncSession, store_ids: Iterable[str]) -> None:
+    """Wait for and take these stores' transaction locks (released by commit or rollback); PostgreSQL only."""
     keys = lock_order(store_ids)
     if keys:
         await session.execute(LOCK_STORES, {"keys": keys})
+
+
+async def lock_stores_for_stock(session: AsyncSession, store_ids: Iterable[str]) -> None:
+    """On PostgreSQL, :func:`lock_stores`; on SQLite nothing (one writer at a time already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await lock_stores(session, store_ids)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.pool import NullPool
 
 from hub.db.engine import describe_error
-from hub.db.store_locks import LOCK_STORES, lock_order, store_lock_key
+from hub.db.store_locks import lock_stores, store_lock_key
 from hub.metrics import HubMetrics
 from storegate.tasks import BackgroundTask
 
@@ -83,11 +83,11 @@ class StoreLocks:
 
     async def __call__(self, session: AsyncSession, store_ids: Iterable[str]) -> None:
         """Wait for and take the locks of ``store_ids`` in ``session``'s transaction."""
-        keys = lock_order(store_ids)
-        if not keys:
+        stores = set(store_ids)
+        if not stores:
             return
         started = time.perf_counter()
-        await session.execute(LOCK_STORES, {"keys": keys})
+        await lock_stores(session, stores)
         self._wait.observe(time.perf_counter() - started)
 
     async def take(self, session: AsyncSession, store_ids: Collection[str]) -> set[str]:
