@@ -61,6 +61,10 @@ class Reading:
     # The device's own number of this reading, for devices that keep a history and can replay it:
     # the agent stores each number once per device and drops a replayed one (see Resumable).
     source_seq: int | None = None
+    # A still the reading refers to (a camera's JPEG), kept by the gateway apart from the event: the agent stores
+    # it in its snapshot spool, puts the spool's reference in the payload's ``snapshot_ref`` and uploads it to the
+    # hub. Events stay small and the outbox never carries images.
+    attachment: bytes | None = field(default=None, repr=False)
 
 
 class DriverState(StrEnum):

@@ -218,6 +218,8 @@ class EventKind(StrEnum):
     CAMERA_SNAPSHOT = "camera.snapshot"
     CAMERA_TAMPER = "camera.tamper"
     CAMERA_RESTORED = "camera.restored"
+    CAMERA_FOOTFALL = "camera.footfall"
+    PRINTER_STATUS = "printer.status"
     MOTION_DETECTED = "motion.detected"
 
 
@@ -477,6 +479,81 @@ class DoorChange(WireModel):
     open: bool
 
 
+# What a camera event may name as its snapshot: the gateway's reference (a content hash), or a path-like
+# reference of an older producer. The hub serves a snapshot by it; it is never a URL the hub would fetch.
+SnapshotRef = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+
+
+class CameraBox(WireModel):
+    """A rectangle of a camera frame, in the full frame's pixels (origin top left)."""
+
+    x: int = Field(ge=0, le=16384)
+    y: int = Field(ge=0, le=16384)
+    w: int = Field(ge=1, le=16384)
+    h: int = Field(ge=1, le=16384)
+
+
+class CameraMotion(WireModel):
+    """Payload of ``camera.motion``: something moved in an armed zone of the camera's view."""
+
+    zone: str | None = Field(default=None, max_length=64, description="the configured zone it moved in")
+    boxes: list[CameraBox] = Field(default_factory=list, max_length=32, description="where, largest first")
+    area_ratio: float | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False, description="moving share of the zone"
+    )
+    snapshot_ref: SnapshotRef | None = None
+
+
+TamperReason = Literal["covered", "defocused", "turned_away"]
+
+
+class CameraTamper(WireModel):
+    """Payload of ``camera.tamper``: the lens is covered or blacked out, blurred or sprayed, or the view moved."""
+
+    reason: TamperReason | None = Field(default=None, description="None: a camera that does not say why")
+    score: float | None = Field(default=None, allow_inf_nan=False, description="the measure that crossed its limit")
+    snapshot_ref: SnapshotRef | None = None
+
+
+class CameraRestored(WireModel):
+    """Payload of ``camera.restored``: the view is back to its reference scene after a tamper."""
+
+    reason: TamperReason | None = Field(default=None, description="the tamper that ended")
+    tampered_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="how long it lasted")
+    snapshot_ref: SnapshotRef | None = None
+
+
+class CameraSnapshot(WireModel):
+    """Payload of ``camera.snapshot``: a still the gateway took and keeps until the hub has it."""
+
+    snapshot_ref: SnapshotRef
+    reason: Literal["motion", "tamper", "shelf_pick", "requested"] | None = None
+    shelf_id: str | None = Field(default=None, max_length=64, description="the shelf whose pick it shows")
+    slot: int | None = Field(default=None, ge=1, le=255)
+    faces_blurred: bool | None = Field(default=None, description="whether faces were blurred on the gateway")
+    width: int | None = Field(default=None, ge=1, le=16384)
+    height: int | None = Field(default=None, ge=1, le=16384)
+
+
+class CameraFootfall(WireModel):
+    """Payload of ``camera.footfall``: people who crossed a counting line in one period (a minute by default)."""
+
+    line: str = Field(min_length=1, max_length=64, description="the configured line, e.g. 'entrance'")
+    period_start: UtcDatetime
+    period_s: int = Field(default=60, ge=1, le=3600)
+    entered: int = Field(ge=0, le=INT32_MAX)
+    exited: int = Field(ge=0, le=INT32_MAX)
+
+
+class PrinterStatus(WireModel):
+    """Payload of ``printer.status``: a receipt printer's real-time status (ESC/POS DLE EOT), sent on change."""
+
+    online: bool
+    paper: Literal["ok", "low", "out", "unknown"] = "unknown"
+    cover_open: bool | None = None
+    error: str | None = Field(default=None, max_length=200, description="the printer's own error, in words")
+
+
 # Payload schema per event kind. A kind not listed here is carried with a free-form
 # payload, so an older hub still stores events of a newer agent.
 PAYLOAD_MODELS: Final[dict[str, type[WireModel]]] = {
@@ -497,6 +574,12 @@ PAYLOAD_MODELS: Final[dict[str, type[WireModel]]] = {
     EventKind.SCAN_COUNT: Scan,
     EventKind.DOOR_OPENED: DoorChange,
     EventKind.DOOR_CLOSED: DoorChange,
+    EventKind.CAMERA_MOTION: CameraMotion,
+    EventKind.CAMERA_TAMPER: CameraTamper,
+    EventKind.CAMERA_RESTORED: CameraRestored,
+    EventKind.CAMERA_SNAPSHOT: CameraSnapshot,
+    EventKind.CAMERA_FOOTFALL: CameraFootfall,
+    EventKind.PRINTER_STATUS: PrinterStatus,
 }
 
 

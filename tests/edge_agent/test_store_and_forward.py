@@ -34,7 +34,7 @@ def sale(n: int) -> Reading:
     return Reading(device_id="till-1", kind="sale.item", ts=T0 + timedelta(seconds=n), payload={"gtin": str(n)})
 
 
-def big(n: int, kind: str = "camera.motion") -> Reading:
+def big(n: int, kind: str = "security.clip") -> Reading:
     return Reading(device_id="cam-1", kind=kind, ts=T0 + timedelta(seconds=n), payload={"blob": "x" * 5000})
 
 
@@ -231,7 +231,7 @@ async def test_a_full_disk_evicts_telemetry_to_make_room_for_new_events(
         assert stats.evicted == dict(stats.evicted_by_priority)["telemetry"]
         rows = await outbox_of(agent).read_after(0, 100)
     kinds = Counter(row.fields()["kind"] for row in rows)
-    assert kinds["camera.motion"] == 10
+    assert kinds["security.clip"] == 10
     losses = [
         wire.DataLoss.model_validate(row.fields()["payload"])
         for row in rows

@@ -57,7 +57,7 @@ VALID_PAYLOADS: dict[str, dict[str, Any]] = {
     "scan.count": {"code": "21157", "symbology": "code128", "mode": "stock_count", "quantity": 3},
     "door.opened": {"zone": "back", "open": True},
     "door.closed": {"open": False},
-    "camera.motion": {"frames": 3, "score": 0.25, "nested": [1, 2.0, None, {"big": 10**30}]},
+    "vendor.reading": {"frames": 3, "score": 0.25, "nested": [1, 2.0, None, {"big": 10**30}]},
 }
 
 
@@ -221,13 +221,13 @@ def test_near_misses_of_each_rule_are_never_taken_by_the_fast_path_alone(path: s
 @pytest.mark.parametrize(
     "raw",
     [
-        batch_bytes([event_fields(kind="camera.motion", payload={"x": float("nan")})]),  # json.dumps writes NaN
-        batch_bytes([event_fields(kind="camera.motion")]).replace(b'"frames": 3', b'"frames": 1e999'),
+        batch_bytes([event_fields(kind="vendor.reading", payload={"x": float("nan")})]),  # json.dumps writes NaN
+        batch_bytes([event_fields(kind="vendor.reading")]).replace(b'"frames": 3', b'"frames": 1e999'),
         batch_bytes([event_fields(kind="shelf.put")]).replace(b'"weight_g": 1218.5', b'"weight_g": 1e999'),
         batch_bytes([event_fields(kind="shelf.put")]).replace(b'"weight_g": 1218.5', b'"weight_g": 12.12345678'),
         batch_bytes([event_fields(kind="environment.reading", payload={"quantity": "co2", "value": 1, "unit": "Cel"})]),
         batch_bytes([event_fields(kind="environment.alarm", payload={"state": "raised"})]),
-        batch_bytes([event_fields(kind="camera.motion", payload={"x": "NaN and Infinity in a string"})]),
+        batch_bytes([event_fields(kind="vendor.reading", payload={"x": "NaN and Infinity in a string"})]),
         batch_bytes([event_fields(seq, "scan.sale") for seq in range(1, wire.MAX_BATCH_EVENTS + 2)]),
         batch_bytes([event_fields()]).replace(b'"seq": 1', b'"seq": 1, "seq": 0'),
         batch_bytes([event_fields()]).replace(b'"seq": 1', b'"seq": 0, "seq": 1'),
@@ -302,5 +302,5 @@ NUMBER_AND_STRING_TEXTS = [
 @pytest.mark.parametrize("text", NUMBER_AND_STRING_TEXTS)
 def test_numbers_and_strings_of_a_payload_are_read_to_the_same_values(text: str) -> None:
     """msgspec reads the payload's dict: every value it reads must be the one pydantic's parser reads."""
-    raw = batch_bytes([event_fields(kind="camera.motion", payload={"x": "HERE", "y": ["HERE"]})])
+    raw = batch_bytes([event_fields(kind="vendor.reading", payload={"x": "HERE", "y": ["HERE"]})])
     assert_agrees(raw.replace(b'"HERE"', text.encode()))
