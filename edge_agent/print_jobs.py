@@ -575,19 +575,20 @@ class PrintJobs:
 
     async def _work(self, device_id: str, wake: asyncio.Event) -> None:
         """One printer's worker: its waiting jobs in order, until none is left."""
-        try:
-            while True:
-                wake.clear()
+        while True:
+            wake.clear()
+            try:
                 job = await self._run(self._next_job_sync, device_id)
                 if job is None:
                     if wake.is_set():  # a job was queued while the query ran
                         continue
                     return
                 await self._work_on(job, wake)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # the file failed (disk): log it; the next job submitted starts a new worker
-            log.error("print_worker_failed", device_id=device_id, error=repr(err), exc_info=err)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the file failed (disk full, I/O error): the job stays; try again later
+                log.error("print_worker_failed", device_id=device_id, error=repr(err), exc_info=err)
+                await wait_for_event(wake, self._config.retry_max_s)
 
     def _next_job_sync(self, device_id: str) -> Job | None:
         row = (
@@ -734,25 +735,35 @@ class PrintJobs:
             link = self._link
             if link is None or not link.connected:
                 continue  # connected() wakes this up again
-            answers = await self._run(self._unpublished_sync)
-            if not answers:
+            try:
+                more = await self._publish_round(link)
+            except Exception as err:  # the file failed: the answers stay unpublished; the next round tries again
+                log.warning("print_results_not_published", error=repr(err))
                 continue
-            sent = [
-                (command_id, final, link.publish(self._results_topic, payload, qos=1))
-                for command_id, final, payload in answers
-            ]
-            acknowledged = await asyncio.to_thread(_wait_for_pubacks, sent, PUBACK_WAIT_S)
-            if acknowledged:
-                await self._run(self._write, partial(self._mark_published, acknowledged=acknowledged))
-            if len(acknowledged) < len(sent) or len(answers) == PUBLISH_BATCH:
-                self._publish_wake.set()  # more to do: the rest of the batch, or what was not acknowledged
+            if more:
+                self._publish_wake.set()
+
+    async def _publish_round(self, link: ResultLink) -> bool:
+        """Publish up to a batch of answers and mark those the broker acknowledged; whether to go on at once."""
+        answers = await self._run(self._unpublished_sync)
+        if not answers:
+            return False
+        sent = [
+            (command_id, final, link.publish(self._results_topic, payload, qos=1))
+            for command_id, final, payload in answers
+        ]
+        acknowledged = await asyncio.to_thread(_wait_for_pubacks, sent, PUBACK_WAIT_S)
+        if not acknowledged:
+            return False  # the link is down or the broker silent: the next wake-up or timeout tries again
+        await self._run(self._write, partial(self._mark_published, acknowledged=acknowledged))
+        return len(acknowledged) < len(sent) or len(answers) == PUBLISH_BATCH
 
     def _unpublished_sync(self) -> list[tuple[str, bool, bytes]]:
         """(command_id, is final, payload) of the answers still to publish, oldest first."""
         rows = (
             self._db()
             .execute(
-                "SELECT command_id, state, result, received_at FROM jobs "
+                "SELECT command_id, device_id, state, result, received_at FROM jobs "
                 "WHERE result_published = 0 AND (state IN ('printed', 'failed') OR accepted_published = 0) "
                 "ORDER BY id LIMIT ?",
                 (PUBLISH_BATCH,),
@@ -760,9 +771,8 @@ class PrintJobs:
             .fetchall()
         )
         answers = []
-        for command_id, state, result, received_at in rows:
+        for command_id, device_id, state, result, received_at in rows:
             if state in _WAITING:
-                device_id = self._waiting.get(command_id, ("its printer", 0.0))[0]
                 accepted = self._result(
                     command_id, "accepted", f"stored on the gateway, waiting for printer {device_id}", _dt(received_at)
                 )
