@@ -578,7 +578,11 @@ class PrintJobs:
         while True:
             wake.clear()
             try:
-                job = await self._run(self._next_job_sync, device_id)
+                job, unreadable = await self._run(self._next_job_sync, device_id)
+                for command_id in unreadable:
+                    self._waiting.pop(command_id, None)
+                    self.failed_total += 1
+                    self._publish_wake.set()
                 if job is None:
                     if wake.is_set():  # a job was queued while the query ran
                         continue
@@ -590,20 +594,43 @@ class PrintJobs:
                 log.error("print_worker_failed", device_id=device_id, error=repr(err), exc_info=err)
                 await wait_for_event(wake, self._config.retry_max_s)
 
-    def _next_job_sync(self, device_id: str) -> Job | None:
-        row = (
-            self._db()
-            .execute(
-                "SELECT id, command, attempts, last_error FROM jobs "
-                "WHERE device_id = ? AND state IN ('queued', 'printing') ORDER BY id LIMIT 1",
-                (device_id,),
+    def _next_job_sync(self, device_id: str) -> tuple[Job | None, list[str]]:
+        """The printer's next waiting job, and the command ids of stored jobs that could not be read.
+
+        A row whose command no longer parses (a damaged file) is ended ``failed`` and reported, so one bad
+        row neither stops the printer's queue nor is lost silently.
+        """
+        unreadable: list[str] = []
+        while True:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT id, command_id, command, attempts, last_error FROM jobs "
+                    "WHERE device_id = ? AND state IN ('queued', 'printing') ORDER BY id LIMIT 1",
+                    (device_id,),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return Job(
-            id=int(row[0]), command=wire.decode(wire.Command, bytes(row[1])), attempts=int(row[2]), last_error=row[3]
+            if row is None:
+                return None, unreadable
+            job_id, command_id, raw, attempts, last_error = row
+            try:
+                command = wire.decode(wire.Command, bytes(raw))
+            except (wire.WireError, TypeError) as err:
+                log.error("print_job_unreadable", command_id=command_id, device_id=device_id, error=str(err))
+                now = self._clock.now()
+                detail = f"the gateway could not read the stored job back ({err}); it was not printed"
+                result = wire.encode(self._result(command_id, "failed", detail, now))
+                self._write(partial(self._fail_unreadable, job_id=job_id, result=result, at=now.timestamp()))
+                unreadable.append(command_id)
+                continue
+            return Job(id=int(job_id), command=command, attempts=int(attempts), last_error=last_error), unreadable
+
+    @staticmethod
+    def _fail_unreadable(conn: sqlite3.Connection, job_id: int, result: bytes, at: float) -> None:
+        conn.execute(
+            "UPDATE jobs SET state = 'failed', result = ?, ended_at = ?, result_published = 0 WHERE id = ?",
+            (result, at, job_id),
         )
 
     async def _work_on(self, job: Job, wake: asyncio.Event) -> None:

@@ -10,6 +10,7 @@ operator client on the broker plays the hub: it publishes the ``print`` commands
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -439,6 +440,32 @@ async def test_a_job_interrupted_by_a_crash_is_printed_again_as_a_reprint(
         assert await job_state(agent, command) == (JobState.PRINTED, 2)
     assert done.detail.endswith("(attempt 2)")
     assert [(c.attempt, c.marked_reprint) for c in printer.copies(command.command_id)] == [(2, True)]
+
+
+async def test_a_damaged_stored_job_fails_with_its_reason_and_the_next_one_prints(
+    tmp_path: Path, mqtt_settings: MqttSettings, operator: Operator
+) -> None:
+    printer = PaperPrinter(present=False)
+    config = agent_config(tmp_path, mqtt_settings)
+    damaged, intact = print_command(), print_command()
+    async with agent_running(config, printer):
+        operator.send(damaged)
+        operator.send(intact)
+        await operator.accepted(damaged)
+        await operator.accepted(intact)
+    # Between two runs the SD card garbles the first job's stored command.
+    with sqlite3.connect(tmp_path / "print-jobs.sqlite") as db:
+        db.execute("UPDATE jobs SET command = ? WHERE command_id = ?", (b'{"v": 1, "comm', str(damaged.command_id)))
+    db.close()
+    printer.present = True
+    async with agent_running(config, printer) as agent:
+        failed = await operator.final(damaged)
+        done = await operator.final(intact)
+        assert agent.print_jobs.stats().failed == 1
+    assert failed.status == "failed"
+    assert failed.detail.startswith("the gateway could not read the stored job back (malformed_json: ")
+    assert done.status == "done"
+    assert [c.command_id for c in printer.paper] == [str(intact.command_id)]
 
 
 async def test_results_wait_for_the_broker_and_go_out_when_the_link_is_back(tmp_path: Path) -> None:
