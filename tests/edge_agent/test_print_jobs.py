@@ -41,6 +41,7 @@ from tests.edge_agent.conftest import GATEWAY, STORE, make_config, running
 PRINTER = "printer-1"
 RESULTS = wire.topic(STORE, GATEWAY, wire.Channel.COMMAND_RESULTS)
 COMMANDS = wire.topic(STORE, GATEWAY, wire.Channel.COMMANDS)
+STATUS = wire.topic(STORE, GATEWAY, wire.Channel.STATUS)
 
 
 # --------------------------------------------------------------------------- the printer double
@@ -144,6 +145,7 @@ class Operator:
     def __init__(self, settings: MqttSettings) -> None:
         self._lock = threading.Lock()
         self._results: list[wire.CommandResult] = []
+        self.births = 0  # the agent's birth messages received live (not the retained one)
         self._subscribed = threading.Event()
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -151,7 +153,7 @@ class Operator:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.on_connect = lambda c, *_: c.subscribe(RESULTS, qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe([(RESULTS, 1), (STATUS, 1)])
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -162,6 +164,11 @@ class Operator:
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:
+            if message.topic == STATUS:
+                status = wire.decode(wire.GatewayStatus, bytes(message.payload))
+                if status.reason == "birth" and not message.retain:
+                    self.births += 1
+                return
             self._results.append(wire.decode(wire.CommandResult, bytes(message.payload)))
 
     def send(self, command: wire.Command) -> None:
@@ -241,11 +248,13 @@ def new_agent(config: AgentConfig, printer: PaperPrinter) -> EdgeAgent:
 
 
 @asynccontextmanager
-async def agent_running(config: AgentConfig, printer: PaperPrinter) -> AsyncIterator[EdgeAgent]:
+async def agent_running(config: AgentConfig, printer: PaperPrinter, operator: Operator) -> AsyncIterator[EdgeAgent]:
     agent = new_agent(config, printer)
+    births = operator.births
     async with running(agent):
-        # Subscribed before it is connected (paho subscribes in its connect callback): commands reach it now.
-        await eventually(lambda: _async(agent.stats.connected), timeout=10, what="the agent connected")
+        # The agent publishes its birth after it has sent its SUBSCRIBE on the same connection: once the
+        # birth has reached the operator, the broker has the subscription and commands reach the agent.
+        await eventually(lambda: _async(operator.births > births), timeout=10, what="the agent's birth")
         yield agent
 
 
@@ -289,7 +298,7 @@ async def test_a_job_is_stored_before_it_is_answered_and_survives_a_restart(
     printer = PaperPrinter(present=False)
     config = agent_config(tmp_path, mqtt_settings)
     command = print_command()
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         operator.send(command)
         await operator.accepted(command)
         # By the time the hub hears "accepted" the job is committed, and never handed to the absent printer.
@@ -298,7 +307,7 @@ async def test_a_job_is_stored_before_it_is_answered_and_survives_a_restart(
         assert accepted.detail == "stored on the gateway, waiting for printer printer-1"
     path = tmp_path / "print-jobs.sqlite"
     assert file_mode(path) == "0600"
-    async with agent_running(config, printer) as agent:  # restarted: the job is still there
+    async with agent_running(config, printer, operator) as agent:  # restarted: the job is still there
         assert await job_state(agent, command) == (JobState.QUEUED, 0)
         printer.present = True
         done = await operator.final(command)
@@ -312,12 +321,12 @@ async def test_a_redelivered_command_is_answered_from_the_queue_and_not_printed_
     printer = PaperPrinter()
     config = agent_config(tmp_path, mqtt_settings)
     command = print_command()
-    async with agent_running(config, printer):
+    async with agent_running(config, printer, operator):
         operator.send(command)
         first = await operator.final(command)
         operator.send(command)  # the broker delivered it again
         again = await operator.final(command, count=2)
-    async with agent_running(config, printer) as agent:  # and again after a restart
+    async with agent_running(config, printer, operator) as agent:  # and again after a restart
         operator.send(command)
         after_restart = await operator.final(command, count=3)
         assert agent.print_jobs.stats().redelivered == 1
@@ -335,7 +344,7 @@ async def test_a_job_waits_for_an_absent_printer_and_prints_once_when_it_appears
     printer = PaperPrinter(present=False)
     config = agent_config(tmp_path, mqtt_settings, warn_after_s=0.01)
     command = print_command()
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         operator.send(command)
         await operator.accepted(command)
         assert await job_state(agent, command) == (JobState.QUEUED, 0)
@@ -369,7 +378,7 @@ async def test_a_printer_that_drops_mid_job_reprints_it_marked_as_attempt_2_with
     printer = PaperPrinter(failures=[DeviceUnavailableError("connection lost mid-job; it may be partly printed")])
     config = agent_config(tmp_path, mqtt_settings)
     command = print_command()
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         operator.send(command)
         done = await operator.final(command)
         assert await job_state(agent, command) == (JobState.PRINTED, 2)
@@ -387,7 +396,7 @@ async def test_a_job_that_outlives_its_command_fails_with_the_reason(
     config = agent_config(tmp_path, mqtt_settings)
     command = print_command(expires_in=timedelta(seconds=1))
     stale = print_command(expires_in=timedelta(seconds=-1))  # expired before it reached the gateway
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         operator.send(command)
         operator.send(stale)
         failed = await operator.final(command)
@@ -408,7 +417,7 @@ async def test_an_invalid_job_fails_at_once_and_an_unknown_printer_is_rejected(
     config = agent_config(tmp_path, mqtt_settings)
     command = print_command()
     nowhere = print_command(device_id="printer-9")
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         operator.send(command)
         operator.send(nowhere)
         failed = await operator.final(command)
@@ -429,13 +438,13 @@ async def test_a_job_interrupted_by_a_crash_is_printed_again_as_a_reprint(
     printer = PaperPrinter(hang=True)
     config = agent_config(tmp_path, mqtt_settings)
     command = print_command()
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         operator.send(command)
         await eventually(lambda: _async(printer.executing == 1), timeout=10, what="the job handed to the printer")
         assert await job_state(agent, command) == (JobState.PRINTING, 1)
     # The agent stopped with the job on the printer: whether it printed is unknown.
     printer.hang = False
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         done = await operator.final(command)
         assert await job_state(agent, command) == (JobState.PRINTED, 2)
     assert done.detail.endswith("(attempt 2)")
@@ -448,7 +457,7 @@ async def test_a_damaged_stored_job_fails_with_its_reason_and_the_next_one_print
     printer = PaperPrinter(present=False)
     config = agent_config(tmp_path, mqtt_settings)
     damaged, intact = print_command(), print_command()
-    async with agent_running(config, printer):
+    async with agent_running(config, printer, operator):
         operator.send(damaged)
         operator.send(intact)
         await operator.accepted(damaged)
@@ -458,7 +467,7 @@ async def test_a_damaged_stored_job_fails_with_its_reason_and_the_next_one_print
         db.execute("UPDATE jobs SET command = ? WHERE command_id = ?", (b'{"v": 1, "comm', str(damaged.command_id)))
     db.close()
     printer.present = True
-    async with agent_running(config, printer) as agent:
+    async with agent_running(config, printer, operator) as agent:
         failed = await operator.final(damaged)
         done = await operator.final(intact)
         assert agent.print_jobs.stats().failed == 1
@@ -476,7 +485,7 @@ async def test_results_wait_for_the_broker_and_go_out_when_the_link_is_back(tmp_
         printer = PaperPrinter(present=False)
         command = print_command()
         try:
-            async with agent_running(agent_config(tmp_path, settings), printer) as agent:
+            async with agent_running(agent_config(tmp_path, settings), printer, operator) as agent:
                 operator.send(command)
                 await operator.accepted(command)
                 await asyncio.to_thread(broker.stop)  # the broker goes away (its sessions are saved)
