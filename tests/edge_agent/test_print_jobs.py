@@ -30,10 +30,11 @@ from paho.mqtt.properties import Properties
 from device_drivers.base import DeviceUnavailableError, DriverError, DriverHealth, DriverState, Reading
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, DeviceConfig
-from edge_agent.print_jobs import JobState, Outcome, describe_waiting, outcome_of
+from edge_agent.print_jobs import JobState, Outcome, PrintJobs, PrintJobsError, describe_waiting, outcome_of
 from edge_agent.timing import Backoff
 from launcher.broker import LocalBroker, start_mosquitto
 from storegate import wire
+from storegate.clock import SYSTEM_CLOCK
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually, file_mode, wait_until
 from tests.edge_agent.conftest import GATEWAY, STORE, make_config, running
@@ -287,6 +288,41 @@ def test_jobs_waiting_too_long_are_a_problem_in_words() -> None:
         "2 print jobs waiting for printer printer-1, the oldest for 10 min"
     ]
     assert describe_waiting(waiting, now=1600.0, warn_after_s=900) == []
+
+
+async def test_the_jobs_file_is_private_and_a_second_user_of_it_is_refused(tmp_path: Path) -> None:
+    config = AgentConfig.model_validate(
+        {"store_id": STORE, "gateway_id": GATEWAY, "outbox": {"path": tmp_path / "outbox.sqlite3"}}
+    )
+    path = tmp_path / "jobs" / "print-jobs.sqlite"
+
+    def jobs() -> PrintJobs:
+        return PrintJobs(
+            path=path,
+            config=config.print_jobs,
+            store_id=STORE,
+            gateway_id=GATEWAY,
+            devices=NoDevices(),
+            known_device=lambda device_id: True,
+            clock=SYSTEM_CLOCK,
+        )
+
+    async with jobs() as first:
+        await first.submit(print_command())  # writes: SQLite takes its exclusive lock
+        assert file_mode(path) == "0600"
+        with pytest.raises(PrintJobsError, match="in use by another process"):
+            async with jobs():
+                pass
+        assert first.stats().waiting == 1
+    async with jobs() as again:  # free again once the first has closed it
+        assert again.stats().waiting == 1
+
+
+class NoDevices:
+    """No device is running (the queue takes jobs for configured ones all the same)."""
+
+    def supervisor(self, device_id: str) -> None:
+        return None
 
 
 # --------------------------------------------------------------------------- with a running agent
