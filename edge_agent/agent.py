@@ -20,6 +20,9 @@ Data path::
   as ``not_held``.
 - :mod:`edge_agent.commands`: commands from the hub (``commands`` topic) go to the device
   they name; each result is published on ``command_results``.
+- :mod:`edge_agent.print_jobs`: ``print`` commands are stored in their own SQLite file, printed
+  once their printer is up, and answered (``accepted``, then ``done`` or ``failed``) until the
+  broker has the answer.
 - :mod:`edge_agent.presence`: a retained birth status on every connect (again when the
   devices change), a retained "lost" last will, and a retained "shutdown" status on a clean stop.
 - :mod:`edge_agent.health` / :mod:`edge_agent.status`: a retained health message and the
@@ -43,13 +46,14 @@ import structlog
 from device_drivers.profiles import ProfileCatalog
 from edge_agent.acks import AckHandler
 from edge_agent.commands import Commands
-from edge_agent.config import AgentConfig, catalog_of
+from edge_agent.config import AgentConfig, catalog_of, print_jobs_path
 from edge_agent.devices import DriverBuilder, DriverFactory
 from edge_agent.errors import AgentFailedError
 from edge_agent.health import AgentStats, HealthReporter, MetricsServer, agent_registry
 from edge_agent.hotplug import DeviceManager, PortLister, default_lister
 from edge_agent.outbox import Outbox, Quota
 from edge_agent.presence import Presence
+from edge_agent.print_jobs import PrintJobs, PrintJobsCollector
 from edge_agent.recorder import Recorder
 from edge_agent.state import AgentState
 from edge_agent.status import StatusFile, status_path
@@ -108,11 +112,22 @@ class EdgeAgent:
             committed_mark=recorder.committed_mark,
             hotplug=config.hotplug,
             lister=default_lister(config.hotplug, catalog) if port_lister == "default" else port_lister,
-            # Presence is made below; devices start and stop only once the agent runs.
-            on_change=lambda: self._presence.devices_changed(),
+            # Presence and the print jobs are made below; devices start and stop only once the agent runs.
+            on_change=self._devices_changed,
         )
         self._presence = Presence(config=config, clock=self._clock, state=state, devices=self._devices)
-        self._commands = Commands(config=config, clock=self._clock, devices=self._devices)
+        configured = frozenset(device.device_id for device in config.devices)
+        self._print_jobs = PrintJobs(
+            path=print_jobs_path(config),
+            config=config.print_jobs,
+            store_id=config.store_id,
+            gateway_id=config.gateway_id,
+            devices=self._devices,
+            known_device=configured.__contains__,
+            clock=self._clock,
+            rng=rng,
+        )
+        self._commands = Commands(config=config, clock=self._clock, devices=self._devices, print_jobs=self._print_jobs)
         self._health = HealthReporter(
             config=config,
             clock=self._clock,
@@ -120,8 +135,10 @@ class EdgeAgent:
             recorder=recorder,
             devices=self._devices,
             status_file=StatusFile(path=self.status_path),
+            extra_problems=self._print_jobs.problems,
         )
         self.registry = agent_registry(self._health.stats)
+        self.registry.register(PrintJobsCollector(self._print_jobs.stats))
         self._metrics = (
             None
             if config.health.metrics_port is None
@@ -160,6 +177,15 @@ class EdgeAgent:
         """The gateway's devices (for tests and tools; the agent owns them)."""
         return self._devices
 
+    @property
+    def print_jobs(self) -> PrintJobs:
+        """The durable print queue (for tests and tools; the agent owns it, open while it runs)."""
+        return self._print_jobs
+
+    def _devices_changed(self) -> None:
+        self._presence.devices_changed()
+        self._print_jobs.devices_changed()
+
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -173,12 +199,15 @@ class EdgeAgent:
         self._ran = True
         outbox_config = self.config.outbox
         try:
-            async with Outbox(
-                path=outbox_config.path,
-                quota=Quota(max_events=outbox_config.max_events, max_bytes=outbox_config.max_bytes),
-                loss_device_id=self.config.gateway_id,
-                now=self._clock.now,
-            ) as outbox:
+            async with (
+                Outbox(
+                    path=outbox_config.path,
+                    quota=Quota(max_events=outbox_config.max_events, max_bytes=outbox_config.max_bytes),
+                    loss_device_id=self.config.gateway_id,
+                    now=self._clock.now,
+                ) as outbox,
+                self._print_jobs,
+            ):
                 self._state.outbox = outbox
                 await self._run_with_outbox(outbox, stop)
         finally:
@@ -226,6 +255,7 @@ class EdgeAgent:
             "sender": BackgroundTask(uplink.run, name="agent sender"),
             "ack handler": BackgroundTask(acks.run, name="agent ack handler"),
             "health publisher": BackgroundTask(partial(self._health.run, link), name="agent health publisher"),
+            "print jobs": BackgroundTask(partial(self._print_jobs.run, link), name="agent print jobs"),
         }
         failure: BaseException | None = None
         try:
@@ -251,6 +281,7 @@ class EdgeAgent:
     def _connected(self, link: MqttLink, uplink: Uplink) -> None:
         self._presence.connected(link)  # the birth
         uplink.reconnected()
+        self._print_jobs.connected()  # answers the broker has not acknowledged go out again
 
     @staticmethod
     async def _until_stopped_or_failed(stop: asyncio.Event, core: dict[str, BackgroundTask]) -> BaseException | None:

@@ -1,6 +1,10 @@
 """Commands from the hub (``commands`` topic) to the devices they name, each result on ``command_results``.
 
-Each command runs in its own task, so a slow device never holds up acks or other devices'
+A ``print`` command for a device is not run here: it is handed to the durable print queue
+(:mod:`edge_agent.print_jobs`), which stores it before anything is answered, answers ``accepted``,
+prints it when the printer is there and publishes the final result, which may be hours later.
+
+Every other command runs in its own task, so a slow device never holds up acks or other devices'
 commands; one that takes longer than :data:`COMMAND_TIMEOUT_S` is answered "failed". The
 results of the last :data:`COMMAND_RESULTS_KEPT` commands are kept, so a command the broker
 delivers again (QoS 1) is answered from memory rather than run twice.
@@ -15,11 +19,13 @@ from uuid import UUID
 import structlog
 
 from device_drivers.base import CommandNotSupportedError, DriverError
+from edge_agent.print_jobs import PRINT_COMMAND
 from storegate import wire
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
     from edge_agent.hotplug import DeviceManager
+    from edge_agent.print_jobs import PrintJobs
     from storegate.clock import Clock
     from storegate.mqtt import MqttLink
 
@@ -32,13 +38,19 @@ COMMAND_RESULTS_KEPT: Final = 1000
 
 
 class Commands:
-    """Runs the hub's commands on ``devices`` and publishes each result; ``topic`` is where commands arrive."""
+    """Runs the hub's commands on ``devices`` and publishes each result; ``topic`` is where commands arrive.
 
-    def __init__(self, *, config: AgentConfig, clock: Clock, devices: DeviceManager) -> None:
+    ``print_jobs`` takes the ``print`` commands (None: they run like any other command).
+    """
+
+    def __init__(
+        self, *, config: AgentConfig, clock: Clock, devices: DeviceManager, print_jobs: PrintJobs | None = None
+    ) -> None:
         store, gateway = config.store_id, config.gateway_id
         self._store_id, self._gateway_id = store, gateway
         self._clock = clock
         self._devices = devices
+        self._print_jobs = print_jobs
         self.topic = wire.topic(store, gateway, wire.Channel.COMMANDS)
         self._results_topic = wire.topic(store, gateway, wire.Channel.COMMAND_RESULTS)
         self._results: dict[UUID, wire.CommandResult] = {}
@@ -69,6 +81,16 @@ class Commands:
         if (command.store_id, command.gateway_id) != (self._store_id, self._gateway_id):
             log.warning("command_for_other_gateway", store_id=command.store_id, gateway_id=command.gateway_id)
             return
+        if self._print_jobs is not None and command.name == PRINT_COMMAND and command.device_id is not None:
+            try:
+                await self._print_jobs.submit(command)  # stored, then answered by the queue
+                return
+            except Exception as err:  # the queue's file failed: say so rather than leave the hub waiting
+                log.error("print_job_not_stored", command_id=str(command.command_id), exc_info=err)
+                refused = self._answer(command, "failed", f"the gateway could not store the print job: {err}")
+                if link.connected:
+                    link.publish(self._results_topic, wire.encode(refused), qos=1)
+                return
         result = self._results.get(command.command_id)
         if result is None:
             result = await self._execute(command)
@@ -79,16 +101,21 @@ class Commands:
         if link.connected:
             link.publish(self._results_topic, wire.encode(result), qos=1)
 
+    def _answer(
+        self, command: wire.Command, status: Literal["done", "failed", "rejected", "expired"], detail: str
+    ) -> wire.CommandResult:
+        return wire.CommandResult(
+            command_id=command.command_id,
+            store_id=command.store_id,
+            gateway_id=command.gateway_id,
+            status=status,
+            detail=detail[:2000],
+            ts=self._clock.now(),
+        )
+
     async def _execute(self, command: wire.Command) -> wire.CommandResult:
         def answer(status: Literal["done", "failed", "rejected", "expired"], detail: str) -> wire.CommandResult:
-            return wire.CommandResult(
-                command_id=command.command_id,
-                store_id=command.store_id,
-                gateway_id=command.gateway_id,
-                status=status,
-                detail=detail[:2000],
-                ts=self._clock.now(),
-            )
+            return self._answer(command, status, detail)
 
         if command.expires_at is not None and command.expires_at <= self._clock.now():
             return answer("expired", f"expired at {command.expires_at.isoformat()}")

@@ -18,6 +18,9 @@ Example ``agent.toml``::
     [health]
     metrics_port = 9101
 
+    [print_jobs]                    # optional: pick lists wait here for their printer
+    warn_after_s = 600              # a job waiting longer is a health problem
+
     [[devices]]
     device_id = "chiller-1-temp"
     driver = "simulated-temperature"
@@ -159,6 +162,34 @@ class HotplugConfig(ConfigModel):
     w1_root: Path = Field(default=Path("/sys/bus/w1/devices"), description="where 1-Wire probes appear")
 
 
+class PrintJobsConfig(ConfigModel):
+    """The durable print queue (:mod:`edge_agent.print_jobs`); every key has a default, the section is optional."""
+
+    path: Path | None = Field(
+        default=None, description="SQLite file of the print jobs; default print-jobs.sqlite beside the outbox"
+    )
+    max_waiting: int = Field(default=1000, gt=0, le=100_000, description="jobs waiting at most; beyond, refused")
+    attempt_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="an attempt the printer has not confirmed by then is retried"
+    )
+    retry_initial_s: float = Field(default=2.0, gt=0, le=600, description="first wait before a retry or a new look")
+    retry_max_s: float = Field(default=60.0, gt=0, le=3600, description="longest wait between retries or looks")
+    warn_after_s: float = Field(
+        default=600.0, gt=0, description="a job waiting longer than this is a health problem, in words"
+    )
+    keep_ended_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="ended jobs are kept this long after their result was acknowledged, to answer a redelivery",
+    )
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> PrintJobsConfig:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must not be below retry_initial_s")
+        return self
+
+
 class AgentConfig(ConfigModel):
     """The whole agent config file."""
 
@@ -168,6 +199,7 @@ class AgentConfig(ConfigModel):
     outbox: OutboxConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
     hotplug: HotplugConfig = Field(default_factory=HotplugConfig)
+    print_jobs: PrintJobsConfig = Field(default_factory=PrintJobsConfig)
     devices: list[DeviceConfig] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
@@ -231,7 +263,14 @@ def load_agent_config(path: Path, *, environ: Mapping[str, str] | None = None) -
         mqtt.check_secret_files()
     except SecretFileError as err:
         raise ConfigError(path, [f"mqtt: {err}"]) from None
-    return config.model_copy(update={"outbox": config.outbox.model_copy(update={"path": outbox_path}), "mqtt": mqtt})
+    print_jobs = config.print_jobs.model_copy(update={"path": _resolved_optional(config.print_jobs.path, base)})
+    return config.model_copy(
+        update={
+            "outbox": config.outbox.model_copy(update={"path": outbox_path}),
+            "mqtt": mqtt,
+            "print_jobs": print_jobs,
+        }
+    )
 
 
 def _password_from_environment(mqtt: MqttSettings, environ: Mapping[str, str]) -> MqttSettings:
@@ -241,6 +280,11 @@ def _password_from_environment(mqtt: MqttSettings, environ: Mapping[str, str]) -
     if password_file := environ.get(PASSWORD_FILE_ENV):
         return mqtt.model_copy(update={"password": None, "password_file": Path(password_file).expanduser().resolve()})
     return mqtt
+
+
+def print_jobs_path(config: AgentConfig) -> Path:
+    """Where the print jobs are kept: ``print_jobs.path``, or ``print-jobs.sqlite`` beside the outbox."""
+    return config.print_jobs.path or config.outbox.path.with_name("print-jobs.sqlite")
 
 
 def catalog_of(config: AgentConfig) -> ProfileCatalog:

@@ -289,7 +289,7 @@ class MetricsServer:
 class HealthReporter:
     """The agent's stats and health report, published (retained) on the link and written to the status file.
 
-    Reads ``state``, the ``recorder``'s counters and the ``devices``; :meth:`run` reports every
+    Reads ``state``, the ``recorder``'s counters and the ``devices`` (and ``extra_problems``); :meth:`run` reports every
     ``health.interval_s`` and at once when ``state.wake_health`` is set, and samples the rates.
     """
 
@@ -302,8 +302,10 @@ class HealthReporter:
         recorder: Recorder,
         devices: DeviceManager,
         status_file: StatusFile,
+        extra_problems: Callable[[], list[str]] = list,
     ) -> None:
         self._config = config
+        self._extra_problems = extra_problems  # other units' problems in words (the print queue's)
         self._clock = clock
         self._state = state
         self._recorder = recorder
@@ -366,6 +368,7 @@ class HealthReporter:
             evicting=recorder.evictions.episode,
             disk_full_since=stats.disk_full_since,
         )
+        problems.extend(self._extra_problems())
         return wire.GatewayHealth(
             store_id=self._config.store_id,
             gateway_id=self._config.gateway_id,

@@ -12,6 +12,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.errors import AgentFailedError
 from edge_agent.outbox import OutboxError
+from edge_agent.print_jobs import PrintJobsError
 from storegate.configfile import ConfigError
 from storegate.logs import configure_logging
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, stop_on_signals
@@ -25,8 +26,9 @@ async def _serve(config: AgentConfig) -> int:
     with stop_on_signals(stop):
         try:
             await EdgeAgent(config=config).run(stop)
-        # Outbox unusable, metrics port taken, TLS file missing, a secret file made readable since the config was read.
-        except (OutboxError, OSError, SecretFileError) as err:
+        # Outbox or print jobs unusable, metrics port taken, TLS file missing, a secret file made readable since the
+        # config was read.
+        except (OutboxError, PrintJobsError, OSError, SecretFileError) as err:
             log.error("agent_cannot_start", error=str(err))
             return EXIT_FAILED
         except AgentFailedError as err:

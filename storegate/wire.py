@@ -766,13 +766,17 @@ class Command(WireModel):
 
 
 class CommandResult(WireModel):
-    """What became of a Command."""
+    """What became of a Command.
+
+    ``accepted`` is not final: the gateway has stored the command (a print job) and will send ``done`` or
+    ``failed`` when it ends, which may be hours later. The others are final.
+    """
 
     v: Literal[1] = PROTOCOL_VERSION
     command_id: UUID
     store_id: StoreId
     gateway_id: GatewayId
-    status: Literal["done", "failed", "rejected", "expired"]
+    status: Literal["accepted", "done", "failed", "rejected", "expired"]
     detail: str = Field(default="", max_length=2000)
     ts: UtcDatetime
 

@@ -3,6 +3,7 @@
 A command is written as a ``commands`` row (status ``pending``) in the transaction that decides it, for
 instance the one that opens a restock task, so a crash can neither send a command for something that
 did not happen nor lose one that did. ``sender`` publishes pending rows on the gateway's ``commands``
-topic; the gateway's result comes back on ``command_results`` and ``results`` records it, which also
-updates the restock task that printed.
+topic; the gateway's result comes back on ``command_results`` and :mod:`hub.commands.status` records it,
+which also updates the restock task that printed. A print job may be answered twice: ``accepted`` (stored on
+the gateway, the task's print status ``queued``), then ``done`` or ``failed``; statuses only move forward.
 """

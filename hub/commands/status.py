@@ -3,6 +3,12 @@
 ``pending`` when queued, then ``sent`` or ``expired`` (:mod:`hub.commands.sender`), then the status of the
 gateway's :class:`~storegate.wire.CommandResult`, which the consumer records with :func:`record_result`
 in its unit of work. Each change is one UPDATE per table for a whole list of commands.
+
+A status only moves forward (:data:`COMMAND_STEP`, :data:`PRINT_STEP`): ``pending`` → ``sent`` →
+``accepted`` (the gateway stored a print job; the task's print status is ``queued``) → a final one
+(``done``/``printed``, ``failed``, ``rejected``, ``expired``). Results arrive at least once and in no
+promised order (an ``accepted`` published again after a reconnect may come after the ``done``), so an
+UPDATE only touches rows whose status is an earlier step; the first final result stays.
 """
 
 from __future__ import annotations
@@ -24,6 +30,20 @@ log = structlog.get_logger(__name__)
 # These UPDATEs change rows by criteria: the ORM need not look for them among the session's objects.
 _NO_SYNC: Final = {"synchronize_session": False}
 
+# The step of each command status; a row moves only to a later step. Unlisted statuses are final.
+COMMAND_STEP: Final[dict[str, int]] = {"pending": 0, "sent": 1, "accepted": 2}
+# The same for a restock task's print status (``no_gateway`` never changes: the task has no command).
+PRINT_STEP: Final[dict[str, int]] = {"pending": 0, "sent": 1, "queued": 2}
+FINAL_STEP: Final = 3
+# A command's status as the restock task that printed it shows it.
+_PRINT_STATUS_OF: Final[dict[str, str]] = {"accepted": "queued", "done": "printed"}
+
+
+def _earlier(steps: dict[str, int], status: str) -> list[str]:
+    """The statuses a row may leave for ``status``: those of an earlier step."""
+    step = steps.get(status, FINAL_STEP)
+    return [name for name, earlier in steps.items() if earlier < step]
+
 
 async def mark_sent(session: AsyncSession, command_ids: Sequence[str], *, at: datetime) -> None:
     """Mark pending commands sent, and the print status of their restock tasks."""
@@ -44,23 +64,35 @@ async def mark_sent(session: AsyncSession, command_ids: Sequence[str], *, at: da
 async def set_command_status(
     session: AsyncSession, command_ids: Sequence[str], status: str, *, detail: str, at: datetime
 ) -> None:
-    """Set the status of commands, and the print status of the restock tasks that sent them, in one go."""
+    """Set the status of commands, and the print status of the restock tasks that sent them, in one go.
+
+    Only rows at an earlier step move: a late ``accepted`` never undoes a ``done``, and the first final
+    status stays.
+    """
     await session.execute(
         update(OutgoingCommand)
-        .where(OutgoingCommand.command_id.in_(command_ids))
+        .where(
+            OutgoingCommand.command_id.in_(command_ids),
+            OutgoingCommand.status.in_(_earlier(COMMAND_STEP, status)),
+        )
         .values(status=status, result_detail=detail, result_at=at),
         execution_options=_NO_SYNC,
     )
+    print_status = print_status_of(status)
     await session.execute(
         update(RestockTask)
-        .where(RestockTask.command_id.in_(command_ids))
-        .values(print_status=_print_status(status), print_detail=detail),
+        .where(
+            RestockTask.command_id.in_(command_ids),
+            RestockTask.print_status.in_(_earlier(PRINT_STEP, print_status)),
+        )
+        .values(print_status=print_status, print_detail=detail),
         execution_options=_NO_SYNC,
     )
 
 
-def _print_status(status: str) -> str:
-    return {"done": "printed"}.get(status, status)
+def print_status_of(status: str) -> str:
+    """A restock task's print status for its command's status: ``accepted`` is ``queued``, ``done`` ``printed``."""
+    return _PRINT_STATUS_OF.get(status, status)
 
 
 async def record_result(session: AsyncSession, result: wire.CommandResult, *, now: datetime) -> bool:

@@ -91,8 +91,11 @@ class RestockTaskOut(ApiModel):
     closed_at: datetime | None
     level_at_close: int | None
     command_id: str | None
-    print_status: str = Field(description="pending, sent, printed, failed, rejected, expired, no_gateway")
-    print_detail: str | None
+    print_status: str = Field(
+        description="pending, sent, queued (stored on the gateway, waiting for its printer), printed, failed, "
+        "rejected, expired, no_gateway"
+    )
+    print_detail: str | None = Field(description="the gateway's words: where it printed, or why it did not")
     pick_list: dict[str, object]
 
 
@@ -435,7 +438,7 @@ async def get_commands(
     status: Annotated[str | None, Query(max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> CommandList:
-    """Newest first; ``status`` one of pending, sent, done, failed, rejected, expired."""
+    """Newest first; ``status`` one of pending, sent, accepted, done, failed, rejected, expired, undeliverable."""
     query = select(OutgoingCommand)
     if store_id is not None:
         query = query.where(OutgoingCommand.store_id == store_id)

@@ -122,27 +122,49 @@ class Day:
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def answer_prints(self) -> int:
-        """The gateway prints each pick list it is sent and says so (the printer driver is its own issue)."""
+    def _result(self, command: wire.Command, status: str, detail: str) -> None:
+        result = wire.CommandResult.model_validate(
+            {
+                "command_id": command.command_id,
+                "store_id": STORE,
+                "gateway_id": GATEWAY,
+                "status": status,
+                "detail": detail,
+                "ts": self.clock[0],
+            }
+        )
+        self.gateway.publish(wire.topic(STORE, GATEWAY, wire.Channel.COMMAND_RESULTS), wire.encode(result))
+
+    def _print_commands(self) -> list[wire.Command]:
         topic = wire.topic(STORE, GATEWAY, wire.Channel.COMMANDS)
+        commands = [wire.decode(wire.Command, payload) for payload in self.gateway.received.on(topic)]
+        for command in commands:
+            assert (command.name, command.device_id) == ("print", "receipt-printer")
+        return commands
+
+    async def answer_prints(self) -> int:
+        """The gateway prints each pick list it is sent and says so, as its durable print queue does: "accepted"
+        once stored, "done" once printed, and "accepted" once more after it (published again on a reconnect
+        before the broker had acknowledged it), which must not undo the "done"."""
         answered = 0
-        for payload in self.gateway.received.on(topic):
-            command = wire.decode(wire.Command, payload)
+        for command in self._print_commands():
             if str(command.command_id) in self.answered:
                 continue
-            assert (command.name, command.device_id) == ("print", "receipt-printer")
-            result = wire.CommandResult(
-                command_id=command.command_id,
-                store_id=STORE,
-                gateway_id=GATEWAY,
-                status="done",
-                detail=f"printed {len(command.args['lines'])} lines",  # type: ignore[arg-type]
-                ts=self.clock[0],
-            )
-            self.gateway.publish(wire.topic(STORE, GATEWAY, wire.Channel.COMMAND_RESULTS), wire.encode(result))
+            self._result(command, "accepted", "stored on the gateway, waiting for printer receipt-printer")
+            lines = command.args["lines"]
+            assert isinstance(lines, list)
+            self._result(command, "done", f"printed {len(lines)} lines")
+            self._result(command, "accepted", "stored on the gateway, waiting for printer receipt-printer")
             self.answered.add(str(command.command_id))
             answered += 1
         return answered
+
+    async def accept_prints(self) -> None:
+        """The gateway stores the pick lists it has not answered yet: its printer is off."""
+        for command in self._print_commands():
+            if str(command.command_id) not in self.answered:
+                self._result(command, "accepted", "stored on the gateway, waiting for printer receipt-printer")
+                self.answered.add(str(command.command_id))
 
     async def open_tasks(self) -> list[dict[str, Any]]:
         return list((await self.get(f"/api/v1/stores/{STORE}/restock-tasks", status="open"))["items"])
@@ -424,6 +446,15 @@ async def test_a_store_day(database_url: str, mqtt_settings: MqttSettings) -> No
             return [t["print_status"] for t in await day.open_tasks()] == ["sent"]
 
         await eventually(pick_list_sent, timeout=20, what="the sweep's pick list sent to the gateway")
+        # After hours the printer is off: the gateway keeps the pick list and says so; the task shows it queued.
+        await day.accept_prints()
+
+        async def pick_list_queued() -> bool:
+            return [(t["print_status"], t["print_detail"]) for t in await day.open_tasks()] == [
+                ("queued", "stored on the gateway, waiting for printer receipt-printer")
+            ]
+
+        await eventually(pick_list_queued, timeout=20, what="the sweep's pick list queued on the gateway")
 
         alerts = (await day.get("/api/v1/alerts", store_id=STORE))["items"]
         summary = sorted((a["rule_id"], a["subject"], a["status"], a["severity"], a["opened_at"]) for a in alerts)

@@ -26,9 +26,10 @@ from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand, StoredEvent
 from hub.domain import ledger
 from hub.domain.alerts import AlertTransitionError
-from hub.ingest.classify import BatchMessage, StatusMessage
+from hub.ingest.classify import BatchMessage, ResultMessage, StatusMessage
 from hub.ingest.operations import HubOperations
 from hub.ingest.unit import store_messages
+from hub.inventory.api import task_out
 from hub.inventory.apply import place
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, ShrinkRecord, StockPosition, UnplacedEvent
 from storegate import wire
@@ -81,6 +82,20 @@ class Store:
         received_at = received_at or max(self.now, *(event.ts for event in events))
         batch = wire.EventBatch(store_id=STORE, gateway_id=GATEWAY, sent_at=received_at, events=list(events))
         await self._unit([BatchMessage(batch, received_at)])
+
+    async def result(self, command_id: str, status: str, detail: str, *, at: datetime) -> None:
+        """A gateway's CommandResult for a command, recorded as the consumer does."""
+        message = wire.CommandResult.model_validate(
+            {
+                "command_id": command_id,
+                "store_id": STORE,
+                "gateway_id": GATEWAY,
+                "status": status,
+                "detail": detail,
+                "ts": at,
+            }
+        )
+        await self._unit([ResultMessage(message, at)])
 
     async def status(self, online: bool, reason: str, *, at: datetime) -> None:
         message = wire.GatewayStatus(store_id=STORE, gateway_id=GATEWAY, online=online, reason=reason, ts=at)
@@ -269,6 +284,55 @@ async def test_pick_lists_are_published_once_and_a_stale_one_expires_unsent(stor
     assert len(link.published) == 2
     (stale,) = [task for task in await store.rows(RestockTask) if task.status == "open" and task.slot == 1]
     assert (stale.print_status, stale.print_detail) == ("expired", "expired before it could be sent")
+
+
+async def test_a_pick_list_goes_pending_sent_queued_printed_and_a_late_accepted_does_not_undo_it(
+    store: Store,
+) -> None:
+    t = NOON
+    sessions = session_factory(store.engine)
+
+    async def print_state() -> tuple[str, str | None, str]:
+        (task,) = await store.rows(RestockTask)
+        (command,) = await store.rows(OutgoingCommand)
+        out = task_out(task)  # what GET /api/v1/stores/{id}/restock-tasks serves
+        return out.print_status, out.print_detail, command.status
+
+    await store.send(store.event("shelf.pick", shelf(1, -8, 2), at=t, device_id="shelf-1"))
+    assert await print_state() == ("pending", None, "pending")
+    async with sessions() as session, session.begin():
+        assert await publish_pending(session, RecordingLink(), now=t + timedelta(seconds=1)) == 1
+    assert await print_state() == ("sent", None, "sent")
+    (task,) = await store.rows(RestockTask)
+
+    waiting = "stored on the gateway, waiting for printer receipt-printer"
+    await store.result(task.command_id, "accepted", waiting, at=t + timedelta(seconds=2))
+    assert await print_state() == ("queued", waiting, "accepted")
+    # The printer was off for an hour; the gateway printed once it came back.
+    printed = "printed on receipt-printer (attempt 2)"
+    await store.result(task.command_id, "done", printed, at=t + timedelta(hours=1))
+    assert await print_state() == ("printed", printed, "done")
+    # The gateway published "accepted" again after a reconnect, and the broker delivered it after the "done".
+    await store.result(task.command_id, "accepted", waiting, at=t + timedelta(hours=1, seconds=5))
+    assert await print_state() == ("printed", printed, "done")
+    # The first final result stays: a contradicting one later changes nothing either.
+    await store.result(task.command_id, "failed", "paper out", at=t + timedelta(hours=2))
+    assert await print_state() == ("printed", printed, "done")
+    (command,) = await store.rows(OutgoingCommand)
+    assert command.result_at == t + timedelta(hours=1)
+
+
+async def test_a_print_job_that_expired_on_the_gateway_shows_failed_with_the_reason(store: Store) -> None:
+    t = NOON
+    await store.send(store.event("shelf.pick", shelf(2, -11, 1), at=t, device_id="shelf-1"))
+    async with session_factory(store.engine)() as session, session.begin():
+        await publish_pending(session, RecordingLink(), now=t)
+    (task,) = await store.rows(RestockTask)
+    await store.result(task.command_id, "accepted", "stored on the gateway", at=t)
+    reason = "not printed: expired at 2025-03-01T16:00:00+00:00 waiting for receipt-printer (2 attempt(s))"
+    await store.result(task.command_id, "failed", reason, at=t + timedelta(hours=4))
+    (task,) = await store.rows(RestockTask)
+    assert (task.print_status, task.print_detail) == ("failed", reason)
 
 
 async def _from_the_ledger(store: Store, sku: str) -> tuple[int, int, int]:
