@@ -52,8 +52,10 @@ def footfall(line: str, start: datetime, entered: int, exited: int, period_s: in
 
 
 def sale_scan(code: str = GTIN) -> dict[str, Any]:
-    """A ``scan.sale`` payload of one unit of the catalog's SKU (or an unknown code)."""
-    return {"code": code, "symbology": "ean13", "mode": "checkout", "quantity": 1, "gtin": code}
+    """A ``scan.sale`` payload of one unit: a GTIN (the catalog's SKU by default), or any other code as Code 128."""
+    if code.isdigit() and len(code) == 14:
+        return {"code": code, "symbology": "ean13", "mode": "checkout", "quantity": 1, "gtin": code}
+    return {"code": code, "symbology": "code128", "mode": "checkout", "quantity": 1}
 
 
 @dataclass
