@@ -45,7 +45,12 @@ async def test_a_replayed_event_or_a_reapplied_one_counts_once(feed: Feed) -> No
     assert outcome.periods == 1
     rows = await feed.footfall_rows()
     assert [(r.entered, r.exited, r.event_id) for r in rows] == [(7, 2, str(first.event_id))]
-    assert feed.operations.metrics.footfall_periods.labels(outcome="counted")._value.get() == 1
+    assert (
+        feed.operations.metrics.registry.get_sample_value(
+            "storegate_hub_footfall_periods_total", {"outcome": "counted"}
+        )
+        == 1
+    )
 
 
 async def test_a_period_stated_again_replaces_the_first_statement(feed: Feed) -> None:
@@ -68,7 +73,12 @@ async def test_a_period_from_a_clock_the_hub_does_not_believe_is_not_counted(fee
     good = feed.counts("berlin", utc("2025-11-10 11:58"), 2, 0)
     await feed.send(event, good, received_at=NOW)
     assert [(r.entered, r.event_id) for r in await feed.footfall_rows()] == [(2, str(good.event_id))]
-    assert feed.operations.metrics.footfall_periods.labels(outcome="implausible_time")._value.get() == 1
+    assert (
+        feed.operations.metrics.registry.get_sample_value(
+            "storegate_hub_footfall_periods_total", {"outcome": "implausible_time"}
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
