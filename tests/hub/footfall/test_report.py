@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import date
 from typing import Any
 
 import httpx
 
+from hub.footfall.queries import UtcSpan
+from hub.reports.queries import ReportFilter
 from tests.hub.footfall.conftest import Feed, utc
 
 UNKNOWN_CODE = "ZZ-NOT-IN-CATALOG"
@@ -147,3 +150,22 @@ async def test_a_period_the_other_way_round_is_refused(client: httpx.AsyncClient
     response = await client.get("/api/v1/reports/footfall", params={"from": "2025-10-26", "to": "2025-10-27",
                                                                     "format": "pdf"})  # fmt: skip
     assert response.status_code == 422
+
+
+async def test_a_basket_begun_before_the_period_is_not_counted_in_it(feed: Feed, client: httpx.AsyncClient) -> None:
+    # Only the 27th: the basket that began at 23:59:30 on the 26th and went on past midnight is the 26th's;
+    # its scans after midnight start nothing, however closely the report reads around the period.
+    await add_berlin_fall_back_day(feed)
+    body = await report(client, **{"from": "2025-10-27", "to": "2025-10-27", "store_id": "berlin"})
+    assert body["items"] == [hour("berlin", "2025-10-27", 0, None, None, 0, 1, 2, None)]
+
+
+def test_the_span_read_covers_each_zones_local_days_and_no_more_than_an_hour_beyond() -> None:
+    scope = ReportFilter(first_day=date(2025, 10, 26), last_day=date(2025, 10, 26))
+    berlin = UtcSpan.of(scope, ["Europe/Berlin"])
+    # 00:00 CEST is 22:00 UTC on the 25th; the day has 25 hours, to 23:00 UTC on the 26th.
+    assert (berlin.start, berlin.end) == (utc("2025-10-25 21:00"), utc("2025-10-27 00:00"))
+    both = UtcSpan.of(scope, ["Europe/Berlin", "America/New_York", "UTC"])
+    assert (both.start, both.end) == (utc("2025-10-25 21:00"), utc("2025-10-27 05:00"))
+    assert UtcSpan.of(scope, []) == UtcSpan.anywhere(scope)
+    assert UtcSpan.anywhere(scope).start == utc("2025-10-25 00:00")
