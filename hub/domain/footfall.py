@@ -30,12 +30,21 @@ def period_is_plausible(*, period_start: datetime, period_s: int, event_ts: date
     return period_start - PERIOD_SLACK <= event_ts <= period_end + PERIOD_SLACK
 
 
+def gap_milliseconds(gap_s: float) -> int:
+    """The basket gap in whole milliseconds, the unit in which pauses between scans are compared."""
+    return round(gap_s * 1000)
+
+
 def basket_starts(scan_times: Iterable[datetime], *, gap_s: float) -> list[datetime]:
-    """The times at which baskets start among one checkout scanner's scans (any order; ties are one basket)."""
+    """The times at which baskets start among one checkout scanner's scans (any order; ties are one basket).
+
+    A pause of exactly ``gap_s`` starts a new basket; pauses are compared in whole milliseconds, as the SQL does.
+    """
+    gap_ms = gap_milliseconds(gap_s)
     starts: list[datetime] = []
     previous: datetime | None = None
     for at in sorted(scan_times):
-        if previous is None or (at - previous).total_seconds() >= gap_s:
+        if previous is None or round((at - previous) / timedelta(milliseconds=1)) >= gap_ms:
             starts.append(at)
         previous = at
     return starts

@@ -22,8 +22,8 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
-    Float,
     Integer,
     Select,
     String,
@@ -43,7 +43,15 @@ from sqlalchemy.sql.functions import FunctionElement
 from hub.catalog.models import StoreProfile
 from hub.db.models import Store, StoredEvent, UtcDateTime
 from hub.db.sqlfunctions import local_timestamp
-from hub.domain.footfall import DayFigures, HourFigures, HourFootfall, HourKey, day_figures, hour_figures
+from hub.domain.footfall import (
+    DayFigures,
+    HourFigures,
+    HourFootfall,
+    HourKey,
+    day_figures,
+    gap_milliseconds,
+    hour_figures,
+)
 from hub.domain.ledger import MovementKind
 from hub.footfall.models import FootfallCount
 from hub.ingest.clock import ClockIssue
@@ -111,29 +119,29 @@ class UtcSpan:
         return [column >= self.start, column < self.end]
 
 
-class seconds_after(FunctionElement[float]):
-    """``seconds_after(earlier, later)``: ``later - earlier`` in seconds, in the database's own C code.
+class milliseconds_after(FunctionElement[int]):
+    """``milliseconds_after(earlier, later)``: ``later - earlier`` in whole milliseconds, in the database's C code.
 
-    :class:`hub.db.sqlfunctions.seconds_between` calls Python on SQLite, exact to the microsecond; the basket
-    rule compares one gap per scan of the period, so on SQLite it takes ``julianday`` (to about 40 us, which a
-    gap of seconds does not notice) at a tenth of the cost.
+    Whole milliseconds so that a gap of exactly the basket gap compares equal on both databases: SQLite's
+    ``julianday`` carries an instant to about 40 us, never exactly; :class:`hub.db.sqlfunctions.seconds_between`
+    is exact there but calls Python for every scan of the period, ten times the cost.
     """
 
-    type = Float()
-    name = "seconds_after"
+    type = BigInteger()
+    name = "milliseconds_after"
     inherit_cache = True
 
 
-@compiles(seconds_after, "sqlite")
-def _seconds_after_sqlite(element: seconds_after, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(milliseconds_after, "sqlite")
+def _milliseconds_after_sqlite(element: milliseconds_after, compiler: SQLCompiler, **kw: Any) -> str:
     earlier, later = (compiler.process(argument, **kw) for argument in element.clauses)
-    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+    return f"CAST(round((julianday({later}) - julianday({earlier})) * 86400000.0) AS INTEGER)"
 
 
-@compiles(seconds_after, "postgresql")
-def _seconds_after_postgresql(element: seconds_after, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(milliseconds_after, "postgresql")
+def _milliseconds_after_postgresql(element: milliseconds_after, compiler: SQLCompiler, **kw: Any) -> str:
     earlier, later = (compiler.process(argument, **kw) for argument in element.clauses)
-    return f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS DOUBLE PRECISION)"
+    return f"CAST(round(EXTRACT(EPOCH FROM ({later} - {earlier})) * 1000) AS BIGINT)"
 
 
 class quarter_hour(FunctionElement[datetime]):
@@ -271,7 +279,12 @@ def basket_starts_statement(scope: ReportFilter, *, gap_s: float, span: UtcSpan 
     marked = select(scans.c.store_id, scans.c.at, previous_at).subquery("marked_scans")
     starts = (
         select(marked.c.store_id, marked.c.at)
-        .where(or_(marked.c.previous_at.is_(None), seconds_after(marked.c.previous_at, marked.c.at) >= gap_s))
+        .where(
+            or_(
+                marked.c.previous_at.is_(None),
+                milliseconds_after(marked.c.previous_at, marked.c.at) >= gap_milliseconds(gap_s),
+            )
+        )
         .subquery("basket_starts")
     )
     return _hourly(starts.c.store_id, starts.c.at, scope, [func.count().label("transactions")]).select_from(starts)

@@ -94,3 +94,21 @@ async def test_real_invoices_rung_up_at_three_tills_are_one_transaction_each(fee
         for at in basket_starts([at for at, _ in till_scans], gap_s=60):
             expected_hours[at.hour] += 1
     assert {h.key.local_hour: h.transactions for h in at_60.hours} == dict(expected_hours)
+
+
+async def test_a_pause_of_exactly_the_gap_starts_the_next_basket(feed: Feed) -> None:
+    # SQLite's julianday never carries an instant exactly: pauses are compared in whole milliseconds.
+    first = datetime(2025, 11, 5, 9, 0, 0, 123456, tzinfo=UTC)
+    times = [
+        first,
+        first + timedelta(seconds=60),  # exactly the gap: the next customer
+        first + timedelta(seconds=119, microseconds=998_000),  # 59.998 s later: the same customer
+        first + timedelta(seconds=179, microseconds=998_400),  # 60.0004 s later: whole ms 60000, the next
+    ]
+    await feed.send(*(feed.scan("london", at, code="X") for at in times))
+    assert basket_starts(times, gap_s=60) == [times[0], times[1], times[3]]
+    async with session_factory(feed.engine)() as session:
+        report = await footfall_report(
+            session, ReportFilter(first_day=first.date(), last_day=first.date()), basket_gap_s=60
+        )
+    assert [h.transactions for h in report.hours] == [3]
