@@ -10,10 +10,13 @@ from datetime import date
 from typing import Any
 
 import httpx
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.catalog.models import StoreProfile
 from hub.footfall.queries import UtcSpan
 from hub.reports.queries import ReportFilter
-from tests.hub.footfall.conftest import Feed, utc
+from tests.hub.footfall.conftest import Feed, profile, utc
 
 UNKNOWN_CODE = "ZZ-NOT-IN-CATALOG"
 
@@ -169,3 +172,20 @@ def test_the_span_read_covers_each_zones_local_days_and_no_more_than_an_hour_bey
     assert (both.start, both.end) == (utc("2025-10-25 21:00"), utc("2025-10-27 05:00"))
     assert UtcSpan.of(scope, []) == UtcSpan.anywhere(scope)
     assert UtcSpan.anywhere(scope).start == utc("2025-10-25 00:00")
+
+
+async def test_spring_forward_and_a_half_hour_zone(feed: Feed, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(insert(StoreProfile), [profile("kolkata", "Asia/Kolkata", "INR")])
+    await feed.send(
+        # Berlin springs forward at 01:00 UTC on 2025-03-30: 02:00-03:00 local does not exist.
+        feed.counts("berlin", utc("2025-03-30 00:30"), 2, 0),  # 01:30 CET
+        feed.counts("berlin", utc("2025-03-30 01:30"), 5, 0),  # 03:30 CEST
+        # Kolkata is UTC+05:30: a local hour straddles two UTC hours, and one UTC hour two local hours.
+        feed.counts("kolkata", utc("2025-03-30 03:40"), 1, 0),  # 09:10
+        feed.counts("kolkata", utc("2025-03-30 04:20"), 2, 0),  # 09:50
+        feed.counts("kolkata", utc("2025-03-30 04:35"), 4, 0),  # 10:05
+    )
+    body = await report(client, **{"from": "2025-03-30", "to": "2025-03-30"})
+    hours = [(i["store_id"], i["local_hour"], i["visitors"]) for i in body["items"]]
+    assert hours == [("berlin", 1, 2), ("berlin", 3, 5), ("kolkata", 9, 3), ("kolkata", 10, 4)]
