@@ -8,9 +8,13 @@ from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from hub.db.engine import session_factory
+from hub.db.models import StoredEvent
+from hub.footfall import apply as footfall_apply
 from hub.footfall.apply import apply_footfall
+from hub.inventory.models import LedgerRow
 from storegate import wire
 from tests.hub.footfall.conftest import NOW, Feed, footfall, utc
 
@@ -89,3 +93,22 @@ def test_the_wire_contract_refuses_impossible_counts(bad: dict[str, int | str]) 
     payload = footfall("entrance", utc("2025-11-10 09:00"), 1, 1) | bad
     with pytest.raises(ValidationError):
         wire.check_payload("camera.footfall", payload)
+
+
+async def test_a_bug_in_counting_costs_neither_the_events_nor_the_sale(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(events: object, *, now: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(footfall_apply, "footfall_rows", broken)
+    counts = feed.counts("berlin", utc("2025-11-10 09:00"), 4, 1)
+    await feed.send(counts, feed.scan("berlin", utc("2025-11-10 09:00:30")))
+    assert await feed.footfall_rows() == []
+    assert feed.operations.failures == 1
+    async with session_factory(feed.engine)() as session:
+        stored = set(await session.scalars(select(StoredEvent.event_id)))
+        sales = list(await session.scalars(select(LedgerRow.quantity).where(LedgerRow.kind == "sale")))
+    assert str(counts.event_id) in stored
+    assert len(stored) == 2
+    assert sales == [-1]
