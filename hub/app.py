@@ -56,6 +56,7 @@ from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
 from hub.errors import HubError
 from hub.fleet import api as fleet_api
+from hub.footfall import api as footfall_api
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
 from hub.ingest.shared import Leadership, StoreLocks, startup_lock
@@ -418,6 +419,7 @@ _API_MODULES: Final = (
     rules_api,
     webhooks_api,
     reports,
+    footfall_api,
     health,
     pages,
     login_pages,

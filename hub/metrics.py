@@ -132,6 +132,12 @@ class HubMetrics:
         self.restock_tasks = Counter(
             "storegate_hub_restock_tasks", "restock tasks opened and closed", ["action"], registry=r
         )
+        self.footfall_periods = Counter(
+            "storegate_hub_footfall_periods",
+            "entrance cameras' footfall periods: counted, or not counted for a time the hub does not believe",
+            ["outcome"],
+            registry=r,
+        )
         self.alert_signals = Counter(
             "storegate_hub_alert_signals",
             "rule signals and what they did to alerts (opened, repeated, resolved, ignored)",

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from hub.alerting.notification_settings import NotificationSettings
 from hub.auth.settings import AuthSettings
+from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
@@ -206,6 +207,10 @@ class HubSettings(BaseSettings):
     operations: OperationsSettings = Field(
         default_factory=OperationsSettings,
         description="inventory, restock, monitoring rules and alerts",
+    )
+    footfall: FootfallSettings = Field(
+        default_factory=FootfallSettings,
+        description="the footfall report: how checkout scans make sales transactions (docs/reports.md)",
     )
     accept_unknown_gateways: bool = Field(
         default=False,

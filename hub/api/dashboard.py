@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from hub.api.listings import GatewayView, LossSummary, StoreSummary
 from hub.db.models import StoredEvent
+from hub.footfall.console import StoreToday, today_section
 from hub.ingest.seqs import describe
 from storegate.wire import EventKind
 
@@ -59,6 +60,8 @@ class StoreBlock:
     gateways: Sequence[GatewayView]
     events: Sequence[StoredEvent]
     losses: Sequence[LossSummary] = ()
+    # Visitors and conversion by hour today, beside sales (hub.footfall.console); None: not shown.
+    today: StoreToday | None = None
 
 
 def _number(value: Any) -> str:
@@ -178,6 +181,7 @@ def _store_section(block: StoreBlock) -> str:
         f"<p class='meta'>{s.online_gateway_count} of {s.gateway_count} gateways online · {s.event_count} events"
         f" · last new event {escape(_time(s.last_event_at))} UTC</p>"
         f"{losses}"
+        f"{today_section(block.today) if block.today is not None else ''}"
         f"<h3>Gateways</h3>{_gateway_rows(block.gateways)}"
         f"<h3>Latest events</h3>{_event_rows(block.events)}"
         "</section>"

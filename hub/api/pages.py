@@ -12,6 +12,7 @@ from hub.api.dashboard import EVENTS_PER_STORE, SignedInAs, StoreBlock, render_d
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
 from hub.api.listings import latest_events, list_gateways, list_stores, loss_summaries
 from hub.auth.guard import CSRF_COOKIE, PrincipalDep
+from hub.footfall.console import today_by_store
 from storegate import __version__
 
 router = APIRouter(tags=["dashboard"])
@@ -21,8 +22,8 @@ router = APIRouter(tags=["dashboard"])
     "/",
     response_class=HTMLResponse,
     summary="Dashboard",
-    description="Stores, their gateways online or offline, any data loss, and each store's latest events; "
-    "refreshes every 5 s.",
+    description="Stores, their gateways online or offline, any data loss, today's visitors and conversion by "
+    "hour beside sales, and each store's latest events; refreshes every 5 s.",
 )
 async def dashboard(
     request: Request, runtime: RuntimeDep, session: SessionDep, now: NowDep, who: PrincipalDep
@@ -36,15 +37,18 @@ async def dashboard(
     blocks: list[StoreBlock] = []
     if database.ok:
         gateways = await list_gateways(session, now=now, grace_s=grace_s)
-        for summary in await list_stores(session, now=now, grace_s=grace_s):
-            if not who.reaches(summary.store_id):
-                continue
+        summaries = [s for s in await list_stores(session, now=now, grace_s=grace_s) if who.reaches(s.store_id)]
+        today = await today_by_store(
+            session, [s.store_id for s in summaries], now=now, basket_gap_s=runtime.settings.footfall.basket_gap_s
+        )
+        for summary in summaries:
             blocks.append(
                 StoreBlock(
                     summary=summary,
                     gateways=[g for g in gateways if g.gateway.store_id == summary.store_id],
                     events=await latest_events(session, summary.store_id, limit=EVENTS_PER_STORE),
                     losses=await loss_summaries(session, summary.store_id) if summary.events_lost else (),
+                    today=today.get(summary.store_id),
                 )
             )
     signed_in = SignedInAs(name=who.actor, role=who.role.value, csrf_token=request.cookies.get(CSRF_COOKIE))

@@ -1,6 +1,6 @@
 """Every table of the hub on one MetaData: import this module before comparing or creating the schema.
 
-The models live beside the code that owns them (catalog, inventory, alerting); importing them here
+The models live beside the code that owns them (catalog, inventory, alerting, footfall); importing them here
 registers each on ``Base.metadata``, which migrations, backups and schema tests need whole.
 """
 
@@ -9,8 +9,15 @@ from __future__ import annotations
 import hub.alerting.models
 import hub.auth.models
 import hub.catalog.models
+import hub.footfall.models
 import hub.inventory.models
 from hub.db.models import Base
 
-MODEL_MODULES = (hub.alerting.models, hub.auth.models, hub.catalog.models, hub.inventory.models)
+MODEL_MODULES = (
+    hub.alerting.models,
+    hub.auth.models,
+    hub.catalog.models,
+    hub.footfall.models,
+    hub.inventory.models,
+)
 metadata = Base.metadata

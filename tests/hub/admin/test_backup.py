@@ -166,6 +166,20 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         # What a hub worker writes (hub.alerting.shared_states): bytes with a zero and a high byte, kept exactly.
         {"store_id": STORE, "version": 3, "state": b"\x80\x05\x00state\xff", "updated_at": at(7.75)}
     ],
+    "footfall_counts": [
+        {
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "device_id": "entrance-cam",
+            "line": "entrance",
+            "period_start": at(7.8),
+            "period_s": 60,
+            "entered": 12,
+            "exited": 9,
+            "event_id": uid(0xF1),
+            "recorded_at": at(7.9),
+        }
+    ],
     "rejected_messages": [
         {
             "id": 1,

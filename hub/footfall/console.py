@@ -1,0 +1,104 @@
+"""Today's footfall of each store on the dashboard: visitors and conversion by local hour beside sales.
+
+"Today" is each store's own local date (its profile's zone; UTC without one). One report over the span of the
+stores' todays (a day at most, as zones differ) answers every store of the page: its three queries per page,
+whatever the number of stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from html import escape
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.catalog.models import StoreProfile
+from hub.domain.footfall import DayFigures, HourFigures
+from hub.footfall.queries import footfall_report
+from hub.reports.queries import FALLBACK_TIME_ZONE, ReportFilter
+
+NO_DATA: Final = "no data"
+_NONE: Final = "\u2013"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreToday:
+    """One store's local day so far: its hours with camera counts or sales, and their totals."""
+
+    local_date: date
+    timezone: str
+    hours: Sequence[HourFigures]
+    day: DayFigures | None
+
+
+async def today_by_store(
+    session: AsyncSession, store_ids: Sequence[str], *, now: datetime, basket_gap_s: float
+) -> dict[str, StoreToday]:
+    """Each store's today (its own local date at ``now``), from one footfall report."""
+    if not store_ids:
+        return {}
+    profiles = await session.execute(
+        select(StoreProfile.store_id, StoreProfile.timezone).where(StoreProfile.store_id.in_(store_ids))
+    )
+    zones = dict.fromkeys(store_ids, FALLBACK_TIME_ZONE) | {row.store_id: row.timezone for row in profiles}
+    today = {store: now.astimezone(ZoneInfo(zone)).date() for store, zone in zones.items()}
+    scope = ReportFilter(
+        first_day=min(today.values()),
+        last_day=max(today.values()),
+        store_id=store_ids[0] if len(store_ids) == 1 else None,
+    )
+    report = await footfall_report(session, scope, basket_gap_s=basket_gap_s)
+    days = {(day.store_id, day.local_date): day for day in report.days}
+    return {
+        store: StoreToday(
+            local_date=today[store],
+            timezone=zones[store],
+            hours=[h for h in report.hours if h.key.store_id == store and h.key.local_date == today[store]],
+            day=days.get((store, today[store])),
+        )
+        for store in store_ids
+    }
+
+
+def _count(value: int | None) -> str:
+    return NO_DATA if value is None else f"{value:,}"
+
+
+def _rate(value: float | None) -> str:
+    return _NONE if value is None else f"{value * 100:.1f} %"
+
+
+def today_section(today: StoreToday) -> str:
+    """The store's today as HTML (every value escaped): a line of totals and a row per hour."""
+    title = (
+        f"<h3>Today ({escape(today.local_date.isoformat())}, {escape(today.timezone)}): "
+        "visitors and conversion by hour</h3>"
+    )
+    day = today.day
+    if day is None:
+        return title + "<p class='meta'>No visitors counted and no sales yet today.</p>"
+    totals = (
+        f"<p class='meta'>{escape(_count(day.visitors))} visitors · {day.transactions:,} transactions · "
+        f"{day.units_sold:,} units sold · conversion {escape(_rate(day.conversion_rate))}"
+        f" ({day.hours_with_data} hours with camera counts)</p>"
+    )
+    rows = [
+        "<tr>"
+        f"<td>{hour.key.local_hour:02d}:00</td>"
+        f"<td>{escape(_count(hour.visitors))}</td>"
+        f"<td>{escape(_count(hour.exits))}</td>"
+        f"<td>{hour.transactions:,}</td>"
+        f"<td>{hour.units_sold:,}</td>"
+        f"<td>{escape(_rate(hour.conversion_rate))}</td>"
+        "</tr>"
+        for hour in today.hours
+    ]
+    return (
+        title + totals + "<table><thead><tr><th>Hour (local)</th><th>Visitors</th><th>Exits</th><th>Transactions</th>"
+        "<th>Units sold</th><th>Conversion</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
