@@ -123,7 +123,8 @@ class PrinterDriver:
             self._link = None
             raise
         self.record.up()
-        log.info("printer_open", device_id=self.binding.device_id, address=self.binding.address, state=str(self.state))
+        status = _describe(self.state) if self.state is not None else "unknown"
+        log.info("printer_open", device_id=self.binding.device_id, address=self.binding.address, status=status)
         return self
 
     async def __aexit__(
@@ -178,7 +179,7 @@ class PrinterDriver:
     def _note(self, state: PrinterState) -> None:
         if state != self.state:
             if self.state is not None:
-                log.info("printer_status_changed", device_id=self.binding.device_id, status=str(state))
+                log.info("printer_status_changed", device_id=self.binding.device_id, status=_describe(state))
             self.state = state
             self._changed.set()
 

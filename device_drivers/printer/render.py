@@ -43,8 +43,8 @@ LF: Final = b"\n"
 # Barcode and QR sizes: module width in dots and QR module size, each the largest that fits.
 _BARCODE_HEIGHT: Final = 80
 _QR_MODULE: Final = 6
-# Code 128 modules: 11 per symbol character plus start, check and stop (and 10 of quiet zone each side).
-_CODE128_OVERHEAD: Final = 3 * 11 + 2 + 20
+# Code 128 modules: 11 per symbol character plus start, check and stop (13 with its two-module end bar).
+_CODE128_OVERHEAD: Final = 3 * 11 + 2
 
 
 def reprint_notice(attempt: int) -> str:
@@ -319,8 +319,9 @@ class _Page:
             self.line(f"(no barcode: {code} is too long for the paper)")
             return
         # python-escpos prints "Using hardware barcode renderer" on stdout; the agent's stdout is for its logs.
+        hardware = bool(self.printer.profile.supports("barcodeB"))
         with contextlib.redirect_stdout(io.StringIO()):
-            if symbology == "CODE128":
+            if symbology == "CODE128" and hardware:
                 # Code set B for every character; a literal '{' is "{{" (GS k 73 takes '{' as the set switch).
                 self.printer.barcode(
                     "{B" + data.replace("{", "{{"),
@@ -331,7 +332,7 @@ class _Page:
                     width=module_width,
                     pos="BELOW",
                 )
-            else:
+            else:  # an EAN, or a model without barcodes of its own: python-escpos draws it as an image
                 self.printer.barcode(data, symbology, height=_BARCODE_HEIGHT, width=module_width, pos="BELOW")
         self.printer._raw(LF)
         self.style()
@@ -339,7 +340,9 @@ class _Page:
     def qr(self, content: str) -> None:
         """``content`` as a QR code, centred."""
         self.style(align="center")
-        self.printer.qr(content, size=_QR_MODULE, native=True)
+        # Natively (GS ( k) where python-escpos's data says the model can; else it sends the code as an image.
+        native = bool(self.printer.profile.supports("qrCode"))
+        self.printer.qr(content, size=_QR_MODULE, native=native, center=not native)
         self.printer._raw(LF)
         self.style()
 
@@ -369,7 +372,7 @@ class RenderedJob:
 # A line of each script the test page shows.
 SAMPLE_LINES: Final = (
     ("English", "The quick brown fox jumps over the lazy dog"),
-    ("German", "Zwölf Boxkämpfer jagen Viktor quer über den Sylter Deich"),
+    ("German", "Falsches Üben von Xylophonmusik quält"),
     ("Russian", "Съешь же ещё этих мягких французских булок"),
     ("Greek", "Ξεσκεπάζω την ψυχοφθόρα βδελυγμία"),
     ("Chinese", "中文打印测试 补货单"),

@@ -61,6 +61,7 @@ class EmulatedPrinter:
     receipts: list[bytes] = field(default_factory=list)  # printed output, one entry per cut
     partial: bytearray = field(default_factory=bytearray)  # printed since the last cut
     status_queries: int = 0
+    garble_answers: int = 0  # the next this many status answers are line noise (0xFF), to test rejects
     _pending: bytearray = field(default_factory=bytearray)
     _power_off_in: int | None = None
 
@@ -128,7 +129,9 @@ class EmulatedPrinter:
             if command[0] == DLE and size == 3 and command[1] == EOT:
                 self.status_queries += 1
                 if 1 <= command[2] <= 4:
-                    answers.append(self.status_byte(command[2]))
+                    garbled = self.garble_answers > 0
+                    self.garble_answers -= int(garbled)
+                    answers.append(0xFF if garbled else self.status_byte(command[2]))
             elif command[0] == GS and size >= 3 and command[1] == ord("V"):
                 self.partial += command
                 self.receipts.append(bytes(self.partial))

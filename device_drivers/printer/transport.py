@@ -149,6 +149,8 @@ class TcpLink(_Counting):
         try:
             async with asyncio.timeout(timeout):
                 chunk = await reader.read(_READ_CHUNK)
+        except TimeoutError:
+            raise  # no answer yet (TimeoutError is an OSError: it must not read as a lost connection)
         except OSError as err:
             raise DeviceUnavailableError(f"connection to printer {self.address} lost: {err}") from err
         if not chunk:
