@@ -13,9 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+import structlog
+from pydantic import ValidationError
+
 from device_drivers.ports import HotplugSettings, PortInfo, PortLister
 from device_drivers.profile_base import ProfileBase
 from storegate.wire import DeviceIdentity
+
+log = structlog.get_logger(__name__)
 
 USBMISC_ROOT: Final = Path("/sys/class/usbmisc")
 DEV_ROOT: Final = Path("/dev/usb")
@@ -46,14 +51,18 @@ def discover(sys_root: Path = USBMISC_ROOT, dev_root: Path = DEV_ROOT) -> list[P
         if vendor is None:
             continue
         product_id = _attribute(usb_device, "idProduct")
-        identity = DeviceIdentity(
-            vendor_id=vendor.lower(),
-            product_id=product_id.lower() if product_id else None,
-            serial_number=_attribute(usb_device, "serial"),
-            manufacturer=_attribute(usb_device, "manufacturer"),
-            product=_attribute(usb_device, "product"),
-            location=interface.name[:128],  # "1-1.2:1.0": the physical port, as pyserial's location says it
-        )
+        try:
+            identity = DeviceIdentity(
+                vendor_id=vendor.lower(),
+                product_id=product_id.lower() if product_id else None,
+                serial_number=_attribute(usb_device, "serial"),
+                manufacturer=_attribute(usb_device, "manufacturer"),
+                product=_attribute(usb_device, "product"),
+                location=interface.name[:128],  # "1-1.2:1.0": the physical port, as pyserial's location says it
+            )
+        except ValidationError:
+            log.warning("usb_printer_identity_unreadable", entry=str(entry), vendor=vendor, product_id=product_id)
+            continue
         found.append(PortInfo(address=str(dev_root / entry.name), identity=identity))
     return found
 
