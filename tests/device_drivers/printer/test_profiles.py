@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from device_drivers.printer.discovery import UsbPrinterLister, discover, port_li
 from device_drivers.printer.profile import PrinterProfile, PrinterSettings
 from device_drivers.printer.transport import TcpLink, UsbLpLink, make_link, parse_network_address
 from device_drivers.profiles import load_catalog, parse_settings
+from edge_agent.config import ProfiledDeviceConfig
 from storegate.wire import DeviceIdentity
 
 
@@ -125,3 +128,14 @@ def test_usb_printers_are_found_in_sysfs_with_their_identity(tmp_path: Path) -> 
 def test_no_usblp_lists_nothing(tmp_path: Path) -> None:
     assert discover(tmp_path / "absent", Path("/dev/usb")) == []
     assert isinstance(port_lister([], object()), UsbPrinterLister)  # type: ignore[arg-type]
+
+
+def test_the_config_entries_in_the_docs_are_valid() -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "devices" / "printers.md"
+    blocks = re.findall(r"```toml\n(.*?)```", docs.read_text(encoding="utf-8"), flags=re.DOTALL)
+    entries = [entry for block in blocks for entry in tomllib.loads(block)["devices"]]
+    assert len(entries) == 2
+    catalog = load_catalog()
+    for entry in entries:
+        device = ProfiledDeviceConfig.model_validate(entry)
+        parse_settings(catalog.get(device.profile), device.settings)
