@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from device_drivers.base import DeviceUnavailableError
@@ -191,18 +192,26 @@ class SerialPrinterLink(_Counting):
         await self._transport.close()
 
 
-class UsbLpLink(_Counting):
-    """A USB printer's usblp device file (``/dev/usb/lp0``), read and written without threads."""
+Opener = Callable[[str, int], int]
 
-    def __init__(self, *, address: str) -> None:
+
+class UsbLpLink(_Counting):
+    """A USB printer's usblp device file (``/dev/usb/lp0``), read and written without threads.
+
+    ``opener`` is ``os.open``; tests pass one that fails as the kernel does for a busy printer
+    (usblp lets one process at a time have it: EBUSY), which a pty cannot.
+    """
+
+    def __init__(self, *, address: str, opener: Opener = os.open) -> None:
         super().__init__()
         self.address = address
+        self._opener = opener
         self._fd: int | None = None
         self._chunks: asyncio.Queue[bytes | DeviceUnavailableError] = asyncio.Queue()
 
     async def open(self) -> None:
         try:
-            fd = os.open(self.address, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+            fd = self._opener(self.address, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as err:
             if err.errno == errno.EBUSY:
                 raise DeviceUnavailableError(f"printer {self.address} is busy (another program has it open)") from err
