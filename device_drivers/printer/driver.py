@@ -28,6 +28,7 @@ that was busy or power-cycled comes back without restarting the agent.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +67,12 @@ _ERROR_BIT: Final = next(bit for bit, name in OFFLINE_BITS.items() if name == "e
 LinkFactory = Callable[[PrinterProfile, str], PrinterLink]
 
 
+@functools.cache
+def system_cjk_font() -> Path | None:
+    """The gateway's CJK font, looked for once per process (fonts are installed with the system, not at run time)."""
+    return find_cjk_font()
+
+
 class PrinterDriver:
     """One ESC/POS receipt printer on USB, serial or the network."""
 
@@ -87,7 +94,13 @@ class PrinterDriver:
         self._cjk_font_source = cjk_font
         self.cjk_font: Path | None = None
         self.record = HealthRecord()
-        self.rejects = RejectCounter(logger=log, device_id=binding.device_id, health=self.record, noun="status answers")
+        self.rejects = RejectCounter(
+            logger=log,
+            device_id=binding.device_id,
+            health=self.record,
+            event="status_answer_rejected",
+            noun="status answers",
+        )
         self._link: PrinterLink | None = None
         self._lock = asyncio.Lock()  # one job or one status read at a time: their bytes must not interleave
         self.state: PrinterState | None = None
