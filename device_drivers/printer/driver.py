@@ -50,7 +50,7 @@ from device_drivers.printer.errors import PrinterNotReadyError, PrintJobInvalidE
 from device_drivers.printer.fonts import find_cjk_font
 from device_drivers.printer.profile import PrinterProfile, PrinterSettings
 from device_drivers.printer.protocol import OFFLINE_BITS, STATUS_QUERY, PrinterState, check_status_byte, parse_status
-from device_drivers.printer.render import parse_document, render
+from device_drivers.printer.render import escpos_profile_known, parse_document, render
 from device_drivers.printer.transport import PrinterLink, make_link
 from device_drivers.toolkit.commands import answer_ping, command_result
 from device_drivers.toolkit.health import HealthRecord
@@ -112,6 +112,12 @@ class PrinterDriver:
 
     async def __aenter__(self) -> Self:
         self.record.opening()
+        if not escpos_profile_known(self.profile.escpos_profile):
+            message = (
+                f"profile {self.profile.id}: escpos_profile {self.profile.escpos_profile!r} is not python-escpos's"
+            )
+            self.record.down(message)
+            raise DriverError(message)
         if callable(self._cjk_font_source):
             self.cjk_font = self._cjk_font_source() if not self.profile.gb18030 else None
         else:

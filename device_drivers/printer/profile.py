@@ -63,7 +63,9 @@ class PrinterProfile(ProfileBase):
     cutter: bool = Field(default=True, description="has an autocutter (GS V)")
     status: bool = Field(default=True, description="answers DLE EOT real-time status (every Epson-compatible does)")
     escpos_profile: str = Field(
-        default="default", min_length=1, max_length=64, description="python-escpos capability profile, e.g. 'TM-T88V'"
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="python-escpos capability profile, e.g. 'TM-T88V'",
     )
     status_timeout_s: float = Field(default=1.0, gt=0, le=10, description="wait this long for a DLE EOT answer")
 
@@ -81,10 +83,8 @@ class PrinterProfile(ProfileBase):
             raise ValueError("'serial' is for transport = 'serial' only")
         if self.transport == "network" and self.usb:
             raise ValueError("a network printer is not found on USB: leave out [[usb]]")
-        from escpos.capabilities import CAPABILITIES  # type: ignore[import-untyped]  # its data file of models
-
-        if self.escpos_profile not in CAPABILITIES["profiles"]:
-            raise ValueError(f"escpos_profile {self.escpos_profile!r} is not a python-escpos profile")
+        # escpos_profile is checked when a driver opens, not here: importing python-escpos's capabilities makes a
+        # temporary directory and configures logging, which every process that loads the catalog would pay for.
         return self
 
 

@@ -47,6 +47,13 @@ _QR_MODULE: Final = 6
 _CODE128_OVERHEAD: Final = 3 * 11 + 2
 
 
+def escpos_profile_known(name: str) -> bool:
+    """Whether python-escpos has a capability profile of this name."""
+    from escpos.capabilities import CAPABILITIES  # type: ignore[import-untyped]  # its data file of models
+
+    return name in CAPABILITIES["profiles"]
+
+
 def reprint_notice(attempt: int) -> str:
     """The first line of a copy printed again after an interrupted one."""
     return f"REPRINT (attempt {attempt}): an earlier copy was interrupted"

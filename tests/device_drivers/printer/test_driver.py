@@ -333,6 +333,17 @@ async def test_opening_a_printer_that_is_not_there(tmp_path: Path) -> None:
         await bad_address.__aenter__()
 
 
+async def test_a_profile_naming_no_python_escpos_model_is_refused_on_open(bench: Bench) -> None:
+    profile = bench.profile.model_copy(update={"escpos_profile": "TM-NOPE"})
+    driver = PrinterDriver(
+        profile=profile, binding=DeviceBinding(device_id=DEVICE, address=bench.address), settings=FAST, cjk_font=None
+    )
+    with pytest.raises(DriverError, match="escpos_profile 'TM-NOPE' is not python-escpos's") as raised:
+        await driver.__aenter__()
+    assert not raised.value.retryable
+    assert bench.printer.received == bytearray()
+
+
 async def test_a_silent_serial_port_is_not_a_printer() -> None:
     printer = EmulatedPrinter(powered=False)
     async with PtyPrinter(printer) as pty:

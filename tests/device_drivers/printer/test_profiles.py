@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from device_drivers.printer.discovery import UsbPrinterLister, discover, port_lister
 from device_drivers.printer.profile import PrinterProfile, PrinterSettings
+from device_drivers.printer.render import escpos_profile_known
 from device_drivers.printer.transport import TcpLink, UsbLpLink, make_link, parse_network_address
 from device_drivers.profiles import load_catalog, parse_settings
 from edge_agent.config import ProfiledDeviceConfig
@@ -33,6 +34,7 @@ def test_the_shipped_printer_profiles() -> None:
     network = printers["network-printer-9100"]
     assert isinstance(network, PrinterProfile)
     assert (network.transport, network.port, network.usb) == ("network", 9100, [])
+    assert all(isinstance(p, PrinterProfile) and escpos_profile_known(p.escpos_profile) for p in printers.values())
     assert parse_settings(tm_t20, {}) == PrinterSettings()
     settings = parse_settings(tm_t20, {"status_interval_s": 2, "header": "Corner Shop"})
     assert settings == PrinterSettings(status_interval_s=2, header="Corner Shop")
@@ -48,7 +50,7 @@ BASE: dict[str, Any] = {"id": "p", "kind": "printer", "vendor": "v", "model": "m
         ({"transport": "bluetooth"}, "transport"),
         ({"transport": "usb", "serial": {"baudrate": 9600}}, "'serial' is for transport = 'serial' only"),
         ({"transport": "network", "usb": [{"vendor_id": "04b8"}]}, "a network printer is not found on USB"),
-        ({"escpos_profile": "TM-NOPE"}, "not a python-escpos profile"),
+        ({"escpos_profile": "TM NOPE"}, "escpos_profile"),
         ({"chars_per_line": 200}, "chars_per_line"),
         ({"paper_width_mm": 60}, "paper_width_mm"),
         ({"colour": "red"}, "colour"),
