@@ -119,7 +119,8 @@ class PrinterDriver:
             self.record.down(message)
             raise DriverError(message)
         if callable(self._cjk_font_source):
-            self.cjk_font = self._cjk_font_source() if not self.profile.gb18030 else None
+            # fc-list runs once per process, in a thread: the loop keeps serving the other devices meanwhile.
+            self.cjk_font = None if self.profile.gb18030 else await asyncio.to_thread(self._cjk_font_source)
         else:
             self.cjk_font = self._cjk_font_source
         try:

@@ -88,6 +88,9 @@ class PickList(DocumentArgs):
     level: int | None = Field(default=None, ge=0)
     capacity: int | None = Field(default=None, ge=0)
     min_quantity: int | None = Field(default=None, ge=0)
+    lines: tuple[Annotated[str, Field(max_length=200)], ...] | None = Field(
+        default=None, max_length=40, description="the hub's wording of the task (store time included); else built here"
+    )
 
 
 class TestPage(DocumentArgs):
@@ -163,11 +166,19 @@ def has_wide(text: str) -> bool:
     return any(char_width(c) == 2 for c in text)
 
 
-_TOKEN: Final = re.compile(r"\s+|[^\s]")
+# Control characters in text from the hub would be ESC/POS commands on the paper: they print as spaces.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (ESC, GS, DLE, LF...) made a space: text never becomes a command."""
+    return _CONTROL.sub(" ", text)
 
 
 def wrap(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` columns: at spaces, inside an over-long word, or between wide chars."""
+    if text_width(text) <= width and text.isprintable():
+        return [text]  # as it is, its spacing included ("Shelf 7  slot 3")
     words: list[tuple[str, bool]] = []  # (word, a space before it)
     for match in re.finditer(r"\S+", text):
         word = match.group()
@@ -270,6 +281,7 @@ class _Page:
 
     def line(self, text: str = "", *, align: str = "left", bold: bool = False, double: bool = False) -> None:
         """``text`` wrapped to the paper, in this style."""
+        text = printable(text)
         self.style(align=align, bold=bold, double=double)
         for piece in wrap(text, self.width // 2 if double else self.width):
             self._emit(piece, double=double)
@@ -278,6 +290,7 @@ class _Page:
 
     def pair(self, left: str, right: str, *, bold: bool = False) -> None:
         """``left`` and ``right`` on one line, ``right`` against the right edge (``left`` wrapped if need be)."""
+        left, right = printable(left), printable(right)
         self.style(bold=bold)
         room = self.width - text_width(right) - 1
         pieces = wrap(left, max(room, 1))
@@ -411,24 +424,36 @@ def render(
     return RenderedJob(document=document.document, data=page.finish(), summary=summary, warnings=tuple(page.warnings))
 
 
-def _pick_list(page: _Page, doc: PickList) -> None:
-    page.line("RESTOCK PICK LIST", align="center", double=True)
-    if doc.store_id is not None:
-        page.line(f"Store {doc.store_id}")
-    if doc.aisle is not None:
-        page.line(f"Aisle {doc.aisle}", bold=True)
-    page.line(f"Shelf {doc.shelf_id}  slot {doc.slot}", bold=True)
-    page.rule()
-    page.line(doc.sku_id)
-    page.line(doc.name, bold=True)
-    page.line(f"BRING {doc.quantity}", double=True)
+def pick_list_lines(doc: PickList) -> tuple[str, ...]:
+    """The lines of a pick list the hub sent without its own: the same wording as ``hub.inventory.apply``."""
+    level = ""
     if doc.level is not None and doc.capacity is not None:
         minimum = f" (min {doc.min_quantity})" if doc.min_quantity is not None else ""
-        page.line(f"On shelf {doc.level} of {doc.capacity}{minimum}")
+        level = f"On shelf {doc.level} of {doc.capacity}{minimum}"
+    return tuple(
+        line
+        for line in (
+            "RESTOCK",
+            f"Store {doc.store_id}" if doc.store_id is not None else "",
+            f"Aisle {doc.aisle}" if doc.aisle is not None else "",
+            f"Shelf {doc.shelf_id}  slot {doc.slot}",
+            f"{doc.sku_id}  {doc.name}",
+            level,
+            f"BRING {doc.quantity}",
+            f"Task {doc.task_id}",
+        )
+        if line
+    )
+
+
+def _pick_list(page: _Page, doc: PickList) -> None:
+    # The hub's lines as they are, so the paper says what the task says; the codes come from the fields.
+    lines = doc.lines or pick_list_lines(doc)
+    page.line(lines[0], align="center", double=True)
+    for text in lines[1:]:
+        page.line(text, double=text.startswith("BRING "))
     page.barcode(doc.sku_id)
-    page.rule()
     page.qr(doc.task_id)
-    page.line(f"Task {doc.task_id}", align="center")
 
 
 def _test_page(page: _Page, profile: PrinterProfile) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from device_drivers.printer.render import (
     wrap,
 )
 from device_drivers.profiles import load_catalog
+from hub.inventory.apply import LevelReport
+from hub.inventory.apply import pick_list as hub_pick_list
+from hub.inventory.catalog_view import CatalogSnapshot, SlotPlan
 from tests.device_drivers.printer.escpos_text import Decoded, decode
 
 # A font Pillow can draw with on any test machine: it has no Chinese, but the bitmap path is the same.
@@ -35,22 +39,30 @@ def shipped(profile_id: str) -> PrinterProfile:
 
 
 def pick_list(**changes: Any) -> dict[str, Any]:
-    """A pick list as hub.inventory.apply.pick_list sends it."""
-    args: dict[str, Any] = {
-        "document": "pick_list",
-        "task_id": "rt-00042",
-        "store_id": "s-001",
-        "shelf_id": "shelf-7",
-        "slot": 3,
-        "sku_id": "MILK-1L",
-        "name": "Whole milk 1 l, organic, from the farm down the road",
-        "level": 2,
-        "capacity": 12,
-        "min_quantity": 4,
-        "quantity": 10,
-        "lines": ["RESTOCK", "Shelf shelf-7  slot 3"],
-    }
+    """A pick list as the hub's own ``pick_list()`` makes it for a restock task, with ``changes``."""
+    report = LevelReport(
+        store_id="s-001",
+        shelf_id="shelf-7",
+        slot=3,
+        quantity=2,
+        at=datetime(2026, 12, 6, 15, 30, tzinfo=UTC),
+        event_id="ev-1",
+        gateway_id="gw-1",
+    )
+    plan = SlotPlan(sku_id="MILK-1L", capacity=12, min_quantity=4)
+    catalog = CatalogSnapshot(sku_names={"MILK-1L": "Whole milk 1 l, organic, from the farm down the road"})
+    args: dict[str, Any] = hub_pick_list(changes.pop("task_id", "rt-00042"), report, plan, catalog)
+    if "name" in changes or "sku_id" in changes:
+        args.pop("lines")  # the hub's lines name the old SKU: let the printer word the changed one
     return args | changes
+
+
+TASK_LINES = [
+    "Store s-001  2026-12-06 15:30",
+    "Shelf shelf-7  slot 3",
+    "On shelf 2 of 12 (min 4)",
+    "Task rt-00042",
+]
 
 
 def printed(args: dict[str, Any], profile_id: str = "epson-tm-t20", **kwargs: Any) -> Decoded:
@@ -60,17 +72,32 @@ def printed(args: dict[str, Any], profile_id: str = "epson-tm-t20", **kwargs: An
 
 def test_pick_list_shows_the_task_with_a_barcode_and_a_qr_code() -> None:
     paper = printed(pick_list())
-    text = paper.text
-    for expected in ("RESTOCK PICK LIST", "Store s-001", "Shelf shelf-7 slot 3", "MILK-1L", "BRING 10"):
-        assert expected in text
-    assert "On shelf 2 of 12 (min 4)" in paper.lines
-    assert "Whole milk 1 l, organic, from the farm down the" in paper.lines  # wrapped at 48 columns
-    assert "road" in paper.lines
+    assert paper.lines[0] == "RESTOCK"
+    for line in TASK_LINES:
+        assert line in paper.lines
+    assert "MILK-1L Whole milk 1 l, organic, from the farm" in paper.lines  # wrapped at 48 columns
+    assert "down the road" in paper.lines
+    assert "BRING 10" in paper.lines
     assert [(m.symbology, m.data) for m in paper.of("barcode")] == [("CODE128", "MILK-1L")]
     assert [m.data for m in paper.of("qr")] == ["rt-00042"]
-    assert "Task rt-00042" in paper.lines
     assert len(paper.receipts()) == 1  # cut once, at the end
     assert all(text_width(line) <= 48 for line in paper.lines)
+
+
+def test_without_the_hubs_lines_the_printer_words_them_the_same_way() -> None:
+    args = pick_list()
+    hub_lines = args.pop("lines")
+    paper = printed(args)
+    assert paper.lines[:3] == ["RESTOCK", "Store s-001", "Shelf shelf-7  slot 3"]  # the store's time is the hub's
+    for line in hub_lines[4:]:
+        assert line in paper.lines
+    assert "Aisle 4" in printed(args | {"aisle": "4"}).lines
+
+
+def test_control_characters_never_become_commands() -> None:
+    paper = printed(pick_list(lines=["RESTOCK", "evil \x1bd\x09\x1dV\x00 cut", "Task x"]))
+    assert "evil  d  V  cut" in paper.lines  # ESC, HT, GS and NUL print as spaces
+    assert len(paper.of("cut")) == 1  # only the job's own
 
 
 def test_a_gtin_prints_as_ean13_and_a_brace_survives_code128() -> None:
@@ -86,7 +113,7 @@ def test_a_gtin_prints_as_ean13_and_a_brace_survives_code128() -> None:
 def test_58mm_paper_wraps_at_32_columns() -> None:
     paper = printed(pick_list(), "generic-58mm")
     assert all(text_width(line) <= 32 for line in paper.lines)
-    assert "Whole milk 1 l, organic, from" in paper.lines
+    assert "MILK-1L Whole milk 1 l, organic," in paper.lines
     assert paper.of("cut") == []  # a tear bar, no cutter
 
 
@@ -98,7 +125,7 @@ def test_a_reprint_says_so_first() -> None:
 
 def test_chinese_is_gb18030_on_a_chinese_model() -> None:
     paper = printed(pick_list(name="全脂牛奶 1升"), "generic-58mm")
-    assert "全脂牛奶 1升" in paper.lines
+    assert "MILK-1L  全脂牛奶 1升" in paper.lines
     # No bitmap for the text: the images are the barcode and QR code this model cannot draw itself.
     assert len(paper.of("image")) == len(printed(pick_list(), "generic-58mm").of("image"))
     assert paper.of("barcode") == paper.of("qr") == []
@@ -116,7 +143,7 @@ def test_chinese_is_a_bitmap_on_other_models(tmp_path: Path) -> None:
 
 def test_chinese_without_a_font_prints_question_marks_and_says_so() -> None:
     job = render(parse_document(pick_list(name="全脂牛奶")), shipped("epson-tm-t20"), cjk_font=None)
-    assert "????" in decode(job.data).lines
+    assert "MILK-1L  ????" in decode(job.data).lines
     assert job.warnings == ("Chinese text printed as '?': the printer has no GB18030 and no CJK font was found",)
 
 
