@@ -39,6 +39,7 @@ CATEGORY_OF_KIND: Final[Mapping[str, str]] = {
     "gateway_offline": "security",
     "environment_range": "environment",
     "door_held_open": "environment",
+    "printer_paper_out": "operations",
 }
 
 _NOTICE_OF_ACTION: Final[Mapping[str, NotificationEvent]] = {

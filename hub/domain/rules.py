@@ -26,7 +26,16 @@ from hub.domain.alerts import AlertSignal, Severity, Subject
 from hub.domain.excursions import Excursion, ExcursionState, Reading, ZoneRange, feed
 from hub.domain.store_hours import StoreHours, open_periods
 from hub.errors import HubError
-from storegate.wire import INT32_MAX, DeviceDetached, DoorChange, EnvironmentReading, EventKind, Quantity, ShelfChange
+from storegate.wire import (
+    INT32_MAX,
+    DeviceDetached,
+    DoorChange,
+    EnvironmentReading,
+    EventKind,
+    PrinterStatus,
+    Quantity,
+    ShelfChange,
+)
 
 RULE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 PayloadModel = TypeVar("PayloadModel", bound=BaseModel)
@@ -623,6 +632,52 @@ class DoorAfterHoursRule(RuleBase):
         return RuleOutcome(state=state, signals=(raised,))
 
 
+class PrinterPaperOutRule(RuleBase):
+    """A receipt printer reports it is out of paper (or its cover is open); clears when it reports it can print."""
+
+    kind: Literal["printer_paper_out"] = "printer_paper_out"
+    severity: Severity = Severity.WARNING
+    cover_open: bool = Field(default=True, description="an open cover raises too (it stops printing just the same)")
+
+    def events_read(self) -> frozenset[str]:
+        """Printer status changes."""
+        return frozenset({EventKind.PRINTER_STATUS})
+
+    def evaluate(self, *, rule_id: str, ctx: StoreContext, state: Any, observation: Observation) -> RuleOutcome:
+        """Raise once when a printer cannot print for want of paper (or a closed cover); clear once it can.
+
+        The state is the printers raised, so a status repeated or a change that keeps the paper out (a cover
+        opened as well) emits nothing new, and a printer never raised is never cleared.
+        """
+        if not isinstance(observation, EventObservation) or observation.kind != EventKind.PRINTER_STATUS:
+            return RuleOutcome(state=state)
+        raised: frozenset[str] = state or frozenset()
+        status = observation.payload_as(PrinterStatus)
+        subject = _device_subject(observation, "device")
+        problems = [
+            *(["out of paper"] if status.paper == "out" else []),
+            *(["cover open"] if self.cover_open and status.cover_open else []),
+        ]
+        if problems and subject.id not in raised:
+            action: Literal["raise", "clear"] = "raise"
+            message = f"printer {subject.id} cannot print: {' and '.join(problems)}"
+            new_state = raised | {subject.id}
+        elif not problems and subject.id in raised:
+            action, message, new_state = "clear", f"printer {subject.id} can print again", raised - {subject.id}
+        else:
+            return RuleOutcome(state=state)
+        emitted = self.signal(
+            action,
+            rule_id=rule_id,
+            ctx=ctx,
+            subject=subject,
+            at=observation.at,
+            message=message,
+            evidence=(observation.event_id,),
+        )
+        return RuleOutcome(state=new_state, signals=(emitted,))
+
+
 _UNIT_LABEL: Final = {Quantity.TEMPERATURE: "°C", Quantity.HUMIDITY: "%RH", Quantity.CO2: "ppm", Quantity.LIGHT: "lx"}
 
 
@@ -730,7 +785,8 @@ Rule = Annotated[
     | GatewayOfflineRule
     | DoorAfterHoursRule
     | DoorHeldOpenRule
-    | EnvironmentRangeRule,
+    | EnvironmentRangeRule
+    | PrinterPaperOutRule,
     Field(discriminator="kind"),
 ]
 _RULE: Final[TypeAdapter[Rule]] = TypeAdapter(Rule)

@@ -24,6 +24,7 @@ ADDRESSES = {
     "door": "gpio:17",
     "modbus-sensor": "/dev/ttyUSB9",
     "w1-sensor": "/sys/bus/w1/devices/28-000000000000",
+    "printer": "/dev/usb/lp9",
     "serial-sensor": "/dev/ttyUSB9",
     "shelf": "/dev/ttyACM9",
     "i2c-sensor": "i2c-1:0x44",
@@ -40,7 +41,7 @@ def test_every_family_package_registers_its_family_in_order() -> None:
         "serial-sensor",
         "i2c-sensor",
     ]
-    assert [f.kind for f in registered if f.port_lister is not None] == ["w1-sensor"]
+    assert [f.kind for f in registered if f.port_lister is not None] == ["w1-sensor", "printer"]
 
 
 def test_every_shipped_profile_finds_its_family_settings_and_driver() -> None:

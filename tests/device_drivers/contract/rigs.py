@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from gpiozero.pins.mock import MockFactory
 
@@ -32,6 +32,8 @@ from device_drivers.modbus_sensor.simulator import Fault as ModbusFault
 from device_drivers.modbus_sensor.simulator import ModbusSensorSimulator
 from device_drivers.onewire.simulator import OneWireSimulator
 from device_drivers.ports import DeviceBinding
+from device_drivers.printer.profile import PrinterSettings
+from device_drivers.printer.simulator import PtyPrinter, TcpPrinter
 from device_drivers.profile_base import ProfileBase
 from device_drivers.profiles import create_driver, load_catalog, parse_settings
 from device_drivers.serial_sensor.simulator import Fault as LineFault
@@ -363,6 +365,74 @@ class ModbusDoorRig(Rig):
         self.modem.unplug()
 
 
+class _PrinterRig(Rig):
+    """A receipt printer emulator; a prompt changes its paper or cover, a garble is line noise for a status query."""
+
+    kinds = frozenset({EventKind.PRINTER_STATUS})
+    settings = PrinterSettings(status_interval_s=0.02)
+
+    def _emulator(self) -> PtyPrinter | TcpPrinter:
+        raise NotImplementedError
+
+    # Three states in turn: a prompt's state differs from the one two prompts back, which the driver may still
+    # have reported last when it did not poll between two prompts.
+    states: ClassVar[tuple[tuple[Literal["ok", "low"], bool], ...]] = (("low", False), ("low", True), ("ok", False))
+    prompts = -1
+
+    async def prompt(self) -> None:
+        printer = self._emulator().printer
+        self.prompts += 1
+        printer.paper, printer.cover_open = self.states[self.prompts % len(self.states)]
+
+    async def garble(self) -> None:
+        self._emulator().printer.garble_answers = 1  # asked again at once: rejected, counted, and reading goes on
+
+
+class SerialPrinterRig(_PrinterRig):
+    """A serial receipt printer: the emulator on a pty."""
+
+    name = "printer-serial"
+    profile = shipped("epson-tm-t20", transport="serial", status_timeout_s=0.3)
+
+    async def plug(self) -> None:
+        self.pty = PtyPrinter()
+        await self.pty.__aenter__()
+        self._on_close(self.pty.close)
+
+    def _emulator(self) -> PtyPrinter:
+        return self.pty
+
+    def driver(self) -> Driver:
+        return create_driver(self.profile, self.binding(self.pty.port), self.settings)
+
+    async def unplug(self) -> None:
+        self.pty.unplug()
+
+
+class NetworkPrinterRig(_PrinterRig):
+    """A network receipt printer: the emulator on a loopback TCP port; unplugging is switching it off."""
+
+    name = "printer-network"
+    profile = shipped("network-printer-9100", status_timeout_s=0.3)
+
+    async def plug(self) -> None:
+        if getattr(self, "tcp", None) is None:
+            self.tcp = TcpPrinter()
+            await self.tcp.__aenter__()
+            self._on_close(self.tcp.close)
+        else:
+            await self.tcp.power_on()
+
+    def _emulator(self) -> TcpPrinter:
+        return self.tcp
+
+    def driver(self) -> Driver:
+        return create_driver(self.profile, self.binding(self.tcp.address), self.settings)
+
+    async def unplug(self) -> None:
+        await self.tcp.power_off()
+
+
 RIGS: tuple[type[Rig], ...] = (
     ShelfRig,
     SerialScannerRig,
@@ -373,4 +443,6 @@ RIGS: tuple[type[Rig], ...] = (
     Sht3xRig,
     GpioDoorRig,
     ModbusDoorRig,
+    SerialPrinterRig,
+    NetworkPrinterRig,
 )

@@ -113,7 +113,7 @@ CHAIN_RULE_CASES: list[tuple[str, Any, int, dict[str, Any] | str]] = [
         422,
         "rule 'x', field '(rule)': Input tag 'teleport' found using 'kind' does not match any of the expected tags: "
         "'after_hours_motion', 'camera_tamper', 'shelf_sweep', 'shrink_over_threshold', 'device_unplugged', "
-        "'gateway_offline', 'door_after_hours', 'door_held_open', 'environment_range'",
+        "'gateway_offline', 'door_after_hours', 'door_held_open', 'environment_range', 'printer_paper_out'",
     ),
     (
         "chillers",

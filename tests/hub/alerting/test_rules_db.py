@@ -73,6 +73,7 @@ def test_the_packaged_defaults_load_with_their_documented_parameters() -> None:
         "gateway-offline": {"kind": "gateway_offline", "grace_s": 300.0},
         "door-after-hours": {"kind": "door_after_hours", "severity": Severity.CRITICAL},
         "door-held-open": {"kind": "door_held_open", "grace_s": 300.0},
+        "printer-paper-out": {"kind": "printer_paper_out", "severity": Severity.WARNING, "cover_open": True},
         "chillers": {"kind": "environment_range", "zone": "chiller-*", "low": 0.0, "high": 5.0},
         "freezers": {"kind": "environment_range", "zone": "freezer-*", "low": None, "high": -18.0},
         "back-room-humidity": {"kind": "environment_range", "zone": "back-room*", "quantity": Quantity.HUMIDITY},

@@ -27,6 +27,7 @@ from hub.domain.rules import (
     GatewayOfflineRule,
     GatewayPresence,
     Observation,
+    PrinterPaperOutRule,
     Rule,
     RuleSetError,
     ShelfSweepRule,
@@ -512,6 +513,7 @@ def test_the_example_rule_set_in_the_docs_is_valid() -> None:
         DoorAfterHoursRule,
         DoorHeldOpenRule,
         EnvironmentRangeRule,
+        PrinterPaperOutRule,
     }, "the example shows every rule kind"
     assert len(rules) < len(chain.rules), "the example override disables a rule"
 
@@ -519,7 +521,14 @@ def test_the_example_rule_set_in_the_docs_is_valid() -> None:
 def test_defaults_match_the_docs() -> None:
     """The defaults table in docs/alerts.md lists each kind's defaults as the models have them."""
     text = DOCS.read_text(encoding="utf-8")
-    for model in (ShelfSweepRule, GatewayOfflineRule, DeviceUnpluggedRule, DoorHeldOpenRule, AfterHoursMotionRule):
+    for model in (
+        ShelfSweepRule,
+        GatewayOfflineRule,
+        DeviceUnpluggedRule,
+        DoorHeldOpenRule,
+        AfterHoursMotionRule,
+        PrinterPaperOutRule,
+    ):
         kind = model.model_fields["kind"].default
         row = next((line for line in text.splitlines() if line.startswith(f"| `{kind}`")), None)
         assert row is not None, f"docs/alerts.md has no row for {kind}"
@@ -540,6 +549,7 @@ EVERY_RULE: dict[str, Rule] = {
     "freezer": EnvironmentRangeRule(zone="chiller-*", quantity="temperature", high=5, alarm_after_s=60),
     "gateway": GatewayOfflineRule(grace_s=90),
     "humidity": EnvironmentRangeRule(zone="chiller-*", quantity="humidity", high=70, alarm_after_s=0),
+    "paper": PrinterPaperOutRule(),
     "sweep": ShelfSweepRule(min_items=3, window_s=40),
     "shrink": ShrinkRule(max_units=2),
     "tamper": CameraTamperRule(),
@@ -561,6 +571,14 @@ def _observation(kind: int, at: datetime, value: int) -> Observation:
         lambda: ev("camera.motion", at, snapshot_ref=f"snap-{value}"),
         lambda: ev("camera.tamper" if value % 2 else "camera.restored", at),
         lambda: ev("scan.sale", at, "till-1", code="4006381333931", quantity=1),
+        lambda: ev(
+            "printer.status",
+            at,
+            "printer-1",
+            online=value % 2 == 0,
+            paper=("ok", "low", "out")[value % 3],
+            cover_open=value % 4 == 0,
+        ),
     )
     return makers[kind % len(makers)]()
 
@@ -582,7 +600,7 @@ def _every_rule_every_time(states: dict[str, Any], observations: list[Observatio
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    steps=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 120), st.integers(0, 40)), min_size=1, max_size=60),
+    steps=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 120), st.integers(0, 40)), min_size=1, max_size=60),
     start=st.sampled_from(["07:55", "12:00", "21:30"]),
 )
 # Raised and cleared while no timer is pending: a door held open, then closed; a device back after its grace.
