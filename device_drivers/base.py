@@ -9,6 +9,7 @@ Exception tree (catch :class:`DriverError` for "anything a driver reports")::
 
     DriverError                      base of every failure a driver reports
     ├── DeviceUnavailableError       device absent, unplugged, powered off or silent  (retryable)
+    │   └── DeviceNotReadyError      it answered that it cannot do it now, and did nothing  (retryable)
     ├── ProtocolError                device answered with bytes that are not its protocol
     └── CommandNotSupportedError     the device (or driver) has no such command
 
@@ -40,6 +41,14 @@ class DeviceUnavailableError(DriverError):
     """The device cannot be reached right now (absent, unplugged, busy, silent); retrying may succeed."""
 
     retryable: ClassVar[bool] = True
+
+
+class DeviceNotReadyError(DeviceUnavailableError):
+    """The device answered that it cannot do the command now (a printer out of paper) and did nothing of it.
+
+    Apart from its parent so that a caller who counts attempts (the print queue's REPRINT mark) knows this
+    one left no trace: the next try is still the first that reaches the device.
+    """
 
 
 class ProtocolError(DriverError):

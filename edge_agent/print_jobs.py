@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, Sel
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from device_drivers.base import CommandNotSupportedError, DriverError
+from device_drivers.base import CommandNotSupportedError, DeviceNotReadyError, DriverError
 from edge_agent.errors import AgentError
 from edge_agent.timing import Backoff
 from storegate import wire
@@ -644,17 +644,22 @@ class PrintJobs:
                 return
             attempts += 1
             await self._run(self._write, partial(self._mark_printing, job_id=job.id, attempts=attempts))
-            if attempts > 1:
-                self.reprinted_total += 1
             log.info(
                 "print_job_printing", command_id=str(job.command.command_id), device_id=job.device_id, attempt=attempts
             )
-            outcome = outcome_of(job.device_id, attempts, await self._attempt(printer, job.command, attempts))
+            answer = await self._attempt(printer, job.command, attempts)
+            if isinstance(answer, DeviceNotReadyError):
+                # The printer refused before the job (paper out, cover open): nothing reached paper, so the next
+                # try is still this attempt, and a job that waited for paper prints without a REPRINT mark.
+                attempts -= 1
+            elif attempts > 1:
+                self.reprinted_total += 1
+            outcome = outcome_of(job.device_id, attempts, answer)
             if not outcome.retry:
                 await self._end(job, outcome.state, outcome.status, outcome.detail)
                 return
             last_error = outcome.detail
-            await self._run(self._write, partial(self._requeue, job_id=job.id, error=outcome.detail))
+            await self._run(self._write, partial(self._requeue, job_id=job.id, attempts=attempts, error=outcome.detail))
             retries += 1
             delay = self._backoff.delay(retries, self._rng)
             log.warning(
@@ -719,8 +724,11 @@ class PrintJobs:
         conn.execute("UPDATE jobs SET state = 'printing', attempts = ? WHERE id = ?", (attempts, job_id))
 
     @staticmethod
-    def _requeue(conn: sqlite3.Connection, job_id: int, error: str) -> None:
-        conn.execute("UPDATE jobs SET state = 'queued', last_error = ? WHERE id = ?", (error[:DETAIL_MAX], job_id))
+    def _requeue(conn: sqlite3.Connection, job_id: int, attempts: int, error: str) -> None:
+        conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = ?, last_error = ? WHERE id = ?",
+            (attempts, error[:DETAIL_MAX], job_id),
+        )
 
     async def _expire(self, job: Job, attempts: int, last_error: str | None) -> None:
         assert job.command.expires_at is not None

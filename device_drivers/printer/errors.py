@@ -4,7 +4,8 @@
 
     DriverError
     ├── DeviceUnavailableError           (retryable)
-    │   └── PrinterNotReadyError         offline, paper out or cover open before a job: nothing printed
+    │   └── DeviceNotReadyError
+    │       └── PrinterNotReadyError     offline, paper out or cover open before a job: nothing printed
     └── PrintJobInvalidError             a print command the driver cannot print (bad or missing args): not retryable
 
 A job interrupted after it started (the connection dropped, no status answer after it) is a
@@ -14,10 +15,10 @@ partly printed.
 
 from __future__ import annotations
 
-from device_drivers.base import DeviceUnavailableError, DriverError
+from device_drivers.base import DeviceNotReadyError, DriverError
 
 
-class PrinterNotReadyError(DeviceUnavailableError):
+class PrinterNotReadyError(DeviceNotReadyError):
     """The printer said before the job that it cannot print now (offline, paper out, cover open); nothing printed."""
 
 

@@ -27,7 +27,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device_drivers.base import DeviceUnavailableError, DriverError, DriverHealth, DriverState, Reading
+from device_drivers.base import (
+    DeviceNotReadyError,
+    DeviceUnavailableError,
+    DriverError,
+    DriverHealth,
+    DriverState,
+    Reading,
+)
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, DeviceConfig
 from edge_agent.print_jobs import JobState, Outcome, PrintJobs, PrintJobsError, describe_waiting, outcome_of
@@ -120,7 +127,7 @@ class PrinterDriver:
             await asyncio.Event().wait()  # cancelled when the agent stops
         if printer.failures:
             failure = printer.failures.pop(0)
-            if isinstance(failure, DeviceUnavailableError):
+            if isinstance(failure, DeviceUnavailableError) and not isinstance(failure, DeviceNotReadyError):
                 printer.paper.append(Copy(str(command.command_id), attempt, complete=False))
             raise failure
         printer.paper.append(Copy(str(command.command_id), attempt, complete=True))
@@ -423,6 +430,26 @@ async def test_a_printer_that_drops_mid_job_reprints_it_marked_as_attempt_2_with
     copies = printer.copies(command.command_id)
     assert [(c.attempt, c.complete, c.marked_reprint) for c in copies] == [(1, False, False), (2, True, True)]
     assert [s for s in operator.statuses(command) if s != "accepted"] == ["done"]
+
+
+async def test_a_printer_out_of_paper_prints_the_job_once_without_a_reprint_mark(
+    tmp_path: Path, mqtt_settings: MqttSettings, operator: Operator
+) -> None:
+    # The driver refuses before sending anything (its status check found no paper): nothing reached paper,
+    # so the copy printed once paper is back is the first, unmarked one.
+    printer = PaperPrinter(
+        failures=[DeviceNotReadyError("printer-1 is out of paper"), DeviceNotReadyError("cover open")]
+    )
+    config = agent_config(tmp_path, mqtt_settings)
+    command = print_command()
+    async with agent_running(config, printer, operator) as agent:
+        operator.send(command)
+        done = await operator.final(command)
+        assert await job_state(agent, command) == (JobState.PRINTED, 1)
+        assert agent.print_jobs.stats().reprinted == 0
+    assert printer.executing == 3
+    assert done.detail == "printed 1 lines on printer-1 (attempt 1)"
+    assert [(c.attempt, c.complete, c.marked_reprint) for c in printer.copies(command.command_id)] == [(1, True, False)]
 
 
 async def test_a_job_that_outlives_its_command_fails_with_the_reason(
