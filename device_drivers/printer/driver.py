@@ -38,6 +38,7 @@ import structlog
 
 from device_drivers.base import (
     CommandNotSupportedError,
+    DeviceNotReadyError,
     DeviceUnavailableError,
     Driver,
     DriverError,
@@ -215,6 +216,9 @@ class PrinterDriver:
     def _gone(self, err: DriverError) -> DriverError:
         if isinstance(err, DeviceUnavailableError):
             self.record.down(str(err))
+            # Wake readings() at once: it ends, and the supervisor reopens the printer now rather than at the
+            # next idle poll, which may be an hour away.
+            self._changed.set()
         return err
 
     def _reading(self, state: PrinterState) -> Reading:
@@ -275,7 +279,8 @@ class PrinterDriver:
         async with self._lock:
             link = self._link
             if link is None or not self.record.is_up:
-                raise DeviceUnavailableError(f"printer {device} is not open: {job.summary} not printed")
+                # Nothing was sent: the print queue's next try is still the same attempt.
+                raise DeviceNotReadyError(f"printer {device} is not open: {job.summary} not printed")
             try:
                 before = await self._read_state()
             except DriverError as err:

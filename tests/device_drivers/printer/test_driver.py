@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 import pytest
 
-from device_drivers.base import CommandNotSupportedError, DeviceUnavailableError, DriverError, DriverState
+from device_drivers.base import (
+    CommandNotSupportedError,
+    DeviceNotReadyError,
+    DeviceUnavailableError,
+    DriverError,
+    DriverState,
+)
 from device_drivers.ports import DeviceBinding
 from device_drivers.printer.driver import PrinterDriver, create
 from device_drivers.printer.errors import PrinterNotReadyError, PrintJobInvalidError
@@ -354,3 +360,23 @@ async def test_a_silent_serial_port_is_not_a_printer() -> None:
         )
         with pytest.raises(DeviceUnavailableError, match="did not answer DLE EOT 1"):
             await driver.__aenter__()
+
+
+async def test_a_job_cut_short_ends_the_readings_at_once_so_the_printer_is_reopened(bench: Bench) -> None:
+    # An hour between idle polls: only the failed job can tell readings() that the printer is gone.
+    async with opened(bench, PrinterSettings(status_interval_s=3600)) as driver:
+        readings = driver.readings()
+        first = await anext(readings)
+        assert first.payload["online"] is True
+        waiting = asyncio.create_task(anext(readings))  # idle: waiting for a change or the next poll
+        await asyncio.sleep(0)
+        bench.printer.power_off_after(300)
+        with pytest.raises(DeviceUnavailableError, match="may be partly printed"):
+            await driver.execute(command("print", pick_list()))
+        with pytest.raises(DeviceUnavailableError):
+            await asyncio.wait_for(waiting, 10)
+        # Asked again before the supervisor reopens it, the driver refuses without sending a byte.
+        received = len(bench.printer.received)
+        with pytest.raises(DeviceNotReadyError, match="not open"):
+            await driver.execute(command("print", pick_list(attempt=2)))
+        assert len(bench.printer.received) == received
