@@ -9,7 +9,8 @@ written for that builtin catches what it caught before::
         ├── AgentFailedError(AgentError, RuntimeError)      one of the agent's own tasks failed
         ├── InvalidReadingError(AgentError, ValueError)     a reading that makes no valid event
         ├── OutboxError(AgentError)                  (edge_agent.outbox) the outbox cannot be opened or used
-        └── OutboxFullError(AgentError)              (edge_agent.outbox) the quota is full, nothing may go
+        ├── OutboxFullError(AgentError)              (edge_agent.outbox) the quota is full, nothing may go
+        └── UploadRefusedError(AgentError)           (edge_agent.snapshots) the hub refused a still for now
 """
 
 from __future__ import annotations
