@@ -10,6 +10,7 @@ import hub.alerting.models
 import hub.auth.models
 import hub.catalog.models
 import hub.inventory.models
+import hub.snapshots.models
 from hub.db.models import Base
 
 MODEL_MODULES = (hub.alerting.models, hub.auth.models, hub.catalog.models, hub.inventory.models)
