@@ -295,6 +295,7 @@ class EdgeAgent:
             return None
         uploader = SnapshotUploader(
             spool=self.spool,
+            store_id=self.config.store_id,
             hub_url=config.hub_url,
             ssl_context=client_ssl_context(ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file),
             clock=self._clock,

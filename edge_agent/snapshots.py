@@ -11,7 +11,7 @@ stored once and the hub can check what it received. Events never carry images; t
   the still cannot be stored, the event goes on without a reference (a ``camera.snapshot`` without one is
   no valid event, and is refused like any other).
 - :class:`SnapshotUploader`: sends each spooled still to the hub over HTTPS with the gateway's own client
-  certificate (the files of ``[mqtt]``) as an idempotent ``PUT /api/v1/gateway/snapshots/{ref}``, and
+  certificate (the files of ``[mqtt]``) as an idempotent ``PUT .../stores/{store_id}/snapshots/{ref}``, and
   deletes the file only once the hub has confirmed it. While the hub is away it retries with a jittered,
   capped backoff; the spool keeps the stills meanwhile.
 """
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # The hub's gateway listener path; the reference is the still's SHA-256 in hex.
-UPLOAD_PATH: Final = "/api/v1/gateway/snapshots/{ref}"
+UPLOAD_PATH: Final = "/api/v1/gateway/stores/{store_id}/snapshots/{ref}"
 # What the hub answers for a still it will never take (not a JPEG, too large, a bad reference): retrying cannot
 # help, and keeping it would hold the queue, so the still is dropped and counted as refused.
 PERMANENT_REFUSALS: Final = frozenset({400, 413, 415, 422})
@@ -225,6 +225,7 @@ class SnapshotUploader:
         self,
         *,
         spool: SnapshotSpool,
+        store_id: str,
         hub_url: str,
         ssl_context: ssl.SSLContext,
         clock: Clock,
@@ -234,6 +235,7 @@ class SnapshotUploader:
         transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         self._spool = spool
+        self._store_id = store_id
         self._hub_url = hub_url.rstrip("/")
         self._ssl_context = ssl_context
         self._clock = clock
@@ -274,7 +276,7 @@ class SnapshotUploader:
                 continue
             params = {k: v for k, v in (("device_id", snapshot.device_id), ("taken_at", snapshot.taken_at)) if v}
             response = await client.put(
-                self._hub_url + UPLOAD_PATH.format(ref=snapshot.ref),
+                self._hub_url + UPLOAD_PATH.format(store_id=self._store_id, ref=snapshot.ref),
                 content=data,
                 params=params,
                 headers={"Content-Type": "image/jpeg"},

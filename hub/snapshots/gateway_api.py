@@ -76,6 +76,17 @@ class ClientCertProtocol(H11Protocol):
         peer = ssl_object.getpeercert() if ssl_object is not None else None
         self.app_state = {**self.app_state, PEER_NAME_KEY: common_name(peer)}
 
+    def shutdown(self) -> None:
+        """Close an idle connection at once; let a request in progress finish (as uvicorn does).
+
+        A TLS close waits for the peer's close_notify, up to asyncio's 30 s, and a gateway's idle keep-alive
+        connection is not reading: the hub's stop would wait that long. Nothing is in flight on it, so abort.
+        """
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+        else:
+            super().shutdown()
+
 
 def server_ssl_context(*, certfile: Path, keyfile: Path, client_ca: Path) -> ssl.SSLContext:
     """TLS for the listener: its own certificate, and a client certificate from ``client_ca`` required."""
