@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import ssl
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,8 +23,10 @@ from PIL import Image
 from sqlalchemy import select
 
 from device_drivers.base import Reading
+from device_drivers.simulated.sequence import SimulatedSequenceConfig
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
+from edge_agent.snapshots import SnapshotSpool, SnapshotUploader, UploadRefusedError, client_ssl_context
 from hub.auth.models import AuditEntry
 from hub.db.models import StoredEvent
 from hub.fleet import registry
@@ -32,8 +35,11 @@ from hub.settings import HubSettings, load_hub_settings
 from hub.snapshots.store import purge_expired
 from launcher.broker import free_port
 from storegate import wire
+from storegate.clock import SystemClock
 from tests.conftest import eventually
 from tests.edge_agent.conftest import running
+from tests.edge_agent.test_snapshots import CameraSettings, DriverDouble
+from tests.edge_agent.test_snapshots import jpeg as camera_jpeg
 from tests.hub.conftest import RunningHub, running_hub
 from tests.tls_broker import HOST, STORE_A, STORE_B, TlsBroker, running_tls_broker
 
@@ -263,3 +269,123 @@ async def test_retention_purges_expired_stills_and_their_files(tls: TlsBroker, s
         async with await hub.client_as("admin") as admin:
             gone = await admin.get(f"/api/v1/stores/store-a/snapshots/{hashlib.sha256(stills[0]).hexdigest()}")
         assert gone.status_code == 404
+
+
+STORES_CSV = "store_id,name,timezone,currency,mon,tue,wed,thu,fri,sat,sun\nstore-a,Corner,UTC,GBP,,,,,,,\n"
+SKUS_CSV = "sku_id,gtin,name,unit_weight_g,pack_size,price,currency\nA,,Razor blades,50,1,9.99,GBP\n"
+PLANOGRAM_CSV = "store_id,shelf_id,slot,sku_id,capacity,min_quantity,camera_id\nstore-a,shelf-7,3,A,20,2,cam-aisle\n"
+
+
+async def test_a_shelf_sweep_alert_carries_the_still_of_the_camera_that_watches_the_shelf(
+    tls: TlsBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The whole chain: picks on a shelf → the agent asks the shelf's camera for a still → the still reaches the
+    hub over the listener and its event over MQTT → the sweep alert names that still (not the door camera's,
+    taken nearer in time) → ops fetch it, a viewer is refused."""
+    port = free_port(HOST)
+    doubles = {
+        "shelf-7": DriverDouble("shelf-7"),
+        "cam-aisle": DriverDouble("cam-aisle", CameraSettings(watches_shelves=("shelf-7",))),
+        "cam-door": DriverDouble("cam-door", CameraSettings(watches_shelves=())),
+    }
+    config = agent_config(tls, tmp_path, STORE_A, port).model_copy(
+        update={
+            "devices": [
+                SimulatedSequenceConfig(
+                    driver="simulated-sequence", device_id=device_id, kind="test.placeholder", count=1, rate_per_s=1
+                )
+                for device_id in doubles
+            ]
+        }
+    )
+    agent = EdgeAgent(config=config, driver_factory=lambda device: doubles[device.device_id], port_lister=None)
+    async with running_hub(hub_settings_for(tls, sqlite_url, tmp_path, port)) as hub:
+        await enrol(hub, STORE_A)
+        for kind, text in (("stores", STORES_CSV), ("skus", SKUS_CSV), ("planogram", PLANOGRAM_CSV)):
+            answer = await hub.client.post(
+                f"/api/v1/catalog/{kind}/import", content=text, headers={"Content-Type": "text/csv"}
+            )
+            assert answer.status_code == 200, answer.text
+
+        async def devices_open() -> bool:
+            return len(agent.devices.supervisors) == 3 and all(s.driver is not None for s in agent.devices.supervisors)
+
+        async def sweep_alert_with_still() -> dict[str, Any] | None:
+            listed = await hub.client.get("/api/v1/alerts", params={"store_id": "store-a"})
+            sweeps = [a for a in listed.json()["items"] if a["rule_id"] == "shelf-sweep"]
+            return sweeps[0] if sweeps and sweeps[0]["snapshot_ref"] else None
+
+        async with running(agent):
+            await eventually(devices_open, what="the devices open")
+            now = wire.utc_now()
+            door_still = jpeg(200)
+            doubles["cam-door"].queue.put_nowait(
+                Reading(
+                    device_id="cam-door",
+                    kind=wire.EventKind.CAMERA_MOTION,
+                    ts=now,
+                    payload={"zone": "door"},
+                    attachment=door_still,
+                )
+            )
+            doubles["shelf-7"].queue.put_nowait(
+                Reading(
+                    device_id="shelf-7",
+                    kind=wire.EventKind.SHELF_PICK,
+                    ts=now,
+                    payload={"slot": 3, "sku": "A", "delta": -6, "count": 4, "weight_g": 200.0},
+                )
+            )
+            alert = await eventually(sweep_alert_with_still, timeout=20, what="the sweep alert with its still")
+            assert alert is not None
+
+            async def both_uploaded() -> bool:
+                return agent.spool.stats.uploaded == 2
+
+            await eventually(both_uploaded, timeout=20, what="both stills at the hub")
+        [request] = doubles["cam-aisle"].commands
+        assert request.args == {"reason": "shelf_pick", "shelf_id": "shelf-7", "slot": 3}
+        assert alert["subject"] == "slot:shelf-7/3"
+        assert alert["snapshot_ref"] != hashlib.sha256(door_still).hexdigest()
+        url = f"/api/v1/stores/store-a/snapshots/{alert['snapshot_ref']}"
+        async with await hub.client_as("ops") as ops:
+            fetched = await ops.get(url)
+        assert fetched.status_code == 200
+        assert fetched.content == camera_jpeg(40 + 10 * len(doubles["cam-aisle"].commands)), "the aisle camera's"
+        async with await hub.client_as("viewer") as viewer:
+            assert (await viewer.get(url)).status_code == 403
+
+
+async def test_the_uploader_drops_what_the_hub_refuses_for_good_and_keeps_what_it_may_take_later(
+    tls: TlsBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    port = free_port(HOST)
+    spool = SnapshotSpool(directory=tmp_path / "spool", quota_bytes=10 * MAX_BYTES).open()
+    good, oversized = jpeg(70), jpeg(80, size=(1600, 1200)) + b"\x00" * MAX_BYTES
+    refs = [spool.store(good, device_id="cam-1"), spool.store(oversized, device_id="cam-1")]
+    bundle = tls.bundles[STORE_A]
+    context = client_ssl_context(
+        ca_file=tls.ca.ca_cert_path, cert_file=bundle / "gateway.crt", key_file=bundle / "gateway.key"
+    )
+
+    def uploader_for(store_id: str) -> SnapshotUploader:
+        return SnapshotUploader(
+            spool=spool,
+            store_id=store_id,
+            hub_url=f"https://{HOST}:{port}",
+            ssl_context=context,
+            clock=SystemClock(),
+            rng=random.Random(0),
+        )
+
+    async with running_hub(hub_settings_for(tls, sqlite_url, tmp_path, port)) as hub:
+        await enrol(hub, STORE_A)
+        async with httpx.AsyncClient(verify=context, timeout=10) as client:
+            # A gateway configured for the wrong store: 403, which a fixed config may cure: kept, and said so.
+            with pytest.raises(UploadRefusedError, match="403"):
+                await uploader_for("store-b").upload_all(client)
+            assert [p.ref for p in spool.pending()] == refs
+            assert await uploader_for("store-a").upload_all(client) == 1
+    assert spool.pending() == []
+    assert (spool.stats.uploaded, spool.stats.refused) == (1, 1), "the oversized still is dropped, not retried"
+    assert not list((tmp_path / "spool").glob("*.jpg"))
