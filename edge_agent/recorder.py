@@ -190,9 +190,7 @@ class Recorder:
         if self._spool is None:
             return reading.payload
         try:
-            ref = await asyncio.to_thread(
-                self._spool.store, reading.attachment, device_id=reading.device_id, taken_at=reading.ts
-            )
+            ref = await self._spool.keep(reading.attachment, device_id=reading.device_id, taken_at=reading.ts)
         except (OSError, ValueError) as err:
             self._spool.stats.failed += 1
             log.error("snapshot_not_kept", device_id=reading.device_id, kind=reading.kind, error=str(err))

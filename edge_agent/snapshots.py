@@ -93,6 +93,8 @@ class SnapshotSpool:
         self.quota_bytes = quota_bytes
         self.stats = SpoolStats()
         self._sizes: dict[str, int] = {}  # ref -> size, oldest first (insertion order)
+        self._total = 0  # sum of _sizes
+        self._lock = asyncio.Lock()
         self._evicting = False  # an eviction episode: logged once when it starts and once when it ends
         self.wake = asyncio.Event()  # set when a still arrives; the uploader waits on it
 
@@ -106,6 +108,7 @@ class SnapshotSpool:
                 found.append((stat.st_mtime, path.stem, stat.st_size))
         for _, ref, size in sorted(found):
             self._sizes[ref] = size
+            self._total += size
         for leftover in self.directory.glob(".*.tmp"):  # a write cut short by a power cut
             leftover.unlink(missing_ok=True)
         self._refresh()
@@ -121,55 +124,85 @@ class SnapshotSpool:
         return self.directory / f"{ref}{_META_SUFFIX}"
 
     def _refresh(self) -> None:
-        self.stats.bytes = sum(self._sizes.values())
+        self.stats.bytes = self._total
         self.stats.waiting = len(self._sizes)
 
-    def store(self, data: bytes, *, device_id: str | None = None, taken_at: datetime | None = None) -> str:
-        """Keep ``data``; returns its reference. Evicts the oldest stills to stay within the quota.
-
-        Raises OSError when the file cannot be written (the caller goes on without a reference)
-        and ValueError for an empty still or one larger than the whole quota.
-        """
+    def _check(self, data: bytes) -> str:
+        """The still's reference; ValueError for an empty still or one larger than the whole quota."""
         if not data:
             raise ValueError("an empty still")
         if len(data) > self.quota_bytes:
             raise ValueError(f"a {len(data):,}-byte still is larger than the spool's quota ({self.quota_bytes:,})")
-        ref = snapshot_ref(data)
-        if ref in self._sizes:  # the same still twice: stored once
-            return ref
-        self._make_room(len(data))
-        meta = {"device_id": device_id, "taken_at": None if taken_at is None else taken_at.isoformat()}
+        return snapshot_ref(data)
+
+    async def keep(self, data: bytes, *, device_id: str | None = None, taken_at: datetime | None = None) -> str:
+        """Keep ``data`` (the files written in a worker thread, the books kept on the loop); returns its reference.
+
+        Evicts the oldest stills to stay within the quota. Raises OSError when the file cannot be written (the
+        caller goes on without a reference) and ValueError for an empty still or one larger than the quota.
+        """
+        ref = self._check(data)
+        async with self._lock:  # devices record at once; one still at a time keeps the quota's arithmetic true
+            if ref in self._sizes:  # the same still twice: stored once
+                return ref
+            victims = self._make_room(len(data))
+            await asyncio.to_thread(self._write, ref, data, _meta(device_id, taken_at), victims)
+            self._admit(ref, len(data))
+        return ref
+
+    def store(self, data: bytes, *, device_id: str | None = None, taken_at: datetime | None = None) -> str:
+        """:meth:`keep` in the calling thread, for tools and tests (the agent's loop uses :meth:`keep`)."""
+        ref = self._check(data)
+        if ref not in self._sizes:
+            victims = self._make_room(len(data))
+            self._write(ref, data, _meta(device_id, taken_at), victims)
+            self._admit(ref, len(data))
+        return ref
+
+    def _write(self, ref: str, data: bytes, meta: str, victims: list[str]) -> None:
+        """Files only (safe in a worker thread): the evicted stills go, then the description, then the still."""
+        for victim in victims:
+            self._path(victim).unlink(missing_ok=True)
+            self._meta_path(victim).unlink(missing_ok=True)
         # The description first: a still on disk always has one (an orphan description is overwritten next time).
-        write_private(self._meta_path(ref), json.dumps(meta))
+        write_private(self._meta_path(ref), meta)
         write_private(self._path(ref), data)
-        self._sizes[ref] = len(data)
+
+    def _admit(self, ref: str, size: int) -> None:
+        self._sizes[ref] = size
+        self._total += size
         self.stats.spooled += 1
         self._refresh()
         self.wake.set()
-        return ref
 
-    def _make_room(self, size: int) -> None:
-        evicted = 0
-        while self._sizes and sum(self._sizes.values()) + size > self.quota_bytes:
+    def _make_room(self, size: int) -> list[str]:
+        """Take the oldest stills off the books until ``size`` more bytes fit; returns them (their files go next)."""
+        victims: list[str] = []
+        while self._sizes and self._total + size > self.quota_bytes:
             oldest = next(iter(self._sizes))
-            self._remove(oldest)
-            evicted += 1
-        if evicted:
-            self.stats.evicted += evicted
+            self._total -= self._sizes.pop(oldest)
+            victims.append(oldest)
+        if victims:
+            self.stats.evicted += len(victims)
             if not self._evicting:
                 self._evicting = True
                 log.warning(
                     "snapshot_spool_evicting",
-                    evicted=evicted,
+                    evicted=len(victims),
                     quota_bytes=self.quota_bytes,
                     reason="the spool is full; the oldest stills go first (the events stay)",
                 )
-        elif self._evicting and sum(self._sizes.values()) + size <= self.quota_bytes * 0.9:
+        elif self._evicting and self._total + size <= self.quota_bytes * 0.9:
             self._evicting = False
             log.info("snapshot_spool_eviction_stopped", evicted=self.stats.evicted)
+        self._refresh()
+        return victims
 
     def _remove(self, ref: str) -> None:
-        self._sizes.pop(ref, None)
+        """Off the books and off the disk (small unlinks: done on the loop)."""
+        size = self._sizes.pop(ref, None)
+        if size is not None:
+            self._total -= size
         self._path(ref).unlink(missing_ok=True)
         self._meta_path(ref).unlink(missing_ok=True)
 
@@ -186,13 +219,16 @@ class SnapshotSpool:
         return SpooledSnapshot(ref=ref, size=size, device_id=device_id, taken_at=taken_at)
 
     def read(self, ref: str) -> bytes | None:
-        """The still's bytes, or None when it is gone (evicted meanwhile)."""
+        """The still's bytes, or None when it is gone (evicted meanwhile). Files only: safe in a worker thread."""
         try:
             return self._path(ref).read_bytes()
         except FileNotFoundError:
-            self._sizes.pop(ref, None)
-            self._refresh()
             return None
+
+    def forget(self, ref: str) -> None:
+        """A still whose file went missing: off the books."""
+        self._remove(ref)
+        self._refresh()
 
     def uploaded(self, ref: str) -> None:
         """The hub has it: delete it here."""
@@ -205,6 +241,11 @@ class SnapshotSpool:
         self._remove(ref)
         self.stats.refused += 1
         self._refresh()
+
+
+def _meta(device_id: str | None, taken_at: datetime | None) -> str:
+    """A still's description file: which device, and when (ISO 8601)."""
+    return json.dumps({"device_id": device_id, "taken_at": None if taken_at is None else taken_at.isoformat()})
 
 
 def client_ssl_context(*, ca_file: Path | None, cert_file: Path, key_file: Path | None) -> ssl.SSLContext:
@@ -273,6 +314,7 @@ class SnapshotUploader:
         for snapshot in self._spool.pending():
             data = await asyncio.to_thread(self._spool.read, snapshot.ref)
             if data is None:
+                self._spool.forget(snapshot.ref)
                 continue
             params = {k: v for k, v in (("device_id", snapshot.device_id), ("taken_at", snapshot.taken_at)) if v}
             response = await client.put(

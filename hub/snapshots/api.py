@@ -8,6 +8,8 @@ written to the audit log, found or not: who, which still, which store.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from hub.api.deps import RuntimeDep, SessionDep
@@ -31,7 +33,7 @@ async def get_snapshot(
     data = None
     service = runtime.snapshots
     if found is not None and service is not None:
-        data = service.files.read(found.path)
+        data = await asyncio.to_thread(service.files.read, found.path)
     audit.add_event(
         request,
         audit.AuditEvent(
