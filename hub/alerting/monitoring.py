@@ -29,7 +29,7 @@ import asyncio
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -50,7 +50,8 @@ from hub.domain.excursions import Excursion
 from hub.domain.ledger import Movement, ShrinkTracker
 from hub.domain.rules import EventObservation, GatewayPresence, Observation, Rule, ShrinkTotal, StoreContext, Tick
 from hub.inventory.catalog_view import CatalogSnapshot
-from hub.inventory.models import ShrinkRecord
+from hub.inventory.models import LedgerRow, ShrinkRecord
+from hub.snapshots.models import SnapshotRow
 from storegate.wire import EventKind
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,8 @@ _IGNORED_KINDS: Final = frozenset(
     {EventKind.SCAN_SALE, EventKind.SCAN_RECEIVING, EventKind.SCAN_COUNT, EventKind.SHELF_STOCK, EventKind.OUTBOX_LOSS}
 )
 SNAPSHOTS_KEPT_PER_STORE: Final = 256
+# A shrink alert's evidence is looked for at the slots of at most this many of its latest record's picks.
+MAX_SHRINK_EVIDENCE_PICKS: Final = 20
 SHRINK_TOTAL_WINDOW: Final = timedelta(hours=24)
 # A store is draining a backlog while its events keep arriving (within DRAIN_QUIET) but are older than
 # DRAIN_LAG: its timers then tick at its newest event's time, not the hub's, or a door opened three hours
@@ -252,6 +255,10 @@ class MonitoringEngine:
 
     async def write(self, session: AsyncSession, evaluation: UnitEvaluation, *, now: datetime) -> None:
         """Write a unit's signals (alerts, history, notifications), excursions and late snapshots."""
+        if evaluation.signals and evaluation.catalog is not None:
+            evaluation.signals = [
+                await self._with_shrink_evidence(session, s, evaluation.catalog) for s in evaluation.signals
+            ]
         if evaluation.signals:
             kinds: dict[str, str] = {}
             for store_id in {s.store_id for s in evaluation.signals}:
@@ -287,6 +294,61 @@ class MonitoringEngine:
                 ],
             )
         await self._attach_late_snapshots(session, evaluation.snapshots, evaluation.catalog)
+
+    async def _with_shrink_evidence(
+        self, session: AsyncSession, signal: AlertSignal, catalog: CatalogSnapshot
+    ) -> AlertSignal:
+        """A shrink alert (subject a SKU) with the still of the camera watching the slot of its latest pick.
+
+        The alert comes long after the pick (the shrink window), so the still near the alert's own time shows
+        nothing of it: the still is looked up among those the hub holds, the named camera's nearest to the pick
+        within ``snapshot_window_s``. When the planogram names no camera for the slot, the signal is left as it
+        was; when it names one and the hub holds no still of it then, the alert carries none.
+        """
+        if signal.action != "raise" or signal.subject.kind != "sku":
+            return signal
+        record = (
+            await session.execute(
+                select(ShrinkRecord.picked_at, ShrinkRecord.event_ids)
+                .where(ShrinkRecord.store_id == signal.store_id, ShrinkRecord.sku_id == signal.subject.id)
+                .order_by(ShrinkRecord.expired_at.desc(), ShrinkRecord.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if record is None or not record.event_ids:
+            return signal
+        picked_at, event_ids = record.picked_at, [str(e) for e in record.event_ids[:MAX_SHRINK_EVIDENCE_PICKS]]
+        places = (
+            await session.execute(
+                select(LedgerRow.shelf_id, LedgerRow.slot).where(
+                    LedgerRow.event_id.in_(event_ids), LedgerRow.kind == ledger_mod.MovementKind.SHELF_PICK
+                )
+            )
+        ).all()
+        cameras = sorted(
+            {
+                camera
+                for shelf_id, slot in places
+                if shelf_id is not None
+                and slot is not None
+                and (camera := catalog.camera_of_slot(signal.store_id, shelf_id, slot)) is not None
+            }
+        )
+        if not cameras:
+            return signal
+        window = timedelta(seconds=self.settings.snapshot_window_s)
+        stills = (
+            await session.execute(
+                select(SnapshotRow.ref, SnapshotRow.taken_at).where(
+                    SnapshotRow.store_id == signal.store_id,
+                    SnapshotRow.device_id.in_(cameras),
+                    SnapshotRow.taken_at >= picked_at - window,
+                    SnapshotRow.taken_at <= picked_at + window,
+                )
+            )
+        ).all()
+        near = sorted((abs(taken_at - picked_at), ref) for ref, taken_at in stills if taken_at is not None)
+        return replace(signal, snapshot_ref=near[0][1] if near else None)
 
     async def _attach_late_snapshots(
         self,

@@ -19,7 +19,11 @@ class SnapshotRow(Base):
     """A still a gateway uploaded: whose it is, when, how large, where its file lies and until when it is kept."""
 
     __tablename__ = "snapshots"
-    __table_args__ = (Index("ix_snapshots_expires_at", "expires_at"),)
+    __table_args__ = (
+        Index("ix_snapshots_expires_at", "expires_at"),
+        # A shrink alert looks for its slot's camera's still near the pick (hub.alerting.monitoring).
+        Index("ix_snapshots_store_device_taken", "store_id", "device_id", "taken_at"),
+    )
 
     # Per store: the same bytes from two stores (a black frame) are two stills, each seen by its store's people.
     store_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("store_id", "ref", name=op.f("pk_snapshots")),
     )
     op.create_index("ix_snapshots_expires_at", "snapshots", ["expires_at"])
+    op.create_index("ix_snapshots_store_device_taken", "snapshots", ["store_id", "device_id", "taken_at"])
     with op.batch_alter_table("slots") as batch:
         batch.add_column(sa.Column("camera_id", sa.String(128), nullable=True))
 
@@ -47,5 +48,6 @@ def downgrade() -> None:
     """Drop slots.camera_id and snapshots."""
     with op.batch_alter_table("slots") as batch:
         batch.drop_column("camera_id")
+    op.drop_index("ix_snapshots_store_device_taken", table_name="snapshots")
     op.drop_index("ix_snapshots_expires_at", table_name="snapshots")
     op.drop_table("snapshots")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -14,8 +15,10 @@ from hub.alerting.models import AlertRow
 from hub.alerting.monitoring import MonitoringEngine, MonitoringSettings
 from hub.alerting.rules_db import RulesInForce
 from hub.db.engine import session_factory
-from hub.domain.rules import EventObservation, RuleSet, ShelfSweepRule
+from hub.domain.rules import EventObservation, Observation, RuleSet, ShelfSweepRule, ShrinkRule, ShrinkTotal
 from hub.inventory.catalog_view import CatalogSnapshot, SlotPlan
+from hub.inventory.models import LedgerRow, ShrinkRecord
+from hub.snapshots.models import SnapshotRow
 from storegate.wire import EventKind
 
 STORE = "store-0001"
@@ -101,3 +104,75 @@ async def test_the_named_cameras_still_arriving_after_the_alert_is_attached_then
         if unit is units[0]:
             assert alert.snapshot_ref is None, "the door camera's still is not evidence of the shelf"
     assert alert.snapshot_ref == "aisle-pick"
+
+
+async def test_a_shrink_alert_carries_the_still_of_its_picks_camera_taken_at_the_pick(engine: AsyncEngine) -> None:
+    """A shrink alert comes a shrink window after the pick: its evidence is the slot camera's still of the pick,
+    among those the hub holds, not a still near the alert's own time."""
+    monitoring = MonitoringEngine(MonitoringSettings(snapshot_window_s=120))
+    monitoring.set_rules(
+        RulesInForce(
+            chain=RuleSet(rules={"shrink": ShrinkRule(max_units=1), "sweep": ShelfSweepRule()}),
+            overrides={},
+            fingerprint="t",
+        )
+    )
+    picked_at, alert_at = T, T + timedelta(hours=1)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        for sku, slot, event_id in (("A", 3, "pick-a"), ("B", 4, "pick-b")):
+            session.add(
+                LedgerRow(
+                    event_id=event_id,
+                    line=0,
+                    store_id=STORE,
+                    sku_id=sku,
+                    kind="shelf_pick",
+                    quantity=-2,
+                    at=picked_at,
+                    shelf_id="shelf-7",
+                    slot=slot,
+                    recorded_at=picked_at,
+                )
+            )
+            session.add(
+                ShrinkRecord(
+                    store_id=STORE,
+                    sku_id=sku,
+                    quantity=2,
+                    value=Decimal("3.00"),
+                    picked_at=picked_at,
+                    expired_at=alert_at,
+                    event_ids=[event_id],
+                )
+            )
+        for ref, camera, taken_at in (
+            ("aisle-at-pick", "cam-aisle", picked_at + timedelta(seconds=2)),
+            ("aisle-later", "cam-aisle", alert_at),
+            ("door-at-pick", "cam-door", picked_at),
+        ):
+            session.add(
+                SnapshotRow(
+                    store_id=STORE,
+                    ref=ref,
+                    gateway_id="gw-1",
+                    device_id=camera,
+                    taken_at=taken_at,
+                    received_at=taken_at,
+                    size=1000,
+                    path=f"{STORE}/{ref}.jpg",
+                    expires_at=taken_at + timedelta(days=30),
+                )
+            )
+        await session.commit()
+    fresh = [still("cam-door", 3600, "door-near-alert")]  # what the store-wide correlation would take
+    observations: list[Observation] = [
+        *fresh,
+        *(ShrinkTotal(store_id=STORE, sku=sku, units=2, value=Decimal("3.00"), at=alert_at) for sku in ("A", "B")),
+    ]
+    evaluation = monitoring.evaluate(CATALOG, observations, now=alert_at)
+    async with sessions() as session:
+        await monitoring.write(session, evaluation, now=alert_at)
+        await session.commit()
+        alerts = {a.subject_id: a.snapshot_ref for a in await session.scalars(select(AlertRow))}
+    assert alerts == {"A": "aisle-at-pick", "B": "door-near-alert"}, "slot 4 names no camera: as before"
