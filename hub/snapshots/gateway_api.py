@@ -49,6 +49,7 @@ UPLOAD_PATH: Final = "/api/v1/gateway/stores/{store_id}/snapshots/{ref}"
 PEER_NAME_KEY: Final = "tls_peer_common_name"
 _WRITE_TURN_WAIT_S: Final = 5.0
 _TAKEN_AT: Final = TypeAdapter(wire.UtcDatetime)
+_DEVICE_ID: Final = TypeAdapter(wire.DeviceId)
 
 
 def common_name(peer: dict[str, Any] | None) -> str | None:
@@ -185,18 +186,23 @@ def create_gateway_app(service: SnapshotService) -> FastAPI:
                 check_still, ref, data, max_bytes=settings.max_bytes, max_pixels=settings.max_pixels
             )
             taken = None if taken_at is None else _TAKEN_AT.validate_python(taken_at)
+            device = None if device_id is None else _DEVICE_ID.validate_python(device_id)
         except SnapshotRefusedError as refused:
             raise _refuse(service, refused.status, refused.reason, refused.detail, **context) from None
         except ValidationError:
             raise _refuse(
-                service, 422, "bad_taken_at", "taken_at must be an ISO 8601 time with its offset", **context
+                service,
+                422,
+                "bad_parameter",
+                "taken_at must be an ISO 8601 time with its offset, device_id a device id",
+                **context,
             ) from None
         upload = Upload(
             store_id=store_id,
             gateway_id=gateway.gateway_id,
             ref=ref,
             data=data,
-            device_id=device_id[:128] if device_id else None,
+            device_id=device,
             taken_at=taken,
         )
         async with service.write_gate.turn(writegate.API, timeout_s=_WRITE_TURN_WAIT_S), service.sessions() as session:

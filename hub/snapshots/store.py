@@ -104,8 +104,8 @@ class SnapshotMetrics:
         )
         self.refused = Counter(
             "storegate_hub_snapshots_refused",
-            "uploads refused: not_jpeg, too_large, too_many_pixels, hash_mismatch, bad_ref, wrong_store, "
-            "unknown_gateway, revoked_gateway, no_certificate",
+            "uploads refused: not_jpeg, too_large, too_many_pixels, hash_mismatch, bad_ref, bad_parameter, "
+            "wrong_store, unknown_gateway, revoked_gateway, not_a_gateway, no_certificate",
             ["reason"],
             registry=registry,
         )

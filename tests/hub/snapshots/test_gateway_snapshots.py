@@ -227,9 +227,17 @@ async def test_the_listener_takes_only_its_gateways_jpegs_for_their_own_store(
                 upload_path(STORE_A.store_id, hashlib.sha256(plain).hexdigest()), content=plain
             )
             mismatch = await store_a.put(upload_path(STORE_A.store_id, "1" * 64), content=jpeg(30))
+            other = jpeg(35)
+            bad_device = await store_a.put(
+                upload_path(STORE_A.store_id, hashlib.sha256(other).hexdigest()),
+                content=other,
+                params={"device_id": "Cam <script>"},
+            )
         assert too_large.status_code == 413
         assert (not_jpeg.status_code, not_image.status_code) == (415, 415)
         assert mismatch.status_code == 422
+        assert bad_device.status_code == 422
+        assert refused(hub, "bad_parameter") == 1
         assert (refused(hub, "too_large"), refused(hub, "not_jpeg"), refused(hub, "hash_mismatch")) == (1, 2, 1)
         files = sorted(p.name for p in (tmp_path / "stills").rglob("*.jpg"))
         assert files == [f"{ref}.jpg"], "nothing refused reached the disk"
