@@ -230,10 +230,12 @@ async def _start_snapshots(
 ) -> SnapshotService:
     """The stills' files and counters, their retention purge, and the gateway listener when a port is set."""
     config = settings.snapshots
-    try:
-        files = SnapshotFiles(config.directory).open()
-    except OSError as err:
-        raise HubStartupError(f"cannot use the snapshot directory {config.directory}: {err}") from err
+    files = SnapshotFiles(config.directory)
+    if config.listen_port is not None:  # stills arrive only through the listener: no directory without one
+        try:
+            files.open()
+        except OSError as err:
+            raise HubStartupError(f"cannot use the snapshot directory {config.directory}: {err}") from err
     service = SnapshotService(
         settings=config,
         files=files,
