@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from functools import partial
 from typing import Literal
 from uuid import UUID
@@ -293,11 +294,17 @@ class EdgeAgent:
         if config.hub_url is None or mqtt.cert_file is None:
             log.info("snapshot_uploads_off", reason="no [snapshots] hub_url", waiting=self.spool.stats.waiting)
             return None
+        try:
+            context = client_ssl_context(ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file)
+        except (OSError, ssl.SSLError) as err:
+            # The stills stay in the spool (within its quota) and the events go on: only the uploads wait for a fix.
+            log.error("snapshot_uploads_off", reason="the gateway's TLS files cannot be used", error=str(err))
+            return None
         uploader = SnapshotUploader(
             spool=self.spool,
             store_id=self.config.store_id,
             hub_url=config.hub_url,
-            ssl_context=client_ssl_context(ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file),
+            ssl_context=context,
             clock=self._clock,
             rng=self._rng,
             timeout_s=config.timeout_s,

@@ -112,9 +112,8 @@ class SnapshotSpool:
         for leftover in self.directory.glob(".*.tmp"):  # a write cut short by a power cut
             leftover.unlink(missing_ok=True)
         self._refresh()
-        if self._sizes:
+        if self._sizes:  # the uploader's first pass takes them (no wake-up: this may run in a worker thread)
             log.info("snapshot_spool_opened", waiting=len(self._sizes), bytes=self.stats.bytes)
-            self.wake.set()
         return self
 
     def _path(self, ref: str) -> Path:

@@ -274,3 +274,24 @@ async def test_a_shelf_pick_asks_each_camera_that_watches_the_shelf_for_a_still(
     assert (snapshot["reason"], snapshot["shelf_id"], snapshot["slot"]) == ("shelf_pick", "shelf-7", 3)
     assert isinstance(snapshot["snapshot_ref"], str)
     assert (tmp_path / "snapshots" / f"{snapshot['snapshot_ref']}.jpg").exists()
+
+
+async def test_unusable_tls_files_stop_the_uploads_not_the_agent(tmp_path: Path, mqtt_settings: MqttSettings) -> None:
+    (tmp_path / "gateway.crt").write_text("not a certificate")
+    (tmp_path / "gateway.key").write_text("not a key")
+    (tmp_path / "gateway.key").chmod(0o600)
+    mqtt = mqtt_settings.model_copy(
+        update={"cert_file": tmp_path / "gateway.crt", "key_file": tmp_path / "gateway.key"}
+    )
+    config = make_config(tmp_path, mqtt, snapshots={"hub_url": "https://127.0.0.1:9"})
+    agent = EdgeAgent(config=config, port_lister=None)
+    async with running(agent):
+        await eventually(lambda: outbox_open(agent), what="the outbox open")
+        still = jpeg(77)
+        await agent.record(
+            Reading(device_id="cam-1", kind=wire.EventKind.CAMERA_MOTION, ts=T0, payload={}, attachment=still)
+        )
+        await agent.flush()
+        [payload] = await stored_payloads(agent, wire.EventKind.CAMERA_MOTION)
+    assert payload == {"snapshot_ref": hashlib.sha256(still).hexdigest()}
+    assert [p.ref for p in agent.spool.pending()] == [payload["snapshot_ref"]], "kept for when the files are fixed"
