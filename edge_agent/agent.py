@@ -27,6 +27,9 @@ Data path::
   devices change), a retained "lost" last will, and a retained "shutdown" status on a clean stop.
 - :mod:`edge_agent.health` / :mod:`edge_agent.status`: a retained health message and the
   status file every ``health.interval_s``, Prometheus ``/metrics`` on request.
+- :mod:`edge_agent.snapshots`: a reading's attachment (a camera still) is kept in a spool within a
+  quota and uploaded to the hub's gateway listener with the gateway's certificate; a shelf pick asks
+  the cameras that watch the shelf for a still.
 - Each device runs in its own :class:`DeviceSupervisor` task, kept by the
   :class:`DeviceManager`, which also starts and stops hot-plugged devices.
 
@@ -37,12 +40,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from functools import partial
 from typing import Literal
 from uuid import UUID
 
 import structlog
 
+from device_drivers.base import Reading
 from device_drivers.profiles import ProfileCatalog
 from edge_agent.acks import AckHandler
 from edge_agent.commands import Commands
@@ -55,6 +60,15 @@ from edge_agent.outbox import Outbox, Quota
 from edge_agent.presence import Presence
 from edge_agent.print_jobs import PrintJobs, PrintJobsCollector
 from edge_agent.recorder import Recorder
+from edge_agent.snapshots import (
+    ShelfPickSnapshots,
+    SnapshotCollector,
+    SnapshotSpool,
+    SnapshotUploader,
+    client_ssl_context,
+    quota_bytes,
+    spool_directory,
+)
 from edge_agent.state import AgentState
 from edge_agent.status import StatusFile, status_path
 from edge_agent.timing import Backoff
@@ -91,7 +105,12 @@ class EdgeAgent:
         self._ran = False
         self.status_path = status_path(config.outbox.path)
         self._state = state = AgentState()
-        self._recorder = recorder = Recorder(config=config, clock=self._clock, rng=rng, state=state)
+        self._rng = rng
+        self.spool = SnapshotSpool(
+            directory=spool_directory(config.snapshots, config.outbox.path), quota_bytes=quota_bytes(config.snapshots)
+        )
+        """Camera stills waiting for the hub (opened when the agent runs)."""
+        self._recorder = recorder = Recorder(config=config, clock=self._clock, rng=rng, state=state, spool=self.spool)
         # The recorder's own methods, not wrappers: record() is the hot path, one call per reading.
         self.record = recorder.record
         """Queue one reading for the outbox: :meth:`edge_agent.recorder.Recorder.record`."""
@@ -105,7 +124,7 @@ class EdgeAgent:
             devices=config.devices,
             build=builder if factory is None else (lambda device, identity: factory(device)),
             catalog=catalog,
-            record=recorder.record,
+            record=self._record_from_device,
             backoff=device_backoff or Backoff(),
             clock=self._clock,
             rng=rng,
@@ -114,6 +133,12 @@ class EdgeAgent:
             lister=default_lister(config.hotplug, catalog) if port_lister == "default" else port_lister,
             # Presence and the print jobs are made below; devices start and stop only once the agent runs.
             on_change=self._devices_changed,
+        )
+        self._shelf_pick_snapshots = ShelfPickSnapshots(
+            store_id=config.store_id,
+            gateway_id=config.gateway_id,
+            devices=lambda: self._devices.supervisors,
+            clock=self._clock,
         )
         self._presence = Presence(config=config, clock=self._clock, state=state, devices=self._devices)
         configured = frozenset(device.device_id for device in config.devices)
@@ -139,11 +164,17 @@ class EdgeAgent:
         )
         self.registry = agent_registry(self._health.stats)
         self.registry.register(PrintJobsCollector(self._print_jobs.stats))
+        self.registry.register(SnapshotCollector(lambda: self.spool.stats))
         self._metrics = (
             None
             if config.health.metrics_port is None
             else MetricsServer(registry=self.registry, host=config.health.metrics_host, port=config.health.metrics_port)
         )
+
+    async def _record_from_device(self, reading: Reading) -> None:
+        """A device's reading: recorded, then a pick asks the cameras that watch its shelf for a still."""
+        await self._recorder.record(reading)
+        self._shelf_pick_snapshots.observe(reading)
 
     # ------------------------------------------------------------------ public state
 
@@ -209,6 +240,7 @@ class EdgeAgent:
                 self._print_jobs,
             ):
                 self._state.outbox = outbox
+                await asyncio.to_thread(self.spool.open)
                 await self._run_with_outbox(outbox, stop)
         finally:
             self._recorder.stop_accepting()
@@ -250,6 +282,7 @@ class EdgeAgent:
             commands=self._commands,
         )
         devices = BackgroundTask(self._devices.run, name="device manager")
+        uploader = self._snapshot_uploader()
         core = {
             "writer": BackgroundTask(partial(self._recorder.run, outbox), name="agent writer"),
             "sender": BackgroundTask(uplink.run, name="agent sender"),
@@ -269,14 +302,45 @@ class EdgeAgent:
             await link.__aenter__()
             for task in core.values():
                 task.start()
+            if uploader is not None:
+                uploader.start()
             failure = await self._until_stopped_or_failed(stop, core)
         finally:
+            if uploader is not None:
+                uploader.cancel()
+                await uploader.wait()
+            await self._shelf_pick_snapshots.stop()
             await self._shutdown(core, devices, link)
             if self._metrics is not None:
                 await asyncio.to_thread(self._metrics.stop)
         if failure is not None:
             raise AgentFailedError(f"the agent stopped because a task failed: {failure!r}") from failure
         log.info("agent_stopped", waiting=outbox.depth(), published=state.published, acked=state.acked)
+
+    def _snapshot_uploader(self) -> BackgroundTask | None:
+        """The task that sends spooled stills to the hub, when ``[snapshots] hub_url`` says where it is."""
+        config = self.config.snapshots
+        mqtt = self.config.mqtt
+        if config.hub_url is None or mqtt.cert_file is None:
+            log.info("snapshot_uploads_off", reason="no [snapshots] hub_url", waiting=self.spool.stats.waiting)
+            return None
+        try:
+            context = client_ssl_context(ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file)
+        except (OSError, ssl.SSLError) as err:
+            # The stills stay in the spool (within its quota) and the events go on: only the uploads wait for a fix.
+            log.error("snapshot_uploads_off", reason="the gateway's TLS files cannot be used", error=str(err))
+            return None
+        uploader = SnapshotUploader(
+            spool=self.spool,
+            store_id=self.config.store_id,
+            hub_url=config.hub_url,
+            ssl_context=context,
+            clock=self._clock,
+            rng=self._rng,
+            timeout_s=config.timeout_s,
+            backoff=Backoff(initial_s=min(1.0, config.retry_max_s), max_s=config.retry_max_s),
+        )
+        return BackgroundTask(uploader.run, name="snapshot uploader")
 
     def _connected(self, link: MqttLink, uplink: Uplink) -> None:
         self._presence.connected(link)  # the birth

@@ -21,6 +21,10 @@ Example ``agent.toml``::
     [print_jobs]                    # optional: pick lists wait here for their printer
     warn_after_s = 600              # a job waiting longer is a health problem
 
+    [snapshots]                     # camera stills: kept next to the outbox, uploaded with the mqtt TLS files
+    hub_url = "https://hub.example.net:8443"
+    quota_mb = 200
+
     [[devices]]
     device_id = "chiller-1-temp"
     driver = "simulated-temperature"
@@ -190,6 +194,28 @@ class PrintJobsConfig(ConfigModel):
         return self
 
 
+DEFAULT_SNAPSHOT_QUOTA_MB: Final = 200
+
+
+class SnapshotsConfig(ConfigModel):
+    """``[snapshots]``: where stills wait for the hub, how much disk they may take, and where the hub is."""
+
+    dir: Path | None = Field(default=None, description="the spool; default: 'snapshots' next to the outbox")
+    quota_mb: int = Field(
+        default=DEFAULT_SNAPSHOT_QUOTA_MB,
+        ge=1,
+        le=1_000_000,
+        description="disk for stills at most; beyond, the oldest go",
+    )
+    hub_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^/\s]+$",
+        description="the hub's gateway listener, e.g. 'https://hub.example.net:8443'; unset: stills are only kept",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="one upload's time limit")
+    retry_max_s: float = Field(default=60.0, gt=0, le=3600, description="the longest wait between retries")
+
+
 class AgentConfig(ConfigModel):
     """The whole agent config file."""
 
@@ -200,6 +226,7 @@ class AgentConfig(ConfigModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     hotplug: HotplugConfig = Field(default_factory=HotplugConfig)
     print_jobs: PrintJobsConfig = Field(default_factory=PrintJobsConfig)
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig)
     devices: list[DeviceConfig] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
@@ -212,6 +239,16 @@ class AgentConfig(ConfigModel):
         identities = [d.identity for d in self.devices if isinstance(d, ProfiledDeviceConfig) and d.identity]
         if len(identities) != len(set(identities)):
             raise ValueError("an identity appears more than once in [[devices]]")
+        return self
+
+    @model_validator(mode="after")
+    def _uploads_need_the_gateway_certificate(self) -> AgentConfig:
+        # The hub's gateway listener knows a gateway by its client certificate only: no password, no token.
+        if self.snapshots.hub_url is not None and (self.mqtt.cert_file is None or self.mqtt.key_file is None):
+            raise ValueError(
+                "snapshots.hub_url needs the gateway's certificate: set mqtt.cert_file and mqtt.key_file "
+                "(the hub knows a gateway's uploads by it)"
+            )
         return self
 
 
@@ -264,11 +301,13 @@ def load_agent_config(path: Path, *, environ: Mapping[str, str] | None = None) -
     except SecretFileError as err:
         raise ConfigError(path, [f"mqtt: {err}"]) from None
     print_jobs = config.print_jobs.model_copy(update={"path": _resolved_optional(config.print_jobs.path, base)})
+    snapshots = config.snapshots.model_copy(update={"dir": _resolved_optional(config.snapshots.dir, base)})
     return config.model_copy(
         update={
             "outbox": config.outbox.model_copy(update={"path": outbox_path}),
             "mqtt": mqtt,
             "print_jobs": print_jobs,
+            "snapshots": snapshots,
         }
     )
 

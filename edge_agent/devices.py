@@ -111,6 +111,11 @@ class DeviceSupervisor:
         self.last_error: str | None = None
         self.rejected = 0
 
+    @property
+    def driver(self) -> Driver | None:
+        """The driver while it is open (its settings say, e.g., which shelves a camera watches), else None."""
+        return self._driver
+
     def down_for(self, now: float) -> float | None:
         """Seconds since the device went down, or None while it works (or has not failed yet)."""
         return None if self.up or self.failures == 0 else now - self.since

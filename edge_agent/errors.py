@@ -10,7 +10,8 @@ written for that builtin catches what it caught before::
         ├── InvalidReadingError(AgentError, ValueError)     a reading that makes no valid event
         ├── OutboxError(AgentError)                  (edge_agent.outbox) the outbox cannot be opened or used
         ├── OutboxFullError(AgentError)              (edge_agent.outbox) the quota is full, nothing may go
-        └── PrintJobsError(AgentError)               (edge_agent.print_jobs) the print-jobs file cannot be used
+        ├── PrintJobsError(AgentError)               (edge_agent.print_jobs) the print-jobs file cannot be used
+        └── UploadRefusedError(AgentError)           (edge_agent.snapshots) the hub refused a still for now
 """
 
 from __future__ import annotations

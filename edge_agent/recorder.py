@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
 import structlog
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from edge_agent.errors import AgentStoppedError, InvalidReadingError
 from edge_agent.outbox import AppendResult, NewEvent, Outbox, OutboxFullError, encode_json, is_disk_full
@@ -37,6 +37,7 @@ from storegate import wire
 if TYPE_CHECKING:
     from device_drivers.base import Reading
     from edge_agent.config import AgentConfig
+    from edge_agent.snapshots import SnapshotSpool
     from edge_agent.state import AgentState
     from storegate.clock import Clock
 
@@ -115,13 +116,22 @@ class Recorder:
     After each commit it sets ``state.wake_sender``.
     """
 
-    def __init__(self, *, config: AgentConfig, clock: Clock, rng: random.Random, state: AgentState) -> None:
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        clock: Clock,
+        rng: random.Random,
+        state: AgentState,
+        spool: SnapshotSpool | None = None,
+    ) -> None:
         self._store_id = config.store_id
         self._gateway_id = config.gateway_id
         self._commit_max_events = config.outbox.commit_max_events
         self._clock = clock
         self._rng = rng  # retry jitter only
         self._state = state
+        self._spool = spool  # where a reading's attachment (a camera still) is kept; None: attachments are dropped
         self._queue: asyncio.Queue[NewEvent] = asyncio.Queue(maxsize=config.outbox.queue_size)
         self._accepting = True
         # Group commit: readings queued, readings committed (or dropped as replays), and a condition to wait on.
@@ -158,7 +168,10 @@ class Recorder:
         """
         if not self._accepting:
             raise AgentStoppedError("the agent is shutting down and no longer accepts readings")
-        event = self._event_of(reading)
+        payload = reading.payload
+        if reading.attachment is not None:
+            payload = await self._with_snapshot(reading)
+        event = self._event_of(reading, payload)
         await self._queue.put(event)
         self._recorded += 1
 
@@ -168,7 +181,23 @@ class Recorder:
         async with self._commit_progress:
             await self._commit_progress.wait_for(lambda: self._committed >= target)
 
-    def _event_of(self, reading: Reading) -> NewEvent:
+    async def _with_snapshot(self, reading: Reading) -> dict[str, JsonValue]:
+        """The payload with the spooled attachment's ``snapshot_ref``; unchanged when the still cannot be kept.
+
+        The event matters more than its still: a full or failing disk costs the still, never the event.
+        """
+        assert reading.attachment is not None
+        if self._spool is None:
+            return reading.payload
+        try:
+            ref = await self._spool.keep(reading.attachment, device_id=reading.device_id, taken_at=reading.ts)
+        except (OSError, ValueError) as err:
+            self._spool.stats.failed += 1
+            log.error("snapshot_not_kept", device_id=reading.device_id, kind=reading.kind, error=str(err))
+            return reading.payload
+        return {**reading.payload, "snapshot_ref": ref}
+
+    def _event_of(self, reading: Reading, payload: dict[str, JsonValue]) -> NewEvent:
         """The reading checked against the wire contract, once, and its payload serialised."""
         try:
             event = wire.Event(
@@ -180,7 +209,7 @@ class Recorder:
                 device_id=reading.device_id,
                 kind=reading.kind,
                 ts=reading.ts,
-                payload=reading.payload,
+                payload=payload,
             )
             if reading.source_seq is not None and reading.source_seq < 0:
                 raise ValueError(f"source_seq {reading.source_seq} is negative")

@@ -64,12 +64,17 @@ from hub.inventory import api as inventory_api
 from hub.inventory import replenishment_api
 from hub.inventory.apply import RestockSettings
 from hub.metrics import HubMetrics
+from hub.pki.commands import pki_directory
 from hub.reports import api as reports
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings
+from hub.snapshots import api as snapshots_api
+from hub.snapshots.gateway_api import SnapshotListener, SnapshotService
+from hub.snapshots.store import RetentionPurge, SnapshotFiles, SnapshotMetrics
 from storegate import __version__, wire
 from storegate.mqtt import MqttLink
 from storegate.private_files import is_private, private_dir
+from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
@@ -141,9 +146,15 @@ async def _start(
     metrics = HubMetrics()
     # The hub's writers take turns at SQLite's one write lock instead of racing for it (hub.db.writegate).
     write_gate = WriteGate(serialise=database_file is not None, observe=metrics.observe_write_turn)
+    snapshots = (
+        None
+        if settings.role == "worker"
+        else await _start_snapshots(settings, stack, engine, write_gate, metrics, clock)
+    )
     if settings.role == "api":  # HTTP only: the workers consume, apply, tick and send
         log.info("hub_role", role="api", consumer="none", senders="none")
         return HubRuntime(
+            snapshots=snapshots,
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
@@ -206,7 +217,61 @@ async def _start(
         commands=commands,
         write_gate=write_gate,
         leadership=leadership,
+        snapshots=snapshots,
     )
+
+
+async def _start_snapshots(
+    settings: HubSettings,
+    stack: AsyncExitStack,
+    engine: AsyncEngine,
+    write_gate: WriteGate,
+    metrics: HubMetrics,
+    clock: Callable[[], datetime],
+) -> SnapshotService:
+    """The stills' files and counters, their retention purge, and the gateway listener when a port is set."""
+    config = settings.snapshots
+    files = SnapshotFiles(config.directory)
+    if config.listen_port is not None:  # stills arrive only through the listener: no directory without one
+        try:
+            files.open()
+        except OSError as err:
+            raise HubStartupError(f"cannot use the snapshot directory {config.directory}: {err}") from err
+    service = SnapshotService(
+        settings=config,
+        files=files,
+        sessions=session_factory(engine),
+        write_gate=write_gate,
+        metrics=SnapshotMetrics(metrics.registry),
+        accept_unknown_gateways=settings.accept_unknown_gateways,
+        clock=clock,
+    )
+    purge = RetentionPurge(
+        files=files,
+        sessions=service.sessions,
+        write_gate=write_gate,
+        metrics=service.metrics,
+        interval_s=config.purge_interval_s,
+        clock=clock,
+    )
+    purger = BackgroundTask(purge.run, name="snapshot retention")
+    purger.start()
+    stack.push_async_callback(_cancelled, purger)
+    if config.listen_port is not None:
+        client_ca = config.client_ca_file or pki_directory(settings) / "ca.crt"
+        try:
+            listener = SnapshotListener(service=service, client_ca=client_ca)
+            listener.start()
+        except (OSError, ssl.SSLError, ValueError) as err:
+            raise HubStartupError(f"cannot start the gateway listener: {err}") from err
+        stack.push_async_callback(listener.stop)
+        service.listener = listener
+    return service
+
+
+async def _cancelled(task: BackgroundTask) -> None:
+    task.cancel()
+    await task.wait()
 
 
 async def _seal_webhook_secrets(settings: HubSettings, engine: AsyncEngine) -> SecretBox:
@@ -424,6 +489,7 @@ _API_MODULES: Final = (
     pages,
     login_pages,
     operators_api,
+    snapshots_api,
 )
 
 
@@ -463,6 +529,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
             {"name": "operations", "description": "health and metrics of the hub itself"},
             {"name": "dashboard", "description": "the HTML page for people"},
             {"name": "operators", "description": "who am I; operators, API tokens and the audit log (admins)"},
+            {"name": "evidence", "description": "camera stills of a store, for ops and admins; every fetch audited"},
         ],
         # Every route passes the gate (hub.auth.guard), the docs included: they are added as routes by install().
         dependencies=[guard.GATE],

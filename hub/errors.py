@@ -39,7 +39,8 @@ while ``except LookupError`` and the like keep their meaning::
     ├── GatewayNotFoundError(LookupError)      hub.fleet.registry                        no such gateway in the store
     ├── AlreadyEnrolledError(RuntimeError)     hub.fleet.registry                        enrolled (and not revoked)
     ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
-    └── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
+    ├── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
+    └── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.
 """

@@ -14,6 +14,7 @@ from hub.ingest.operations import HubOperations
 from hub.ingest.shared import Leadership
 from hub.metrics import HubMetrics
 from hub.settings import HubSettings
+from hub.snapshots.gateway_api import SnapshotService
 from storegate.mqtt import MqttLink
 
 
@@ -35,6 +36,8 @@ class HubRuntime:
     commands: CommandPublisher | None = None
     # N workers on a shared subscription: whether this one leads (runs the ticker and the senders).
     leadership: Leadership | None = None
+    # Camera stills (hub.snapshots): None in a worker process (role worker), which serves no API.
+    snapshots: SnapshotService | None = None
 
     @property
     def link(self) -> MqttLink:

@@ -24,6 +24,7 @@ from hub.auth.settings import AuthSettings
 from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
+from hub.snapshots.settings import SnapshotSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
 from storegate.secret_files import SecretFileError
@@ -222,6 +223,10 @@ class HubSettings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=AuthSettings,
         description="operators: session lifetime, throttling of failed sign-ins, API token lifetimes",
+    )
+    snapshots: SnapshotSettings = Field(
+        default_factory=SnapshotSettings,
+        description="camera stills: the gateway listener (client certificates only), their files and retention",
     )
     rejected_messages_keep: int = Field(
         default=10_000,

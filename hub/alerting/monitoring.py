@@ -10,7 +10,9 @@ Beside events, the engine observes gateway presence (birth and last will), clock
 periods end when nothing happens), shrink (picks not sold within the window, via
 :class:`hub.domain.ledger.ShrinkTracker`) and escalations of unacknowledged alerts. Camera snapshots
 are correlated with security alerts: a signal without one takes the store's nearest snapshot within
-``snapshot_window_s``; a snapshot arriving after the alert is attached to it then.
+``snapshot_window_s``; a snapshot arriving after the alert is attached to it then. An alert about a slot
+(a shelf sweep) whose camera the planogram names takes that camera's snapshot only, the nearest to the
+pick: another camera's view of the store is no evidence of what left that shelf.
 
 One hub process does not persist states: on start they are rebuilt by replaying the recent events
 (``warm_up``) with their signals discarded, which restores open doors, pending excursions and recent picks.
@@ -27,7 +29,7 @@ import asyncio
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -48,7 +50,8 @@ from hub.domain.excursions import Excursion
 from hub.domain.ledger import Movement, ShrinkTracker
 from hub.domain.rules import EventObservation, GatewayPresence, Observation, Rule, ShrinkTotal, StoreContext, Tick
 from hub.inventory.catalog_view import CatalogSnapshot
-from hub.inventory.models import ShrinkRecord
+from hub.inventory.models import LedgerRow, ShrinkRecord
+from hub.snapshots.models import SnapshotRow
 from storegate.wire import EventKind
 
 log = structlog.get_logger(__name__)
@@ -61,12 +64,24 @@ _IGNORED_KINDS: Final = frozenset(
     {EventKind.SCAN_SALE, EventKind.SCAN_RECEIVING, EventKind.SCAN_COUNT, EventKind.SHELF_STOCK, EventKind.OUTBOX_LOSS}
 )
 SNAPSHOTS_KEPT_PER_STORE: Final = 256
+# A shrink alert's evidence is looked for at the slots of at most this many of its latest record's picks.
+MAX_SHRINK_EVIDENCE_PICKS: Final = 20
 SHRINK_TOTAL_WINDOW: Final = timedelta(hours=24)
 # A store is draining a backlog while its events keep arriving (within DRAIN_QUIET) but are older than
 # DRAIN_LAG: its timers then tick at its newest event's time, not the hub's, or a door opened three hours
 # ago would alarm before the event that closed it a minute later has been read.
 DRAIN_QUIET: Final = timedelta(seconds=30)
 DRAIN_LAG: Final = timedelta(seconds=60)
+
+
+def watching_camera(catalog: CatalogSnapshot, store_id: str, subject_kind: str, subject_id: str) -> str | None:
+    """The camera the planogram names for an alert's slot (subject ``<shelf>/<slot>``), or None: any camera."""
+    if subject_kind != "slot":
+        return None
+    shelf_id, _, slot = subject_id.rpartition("/")
+    if not shelf_id or not slot.isdigit():
+        return None
+    return catalog.camera_of_slot(store_id, shelf_id, int(slot))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +105,8 @@ class UnitEvaluation:
     excursions: list[tuple[str, str, Excursion]] = field(default_factory=list)  # (store, rule_id, excursion)
     rejected: list[str] = field(default_factory=list)
     tracker: ShrinkTracker | None = None
-    snapshots: list[tuple[str, datetime, str]] = field(default_factory=list)  # (store, at, ref)
+    snapshots: list[tuple[str, datetime, str, str | None]] = field(default_factory=list)  # (store, at, ref, camera)
+    catalog: CatalogSnapshot | None = None  # the unit's catalog: which camera watches a slot
     effects: list[SignalEffect] = field(default_factory=list)
     escalations: list[Escalation] = field(default_factory=list)
     shrink_records: int = 0
@@ -113,7 +129,7 @@ class MonitoringEngine:
         self._rules_by_store: dict[str, dict[str, Rule]] = {}
         self._rules_checked_at: datetime | None = None
         self._tracker = ShrinkTracker(window_s=self.settings.shrink_window_s)
-        self._snapshots: dict[str, deque[tuple[datetime, str]]] = defaultdict(
+        self._snapshots: dict[str, deque[tuple[datetime, str, str | None]]] = defaultdict(
             lambda: deque(maxlen=SNAPSHOTS_KEPT_PER_STORE)
         )
         self._latest: dict[str, tuple[datetime, datetime]] = {}  # store -> (newest event time, received at)
@@ -188,7 +204,7 @@ class MonitoringEngine:
         now: datetime | None = None,
     ) -> UnitEvaluation:
         """Evaluate observations (sorted by time per store) against copies of the states (pure w.r.t. the engine)."""
-        evaluation = UnitEvaluation(evaluated_at=now)
+        evaluation = UnitEvaluation(evaluated_at=now, catalog=catalog)
         by_store: dict[str, list[Observation]] = defaultdict(list)
         for observation in observations:
             if isinstance(observation, EventObservation):
@@ -199,7 +215,7 @@ class MonitoringEngine:
                     evaluation.latest[observation.store_id] = observation.at
                 ref = observation.payload.get("snapshot_ref") if observation.kind in SNAPSHOT_KINDS else None
                 if isinstance(ref, str) and ref:
-                    evaluation.snapshots.append((observation.store_id, observation.at, ref))
+                    evaluation.snapshots.append((observation.store_id, observation.at, ref, observation.device_id))
             by_store[observation.store_id].append(observation)
         for store_id, items in by_store.items():
             items.sort(key=lambda o: o.at)
@@ -213,22 +229,36 @@ class MonitoringEngine:
             evaluation.rejected += result.rejected
             evaluation.states[store_id] = dict(result.states)
         evaluation.tracker = self._tracker.observe_all(movements)
-        evaluation.signals = [self._with_snapshot(s, evaluation.snapshots) for s in evaluation.signals]
+        evaluation.signals = [self._with_snapshot(s, evaluation.snapshots, catalog) for s in evaluation.signals]
         return evaluation
 
-    def _with_snapshot(self, signal: AlertSignal, fresh: Sequence[tuple[str, datetime, str]]) -> AlertSignal:
+    def _with_snapshot(
+        self,
+        signal: AlertSignal,
+        fresh: Sequence[tuple[str, datetime, str, str | None]],
+        catalog: CatalogSnapshot,
+    ) -> AlertSignal:
         if signal.action != "raise" or signal.snapshot_ref is not None:
             return signal
         window = timedelta(seconds=self.settings.snapshot_window_s)
-        candidates = [(at, ref) for at, ref in self._snapshots.get(signal.store_id, ())]
-        candidates += [(at, ref) for store, at, ref in fresh if store == signal.store_id]
-        near = [(abs(at - signal.at), ref) for at, ref in candidates if abs(at - signal.at) <= window]
+        camera = watching_camera(catalog, signal.store_id, signal.subject.kind, signal.subject.id)
+        candidates = [(at, ref, cam) for at, ref, cam in self._snapshots.get(signal.store_id, ())]
+        candidates += [(at, ref, cam) for store, at, ref, cam in fresh if store == signal.store_id]
+        near = [
+            (abs(at - signal.at), ref)
+            for at, ref, cam in candidates
+            if abs(at - signal.at) <= window and (camera is None or cam == camera)
+        ]
         if not near:
             return signal
         return rules_mod.with_snapshot(signal, min(near)[1])
 
     async def write(self, session: AsyncSession, evaluation: UnitEvaluation, *, now: datetime) -> None:
         """Write a unit's signals (alerts, history, notifications), excursions and late snapshots."""
+        if evaluation.signals and evaluation.catalog is not None:
+            evaluation.signals = [
+                await self._with_shrink_evidence(session, s, evaluation.catalog) for s in evaluation.signals
+            ]
         if evaluation.signals:
             kinds: dict[str, str] = {}
             for store_id in {s.store_id for s in evaluation.signals}:
@@ -263,10 +293,68 @@ class MonitoringEngine:
                     for store_id, rule_id, excursion in evaluation.excursions
                 ],
             )
-        await self._attach_late_snapshots(session, evaluation.snapshots)
+        await self._attach_late_snapshots(session, evaluation.snapshots, evaluation.catalog)
+
+    async def _with_shrink_evidence(
+        self, session: AsyncSession, signal: AlertSignal, catalog: CatalogSnapshot
+    ) -> AlertSignal:
+        """A shrink alert (subject a SKU) with the still of the camera watching the slot of its latest pick.
+
+        The alert comes long after the pick (the shrink window), so the still near the alert's own time shows
+        nothing of it: the still is looked up among those the hub holds, the named camera's nearest to the pick
+        within ``snapshot_window_s``. When the planogram names no camera for the slot, the signal is left as it
+        was; when it names one and the hub holds no still of it then, the alert carries none.
+        """
+        if signal.action != "raise" or signal.subject.kind != "sku":
+            return signal
+        record = (
+            await session.execute(
+                select(ShrinkRecord.picked_at, ShrinkRecord.event_ids)
+                .where(ShrinkRecord.store_id == signal.store_id, ShrinkRecord.sku_id == signal.subject.id)
+                .order_by(ShrinkRecord.expired_at.desc(), ShrinkRecord.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if record is None or not record.event_ids:
+            return signal
+        picked_at, event_ids = record.picked_at, [str(e) for e in record.event_ids[:MAX_SHRINK_EVIDENCE_PICKS]]
+        places = (
+            await session.execute(
+                select(LedgerRow.shelf_id, LedgerRow.slot).where(
+                    LedgerRow.event_id.in_(event_ids), LedgerRow.kind == ledger_mod.MovementKind.SHELF_PICK
+                )
+            )
+        ).all()
+        cameras = sorted(
+            {
+                camera
+                for shelf_id, slot in places
+                if shelf_id is not None
+                and slot is not None
+                and (camera := catalog.camera_of_slot(signal.store_id, shelf_id, slot)) is not None
+            }
+        )
+        if not cameras:
+            return signal
+        window = timedelta(seconds=self.settings.snapshot_window_s)
+        stills = (
+            await session.execute(
+                select(SnapshotRow.ref, SnapshotRow.taken_at).where(
+                    SnapshotRow.store_id == signal.store_id,
+                    SnapshotRow.device_id.in_(cameras),
+                    SnapshotRow.taken_at >= picked_at - window,
+                    SnapshotRow.taken_at <= picked_at + window,
+                )
+            )
+        ).all()
+        near = sorted((abs(taken_at - picked_at), ref) for ref, taken_at in stills if taken_at is not None)
+        return replace(signal, snapshot_ref=near[0][1] if near else None)
 
     async def _attach_late_snapshots(
-        self, session: AsyncSession, snapshots: Sequence[tuple[str, datetime, str]]
+        self,
+        session: AsyncSession,
+        snapshots: Sequence[tuple[str, datetime, str, str | None]],
+        catalog: CatalogSnapshot | None,
     ) -> None:
         """Give each live security alert without a snapshot the first of the unit's snapshots near its opening.
 
@@ -278,16 +366,25 @@ class MonitoringEngine:
         window = timedelta(seconds=self.settings.snapshot_window_s)
         waiting = (
             await session.execute(
-                select(AlertRow.alert_id, AlertRow.store_id, AlertRow.opened_at).where(
-                    AlertRow.store_id.in_(sorted({store_id for store_id, _, _ in snapshots})),
+                select(
+                    AlertRow.alert_id, AlertRow.store_id, AlertRow.opened_at, AlertRow.subject_kind, AlertRow.subject_id
+                ).where(
+                    AlertRow.store_id.in_(sorted({snapshot[0] for snapshot in snapshots})),
                     AlertRow.category == "security",
                     AlertRow.active_key.is_not(None),
                     AlertRow.snapshot_ref.is_(None),
                 )
             )
         ).all()
-        for alert_id, store_id, opened_at in waiting:
-            ref = next((r for s, at, r in snapshots if s == store_id and abs(opened_at - at) <= window), None)
+        for alert_id, store_id, opened_at, subject_kind, subject_id in waiting:
+            camera = None if catalog is None else watching_camera(catalog, store_id, subject_kind, subject_id)
+            # The nearest to the alert's time (a shelf pick's still comes seconds after the pick), of its camera.
+            near = sorted(
+                (abs(opened_at - at), r)
+                for s, at, r, cam in snapshots
+                if s == store_id and abs(opened_at - at) <= window and (camera is None or cam == camera)
+            )
+            ref = near[0][1] if near else None
             if ref is not None:
                 await session.execute(update(AlertRow).where(AlertRow.alert_id == alert_id).values(snapshot_ref=ref))
 
@@ -301,8 +398,8 @@ class MonitoringEngine:
                 self._latest[store_id] = (max(at, held[0]) if held else at, evaluation.evaluated_at)
         if evaluation.tracker is not None:
             self._tracker = evaluation.tracker
-        for store_id, at, ref in evaluation.snapshots:
-            self._snapshots[store_id].append((at, ref))
+        for store_id, at, ref, camera in evaluation.snapshots:
+            self._snapshots[store_id].append((at, ref, camera))
         self.signals_total += len(evaluation.signals)
         self.rejected_total += len(evaluation.rejected)
         for reason in evaluation.rejected[:3]:
@@ -460,9 +557,9 @@ class MonitoringEngine:
         for key, picks in tracker.waiting.items():
             if key[0] in wanted:
                 waiting[key[0]][key] = picks
-        fresh: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        for store_id, at, ref in evaluation.snapshots:
-            fresh[store_id].append((at, ref))
+        fresh: dict[str, list[tuple[datetime, str, str | None]]] = defaultdict(list)
+        for store_id, at, ref, camera in evaluation.snapshots:
+            fresh[store_id].append((at, ref, camera))
         rows: list[tuple[str, int, bytes]] = []
         for store_id in sorted(wanted):
             latest = self._latest.get(store_id)

@@ -50,7 +50,7 @@ class StoreState:
 
     rules: dict[str, Any] = field(default_factory=dict)
     waiting: dict[tuple[str, str], Any] = field(default_factory=dict)  # (store, SKU) -> picks
-    snapshots: list[tuple[datetime, str]] = field(default_factory=list)
+    snapshots: list[tuple[datetime, str, str | None]] = field(default_factory=list)  # (at, ref, camera)
     latest: tuple[datetime, datetime] | None = None  # (newest event time, when it was received)
 
 
@@ -84,6 +84,8 @@ def decode(data: bytes) -> StoreState:
         raise
     except Exception as err:  # truncated, another format: any failure to read it is the row's
         raise RuleStateDecodeError(f"unreadable rule state: {type(err).__name__}") from err
+    # Rows written before snapshots named their camera hold (at, ref) pairs.
+    snapshots = [(s[0], s[1], s[2] if len(s) > 2 else None) for s in snapshots]
     return StoreState(rules=rules, waiting=waiting, snapshots=snapshots, latest=latest)
 
 

@@ -3,7 +3,8 @@
 A route without a row here cannot start: ``create_app`` refuses to build an app with one
 (:func:`routes_without_policy`), and ``tests/hub/auth/test_policy_routes.py`` walks every route.
 Adding a route is adding its line. The roles and what they hold are in ``hub.domain.access``;
-``docs/security.md`` has the table for people.
+``docs/security.md`` has the table for people. The gateway listener (``hub.snapshots.gateway_api``) is another
+app on another port: no operator reaches it, and a gateway's client certificate is its only credential.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def operate(store_from: StoreFrom, *fields: str) -> Policy:
 def maintain(store_from: StoreFrom, *fields: str) -> Policy:
     """Technicians and admins look after gateways and devices."""
     return Policy(need=Capability.MAINTAIN, store_from=store_from, store_fields=fields)
+
+
+def evidence(store_from: StoreFrom) -> Policy:
+    """Ops and admins see camera stills of their stores (each fetch audited by the handler)."""
+    return Policy(need=Capability.EVIDENCE, store_from=store_from)
 
 
 def administer(store_from: StoreFrom = CHAIN) -> Policy:
@@ -135,6 +141,9 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.csv"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.pdf"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}"): read(PATH),
+    # camera stills: evidence, for ops and admins of the store only; gateways upload on their own listener
+    # (hub.snapshots.gateway_api), known by their client certificate, which this table does not decide
+    ("GET", "/api/v1/stores/{store_id}/snapshots/{ref}"): evidence(PATH),
 }
 
 ROUTE_POLICIES: Final[Mapping[tuple[str, str], Policy]] = MappingProxyType(_POLICIES)

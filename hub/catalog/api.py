@@ -115,6 +115,7 @@ class SlotOut(ApiModel):
     sku_id: str
     capacity: int
     min_quantity: int
+    camera_id: str | None = None
     updated_at: datetime
 
 
@@ -181,6 +182,7 @@ def slot_out(slot: Slot) -> SlotOut:
         sku_id=slot.sku_id,
         capacity=slot.capacity,
         min_quantity=slot.min_quantity,
+        camera_id=slot.camera_id,
         updated_at=slot.updated_at,
     )
 

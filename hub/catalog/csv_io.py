@@ -154,6 +154,9 @@ class SlotRow(CatalogRow):
     sku_id: SkuId
     capacity: int = Field(ge=1, le=1_000_000, description="units the slot holds when full")
     min_quantity: int = Field(ge=0, description="minimum facings: below this the slot needs a restock")
+    camera_id: DeviceId | None = Field(
+        default=None, description="the camera watching the slot (its device id); blank or left out: none"
+    )
 
     @field_validator("min_quantity")
     @classmethod

@@ -99,4 +99,6 @@ class Slot(Base):
     sku_id: Mapped[str] = mapped_column(String(SKU_ID_LENGTH), ForeignKey("skus.sku_id"), index=True)
     capacity: Mapped[int] = mapped_column(Integer)
     min_quantity: Mapped[int] = mapped_column(Integer)
+    # The camera that watches the slot (its device id on the store's gateway): a shelf sweep's evidence.
+    camera_id: Mapped[str | None] = mapped_column(String(DEVICE_ID_LENGTH))
     updated_at: Mapped[datetime]

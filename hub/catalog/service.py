@@ -321,6 +321,7 @@ def slot_row(slot: Slot) -> SlotRow:
         sku_id=slot.sku_id,
         capacity=slot.capacity,
         min_quantity=slot.min_quantity,
+        camera_id=slot.camera_id,
     )
 
 

@@ -11,6 +11,7 @@ import hub.auth.models
 import hub.catalog.models
 import hub.footfall.models
 import hub.inventory.models
+import hub.snapshots.models
 from hub.db.models import Base
 
 MODEL_MODULES = (

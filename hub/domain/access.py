@@ -32,13 +32,16 @@ class Capability(StrEnum):
     OPERATE = "operate"  # act in a store: alerts, stock movements, store rule overrides, restock
     MAINTAIN = "maintain"  # the fleet: gateways, devices, commands to them
     ADMINISTER = "administer"  # the chain: operators, tokens, audit, chain rules, webhooks, catalog imports
+    EVIDENCE = "evidence"  # see camera stills (people in a store): ops and admins, never viewers or technicians
 
 
 ROLE_CAPABILITIES: Final[dict[Role, frozenset[Capability]]] = {
     Role.VIEWER: frozenset({Capability.READ}),
     Role.TECHNICIAN: frozenset({Capability.READ, Capability.MAINTAIN}),
-    Role.OPS: frozenset({Capability.READ, Capability.OPERATE}),
-    Role.ADMIN: frozenset({Capability.READ, Capability.OPERATE, Capability.MAINTAIN, Capability.ADMINISTER}),
+    Role.OPS: frozenset({Capability.READ, Capability.OPERATE, Capability.EVIDENCE}),
+    Role.ADMIN: frozenset(
+        {Capability.READ, Capability.OPERATE, Capability.MAINTAIN, Capability.ADMINISTER, Capability.EVIDENCE}
+    ),
 }
 
 

@@ -35,6 +35,7 @@ class SlotPlan:
     sku_id: str
     capacity: int
     min_quantity: int
+    camera_id: str | None = None  # the camera that watches it: a shelf sweep's evidence comes from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,11 @@ class CatalogSnapshot:
         plan = self.slots.get((store_id, shelf_id, slot))
         return plan.sku_id if plan is not None else None
 
+    def camera_of_slot(self, store_id: str, shelf_id: str, slot: int) -> str | None:
+        """The camera the planogram says watches a slot, if it names one."""
+        plan = self.slots.get((store_id, shelf_id, slot))
+        return plan.camera_id if plan is not None else None
+
     def hours_of(self, store_id: str) -> StoreHours:
         """A store's opening hours; a store without a profile is treated as always closed, in UTC.
 
@@ -106,7 +112,9 @@ async def load_catalog(session: AsyncSession) -> CatalogSnapshot:
     skus = (await session.execute(select(Sku.sku_id, Sku.gtin, Sku.name, Sku.price))).all()
     slots = (
         await session.execute(
-            select(Slot.store_id, Slot.shelf_id, Slot.slot, Slot.sku_id, Slot.capacity, Slot.min_quantity)
+            select(
+                Slot.store_id, Slot.shelf_id, Slot.slot, Slot.sku_id, Slot.capacity, Slot.min_quantity, Slot.camera_id
+            )
         )
     ).all()
     stores = (await session.execute(select(StoreProfile))).scalars().all()
@@ -122,7 +130,10 @@ async def load_catalog(session: AsyncSession) -> CatalogSnapshot:
         sku_of_gtin={gtin: sku_id for sku_id, gtin, _, _ in skus if gtin},
         sku_names={sku_id: name for sku_id, _, name, _ in skus},
         prices={sku_id: price for sku_id, _, _, price in skus},
-        slots={(s, shelf, n): SlotPlan(sku, capacity, minimum) for s, shelf, n, sku, capacity, minimum in slots},
+        slots={
+            (s, shelf, n): SlotPlan(sku, capacity, minimum, camera)
+            for s, shelf, n, sku, capacity, minimum, camera in slots
+        },
         stores=infos,
     )
 

@@ -31,6 +31,7 @@ from tests.conftest import eventually
 ROOT = Path(__file__).resolve().parents[2]
 
 # Packages that only storegate[hub] (or the demo) installs, and the hub itself: a gateway has none of them.
+# (httpx is on both sides: the gateway uploads camera stills with it, edge_agent.snapshots.)
 HUB_ONLY = (
     "hub",
     "fastapi",
@@ -41,7 +42,6 @@ HUB_ONLY = (
     "asyncpg",
     "aiosqlite",
     "fpdf",
-    "httpx",
     "pydantic_settings",
     "amqtt",
     # the hub's operators (argon2-cffi, python-multipart) and its CA (cryptography): a gateway checks its TLS files
@@ -93,13 +93,12 @@ def test_pyproject_keeps_the_hub_stack_out_of_the_edge_extra() -> None:
             "alembic",
             "fpdf2",
             "uvicorn",
-            "httpx",
             "amqtt",
             "argon2-cffi",
             "cryptography",
         }
     )
-    assert {"pyserial", "pymodbus", "paho-mqtt", "pydantic"} <= names
+    assert {"pyserial", "pymodbus", "paho-mqtt", "pydantic", "httpx"} <= names
     hub = {requirement.split(">")[0].split("[")[0] for requirement in project["optional-dependencies"]["hub"]}
     assert {"fastapi", "sqlalchemy", "asyncpg", "fpdf2"} <= hub
 

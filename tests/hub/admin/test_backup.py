@@ -162,6 +162,19 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "recorded_at": at(7.5),
         }
     ],
+    "snapshots": [
+        {
+            "store_id": STORE,
+            "ref": "ab" * 32,
+            "gateway_id": GATEWAY,
+            "device_id": "cam-aisle-1",
+            "taken_at": at(7.5),
+            "received_at": at(7.6),
+            "size": 48_213,
+            "path": f"{STORE}/ab/{'ab' * 32}.jpg",
+            "expires_at": at(7.6) + timedelta(days=30),
+        }
+    ],
     "rule_states": [
         # What a hub worker writes (hub.alerting.shared_states): bytes with a zero and a high byte, kept exactly.
         {"store_id": STORE, "version": 3, "state": b"\x80\x05\x00state\xff", "updated_at": at(7.75)}
@@ -249,6 +262,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "sku_id": "sku-1",
             "capacity": 12,
             "min_quantity": 3,
+            "camera_id": "cam-aisle-1",
             "updated_at": at(13),
         }
     ],

@@ -23,6 +23,7 @@ SAMPLE_PARAMS: Final = {
     "username": "nobody",
     "sku_id": "A",
     "gateway_id": "gw-1",
+    "ref": "0" * 64,
 }
 
 STORES_CSV: Final = (

@@ -197,10 +197,13 @@ def test_a_state_row_round_trips_the_rules_own_values() -> None:
             "x": {"at": at, "value": Decimal("1.5")},
         },
         waiting={("store-0001", "A"): ()},
-        snapshots=[(at, "snap-1")],
+        snapshots=[(at, "snap-1", "cam-1"), (at, "snap-2", None)],
         latest=(at, at + timedelta(seconds=1)),
     )
     assert shared_states.decode(shared_states.encode(state)) == state
+    # A row written before snapshots named their camera: its (at, ref) pairs read as of no known camera.
+    older = pickle.dumps((state.rules, state.waiting, [(at, "snap-1")], state.latest))
+    assert shared_states.decode(older).snapshots == [(at, "snap-1", None)]
 
 
 def test_a_row_that_would_run_code_is_refused() -> None:
