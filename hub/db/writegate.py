@@ -32,6 +32,7 @@ RULES: Final = "rules"
 COMMANDS: Final = "commands"
 NOTIFICATIONS: Final = "notifications"
 AUDIT: Final = "audit"  # the audit log's entries of API writes (hub.auth.guard), after each write
+RETENTION: Final = "retention"  # background purges of what has outlived its retention (camera stills)
 
 
 class WriteGateTimeout(HubError):

@@ -251,7 +251,7 @@ class RetentionPurge:
 
     async def purge_once(self) -> int:
         """One pass: every still whose retention ended goes; returns how many."""
-        async with self._write_gate.turn(writegate.API), self._sessions() as session:
+        async with self._write_gate.turn(writegate.RETENTION), self._sessions() as session:
             purged = await purge_expired(session, self._files, now=self._clock())
         if purged:
             self._metrics.purged.inc(purged)

@@ -156,7 +156,9 @@ async def test_a_pick_list_prints_once_while_the_printer_loses_power_twice_mid_j
                     return None
                 return task, command
 
-            task, command = await eventually(printed, timeout=60, what="the restock task to read printed")
+            found = await eventually(printed, timeout=60, what="the restock task to read printed")
+            assert found is not None
+            task, command = found
         finally:
             agent_stop.set()
             hub_stop.set()

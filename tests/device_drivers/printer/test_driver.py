@@ -22,6 +22,7 @@ from device_drivers.base import (
     DeviceUnavailableError,
     DriverError,
     DriverState,
+    Reading,
 )
 from device_drivers.ports import DeviceBinding
 from device_drivers.printer.driver import PrinterDriver, create
@@ -368,7 +369,11 @@ async def test_a_job_cut_short_ends_the_readings_at_once_so_the_printer_is_reope
         readings = driver.readings()
         first = await anext(readings)
         assert first.payload["online"] is True
-        waiting = asyncio.create_task(anext(readings))  # idle: waiting for a change or the next poll
+
+        async def next_reading() -> Reading:
+            return await anext(readings)
+
+        waiting = asyncio.create_task(next_reading())  # idle: waiting for a change or the next poll
         await asyncio.sleep(0)
         bench.printer.power_off_after(300)
         with pytest.raises(DeviceUnavailableError, match="may be partly printed"):
