@@ -121,8 +121,8 @@ def rss_mb() -> float:
 async def rss_run(video: Path, *, cameras: int, minutes: float, report: Callable[[str], None]) -> dict[str, Any]:
     """``cameras`` real drivers reading ``video`` in a loop at 15 fps for ``minutes``; RSS over time."""
     from device_drivers.camera.driver import create
-    from device_drivers.profiles import load_catalog
     from device_drivers.ports import DeviceBinding
+    from device_drivers.profiles import load_catalog
 
     profile = load_catalog().get("ip-camera-rtsp")
     settings = CameraSettings(source=str(video), loop=True, pace_files=True, fps_cap=FPS)

@@ -7,8 +7,9 @@ then, slowly, while the view is healthy:
   to a small share of the reference's: a hand, tape, a cap, a sprayed-over lens in light;
 - defocused: the sharpness (variance of the Laplacian) has fallen far below the reference's
   while contrast remains: the lens turned out of focus, smeared or sprayed with something clear;
-- turned_away: a 32x24 thumbnail no longer correlates with the reference thumbnail (normalised
-  cross-correlation, so dimmer or brighter light alone does not count).
+- turned_away: at least three quarters of a 32x24 thumbnail no longer correlate with the same
+  quarters of the reference (normalised cross-correlation, so dimmer or brighter light alone does
+  not count, and a person close to the lens, who fills one or two quarters, does not either).
 
 A reason must hold ``confirm_s`` of frame time before ``tamper`` is reported, and its absence as
 long before ``restored``: a person walking past the lens is not a tamper. The costlier measures
@@ -67,10 +68,21 @@ class TamperChange:
 
 
 def _thumbnail(small: Image) -> np.ndarray:
-    thumb = cv2.resize(small, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-    thumb -= float(thumb.mean())
-    norm = float(np.linalg.norm(thumb))
-    return thumb / norm if norm > 1e-6 else thumb
+    thumb: np.ndarray = cv2.resize(small, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+    return thumb
+
+
+def _block_correlations(thumb: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of each quarter of two thumbnails (four values in -1..1)."""
+    rows, cols = THUMB_SIZE[1] // 2, THUMB_SIZE[0] // 2
+
+    def blocks(image: np.ndarray) -> np.ndarray:
+        quarters = image.reshape(2, rows, 2, cols).transpose(0, 2, 1, 3).reshape(4, rows * cols)
+        centred = quarters - quarters.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(centred, axis=1, keepdims=True)
+        return np.asarray(centred / np.maximum(norms, 1e-6))
+
+    return np.asarray(np.sum(blocks(thumb) * blocks(reference), axis=1))
 
 
 def _sharpness(small: Image) -> float:
@@ -119,7 +131,7 @@ class TamperDetector:
         if len(self._warm) >= WARMUP_FRAMES:
             self._ref_std = float(np.mean([w[0] for w in self._warm]))
             self._ref_sharp = float(np.mean([w[1] for w in self._warm]))
-            self._ref_thumb = _thumbnail(np.mean([w[2] for w in self._warm], axis=0).astype(np.float32))
+            self._ref_thumb = np.mean([w[2] for w in self._warm], axis=0).astype(np.float32)
             self._warm = []
 
     def _judge(self, small: Image, *, mean: float, std: float) -> tuple[TamperReason, float] | Literal["dark"] | None:
@@ -135,7 +147,8 @@ class TamperDetector:
         sharp_share = sharp / max(self._ref_sharp, 1e-6)
         thumb = _thumbnail(small)
         assert self._ref_thumb is not None
-        correlation = float(np.sum(thumb * self._ref_thumb))
+        quarters = np.sort(_block_correlations(thumb, self._ref_thumb))
+        correlation = float(quarters[2])  # the second best quarter: three are at or below it
         verdict: tuple[TamperReason, float] | None = None
         if sharp_share < limits.sharp_share:
             verdict = ("defocused", round(sharp_share, 4))
@@ -145,7 +158,7 @@ class TamperDetector:
             # A healthy view: the reference follows it slowly (daylight, a shelf restocked).
             self._ref_std += LEARN_ALPHA * (std - self._ref_std)
             self._ref_sharp += LEARN_ALPHA * (sharp - self._ref_sharp)
-            self._ref_thumb = _thumbnail((1 - LEARN_ALPHA) * self._ref_thumb + LEARN_ALPHA * thumb)
+            self._ref_thumb = (1 - LEARN_ALPHA) * self._ref_thumb + LEARN_ALPHA * thumb
         self._slow = verdict
         return verdict
 
