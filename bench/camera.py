@@ -120,20 +120,24 @@ def rss_mb() -> float:
 
 async def rss_run(video: Path, *, cameras: int, minutes: float, report: Callable[[str], None]) -> dict[str, Any]:
     """``cameras`` real drivers reading ``video`` in a loop at 15 fps for ``minutes``; RSS over time."""
-    from device_drivers.camera.driver import create
+    from device_drivers.camera.driver import CameraDriver
+    from device_drivers.camera.profile import CameraProfile
     from device_drivers.ports import DeviceBinding
     from device_drivers.profiles import load_catalog
 
     profile = load_catalog().get("ip-camera-rtsp")
+    assert isinstance(profile, CameraProfile)
     settings = CameraSettings(source=str(video), loop=True, pace_files=True, fps_cap=FPS)
     before = rss_mb()
     drivers = [
-        create(profile=profile, binding=DeviceBinding(device_id=f"cam-{n}", address=str(video)), settings=settings)
+        CameraDriver(
+            profile=profile, binding=DeviceBinding(device_id=f"cam-{n}", address=str(video)), settings=settings
+        )
         for n in range(cameras)
     ]
     readings = 0
 
-    async def consume(driver: Any) -> None:
+    async def consume(driver: CameraDriver) -> None:
         nonlocal readings
         async with driver:
             async for _ in driver.readings():

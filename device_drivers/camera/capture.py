@@ -16,11 +16,13 @@ from datetime import datetime
 from typing import Final, Literal
 
 import cv2
+import numpy as np
 import structlog
 
 from device_drivers.camera.analysis import CameraAnalyzer, Findings
 from device_drivers.camera.frames import Image
 from device_drivers.camera.profile import CameraProfile, CameraSettings
+from device_drivers.toolkit.rejects import RejectCounter
 from storegate.clock import Clock
 from storegate.wire import CameraFootfall
 
@@ -30,6 +32,7 @@ SourceKind = Literal["index", "device", "stream", "file"]
 _STREAM: Final = re.compile(r"^(rtsps?|https?)://", re.IGNORECASE)
 _USERINFO: Final = re.compile(r"^([a-z][a-z0-9+.-]*://)([^/@]*)@", re.IGNORECASE)
 FILE_FPS_DEFAULT: Final = 15.0  # a file that does not say its frame rate is taken as a 15 fps camera
+MAX_BAD_FRAMES: Final = 100  # unusable frames in a row before the source counts as broken
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,16 @@ def parse_source(address: str) -> SourceSpec:
     if _STREAM.match(text):
         return SourceSpec("stream", text)
     return SourceSpec("file", text)
+
+
+def usable(frame: Image | None) -> bool:
+    """Whether a decoded frame is an image the analysis can take (8-bit grey or BGR, not empty)."""
+    return (
+        frame is not None
+        and frame.size > 0
+        and frame.dtype == np.uint8
+        and (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3))
+    )
 
 
 def redact(url: str) -> str:
@@ -111,8 +124,10 @@ class CaptureWorker:
         deliver: Callable[[Item], None],
         clock: Clock,
         name: str,
+        rejects: RejectCounter | None = None,
     ) -> None:
         self.spec = spec
+        self.rejects = rejects
         self.profile = profile
         self.settings = settings
         self.analyzer = analyzer
@@ -189,8 +204,18 @@ class CaptureWorker:
         first_t: float | None = None
         paced_from = self._clock.monotonic()
         last_analysed: float | None = None
+        bad_in_a_row = 0
         while not self._stop.is_set():
             ok, frame = capture.read()
+            if ok and not usable(frame):
+                # A decoder that hands out an empty or odd image (a broken stream's frame): counted, skipped.
+                bad_in_a_row += 1
+                if self.rejects is not None:
+                    shape = None if frame is None else frame.shape
+                    self.rejects.reject("bad_frame", f"unusable frame {shape}", source=self.spec.shown)
+                if bad_in_a_row >= MAX_BAD_FRAMES:
+                    return f"{self.spec.shown} sends no usable frames ({bad_in_a_row} in a row)"
+                continue
             if not ok or frame is None:
                 if is_file and self.settings.loop and index > 0:
                     played += index / file_fps
@@ -198,6 +223,9 @@ class CaptureWorker:
                     capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
                 return "end of file" if is_file else f"no frame from {self.spec.shown} (stream lost)"
+            if bad_in_a_row and self.rejects is not None:
+                self.rejects.accepted()
+            bad_in_a_row = 0
             self.frames_read += 1
             self.last_frame_at = self._clock.monotonic()
             # Source time: the video's own for a file (judged the same however fast it is read), else monotonic.

@@ -35,6 +35,7 @@ from device_drivers.camera.profile import CameraProfile, CameraSettings
 from device_drivers.ports import DeviceBinding
 from device_drivers.toolkit.commands import answer_ping, command_result
 from device_drivers.toolkit.health import HealthRecord
+from device_drivers.toolkit.rejects import RejectCounter
 from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.wire import (
     CameraBox,
@@ -80,6 +81,9 @@ class CameraDriver:
         self.settings = settings
         self.spec = parse_source(settings.source or binding.address)
         self.record = HealthRecord()
+        self.rejects = RejectCounter(
+            logger=log, device_id=binding.device_id, health=self.record, event="frame_rejected", noun="frames"
+        )
         self._clock = clock
         self._worker: CaptureWorker | None = None
         self._queue: asyncio.Queue[Item | Reading] = asyncio.Queue(maxsize=_QUEUE)
@@ -109,6 +113,7 @@ class CameraDriver:
             deliver=deliver,
             clock=self._clock,
             name=f"camera {self.binding.device_id}",
+            rejects=self.rejects,
         )
         self._worker = worker
         worker.start()

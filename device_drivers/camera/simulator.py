@@ -146,3 +146,70 @@ def write_video(path: Path, frames: Iterable[Image], *, fps: float, size: tuple[
             writer.write(frame)
     finally:
         writer.release()
+
+
+class MjpegServer:
+    """A network camera's HTTP MJPEG stream (multipart/x-mixed-replace) of a clip, looped, on loopback.
+
+    ``stall()`` keeps the connection open but sends nothing more (a camera that froze), ``resume()``
+    sends again, ``close()`` stops serving (a camera unplugged from the network).
+    """
+
+    def __init__(self, clip: Clip, *, host: str = "127.0.0.1") -> None:
+        import http.server
+        import threading
+
+        self.frames = [cv2.imencode(".jpg", frame)[1].tobytes() for frame in clip]
+        self.fps = clip.fps
+        self.stalled = threading.Event()
+        self.closing = threading.Event()
+        self.served = 0
+        server_self = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # the tests' output stays readable
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                index = 0
+                while not server_self.closing.is_set():
+                    if server_self.stalled.is_set():
+                        server_self.closing.wait(0.05)
+                        continue
+                    jpeg = server_self.frames[index % len(server_self.frames)]
+                    head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                    try:
+                        self.wfile.write(head.encode() + jpeg + b"\r\n")
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the reader went away
+                    server_self.served += 1
+                    index += 1
+                    server_self.closing.wait(1 / server_self.fps)
+
+        self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}/video.mjpg"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg server", daemon=True)
+        self._thread.start()
+
+    def stall(self) -> None:
+        """Stop sending frames, the connection kept open."""
+        self.stalled.set()
+
+    def resume(self) -> None:
+        """Send frames again."""
+        self.stalled.clear()
+
+    def close(self) -> None:
+        """Stop serving and close every connection (idempotent)."""
+        if self.closing.is_set():
+            return
+        self.closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

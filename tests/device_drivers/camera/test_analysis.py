@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from device_drivers.camera.footfall import FootfallCounter
+from device_drivers.camera.frames import Image
 from device_drivers.camera.privacy import FaceBlurrer, take_still
 from device_drivers.camera.profile import CameraSettings, FootfallLine
 from device_drivers.camera.schedule import ArmedSchedule, ArmedWindow
@@ -174,6 +175,12 @@ def blurrer() -> FaceBlurrer:
     return FaceBlurrer()
 
 
+def decoded(jpeg: bytes) -> Image:
+    picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert picture is not None
+    return picture
+
+
 def test_faces_are_found_and_blurred_in_the_still(blurrer: FaceBlurrer) -> None:
     frame = still_scene(seed=3)
     draw_face(frame, (200, 240), 70)
@@ -181,7 +188,7 @@ def test_faces_are_found_and_blurred_in_the_still(blurrer: FaceBlurrer) -> None:
     assert len(blurrer.detect(frame)) == 2  # OpenCV's own cascade finds both drawn faces
     still = take_still(frame, blurrer=blurrer, quality=90)
     assert (still.faces_blurred, still.blurred, still.width, still.height) == (2, True, 640, 480)
-    picture = cv2.imdecode(np.frombuffer(still.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    picture = decoded(still.jpeg)
     assert blurrer.detect(picture) == []  # no face left to find
     for cx, cy, size in ((200, 240, 70), (470, 230, 60)):
         eye = picture[cy - size // 4 : cy, cx - size // 2 : cx + size // 2]
@@ -197,5 +204,5 @@ def test_with_blur_off_the_still_keeps_faces(blurrer: FaceBlurrer) -> None:
     draw_face(frame, (320, 240), 70)
     still = take_still(frame, blurrer=None, quality=90)
     assert (still.faces_blurred, still.blurred) == (0, False)
-    picture = cv2.imdecode(np.frombuffer(still.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    picture = decoded(still.jpeg)
     assert len(blurrer.detect(picture)) == 1

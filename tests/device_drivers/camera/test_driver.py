@@ -4,6 +4,7 @@ snapshot and status commands, a source that ends or cannot open, and reopening w
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from pathlib import Path
@@ -15,15 +16,17 @@ import psutil
 import pytest
 
 from device_drivers.base import CommandNotSupportedError, DeviceUnavailableError, DriverState
-from device_drivers.camera.capture import parse_source, redact
+from device_drivers.camera.analysis import CameraAnalyzer
+from device_drivers.camera.capture import CaptureWorker, Ended, parse_source, redact
 from device_drivers.camera.driver import CameraDriver
 from device_drivers.camera.privacy import FaceBlurrer
 from device_drivers.camera.profile import CameraProfile, CameraSettings
-from device_drivers.camera.simulator import Clip, Walker
+from device_drivers.camera.simulator import Clip, MjpegServer, Walker
 from device_drivers.ports import DeviceBinding
 from device_drivers.profiles import create_driver, load_catalog
+from storegate.clock import SYSTEM_CLOCK
 from storegate.wire import PAYLOAD_MODELS, CameraSnapshot, Command
-from tests.conftest import eventually
+from tests.conftest import eventually, wait_until
 from tests.device_drivers.collect import collecting
 
 DEVICE = "cam-1"
@@ -50,7 +53,7 @@ def command(name: str, **args: Any) -> Command:
         device_id=DEVICE,
         name=name,
         args=args,
-        issued_at="2026-12-06T22:00:00Z",  # type: ignore[arg-type]
+        issued_at="2026-12-06T22:00:00Z",
     )
 
 
@@ -175,3 +178,91 @@ async def test_reopening_many_times_leaves_threads_and_memory_flat(tmp_path: Pat
     assert process.memory_info().rss - rss < 15_000_000  # 30 opens; a leak of a frame a cycle would show
     assert not [t for t in threading.enumerate() if t.name == f"camera {DEVICE}"]
     assert driver.health().state is DriverState.CLOSED
+
+
+async def test_an_http_stream_that_stalls_or_goes_away_ends_readings_and_reopens(tmp_path: Path) -> None:
+    server = MjpegServer(Clip(frames=15, width=320, height=240))
+    quick = profile().model_copy(update={"read_timeout_s": 1.0, "open_timeout_s": 3.0})
+    driver = CameraDriver(
+        profile=quick,
+        binding=DeviceBinding(device_id=DEVICE, address=server.url),
+        settings=CameraSettings(blur_faces=False),
+    )
+    try:
+        async with driver, collecting(driver) as reader:
+            await eventually(lambda: _true(driver.status()["frames_analysed"]), what="frames from the stream")
+            server.stall()  # the camera froze: the connection stays, no frame comes
+            await eventually(lambda: _true(reader.ended), what="the stall to be noticed")
+            assert isinstance(reader.error, DeviceUnavailableError)
+            assert driver.health().state is DriverState.DOWN
+        server.resume()
+        async with driver, collecting(driver) as reader:  # the supervisor's reopen
+            before = driver.status()["frames_analysed"]
+            assert isinstance(before, int)
+            await eventually(lambda: _true(driver.status()["frames_analysed"] > before), what="frames again")  # type: ignore[operator]
+            server.close()  # the camera is gone from the network
+            await eventually(lambda: _true(reader.ended), what="the loss to be noticed")
+            assert isinstance(reader.error, DeviceUnavailableError)
+    finally:
+        server.close()
+    assert not [t for t in threading.enumerate() if t.name == f"camera {DEVICE}"]
+
+
+class UnusableFrames:
+    """A capture whose decoder hands out frames the analysis cannot take, between good ones.
+
+    No real decoder does that on demand, so this is the one fake: the VideoCapture's read, at the lowest layer.
+    """
+
+    def __init__(self, frames: list[Any]) -> None:
+        self.frames = frames
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return not self.released
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return False
+
+    def read(self) -> tuple[bool, Any]:
+        if not self.frames:
+            return False, None
+        return True, self.frames.pop(0)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_unusable_frames_are_counted_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    good = next(iter(Clip(frames=1, width=320, height=240)))
+    frames: list[Any] = [good, np.zeros((0, 0, 3), np.uint8), good.astype(np.float32), good[:, :, :2].copy(), good]
+    fake = UnusableFrames(frames)
+    driver = driver_for("/dev/video7", blur_faces=False, fps_cap=1000)  # both good frames analysed
+    delivered: list[object] = []
+
+    class Worker(CaptureWorker):
+        def _open(self) -> Any:
+            return fake
+
+    worker = Worker(
+        spec=driver.spec,
+        profile=driver.profile,
+        settings=driver.settings,
+        analyzer=CameraAnalyzer(driver.settings),
+        deliver=delivered.append,
+        clock=SYSTEM_CLOCK,
+        name="camera test",
+        rejects=driver.rejects,
+    )
+    with caplog.at_level(logging.WARNING):
+        worker.start()
+        wait_until(lambda: bool(delivered) and isinstance(delivered[-1], Ended), what="the end")
+    assert worker.stop(timeout=10)
+    assert worker.frames_analysed == 2  # the two good frames
+    assert driver.rejects.by_reason["bad_frame"] == 3
+    assert "rejected 3 frames" in (driver.health().last_error or "")
+    assert fake.released
+    assert any("frame_rejected" in r.getMessage() and DEVICE in r.getMessage() for r in caplog.records)
