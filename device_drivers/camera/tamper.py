@@ -7,13 +7,14 @@ then, slowly, while the view is healthy:
   to a small share of the reference's: a hand, tape, a cap, a sprayed-over lens in light;
 - defocused: the sharpness (variance of the Laplacian) has fallen far below the reference's
   while contrast remains: the lens turned out of focus, smeared or sprayed with something clear;
-- turned_away: at least three quarters of a 32x24 thumbnail no longer correlate with the same
-  quarters of the reference (normalised cross-correlation, so dimmer or brighter light alone does
-  not count, and a person close to the lens, who fills one or two quarters, does not either).
+- turned_away: at least six of the nine blocks of a 36x24 thumbnail no longer correlate with the
+  same blocks of the reference (normalised cross-correlation, so dimmer or brighter light alone does
+  not count, and a person close to the lens, who fills a column of blocks, does not either).
 
 A reason must hold ``confirm_s`` of frame time before ``tamper`` is reported, and its absence as
 long before ``restored``: a person walking past the lens is not a tamper. The costlier measures
-(sharpness, the thumbnail) run every ``SLOW_EVERY``-th frame, well inside the 2 s deadline.
+(sharpness, the thumbnail) run every ``SLOW_EVERY_S`` of frame time and the cheap ones every
+``FAST_EVERY_S``, whatever the frame rate: well inside the 2 s deadline, at a small share of the cost.
 The reference stops learning while a tamper lasts, so a view moved for good stays reported until
 the driver is opened again (which learns the new view) or the camera is put back.
 
@@ -24,6 +25,7 @@ and every check pauses while it lasts (nothing can be judged in the dark).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -34,8 +36,11 @@ from device_drivers.camera.frames import Image
 
 TamperReason = Literal["covered", "defocused", "turned_away"]
 
-SLOW_EVERY: Final = 5  # at 15 fps a slow check every 1/3 s: confirm_s + 1/3 s stays well under 2 s
-THUMB_SIZE: Final = (32, 24)
+FAST_EVERY_S: Final = 0.1  # brightness and contrast: every other frame at 15 fps
+SLOW_EVERY_S: Final = 0.4  # sharpness and the thumbnail: confirm_s + 0.4 s stays well under 2 s
+THUMB_SIZE: Final = (36, 24)
+GRID: Final = 3  # the thumbnail is compared block by block, 3 x 3
+TURNED_BLOCKS: Final = 6  # blocks that must decorrelate for "turned away": a person near the lens fills fewer
 WARMUP_FRAMES: Final = 5  # analysed frames the first reference is averaged over
 LEARN_ALPHA: Final = 0.02  # the reference follows a healthy view at this rate per slow check
 
@@ -72,17 +77,12 @@ def _thumbnail(small: Image) -> np.ndarray:
     return thumb
 
 
-def _block_correlations(thumb: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of each quarter of two thumbnails (four values in -1..1)."""
-    rows, cols = THUMB_SIZE[1] // 2, THUMB_SIZE[0] // 2
-
-    def blocks(image: np.ndarray) -> np.ndarray:
-        quarters = image.reshape(2, rows, 2, cols).transpose(0, 2, 1, 3).reshape(4, rows * cols)
-        centred = quarters - quarters.mean(axis=1, keepdims=True)
-        norms = np.linalg.norm(centred, axis=1, keepdims=True)
-        return np.asarray(centred / np.maximum(norms, 1e-6))
-
-    return np.asarray(np.sum(blocks(thumb) * blocks(reference), axis=1))
+def _blocks(thumb: np.ndarray) -> np.ndarray:
+    """The thumbnail's GRID x GRID blocks, each centred and scaled to unit length (a flat block stays zero)."""
+    rows, cols = THUMB_SIZE[1] // GRID, THUMB_SIZE[0] // GRID
+    blocks = thumb.reshape(GRID, rows, GRID, cols).transpose(0, 2, 1, 3).reshape(GRID * GRID, rows * cols)
+    blocks = blocks - blocks.mean(axis=1, keepdims=True)
+    return np.asarray(blocks / np.maximum(np.linalg.norm(blocks, axis=1, keepdims=True), 1e-3))
 
 
 def _sharpness(small: Image) -> float:
@@ -100,10 +100,12 @@ class TamperDetector:
         self.active: TamperChange | None = None
         self._since: float | None = None  # when the current candidate (or its absence, while active) started
         self._candidate: tuple[TamperReason, float] | None = None
-        self._frames = 0
+        self._last_check = -math.inf
+        self._last_slow = -math.inf
         self._ref_std = 0.0
         self._ref_sharp = 0.0
         self._ref_thumb: np.ndarray | None = None
+        self._ref_blocks: np.ndarray | None = None  # the reference's blocks, normalised (see _blocks)
         self._warm: list[tuple[float, float, np.ndarray]] = []
         self._slow: tuple[TamperReason, float] | None = None  # the last slow check's verdict
         self.started_at: float | None = None
@@ -115,13 +117,18 @@ class TamperDetector:
 
     def step(self, small: Image, *, t: float) -> TamperChange | None:
         """Feed one small grey frame seen at ``t`` (seconds); the change it confirms, if any."""
-        self._frames += 1
+        if self._last_check <= t < self._last_check + FAST_EVERY_S:
+            return None  # (a time before the last check is a clock that stepped back: check now)
+        self._last_check = t
         mean_m, std_m = cv2.meanStdDev(small)
         mean, std = float(mean_m[0, 0]), float(std_m[0, 0])
         if self._ref_thumb is None:
             self._warm_up(small, std)
             return None
-        verdict = self._judge(small, mean=mean, std=std)
+        slow = not self._last_slow <= t < self._last_slow + SLOW_EVERY_S
+        if slow:
+            self._last_slow = t
+        verdict = self._judge(small, mean=mean, std=std, slow=slow)
         return self._confirm(verdict, t=t)
 
     def _warm_up(self, small: Image, std: float) -> None:
@@ -134,21 +141,25 @@ class TamperDetector:
             self._ref_thumb = np.mean([w[2] for w in self._warm], axis=0).astype(np.float32)
             self._warm = []
 
-    def _judge(self, small: Image, *, mean: float, std: float) -> tuple[TamperReason, float] | Literal["dark"] | None:
+    def _judge(
+        self, small: Image, *, mean: float, std: float, slow: bool
+    ) -> tuple[TamperReason, float] | Literal["dark"] | None:
         limits = self.limits
         if mean <= limits.dark_mean:
             return ("covered", round(mean, 2)) if self.dark_is_tamper else "dark"
         if std < limits.flat_share * self._ref_std:
             return "covered", round(std / max(self._ref_std, 1e-6), 4)
-        if self._frames % SLOW_EVERY:
+        if not slow:
             # Between slow checks the last one's verdict stands while it matters (a tamper or its candidate).
             return self._slow if self.active is not None or self._candidate is not None else None
         sharp = _sharpness(small)
         sharp_share = sharp / max(self._ref_sharp, 1e-6)
         thumb = _thumbnail(small)
         assert self._ref_thumb is not None
-        quarters = np.sort(_block_correlations(thumb, self._ref_thumb))
-        correlation = float(quarters[2])  # the second best quarter: three are at or below it
+        if self._ref_blocks is None:
+            self._ref_blocks = _blocks(self._ref_thumb)
+        by_block = np.sort(np.einsum("ij,ij->i", _blocks(thumb), self._ref_blocks))
+        correlation = float(by_block[TURNED_BLOCKS - 1])  # TURNED_BLOCKS blocks are at or below it
         verdict: tuple[TamperReason, float] | None = None
         if sharp_share < limits.sharp_share:
             verdict = ("defocused", round(sharp_share, 4))
@@ -159,6 +170,7 @@ class TamperDetector:
             self._ref_std += LEARN_ALPHA * (std - self._ref_std)
             self._ref_sharp += LEARN_ALPHA * (sharp - self._ref_sharp)
             self._ref_thumb = (1 - LEARN_ALPHA) * self._ref_thumb + LEARN_ALPHA * thumb
+            self._ref_blocks = None
         self._slow = verdict
         return verdict
 
