@@ -3,6 +3,8 @@ temporary directory because no camera is plugged into the test machine), each wi
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from device_drivers.camera.discovery import V4lLister, discover
@@ -62,3 +64,18 @@ def test_the_family_registers_its_lister_for_hot_plug() -> None:
     lister = camera.port_lister(load_catalog().of_kind("camera"), object())  # type: ignore[arg-type]
     assert isinstance(lister, V4lLister)
     assert [p.id for p in lister.profiles] == ["usb-uvc-camera"]  # the RTSP profile is configured, not found
+
+
+def test_loading_the_profiles_and_hot_plug_imports_no_opencv() -> None:
+    # A gateway without cameras never pays for OpenCV (tens of MB): only opening a camera imports it.
+    probe = (
+        "import sys\n"
+        "from device_drivers.profiles import load_catalog, parse_settings\n"
+        "import edge_agent.hotplug\n"
+        "catalog = load_catalog()\n"
+        "for profile in catalog.of_kind('camera'):\n"
+        "    parse_settings(profile, {})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'numpy')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
