@@ -26,7 +26,14 @@ from typing import Final, Literal, Self
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from device_drivers.base import CommandNotSupportedError, DeviceUnavailableError, Driver, DriverHealth, Reading
+from device_drivers.base import (
+    CommandNotSupportedError,
+    DeviceUnavailableError,
+    Driver,
+    DriverError,
+    DriverHealth,
+    Reading,
+)
 from device_drivers.camera.analysis import CameraAnalyzer
 from device_drivers.camera.capture import CaptureWorker, Counted, Ended, Found, Item, Opened, parse_source
 from device_drivers.camera.frames import Image
@@ -96,7 +103,12 @@ class CameraDriver:
     async def __aenter__(self) -> Self:
         self.record.opening()
         if self.settings.blur_faces and self._blurrer is None:
-            self._blurrer = await asyncio.to_thread(FaceBlurrer)
+            try:
+                self._blurrer = await asyncio.to_thread(FaceBlurrer)
+            except RuntimeError as err:
+                # No face detector, no stills: an installation fault, which reopening does not mend.
+                self.record.down(err)
+                raise DriverError(f"{self.binding.device_id}: {err}") from err
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Item | Reading] = asyncio.Queue(maxsize=_QUEUE)
         self._queue = queue
@@ -151,7 +163,9 @@ class CameraDriver:
         if queue.full():
             self.dropped += 1
             self.record.note(f"findings dropped: the consumer is behind ({self.dropped} so far)")
-            return
+            if not isinstance(item, Opened | Ended):
+                return
+            queue.get_nowait()  # the source's opening or end must arrive: the oldest finding goes instead
         queue.put_nowait(item)
 
     async def _stop(self) -> None:

@@ -3,10 +3,12 @@ snapshot and status commands, a source that ends or cannot open, and reopening w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,8 @@ import psutil
 import pytest
 
 from device_drivers.base import CommandNotSupportedError, DeviceUnavailableError, DriverState
-from device_drivers.camera.analysis import CameraAnalyzer
-from device_drivers.camera.capture import CaptureWorker, Ended, parse_source, redact
+from device_drivers.camera.analysis import CameraAnalyzer, Findings
+from device_drivers.camera.capture import CaptureWorker, Ended, Found, parse_source, redact
 from device_drivers.camera.driver import CameraDriver
 from device_drivers.camera.privacy import FaceBlurrer
 from device_drivers.camera.profile import CameraProfile, CameraSettings
@@ -138,7 +140,9 @@ async def test_a_source_that_cannot_open_is_unavailable_and_leaves_no_thread(tmp
     assert result.status == "failed"
 
 
-async def test_a_stream_url_password_is_never_shown(tmp_path: Path) -> None:
+async def test_a_stream_url_password_is_never_shown(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     url = "rtsp://admin:s3cret@127.0.0.1:1/stream2"  # loopback, nothing listens on port 1
     assert parse_source(url).kind == "stream"
     assert redact(url) == "rtsp://admin:***@127.0.0.1:1/stream2"
@@ -148,6 +152,9 @@ async def test_a_stream_url_password_is_never_shown(tmp_path: Path) -> None:
     assert "s3cret" not in str(raised.value)
     assert "s3cret" not in (driver.health().last_error or "")
     assert "s3cret" not in json.dumps(driver.status())
+    printed = capfd.readouterr()  # what OpenCV and FFmpeg wrote to the process's stderr themselves
+    assert "127.0.0.1:1" in printed.err + printed.out + caplog.text
+    assert "s3cret" not in printed.err + printed.out + caplog.text
 
 
 @pytest.mark.parametrize(
@@ -267,3 +274,16 @@ def test_unusable_frames_are_counted_logged_and_skipped(caplog: pytest.LogCaptur
     assert "rejected 3 frames" in (driver.health().last_error or "")
     assert fake.released
     assert any("frame_rejected" in r.getMessage() and DEVICE in r.getMessage() for r in caplog.records)
+
+
+async def test_a_full_queue_drops_findings_but_never_the_sources_end(tmp_path: Path) -> None:
+    driver = driver_for(tmp_path / "x.avi", blur_faces=False)
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=3)
+    at = datetime(2026, 12, 6, 22, tzinfo=UTC)
+    findings = [Found(Findings(), np.zeros((2, 2, 3), np.uint8), at) for _ in range(4)]
+    for item in findings:
+        driver._put(queue, item)
+    assert driver.dropped == 1
+    assert "findings dropped" in (driver.health().last_error or "")
+    driver._put(queue, Ended("stream lost"))
+    assert [queue.get_nowait() for _ in range(3)] == [findings[1], findings[2], Ended("stream lost")]
