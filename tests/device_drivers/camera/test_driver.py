@@ -287,3 +287,42 @@ async def test_a_full_queue_drops_findings_but_never_the_sources_end(tmp_path: P
     assert "findings dropped" in (driver.health().last_error or "")
     driver._put(queue, Ended("stream lost"))
     assert [queue.get_nowait() for _ in range(3)] == [findings[1], findings[2], Ended("stream lost")]
+
+
+class HangingCapture(UnusableFrames):
+    """A V4L2 device that stops delivering inside read() and never returns on its own (a wedged USB camera)."""
+
+    def __init__(self, good: Any) -> None:
+        super().__init__([good, good, good])
+        self.hang = threading.Event()
+
+    def read(self) -> tuple[bool, Any]:
+        if not self.frames:
+            self.hang.wait(timeout=30)  # released by the test; bounded so a failing test cannot hang the suite
+            return False, None
+        return super().read()
+
+
+async def test_a_source_silent_inside_read_is_noticed_and_its_stuck_thread_reported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = next(iter(Clip(frames=1, width=320, height=240)))
+    fake = HangingCapture(good)
+    monkeypatch.setattr(CaptureWorker, "_open", lambda self: fake)
+    quick = profile().model_copy(update={"read_timeout_s": 0.5})
+    driver = CameraDriver(
+        profile=quick,
+        binding=DeviceBinding(device_id=DEVICE, address="/dev/video7"),
+        settings=CameraSettings(blur_faces=False),
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            async with driver, collecting(driver) as reader:
+                await eventually(lambda: _true(reader.ended), what="the silence to be noticed")
+                assert isinstance(reader.error, DeviceUnavailableError)
+                assert "no frame for" in str(reader.error)
+        assert any("camera_thread_stuck" in r.getMessage() for r in caplog.records)
+    finally:
+        fake.hang.set()
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == f"camera {DEVICE}"], what="the thread")
+    assert fake.released  # the thread released its capture once read() returned
