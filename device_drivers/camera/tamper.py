@@ -1,7 +1,7 @@
 """Tamper: a covered or blacked-out lens, a defocused or sprayed one, a camera turned away from its scene.
 
-Three measures of the small grey frame against a reference learnt from the first second and
-then, slowly, while the view is healthy:
+Three measures of the small grey frame against a reference learnt from its first half second that
+shows something, then followed slowly while the view is healthy:
 
 - covered: the mean brightness is near black, or the contrast (standard deviation) has fallen
   to a small share of the reference's: a hand, tape, a cap, a sprayed-over lens in light;
@@ -43,7 +43,7 @@ THUMB_SIZE: Final = (32, 24)
 GRID: Final = 4  # the thumbnail is compared block by block, 4 x 4 (8x6 pixels each)
 TURNED_BLOCKS: Final = 11  # blocks that must decorrelate for "turned away": a person near the lens fills fewer
 LEARN_EVERY: Final = 4  # the reference learns at every 4th healthy slow check (its blocks are then renormalised)
-WARMUP_FRAMES: Final = 5  # analysed frames the first reference is averaged over
+WARMUP_FRAMES: Final = 5  # checks (0.1 s apart) the first reference is averaged over
 LEARN_ALPHA: Final = 0.08  # the reference follows a healthy view at this rate per learning check
 
 
@@ -130,6 +130,9 @@ class TamperDetector:
         mean_m, std_m = cv2.meanStdDev(small)
         mean, std = float(mean_m[0, 0]), float(std_m[0, 0])
         if self._ref_thumb is None:
+            if mean <= self.limits.dark_mean and self.dark_is_tamper:
+                # A camera that opens covered has no reference yet, but black needs none.
+                return self._confirm(("covered", round(mean, 2)), t=t)
             self._warm_up(small, std)
             return None
         slow = not self._last_slow <= t < self._last_slow + SLOW_EVERY_S

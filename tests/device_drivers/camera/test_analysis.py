@@ -122,6 +122,15 @@ def test_each_tamper_is_reported_within_2_s_and_restored_after(reason: str, tmp_
     assert end.duration_s == pytest.approx(41 / FPS, abs=0.5)
 
 
+def test_a_camera_that_starts_covered_reports_it_and_the_end_once_it_has_learnt_the_view(tmp_path: Path) -> None:
+    seen, analyzer = analyse(Clip(frames=90, happenings=[("covered", 0, 30)]), tmp_path, CameraSettings())
+    changes = [(s.index, s.findings.tamper) for s in seen if s.findings.tamper is not None]
+    assert [(c.tampered, c.reason) for _, c in changes] == [(True, "covered"), (False, "covered")]
+    assert changes[0][0] <= DEADLINE_FRAMES
+    assert 31 <= changes[1][0] <= 31 + DEADLINE_FRAMES
+    assert analyzer.tamper.learnt
+
+
 def test_a_person_walking_close_past_is_not_a_tamper(tmp_path: Path) -> None:
     big = Walker(10, 40, (-100, 240), (740, 240), size=(200, 400))  # close to the lens, fast
     seen, _ = analyse(Clip(frames=60, walkers=[big]), tmp_path, CameraSettings())
