@@ -21,6 +21,7 @@ from device_drivers.profiles import create_driver, family_of, load_catalog, pars
 # Every family's kind, in the order of their packages' names (barcode, door, modbus_sensor, onewire...).
 ADDRESSES = {
     "barcode": "/dev/ttyACM9",
+    "camera": "/dev/video9",
     "door": "gpio:17",
     "modbus-sensor": "/dev/ttyUSB9",
     "w1-sensor": "/sys/bus/w1/devices/28-000000000000",
@@ -41,7 +42,7 @@ def test_every_family_package_registers_its_family_in_order() -> None:
         "serial-sensor",
         "i2c-sensor",
     ]
-    assert [f.kind for f in registered if f.port_lister is not None] == ["w1-sensor", "printer"]
+    assert [f.kind for f in registered if f.port_lister is not None] == ["camera", "w1-sensor", "printer"]
 
 
 def test_every_shipped_profile_finds_its_family_settings_and_driver() -> None:
