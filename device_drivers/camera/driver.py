@@ -46,6 +46,7 @@ from device_drivers.toolkit.rejects import RejectCounter
 from storegate.clock import SYSTEM_CLOCK, Clock
 from storegate.wire import (
     CameraBox,
+    CameraFootfall,
     CameraMotion,
     CameraRestored,
     CameraSnapshot,
@@ -59,6 +60,8 @@ log = structlog.get_logger(__name__)
 
 # Findings and stills waiting for readings(): far more than a camera makes while its consumer is busy.
 _QUEUE: Final = 256
+# Footfall periods whose running totals are kept (per line): a reopen reports at most the last one or two again.
+_FOOTFALL_PERIODS_KEPT: Final = 16
 _HEARTBEAT_S: Final = 0.5  # how often readings() looks whether the source went silent
 
 
@@ -96,6 +99,10 @@ class CameraDriver:
         self._queue: asyncio.Queue[Item | Reading] = asyncio.Queue(maxsize=_QUEUE)
         self._blurrer: FaceBlurrer | None = None
         self.dropped = 0  # findings lost to a full queue (a consumer stalled for long)
+        # Each recent footfall period's counts so far, by line and start, over every open of this driver: a stream
+        # that drops mid-minute reports the minute again after the reopen, and the hub keeps the last report of a
+        # period (it sets, so that a replayed event never counts twice); so every report carries the running total.
+        self._footfall_so_far: dict[tuple[str, datetime], tuple[int, int]] = {}
         self.frames_analysed = 0  # over every open of this driver
 
     # ------------------------------------------------------------------ lifecycle
@@ -199,8 +206,7 @@ class CameraDriver:
                     yield self._count(reading)
             elif isinstance(item, Counted):
                 for period in item.footfall:
-                    payload = period.model_dump(mode="json")
-                    yield self._count(self._reading(EventKind.CAMERA_FOOTFALL, payload, item.at))
+                    yield self._count(self._footfall_reading(period, item.at))
             elif isinstance(item, Ended):
                 raise self.record.unavailable(f"{self.binding.device_id}: {item.reason}")
 
@@ -250,9 +256,18 @@ class CameraDriver:
             restored = CameraRestored(reason=change.reason, tampered_s=change.duration_s)
             out.append(self._reading(EventKind.CAMERA_RESTORED, _dump(restored), found.at, still))
             log.info("camera_restored", device_id=self.binding.device_id, reason=change.reason)
-        for period in findings.footfall:
-            out.append(self._reading(EventKind.CAMERA_FOOTFALL, period.model_dump(mode="json"), found.at))
+        out.extend(self._footfall_reading(period, found.at) for period in findings.footfall)
         return out
+
+    def _footfall_reading(self, period: CameraFootfall, at: datetime) -> Reading:
+        """A period's report as its running total: what this driver counted of it before, plus ``period``."""
+        key = (period.line, period.period_start)
+        entered, exited = self._footfall_so_far.get(key, (0, 0))
+        total = period.model_copy(update={"entered": entered + period.entered, "exited": exited + period.exited})
+        self._footfall_so_far[key] = (total.entered, total.exited)
+        while len(self._footfall_so_far) > _FOOTFALL_PERIODS_KEPT:
+            del self._footfall_so_far[next(iter(self._footfall_so_far))]
+        return self._reading(EventKind.CAMERA_FOOTFALL, total.model_dump(mode="json"), at)
 
     # ------------------------------------------------------------------ commands
 

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from device_drivers.camera.simulator import Clip, MjpegServer, Walker
 from device_drivers.ports import DeviceBinding
 from device_drivers.profiles import create_driver, load_catalog
 from storegate.clock import SYSTEM_CLOCK
-from storegate.wire import PAYLOAD_MODELS, CameraSnapshot, Command
+from storegate.wire import PAYLOAD_MODELS, CameraFootfall, CameraSnapshot, Command
 from tests.conftest import eventually, wait_until
 from tests.device_drivers.collect import collecting
 
@@ -326,3 +326,16 @@ async def test_a_source_silent_inside_read_is_noticed_and_its_stuck_thread_repor
         fake.hang.set()
     wait_until(lambda: not [t for t in threading.enumerate() if t.name == f"camera {DEVICE}"], what="the thread")
     assert fake.released  # the thread released its capture once read() returned
+
+
+def test_a_footfall_period_reported_again_after_a_reopen_carries_its_running_total() -> None:
+    # The hub keeps a period's last report; a stream that dropped mid-minute must not make it forget the
+    # crossings counted before the drop.
+    driver = driver_for("unused.avi")
+    minute = datetime(2026, 12, 6, 9, 15, tzinfo=UTC)
+    before_drop = CameraFootfall(line="entrance", period_start=minute, entered=3, exited=1)
+    after_reopen = CameraFootfall(line="entrance", period_start=minute, entered=2, exited=0)
+    next_minute = CameraFootfall(line="entrance", period_start=minute + timedelta(minutes=1), entered=1, exited=1)
+    reported = [driver._footfall_reading(period, minute).payload for period in (before_drop, after_reopen, next_minute)]
+    assert [(p["entered"], p["exited"]) for p in reported] == [(3, 1), (5, 1), (1, 1)]
+    assert all(p["period_start"] == reported[0]["period_start"] for p in reported[:2])
