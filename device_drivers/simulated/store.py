@@ -9,7 +9,10 @@ back room that appears in a sysfs-like tree, where hot-plug finds it.
 What happens: customers take items from (and put items back on) the shelf; the till scans
 real baskets (the shared retail data, as Code 128 stock codes); every few minutes the
 freezer door is left open for a while, the freezer warms up until the gateway's local
-alarm goes off, and cools down again once the door is shut.
+alarm goes off, and cools down again once the door is shut. The back office's receipt
+printer is an ESC/POS emulator on a loopback TCP port (a network printer), where the hub's
+restock pick lists come out; a camera over the entrance watches a looping video of shoppers
+walking in and out, and counts them across its line.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from typing import Any, Final
 import structlog
 
 from device_drivers.barcode.simulator import BasketReplayer, PlannedScan, SimulatedSerialScanner
+from device_drivers.camera.simulator import Clip, Walker
 from device_drivers.door.simulator import SimulatedDoorModule
 from device_drivers.modbus_sensor.profile import ModbusSensorProfile
 from device_drivers.modbus_sensor.simulator import ModbusSensorSimulator
 from device_drivers.onewire.simulator import OneWireSimulator
+from device_drivers.printer.simulator import EmulatedPrinter, TcpPrinter
 from device_drivers.profiles import load_catalog
 from device_drivers.shelf.simulator import ShelfSimulator, SlotSpec
 from device_drivers.simulated.climate import ClimateSample, climate_series
@@ -49,6 +54,17 @@ SHELF_SKUS: Final = (
     ("21730", 310.0),
     ("22633", 90.0),
 )
+# The entrance camera's clip: 20 s at 15 fps, looped; the store is right of the line at x = 320.
+ENTRANCE_CLIP: Final = Clip(
+    frames=300,
+    walkers=[
+        Walker(10, 60, (40, 300), (600, 300)),
+        Walker(80, 130, (600, 240), (40, 240)),
+        Walker(150, 200, (60, 340), (580, 340)),
+        Walker(220, 270, (40, 280), (600, 280)),
+    ],
+)
+ENTRANCE_LINE: Final = {"name": "entrance", "start": [320, 0], "end": [320, 480], "inside": [600, 240]}
 # Valid EAN-13 codes scanned when the retail data is not on this machine.
 FALLBACK_CODES: Final = ("5449000039231", "4007817327098", "9780140013993", "5000213101025", "8480010001136")
 # A full slot's load: below the shelf controller's 5 kg cells, with room for a resting hand.
@@ -123,6 +139,7 @@ class SimulatedStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._door_module: SimulatedDoorModule | None = None
         self._w1: OneWireSimulator | None = None
+        self.printer: TcpPrinter | None = None
         self.w1_root = workdir / "w1" / "devices"
 
     async def __aenter__(self) -> SimulatedStore:
@@ -217,6 +234,38 @@ class SimulatedStore:
             )
         )
 
+        # The back office's receipt printer: a network printer, given by address (hot-plug finds only USB ones).
+        self.printer = await stack.enter_async_context(TcpPrinter(EmulatedPrinter()))
+        self.devices.append(
+            SimulatedDevice(device_id="receipt-printer", profile="network-printer-9100", address=self.printer.address)
+        )
+
+        # The entrance camera reads a video file (an IP camera's stream in a real store); it counts footfall and
+        # reports motion only at night, as a store's cameras are armed outside opening hours.
+        entrance = await asyncio.to_thread(ENTRANCE_CLIP.write, self.workdir / "entrance.avi")
+        self.devices.append(
+            SimulatedDevice(
+                device_id="entrance-cam",
+                profile="ip-camera-rtsp",
+                address=str(entrance),
+                settings={
+                    "source": str(entrance),
+                    "loop": True,
+                    "footfall": ENTRANCE_LINE,
+                    "armed": {
+                        "time_zone": "Europe/London",
+                        "windows": [
+                            {
+                                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                "start": "22:30",
+                                "end": "06:30",
+                            }
+                        ],
+                    },
+                },
+            )
+        )
+
         # Found by the agent's hot-plug (hotplug.w1_root), not configured.
         self._w1 = OneWireSimulator(root=self.w1_root, interval_s=5.0)
         self._w1.add_probe(serial="0316a279b0ff", offset_c=-1.0, seed=self.rng.randrange(1000))
@@ -240,7 +289,7 @@ class SimulatedStore:
 
     async def run(self) -> None:
         """What happens in the store, until cancelled."""
-        await asyncio.gather(self._freezer_door(), self._back_room())
+        await asyncio.gather(self._freezer_door(), self._back_room(), self._print_room())
 
     async def _freezer_door(self) -> None:
         assert self._door_module is not None
@@ -253,6 +302,17 @@ class SimulatedStore:
             self.door.open = False
             self._door_module.set_input(0, True)
             log.info("simulated_freezer_door_closed")
+
+    async def _print_room(self) -> None:
+        """Say in the log when a pick list came out of the printer, so the demo shows where it went."""
+        assert self.printer is not None
+        printed = 0
+        while True:
+            await asyncio.sleep(2.0)
+            receipts = self.printer.printer.receipts
+            if len(receipts) > printed:
+                log.info("simulated_printer_printed", receipts=len(receipts) - printed, bytes=len(receipts[-1]))
+                printed = len(receipts)
 
     async def _back_room(self) -> None:
         assert self._w1 is not None

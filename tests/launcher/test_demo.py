@@ -123,6 +123,9 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
             ("freezer-1-door", "door.closed"),
             ("dev-28-0316a279b0ff", "device.attached"),
             ("dev-28-0316a279b0ff", "environment.reading"),
+            ("receipt-printer", "device.attached"),
+            ("receipt-printer", "printer.status"),
+            ("entrance-cam", "device.attached"),
         }
 
         def devices_reporting() -> bool:
