@@ -251,6 +251,16 @@ async def test_an_unknown_gateway_is_404_and_a_revoked_one_409(hub: RunningHub) 
         assert await session.scalar(select(func.count()).select_from(OutgoingCommand)) == 0
 
 
+async def test_the_caller_bounds_how_long_a_command_may_wait(hub: RunningHub) -> None:
+    queued = await hub.client.post(COMMANDS, json={**TEST_PAGE, "expires_in_s": 60})
+    assert queued.status_code == 202, queued.text
+    (row,) = await command_rows(hub)
+    assert row.expires_at is not None
+    assert row.expires_at - row.issued_at == timedelta(seconds=60)
+    shown = (await hub.client.get(queued.json()["status_url"])).json()
+    assert shown["expires_at"] == queued.json()["expires_at"]
+
+
 async def test_nobody_anonymous_sends_a_command(hub: RunningHub) -> None:
     async with hub.anonymous() as nobody:
         refused = await nobody.post(COMMANDS, json=TEST_PAGE)
