@@ -121,11 +121,12 @@ async def send_command(
     note_change(request, target=target, store_id=store_id, detail=kind)
     need = needed_capability(body)
     if not who.can(need):
-        denied = AccessDenied(
-            403, f"the role {who.role.value!r} may not send {kind} (it needs {need.value!r})", cause="role"
-        )
-        log.warning("command_refused", actor=who.actor, kind=kind, store_id=store_id, reason=denied.reason)
-        raise HTTPException(status_code=denied.status, detail=denied.reason)
+        reason = f"the role {who.role.value!r} may not send {kind} (it needs {need.value!r})"
+        runtime = getattr(request.app.state, "runtime", None)
+        if isinstance(runtime, HubRuntime):  # counted with the gate's refusals
+            runtime.metrics.access_refused.labels(status="403", cause="role").inc()
+        log.warning("command_refused", actor=who.actor, kind=kind, store_id=store_id, reason=reason)
+        raise HTTPException(status_code=403, detail=reason)
     try:
         gateway = await registry.find(session, store_id, gateway_id)
     except registry.GatewayNotFoundError as err:
@@ -155,8 +156,9 @@ async def send_command(
         )
     )
     await session.commit()
-    runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
-    if runtime is not None and runtime.commands is not None:  # an API-only process leaves it to the leader's poll
+    runtime = getattr(request.app.state, "runtime", None)
+    # Publish now; an API-only process has no sender and leaves it to the leader's next poll.
+    if isinstance(runtime, HubRuntime) and runtime.commands is not None:
         runtime.commands.notify()
     # What was asked, not the receipt's text: the audit log keeps who sent which command where.
     note_change(

@@ -182,6 +182,8 @@ async def test_ops_send_receipts_and_technicians_the_rest_each_refused_the_other
     # Every refusal is in the audit log with who and where.
     refusals = await audit_of(hub, outcome="403")
     assert len(refusals) == 5
+    # and counted with the gate's refusals: the viewer's three at the gate, the two others by the handler
+    assert hub.runtime.metrics.access_refused.labels(status="403", cause="role")._value.get() == 5
     assert {e["store_id"] for e in refusals} == {STORE}
 
 
