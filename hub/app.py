@@ -49,6 +49,7 @@ from hub.auth import api as operators_api
 from hub.auth import guard
 from hub.auth import pages as login_pages
 from hub.catalog import api as catalog
+from hub.commands import api as commands_api
 from hub.commands.sender import CommandPublisher
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
@@ -479,6 +480,7 @@ _API_MODULES: Final = (
     refused,
     catalog,
     inventory_api,
+    commands_api,
     alerts_api,
     replenishment_api,
     rules_api,

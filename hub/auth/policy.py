@@ -47,6 +47,11 @@ def evidence(store_from: StoreFrom) -> Policy:
     return Policy(need=Capability.EVIDENCE, store_from=store_from)
 
 
+def command(store_from: StoreFrom) -> Policy:
+    """Technicians and ops send devices commands; the handler checks the one each command needs."""
+    return Policy(need=Capability.COMMAND, store_from=store_from)
+
+
 def administer(store_from: StoreFrom = CHAIN) -> Policy:
     """Admins only; chain-wide unless a store is named."""
     return Policy(need=Capability.ADMINISTER, store_from=store_from)
@@ -85,6 +90,9 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/events"): read(QUERY),
     ("GET", "/api/v1/data-losses"): read(QUERY),
     ("GET", "/api/v1/commands"): read(QUERY),
+    ("GET", "/api/v1/commands/{command_id}"): read(OBJECT),  # the handler checks the command's store
+    # a test page, snapshot, status or ping needs maintain, a receipt operate: checked by the handler on the body
+    ("POST", "/api/v1/stores/{store_id}/gateways/{gateway_id}/devices/{device_id}/commands"): command(PATH),
     # catalog: reference data read by all, imported by admins
     ("POST", "/api/v1/catalog/skus/import"): administer(),
     ("GET", "/api/v1/catalog/skus/export"): read(),

@@ -6,4 +6,6 @@ did not happen nor lose one that did. ``sender`` publishes pending rows on the g
 topic; the gateway's result comes back on ``command_results`` and :mod:`hub.commands.status` records it,
 which also updates the restock task that printed. A print job may be answered twice: ``accepted`` (stored on
 the gateway, the task's print status ``queued``), then ``done`` or ``failed``; statuses only move forward.
+An operator queues one for a device through :mod:`hub.commands.api` (allow-listed names, arguments
+checked by :mod:`hub.commands.requests`), in the request's own transaction, and reads its result there.
 """

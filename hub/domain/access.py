@@ -33,14 +33,24 @@ class Capability(StrEnum):
     MAINTAIN = "maintain"  # the fleet: gateways, devices, commands to them
     ADMINISTER = "administer"  # the chain: operators, tokens, audit, chain rules, webhooks, catalog imports
     EVIDENCE = "evidence"  # see camera stills (people in a store): ops and admins, never viewers or technicians
+    # Send a device a command: technicians (test pages, snapshots) and ops (receipts) both do, so a route gets
+    # this at its gate and the handler asks MAINTAIN or OPERATE by the command (hub.commands.requests.NEEDS).
+    COMMAND = "command"
 
 
 ROLE_CAPABILITIES: Final[dict[Role, frozenset[Capability]]] = {
     Role.VIEWER: frozenset({Capability.READ}),
-    Role.TECHNICIAN: frozenset({Capability.READ, Capability.MAINTAIN}),
-    Role.OPS: frozenset({Capability.READ, Capability.OPERATE, Capability.EVIDENCE}),
+    Role.TECHNICIAN: frozenset({Capability.READ, Capability.MAINTAIN, Capability.COMMAND}),
+    Role.OPS: frozenset({Capability.READ, Capability.OPERATE, Capability.EVIDENCE, Capability.COMMAND}),
     Role.ADMIN: frozenset(
-        {Capability.READ, Capability.OPERATE, Capability.MAINTAIN, Capability.ADMINISTER, Capability.EVIDENCE}
+        {
+            Capability.READ,
+            Capability.OPERATE,
+            Capability.MAINTAIN,
+            Capability.ADMINISTER,
+            Capability.EVIDENCE,
+            Capability.COMMAND,
+        }
     ),
 }
 

@@ -24,6 +24,8 @@ SAMPLE_PARAMS: Final = {
     "sku_id": "A",
     "gateway_id": "gw-1",
     "ref": "0" * 64,
+    "device_id": "printer-1",
+    "command_id": str(uuid.UUID(int=9)),
 }
 
 STORES_CSV: Final = (
