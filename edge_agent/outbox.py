@@ -42,7 +42,6 @@ transaction) at a time, so the event loop never waits for the disk.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -52,7 +51,6 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -65,6 +63,7 @@ import structlog
 from pydantic import JsonValue, ValidationError
 
 from edge_agent.errors import AgentError
+from edge_agent.sqlite_thread import SqliteOnItsThread
 from storegate import wire
 from storegate.private_files import PRIVATE_FILE_MODE, private_sqlite_files
 from storegate.wire import MAX_LOSS_RANGES, DataLoss, EventKind, Priority, SeqRange, priority_of, utc_now
@@ -431,13 +430,17 @@ def _v1_row_body(row: tuple[object, ...], loss_device_id: str) -> NewEvent:
         )
 
 
-class Outbox:
+class Outbox(SqliteOnItsThread):
     """The agent's SQLite outbox. Async context manager; operations run one at a time on its own thread.
 
     ``quota`` bounds what it holds (None: unbounded). Loss events it writes itself
     (evictions, ``not_held``) carry ``loss_device_id`` as their device (the agent passes
     its gateway id). ``now`` stamps them.
     """
+
+    thread_name = "outbox"
+    # Each operation updates the in-memory mirrors itself, after its commit, on the thread: a caller cancelled
+    # meanwhile cannot leave them disagreeing with the file.
 
     def __init__(
         self,
@@ -451,8 +454,7 @@ class Outbox:
         self.quota = quota
         self.loss_device_id = loss_device_id
         self._now = now
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        super().__init__()
         self._stream: UUID | None = None
         # Mirrors of the state row, changed only after a commit (read from any thread).
         self._last_seq = 0
@@ -478,15 +480,7 @@ class Outbox:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        if self._executor is not None:
-            raise RuntimeError("Outbox is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        try:
-            await self._run(self._open_sync)
-        except BaseException:
-            executor, self._executor = self._executor, None
-            executor.shutdown(wait=False)
-            raise
+        await self._open_thread()
         return self
 
     async def __aexit__(
@@ -496,31 +490,7 @@ class Outbox:
 
     async def close(self) -> None:
         """Wait for the running operation, then close the database; idempotent."""
-        executor = self._executor
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=False)
-
-    async def _run(self, operation: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
-            raise RuntimeError("Outbox is not open; use it as an async context manager")
-        # The operation updates the in-memory mirrors itself, after its commit: a caller
-        # cancelled meanwhile cannot leave them disagreeing with the file.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, operation, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("Outbox is not open; use it as an async context manager")
-        return self._conn
-
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        await self._close_thread()
 
     def _open_sync(self) -> None:
         try:

@@ -33,7 +33,6 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,6 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from device_drivers.base import CommandNotSupportedError, DeviceNotReadyError, DriverError
 from edge_agent.errors import AgentError
+from edge_agent.sqlite_thread import SqliteOnItsThread
 from edge_agent.timing import Backoff
 from storegate import wire
 from storegate.mqtt import TAKEN_RC
@@ -257,12 +257,14 @@ class PrintJobStats:
     redelivered: int
 
 
-class PrintJobs:
+class PrintJobs(SqliteOnItsThread):
     """The gateway's durable print queue. Async context manager; ``run(link)`` works it until cancelled.
 
     ``devices`` finds each printer; ``known_device`` says whether a device id is one this gateway may
     print on while it is absent (a configured device); ``config`` is the ``[print_jobs]`` section.
     """
+
+    thread_name = "print-jobs"
 
     def __init__(
         self,
@@ -285,8 +287,7 @@ class PrintJobs:
         self._clock = clock
         self._rng = rng or random.Random()  # jitter only
         self._backoff = Backoff(initial_s=config.retry_initial_s, max_s=config.retry_max_s)
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        super().__init__()
         self._link: ResultLink | None = None
         self._publish_wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -301,15 +302,7 @@ class PrintJobs:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        if self._executor is not None:
-            raise RuntimeError("PrintJobs is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="print-jobs")
-        try:
-            await self._run(self._open_sync)
-        except BaseException:
-            executor, self._executor = self._executor, None
-            executor.shutdown(wait=False)
-            raise
+        await self._open_thread()
         return self
 
     async def __aexit__(
@@ -320,29 +313,7 @@ class PrintJobs:
     async def close(self) -> None:
         """Stop the workers, wait for the running operation, close the file; idempotent."""
         await self._stop_workers()
-        executor = self._executor
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=False)
-
-    async def _run(self, operation: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
-            raise RuntimeError("PrintJobs is not open; use it as an async context manager")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, operation, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("PrintJobs is not open; use it as an async context manager")
-        return self._conn
-
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        await self._close_thread()
 
     def _open_sync(self) -> None:
         try:
