@@ -55,8 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Final, NamedTuple, Self, TypeVar
+from typing import Final, NamedTuple, TypeVar
 from uuid import UUID, uuid4
 
 import structlog
@@ -478,19 +477,6 @@ class Outbox(SqliteOnItsThread):
         self.disk_full_since: datetime | None = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Self:
-        await self._open_thread()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Wait for the running operation, then close the database; idempotent."""
-        await self._close_thread()
 
     def _open_sync(self) -> None:
         try:

@@ -12,19 +12,33 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar, TypeVar
+from types import TracebackType
+from typing import ClassVar, Self, TypeVar
 
 T = TypeVar("T")
 
 
 class SqliteOnItsThread:
-    """One SQLite connection, used only on its own thread; ``_open_thread`` and ``_close_thread`` bracket it."""
+    """One SQLite connection, used only on its own thread. Async context manager: open, then ``close()``."""
 
     thread_name: ClassVar[str] = "sqlite"
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._open_thread()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Wait for the running operation, then close the file; idempotent."""
+        await self._close_thread()
 
     def _open_sync(self) -> None:
         """Open the file and set ``_conn`` (runs on the thread); raises the subclass's own error."""
