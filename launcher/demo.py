@@ -104,6 +104,9 @@ def demo_configs(
         "mqtt": mqtt,
         # The demo's gateway is enrolled on its first message; a real hub takes only gateways an operator added.
         "accept_unknown_gateways": True,
+        # The simulated till scans a basket's items 2 s apart and leaves 8 s between customers: a pause of 5 s
+        # ends a basket, so the footfall report's conversion counts the demo's customers, not one long basket.
+        "footfall": {"basket_gap_s": 5.0},
     }
     # A small store: a chiller, a freezer and the back room, reporting every two seconds.
     sensors = [
