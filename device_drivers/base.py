@@ -93,6 +93,9 @@ class DriverHealth:
     last_error: str | None = None
     last_reading_at: datetime | None = None
     readings_total: int = 0
+    # Up, but a person must act, in words: a printer out of paper, a camera whose lens is covered. The agent's
+    # health names it beside the devices that are down.
+    attention: str | None = None
 
 
 @runtime_checkable

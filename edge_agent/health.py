@@ -117,6 +117,7 @@ def describe_problems(
     ack_stalled_for_s: float | None,
     write_failing: tuple[float, str] | None,
     devices_down: Iterable[tuple[str, float, str | None]],
+    devices_attention: Iterable[tuple[str, str]] = (),
     queued: int = 0,
     evicting: tuple[int, str] | None = None,
     disk_full_since: datetime | None = None,
@@ -125,7 +126,8 @@ def describe_problems(
 
     ``queued``: readings held in memory while writes fail. ``evicting``: events evicted since
     the outbox filled up, and the quota in words, while it is full. ``disk_full_since``: when
-    the outbox's filesystem filled up, while it is full.
+    the outbox's filesystem filled up, while it is full. ``devices_attention``: devices that work but need a
+    person (a printer out of paper, a covered camera), with what, in words.
     """
     problems: list[str] = []
     waiting = _count(depth, "event") + " waiting"
@@ -157,6 +159,7 @@ def describe_problems(
     for device_id, down_for_s, device_error in devices_down:
         reason = f": {device_error}" if device_error else ""
         problems.append(f"device {device_id} down for {down_for_s:.0f} s{reason}")
+    problems.extend(f"device {device_id} needs attention: {what}" for device_id, what in devices_attention)
     return problems
 
 
@@ -363,6 +366,13 @@ class HealthReporter:
                 (device.device_id, down_for, device.last_error)
                 for device in self._devices.supervisors
                 if (down_for := device.down_for(now)) is not None
+            ],
+            devices_attention=[
+                (device.device_id, attention)
+                for device in self._devices.supervisors
+                if device.up
+                and (driver := device.driver) is not None
+                and (attention := driver.health().attention) is not None
             ],
             queued=recorder.queued,
             evicting=recorder.evictions.episode,

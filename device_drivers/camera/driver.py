@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -330,8 +331,13 @@ class CameraDriver:
         }
 
     def health(self) -> DriverHealth:
-        """State, last error and counts, without I/O."""
-        return self.record.snapshot()
+        """State, last error and counts, and a tamper while it lasts (the view covered...), without I/O."""
+        health = self.record.snapshot()
+        worker = self._worker
+        tamper = None if worker is None or not self.record.is_up else worker.analyzer.tamper.active
+        if tamper is None:
+            return health
+        return replace(health, attention=f"view {tamper.reason.replace('_', ' ')} (tampered)")
 
 
 def _dump(model: BaseModel) -> dict[str, JsonValue]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -157,8 +158,13 @@ class PrinterDriver:
             await link.close()
 
     def health(self) -> DriverHealth:
-        """State, last error and counts, without I/O."""
-        return self.record.snapshot()
+        """State, last error and counts, and what a person must see to (paper out or low, cover open), without I/O."""
+        health = self.record.snapshot()
+        state = self.state
+        if not self.record.is_up or state is None:
+            return health
+        attention = state.not_ready_reason or ("paper low" if state.paper == "low" else None)
+        return replace(health, attention=attention)
 
     # ------------------------------------------------------------------ status
 

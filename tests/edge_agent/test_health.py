@@ -34,12 +34,15 @@ def test_problems_in_words() -> None:
         ack_stalled_for_s=None,
         write_failing=(3.0, "database or disk is full"),
         devices_down=[("fridge-1", 61.0, "no such device /dev/ttyUSB0"), ("scale-2", 5.0, None)],
+        devices_attention=[("receipt-printer", "paper out"), ("entrance-cam", "view covered (tampered)")],
     )
     assert problems == [
         "broker 127.0.0.1:1883 unreachable for 42 s; 1,200 events waiting",
         "outbox writes failing for 3 s: database or disk is full",
         "device fridge-1 down for 61 s: no such device /dev/ttyUSB0",
         "device scale-2 down for 5 s",
+        "device receipt-printer needs attention: paper out",
+        "device entrance-cam needs attention: view covered (tampered)",
     ]
 
 

@@ -339,3 +339,20 @@ def test_a_footfall_period_reported_again_after_a_reopen_carries_its_running_tot
     reported = [driver._footfall_reading(period, minute).payload for period in (before_drop, after_reopen, next_minute)]
     assert [(p["entered"], p["exited"]) for p in reported] == [(3, 1), (5, 1), (1, 1)]
     assert all(p["period_start"] == reported[0]["period_start"] for p in reported[:2])
+
+
+async def test_a_covered_camera_asks_for_attention_in_its_health(tmp_path: Path) -> None:
+    # Covered from frame 30 to the end of a looping 13 s clip: the tamper lasts, and the agent's health says so.
+    video = Clip(frames=200, happenings=[("covered", 30, 199)]).write(tmp_path / "covered.avi")
+    driver = driver_for(video, loop=True)
+    async with driver, collecting(driver) as reader:
+        assert driver.health().attention is None
+
+        async def attention() -> str | None:
+            return driver.health().attention
+
+        said = await eventually(attention, timeout=20, what="the covered lens in the driver's health")
+        assert said == "view covered (tampered)"
+        await eventually(
+            lambda: _true(any(r.kind == "camera.tamper" for r in reader.readings)), what="the tamper reading too"
+        )

@@ -192,8 +192,10 @@ async def test_a_printer_that_cannot_print_is_refused_before_anything_is_sent(
         else:
             bench.printer.error = "autocutter"
         sent_before = len(bench.printer.received)
+        assert driver.health().attention is None  # as far as the driver knows yet
         with pytest.raises(PrinterNotReadyError, match=rf"not ready \({reason}\): pick_list for task rt-00042 not"):
             await driver.execute(command("print", pick_list()))
+        assert driver.health().attention == reason  # the agent's health names it until the printer is ready
         assert PrinterNotReadyError.retryable
         # Only status queries went out: nothing printed.
         assert set(bytes(bench.printer.received[sent_before:]).split(b"\x10\x04")) <= {
