@@ -28,7 +28,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -121,18 +121,23 @@ def diff_ports(before: Iterable[PortInfo], now: Iterable[PortInfo]) -> PortChang
     )
 
 
+# The kernel subsystems whose events wake the scan: serial ports, keyboard-wedge scanners, USB printers (the
+# usblp driver's /dev/usb/lp*) and cameras (V4L2 nodes). 1-Wire probes have no udev events: they are polled.
+UDEV_SUBSYSTEMS: Final = ("tty", "input", "usbmisc", "video4linux")
+
+
 def _udev_monitor() -> object:
     import pyudev
 
     monitor = pyudev.Monitor.from_netlink(pyudev.Context())
-    monitor.filter_by("tty")
-    monitor.filter_by("input")
+    for subsystem in UDEV_SUBSYSTEMS:
+        monitor.filter_by(subsystem)
     monitor.start()
     return monitor
 
 
 class UdevWakeups:
-    """Kernel device events (tty and input subsystems) through pyudev: each one wakes the scanner at once.
+    """Kernel device events (:data:`UDEV_SUBSYSTEMS`) through pyudev: each one wakes the scanner at once.
 
     ``monitor_factory`` is a seam for tests: anything with ``fileno()`` and ``poll(timeout)``
     as pyudev's ``Monitor`` has.
