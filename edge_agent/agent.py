@@ -42,7 +42,7 @@ import asyncio
 import random
 import ssl
 from functools import partial
-from typing import Literal
+from typing import Final, Literal
 from uuid import UUID
 
 import structlog
@@ -80,6 +80,9 @@ from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
 
+# Uploads of camera stills failing this long are a health problem (a hub restart or a short outage is not).
+UPLOADS_FAILING_PROBLEM_S: Final = 300.0
+
 
 class EdgeAgent:
     """One gateway's agent. Runs once: ``await agent.run(stop)`` until ``stop`` is set.
@@ -110,6 +113,8 @@ class EdgeAgent:
             directory=spool_directory(config.snapshots, config.outbox.path), quota_bytes=quota_bytes(config.snapshots)
         )
         """Camera stills waiting for the hub (opened when the agent runs)."""
+        self._uploader: SnapshotUploader | None = None
+        self._uploads_off: str | None = None  # why stills cannot be uploaded at all, when a file is unusable
         self._recorder = recorder = Recorder(config=config, clock=self._clock, rng=rng, state=state, spool=self.spool)
         # The recorder's own methods, not wrappers: record() is the hot path, one call per reading.
         self.record = recorder.record
@@ -160,7 +165,7 @@ class EdgeAgent:
             recorder=recorder,
             devices=self._devices,
             status_file=StatusFile(path=self.status_path),
-            extra_problems=self._print_jobs.problems,
+            extra_problems=lambda: [*self._print_jobs.problems(), *self._snapshot_problems()],
         )
         self.registry = agent_registry(self._health.stats)
         self.registry.register(PrintJobsCollector(self._print_jobs.stats))
@@ -317,6 +322,23 @@ class EdgeAgent:
             raise AgentFailedError(f"the agent stopped because a task failed: {failure!r}") from failure
         log.info("agent_stopped", waiting=outbox.depth(), published=state.published, acked=state.acked)
 
+    def _snapshot_problems(self) -> list[str]:
+        """The stills' problems in words, for the health report: uploads off for a broken file, or failing a while."""
+        if self._uploads_off is not None:
+            return [
+                f"camera stills cannot be uploaded: {self._uploads_off}; {self.spool.stats.waiting} kept on the gateway"
+            ]
+        uploader = self._uploader
+        if uploader is None or uploader.failing_since is None:
+            return []
+        failing_for = self._clock.monotonic() - uploader.failing_since
+        if failing_for < UPLOADS_FAILING_PROBLEM_S:
+            return []
+        return [
+            f"camera stills not reaching the hub for {failing_for:.0f} s ({self.spool.stats.waiting} waiting): "
+            f"{uploader.last_error}"
+        ]
+
     def _snapshot_uploader(self) -> BackgroundTask | None:
         """The task that sends spooled stills to the hub, when ``[snapshots] hub_url`` says where it is."""
         config = self.config.snapshots
@@ -329,6 +351,7 @@ class EdgeAgent:
         except (OSError, ssl.SSLError) as err:
             # The stills stay in the spool (within its quota) and the events go on: only the uploads wait for a fix.
             log.error("snapshot_uploads_off", reason="the gateway's TLS files cannot be used", error=str(err))
+            self._uploads_off = f"the gateway's TLS files cannot be used ({err})"
             return None
         uploader = SnapshotUploader(
             spool=self.spool,
@@ -340,6 +363,7 @@ class EdgeAgent:
             timeout_s=config.timeout_s,
             backoff=Backoff(initial_s=min(1.0, config.retry_max_s), max_s=config.retry_max_s),
         )
+        self._uploader = uploader
         return BackgroundTask(uploader.run, name="snapshot uploader")
 
     def _connected(self, link: MqttLink, uplink: Uplink) -> None:

@@ -293,5 +293,10 @@ async def test_unusable_tls_files_stop_the_uploads_not_the_agent(tmp_path: Path,
         )
         await agent.flush()
         [payload] = await stored_payloads(agent, wire.EventKind.CAMERA_MOTION)
+        problems = agent.health().problems
     assert payload == {"snapshot_ref": hashlib.sha256(still).hexdigest()}
     assert [p.ref for p in agent.spool.pending()] == [payload["snapshot_ref"]], "kept for when the files are fixed"
+    # The hub hears why, in the gateway's health.
+    [said] = [p for p in problems if p.startswith("camera stills")]
+    assert said.startswith("camera stills cannot be uploaded: the gateway's TLS files cannot be used (")
+    assert said.endswith("; 1 kept on the gateway")
