@@ -162,13 +162,18 @@ class Operator:
         )
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = lambda c, *_: c.subscribe([(RESULTS, 1), (STATUS, 1)])
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.resubscribed = threading.Event()  # set on every subscription, first or after a reconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 300  # the broker queues results for it while it reconnects
         self.client.connect(settings.host, settings.port, keepalive=10, properties=properties)
         self.client.loop_start()
         wait_until(self._subscribed.is_set, timeout=5, what="operator subscribed")
+
+    def _on_subscribe(self, *_: object) -> None:
+        self._subscribed.set()
+        self.resubscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:
@@ -547,17 +552,23 @@ async def test_results_wait_for_the_broker_and_go_out_when_the_link_is_back(tmp_
         operator = Operator(settings)
         printer = PaperPrinter(present=False)
         command = print_command()
+        # The agent comes back to the broker after the operator (1 s), whose subscription must be there again when
+        # the result goes out: a broker that lost the operator's session would drop it, and the test would blame
+        # the agent for what the broker did.
+        slow_reconnect = settings.model_copy(update={"reconnect_min_s": 3.0, "reconnect_max_s": 3.0})
         try:
-            async with agent_running(agent_config(tmp_path, settings), printer, operator) as agent:
+            async with agent_running(agent_config(tmp_path, slow_reconnect), printer, operator) as agent:
                 operator.send(command)
                 await operator.accepted(command)
                 await asyncio.to_thread(broker.stop)  # the broker goes away (its sessions are saved)
+                operator.resubscribed.clear()
                 printer.present = True  # and the printer comes back meanwhile
                 await eventually(
                     lambda: _printed(agent, command), timeout=15, what="the job printed while the broker is away"
                 )
                 assert operator.statuses(command) == ["accepted"]
                 await asyncio.to_thread(broker.restart)
+                await asyncio.to_thread(operator.resubscribed.wait, 10)
                 done = await operator.final(command, timeout=20)
         finally:
             operator.close()
