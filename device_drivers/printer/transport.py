@@ -23,7 +23,7 @@ from typing import Final, Protocol
 from device_drivers.base import DeviceUnavailableError
 from device_drivers.printer.profile import DEFAULT_NETWORK_PORT, PrinterProfile
 from device_drivers.profile_base import SerialLink
-from device_drivers.toolkit.serialio import SerialTransport
+from device_drivers.toolkit.serialio import SerialTransport, wait_writable
 
 _READ_CHUNK: Final = 256
 CONNECT_TIMEOUT_S: Final = 5.0
@@ -243,33 +243,22 @@ class UsbLpLink(_Counting):
         if fd is None:
             raise DeviceUnavailableError(f"printer {self.address} is not open")
         view = memoryview(data)
-        loop = asyncio.get_running_loop()
         while view:
             try:
                 count = os.write(fd, view)
             except BlockingIOError:
-                await self._writable(loop, fd)
+                await self._writable(fd)
                 continue
             except OSError as err:
                 raise DeviceUnavailableError(f"printer {self.address} went away: {err.strerror or err}") from err
             view = view[count:]
             self._written += count
 
-    async def _writable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_writer(fd, wake)
+    async def _writable(self, fd: int) -> None:
         try:
-            async with asyncio.timeout(WRITE_STALL_S):
-                await ready
+            await wait_writable(fd, timeout_s=WRITE_STALL_S)
         except TimeoutError as err:
             raise DeviceUnavailableError(f"printer {self.address} stopped taking bytes") from err
-        finally:
-            loop.remove_writer(fd)
 
     async def read(self, timeout: float) -> bytes:
         if self._fd is None:

@@ -201,7 +201,7 @@ class SerialTransport:
                     try:
                         written = os.write(self._fd, view)
                     except BlockingIOError:
-                        await self._writable(self._fd)  # output buffer full: wait until the line drains
+                        await wait_writable(self._fd)  # output buffer full: wait until the line drains
                         continue
                     view = view[written:]
             else:
@@ -209,19 +209,22 @@ class SerialTransport:
         except (serial.SerialException, OSError) as err:
             raise DeviceUnavailableError(f"cannot write to {self.url}: {err}") from err
 
-    async def _writable(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
 
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
+async def wait_writable(fd: int, *, timeout_s: float | None = None) -> None:
+    """Wait until ``fd`` takes bytes again (its output buffer drained); TimeoutError after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
 
-        loop.add_writer(fd, wake)
-        try:
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        async with asyncio.timeout(timeout_s):
             await ready
-        finally:
-            loop.remove_writer(fd)
+    finally:
+        loop.remove_writer(fd)
 
 
 def _fileno(port: serial.SerialBase) -> int | None:
