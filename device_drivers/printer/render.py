@@ -17,9 +17,12 @@ Lines are wrapped at the profile's characters per line, counting Chinese charact
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
+import os
 import re
+import shutil
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,12 +30,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from escpos.printer import Dummy  # type: ignore[import-untyped]  # python-escpos ships no type hints
+import escpos.capabilities  # type: ignore[import-untyped]  # python-escpos ships no type hints
+from escpos.printer import Dummy  # type: ignore[import-untyped]
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from device_drivers.printer.errors import PrintJobInvalidError
 from device_drivers.printer.profile import CODE_PAGE_NUMBERS, PrinterProfile
+
+# python-escpos caches its parsed capability data in a new private temporary directory each time a process imports
+# it (mkdtemp, 0700) and never removes it: an agent restarted daily would leave one in /tmp a day. It goes when the
+# process ends; a directory the operator named (ESCPOS_CAPABILITIES_PICKLE_DIR) is theirs and stays.
+if "ESCPOS_CAPABILITIES_PICKLE_DIR" not in os.environ:
+    atexit.register(shutil.rmtree, escpos.capabilities.pickle_dir, ignore_errors=True)
 
 ESC: Final = b"\x1b"
 FS: Final = b"\x1c"
@@ -49,9 +59,7 @@ _CODE128_OVERHEAD: Final = 3 * 11 + 2
 
 def escpos_profile_known(name: str) -> bool:
     """Whether python-escpos has a capability profile of this name."""
-    from escpos.capabilities import CAPABILITIES  # type: ignore[import-untyped]  # its data file of models
-
-    return name in CAPABILITIES["profiles"]
+    return name in escpos.capabilities.CAPABILITIES["profiles"]
 
 
 def reprint_notice(attempt: int) -> str:
