@@ -126,6 +126,15 @@ class Driver(Protocol):
 
 
 @runtime_checkable
+class WatchesShelves(Protocol):
+    """Optional part of a Driver whose device sees shelves (a camera): the agent asks it for a still at a pick."""
+
+    def watches_shelf(self, shelf_id: str) -> bool:
+        """Whether the device's view covers the shelf ``shelf_id`` (its config says which)."""
+        ...
+
+
+@runtime_checkable
 class Resumable(Protocol):
     """Optional part of a Driver whose device numbers its readings (``source_seq``) and can replay them.
 

@@ -36,6 +36,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import JsonValue
 
+from device_drivers.base import WatchesShelves
 from edge_agent.config import SnapshotsConfig
 from edge_agent.errors import AgentError
 from edge_agent.timing import Backoff
@@ -400,9 +401,10 @@ class SupervisedDevice(Protocol):
 class ShelfPickSnapshots:
     """On a shelf pick, asks each camera that watches that shelf for a still, at once.
 
-    A camera says which shelves it watches in its settings' ``watches_shelves``; it answers the
-    ``snapshot`` command with a ``camera.snapshot`` reading carrying the JPEG, which the recorder
-    spools like any other. The request runs beside the recording: a slow camera never holds up a shelf.
+    A camera says which shelves it watches (:class:`~device_drivers.base.WatchesShelves`, from its settings'
+    ``watches_shelves``); it answers the ``snapshot`` command with a ``camera.snapshot`` reading carrying
+    the JPEG, which the recorder spools like any other. The request runs beside the recording: a slow
+    camera never holds up a shelf.
     """
 
     def __init__(
@@ -430,9 +432,8 @@ class ShelfPickSnapshots:
         if isinstance(delta, int | float) and delta >= 0:
             return
         for device in self._devices():
-            settings = getattr(device.driver, "settings", None)
-            watched = getattr(settings, "watches_shelves", ())
-            if isinstance(watched, str) or reading.device_id not in (watched or ()):
+            driver = device.driver
+            if not isinstance(driver, WatchesShelves) or not driver.watches_shelf(reading.device_id):
                 continue
             args: dict[str, JsonValue] = {"reason": "shelf_pick", "shelf_id": reading.device_id}
             if isinstance(slot, int):

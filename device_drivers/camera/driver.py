@@ -330,6 +330,10 @@ class CameraDriver:
             "dropped": self.dropped,
         }
 
+    def watches_shelf(self, shelf_id: str) -> bool:
+        """Whether ``watches_shelves`` names the shelf: the agent then asks for a still at each of its picks."""
+        return shelf_id in self.settings.watches_shelves
+
     def health(self) -> DriverHealth:
         """State, last error and counts, and a tamper while it lasts (the view covered...), without I/O."""
         health = self.record.snapshot()

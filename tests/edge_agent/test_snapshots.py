@@ -166,7 +166,8 @@ async def outbox_open(agent: EdgeAgent) -> bool:
 
 @dataclass(frozen=True)
 class CameraSettings:
-    """What a camera driver's settings say about the shelves it watches (the real class is the camera driver's)."""
+    """What a camera driver's settings say about the shelves it watches (the real class is the camera driver's);
+    a double without them is no camera and watches no shelf."""
 
     watches_shelves: tuple[str, ...] = ()
 
@@ -215,6 +216,9 @@ class DriverDouble:
             status="done",
             ts=command.issued_at,
         )
+
+    def watches_shelf(self, shelf_id: str) -> bool:
+        return self.settings is not None and shelf_id in self.settings.watches_shelves
 
     def health(self) -> DriverHealth:
         return DriverHealth(state=DriverState.UP)
