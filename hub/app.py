@@ -72,6 +72,7 @@ from hub.settings import HubSettings
 from hub.snapshots import api as snapshots_api
 from hub.snapshots.gateway_api import SnapshotListener, SnapshotService
 from hub.snapshots.store import RetentionPurge, SnapshotFiles, SnapshotMetrics
+from hub.sockets import bound_socket
 from storegate import __version__, wire
 from storegate.mqtt import MqttLink
 from storegate.private_files import is_private, private_dir
@@ -594,15 +595,10 @@ def _is_import(route: APIRoute) -> bool:
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind host:port before anything else starts, so a taken port fails fast and says why."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        return bound_socket(host, port)
     except OSError as err:
-        sock.close()
         raise HubStartupError(f"cannot listen on {host}:{port}: {(err.strerror or str(err)).lower()}") from err
-    return sock
 
 
 def _check_tls_files(settings: HubSettings) -> None:

@@ -40,6 +40,7 @@ from hub.db.writegate import WriteGate
 from hub.pki.identity import GatewayIdentity, IdentityError
 from hub.snapshots.settings import SnapshotSettings
 from hub.snapshots.store import SnapshotFiles, SnapshotMetrics, SnapshotRefusedError, Upload, check_still, store_upload
+from hub.sockets import bound_socket
 from storegate import wire
 
 log = structlog.get_logger(__name__)
@@ -258,14 +259,7 @@ class SnapshotListener:
 
     def start(self) -> None:
         """Bind the port (OSError when it is taken) and serve it in a task of the running loop."""
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bound_socket(self._host, self._requested_port)
         self._socket = sock
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway listener")
         log.info("gateway_listener_serving", address=f"https://{self._host}:{self.port}")
