@@ -34,6 +34,7 @@ from fastapi.routing import APIRoute
 from pydantic import JsonValue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
 from hub.alerting import alerts_api, rules_api, webhooks_api
@@ -51,6 +52,8 @@ from hub.auth import pages as login_pages
 from hub.catalog import api as catalog
 from hub.commands import api as commands_api
 from hub.commands.sender import CommandPublisher
+from hub.console import assets as console_assets
+from hub.console import language as console_language
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
@@ -88,6 +91,8 @@ SHARED_SESSION_EXPIRY_S: Final = 10
 # and promoted each unit into the older generations, whose passes then walked it again: issue 19 measured 0.92 s
 # of collections per 100,000 events at 700 and 0.54 s at 20,000 (docs/benchmarks.md).
 GC_YOUNG_THRESHOLD: Final = 20_000
+# Answers smaller than this go out as they are: compressing them saves less than it costs.
+GZIP_MIN_BYTES: Final = 1024
 
 DESCRIPTION: Final = """
 The Storegate hub stores the events that store gateways publish over MQTT, exactly once,
@@ -493,6 +498,8 @@ _API_MODULES: Final = (
     login_pages,
     operators_api,
     snapshots_api,
+    console_assets,
+    console_language,
 )
 
 
@@ -561,6 +568,9 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         large_body_bytes=settings.http_max_import_body_bytes,
         large_body_paths=[r.path for r in catalog.router.routes if isinstance(r, APIRoute) and _is_import(r)],
     )
+    # Pages, scripts and JSON compressed for clients that accept it (the console's first load is measured over the
+    # wire); server-sent events are never compressed (Starlette leaves text/event-stream alone), so they flow at once.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)
     guard.install(app, settings)
     return app
 

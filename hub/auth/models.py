@@ -18,6 +18,7 @@ from hub.db.models import ID_LENGTH, UUID_LENGTH, Base, BigId
 USERNAME_LENGTH: Final = 64
 ROLE_LENGTH: Final = 16
 HASH_LENGTH: Final = 255
+LANGUAGE_LENGTH: Final = 8
 DIGEST_LENGTH: Final = 64  # SHA-256, hex
 ACTOR_LENGTH: Final = 128
 ACTION_LENGTH: Final = 160
@@ -39,6 +40,8 @@ class Operator(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    # The console's language they chose (hub.console.i18n.LOCALES); None: their browser's languages decide.
+    language: Mapped[str | None] = mapped_column(String(LANGUAGE_LENGTH))
 
 
 class OperatorSession(Base):

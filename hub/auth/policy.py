@@ -70,6 +70,9 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("POST", "/login"): OPEN,
     ("POST", "/logout"): read(),
     ("GET", "/api/v1/me"): read(),
+    # the console: its scripts and styles hold nothing of the chain; the language menu keeps the reader's choice
+    ("GET", "/static/{name:path}"): OPEN,
+    ("POST", "/console/language"): read(),
     # operators, tokens, the audit log
     ("GET", "/api/v1/users"): administer(),
     ("POST", "/api/v1/users"): administer(),
