@@ -31,7 +31,10 @@ assert get_args(Language) == LOCALES, "the form's choices are the console's loca
     "/console/language",
     summary="Choose the console's language",
     description="Keeps the signed-in operator's language (en, zh_Hant or zh_Hans) and goes back to the page.",
-    responses={303: {"description": "chosen; back to the page"}},
+    responses={
+        303: {"description": "chosen; back to the page"},
+        409: {"description": "an API token has no account to keep a language on"},
+    },
 )
 async def post_language(
     request: Request,
