@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from html import escape
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 
@@ -24,6 +23,9 @@ from hub.auth.audit import AuditEvent
 from hub.auth.guard import CSRF_COOKIE, LOGIN_PATH, SESSION_COOKIE, PrincipalDep, client_address
 from hub.auth.operators import check_login, end_session, start_session
 from hub.auth.throttle import LoginThrottle, throttle_keys
+from hub.console.assets import CONSOLE_CSP
+from hub.console.i18n import negotiate
+from hub.console.templating import render_in
 from hub.db import writegate
 from storegate import wire
 
@@ -31,15 +33,7 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["dashboard"])
 
-WRONG_CREDENTIALS: Final = "Wrong username or password."
 MAX_FIELD: Final = 1024
-
-_STYLE: Final = """
-body { font-family: system-ui, sans-serif; margin: 3rem auto; max-width: 22rem; color: #1b1b1b; background: #fafafa; }
-h1 { font-size: 1.4rem; } label { display: block; margin: .75rem 0 .25rem 0; }
-input[type=text], input[type=password] { width: 100%; padding: .4rem; box-sizing: border-box; }
-button { margin-top: 1rem; padding: .4rem 1.2rem; } .error { color: #b3261e; }
-"""
 
 
 def safe_next(value: str | None) -> str:
@@ -50,31 +44,23 @@ def safe_next(value: str | None) -> str:
     return value if not parts.scheme and not parts.netloc else "/"
 
 
-def render_login(*, next_path: str, message: str | None = None, username: str = "") -> str:
-    """The sign-in page."""
-    error = f"<p class='error' role='alert'>{escape(message)}</p>" if message else ""
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>Sign in - Storegate hub</title><style>{_STYLE}</style></head><body>"
-        "<h1>Storegate hub</h1>"
-        f"{error}"
-        f"<form method='post' action='{LOGIN_PATH}'>"
-        f"<input type='hidden' name='next' value='{escape(next_path)}'>"
-        "<label for='username'>Username</label>"
-        f"<input id='username' name='username' type='text' autocomplete='username' required value='{escape(username)}'>"
-        "<label for='password'>Password</label>"
-        "<input id='password' name='password' type='password' autocomplete='current-password' required>"
-        "<button type='submit'>Sign in</button></form></body></html>"
+def render_login(
+    *, next_path: str, locale: str = "en", problem: str | None = None, minutes: int = 0, username: str = ""
+) -> HTMLResponse:
+    """The sign-in page in ``locale``; ``problem`` ("wrong", "throttled", "cross_site") says why it is shown again."""
+    body = render_in(
+        "login.html", locale, {"next_path": next_path, "problem": problem, "minutes": minutes, "username": username}
     )
+    return HTMLResponse(body, headers={"content-security-policy": CONSOLE_CSP})
 
 
 @router.get("/login", response_class=HTMLResponse, summary="Sign-in page")
 async def login_page(
+    request: Request,
     next_path: Annotated[str | None, Query(alias="next", max_length=MAX_FIELD)] = None,
 ) -> HTMLResponse:
-    """The form; it posts to ``/login``."""
-    return HTMLResponse(render_login(next_path=safe_next(next_path)))
+    """The form, in the browser's language; it posts to ``/login``."""
+    return render_login(next_path=safe_next(next_path), locale=negotiate(request.headers.get("accept-language")))
 
 
 def _same_origin(request: Request) -> bool:
@@ -115,8 +101,9 @@ async def login(
     client = client_address(request)
     keys = throttle_keys(username, client)
     throttle = _throttle(request)
+    locale = negotiate(request.headers.get("accept-language"))
 
-    def refused(outcome: str, status: int, message: str, detail: str | None = None) -> HTMLResponse:
+    def refused(outcome: str, status: int, problem: str, detail: str | None = None, minutes: int = 0) -> HTMLResponse:
         runtime.metrics.logins.labels(outcome=outcome).inc()
         log.warning("login_refused", username=username[:64], client=client, outcome=outcome, detail=detail)
         audit.add_event(
@@ -131,28 +118,30 @@ async def login(
             ),
             instead_of_generic=True,
         )
-        headers = {"Retry-After": detail.split()[-1]} if outcome == "throttled" and detail else None
-        return HTMLResponse(
-            render_login(next_path=target, message=message, username=username[:64]), status_code=status, headers=headers
-        )
+        page = render_login(next_path=target, locale=locale, problem=problem, minutes=minutes, username=username[:64])
+        page.status_code = status
+        if outcome == "throttled" and detail:
+            page.headers["Retry-After"] = detail.split()[-1]
+        return page
 
     if not _same_origin(request):
-        return refused("failed", 403, "Sign in from this hub's own page.", "cross-site sign-in refused")
+        return refused("failed", 403, "cross_site", "cross-site sign-in refused")
     wait_s = throttle.retry_after(keys)
     if wait_s > 0:
         minutes = math.ceil(wait_s / 60)
         return refused(
             "throttled",
             429,
-            f"Too many failed sign-ins: try again in {minutes} min.",
+            "throttled",
             f"retry after {math.ceil(wait_s)}",
+            minutes=minutes,
         )
     now = wire.utc_now()
     async with runtime.write_gate.turn(writegate.API, timeout_s=WRITE_TURN_WAIT_S), runtime.sessions() as session:
         operator = await check_login(session, username, password)
         if operator is None:
             locked = throttle.failed(keys)
-            return refused("failed", 401, WRONG_CREDENTIALS, "locked by this failure" if locked else None)
+            return refused("failed", 401, "wrong", "locked by this failure" if locked else None)
         ttl = timedelta(seconds=runtime.settings.auth.session_ttl_s)
         session_id, csrf = await start_session(session, operator, now=now, ttl=ttl, client=client)
         await session.commit()

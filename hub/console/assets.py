@@ -21,6 +21,12 @@ from fastapi.responses import Response
 
 router = APIRouter(tags=["dashboard"])
 
+# The Content-Security-Policy of the console's pages: scripts, styles, images and the live stream from the hub
+# itself; nothing inline, nothing from elsewhere.
+CONSOLE_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "media-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 # A year: the URL changes when the content does.
 CACHE_CONTROL: Final = "public, max-age=31536000, immutable"
 _TYPES: Final = {

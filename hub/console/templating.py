@@ -24,15 +24,9 @@ from hub.api.deps import SessionDep
 from hub.auth.guard import PrincipalDep
 from hub.auth.models import Operator
 from hub.console import i18n
-from hub.console.assets import asset_url
+from hub.console.assets import CONSOLE_CSP, asset_url
 from hub.domain.access import Capability, Principal
 from storegate import __version__
-
-# Scripts, styles, images and the live stream from the hub itself; nothing inline, nothing from elsewhere.
-CONSOLE_CSP: Final = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
-    "media-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 
 ENVIRONMENT: Final = jinja2.Environment(
     loader=jinja2.PackageLoader("hub.console", "templates"),
@@ -85,15 +79,20 @@ async def reader(request: Request, session: SessionDep, who: PrincipalDep) -> Re
 ReaderDep = Annotated[Reader, Depends(reader)]
 
 
-def render(template: str, reader: Reader, context: Mapping[str, Any]) -> str:
-    """``template`` rendered in the reader's language."""
-    token = i18n.use_locale(reader.locale)
+def render_in(template: str, locale: str, context: Mapping[str, Any]) -> str:
+    """``template`` rendered in ``locale`` (a page for someone not signed in: the sign-in form)."""
+    token = i18n.use_locale(locale)
     try:
         return ENVIRONMENT.get_template(template).render(
-            reader=reader, fmt=reader.formats, locale=reader.locale, **context
+            locale=locale, html_lang=i18n.HTML_LANG.get(locale, "en"), **context
         )
     finally:
         i18n.reset_locale(token)
+
+
+def render(template: str, reader: Reader, context: Mapping[str, Any]) -> str:
+    """``template`` rendered in the reader's language."""
+    return render_in(template, reader.locale, {"reader": reader, "fmt": reader.formats, **context})
 
 
 def page(template: str, reader: Reader, request: Request, *, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -105,7 +104,6 @@ def page(template: str, reader: Reader, request: Request, *, status_code: int = 
             "path": request.url.path,
             "navigation": NAVIGATION,
             "languages": [(code, i18n.LANGUAGE_NAMES[code]) for code in i18n.LOCALES],
-            "html_lang": i18n.HTML_LANG[reader.locale],
             "version": __version__,
             **context,
         },

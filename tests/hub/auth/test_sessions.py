@@ -100,9 +100,13 @@ async def test_a_browser_signs_in_changes_things_with_its_csrf_token_and_signs_o
         assert (page.status_code, page.headers["location"]) == (303, "/login?next=/")
         form = await client.get("/login", params={"next": "/"})
         assert form.status_code == 200
-        assert "<form method='post' action='/login'>" in form.text
-        assert "src=" not in form.text
-        assert "http" not in form.text.replace("http-equiv", "")  # no external assets
+        assert '<form method="post" action="/login"' in form.text
+        assert "<script" not in form.text  # no script on the sign-in page
+        assert "http" not in form.text  # no external assets: its one stylesheet is the hub's own
+        assert form.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")
+        chinese = await client.get("/login", headers={"accept-language": "zh-TW,zh;q=0.9"})
+        assert "使用者名稱" in chinese.text
+        assert 'lang="zh-Hant"' in chinese.text
 
         wrong = await login(client, "alice", "not the password")
         unknown = await login(client, "nobody-by-that-name", "not the password")
