@@ -315,11 +315,6 @@ class ScheduleRunner:
                 document = await renderer(session, scope, now=self._clock(), settings=self.settings)
             except Exception as err:
                 raise DeliveryError(f"cannot render the report: {describe_failure(err)}") from err
-        if len(document.body) > self.config.max_document_bytes:
-            raise DeliveryError(
-                f"the report is {len(document.body)} bytes, more than reports.max_document_bytes "
-                f"({self.config.max_document_bytes}); not sent"
-            )
         return document
 
     async def _scope(self, session: Any, schedule: ReportSchedule, delivery: ReportDelivery) -> ReportScope:
@@ -375,6 +370,11 @@ class ScheduleRunner:
         error: str | None = None
         try:
             document = await self._render(schedule, delivery)
+            if len(document.body) > self.config.max_document_bytes:
+                raise DeliveryError(
+                    f"the report is {len(document.body)} bytes, more than reports.max_document_bytes "
+                    f"({self.config.max_document_bytes}); not sent"
+                )
             await self._send(schedule, delivery, document)
         except DeliveryError as err:
             error = str(err)
