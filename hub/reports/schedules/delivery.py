@@ -31,6 +31,7 @@ import httpx
 from hub.alerting.egress import GuardedBackend, GuardedTransport, Resolver
 from hub.alerting.egress_policy import EgressPolicy
 from hub.alerting.webhooks import describe_failure, quiet_leaky_library_logs, sign
+from hub.errors import HubError
 from hub.reports.schedules.kinds import ReportDocument
 from hub.reports.schedules.settings import SmtpSettings
 
@@ -60,7 +61,7 @@ class Envelope:
         return self.first_day if self.first_day == self.last_day else f"{self.first_day}/{self.last_day}"
 
 
-class DeliveryError(Exception):
+class DeliveryError(HubError):
     """An attempt failed; the message says why in words (never the receiver's answer, never a secret)."""
 
 
