@@ -63,6 +63,15 @@ def _local_time(text: str) -> str:
     return text
 
 
+def _plain_name(name: str) -> str:
+    # The name is the e-mail's subject: a line break there would start another header.
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("a name cannot contain line breaks, tabs or other control characters")
+    if name != name.strip():
+        raise ValueError("a name cannot start or end with spaces")
+    return name
+
+
 def _address(address: str) -> str:
     problem = address_problem(address)
     if problem is not None:
@@ -75,7 +84,9 @@ class ScheduleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=NAME_LENGTH, description="for people: the e-mail's subject")
+    name: Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_plain_name)] = Field(
+        description="for people: the e-mail's subject"
+    )
     kind: str = Field(min_length=1, max_length=64, description="the report: see GET /api/v1/report-schedules/kinds")
     format: str = Field(min_length=1, max_length=16, description="its file format, one the kind offers")
     stores: StoreScope = Field(description="all (every store), region (the stores of `region`), stores (a list)")
@@ -370,6 +381,13 @@ async def pause_schedule(
     before = _out(schedule).model_dump(mode="json")
     schedule.enabled = False
     schedule.updated_at = now
+    cancelled = (
+        await session.scalars(
+            select(ReportDelivery.channel).where(
+                ReportDelivery.schedule_id == schedule.schedule_id, ReportDelivery.status == "pending"
+            )
+        )
+    ).all()
     await session.execute(
         update(ReportDelivery)
         .where(ReportDelivery.schedule_id == schedule.schedule_id, ReportDelivery.status == "pending")
@@ -377,6 +395,10 @@ async def pause_schedule(
         .execution_options(synchronize_session=False)
     )
     await session.commit()
+    runtime: HubRuntime | None = getattr(request.app.state, "runtime", None)
+    for channel in cancelled:
+        if runtime is not None:
+            runtime.metrics.report_deliveries.labels(channel=channel, outcome="cancelled").inc()
     out = _out(schedule)
     note_change(request, target=f"report-schedule:{schedule_id}", before=before, after=out.model_dump(mode="json"))
     return out

@@ -13,12 +13,14 @@ import httpx
 import pytest
 
 from hub.app import create_app, lifespan
+from hub.metrics import HubMetrics
 from hub.reports.schedules.models import ReportSchedule
+from hub.reports.schedules.runner import ScheduleRunner
 from hub.settings import HubSettings
 from storegate import wire
 from tests.conftest import eventually
 from tests.hub.conftest import HUB_BASE_URL, RunningHub, make_token, running_hub, until
-from tests.hub.reports.schedules.conftest import LOOPBACK_ALLOWED, FakeClock, Receiver
+from tests.hub.reports.schedules.conftest import LOOPBACK_ALLOWED, TEST_BOX, FakeClock, Receiver, add_schedule
 
 PUBLIC_HOOK = "https://93.184.215.14/hooks/reports"  # an address, so no DNS is asked
 SMTP = {"host": "127.0.0.1", "port": 2525, "security": "none", "from_address": "reports@chain.example"}
@@ -129,6 +131,7 @@ LONG_LIST = [f"store-{n:04d}" for n in range(501)]
         ({"webhook_url": None, "email_to": None}, "request", "say where to send the report"),
         ({"webhook_url": "ftp://93.184.215.14/x"}, "webhook_url", "http:// or https://"),
         ({"name": "x" * 101}, "name", "at most 100"),
+        ({"name": "Daily\r\nBcc: spy@evil.example"}, "name", "cannot contain line breaks"),
         ({"unexpected": 1}, "unexpected", "Extra inputs"),
     ],
 )
@@ -280,3 +283,31 @@ async def test_the_hubs_runner_delivers_a_schedule_when_the_hubs_clock_reaches_i
         assert item["channel"] == "webhook"
         assert item["bytes"] == len(receiver.on("/hub")[0].body)
         assert app.state.runtime.report_schedules is not None
+
+
+async def test_pausing_cancels_the_pending_deliveries_and_keeps_them_as_history(hub: RunningHub) -> None:
+    runtime = hub.runtime
+    # Due tomorrow: the hub's own runner (on the wall clock) leaves it alone; this one's clock is past it.
+    tomorrow = wire.utc_now() + timedelta(days=1)
+    schedule_id = await add_schedule(runtime.engine, webhook_url="http://127.0.0.1:9/never", now=tomorrow)
+    clock = FakeClock(now=tomorrow + timedelta(days=1))
+    runner = ScheduleRunner(
+        engine=runtime.engine, settings=runtime.settings, metrics=HubMetrics(), secret_box=TEST_BOX, clock=clock
+    )
+    assert await runner.plan_due() == 1  # planned, not sent yet
+    paused = await hub.client.post(f"/api/v1/report-schedules/{schedule_id}/pause")
+    assert paused.status_code == 200
+    [item] = (await hub.client.get(f"/api/v1/report-schedules/{schedule_id}/deliveries")).json()["items"]
+    assert (item["status"], item["last_error"], item["next_attempt_at"]) == (
+        "cancelled",
+        "the schedule was paused",
+        None,
+    )
+    cancelled = runtime.metrics.registry.get_sample_value(
+        "storegate_hub_report_deliveries_total", {"channel": "webhook", "outcome": "cancelled"}
+    )
+    assert cancelled == 1
+    assert await runner.deliver_due() == 0  # nothing left to send
+    resumed = (await hub.client.post(f"/api/v1/report-schedules/{schedule_id}/resume")).json()
+    assert datetime.fromisoformat(resumed["next_run_at"]) > wire.utc_now()  # the paused runs are not caught up
+    await runner.stop()
