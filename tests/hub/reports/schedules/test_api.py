@@ -311,3 +311,13 @@ async def test_pausing_cancels_the_pending_deliveries_and_keeps_them_as_history(
     resumed = (await hub.client.post(f"/api/v1/report-schedules/{schedule_id}/resume")).json()
     assert datetime.fromisoformat(resumed["next_run_at"]) > wire.utc_now()  # the paused runs are not caught up
     await runner.stop()
+
+
+async def test_an_api_process_serves_the_schedules_and_runs_none(hub_settings: HubSettings, postgres_url: str) -> None:
+    settings = type(hub_settings).model_validate(
+        {**hub_settings.model_dump(), "database_url": postgres_url, "role": "api"}
+    )
+    async with running_hub(settings) as api:
+        assert api.runtime.report_schedules is None
+        created = await api.client.post("/api/v1/report-schedules", json=schedule(email_to=None))
+        assert created.status_code == 201, created.text

@@ -18,14 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.alerting.webhooks import verify_signature
 from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
+from hub.metrics import HubMetrics
 from hub.reports.api import SalesRowOut
 from hub.reports.schedules.models import ReportSchedule
 from hub.reports.schedules.runner import ScheduleRunner, _Due
+from tests.hub.conftest import until
 from tests.hub.reports.schedules.conftest import (
     SECRET,
     SMTP_PASSWORD,
     SMTP_USER,
     T0,
+    TEST_BOX,
     FakeClock,
     Mailbox,
     Receiver,
@@ -425,3 +428,38 @@ async def test_a_paused_schedule_plans_nothing(sqlite_engine: AsyncEngine, sqlit
         assert await deliveries_of(sqlite_engine, schedule_id) == []
     finally:
         await runner.stop()
+
+
+async def test_a_follower_runs_no_pass_until_it_leads(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    schedule_id = await add_schedule(engine, webhook_url=f"{receiver.base_url}/leader")
+    leading = False
+    asked = 0
+
+    def active() -> bool:
+        nonlocal asked
+        asked += 1
+        return leading
+
+    runner = ScheduleRunner(
+        engine=engine,
+        settings=settings_for(tmp_path, database_url),
+        metrics=HubMetrics(),
+        secret_box=TEST_BOX,
+        clock=clock,
+        active=active,
+    )
+    runner.start()
+    try:
+        await until(lambda: asked >= 1, what="the loop's first turn")
+        runner.notify()
+        await until(lambda: asked >= 2, what="the loop's second turn")
+        assert await deliveries_of(engine, schedule_id) == []  # another worker leads: nothing planned here
+        leading = True
+        runner.notify()
+        await until(lambda: receiver.on("/leader"), timeout=10, what="the report sent once this worker leads")
+    finally:
+        await runner.stop()
+    assert len(receiver.on("/leader")) == 1
