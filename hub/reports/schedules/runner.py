@@ -27,12 +27,12 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hub.alerting.egress import Resolver
 from hub.alerting.egress_policy import EgressPolicy
@@ -46,7 +46,7 @@ from hub.metrics import HubMetrics
 from hub.reports.schedules.delivery import DeliveryError, Envelope, WebhookPoster, email_message, send_email
 from hub.reports.schedules.kinds import ReportDocument, ReportScope, renderer_of
 from hub.reports.schedules.models import ReportDelivery, ReportSchedule
-from hub.reports.schedules.timing import When, due_runs, parse_local_time, zone_of
+from hub.reports.schedules.timing import Cadence, When, due_runs, parse_local_time, zone_of
 from hub.settings import HubSettings
 from storegate import wire
 from storegate.tasks import BackgroundTask, wait_for_event
@@ -64,9 +64,8 @@ BATCH: Final = 50
 
 def when_of(schedule: ReportSchedule) -> When:
     """The timing of a stored schedule (validated when it was created)."""
-    cadence: Any = schedule.cadence
     return When(
-        cadence=cadence,
+        cadence=cast(Cadence, schedule.cadence),
         at=parse_local_time(schedule.local_time),
         zone=zone_of(schedule.timezone),
         weekday=schedule.weekday,
@@ -317,7 +316,7 @@ class ScheduleRunner:
                 raise DeliveryError(f"cannot render the report: {describe_failure(err)}") from err
         return document
 
-    async def _scope(self, session: Any, schedule: ReportSchedule, delivery: ReportDelivery) -> ReportScope:
+    async def _scope(self, session: AsyncSession, schedule: ReportSchedule, delivery: ReportDelivery) -> ReportScope:
         if schedule.store_scope == "all":
             store_ids: tuple[str, ...] | None = None
             label = "all"
