@@ -163,6 +163,8 @@ def email_message(
 
 def _send_blocking(smtp: SmtpSettings, message: EmailMessage, recipients: list[str]) -> None:
     context = ssl.create_default_context()
+    if smtp.ca_file is not None:
+        context.load_verify_locations(cafile=smtp.ca_file)
     client: smtplib.SMTP
     if smtp.security == "tls":
         client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_s, context=context)
@@ -170,10 +172,16 @@ def _send_blocking(smtp: SmtpSettings, message: EmailMessage, recipients: list[s
         client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s)
     with client:
         if smtp.security == "starttls":
-            client.starttls(context=context)  # SMTPNotSupportedError when the server offers none: not sent
+            try:
+                client.starttls(context=context)
+            except smtplib.SMTPNotSupportedError:
+                raise DeliveryError("the SMTP server does not offer STARTTLS; not sent in plain text") from None
         if smtp.username is not None:
             password = smtp.login_password()
-            client.login(smtp.username, password.get_secret_value() if password is not None else "")
+            try:
+                client.login(smtp.username, password.get_secret_value() if password is not None else "")
+            except smtplib.SMTPNotSupportedError:
+                raise DeliveryError("the SMTP server offers no login (AUTH) on this connection") from None
         client.send_message(message, from_addr=smtp.from_address, to_addrs=recipients)
 
 
@@ -183,8 +191,8 @@ async def send_email(smtp: SmtpSettings, message: EmailMessage, recipients: list
         await asyncio.to_thread(_send_blocking, smtp, message, recipients)
     except smtplib.SMTPAuthenticationError as err:
         raise DeliveryError(f"the SMTP server refused the login of {smtp.username!r} (code {err.smtp_code})") from None
-    except smtplib.SMTPNotSupportedError:
-        raise DeliveryError("the SMTP server does not offer STARTTLS; not sent in plain text") from None
+    except DeliveryError:
+        raise
     except smtplib.SMTPRecipientsRefused as err:
         raise DeliveryError(f"the SMTP server refused every recipient ({len(err.recipients)})") from None
     except smtplib.SMTPResponseException as err:

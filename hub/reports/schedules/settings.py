@@ -39,6 +39,10 @@ class SmtpSettings(BaseModel):
     from_address: str = Field(
         min_length=3, max_length=254, description="the From address of the reports, e.g. reports@chain.example"
     )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of CAs to trust besides the system's, for a relay whose certificate a private CA signed",
+    )
     timeout_s: float = Field(default=30.0, gt=0, le=300, description="per connection, connect to the last reply")
 
     @model_validator(mode="after")

@@ -4,7 +4,9 @@ loopback, a real SMTP server (aiosmtpd) on loopback, and schedules written as th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +22,10 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -213,9 +219,9 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    """A real SMTP server (aiosmtpd) on loopback that takes a login of SMTP_USER / SMTP_PASSWORD, no STARTTLS."""
+@contextlib.contextmanager
+def smtp_server(**options: Any) -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd) on loopback that takes a login of SMTP_USER / SMTP_PASSWORD."""
     box = Mailbox()
 
     def authenticate(server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any) -> Any:
@@ -229,11 +235,63 @@ def mailbox() -> Iterator[Mailbox]:
         return AuthResult(success=ok)
 
     box.port = _free_port()
-    controller = Controller(
-        box, hostname="127.0.0.1", port=box.port, authenticator=authenticate, auth_require_tls=False
-    )
+    controller = Controller(box, hostname="127.0.0.1", port=box.port, authenticator=authenticate, **options)
     controller.start()
     try:
         yield box
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """An SMTP server without TLS (a login allowed in plain text: a relay on loopback)."""
+    with smtp_server(auth_require_tls=False) as box:
+        yield box
+
+
+@dataclass
+class Tls:
+    """A CA and a certificate for ``localhost`` signed by it: the CA's PEM file and the server's context."""
+
+    ca_file: Path
+    server_context: ssl.SSLContext
+
+
+def make_tls(directory: Path) -> Tls:
+    """A throwaway CA and a server certificate for the name ``localhost``."""
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "storegate test mail CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = directory / "mail-ca.pem", directory / "mail.pem", directory / "mail.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return Tls(ca_file=ca_file, server_context=context)

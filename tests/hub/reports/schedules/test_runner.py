@@ -34,8 +34,10 @@ from tests.hub.reports.schedules.conftest import (
     Receiver,
     add_schedule,
     deliveries_of,
+    make_tls,
     runner_for,
     settings_for,
+    smtp_server,
 )
 
 
@@ -463,3 +465,70 @@ async def test_a_follower_runs_no_pass_until_it_leads(
     finally:
         await runner.stop()
     assert len(receiver.on("/leader")) == 1
+
+
+def smtp_settings(port: int, security: str, **more: object) -> dict[str, object]:
+    return {
+        "host": "localhost",
+        "port": port,
+        "security": security,
+        "username": SMTP_USER,
+        "password": SMTP_PASSWORD,
+        "from_address": "reports@chain.example",
+        **more,
+    }
+
+
+async def test_starttls_to_a_relay_of_a_private_ca_logs_in_and_sends(
+    sqlite_engine: AsyncEngine, sqlite_url: str, tmp_path: Path
+) -> None:
+    tls = make_tls(tmp_path)
+    with smtp_server(tls_context=tls.server_context, require_starttls=True) as box:
+        smtp = smtp_settings(box.port, "starttls", ca_file=str(tls.ca_file))
+        schedule_id = await add_schedule(sqlite_engine, email_to=["ops@chain.example"])
+        runner = runner_for(sqlite_engine, settings_for(tmp_path, sqlite_url, reports={"smtp": smtp}), FakeClock())
+        try:
+            await runner.run_once()
+        finally:
+            await runner.stop()
+        [delivery] = await deliveries_of(sqlite_engine, schedule_id)
+        assert (delivery.status, delivery.last_error) == ("delivered", None)
+        assert box.logins == [SMTP_USER]
+        assert len(box.received()) == 1
+
+
+async def test_a_relay_whose_certificate_is_not_trusted_gets_neither_password_nor_report(
+    sqlite_engine: AsyncEngine, sqlite_url: str, tmp_path: Path
+) -> None:
+    tls = make_tls(tmp_path)
+    with smtp_server(tls_context=tls.server_context, require_starttls=True) as box:
+        smtp = smtp_settings(box.port, "starttls")  # the private CA not named: only the system's are trusted
+        schedule_id = await add_schedule(sqlite_engine, email_to=["ops@chain.example"])
+        settings = settings_for(tmp_path, sqlite_url, reports={"smtp": smtp, "max_attempts": 1})
+        runner = runner_for(sqlite_engine, settings, FakeClock())
+        try:
+            await runner.run_once()
+        finally:
+            await runner.stop()
+        [delivery] = await deliveries_of(sqlite_engine, schedule_id)
+        assert delivery.status == "failed"
+        assert delivery.last_error is not None
+        assert "certificate verify failed" in delivery.last_error
+        assert SMTP_PASSWORD not in delivery.last_error
+        assert box.logins == []
+        assert box.received() == []
+
+
+async def test_implicit_tls_sends(sqlite_engine: AsyncEngine, sqlite_url: str, tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
+    # aiosmtpd counts only STARTTLS as TLS for its AUTH rule; this connection is TLS from its first byte.
+    with smtp_server(ssl_context=tls.server_context, auth_require_tls=False) as box:
+        smtp = smtp_settings(box.port, "tls", ca_file=str(tls.ca_file))
+        schedule_id = await add_schedule(sqlite_engine, email_to=["ops@chain.example"])
+        runner = runner_for(sqlite_engine, settings_for(tmp_path, sqlite_url, reports={"smtp": smtp}), FakeClock())
+        try:
+            await runner.run_once()
+        finally:
+            await runner.stop()
+        assert [d.status for d in await deliveries_of(sqlite_engine, schedule_id)] == ["delivered"]
+        assert box.logins == [SMTP_USER]
