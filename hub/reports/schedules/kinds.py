@@ -38,6 +38,8 @@ from hub.reports.api import (
 from hub.settings import HubSettings
 
 ZIP_MEDIA_TYPE: Final = "application/zip"
+# The most files one cold-chain document holds (stores x days): 300 stores for a week is 2,100.
+MAX_FILES: Final = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,13 @@ def _cold_chain(output: str) -> Renderer:
         session: AsyncSession, scope: ReportScope, *, now: datetime, settings: HubSettings
     ) -> ReportDocument:
         files: list[ReportDocument] = []
-        for store_id in await stores_in(session, scope):
+        stores = await stores_in(session, scope)
+        if len(stores) * len(scope.days) > MAX_FILES:
+            raise ValueError(
+                f"{len(stores)} stores x {len(scope.days)} days is more than {MAX_FILES} cold-chain files in one "
+                "report; split the schedule by region or store list"
+            )
+        for store_id in stores:
             for day in scope.days:
                 report = await cold_chain.cold_chain_report(session, store_id, day, generated_at=now)
                 if report is None:  # a store named that the hub does not know: nothing to report

@@ -91,6 +91,7 @@ async def add_schedule(
     at: str = "06:00",
     timezone: str = "UTC",
     store_ids: list[str] | None = None,
+    region: str | None = None,
     next_run_at: datetime | None = None,
 ) -> str:
     """A schedule as the API stores one; it fires next at its first time after ``now``. Its id."""
@@ -103,8 +104,8 @@ async def add_schedule(
                 name="Daily sales",
                 kind=kind,
                 format=output,
-                store_scope="all" if store_ids is None else "stores",
-                region=None,
+                store_scope="region" if region is not None else "all" if store_ids is None else "stores",
+                region=region,
                 store_ids=store_ids,
                 cadence=cadence,
                 weekday=weekday,

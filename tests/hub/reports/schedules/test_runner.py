@@ -11,6 +11,7 @@ import zipfile
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 import structlog
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +21,7 @@ from hub.catalog.models import StoreProfile
 from hub.db.engine import session_factory
 from hub.metrics import HubMetrics
 from hub.reports.api import SalesRowOut
+from hub.reports.schedules import kinds
 from hub.reports.schedules.models import ReportSchedule
 from hub.reports.schedules.runner import ScheduleRunner, _Due
 from tests.hub.conftest import until
@@ -278,7 +280,7 @@ async def test_a_webhook_to_loopback_is_refused_when_sending_unless_allowed(
         await runner.stop()
 
 
-async def add_stores(engine: AsyncEngine, *store_ids: str) -> None:
+async def add_stores(engine: AsyncEngine, *store_ids: str, region: str = "north") -> None:
     """Stores with a profile (a Chinese name: the PDF must print it) and no readings."""
     async with session_factory(engine)() as session:
         for store_id in store_ids:
@@ -289,7 +291,7 @@ async def add_stores(engine: AsyncEngine, *store_ids: str) -> None:
                     timezone="Asia/Taipei",
                     currency="TWD",
                     opening_hours={d: [] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
-                    region="north",
+                    region=region,
                     updated_at=T0,
                 )
             )
@@ -319,6 +321,27 @@ async def test_a_cold_chain_schedule_of_two_stores_sends_a_zip_of_one_pdf_each(
             assert all(archive.read(name).startswith(b"%PDF") for name in names)
         [delivery] = await deliveries_of(engine, schedule_id)
         assert delivery.filename == "cold-chain_stores_2025-03-03_pdf.zip"
+    finally:
+        await runner.stop()
+
+
+async def test_a_region_schedule_reports_the_stores_of_the_region_when_it_runs(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    await add_stores(engine, "north-1", "north-2")
+    await add_stores(engine, "south-1", region="south")
+    clock = FakeClock()
+    await add_schedule(
+        engine, webhook_url=f"{receiver.base_url}/north", kind="cold-chain", output="csv", region="north"
+    )
+    runner = runner_for(engine, settings_for(tmp_path, database_url), clock)
+    try:
+        await add_stores(engine, "north-3")  # joined the region after the schedule was made: reported too
+        await runner.run_once()
+        [hit] = receiver.on("/north")
+        with zipfile.ZipFile(io.BytesIO(hit.body)) as archive:
+            assert archive.namelist() == [f"cold-chain_north-{n}_2025-03-03.csv" for n in (1, 2, 3)]
+        assert hit.headers["content-disposition"] == 'attachment; filename="cold-chain_north_2025-03-03_csv.zip"'
     finally:
         await runner.stop()
 
@@ -532,3 +555,25 @@ async def test_implicit_tls_sends(sqlite_engine: AsyncEngine, sqlite_url: str, t
             await runner.stop()
         assert [d.status for d in await deliveries_of(sqlite_engine, schedule_id)] == ["delivered"]
         assert box.logins == [SMTP_USER]
+
+
+async def test_a_cold_chain_report_of_too_many_files_is_refused_in_words(
+    sqlite_engine: AsyncEngine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kinds, "MAX_FILES", 1)
+    await add_stores(sqlite_engine, "north-1", "north-2")
+    schedule_id = await add_schedule(
+        sqlite_engine, webhook_url="http://127.0.0.1:9/never", kind="cold-chain", output="pdf", region="north"
+    )
+    settings = settings_for(tmp_path, sqlite_url, reports={"max_attempts": 1})
+    runner = runner_for(sqlite_engine, settings, FakeClock())
+    try:
+        await runner.run_once()
+    finally:
+        await runner.stop()
+    [delivery] = await deliveries_of(sqlite_engine, schedule_id)
+    assert delivery.status == "failed"
+    assert delivery.last_error == (
+        "cannot render the report: ValueError: 2 stores x 1 days is more than 1 cold-chain files in one report; "
+        "split the schedule by region or store list"
+    )
