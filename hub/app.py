@@ -70,6 +70,8 @@ from hub.inventory.apply import RestockSettings
 from hub.metrics import HubMetrics
 from hub.pki.commands import pki_directory
 from hub.reports import api as reports
+from hub.reports.schedules import api as report_schedules_api
+from hub.reports.schedules.runner import ScheduleRunner
 from hub.runtime import HubRuntime
 from hub.settings import HubSettings
 from hub.snapshots import api as snapshots_api
@@ -194,6 +196,7 @@ async def _start(
     operations, commands = await _start_operations(
         settings, engine, link, stack, clock, metrics, write_gate, secret_box, leadership
     )
+    schedules = _start_report_schedules(settings, engine, stack, clock, metrics, write_gate, secret_box, leadership)
     ingestor = Ingestor(
         link=link,
         engine=engine,
@@ -225,6 +228,7 @@ async def _start(
         write_gate=write_gate,
         leadership=leadership,
         snapshots=snapshots,
+        report_schedules=schedules,
     )
 
 
@@ -353,6 +357,33 @@ async def _start_operations(
     operations.start()
     stack.push_async_callback(operations.stop)
     return operations, commands
+
+
+def _start_report_schedules(
+    settings: HubSettings,
+    engine: AsyncEngine,
+    stack: AsyncExitStack,
+    clock: Callable[[], datetime],
+    metrics: HubMetrics,
+    write_gate: WriteGate,
+    secret_box: SecretBox,
+    leadership: Leadership | None,
+) -> ScheduleRunner | None:
+    """The report schedules' runner (hub.reports.schedules): every worker starts it, the leader runs its passes."""
+    if not settings.reports.schedules_enabled:
+        return None
+    runner = ScheduleRunner(
+        engine=engine,
+        settings=settings,
+        metrics=metrics,
+        secret_box=secret_box,
+        clock=clock,
+        write_gate=write_gate,
+        active=leadership if leadership is not None else _always,
+    )
+    runner.start()
+    stack.push_async_callback(runner.stop)
+    return runner
 
 
 def _always() -> bool:
@@ -500,6 +531,7 @@ _API_MODULES: Final = (
     snapshots_api,
     console_assets,
     console_language,
+    report_schedules_api,
 )
 
 

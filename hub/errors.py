@@ -40,6 +40,7 @@ while ``except LookupError`` and the like keep their meaning::
     ├── AlreadyEnrolledError(RuntimeError)     hub.fleet.registry                        enrolled (and not revoked)
     ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
     ├── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
+    ├── DeliveryError                          hub.reports.schedules.delivery            a scheduled report not sent
     └── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.

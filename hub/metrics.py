@@ -215,6 +215,28 @@ class HubMetrics:
             registry=r,
         )
 
+        # Scheduled reports (hub.reports.schedules).
+        self.report_deliveries = Counter(
+            "storegate_hub_report_deliveries",
+            "scheduled report attempts by channel (webhook, email) and outcome: delivered, retry (failed, tried "
+            "again later), failed (gave up), cancelled (schedule paused or deleted)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        for channel in ("webhook", "email"):
+            for outcome in ("delivered", "retry", "failed", "cancelled"):
+                self.report_deliveries.labels(channel=channel, outcome=outcome)
+        self.report_runs_skipped = Counter(
+            "storegate_hub_report_runs_skipped",
+            "scheduled report runs missed during downtime beyond reports.max_catch_up, not sent",
+            registry=r,
+        )
+        self.report_schedules_failing = Gauge(
+            "storegate_hub_report_schedules_failing",
+            "report schedules whose last reports.failing_after deliveries all failed",
+            registry=r,
+        )
+
         # Operators (hub.auth): refusals, sign-ins, the audit log.
         self.access_refused = Counter(
             "storegate_hub_access_refused",

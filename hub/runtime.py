@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -16,6 +17,9 @@ from hub.metrics import HubMetrics
 from hub.settings import HubSettings
 from hub.snapshots.gateway_api import SnapshotService
 from storegate.mqtt import MqttLink
+
+if TYPE_CHECKING:  # the runner imports the reports, whose routes import hub.api.deps, which imports this
+    from hub.reports.schedules.runner import ScheduleRunner
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,8 @@ class HubRuntime:
     leadership: Leadership | None = None
     # Camera stills (hub.snapshots): None in a worker process (role worker), which serves no API.
     snapshots: SnapshotService | None = None
+    # Report schedules (hub.reports.schedules): None in an API process, or with reports.schedules_enabled off.
+    report_schedules: ScheduleRunner | None = None
 
     @property
     def link(self) -> MqttLink:

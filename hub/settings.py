@@ -24,6 +24,7 @@ from hub.auth.settings import AuthSettings
 from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
+from hub.reports.schedules.settings import ReportsSettings
 from hub.snapshots.settings import SnapshotSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
@@ -213,6 +214,10 @@ class HubSettings(BaseSettings):
         default_factory=FootfallSettings,
         description="the footfall report: how checkout scans make sales transactions (docs/reports.md)",
     )
+    reports: ReportsSettings = Field(
+        default_factory=ReportsSettings,
+        description="scheduled reports: retries, sizes, catch-up after downtime, the SMTP server for e-mail",
+    )
     accept_unknown_gateways: bool = Field(
         default=False,
         description=(
@@ -339,6 +344,21 @@ def _check_mqtt_secrets(path: Path | None, file_values: dict[str, Any], settings
         settings.mqtt.check_secret_files()
     except SecretFileError as err:
         raise ConfigError(path, [f"mqtt: {err}"]) from None
+    smtp = settings.reports.smtp
+    if smtp is not None and smtp.password_file is not None:
+        try:
+            smtp.login_password()
+        except SecretFileError as err:
+            raise ConfigError(path, [f"reports.smtp: {err}"]) from None
+    reports_section = file_values.get("reports")
+    smtp_section = reports_section.get("smtp") if isinstance(reports_section, dict) else None
+    if isinstance(smtp_section, dict) and "password" in smtp_section:
+        log.warning(
+            "smtp_password_inline",
+            config=str(path),
+            fix=f"move it to a file of mode 0600 named by reports.smtp.password_file, or to "
+            f"{ENV_PREFIX}REPORTS__SMTP__PASSWORD",
+        )
     mqtt_section = file_values.get("mqtt")
     if isinstance(mqtt_section, dict) and "password" in mqtt_section:
         log.warning(

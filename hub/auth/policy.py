@@ -152,6 +152,15 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.csv"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.pdf"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}"): read(PATH),
+    # report schedules (their webhooks and recipients are the chain's integrations)
+    ("POST", "/api/v1/report-schedules"): administer(),
+    ("GET", "/api/v1/report-schedules"): administer(),
+    ("GET", "/api/v1/report-schedules/kinds"): administer(),
+    ("GET", "/api/v1/report-schedules/{schedule_id}"): administer(),
+    ("POST", "/api/v1/report-schedules/{schedule_id}/pause"): administer(),
+    ("POST", "/api/v1/report-schedules/{schedule_id}/resume"): administer(),
+    ("DELETE", "/api/v1/report-schedules/{schedule_id}"): administer(),
+    ("GET", "/api/v1/report-schedules/{schedule_id}/deliveries"): administer(),
     # camera stills: evidence, for ops and admins of the store only; gateways upload on their own listener
     # (hub.snapshots.gateway_api), known by their client certificate, which this table does not decide
     ("GET", "/api/v1/stores/{store_id}/snapshots/{ref}"): evidence(PATH),

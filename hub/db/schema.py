@@ -11,6 +11,7 @@ import hub.auth.models
 import hub.catalog.models
 import hub.footfall.models
 import hub.inventory.models
+import hub.reports.schedules.models
 import hub.snapshots.models
 from hub.db.models import Base
 
@@ -20,5 +21,6 @@ MODEL_MODULES = (
     hub.catalog.models,
     hub.footfall.models,
     hub.inventory.models,
+    hub.reports.schedules.models,
 )
 metadata = Base.metadata

@@ -10,7 +10,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ STREAM = uid(0xA)
 EVENT = uid(0xE1)
 ALERT = uid(0xA1)
 WEBHOOK = uid(0xB1)
+SCHEDULE = uid(0xC1)
 
 # At least one valid row for every table of hub.db.schema.metadata, in every column kind the schema uses:
 # aware datetimes with microseconds, Decimals, floats, JSON of each shape, booleans, NULLs, non-ASCII text.
@@ -563,6 +564,48 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "last_status_code": 503,
             "last_attempt_at": at(30),
             "last_duration_ms": 1200,
+            "delivered_at": None,
+        }
+    ],
+    "report_schedules": [
+        {
+            "schedule_id": SCHEDULE,
+            "name": "日報 cold chain",
+            "kind": "cold-chain",
+            "format": "pdf",
+            "store_scope": "stores",
+            "region": None,
+            "store_ids": [STORE],
+            "cadence": "weekly",
+            "weekday": 0,
+            "local_time": "06:30",
+            "timezone": "Asia/Taipei",
+            "webhook_url": "https://ops.example.net/hooks/reports",
+            "webhook_secret_sealed": "gAAAAABnS2VhbGVkLXJlcG9ydC1zZWNyZXQ=",  # opaque to a backup: any text
+            "email_to": ["ops@example.net"],
+            "enabled": True,
+            "next_run_at": at(3600),
+            "created_at": at(2),
+            "created_by": "ops",
+            "updated_at": at(3),
+        }
+    ],
+    "report_deliveries": [
+        {
+            "id": 1,
+            "schedule_id": SCHEDULE,
+            "period_start": date(2025, 2, 24),
+            "period_end": date(2025, 3, 2),
+            "channel": "webhook",
+            "status": "pending",
+            "attempts": 2,
+            "next_attempt_at": at(900),
+            "last_error": "HTTP 503",
+            "last_attempt_at": at(300),
+            "filename": "cold-chain_store-0001_2025-02-24.pdf",
+            "bytes": 20480,
+            "scheduled_for": at(240),
+            "created_at": at(240),
             "delivered_at": None,
         }
     ],

@@ -26,6 +26,7 @@ SAMPLE_PARAMS: Final = {
     "ref": "0" * 64,
     "device_id": "printer-1",
     "command_id": str(uuid.UUID(int=9)),
+    "schedule_id": str(uuid.UUID(int=11)),
 }
 
 STORES_CSV: Final = (
