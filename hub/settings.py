@@ -24,6 +24,7 @@ from hub.auth.settings import AuthSettings
 from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
+from hub.reports.settings import ReportSettings
 from hub.snapshots.settings import SnapshotSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
@@ -212,6 +213,10 @@ class HubSettings(BaseSettings):
     footfall: FootfallSettings = Field(
         default_factory=FootfallSettings,
         description="the footfall report: how checkout scans make sales transactions (docs/reports.md)",
+    )
+    reports: ReportSettings = Field(
+        default_factory=ReportSettings,
+        description="reports as files: the PDF font for Chinese names, the cold-chain bundle's limit (docs/reports.md)",
     )
     accept_unknown_gateways: bool = Field(
         default=False,

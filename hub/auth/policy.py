@@ -152,6 +152,12 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.csv"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.pdf"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}"): read(PATH),
+    ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.xlsx"): read(PATH),
+    ("GET", "/api/v1/reports/daily-summary/{store_id}/{day}"): read(PATH),
+    # the roll-up, the bundle and the reports page: the handler keeps to the reader's stores (named ones checked)
+    ("GET", "/api/v1/reports/chain-summary/{day}"): read(FILTERED),
+    ("GET", "/api/v1/reports/cold-chain-bundle/{day}"): read(FILTERED),
+    ("GET", "/reports"): read(FILTERED, page=True),
     # camera stills: evidence, for ops and admins of the store only; gateways upload on their own listener
     # (hub.snapshots.gateway_api), known by their client certificate, which this table does not decide
     ("GET", "/api/v1/stores/{store_id}/snapshots/{ref}"): evidence(PATH),

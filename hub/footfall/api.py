@@ -19,7 +19,7 @@ from hub.api.schemas import ApiModel, ValidationProblem
 from hub.domain.footfall import DayFigures, HourFigures
 from hub.footfall.queries import FootfallReport, footfall_report
 from hub.reports import csv_text
-from hub.reports.api import CSV_MEDIA_TYPE, ReportFormat, StoreFilterDep
+from hub.reports.api import CSV_MEDIA_TYPE, StoreFilterDep, TableFormat
 from hub.reports.queries import FALLBACK_TIME_ZONE, ReportFilter
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -185,7 +185,7 @@ async def get_footfall(
     session: SessionDep,
     scope: StoreFilterDep,
     gap_s: BasketGapDep,
-    output: Annotated[ReportFormat, Query(alias="format")] = "json",
+    output: Annotated[TableFormat, Query(alias="format")] = "json",
 ) -> FootfallReportOut | Response:
     """The footfall report."""
     report = await footfall_report(session, scope, basket_gap_s=gap_s)
