@@ -29,7 +29,7 @@ async def reports_client(
     """:func:`tests.hub.conftest.router_client` on the reports router, with settings on the app (the PDF font,
     the bundle's limit) as the hub's lifespan would put them."""
     async with router_client(engine, router, now=now, who=who) as http:
-        transport = http._transport  # noqa: SLF001 (router_client builds the app inside)
+        transport = http._transport
         assert isinstance(transport, httpx.ASGITransport)
         app = cast(FastAPI, transport.app)
         app.state.settings = HubSettings(reports=reports or ReportSettings())

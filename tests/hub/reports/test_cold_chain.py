@@ -24,7 +24,6 @@ from hub.catalog.models import StoreProfile
 from hub.db.models import Gateway, Store, StoredEvent
 from hub.domain.excursions import freezer_range
 from hub.domain.rules import EnvironmentRangeRule
-from hub.reports.api import router
 from hub.reports.cold_chain import CSV_COLUMNS, Limits, Sample, day_bounds, pdf_text, time_outside
 from tests.hub.reports.conftest import reports_client
 

@@ -24,7 +24,6 @@ from hub.app import create_app
 from hub.catalog.models import Sku, StoreProfile
 from hub.db.sqlfunctions import epoch_seconds, local_wall_time
 from hub.inventory.models import LedgerRow, ShrinkRecord, StockPosition
-from hub.reports.api import router
 from hub.settings import load_hub_settings
 from tests.hub.reports.conftest import reports_client
 
