@@ -158,6 +158,7 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/reports/chain-summary/{day}"): read(FILTERED),
     ("GET", "/api/v1/reports/cold-chain-bundle/{day}"): read(FILTERED),
     ("GET", "/reports"): read(FILTERED, page=True),
+    ("GET", "/reports/download"): read(FILTERED, page=True),  # a 303 to the report's route, checked there again
     # camera stills: evidence, for ops and admins of the store only; gateways upload on their own listener
     # (hub.snapshots.gateway_api), known by their client certificate, which this table does not decide
     ("GET", "/api/v1/stores/{store_id}/snapshots/{ref}"): evidence(PATH),
