@@ -537,7 +537,11 @@ def _named(stores: list[str] | None) -> tuple[str, ...]:
     description="One row per store you may see (each on its own local date `day`) with the daily summary's "
     "headline figures, and totals per currency. Narrow it with `region` or `store_id` (repeatable). "
     "`?format=csv|xlsx|pdf` for a file.",
-    responses={200: {"content": _FILE_CONTENT, "description": "the roll-up"}},
+    responses={
+        200: {"content": _FILE_CONTENT, "description": "the roll-up"},
+        403: {"description": "a named store outside your access"},
+        404: {"description": "a named store the hub does not know"},
+    },
 )
 async def get_chain_summary(
     session: SessionDep,

@@ -29,7 +29,7 @@ from hub.db.models import Store, StoredEvent
 from hub.domain.excursions import DEFAULT_MAX_GAP_S, ZoneRange
 from hub.domain.rules import EnvironmentRangeRule
 from hub.reports import csv_text
-from hub.reports.formats import ReportPdf, latin1
+from hub.reports.formats import ReportPdf, latin1, pdf_font
 from storegate.wire import UNIT_OF, EnvironmentReading, EventKind
 
 FALLBACK_TIME_ZONE: Final = "UTC"
@@ -391,7 +391,9 @@ def _range(zone: ZoneSummary, unit: str) -> str:
 
 def _table(pdf: ReportPdf, widths: tuple[int, ...], rows: Sequence[Sequence[str]], *, size: int = 8) -> None:
     pdf.use_font(size=size)
-    with pdf.table(col_widths=widths, width=sum(widths), text_align="LEFT", first_row_as_headings=True) as table:
+    with pdf.table(
+        col_widths=widths, width=sum(widths), text_align="LEFT", first_row_as_headings=True, **pdf.heading_style()
+    ) as table:
         for cells in rows:
             row = table.row()
             for cell in cells:
@@ -438,12 +440,21 @@ def _excursion_row(line: ExcursionLine) -> tuple[str, ...]:
     )
 
 
-def report_pdf(report: ColdChainReport, *, font: Path | None = None) -> bytes:
+def report_texts(report: ColdChainReport) -> list[str]:
+    """The report's own words (names, zones, notes), for :func:`hub.reports.formats.pdf_font`; the rest is ASCII."""
+    return [report.model_dump_json()]
+
+
+def report_pdf(report: ColdChainReport, *, font: Path | None = None, subset: bool = True) -> bytes:
     """The report as an A4 landscape PDF: a title block, a table per zone, and the excursions.
 
     ``font`` has the Chinese glyphs of store names (:func:`hub.reports.formats.find_cjk_font`); without one the
-    PDF says so at its top and writes Latin-1 only.
+    PDF says so at its top and writes Latin-1 only. ``subset=False`` when ``font`` is already cut down to
+    the report's characters (a bundle cuts one font for all its stores).
     """
+    if subset:
+        with pdf_font(font, report_texts(report)) as cut:
+            return report_pdf(report, font=cut, subset=False)
     name = f"{report.store_name} ({report.store_id})" if report.store_name else report.store_id
     pdf = ReportPdf(font=font, title=f"Cold-chain report {name} {report.date.isoformat()}", created=report.generated_at)
     pdf.paragraph(f"Cold-chain report: {name}", size=16, style="B")
