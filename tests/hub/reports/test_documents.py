@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +33,7 @@ from hub.domain.access import Principal, Role
 from hub.domain.excursions import freezer_range
 from hub.domain.rules import EnvironmentRangeRule
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel
+from hub.reports import formats
 from hub.reports.cold_chain import Limits, Sample, time_outside
 from hub.reports.formats import NO_CJK_FONT_NOTE, UTF8_BOM, Document, Table, document_pdf, workbook_bytes
 from hub.reports.settings import ReportSettings
@@ -401,3 +404,30 @@ def test_a_workbook_never_turns_a_name_into_a_formula() -> None:
     assert sheet["A2"].value == evil
     assert sheet["A2"].data_type == "s"
     assert sheet["B2"].value == 3
+
+
+def test_the_pdf_font_is_the_configured_one_else_debians_else_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    installed = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")  # fonts-wqy-microhei, on this machine
+    assert formats.find_cjk_font(installed) == installed
+    missing = tmp_path / "no-such-font.ttf"
+    assert formats.find_cjk_font(missing) in formats.KNOWN_CJK_FONTS
+    assert f"reports.pdf_font {missing} is not a font file" in caplog.text
+    # Neither a known package nor fontconfig: no font, and PDFs say so (above).
+    monkeypatch.setattr(formats, "KNOWN_CJK_FONTS", (tmp_path / "gone.ttc",))
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    assert formats.find_cjk_font(None) is None
+
+
+def test_a_cut_font_writes_the_chinese_it_was_cut_for() -> None:
+    installed = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+    document = Document(title=f"{TAIPEI} {SHANGHAI}", lines=[MILK], tables=[])
+    with formats.pdf_font(installed, formats.document_texts(document)) as cut:
+        assert cut is not None
+        assert cut != installed
+        assert cut.stat().st_size < installed.stat().st_size / 20
+    assert not cut.exists()  # a file only while the PDF is written
+    text = pdf_text(document_pdf(document, font=installed, created=NOW))
+    assert TAIPEI in text
+    assert MILK in text
