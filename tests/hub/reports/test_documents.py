@@ -431,3 +431,40 @@ def test_a_cut_font_writes_the_chinese_it_was_cut_for() -> None:
     text = pdf_text(document_pdf(document, font=installed, created=NOW))
     assert TAIPEI in text
     assert MILK in text
+
+
+# --------------------------------------------------------------------------- the other reports as files
+
+
+@pytest.mark.usefixtures("chain")
+async def test_inventory_alert_history_and_cold_chain_as_excel_pdf_and_csv_for_excel(client: httpx.AsyncClient) -> None:
+    period = {"from": "2025-11-01", "to": DAY, "store_id": "taipei"}
+    inventory = await client.get("/api/v1/reports/inventory-turnover", params={**period, "format": "xlsx"})
+    assert inventory.status_code == 200, inventory.text
+    assert inventory.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    sheet = openpyxl.load_workbook(io.BytesIO(inventory.content))["Inventory turnover"]
+    rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    header = rows.index(next(row for row in rows if row[0] == "store_id"))
+    milk = dict(zip(rows[header], next(row for row in rows if row[2] == "milk"), strict=True))
+    assert (milk["name"], milk["units_sold"], milk["avg_daily_units"]) == (MILK, 3, 0.3)
+
+    alerts = await client.get("/api/v1/reports/alerts", params={**period, "format": "pdf"})
+    assert alerts.status_code == 200, alerts.text
+    assert alerts.headers["content-disposition"] == f'attachment; filename="alerts_taipei_2025-11-01_{DAY}.pdf"'
+    text = pdf_text(alerts.content)
+    assert "Alert history" in text
+    assert "door_open warning 2" in text  # rule kind, severity, alerts (one the day before)
+
+    sales = await client.get("/api/v1/reports/sales", params={**period, "format": "csv", "bom": "true"})
+    assert sales.content.startswith(UTF8_BOM.encode())
+    assert MILK in sales.content.decode("utf-8-sig")
+
+    cold = await client.get(f"/api/v1/reports/cold-chain/taipei/{DAY}.xlsx")
+    assert cold.status_code == 200, cold.text
+    rows = [list(row) for row in openpyxl.load_workbook(io.BytesIO(cold.content))["taipei"].iter_rows(values_only=True)]
+    zone = dict(zip(rows[0], rows[1], strict=True))
+    assert (zone["record"], zone["zone"], zone["time_outside_s"]) == ("zone", "freezer-1", 1260)
+    cold_csv = await client.get(f"/api/v1/reports/cold-chain/taipei/{DAY}.csv", params={"bom": "true"})
+    assert cold_csv.content.startswith(UTF8_BOM.encode())
+    missing = await client.get(f"/api/v1/reports/cold-chain/atlantis/{DAY}.xlsx")
+    assert missing.status_code == 404
