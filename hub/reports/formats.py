@@ -9,6 +9,7 @@ which Debian package to install (and a warning in the log), never question marks
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import shutil
@@ -66,6 +67,8 @@ _SHEET_FORBIDDEN: Final = str.maketrans({c: "_" for c in "[]:*?/\\"})
 _BASE_CHARACTERS: Final = frozenset(
     chr(code) for code in (*range(0x20, 0x7F), *range(0xA0, 0x100), *range(0x2010, 0x2070))
 )
+# Cuts of the CJK font kept for the next reports with the same names (each some tens of KB).
+_CUTS_KEPT: Final = 32
 # The CJK font's one face also writes headings (fpdf2 would otherwise ask for a bold face).
 _PLAIN_HEADINGS: Final = FontFace(emphasis="")
 
@@ -212,7 +215,10 @@ def find_cjk_font(configured: Path | None = None) -> Path | None:
     return _fontconfig_cjk()
 
 
-def _write_subset(font: Path, characters: Iterable[str], path: Path) -> None:
+@functools.lru_cache(maxsize=_CUTS_KEPT)
+def _cut(font: Path, modified_ns: int, characters: frozenset[str]) -> bytes:
+    """``font`` cut down to ``characters``, as font file bytes; kept for the next report with the same names
+    (``modified_ns`` makes a replaced font file a new key)."""
     options = font_subset.Options()
     options.notdef_outline = True
     options.recommended_glyphs = True
@@ -222,7 +228,9 @@ def _write_subset(font: Path, characters: Iterable[str], path: Path) -> None:
     subsetter.populate(unicodes={ord(character) for character in characters})
     face = ttLib.TTFont(font, fontNumber=0, lazy=True, recalcTimestamp=False)
     subsetter.subset(face)
-    face.save(path)
+    out = io.BytesIO()
+    face.save(out)
+    return out.getvalue()
 
 
 @contextlib.contextmanager
@@ -231,7 +239,8 @@ def pdf_font(font: Path | None, texts: Iterable[str]) -> Iterator[Path | None]:
 
     fpdf2 reads the whole of a font for every document: about half a second for a CJK font of 30,000 glyphs.
     A subset of the few hundred characters the reports use is read in milliseconds, so a bundle of many
-    stores' PDFs reads the big font once. Should the cut fail, the whole font is used.
+    stores' PDFs reads the big font once, and the last few cuts are kept for reports of the same names. Should
+    the cut fail, the whole font is used.
     """
     if font is None:
         yield None
@@ -243,7 +252,7 @@ def pdf_font(font: Path | None, texts: Iterable[str]) -> Iterator[Path | None]:
     with tempfile.TemporaryDirectory(prefix="storegate-pdf-font-") as folder:
         path = Path(folder) / f"subset{suffix}"
         try:
-            _write_subset(font, characters, path)
+            path.write_bytes(_cut(font, font.stat().st_mtime_ns, frozenset(characters)))
         except Exception as err:  # fontTools raises many kinds for a font it cannot cut
             log.warning("cannot cut %s down for PDFs (%s); using the whole font", font, err)
             path = font
