@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import httpx
 from fastapi import FastAPI
@@ -25,10 +25,11 @@ async def reports_client(
     now: Callable[[], datetime],
     who: Principal = TEST_ADMIN,
     reports: ReportSettings | None = None,
+    routers: tuple[Any, ...] = (router,),
 ) -> AsyncIterator[httpx.AsyncClient]:
     """:func:`tests.hub.conftest.router_client` on the reports router, with settings on the app (the PDF font,
-    the bundle's limit) as the hub's lifespan would put them."""
-    async with router_client(engine, router, now=now, who=who) as http:
+    the bundle's limit) as the hub's lifespan would put them; ``routers`` to serve other report routers."""
+    async with router_client(engine, *routers, now=now, who=who) as http:
         transport = http._transport
         assert isinstance(transport, httpx.ASGITransport)
         app = cast(FastAPI, transport.app)

@@ -32,6 +32,7 @@ from hub.db.models import StoredEvent
 from hub.domain.access import Principal, Role
 from hub.domain.excursions import freezer_range
 from hub.domain.rules import EnvironmentRangeRule
+from hub.footfall.api import router as footfall_router
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel
 from hub.reports import formats
 from hub.reports.cold_chain import Limits, Sample, time_outside
@@ -468,3 +469,13 @@ async def test_inventory_alert_history_and_cold_chain_as_excel_pdf_and_csv_for_e
     assert cold_csv.content.startswith(UTF8_BOM.encode())
     missing = await client.get(f"/api/v1/reports/cold-chain/atlantis/{DAY}.xlsx")
     assert missing.status_code == 404
+
+
+async def test_the_footfall_csv_takes_a_byte_order_mark_too(engine: AsyncEngine) -> None:
+    async with reports_client(engine, now=lambda: NOW, routers=(footfall_router,)) as client:
+        params = {"from": DAY, "to": DAY, "format": "csv"}
+        with_bom = await client.get("/api/v1/reports/footfall", params={**params, "bom": "true"})
+        assert with_bom.status_code == 200, with_bom.text
+        assert with_bom.content.startswith(UTF8_BOM.encode() + b"record,")
+        plain = await client.get("/api/v1/reports/footfall", params=params)
+        assert plain.content.startswith(b"record,")
