@@ -54,6 +54,7 @@ from hub.commands import api as commands_api
 from hub.commands.sender import CommandPublisher
 from hub.console import assets as console_assets
 from hub.console import language as console_language
+from hub.console import reports_page as console_reports
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
@@ -532,6 +533,7 @@ _API_MODULES: Final = (
     console_assets,
     console_language,
     report_schedules_api,
+    console_reports,
 )
 
 

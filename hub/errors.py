@@ -41,6 +41,9 @@ while ``except LookupError`` and the like keep their meaning::
     ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
     ├── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
     ├── DeliveryError                          hub.reports.schedules.delivery            a scheduled report not sent
+    ├── ReportNotFoundError(LookupError)       hub.reports.documents                     a report of an unknown store
+    ├── ReportScopeError(PermissionError)      hub.reports.documents                     a store outside the reader's
+    ├── BundleTooLargeError(ValueError)        hub.reports.documents                     a bundle past its store limit
     └── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.

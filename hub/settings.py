@@ -24,7 +24,7 @@ from hub.auth.settings import AuthSettings
 from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
-from hub.reports.schedules.settings import ReportsSettings
+from hub.reports.settings import ReportSettings
 from hub.snapshots.settings import SnapshotSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
 from storegate.mqtt import MqttSettings
@@ -214,9 +214,10 @@ class HubSettings(BaseSettings):
         default_factory=FootfallSettings,
         description="the footfall report: how checkout scans make sales transactions (docs/reports.md)",
     )
-    reports: ReportsSettings = Field(
-        default_factory=ReportsSettings,
-        description="scheduled reports: retries, sizes, catch-up after downtime, the SMTP server for e-mail",
+    reports: ReportSettings = Field(
+        default_factory=ReportSettings,
+        description="reports as files (the PDF font for Chinese names, the bundle's limit) and scheduled reports "
+        "(retries, sizes, catch-up after downtime, the SMTP server for e-mail): docs/reports.md",
     )
     accept_unknown_gateways: bool = Field(
         default=False,

@@ -161,6 +161,13 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("POST", "/api/v1/report-schedules/{schedule_id}/resume"): administer(),
     ("DELETE", "/api/v1/report-schedules/{schedule_id}"): administer(),
     ("GET", "/api/v1/report-schedules/{schedule_id}/deliveries"): administer(),
+    ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.xlsx"): read(PATH),
+    ("GET", "/api/v1/reports/daily-summary/{store_id}/{day}"): read(PATH),
+    # the roll-up, the bundle and the reports page: the handler keeps to the reader's stores (named ones checked)
+    ("GET", "/api/v1/reports/chain-summary/{day}"): read(FILTERED),
+    ("GET", "/api/v1/reports/cold-chain-bundle/{day}"): read(FILTERED),
+    ("GET", "/reports"): read(FILTERED, page=True),
+    ("GET", "/reports/download"): read(FILTERED, page=True),  # a 303 to the report's route, checked there again
     # camera stills: evidence, for ops and admins of the store only; gateways upload on their own listener
     # (hub.snapshots.gateway_api), known by their client certificate, which this table does not decide
     ("GET", "/api/v1/stores/{store_id}/snapshots/{ref}"): evidence(PATH),

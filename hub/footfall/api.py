@@ -19,7 +19,8 @@ from hub.api.schemas import ApiModel, ValidationProblem
 from hub.domain.footfall import DayFigures, HourFigures
 from hub.footfall.queries import FootfallReport, footfall_report
 from hub.reports import csv_text
-from hub.reports.api import CSV_MEDIA_TYPE, ReportFormat, StoreFilterDep
+from hub.reports.api import CSV_MEDIA_TYPE, BomQuery, StoreFilterDep, TableFormat
+from hub.reports.formats import csv_bytes
 from hub.reports.queries import FALLBACK_TIME_ZONE, ReportFilter
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -175,7 +176,8 @@ def _filename(scope: ReportFilter) -> str:
     description="People counted entering and leaving by the stores' entrance cameras (every camera and line of a "
     "store added up), sales transactions (baskets of checkout scans, see basket_gap_s), units sold and the "
     "conversion rate (transactions / visitors) per store and local hour, and totals per day. An hour without "
-    "camera counts has null visitors (no data), not zero. `?format=csv` gives hour and day rows in one table.",
+    "camera counts has null visitors (no data), not zero. `?format=csv` gives hour and day rows in one table "
+    "(`bom=true` starts it with a byte order mark for Excel).",
     responses={
         200: {"content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "the report (JSON or CSV)"},
         422: {"model": ValidationProblem, "description": "a bad parameter: from after to, a period over 366 days"},
@@ -185,14 +187,15 @@ async def get_footfall(
     session: SessionDep,
     scope: StoreFilterDep,
     gap_s: BasketGapDep,
-    output: Annotated[ReportFormat, Query(alias="format")] = "json",
+    output: Annotated[TableFormat, Query(alias="format")] = "json",
+    bom: BomQuery = False,
 ) -> FootfallReportOut | Response:
     """The footfall report."""
     report = await footfall_report(session, scope, basket_gap_s=gap_s)
     out = report_out(report, scope, basket_gap_s=gap_s)
     if output == "csv":
         return Response(
-            content=report_csv(out).encode(),
+            content=csv_bytes(report_csv(out), bom=bom),
             media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{_filename(scope)}"'},
         )

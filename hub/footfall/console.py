@@ -51,6 +51,7 @@ async def today_by_store(
         first_day=min(today.values()),
         last_day=max(today.values()),
         store_id=store_ids[0] if len(store_ids) == 1 else None,
+        until=now,
     )
     report = await footfall_report(session, scope, basket_gap_s=basket_gap_s)
     days = {(day.store_id, day.local_date): day for day in report.days}

@@ -100,14 +100,14 @@ class UtcSpan:
             ends.append(datetime.combine(scope.last_day + timedelta(days=1), time(), zone).astimezone(UTC))
         if not starts:  # no zone known: every offset in use (-12:00..+14:00)
             return cls.anywhere(scope)
-        return cls(min(starts) - _SPARE, max(ends) + _SPARE)
+        return cls(min(starts) - _SPARE, _until_now(scope, max(ends) + _SPARE))
 
     @classmethod
     def anywhere(cls, scope: ReportFilter) -> UtcSpan:
         """The period's local dates in any zone at all: a day either side of UTC's."""
         return cls(
             _midnight_utc(scope.first_day) - _UTC_MARGIN,
-            _midnight_utc(scope.last_day + timedelta(days=1)) + _UTC_MARGIN,
+            _until_now(scope, _midnight_utc(scope.last_day + timedelta(days=1)) + _UTC_MARGIN),
         )
 
     def earlier_by(self, seconds: float) -> UtcSpan:
@@ -172,6 +172,11 @@ def _zone() -> ColumnElement[str]:
 
 def _midnight_utc(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
+
+
+def _until_now(scope: ReportFilter, end: datetime) -> datetime:
+    """A span's end, never past the filter's ``until``: a report of today stops at now."""
+    return end if scope.until is None else min(end, scope.until)
 
 
 async def utc_span(session: AsyncSession, scope: ReportFilter) -> UtcSpan:

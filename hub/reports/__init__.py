@@ -1,7 +1,10 @@
-"""Reports of the hub, computed in the database: sales, stock flow, shrink, alert statistics, the cold chain.
+"""Reports of the hub, computed in the database: sales, stock flow, shrink, alert statistics, the cold chain,
+the daily store summary and the chain roll-up.
 
 ``queries`` holds the SQL (SQLite and PostgreSQL alike), ``cold_chain`` the per-store daily cold-chain report
-with its CSV and PDF, ``api`` the routes under ``/api/v1/reports``. See docs/reports.md.
+with its CSV and PDF, ``summary`` the daily store summary and the roll-up, ``formats`` CSV with a byte order
+mark, Excel and PDF in a CJK font, ``documents`` every report as a file (for the API, the console and
+scheduled delivery), ``api`` the routes under ``/api/v1/reports``. See docs/reports.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""``/api/v1/reports``: sales, inventory turnover, sell-through, shrink, alert statistics and the cold chain.
+"""``/api/v1/reports``: sales, inventory turnover, sell-through, shrink, alert statistics, the cold chain, the
+daily store summary, the chain roll-up and the cold-chain bundle.
 
 Every period report takes ``from`` and ``to`` as local dates, both inclusive, read in each store's own time
-zone, and answers JSON, or CSV with ``?format=csv`` (the same rows and values; null is an empty cell).
+zone, and answers JSON, or a file with ``?format=csv|xlsx|pdf`` (the same rows and values; null is an empty
+cell); ``?bom=true`` starts a CSV with a UTF-8 byte order mark, so that Excel reads non-ASCII names. A period
+that includes today stops at now. The files are made by :mod:`hub.reports.documents`.
 """
 
 from __future__ import annotations
@@ -16,22 +19,49 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.api.deps import NowDep, SessionDep
+from hub.api.deps import NowDep, SessionDep, SettingsDep
 from hub.api.params import IsoDate, invalid
 from hub.api.schemas import ApiModel, ValidationProblem
-from hub.reports import cold_chain, csv_text, queries
+from hub.auth.guard import PrincipalDep
+from hub.domain.access import Principal
+from hub.reports import cold_chain, csv_text, documents, queries, summary
+from hub.reports.documents import (
+    BundleTooLargeError,
+    ReportDocument,
+    ReportNotFoundError,
+    ReportScope,
+    ReportScopeError,
+)
+from hub.reports.formats import (
+    XLSX_MEDIA_TYPE,
+    ZIP_MEDIA_TYPE,
+    csv_bytes,
+    document_pdf,
+    document_workbook,
+    find_cjk_font,
+)
 from hub.reports.queries import MAX_PERIOD_DAYS, ReportFilter, ReportPeriodError
+from hub.settings import HubSettings
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
 CSV_MEDIA_TYPE: Final = "text/csv"
 PDF_MEDIA_TYPE: Final = "application/pdf"
 _ID_MAX: Final = 63
+# Store ids one request may name (a chain has hundreds; the bundle has its own, configured limit).
+_MAX_NAMED_STORES: Final = 1000
 
-ReportFormat = Literal["json", "csv"]
+TableFormat = Literal["json", "csv"]  # reports with JSON and CSV only (footfall)
+ReportFormat = Literal["json", "csv", "xlsx", "pdf"]
+FileFormat = Literal["csv", "xlsx", "pdf"]
+_FILE_CONTENT: Final[dict[str, Any]] = {
+    CSV_MEDIA_TYPE: {"schema": {"type": "string"}},
+    XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+    PDF_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+}
 
 _CSV_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
-    200: {"content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "the report (JSON or CSV)"},
+    200: {"content": _FILE_CONTENT, "description": "the report (JSON, CSV, Excel or PDF)"},
     422: {
         "model": ValidationProblem,
         "description": "a bad parameter: from after to, a period over 366 days, an unknown format",
@@ -154,27 +184,32 @@ ToQuery = Annotated[
 ]
 StoreQuery = Annotated[str | None, Query(max_length=_ID_MAX, description="only this store")]
 SkuQuery = Annotated[str | None, Query(max_length=_ID_MAX, description="only this SKU")]
-FormatQuery = Annotated[ReportFormat, Query(description="json, or csv for a CSV file of the same rows")]
+FormatQuery = Annotated[
+    ReportFormat, Query(alias="format", description="json, or csv, xlsx (Excel) or pdf for a file of the same rows")
+]
+BomQuery = Annotated[
+    bool, Query(description="CSV only: start with a UTF-8 byte order mark, so that Excel reads non-ASCII names")
+]
 
 
-def _filter(first_day: date, last_day: date, store_id: str | None, sku_id: str | None) -> ReportFilter:
+def _filter(first_day: date, last_day: date, store_id: str | None, sku_id: str | None, now: datetime) -> ReportFilter:
     try:
-        return ReportFilter(first_day=first_day, last_day=last_day, store_id=store_id, sku_id=sku_id)
+        return ReportFilter(first_day=first_day, last_day=last_day, store_id=store_id, sku_id=sku_id, until=now)
     except ReportPeriodError as err:
         value = first_day if err.parameter == "from" else last_day
         raise invalid(err.parameter, str(err), value.isoformat()) from None
 
 
 def store_sku_filter(
-    first_day: FromQuery, last_day: ToQuery, store_id: StoreQuery = None, sku_id: SkuQuery = None
+    now: NowDep, first_day: FromQuery, last_day: ToQuery, store_id: StoreQuery = None, sku_id: SkuQuery = None
 ) -> ReportFilter:
-    """The period, store and SKU of a stock report; 422 naming the parameter when the period is wrong."""
-    return _filter(first_day, last_day, store_id, sku_id)
+    """The period, store and SKU of a stock report, stopping at now; 422 naming the parameter when it is wrong."""
+    return _filter(first_day, last_day, store_id, sku_id, now)
 
 
-def store_filter(first_day: FromQuery, last_day: ToQuery, store_id: StoreQuery = None) -> ReportFilter:
-    """The period and store of the alert statistics."""
-    return _filter(first_day, last_day, store_id, None)
+def store_filter(now: NowDep, first_day: FromQuery, last_day: ToQuery, store_id: StoreQuery = None) -> ReportFilter:
+    """The period and store of the alert statistics, stopping at now."""
+    return _filter(first_day, last_day, store_id, None, now)
 
 
 StockFilterDep = Annotated[ReportFilter, Depends(store_sku_filter)]
@@ -189,11 +224,19 @@ def _notes(rows: Sequence[Any]) -> list[str]:
     return [f"store {store_id} has no store profile: its dates and hours are UTC" for store_id in assumed]
 
 
-def _csv_response(text: str, filename: str) -> Response:
+def _csv_response(text: str, filename: str, *, bom: bool = False) -> Response:
     return Response(
-        content=text.encode(),
+        content=csv_bytes(text, bom=bom),
         media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _file_response(document: ReportDocument) -> Response:
+    return Response(
+        content=document.body,
+        media_type=document.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{document.filename}"'},
     )
 
 
@@ -209,13 +252,25 @@ async def _render(
     session: AsyncSession,
     scope: ReportFilter,
     output: ReportFormat,
+    file: FileOptions,
 ) -> ReportOut[RowT] | Response:
     rows = await rows_of(session, scope)
     items = [model.model_validate(row, from_attributes=True) for row in rows]
     if output == "csv":
         columns = list(model.model_fields)
         text = csv_text(columns, (item.model_dump(mode="json") for item in items))
-        return _csv_response(text, _filename(name, scope, "csv"))
+        return _csv_response(text, _filename(name, scope, "csv"), bom=file.bom)
+    if output in ("xlsx", "pdf"):
+        kind = _DOCUMENT_KIND.get(name, name)
+        document = documents.period_document(kind, rows, scope)
+        body = (
+            document_workbook(document)
+            if output == "xlsx"
+            else document_pdf(document, font=find_cjk_font(file.settings.reports.pdf_font), created=file.now)
+        )
+        return _file_response(
+            ReportDocument(filename=_filename(name, scope, output), media_type=documents.MEDIA_TYPES[output], body=body)
+        )
     return ReportOut[model](  # type: ignore[valid-type]
         report=name,
         from_date=scope.first_day,
@@ -230,6 +285,21 @@ async def _render(
 
 # --------------------------------------------------------------------------- period reports
 
+# The documents' kind of each period report (``inventory-turnover`` is ``inventory`` there).
+_DOCUMENT_KIND: Final = {"inventory-turnover": "inventory"}
+
+
+class FileOptions:
+    """What a report's file needs beyond its rows: the BOM choice, the settings (PDF font) and now."""
+
+    def __init__(self, settings: SettingsDep, now: NowDep, bom: BomQuery = False) -> None:
+        self.settings = settings
+        self.now = now
+        self.bom = bom
+
+
+FileDep = Annotated[FileOptions, Depends()]
+
 
 @router.get(
     "/sales",
@@ -240,10 +310,10 @@ async def _render(
     responses=_CSV_RESPONSE,
 )
 async def get_sales(
-    session: SessionDep, scope: StockFilterDep, output: Annotated[ReportFormat, Query(alias="format")] = "json"
+    session: SessionDep, scope: StockFilterDep, file: FileDep, output: FormatQuery = "json"
 ) -> ReportOut[SalesRowOut] | Response:
     """The sales report."""
-    return await _render("sales", SalesRowOut, queries.sales, session, scope, output)
+    return await _render("sales", SalesRowOut, queries.sales, session, scope, output, file)
 
 
 @router.get(
@@ -255,10 +325,10 @@ async def get_sales(
     responses=_CSV_RESPONSE,
 )
 async def get_inventory_turnover(
-    session: SessionDep, scope: StockFilterDep, output: Annotated[ReportFormat, Query(alias="format")] = "json"
+    session: SessionDep, scope: StockFilterDep, file: FileDep, output: FormatQuery = "json"
 ) -> ReportOut[TurnoverRowOut] | Response:
     """The inventory turnover report."""
-    return await _render("inventory-turnover", TurnoverRowOut, queries.stock_flow, session, scope, output)
+    return await _render("inventory-turnover", TurnoverRowOut, queries.stock_flow, session, scope, output, file)
 
 
 @router.get(
@@ -270,10 +340,10 @@ async def get_inventory_turnover(
     responses=_CSV_RESPONSE,
 )
 async def get_sell_through(
-    session: SessionDep, scope: StockFilterDep, output: Annotated[ReportFormat, Query(alias="format")] = "json"
+    session: SessionDep, scope: StockFilterDep, file: FileDep, output: FormatQuery = "json"
 ) -> ReportOut[SellThroughRowOut] | Response:
     """The sell-through report."""
-    return await _render("sell-through", SellThroughRowOut, queries.stock_flow, session, scope, output)
+    return await _render("sell-through", SellThroughRowOut, queries.stock_flow, session, scope, output, file)
 
 
 @router.get(
@@ -285,10 +355,10 @@ async def get_sell_through(
     responses=_CSV_RESPONSE,
 )
 async def get_shrink(
-    session: SessionDep, scope: StockFilterDep, output: Annotated[ReportFormat, Query(alias="format")] = "json"
+    session: SessionDep, scope: StockFilterDep, file: FileDep, output: FormatQuery = "json"
 ) -> ReportOut[ShrinkRowOut] | Response:
     """The shrink report."""
-    return await _render("shrink", ShrinkRowOut, queries.shrink, session, scope, output)
+    return await _render("shrink", ShrinkRowOut, queries.shrink, session, scope, output, file)
 
 
 @router.get(
@@ -300,10 +370,10 @@ async def get_shrink(
     responses=_CSV_RESPONSE,
 )
 async def get_alert_stats(
-    session: SessionDep, scope: StoreFilterDep, output: Annotated[ReportFormat, Query(alias="format")] = "json"
+    session: SessionDep, scope: StoreFilterDep, file: FileDep, output: FormatQuery = "json"
 ) -> ReportOut[AlertStatsRowOut] | Response:
     """The alert statistics."""
-    return await _render("alerts", AlertStatsRowOut, queries.alert_stats, session, scope, output)
+    return await _render("alerts", AlertStatsRowOut, queries.alert_stats, session, scope, output, file)
 
 
 # --------------------------------------------------------------------------- cold chain
@@ -330,10 +400,26 @@ async def _cold_chain(session: AsyncSession, store_id: str, day: date, now: date
         **_NOT_FOUND,
     },
 )
-async def get_cold_chain_csv(session: SessionDep, now: NowDep, store_id: StoreIdPath, day: DayPath) -> Response:
+async def get_cold_chain_csv(
+    session: SessionDep, now: NowDep, store_id: StoreIdPath, day: DayPath, bom: BomQuery = False
+) -> Response:
     """Zone, excursion and note rows in one table (a ``record`` column says which)."""
     report = await _cold_chain(session, store_id, day, now)
-    return _csv_response(cold_chain.report_csv(report), f"cold-chain_{store_id}_{day.isoformat()}.csv")
+    return _csv_response(cold_chain.report_csv(report), f"cold-chain_{store_id}_{day.isoformat()}.csv", bom=bom)
+
+
+@router.get(
+    "/cold-chain/{store_id}/{day}.xlsx",
+    summary="Cold-chain report of a store and day, Excel",
+    response_class=Response,
+    responses={200: {"content": {XLSX_MEDIA_TYPE: {}}, "description": "the workbook"}, **_NOT_FOUND},
+)
+async def get_cold_chain_xlsx(
+    session: SessionDep, settings: SettingsDep, now: NowDep, store_id: StoreIdPath, day: DayPath
+) -> Response:
+    """The CSV's rows as a sheet."""
+    scope = ReportScope.day(day, store_id=store_id)
+    return await _document(("cold-chain", "xlsx"), session, scope, now=now, settings=settings)
 
 
 @router.get(
@@ -342,11 +428,13 @@ async def get_cold_chain_csv(session: SessionDep, now: NowDep, store_id: StoreId
     response_class=Response,
     responses={200: {"content": {PDF_MEDIA_TYPE: {}}, "description": "the PDF file"}, **_NOT_FOUND},
 )
-async def get_cold_chain_pdf(session: SessionDep, now: NowDep, store_id: StoreIdPath, day: DayPath) -> Response:
-    """The report for people: a table per zone and the excursions."""
+async def get_cold_chain_pdf(
+    session: SessionDep, settings: SettingsDep, now: NowDep, store_id: StoreIdPath, day: DayPath
+) -> Response:
+    """The report for people: a table per zone and the excursions; Chinese names in a CJK font."""
     report = await _cold_chain(session, store_id, day, now)
     return Response(
-        content=cold_chain.report_pdf(report),
+        content=cold_chain.report_pdf(report, font=find_cjk_font(settings.reports.pdf_font)),
         media_type=PDF_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="cold-chain_{store_id}_{day.isoformat()}.pdf"'},
     )
@@ -366,3 +454,147 @@ async def get_cold_chain(
 ) -> cold_chain.ColdChainReport:
     """The report as JSON."""
     return await _cold_chain(session, store_id, day, now)
+
+
+# --------------------------------------------------------------------------- files of documents
+
+
+async def _document(
+    key: tuple[str, str], session: AsyncSession, scope: ReportScope, *, now: datetime, settings: HubSettings
+) -> Response:
+    """A document of :mod:`hub.reports.documents` as a download; its refusals in the API's words."""
+    try:
+        document = await documents.DOCUMENTS[key](session, scope, now=now, settings=settings)
+    except ReportNotFoundError as err:
+        raise HTTPException(status_code=404, detail=str(err)) from None
+    except ReportScopeError as err:
+        raise HTTPException(status_code=403, detail=str(err)) from None
+    except BundleTooLargeError as err:
+        raise invalid("store_id", str(err), len(scope.store_list)) from None
+    return _file_response(document)
+
+
+def _reach(who: Principal) -> frozenset[str] | None:
+    return who.store_ids
+
+
+# --------------------------------------------------------------------------- daily store summary
+
+
+@router.get(
+    "/daily-summary/{store_id}/{day}",
+    response_model=summary.DailySummary,
+    summary="Daily summary of a store",
+    description="One store's local day: sales by hour and by SKU with totals in the store's currency, slots "
+    "below their minimum now, restock tasks done, alerts raised by severity and still open, and each zone's "
+    "cold-chain compliance. Today stops at now. `?format=csv|xlsx|pdf` for a file (`bom=true` for Excel).",
+    responses={200: {"content": _FILE_CONTENT, "description": "the summary"}, **_NOT_FOUND},
+)
+async def get_daily_summary(
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    store_id: StoreIdPath,
+    day: DayPath,
+    output: FormatQuery = "json",
+    bom: BomQuery = False,
+) -> summary.DailySummary | Response:
+    """The summary as JSON or a file."""
+    scope = ReportScope.day(day, store_id=store_id, bom=bom)
+    if output != "json":
+        return await _document(("daily-summary", output), session, scope, now=now, settings=settings)
+    try:
+        return await documents.load_daily_summary(session, scope, now=now)
+    except ReportNotFoundError as err:
+        raise HTTPException(status_code=404, detail=str(err)) from None
+
+
+# --------------------------------------------------------------------------- chain roll-up
+
+RegionQuery = Annotated[str | None, Query(max_length=_ID_MAX, description="only the stores of this region")]
+StoresQuery = Annotated[
+    list[str] | None,
+    Query(
+        alias="store_id",
+        max_length=_MAX_NAMED_STORES,
+        description=f"only these stores (repeat the parameter; at most {_MAX_NAMED_STORES})",
+    ),
+]
+
+
+def _named(stores: list[str] | None) -> tuple[str, ...]:
+    named = tuple(dict.fromkeys(stores or ()))
+    for store_id in named:
+        if not store_id or len(store_id) > _ID_MAX:
+            raise invalid("store_id", f"a store id has 1 to {_ID_MAX} characters", store_id)
+    return named
+
+
+@router.get(
+    "/chain-summary/{day}",
+    response_model=summary.ChainSummary,
+    summary="Chain roll-up of a day",
+    description="One row per store you may see (each on its own local date `day`) with the daily summary's "
+    "headline figures, and totals per currency. Narrow it with `region` or `store_id` (repeatable). "
+    "`?format=csv|xlsx|pdf` for a file.",
+    responses={
+        200: {"content": _FILE_CONTENT, "description": "the roll-up"},
+        403: {"description": "a named store outside your access"},
+        404: {"description": "a named store the hub does not know"},
+    },
+)
+async def get_chain_summary(
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    who: PrincipalDep,
+    day: DayPath,
+    region: RegionQuery = None,
+    stores: StoresQuery = None,
+    output: FormatQuery = "json",
+    bom: BomQuery = False,
+) -> summary.ChainSummary | Response:
+    """The roll-up of the reader's stores."""
+    scope = ReportScope.day(day, stores=_reach(who), region=region, store_list=_named(stores), bom=bom)
+    if output != "json":
+        return await _document(("chain-summary", output), session, scope, now=now, settings=settings)
+    try:
+        return await documents.load_chain_summary(session, scope, now=now)
+    except ReportNotFoundError as err:
+        raise HTTPException(status_code=404, detail=str(err)) from None
+    except ReportScopeError as err:
+        raise HTTPException(status_code=403, detail=str(err)) from None
+
+
+# --------------------------------------------------------------------------- cold-chain bundle
+
+
+@router.get(
+    "/cold-chain-bundle/{day}",
+    summary="Cold-chain reports of many stores, one ZIP",
+    description="For one local date: a PDF per store and one workbook (a sheet per store), in a ZIP. The stores "
+    "are those you may see, or a `region`'s, or the `store_id`s named (repeatable); past the hub's limit "
+    "(reports.bundle_max_stores) the request is refused.",
+    response_class=Response,
+    responses={
+        200: {"content": {ZIP_MEDIA_TYPE: {}}, "description": "the ZIP"},
+        404: {"description": "no such store, or no store to bundle"},
+        422: {"model": ValidationProblem, "description": "more stores than one bundle may hold"},
+    },
+)
+async def get_cold_chain_bundle(
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    who: PrincipalDep,
+    day: DayPath,
+    region: RegionQuery = None,
+    stores: StoresQuery = None,
+) -> Response:
+    """The bundle, built one store at a time."""
+    named = _named(stores)
+    limit = settings.reports.bundle_max_stores
+    if len(named) > limit:
+        raise invalid("store_id", f"{len(named)} stores named; a bundle holds at most {limit}", len(named))
+    scope = ReportScope.day(day, stores=_reach(who), region=region, store_list=named)
+    return await _document(("cold-chain-bundle", "zip"), session, scope, now=now, settings=settings)

@@ -14,11 +14,10 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from fpdf import FPDF
-from fpdf.enums import XPos, YPos
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,14 +29,14 @@ from hub.db.models import Store, StoredEvent
 from hub.domain.excursions import DEFAULT_MAX_GAP_S, ZoneRange
 from hub.domain.rules import EnvironmentRangeRule
 from hub.reports import csv_text
+from hub.reports.formats import ReportPdf, latin1, pdf_font
 from storegate.wire import UNIT_OF, EnvironmentReading, EventKind
 
 FALLBACK_TIME_ZONE: Final = "UTC"
 MEAN_DIGITS: Final = 3
-# Units as people write them. Core PDF fonts are Latin-1, which has the degree sign; anything else is replaced.
+# Units as people write them (the core PDF fonts' Latin-1 has the degree sign too).
 _UNIT_LABEL: Final[dict[str, str]] = {"Cel": "°C", "%RH": "%RH", "ppm": "ppm", "lx": "lx"}
 _UNIT_CODE: Final[dict[str, str]] = {quantity.value: unit for quantity, unit in UNIT_OF.items()}
-_PDF_REPLACEMENTS: Final = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
 
 
 class ReportModel(BaseModel):
@@ -95,6 +94,10 @@ class ColdChainReport(ReportModel):
     timezone_assumed: bool = Field(description="true when the store has no profile and UTC is used")
     day_start: datetime = Field(description="local midnight starting the day, with its UTC offset")
     day_end: datetime = Field(description="local midnight ending the day, with its UTC offset")
+    until: datetime = Field(
+        description="where the figures stop, local with its UTC offset: the day's end, or the moment the report "
+        "was made while the day lasts (nothing after now is counted or extrapolated)"
+    )
     generated_at: datetime
     zones: list[ZoneSummary]
     excursions: list[ExcursionLine]
@@ -204,6 +207,14 @@ def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     return datetime.combine(day, time(), tz), datetime.combine(day + timedelta(days=1), time(), tz)
 
 
+def stop_at_now(start: datetime, end: datetime, now: datetime) -> datetime:
+    """Where a period's figures stop: ``end``, or ``now`` when the period has not ended (never before ``start``).
+
+    A report of today must not hold the last reading (or anything else) beyond the present.
+    """
+    return max(start, min(end, now))
+
+
 # --------------------------------------------------------------------------- reading the database
 
 
@@ -271,7 +282,8 @@ async def cold_chain_report(
         return None
     zone_name = profile.timezone if profile is not None else FALLBACK_TIME_ZONE
     tz = ZoneInfo(zone_name)
-    start, end = day_bounds(day, tz)
+    start, day_end = day_bounds(day, tz)
+    end = stop_at_now(start, day_end, generated_at).astimezone(tz)
     rules, notes = await _environment_rules(session, store_id)
     # The last reading before midnight still stands for the zone in the first minutes of the day.
     lookback = timedelta(seconds=max((rule.max_gap_s for rule in rules), default=DEFAULT_MAX_GAP_S))
@@ -289,13 +301,17 @@ async def cold_chain_report(
     )
     if profile is None:
         notes.insert(0, f"store {store_id} has no store profile: times are in UTC")
+    if generated_at < start:
+        notes.append("the day has not begun: nothing is counted")
+    elif end < day_end:
+        notes.append(f"the day is not over: figures stop at {_when(end)}")
     if not zones:
         notes.append(f"no readings on {day.isoformat()}")
     if unreadable:
         plural = "" if unreadable == 1 else "s"
         notes.append(f"left out {unreadable} reading{plural} whose payload is not a valid reading")
-    if _offset(start) != _offset(end):
-        notes.append(f"the UTC offset changes on this day, from {_offset(start)} to {_offset(end)}")
+    if _offset(start) != _offset(day_end):
+        notes.append(f"the UTC offset changes on this day, from {_offset(start)} to {_offset(day_end)}")
     return ColdChainReport(
         store_id=store_id,
         store_name=profile.name if profile is not None else None,
@@ -303,7 +319,8 @@ async def cold_chain_report(
         timezone=zone_name,
         timezone_assumed=profile is None,
         day_start=start,
-        day_end=end,
+        day_end=day_end,
+        until=end,
         generated_at=generated_at.astimezone(UTC),
         zones=zones,
         excursions=[_excursion_line(row, tz) for row in excursions],
@@ -324,15 +341,19 @@ def _union(*models: type[BaseModel]) -> list[str]:
 CSV_COLUMNS: Final = ["record", "store_id", "date", "timezone", *_union(ZoneSummary, ExcursionLine), "note"]
 
 
-def report_csv(report: ColdChainReport) -> str:
-    """The report as one CSV table of zone, excursion and note rows."""
+def report_rows(report: ColdChainReport) -> list[Mapping[str, Any]]:
+    """The report's zone, excursion and note rows in :data:`CSV_COLUMNS`, values in their JSON form."""
     head: dict[str, Any] = {"store_id": report.store_id, "date": report.date.isoformat(), "timezone": report.timezone}
-    rows: list[Mapping[str, Any]] = [
+    return [
         *({"record": "zone", **head, **zone.model_dump(mode="json")} for zone in report.zones),
         *({"record": "excursion", **head, **line.model_dump(mode="json")} for line in report.excursions),
         *({"record": "note", **head, "note": note} for note in report.notes),
     ]
-    return csv_text(CSV_COLUMNS, rows)
+
+
+def report_csv(report: ColdChainReport) -> str:
+    """The report as one CSV table of zone, excursion and note rows."""
+    return csv_text(CSV_COLUMNS, report_rows(report))
 
 
 # --------------------------------------------------------------------------- PDF
@@ -340,9 +361,7 @@ def report_csv(report: ColdChainReport) -> str:
 
 def pdf_text(text: str) -> str:
     """``text`` in the Latin-1 of the core PDF fonts: dashes and quotes made plain, anything else as '?'."""
-    for character, plain in _PDF_REPLACEMENTS.items():
-        text = text.replace(character, plain)
-    return text.encode("latin-1", "replace").decode("latin-1")
+    return latin1(text)
 
 
 def _when(moment: datetime) -> str:
@@ -370,19 +389,16 @@ def _range(zone: ZoneSummary, unit: str) -> str:
     return "none"
 
 
-def _table(pdf: FPDF, widths: tuple[int, ...], rows: Sequence[Sequence[str]], *, size: int = 8) -> None:
-    pdf.set_font("Helvetica", size=size)
-    with pdf.table(col_widths=widths, width=sum(widths), text_align="LEFT", first_row_as_headings=True) as table:
+def _table(pdf: ReportPdf, widths: tuple[int, ...], rows: Sequence[Sequence[str]], *, size: int = 8) -> None:
+    pdf.use_font(size=size)
+    with pdf.table(
+        col_widths=widths, width=sum(widths), text_align="LEFT", first_row_as_headings=True, **pdf.heading_style()
+    ) as table:
         for cells in rows:
             row = table.row()
             for cell in cells:
-                row.cell(pdf_text(cell))
+                row.cell(pdf.text_of(cell))
     pdf.ln(4)
-
-
-def _line(pdf: FPDF, text: str, *, size: int = 10, style: str = "") -> None:
-    pdf.set_font("Helvetica", style=style, size=size)
-    pdf.multi_cell(0, size * 0.5, pdf_text(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
 
 _ZONE_HEADER: Final = ("Quantity", "Readings", "Min", "Max", "Mean", "Range", "Time outside", "First", "Last")
@@ -424,38 +440,46 @@ def _excursion_row(line: ExcursionLine) -> tuple[str, ...]:
     )
 
 
-def report_pdf(report: ColdChainReport) -> bytes:
-    """The report as an A4 landscape PDF: a title block, a table per zone, and the excursions."""
-    pdf = FPDF(orientation="landscape", format="A4")
-    pdf.set_creation_date(report.generated_at)
-    pdf.set_creator("Storegate hub")
+def report_texts(report: ColdChainReport) -> list[str]:
+    """The report's own words (names, zones, notes), for :func:`hub.reports.formats.pdf_font`; the rest is ASCII."""
+    return [report.model_dump_json()]
+
+
+def report_pdf(report: ColdChainReport, *, font: Path | None = None, subset: bool = True) -> bytes:
+    """The report as an A4 landscape PDF: a title block, a table per zone, and the excursions.
+
+    ``font`` has the Chinese glyphs of store names (:func:`hub.reports.formats.find_cjk_font`); without one the
+    PDF says so at its top and writes Latin-1 only. ``subset=False`` when ``font`` is already cut down to
+    the report's characters (a bundle cuts one font for all its stores).
+    """
+    if subset:
+        with pdf_font(font, report_texts(report)) as cut:
+            return report_pdf(report, font=cut, subset=False)
     name = f"{report.store_name} ({report.store_id})" if report.store_name else report.store_id
-    pdf.set_title(pdf_text(f"Cold-chain report {name} {report.date.isoformat()}"))
-    pdf.set_auto_page_break(auto=True, margin=12)
-    pdf.add_page()
-    _line(pdf, f"Cold-chain report: {name}", size=16, style="B")
-    _line(pdf, f"Date: {report.date.isoformat()}")
+    pdf = ReportPdf(font=font, title=f"Cold-chain report {name} {report.date.isoformat()}", created=report.generated_at)
+    pdf.paragraph(f"Cold-chain report: {name}", size=16, style="B")
+    pdf.paragraph(f"Date: {report.date.isoformat()}")
     offsets = _offset(report.day_start)
     if _offset(report.day_end) != offsets:
         offsets = f"{offsets} at the start of the day, {_offset(report.day_end)} at its end"
     assumed = " (assumed: the store has no profile)" if report.timezone_assumed else ""
-    _line(pdf, f"Time zone: {report.timezone}{assumed}, UTC {offsets}")
-    _line(
-        pdf, f"Day: {_when(report.day_start)} to {_when(report.day_end)}; times below are local with their UTC offset"
+    pdf.paragraph(f"Time zone: {report.timezone}{assumed}, UTC {offsets}")
+    pdf.paragraph(
+        f"Day: {_when(report.day_start)} to {_when(report.day_end)}; times below are local with their UTC offset"
     )
-    _line(pdf, f"Generated: {report.generated_at:%Y-%m-%d %H:%M:%S} UTC")
+    pdf.paragraph(f"Generated: {report.generated_at:%Y-%m-%d %H:%M:%S} UTC")
     for note in report.notes:
-        _line(pdf, f"Note: {note}", style="I")
+        pdf.paragraph(f"Note: {note}", style="I")
     pdf.ln(2)
     if not report.zones:
-        _line(pdf, "No readings on this day.", size=12, style="B")
+        pdf.paragraph("No readings on this day.", size=12, style="B")
     for zone, summaries in itertools.groupby(report.zones, key=lambda summary: summary.zone):
-        _line(pdf, f"Zone {zone}", size=12, style="B")
+        pdf.paragraph(f"Zone {zone}", size=12, style="B")
         _table(pdf, _ZONE_WIDTHS, [_ZONE_HEADER, *(_zone_row(summary) for summary in summaries)])
-    _line(pdf, "Excursions", size=12, style="B")
+    pdf.paragraph("Excursions", size=12, style="B")
     if report.excursions:
         rows = [_EXCURSION_HEADER, *(_excursion_row(line) for line in report.excursions)]
         _table(pdf, _EXCURSION_WIDTHS, rows, size=_EXCURSION_FONT_SIZE)
     else:
-        _line(pdf, "No excursion overlaps this day.")
+        pdf.paragraph("No excursion overlaps this day.")
     return bytes(pdf.output())

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     BigInteger,
@@ -81,12 +82,18 @@ class ReportPeriodError(HubError, ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ReportFilter:
-    """What a report covers: local dates ``first_day`` to ``last_day`` (inclusive), optionally one store or SKU."""
+    """What a report covers: local dates ``first_day`` to ``last_day`` (inclusive), optionally one store or SKU.
+
+    ``until`` (UTC) is the present when the report is made: nothing at or after it is counted, so a period that
+    includes today stops at now (a device whose clock runs ahead cannot add tomorrow's sales), and averages
+    per day count only the days that have begun.
+    """
 
     first_day: date
     last_day: date
     store_id: str | None = None
     sku_id: str | None = None
+    until: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.first_day > self.last_day:
@@ -100,6 +107,17 @@ class ReportFilter:
     def days(self) -> int:
         """Local days in the period, both ends counted."""
         return (self.last_day - self.first_day).days + 1
+
+    def days_begun(self, timezone: str) -> int:
+        """Days of the period that have begun by ``until`` in ``timezone`` (at least 1; all without ``until``)."""
+        if self.until is None:
+            return self.days
+        today = self.until.astimezone(ZoneInfo(timezone)).date()
+        return max(1, (min(self.last_day, today) - self.first_day).days + 1)
+
+    def before_now(self, column: InstrumentedAttribute[datetime]) -> list[ColumnElement[bool]]:
+        """``column`` lies before ``until``; nothing when the filter has none."""
+        return [] if self.until is None else [column < self.until]
 
 
 # --------------------------------------------------------------------------- shared SQL
@@ -125,6 +143,7 @@ def _in_period(column: InstrumentedAttribute[datetime], scope: ReportFilter) -> 
         column >= _midnight_utc(scope.first_day) - _UTC_MARGIN,
         column < _midnight_utc(scope.last_day + timedelta(days=1)) + _UTC_MARGIN,
         _local_date(column).between(scope.first_day.isoformat(), scope.last_day.isoformat()),
+        *scope.before_now(column),
     ]
 
 
@@ -278,6 +297,7 @@ def _levels(scope: ReportFilter, *, before: date, name: str) -> Subquery:
         .where(
             LedgerRow.kind.in_(_LEVEL_KINDS),
             *_before_day(LedgerRow.at, before),
+            *scope.before_now(LedgerRow.at),
             *_of(scope, LedgerRow.store_id, LedgerRow.sku_id),
         )
         .subquery(f"{name}_moves")
@@ -406,7 +426,7 @@ async def stock_flow(session: AsyncSession, scope: ReportFilter) -> list[StockFl
             timezone_assumed=row.timezone is None,
             sku_id=row.sku_id,
             name=row.name,
-            days=scope.days,
+            days=scope.days_begun(_zone_name(row.timezone)),
             on_hand_start=row.on_hand_start,
             units_received=row.units_received,
             units_sold=row.units_sold,
@@ -464,6 +484,7 @@ def _count_losses(scope: ReportFilter) -> Subquery:
         .where(
             LedgerRow.kind.in_(_LEVEL_KINDS),
             *_before_day(LedgerRow.at, scope.last_day + timedelta(days=1)),
+            *scope.before_now(LedgerRow.at),
             *_of(scope, LedgerRow.store_id, LedgerRow.sku_id),
         )
         .subquery("count_moves")

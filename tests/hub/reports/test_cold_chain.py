@@ -24,9 +24,8 @@ from hub.catalog.models import StoreProfile
 from hub.db.models import Gateway, Store, StoredEvent
 from hub.domain.excursions import freezer_range
 from hub.domain.rules import EnvironmentRangeRule
-from hub.reports.api import router
 from hub.reports.cold_chain import CSV_COLUMNS, Limits, Sample, day_bounds, pdf_text, time_outside
-from tests.hub.conftest import router_client
+from tests.hub.reports.conftest import reports_client
 
 NOW = datetime(2025, 11, 10, 12, 0, tzinfo=UTC)
 ALERT_ID = "0b6b6f4e-5b1a-4c51-9d0e-2f1f4f8d9a10"
@@ -40,7 +39,7 @@ def utc(text: str) -> datetime:
 @pytest.fixture
 async def client(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on an app with the reports router and a session of this test's database."""
-    async with router_client(engine, router, now=lambda: NOW) as http:
+    async with reports_client(engine, now=lambda: NOW) as http:
         yield http
 
 
@@ -194,6 +193,7 @@ EXPECTED: dict[str, Any] = {
     "timezone_assumed": False,
     "day_start": "2025-10-26T00:00:00+02:00",
     "day_end": "2025-10-27T00:00:00+01:00",
+    "until": "2025-10-27T00:00:00+01:00",
     "generated_at": "2025-11-10T12:00:00Z",
     "zones": [
         zone("chiller-1", "temperature", "Cel", [3.5], "2025-10-26T09:00:00+01:00", "2025-10-26T09:00:00+01:00"),
