@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.catalog.models import StoreProfile
 from hub.db.models import Store
-from hub.reports import cold_chain, csv_text, queries
+from hub.reports import cold_chain, csv_text, documents, queries
 from hub.reports.api import (
     CSV_MEDIA_TYPE,
     PDF_MEDIA_TYPE,
@@ -182,6 +182,43 @@ def _cold_chain(output: str) -> Renderer:
     return render
 
 
+def _summary(kind: str, output: str) -> Renderer:
+    """The daily store summary (a file per store and day) or the chain roll-up (a file per day of the schedule's
+    stores), rendered by hub.reports.documents; several files make a ZIP."""
+    render_one = documents.DOCUMENTS[(kind, output)]
+
+    async def render(
+        session: AsyncSession, scope: ReportScope, *, now: datetime, settings: HubSettings
+    ) -> ReportDocument:
+        wanted: list[tuple[str | None, date]]
+        if kind == "daily-summary":
+            stores = await stores_in(session, scope)
+            wanted = [(store, day) for store in stores for day in scope.days]
+        else:
+            wanted = [(None, day) for day in scope.days]
+        if len(wanted) > MAX_FILES:
+            raise ValueError(f"{len(wanted)} {kind} files is more than {MAX_FILES} in one report; split the schedule")
+        files: list[ReportDocument] = []
+        for store_id, day in wanted:
+            one = documents.ReportScope(
+                first_day=day,
+                last_day=day,
+                store_id=store_id,
+                stores=frozenset(scope.store_ids) if scope.store_ids is not None else None,
+            )
+            try:
+                done = await render_one(session, one, now=now, settings=settings)
+            except documents.ReportNotFoundError:  # a store named that the hub does not know: nothing to report
+                continue
+            files.append(ReportDocument(done.filename, done.media_type, done.body))
+        if not files:
+            empty = f"no store of this schedule is known to the hub ({_file_label(scope)})\r\n".encode()
+            return ReportDocument(f"{kind}_{_file_label(scope)}_{_period(scope)}.txt", "text/plain", empty)
+        return zipped(f"{kind}_{_file_label(scope)}_{_period(scope)}_{output}.zip", files)
+
+    return render
+
+
 def _register_builtin() -> None:
     register("sales", "csv", _rows_report("sales", SalesRowOut, queries.sales))
     register("inventory-turnover", "csv", _rows_report("inventory-turnover", TurnoverRowOut, queries.stock_flow))
@@ -190,6 +227,9 @@ def _register_builtin() -> None:
     register("alerts", "csv", _rows_report("alerts", AlertStatsRowOut, queries.alert_stats))
     register("cold-chain", "pdf", _cold_chain("pdf"))
     register("cold-chain", "csv", _cold_chain("csv"))
+    for output in documents.FORMATS:
+        register("daily-summary", output, _summary("daily-summary", output))
+        register("chain-summary", output, _summary("chain-summary", output))
 
 
 _register_builtin()

@@ -4,8 +4,10 @@ change audited, and a schedule delivered by the hub's own runner on the hub's cl
 from __future__ import annotations
 
 import contextlib
+import io
+import zipfile
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,11 +16,13 @@ import pytest
 
 from hub.app import create_app, lifespan
 from hub.metrics import HubMetrics
+from hub.reports.schedules.kinds import ReportScope, renderer_of
 from hub.reports.schedules.models import ReportSchedule
 from hub.reports.schedules.runner import ScheduleRunner
 from hub.settings import HubSettings
 from storegate import wire
 from tests.conftest import eventually
+from tests.hub.auth.helpers import load_catalog
 from tests.hub.conftest import HUB_BASE_URL, RunningHub, make_token, running_hub, until
 from tests.hub.reports.schedules.conftest import LOOPBACK_ALLOWED, TEST_BOX, FakeClock, Receiver, add_schedule
 
@@ -224,6 +228,30 @@ async def test_unknown_schedules_are_404_and_the_kinds_are_listed(hub: RunningHu
     assert kinds["cold-chain"] == ["csv", "pdf"]
     assert kinds["sales"] == ["csv"]
     assert kinds["alerts"] == ["csv"]
+    assert sorted(kinds["daily-summary"]) == ["csv", "pdf", "xlsx"]
+    assert sorted(kinds["chain-summary"]) == ["csv", "pdf", "xlsx"]
+
+
+async def test_a_schedule_sends_each_stores_daily_summary_in_one_zip(hub: RunningHub) -> None:
+    await load_catalog(hub.client)  # store-0001 and store-0002
+    summary = renderer_of("daily-summary", "xlsx")
+    assert summary is not None
+    scope = ReportScope(store_ids=None, first_day=date(2025, 3, 1), last_day=date(2025, 3, 1), label="all")
+    async with hub.runtime.sessions() as session:
+        document = await summary(session, scope, now=wire.utc_now(), settings=hub.runtime.settings)
+    assert document.media_type == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(document.body)) as archive:
+        names = sorted(archive.namelist())
+    assert names == ["daily-summary_store-0001_2025-03-01.xlsx", "daily-summary_store-0002_2025-03-01.xlsx"]
+    # One store named: its file alone, not a ZIP.
+    one = ReportScope(store_ids=("store-0002",), first_day=date(2025, 3, 1), last_day=date(2025, 3, 1), label="x")
+    rollup = renderer_of("chain-summary", "csv")
+    assert rollup is not None
+    async with hub.runtime.sessions() as session:
+        alone = await rollup(session, one, now=wire.utc_now(), settings=hub.runtime.settings)
+    assert alone.filename.endswith(".csv")
+    assert b"store-0002" in alone.body
+    assert b"store-0001" not in alone.body
 
 
 @contextlib.asynccontextmanager
