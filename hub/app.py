@@ -53,7 +53,10 @@ from hub.catalog import api as catalog
 from hub.commands import api as commands_api
 from hub.commands.sender import CommandPublisher
 from hub.console import assets as console_assets
+from hub.console import audit_page as console_audit
+from hub.console import fleet as console_fleet
 from hub.console import language as console_language
+from hub.console import store as console_store
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
@@ -500,6 +503,9 @@ _API_MODULES: Final = (
     snapshots_api,
     console_assets,
     console_language,
+    console_store,
+    console_fleet,
+    console_audit,
 )
 
 
