@@ -87,6 +87,8 @@ def gateway_row(store_id: str, gateway_id: str, **fields: Any) -> dict[str, Any]
         "enrolled_at": NOW - timedelta(days=30),
         "enrolled_by": "tests",
         "enrolment": "operator",
+        "revoked_at": None,
+        "revoked_by": None,
         **fields,
     }
 
@@ -118,6 +120,7 @@ def reading(store_id: str, zone: str, value: float, at: datetime, *, quantity: s
 
 
 async def insert_rows(hub: RunningHub, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows into a table in one statement (its columns are those of the first row: give every row all of them)."""
     async with hub.runtime.engine.begin() as connection:
         await connection.execute(insert(table), list(rows))
 
