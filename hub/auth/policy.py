@@ -78,6 +78,7 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/stores/{store_id}"): read(PATH, page=True),
     ("GET", "/console/stores/{store_id}/climate.json"): read(PATH),
     ("GET", "/console/stores/{store_id}/reorder"): read(PATH),
+    ("GET", "/console/stores/{store_id}/today"): read(PATH),
     ("GET", "/fleet"): read(FILTERED, page=True),
     ("GET", "/audit"): Policy(need=Capability.ADMINISTER, store_from=CHAIN, page=True),
     # operators, tokens, the audit log

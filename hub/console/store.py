@@ -3,9 +3,10 @@
 The page shows who the store is (name, id, region, local time, currency), its gateways and their devices with what
 is wrong in words, the backlog and losses of its gateways, shelf slots below their minimum, open restock tasks,
 today's visitors and sales by local hour, the latest events with product names, and the charts of its zones.
-Each part is one query on an index of its table (docs/console.md, "Store page"); the two costly parts load after
+Each part is one query on an index of its table (docs/console.md, "Store page"); the three costly parts load after
 the page: the climate charts (``/console/stores/{store_id}/climate.json``, downsampled in SQL to at most
-:data:`MAX_POINTS` points per zone) and the reorder suggestions (a fragment; they fit a demand model per SKU).
+:data:`MAX_POINTS` points per zone), today's visitors and sales (a fragment: the footfall report groups the day's
+scans into baskets) and the reorder suggestions (a fragment: they fit a demand model per SKU).
 
 The pure parts (what a gateway's state means, an event in words, bucket sizes, a zone's thresholds) are plain
 functions below the queries, tested on their own.
@@ -38,7 +39,7 @@ from hub.db.sqlfunctions import seconds_between
 from hub.domain.alerts import AlertStatus
 from hub.domain.ledger import MovementKind
 from hub.domain.rules import EnvironmentRangeRule, Rule
-from hub.footfall.console import StoreToday, today_by_store
+from hub.footfall.console import today_by_store
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel
 from hub.inventory.replenishment_suggestions import UnknownStoreError, store_reorder_suggestions
 from hub.reports.queries import FALLBACK_TIME_ZONE
@@ -426,10 +427,6 @@ async def store_page(
     losses: list[LossSummary] = (
         await loss_summaries(session, store_id) if any(g.view.events_lost for g in gateways) else []
     )
-    today: StoreToday | None = (
-        await today_by_store(session, [store_id], now=now, basket_gap_s=runtime.settings.footfall.basket_gap_s)
-    ).get(store_id)
-    sold_value, sold_units = await sales_today(session, store_id, since=_local_midnight(now, header.timezone))
     return page(
         "store.html",
         reader,
@@ -442,10 +439,26 @@ async def store_page(
         slots=await slots_below_minimum(session, store_id),
         tasks=await open_restock_tasks(session, store_id),
         events=await event_lines(session, store_id),
-        today=today,
-        sold_value=sold_value,
-        sold_units=sold_units,
         chart_hours=DEFAULT_CHART_HOURS,
+    )
+
+
+@router.get(
+    "/console/stores/{store_id}/today",
+    response_class=HTMLResponse,
+    summary="A store's today, as a piece of its page",
+    include_in_schema=False,
+)
+async def today_fragment(
+    runtime: RuntimeDep, session: SessionDep, now: NowDep, reader: ReaderDep, store_id: StoreIdPath
+) -> HTMLResponse:
+    """Visitors and conversion by local hour beside sales, and what was sold today (the footfall report's day)."""
+    header = await store_header(session, store_id)
+    basket_gap_s = runtime.settings.footfall.basket_gap_s
+    today = (await today_by_store(session, [store_id], now=now, basket_gap_s=basket_gap_s)).get(store_id)
+    sold_value, sold_units = await sales_today(session, store_id, since=_local_midnight(now, header.timezone))
+    return fragment(
+        "_store_today.html", reader, store=header, today=today, sold_value=sold_value, sold_units=sold_units
     )
 
 

@@ -300,6 +300,7 @@ async def test_the_store_page_shows_the_store_in_its_own_time_and_words(hub: Run
     # The costly parts come after the page.
     assert 'hx-get="/console/stores/taipei-1/reorder"' in html
     assert 'data-src="/console/stores/taipei-1/climate.json?hours=24"' in html
+    assert 'hx-get="/console/stores/taipei-1/today"' in html
 
 
 async def test_the_store_page_speaks_the_readers_language(hub: RunningHub) -> None:
@@ -324,6 +325,7 @@ async def test_a_scoped_operator_sees_only_their_stores_page_and_charts(hub: Run
             "/stores/berlin-1",
             "/console/stores/berlin-1/climate.json",
             "/console/stores/berlin-1/reorder",
+            "/console/stores/berlin-1/today",
             "/stores/nowhere-9",  # outside the scope: refused before anyone looks whether it exists
         ):
             refused = await tai.get(path)
@@ -362,7 +364,9 @@ async def test_a_store_without_a_profile_still_has_a_page_in_utc(hub: RunningHub
     html = (await hub.client.get("/stores/bare-1")).text
     assert "The catalog has no profile of this store" in html
     assert "No gateway is enrolled in this store." in html
-    assert "No visitors counted and no sales yet today." in html
+    today = await hub.client.get("/console/stores/bare-1/today")
+    assert "No visitors counted and no sales yet today." in today.text
+    assert "Sold today: 0, 0 units" in today.text  # no currency to write it in
     reorder = await hub.client.get("/console/stores/bare-1/reorder")
     assert reorder.status_code == 200
     assert "no reorder suggestions" in reorder.text

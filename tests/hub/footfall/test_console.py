@@ -1,5 +1,6 @@
-"""The store page shows the store's today: visitors and conversion by local hour beside sales, escaped, with hours
-without camera counts as no data (a running hub on SQLite; events through the ingest's unit of work)."""
+"""The store page shows the store's today (a piece it loads after itself): visitors and conversion by local hour
+beside sales, escaped, with hours without camera counts as no data (a running hub on SQLite; events through the
+ingest's unit of work)."""
 
 from __future__ import annotations
 
@@ -34,13 +35,13 @@ async def test_the_store_page_shows_todays_visitors_and_conversion_by_hour(hub: 
         feed.scan("berlin", minute),
         feed.scan("store-0002", minute),  # a store without cameras (nor a profile): UTC
     )
-    page = (await hub.client.get("/stores/berlin")).text
+    page = (await hub.client.get("/console/stores/berlin/today")).text  # a piece of the store page
     local = minute.astimezone(ZoneInfo("Europe/Berlin"))
     assert "Today: visitors and sales by hour" in page
     assert "7 visitors · 1 transactions · 0 units sold · conversion 14% (1 hours with camera counts)" in page
     assert hour_row(page, local.hour) == [f"{local.hour:02d}:00", "7", "3", "1", "0", "14%"]
 
-    bare = (await hub.client.get("/stores/store-0002")).text
+    bare = (await hub.client.get("/console/stores/store-0002/today")).text
     assert "no data visitors · 1 transactions" in bare
     assert hour_row(bare, minute.hour) == [f"{minute.hour:02d}:00", "no data", "no data", "1", "0", "\u2013"]
 
@@ -50,7 +51,10 @@ async def test_a_store_without_anything_today_says_so_and_values_are_escaped(hub
         await connection.execute(
             insert(StoreProfile), [{**profile("odd", "Europe/Berlin", "EUR"), "name": "<script>alert(1)</script>"}]
         )
+    today = await hub.client.get("/console/stores/odd/today")
+    assert "No visitors counted and no sales yet today." in today.text
+    assert "Sold today: €0.00, 0 units" in today.text
     page = (await hub.client.get("/stores/odd")).text
-    assert "No visitors counted and no sales yet today." in page
+    assert 'hx-get="/console/stores/odd/today"' in page
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
