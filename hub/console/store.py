@@ -15,6 +15,7 @@ functions below the queries, tested on their own.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +59,8 @@ MAX_TASKS_SHOWN: Final = 100
 MAX_CHART_HOURS: Final = 7 * 24
 DEFAULT_CHART_HOURS: Final = 24
 MAX_POINTS: Final = 300
+# Chart answers kept (per hub process) for the minute they stay good.
+CHART_CACHE_ENTRIES: Final = 256
 # The quantities charted, in the order the page shows them.
 CHARTED: Final = (Quantity.TEMPERATURE, Quantity.HUMIDITY)
 # A gateway whose outbox holds more than this has a backlog worth saying (events waiting for the hub).
@@ -462,27 +465,16 @@ async def today_fragment(
     )
 
 
-@router.get(
-    "/console/stores/{store_id}/climate.json",
-    summary="A store's zones over time, for its charts",
-    description="Temperature and humidity of each zone of the store over the last `hours` (1 to 168), averaged "
-    "into buckets of whole minutes (at most 300 points a zone), with each bucket's minimum and maximum and the "
-    "limits the store's rules in force set for the zone.",
-    include_in_schema=False,
-)
-async def climate(
-    session: SessionDep,
-    now: NowDep,
-    store_id: StoreIdPath,
-    hours: Annotated[
-        int, Query(ge=1, le=MAX_CHART_HOURS, description=f"how far back, 1 to {MAX_CHART_HOURS} hours")
-    ] = DEFAULT_CHART_HOURS,
-) -> dict[str, Any]:
-    """The zones' series; 404 for a store the hub does not know."""
-    header = await store_header(session, store_id)
-    until = now
-    since = now - timedelta(hours=hours)
-    bucket_s = bucket_seconds(hours)
+Series = dict[tuple[str, str], dict[str, list[Any]]]
+
+
+async def zone_series(
+    session: AsyncSession, store_id: str, *, since: datetime, until: datetime, bucket_s: int
+) -> Series:
+    """Each zone's readings of each charted quantity in ``[since, until)``, averaged per bucket in the database.
+
+    A bucket's point sits at its middle (seconds since 1970), with the bucket's minimum, maximum and count.
+    """
     zone = func.coalesce(StoredEvent.payload["zone"].as_string(), StoredEvent.device_id).label("zone")
     quantity = StoredEvent.payload["quantity"].as_string().label("quantity")
     value = StoredEvent.payload["value"].as_float()
@@ -502,16 +494,80 @@ async def climate(
         .group_by(zone, quantity, bucket)
         .order_by(zone, quantity, bucket)
     )
-    series: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    series: Series = {}
     start = since.timestamp()
     for zone_name, quantity_name, index, mean, low, high, count in rows:
         points = series.setdefault((zone_name, quantity_name), {"t": [], "avg": [], "min": [], "max": [], "n": []})
-        # A bucket's point sits at its middle.
         points["t"].append(round(start + (int(index) + 0.5) * bucket_s))
         points["avg"].append(round(float(mean), 3))
         points["min"].append(float(low))
         points["max"].append(float(high))
         points["n"].append(int(count))
+    return series
+
+
+@dataclass
+class ChartCache:
+    """Recent series by (store, hours, minute), so the viewers of one store within a minute share one scan.
+
+    A store's readings lie scattered among every store's events, so a week of them is read from some 30,000
+    pages of the events table (docs/console.md, "Store page"); a chart a minute old is as good as a fresh one.
+    """
+
+    max_entries: int = CHART_CACHE_ENTRIES
+    entries: OrderedDict[tuple[str, int, int], tuple[datetime, datetime, Series]] = field(default_factory=OrderedDict)
+
+    def get(self, key: tuple[str, int, int]) -> tuple[datetime, datetime, Series] | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, int, int], value: tuple[datetime, datetime, Series]) -> None:
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
+def chart_cache(request: Request) -> ChartCache:
+    """The app's chart cache, made on first use (one per hub process)."""
+    cache: ChartCache | None = getattr(request.app.state, "console_chart_cache", None)
+    if cache is None:
+        cache = ChartCache()
+        request.app.state.console_chart_cache = cache
+    return cache
+
+
+@router.get(
+    "/console/stores/{store_id}/climate.json",
+    summary="A store's zones over time, for its charts",
+    description="Temperature and humidity of each zone of the store over the last `hours` (1 to 168), averaged "
+    "into buckets of whole minutes (at most 300 points a zone), with each bucket's minimum and maximum and the "
+    "limits the store's rules in force set for the zone. Answers may be up to a minute old.",
+    include_in_schema=False,
+)
+async def climate(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    store_id: StoreIdPath,
+    hours: Annotated[
+        int, Query(ge=1, le=MAX_CHART_HOURS, description=f"how far back, 1 to {MAX_CHART_HOURS} hours")
+    ] = DEFAULT_CHART_HOURS,
+) -> dict[str, Any]:
+    """The zones' series; 404 for a store the hub does not know."""
+    header = await store_header(session, store_id)
+    bucket_s = bucket_seconds(hours)
+    cache = chart_cache(request)
+    key = (store_id, hours, int(now.timestamp() // 60))
+    cached = cache.get(key)
+    if cached is None:
+        since = now - timedelta(hours=hours)
+        cached = (since, now, await zone_series(session, store_id, since=since, until=now, bucket_s=bucket_s))
+        cache.put(key, cached)
+    since, until, series = cached
+    # The thresholds are read every time: a rule changed a moment ago shows at once.
     rules = (await load_store_rules(session, store_id)).rules.in_force
     order = {q.value: i for i, q in enumerate(CHARTED)}
     return {

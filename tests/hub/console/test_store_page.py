@@ -414,6 +414,14 @@ async def test_the_charts_are_downsampled_in_the_database_with_the_stores_thresh
 
     week = (await hub.client.get("/console/stores/taipei-1/climate.json?hours=168")).json()
     assert all(len(z["points"]["t"]) <= store.MAX_POINTS for z in week["zones"])
+    # Within the minute the readings are not read again; the thresholds are.
+    async with hub.runtime.sessions() as session:
+        await put_store_override(session, "taipei-1", "chillers", {"high": 7.0}, actor="tests", now=NOW)
+    await insert_rows(hub, StoredEvent, [reading("taipei-1", "chiller-1", 30.0, NOW - timedelta(minutes=30))])
+    again = (await hub.client.get("/console/stores/taipei-1/climate.json?hours=48")).json()
+    chiller_again = next(z for z in again["zones"] if z["zone"] == "chiller-1")
+    assert chiller_again["points"] == chiller["points"]
+    assert chiller_again["thresholds"][0]["high"] == 7.0
     empty = (await hub.client.get("/console/stores/berlin-1/climate.json?hours=1")).json()
     assert [z["zone"] for z in empty["zones"]] == ["chiller-1"]
     assert empty["zones"][0]["thresholds"][0]["high"] == 5.0  # Berlin keeps the chain's limit
@@ -457,3 +465,15 @@ def test_a_gateway_says_what_is_wrong() -> None:
     state, problems = store.gateway_problems(view(revoked_at=NOW, revoked_by="alice"), now=NOW)
     assert state == "revoked"
     assert problems[0].values == {"who": "alice"}
+
+
+def test_the_chart_cache_keeps_the_most_recent_answers() -> None:
+    cache = store.ChartCache(max_entries=2)
+    answer: tuple[datetime, datetime, store.Series] = (NOW, NOW, {})
+    cache.put(("a", 24, 1), answer)
+    cache.put(("b", 24, 1), answer)
+    assert cache.get(("a", 24, 1)) is answer  # now the most recently used
+    cache.put(("c", 24, 1), answer)
+    assert cache.get(("b", 24, 1)) is None
+    assert cache.get(("a", 24, 1)) is answer
+    assert cache.get(("a", 24, 2)) is None  # the next minute is another answer
