@@ -17,21 +17,29 @@
     return out;
   }
 
-  function chart(holder, zone, words, tz, width) {
-    var box = el("figure", "chart-box");
-    box.setAttribute("data-zone", zone.zone);
-    box.setAttribute("data-quantity", zone.quantity);
-    box.appendChild(el("figcaption", null, zone.zone + " · " + zone.quantity + " (" + zone.unit + ")"));
+  // A zone's box, caption and the element its chart goes in.
+  function box(holder, zone) {
+    var figure = el("figure", "chart-box");
+    figure.setAttribute("data-zone", zone.zone);
+    figure.setAttribute("data-quantity", zone.quantity);
+    figure.appendChild(el("figcaption", null, zone.zone + " · " + zone.quantity + " (" + zone.unit + ")"));
     var plot = el("div", "chart");
-    box.appendChild(plot);
-    holder.appendChild(box);
+    figure.appendChild(plot);
+    holder.appendChild(figure);
+    return plot;
+  }
+
+  function chart(plot, zone, words, tz) {
+    // As wide as its box leaves room for (one column on a phone, two side by side on a desk), measured once every
+    // box is in place: the grid lays its columns out by how many there are.
+    var width = Math.max(240, plot.clientWidth || 600);
     var t = zone.points.t;
     var data = [t, zone.points.avg, zone.points.min, zone.points.max];
     var series = [
-      {},
+      { label: words.time },
       { label: words.average, stroke: "#1a73e8", width: 2 },
-      { label: "min", stroke: "#9bbcf0", width: 1 },
-      { label: "max", stroke: "#9bbcf0", width: 1 }
+      { label: words.min, stroke: "#9bbcf0", width: 1 },
+      { label: words.max, stroke: "#9bbcf0", width: 1 }
     ];
     zone.thresholds.forEach(function (limit) {
       if (limit.low !== null) {
@@ -59,7 +67,10 @@
       error: holder.getAttribute("data-error"),
       low: holder.getAttribute("data-low"),
       high: holder.getAttribute("data-high"),
-      average: holder.getAttribute("data-average")
+      average: holder.getAttribute("data-average"),
+      min: holder.getAttribute("data-min"),
+      max: holder.getAttribute("data-max"),
+      time: holder.getAttribute("data-time")
     };
     var tz = holder.getAttribute("data-tz") || "UTC";
     fetch(holder.getAttribute("data-src"), { credentials: "same-origin", headers: { accept: "application/json" } })
@@ -70,8 +81,8 @@
       .then(function (body) {
         holder.textContent = "";
         if (!body.zones.length) { holder.appendChild(el("p", "muted", words.empty)); return; }
-        var width = Math.max(280, Math.min(holder.clientWidth || 600, 640) - 16);
-        body.zones.forEach(function (zone) { chart(holder, zone, words, tz, width); });
+        var plots = body.zones.map(function (zone) { return box(holder, zone); });
+        body.zones.forEach(function (zone, i) { chart(plots[i], zone, words, tz); });
         holder.setAttribute("data-drawn", String(body.zones.length));
       })
       .catch(function () {
