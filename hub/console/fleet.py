@@ -112,7 +112,7 @@ def fleet_line(
     gateway = view.gateway
     own_alerts = [a for device in gateway.devices or () for a in device_alerts(device, alerts)]
     if own_alerts and state != "revoked":
-        problems.append(Problem(_("%(count)s live alerts about its devices"), {"count": len(own_alerts)}))
+        problems.append(Problem(_("Live alerts about its devices: %(count)s"), {"count": len(own_alerts)}))
     cert_state = certificate_state(certificate, now=now)
     if state != "revoked" and ca_runs:
         if cert_state == "expired":

@@ -169,7 +169,7 @@ def gateway_problems(view: GatewayView, *, now: datetime) -> tuple[str, list[Pro
     if isinstance(depth, int) and depth > BACKLOG_EVENTS:
         problems.append(Problem(_("Backlog: %(count)s events wait to reach the hub"), {"count": depth}))
     if view.events_lost:
-        problems.append(Problem(_("%(count)s events lost for good"), {"count": view.events_lost}))
+        problems.append(Problem(_("Events lost for good: %(count)s"), {"count": view.events_lost}))
     stale = gateway.last_health_at is not None and (now - gateway.last_health_at).total_seconds() > HEALTH_STALE_S
     if stale and state == "online":
         problems.append(Problem(_("No health report for over 10 minutes")))

@@ -63,7 +63,7 @@ async def test_the_fleet_lists_problems_first_with_versions_and_backlog(hub: Run
     assert "9f2c4e1ab3d7" in html
     assert "9f2c4e1ab3d7c0ffee<" not in html  # the config hash is shortened (whole in its title)
     assert "Backlog: 250 events wait to reach the hub" in html
-    assert "1 live alerts about its devices" in html  # fridge-1 of taipei-1/gw-1
+    assert "Live alerts about its devices: 1" in html  # fridge-1 of taipei-1/gw-1
     assert "Never connected since it was enrolled" in html
     assert "Revoked by alice" in html
     # Last seen on the store's wall clock (11:59 in Taipei, 05:59 in Berlin) and how long ago.

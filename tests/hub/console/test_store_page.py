@@ -275,7 +275,7 @@ async def test_the_store_page_shows_the_store_in_its_own_time_and_words(hub: Run
     assert 'data-gateway="taipei-1/gw-1"' in html
     assert "Backlog: 250 events wait to reach the hub" in html
     assert "Gateway says: disk &lt;b&gt;almost&lt;/b&gt; full" in html
-    assert "7 events lost for good" in html
+    assert "Events lost for good: 7" in html
     assert "Offline: it said goodbye or its connection dropped" in html
     assert 'data-device="fridge-1"' in html
     assert "fridge-1 unplugged for 2 min" in html
