@@ -302,6 +302,11 @@ async def slots_below_minimum(session: AsyncSession, store_id: str) -> list[Slot
     ]
 
 
+async def slot_count(session: AsyncSession, store_id: str) -> int:
+    """How many slots of the store's shelves report a count (pk_shelf_levels)."""
+    return int(await session.scalar(select(func.count()).where(ShelfLevel.store_id == store_id)) or 0)
+
+
 async def open_restock_tasks(session: AsyncSession, store_id: str) -> list[tuple[RestockTask, str | None]]:
     """The store's open restock tasks, oldest first, with their SKU's name."""
     rows = await session.execute(
@@ -440,6 +445,7 @@ async def store_page(
         alerts=alerts,
         losses=losses,
         slots=await slots_below_minimum(session, store_id),
+        slot_count=await slot_count(session, store_id),
         tasks=await open_restock_tasks(session, store_id),
         events=await event_lines(session, store_id),
         chart_hours=DEFAULT_CHART_HOURS,

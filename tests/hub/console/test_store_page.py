@@ -4,6 +4,7 @@ PostgreSQL (a running hub; rows written as the hub's own code writes them)."""
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from hub.api.listings import GatewayView
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.console import store
 from hub.db.models import DataLossRecord, Gateway, Store, StoredEvent
-from hub.inventory.models import RestockTask, ShelfLevel
+from hub.inventory.models import RestockTask, ShelfLevel, StockPolicy, StockPosition
 from hub.settings import HubSettings, load_hub_settings
 from storegate.mqtt import MqttSettings
 from tests.hub.conftest import RunningHub, running_hub
@@ -282,6 +283,7 @@ async def test_the_store_page_shows_the_store_in_its_own_time_and_words(hub: Run
     assert "berlin-1/gw-1" not in html
     # Stock: the slot below minimum with its product's name (the other slot is fine), the open task.
     assert 'data-slot="shelf-1/1"' in html
+    assert "1 of the 2 slots the shelves count" in html
     assert 'data-slot="shelf-1/2"' not in html
     assert html.count(TEA) >= 3  # slot, task, scan
     # Events: product names and units, never the wire's raw words.
@@ -319,6 +321,7 @@ async def test_a_scoped_operator_sees_only_their_stores_page_and_charts(hub: Run
     await seed_stores(hub)
     await add_operator(hub, "tai", "ops", store_ids=("taipei-1",))
     await add_operator(hub, "vic", "viewer", regions=("north",))
+    await add_operator(hub, "tec", "technician")
     async with browser(hub, "tai") as tai:
         assert (await tai.get("/stores/taipei-1")).status_code == 200
         for path in (
@@ -335,6 +338,8 @@ async def test_a_scoped_operator_sees_only_their_stores_page_and_charts(hub: Run
         assert (await vic.get("/stores/taipei-1")).status_code == 200
         assert (await vic.get("/console/stores/taipei-1/climate.json")).status_code == 200
         assert (await vic.get("/stores/berlin-1")).status_code == 403
+    async with browser(hub, "tec") as tec:  # every role reads; a technician of the whole chain reads every store
+        assert (await tec.get("/stores/berlin-1")).status_code == 200
     async with hub.anonymous() as anonymous:
         sent = await anonymous.get("/stores/taipei-1")
         assert sent.status_code in (302, 303, 307)
@@ -370,6 +375,32 @@ async def test_a_store_without_a_profile_still_has_a_page_in_utc(hub: RunningHub
     reorder = await hub.client.get("/console/stores/bare-1/reorder")
     assert reorder.status_code == 200
     assert "no reorder suggestions" in reorder.text
+
+
+async def test_the_reorder_suggestions_follow_the_page(hub: RunningHub) -> None:
+    await seed_stores(hub)
+    await insert_rows(
+        hub,
+        StockPolicy,
+        [{"store_id": "taipei-1", "sku_id": "tea-500", "max_stock": 24, "reorder_point": 6, "lead_time_days": 0,
+          "safety_stock": 0, "on_order": 0, "updated_at": NOW}],
+    )  # fmt: skip
+    await insert_rows(
+        hub,
+        StockPosition,
+        [{"store_id": "taipei-1", "sku_id": "tea-500", "on_hand": 2, "counted_at": None, "last_variance": 0,
+          "variance_total": 0, "last_movement_at": NOW, "updated_at": NOW}],
+    )  # fmt: skip
+    fragment = await hub.client.get("/console/stores/taipei-1/reorder")
+    assert fragment.status_code == 200
+    row = re.search(r'<tr data-sku="tea-500">(.*?)</tr>', fragment.text, flags=re.S)
+    assert row is not None
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
+    # 2 on hand, at most 24: 22 fit, in packs of 6 that is 18.
+    assert cells[:4] == [f"{TEA} tea-500", "2", "0", "18"]
+    assert "<html" not in fragment.text  # a piece for htmx, not a page
+    berlin = await hub.client.get("/console/stores/berlin-1/reorder")
+    assert "Nothing to order" in berlin.text
 
 
 # --------------------------------------------------------------------------- the charts
