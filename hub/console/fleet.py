@@ -3,9 +3,8 @@
 A row per gateway: its store, state (online, silent, offline, never connected, revoked), agent version, config hash,
 last seen (the store's wall clock and how long ago), backlog, devices and their live alerts, and the expiry of its
 newest certificate when the hub runs its own CA (hub.pki), flagged within :data:`CERTIFICATE_WARNING_DAYS`.
-Filters: a store, a state, and a search over store id, store name and gateway id. Three queries whatever the number
-of gateways (gateways with their streams and losses, store profiles, live device alerts) and one read of the CA's
-index file.
+Filters: a store, a state, and a search over store id, store name and gateway id. Four queries whatever the number
+of gateways (gateways, their losses, store profiles, live device alerts) and one read of the CA's index file.
 """
 
 from __future__ import annotations
@@ -18,15 +17,16 @@ from typing import Annotated, Final, Literal
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import AlertRow
 from hub.api.deps import NowDep, RuntimeDep, SessionDep
-from hub.api.listings import GatewayView, list_gateways
+from hub.api.listings import GatewayView, connectivity
 from hub.catalog.models import StoreProfile
 from hub.console.store import Problem, device_alerts, gateway_problems
 from hub.console.templating import ReaderDep, page
+from hub.db.models import DataLossRecord, Gateway
 from hub.domain.alerts import AlertStatus
 from hub.errors import HubError
 from hub.fleet.credentials import hub_authority
@@ -177,6 +177,32 @@ def counts_of(lines: Sequence[FleetLine]) -> dict[str, int]:
 # --------------------------------------------------------------------------- queries and files
 
 
+async def fleet_views(session: AsyncSession, *, now: datetime, grace_s: float) -> list[GatewayView]:
+    """Every gateway with its connectivity and events lost, in two queries without lists of ids.
+
+    ``hub.api.listings.list_gateways`` also finds each gateway's newest stream by the stores and ids it read, which
+    the fleet does not show: with 2,000 gateways on PostgreSQL that read took 151 ms, this one 88 (best of 8, on a
+    busy 2-core machine), most of it building the 2,000 ORM objects.
+    """
+    gateways = (await session.scalars(select(Gateway).order_by(Gateway.store_id, Gateway.gateway_id))).all()
+    lost_rows = await session.execute(
+        select(DataLossRecord.store_id, DataLossRecord.gateway_id, func.sum(DataLossRecord.count)).group_by(
+            DataLossRecord.store_id, DataLossRecord.gateway_id
+        )
+    )
+    lost = {(store_id, gateway_id): int(count) for store_id, gateway_id, count in lost_rows}
+    return [
+        GatewayView(
+            gateway=gateway,
+            connectivity=connectivity(gateway.online, gateway.last_seen_at, now=now, grace_s=grace_s),
+            stream=None,
+            through_seq=None,
+            events_lost=lost.get((gateway.store_id, gateway.gateway_id), 0),
+        )
+        for gateway in gateways
+    ]
+
+
 async def _profiles(session: AsyncSession, store_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     rows = await session.execute(
         select(StoreProfile.store_id, StoreProfile.name, StoreProfile.timezone).where(
@@ -237,7 +263,7 @@ async def fleet_page(
     """The fleet page; a store outside the reader's scope is refused by the gate (403)."""
     who = reader.who
     # Every gateway the reader reaches, so the store menu and the counts cover them all; the filters apply below.
-    views = await list_gateways(session, now=now, grace_s=runtime.settings.gateway_offline_grace_s)
+    views = await fleet_views(session, now=now, grace_s=runtime.settings.gateway_offline_grace_s)
     views = [v for v in views if who.reaches(v.gateway.store_id)]
     store_ids = sorted({v.gateway.store_id for v in views})
     profiles = await _profiles(session, store_ids) if store_ids else {}
