@@ -22,7 +22,7 @@ from hub.api.listings import GatewayView
 from hub.catalog.models import Shelf, Sku, Slot, StoreProfile
 from hub.console import store
 from hub.db.models import DataLossRecord, Gateway, Store, StoredEvent
-from hub.inventory.models import RestockTask, ShelfLevel, StockPolicy, StockPosition
+from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel, StockPolicy, StockPosition
 from hub.settings import HubSettings, load_hub_settings
 from storegate.mqtt import MqttSettings
 from tests.hub.conftest import RunningHub, running_hub
@@ -401,6 +401,27 @@ async def test_the_reorder_suggestions_follow_the_page(hub: RunningHub) -> None:
     assert "<html" not in fragment.text  # a piece for htmx, not a page
     berlin = await hub.client.get("/console/stores/berlin-1/reorder")
     assert "Nothing to order" in berlin.text
+
+
+async def test_today_sums_the_sales_since_the_stores_midnight_in_its_currency(hub: RunningHub) -> None:
+    await seed_stores(hub)
+
+    def sale(quantity: int, price: str, at: datetime) -> dict[str, Any]:
+        return {"event_id": str(uuid.uuid4()), "line": 0, "store_id": "taipei-1", "sku_id": "tea-500",
+                "kind": "sale", "quantity": -quantity, "at": at, "shelf_id": None, "slot": None, "level": None,
+                "unit_price": Decimal(price), "actor": None, "note": None, "recorded_at": at}  # fmt: skip
+
+    await insert_rows(
+        hub,
+        LedgerRow,
+        [
+            sale(2, "35", NOW - timedelta(hours=1)),
+            sale(1, "29.5", NOW - timedelta(hours=11, minutes=59)),  # 00:01 in Taipei
+            sale(5, "35", NOW - timedelta(hours=12, minutes=1)),  # 23:59 yesterday in Taipei
+        ],
+    )
+    today = await hub.client.get("/console/stores/taipei-1/today")
+    assert "Sold today: NT$99.50, 3 units" in today.text
 
 
 # --------------------------------------------------------------------------- the charts
