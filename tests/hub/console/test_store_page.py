@@ -281,6 +281,9 @@ async def test_the_store_page_shows_the_store_in_its_own_time_and_words(hub: Run
     assert 'data-device="fridge-1"' in html
     assert "fridge-1 unplugged for 2 min" in html
     assert "berlin-1/gw-1" not in html
+    # Its live alerts, linked to the alerts page of the store.
+    assert 'data-severity="warning"' in html
+    assert 'href="/alerts?store_id=taipei-1">All 1 live alert of this store</a>' in html
     # Stock: the slot below minimum with its product's name (the other slot is fine), the open task.
     assert 'data-slot="shelf-1/1"' in html
     assert "1 of the 2 slots the shelves count" in html
