@@ -53,8 +53,11 @@ from hub.catalog import api as catalog
 from hub.commands import api as commands_api
 from hub.commands.sender import CommandPublisher
 from hub.console import assets as console_assets
+from hub.console import audit_page as console_audit
+from hub.console import fleet as console_fleet
 from hub.console import language as console_language
 from hub.console import reports_page as console_reports
+from hub.console import store as console_store
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
@@ -534,6 +537,9 @@ _API_MODULES: Final = (
     console_language,
     report_schedules_api,
     console_reports,
+    console_store,
+    console_fleet,
+    console_audit,
 )
 
 

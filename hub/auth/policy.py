@@ -73,6 +73,14 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     # the console: its scripts and styles hold nothing of the chain; the language menu keeps the reader's choice
     ("GET", "/static/{name:path}"): OPEN,
     ("POST", "/console/language"): read(),
+    # the console's store page and what its scripts ask for (scoped by the path's store), the fleet (filtered to
+    # the reader's stores; a ?store_id= outside them is refused), the audit log (admins, like /api/v1/audit)
+    ("GET", "/stores/{store_id}"): read(PATH, page=True),
+    ("GET", "/console/stores/{store_id}/climate.json"): read(PATH),
+    ("GET", "/console/stores/{store_id}/reorder"): read(PATH),
+    ("GET", "/console/stores/{store_id}/today"): read(PATH),
+    ("GET", "/fleet"): read(FILTERED, page=True),
+    ("GET", "/audit"): Policy(need=Capability.ADMINISTER, store_from=CHAIN, page=True),
     # operators, tokens, the audit log
     ("GET", "/api/v1/users"): administer(),
     ("POST", "/api/v1/users"): administer(),

@@ -1,8 +1,10 @@
-"""Today's footfall of each store on the dashboard: visitors and conversion by local hour beside sales.
+"""Today's footfall of stores for the console: visitors and conversion by local hour beside sales.
 
 "Today" is each store's own local date (its profile's zone; UTC without one). One report over the span of the
-stores' todays (a day at most, as zones differ) answers every store of the page: its three queries per page,
-whatever the number of stores.
+stores' todays (a day at most, as zones differ) answers every store asked for: its three queries per call,
+whatever the number of stores. The store page (``hub.console.store``, template ``_store_today.html``) shows one
+store's today; :func:`today_section` is the old dashboard's HTML of it, kept only while ``hub/api/dashboard.py``
+is (the console's overview replaces that page, and this function goes with it).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def _rate(value: float | None) -> str:
 
 
 def today_section(today: StoreToday) -> str:
-    """The store's today as HTML (every value escaped): a line of totals and a row per hour."""
+    """The store's today as the old dashboard's HTML (every value escaped): a line of totals and a row per hour."""
     title = (
         f"<h3>Today ({escape(today.local_date.isoformat())}, {escape(today.timezone)}): "
         "visitors and conversion by hour</h3>"

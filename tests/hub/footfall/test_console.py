@@ -1,23 +1,29 @@
-"""The dashboard shows each store's today: visitors and conversion by local hour beside sales, escaped, with
-hours without camera counts as no data (a running hub on SQLite; events through the ingest's unit of work)."""
+"""The store page shows the store's today (a piece it loads after itself): visitors and conversion by local hour
+beside sales, escaped, with hours without camera counts as no data (a running hub on SQLite; events through the
+ingest's unit of work)."""
 
 from __future__ import annotations
 
-from datetime import date
+import re
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert
 
 from hub.catalog.models import StoreProfile
-from hub.domain.footfall import DayFigures
-from hub.footfall.console import StoreToday, today_section
 from hub.ingest.operations import HubOperations
 from storegate import wire
 from tests.hub.conftest import RunningHub
 from tests.hub.footfall.conftest import Feed, profile
 
 
-async def test_the_dashboard_shows_todays_visitors_and_conversion_by_hour(hub: RunningHub) -> None:
+def hour_row(html: str, hour: int) -> list[str]:
+    """The cells of the today table's row of a local hour, tags stripped."""
+    row = re.search(rf'<tr data-hour="{hour}">(.*?)</tr>', html, flags=re.S)
+    assert row is not None, f"no row for {hour:02d}:00"
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
+
+
+async def test_the_store_page_shows_todays_visitors_and_conversion_by_hour(hub: RunningHub) -> None:
     engine = hub.runtime.engine
     async with engine.begin() as connection:
         await connection.execute(insert(StoreProfile), [profile("berlin", "Europe/Berlin", "EUR")])
@@ -29,29 +35,26 @@ async def test_the_dashboard_shows_todays_visitors_and_conversion_by_hour(hub: R
         feed.scan("berlin", minute),
         feed.scan("store-0002", minute),  # a store without cameras (nor a profile): UTC
     )
-    page = (await hub.client.get("/")).text
+    page = (await hub.client.get("/console/stores/berlin/today")).text  # a piece of the store page
     local = minute.astimezone(ZoneInfo("Europe/Berlin"))
-    assert f"Today ({local.date().isoformat()}, Europe/Berlin): visitors and conversion by hour" in page
-    assert "7 visitors · 1 transactions · 0 units sold · conversion 14.3 % (1 hours with camera counts)" in page
-    assert f"<tr><td>{local.hour:02d}:00</td><td>7</td><td>3</td><td>1</td><td>0</td><td>14.3 %</td></tr>" in page
-    assert (
-        f"<tr><td>{minute.hour:02d}:00</td><td>no data</td><td>no data</td><td>1</td><td>0</td><td>\u2013</td>" in page
-    )
+    assert "Today: visitors and sales by hour" in page
+    assert "7 visitors · 1 transactions · 0 units sold · conversion 14% (1 hours with camera counts)" in page
+    assert hour_row(page, local.hour) == [f"{local.hour:02d}:00", "7", "3", "1", "0", "14%"]
+
+    bare = (await hub.client.get("/console/stores/store-0002/today")).text
+    assert "no data visitors · 1 transactions" in bare
+    assert hour_row(bare, minute.hour) == [f"{minute.hour:02d}:00", "no data", "no data", "1", "0", "\u2013"]
 
 
-def test_a_store_without_anything_today_says_so_and_values_are_escaped() -> None:
-    empty = StoreToday(local_date=date(2025, 10, 26), timezone="Europe/Berlin", hours=[], day=None)
-    assert "No visitors counted and no sales yet today." in today_section(empty)
-    odd = StoreToday(
-        local_date=date(2025, 10, 26),
-        timezone="<script>alert(1)</script>",
-        hours=[],
-        day=DayFigures(
-            store_id="s", local_date=date(2025, 10, 26), hours_with_data=0, visitors=None, exits=None,
-            transactions=2, transactions_in_counted_hours=0, units_sold=2, conversion_rate=None,
-        ),
-    )  # fmt: skip
-    html = today_section(odd)
-    assert "<script>" not in html
-    assert "&lt;script&gt;" in html
-    assert "no data visitors · 2 transactions" in html
+async def test_a_store_without_anything_today_says_so_and_values_are_escaped(hub: RunningHub) -> None:
+    async with hub.runtime.engine.begin() as connection:
+        await connection.execute(
+            insert(StoreProfile), [{**profile("odd", "Europe/Berlin", "EUR"), "name": "<script>alert(1)</script>"}]
+        )
+    today = await hub.client.get("/console/stores/odd/today")
+    assert "No visitors counted and no sales yet today." in today.text
+    assert "Sold today: €0.00, 0 units" in today.text
+    page = (await hub.client.get("/stores/odd")).text
+    assert 'hx-get="/console/stores/odd/today"' in page
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
