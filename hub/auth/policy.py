@@ -15,13 +15,14 @@ from typing import Final
 
 from hub.domain.access import Capability, Policy, StoreFrom
 
-NONE, CHAIN, PATH, QUERY, OBJECT, FILTERED = (
+NONE, CHAIN, PATH, QUERY, OBJECT, FILTERED, OWN = (
     StoreFrom.NONE,
     StoreFrom.CHAIN,
     StoreFrom.PATH,
     StoreFrom.QUERY,
     StoreFrom.OBJECT,
     StoreFrom.FILTERED,
+    StoreFrom.OWN,
 )
 
 OPEN: Final = Policy(need=Capability.OPEN)
@@ -68,11 +69,11 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     # signing in and out, who am I
     ("GET", "/login"): OPEN,
     ("POST", "/login"): OPEN,
-    ("POST", "/logout"): read(),
+    ("POST", "/logout"): read(OWN),  # a store-scoped operator signs out too
     ("GET", "/api/v1/me"): read(),
     # the console: its scripts and styles hold nothing of the chain; the language menu keeps the reader's choice
     ("GET", "/static/{name:path}"): OPEN,
-    ("POST", "/console/language"): read(),
+    ("POST", "/console/language"): read(OWN),
     # the console's store page and what its scripts ask for (scoped by the path's store), the fleet (filtered to
     # the reader's stores; a ?store_id= outside them is refused), the audit log (admins, like /api/v1/audit)
     ("GET", "/stores/{store_id}"): read(PATH, page=True),

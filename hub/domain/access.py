@@ -65,6 +65,7 @@ class StoreFrom(StrEnum):
     BODY = "body"  # fields of the JSON body (``store_fields``)
     OBJECT = "object"  # the handler checks the store of the object it loads (an alert by id)
     FILTERED = "filtered"  # a list the handler filters to the principal's stores
+    OWN = "own"  # the caller's own session or account (signing out, the console's language): no store at all
 
 
 class AccessDenied(HubError, PermissionError):
@@ -149,7 +150,7 @@ def decide(principal: Principal | None, policy: Policy, *, is_write: bool, store
     outside = [s for s in named if not principal.reaches(s)]
     if outside:
         raise AccessDenied(403, f"store {outside[0]!r} is outside your access", cause="scope")
-    if principal.chain_wide:
+    if principal.chain_wide or policy.store_from is StoreFrom.OWN:
         return
     if policy.store_from is StoreFrom.CHAIN or (policy.store_from is StoreFrom.NONE and is_write):
         raise AccessDenied(403, "this concerns the whole chain: it needs access to every store", cause="scope")

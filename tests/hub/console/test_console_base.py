@@ -51,9 +51,13 @@ async def test_an_operator_chooses_a_language_it_is_kept_and_audited(hub: Runnin
         assert (await mei.post("/console/language", data={"language": "zh_Hans"})).status_code == 403
     async with hub.runtime.sessions() as session:
         assert await session.scalar(select(Operator.language).where(Operator.username == "mei")) == "en"
-    # Choosing one's language is not a change to the chain: a viewer may.
+    # Choosing one's language is not a change to the chain: a viewer may, and so may an operator of one store,
+    # who may sign out too.
     await add_operator(hub, "vic", "viewer")
-    async with browser(hub, "vic") as vic:
-        assert (await vic.post("/console/language", data={"language": "zh_Hans"})).status_code == 303
+    await add_operator(hub, "sam", "ops", store_ids=("store-0001",))
+    for name in ("vic", "sam"):
+        async with browser(hub, name) as reader:
+            assert (await reader.post("/console/language", data={"language": "zh_Hans"})).status_code == 303
+            assert (await reader.post("/logout")).status_code == 303
     # An API token has no account to keep a language on.
     assert (await hub.client.post("/console/language", data={"language": "en"})).status_code == 409
