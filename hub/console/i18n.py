@@ -93,7 +93,7 @@ class Translator:
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         found = catalog_of(self.locale).get(singular)
         if isinstance(found, tuple):
-            index = Locale.parse(self.locale).plural_form(n)
+            index = _babel_locale(self.locale).plural_form(n)
             forms = ("one", "other") if len(found) == 2 else None
             if forms is None or len(found) == 1:
                 return found[0]
@@ -127,6 +127,12 @@ def negotiate(accept_language: str | None) -> str:
     return DEFAULT_LOCALE
 
 
+@functools.cache
+def _babel_locale(locale: str) -> Locale:
+    """Babel's locale (its CLDR data), parsed once per process rather than at every number formatted."""
+    return Locale.parse(locale)
+
+
 @dataclass(frozen=True, slots=True)
 class Formats:
     """Numbers, money and times for one reader's locale."""
@@ -134,8 +140,8 @@ class Formats:
     locale: str
 
     @property
-    def _babel(self) -> str:
-        return self.locale
+    def _babel(self) -> Locale:
+        return _babel_locale(self.locale)
 
     def number(self, value: float | int | Decimal, *, digits: int | None = None) -> str:
         if digits is not None:

@@ -35,6 +35,8 @@ ENVIRONMENT: Final = jinja2.Environment(
     extensions=["jinja2.ext.i18n"],
     trim_blocks=True,
     lstrip_blocks=True,
+    # Templates ship in the package and change only with a release: no stat() of each file at every render.
+    auto_reload=False,
 )
 ENVIRONMENT.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
 ENVIRONMENT.globals["asset"] = asset_url
