@@ -248,7 +248,11 @@ async def served_hub(database_url: str, mqtt: MqttSettings, secrets_dir: Path) -
 
 
 @pytest.fixture
-async def hub(sqlite_url: str, mqtt_settings: MqttSettings, tmp_path: Path) -> AsyncIterator[ServedHub]:
+async def hub(
+    sqlite_url: str,  # noqa: F811
+    mqtt_settings: MqttSettings,
+    tmp_path: Path,
+) -> AsyncIterator[ServedHub]:
     """A hub on this test's SQLite file and Mosquitto, served on loopback, with OPERATORS and a store profile."""
     await prepare_database(sqlite_url, now=wire.utc_now())
     async with served_hub(sqlite_url, mqtt_settings, tmp_path / "hub-secrets") as served:

@@ -51,7 +51,9 @@ async def test_chromium_signs_in_through_the_form_and_keeps_the_secure_cookies(b
     assert (anonymous.status, anonymous.headers["location"]) == (303, "/login?next=/")
 
     refused: list[str] = []  # what the page's Content-Security-Policy blocked (its style, its form)
-    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
     await page.goto("/login?next=/")
     await page.fill("#username", "otto")
     await page.fill("#password", "not the password")

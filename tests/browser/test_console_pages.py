@@ -96,7 +96,8 @@ async def test_a_viewer_sees_no_acknowledge_button_and_a_forged_one_is_refused(
             return b.form ? new URL(b.formAction || b.form.action).pathname : null;
         }"""
     )
-    assert isinstance(target, str) and target.startswith("/"), target
+    assert isinstance(target, str), target
+    assert target.startswith("/"), target
 
     viewer = await browsers.signed_in("vera", "/alerts")
     await alert_row(viewer, alert.alert_id)
