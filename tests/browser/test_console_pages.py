@@ -43,7 +43,7 @@ async def test_an_alert_from_a_device_appears_live_is_acknowledged_and_audited(
 ) -> None:
     size = VIEWPORTS[viewport]
     page = await browsers.signed_in("otto", "/alerts", viewport=size)
-    await expect(page.locator("table#alerts")).to_be_visible()
+    await expect(page.locator("table#alerts")).to_be_attached()  # empty, a phone's card table has no height
     await expect(page.locator("body")).to_have_attribute("data-live", "on")
     # A mark on this document: it is still there after the alert arrives only if the page was not reloaded.
     await page.evaluate("window.storegateTestMark = 'no reload'")
