@@ -5,6 +5,9 @@ downloaded. The machine's network is closed, so Chromium is started with the fla
 Each test gets a hub of its own (SQLite, a real Mosquitto, uvicorn on a free loopback port), operators of every role
 with the shared password, and a browser context per page (a fresh profile: no cookie or storage carried over).
 
+Chromium is started once per session (per xdist worker), so every test and async fixture here runs on the
+session's event loop (``LIVE_LOOP``, each test module's ``pytestmark``).
+
 No sleeps: Playwright's ``expect`` waits for a condition with an explicit timeout, and ``eventually`` waits on the
 database.
 """
@@ -24,6 +27,7 @@ from typing import Final
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright, expect
 from sqlalchemy import insert, select
 
@@ -72,6 +76,8 @@ GATEWAY: Final = "gw-1"
 OPERATORS: Final = (("ada", "admin"), ("otto", "ops"), ("vera", "viewer"))
 
 expect.set_options(timeout=EXPECT_MS)
+# The event loop of the browser tests: the session's, where the shared Chromium lives.
+LIVE_LOOP: Final = pytest.mark.asyncio(loop_scope="session")
 
 
 class ChromiumMissingError(RuntimeError):
@@ -102,9 +108,10 @@ async def launched_chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def chromium() -> AsyncIterator[Browser]:
-    """A Chromium for this test; the test fails (not skips) when Debian's chromium is not installed."""
+    """One Chromium for the session (per xdist worker), each test in contexts of its own; a test fails (not skips)
+    when Debian's chromium is not installed."""
     try:
         executable = chromium_executable()
     except ChromiumMissingError as missing:
@@ -247,7 +254,7 @@ async def served_hub(database_url: str, mqtt: MqttSettings, secrets_dir: Path) -
         await asyncio.wait_for(server, timeout=15)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def hub(
     sqlite_url: str,  # noqa: F811
     mqtt_settings: MqttSettings,
@@ -306,7 +313,7 @@ async def sign_in(page: Page, username: str, next_path: str = "/", password: str
     await expect(page).not_to_have_url(re.compile(r"/login"))
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def browsers(chromium: Browser, hub: ServedHub) -> AsyncIterator[Browsers]:
     """Fresh browser contexts on this test's hub."""
     opened = Browsers(chromium, hub)

@@ -6,9 +6,6 @@ The console's pages themselves are proven in test_console_pages.py.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
@@ -17,15 +14,16 @@ from hub.auth.models import Operator
 from hub.console.assets import asset_url
 from hub.db.engine import create_engine, session_factory
 from tests.browser.conftest import (
+    LIVE_LOOP,
     PHONE,
     Browsers,
-    ChromiumMissingError,
     ServedHub,
-    chromium_executable,
     horizontal_overflow,
     post_from_page,
     sign_in,
 )
+
+pytestmark = LIVE_LOOP
 
 
 async def language_of(hub: ServedHub, username: str) -> str | None:
@@ -35,14 +33,6 @@ async def language_of(hub: ServedHub, username: str) -> str | None:
             return await session.scalar(select(Operator.language).where(Operator.username == username))
     finally:
         await engine.dispose()
-
-
-def test_without_chromium_the_tests_fail_naming_the_package(tmp_path: Path) -> None:
-    with pytest.raises(ChromiumMissingError, match=r"apt-get install chromium"):
-        chromium_executable(tmp_path / "chromium")
-    (tmp_path / "not-executable").write_text("")
-    with pytest.raises(ChromiumMissingError, match=r"no Chromium at"):
-        chromium_executable(tmp_path / "not-executable")
 
 
 async def test_chromium_signs_in_through_the_form_and_keeps_the_secure_cookies(browsers: Browsers) -> None:

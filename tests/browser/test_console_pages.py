@@ -14,6 +14,7 @@ from playwright.async_api import Page, expect
 from hub.alerting.models import AlertRow
 from tests.browser.conftest import (
     GATEWAY,
+    LIVE_LOOP,
     PHONE,
     STORE,
     STORE_NAME,
@@ -26,6 +27,8 @@ from tests.browser.conftest import (
 from tests.conftest import eventually
 
 NOTE = "paper roll replaced"
+
+pytestmark = LIVE_LOOP
 
 
 async def alert_row(page: Page, alert_id: str) -> None:
