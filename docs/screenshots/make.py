@@ -35,12 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as paho  # noqa: E402 - after the path is set
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
-from playwright.async_api import ViewportSize, async_playwright  # noqa: E402
+from playwright.async_api import Page, ViewportSize, async_playwright  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from hub.alerting.models import AlertRow  # noqa: E402
 from hub.app import serve  # noqa: E402
 from hub.auth import operators  # noqa: E402
+from hub.auth.guard import CSRF_COOKIE, CSRF_HEADER  # noqa: E402
 from hub.catalog.models import StoreProfile  # noqa: E402
 from hub.db.engine import create_engine, session_factory  # noqa: E402
 from hub.db.migrate import upgrade_to_head  # noqa: E402
@@ -245,6 +246,14 @@ async def demo_hub(workdir: Path) -> AsyncIterator[tuple[str, str, MqttSettings]
         broker.stop(kill=True)
 
 
+async def choose_language(page: Page, language: str) -> None:
+    """The signed-in operator's language, as the header's menu sets it (POST /console/language)."""
+    token = next(c["value"] for c in await page.context.cookies() if c["name"] == CSRF_COOKIE)
+    await page.request.post(
+        "/console/language", form={"language": language, "next": "/"}, headers={CSRF_HEADER: token}, max_redirects=0
+    )
+
+
 async def photograph(base_url: str, out: Path) -> list[Path]:
     """PNG files of each page at each size (and the overview in Traditional Chinese); the files written."""
     if not CHROMIUM.is_file():
@@ -275,14 +284,8 @@ async def photograph(base_url: str, out: Path) -> list[Path]:
                 if not phone:
                     shots.append(("overview-zh_Hant", "/"))
                 for name, path in shots:
-                    if name.endswith("zh_Hant"):
-                        token = next(c["value"] for c in await context.cookies() if c["name"].endswith("csrf"))
-                        await page.request.post(
-                            "/console/language",
-                            form={"language": "zh_Hant", "next": "/"},
-                            headers={"X-CSRF-Token": token},
-                            max_redirects=0,
-                        )
+                    language = "zh_Hant" if name.endswith("zh_Hant") else "en"
+                    await choose_language(page, language)  # kept on the operator's account: set for every shot
                     response = await page.goto(path)
                     if response is None or response.status != 200:
                         print(f"skipped {name} ({size_name}): {path} answered {response.status if response else '-'}")
