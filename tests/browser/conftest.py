@@ -72,8 +72,19 @@ PASSWORD: Final = "correct horse battery staple"
 STORE: Final = "store-0001"
 STORE_NAME: Final = "台北信義店"
 GATEWAY: Final = "gw-1"
-# The operators every test has: (username, role).
-OPERATORS: Final = (("ada", "admin"), ("otto", "ops"), ("vera", "viewer"))
+OTHER_STORE: Final = "store-0002"
+# The stores' profiles: (store id, name, time zone, currency, region).
+PROFILES: Final = (
+    (STORE, STORE_NAME, "Asia/Taipei", "TWD", "north"),
+    (OTHER_STORE, "Riverside", "Europe/London", "GBP", "south"),
+)
+# The operators every test has: (username, role, the stores it is scoped to or None for the whole chain).
+OPERATORS: Final[tuple[tuple[str, str, tuple[str, ...] | None], ...]] = (
+    ("ada", "admin", None),
+    ("otto", "ops", None),
+    ("vera", "viewer", None),
+    ("sam", "ops", (STORE,)),
+)
 
 expect.set_options(timeout=EXPECT_MS)
 # The event loop of the browser tests: the session's, where the shared Chromium lives.
@@ -88,7 +99,7 @@ def chromium_executable(path: Path = CHROMIUM) -> Path:
     """The Chromium to drive; raises ChromiumMissingError naming the Debian package to install."""
     if not path.is_file() or not os.access(path, os.X_OK):
         raise ChromiumMissingError(
-            f"no Chromium at {path}: install Debian's package: apt-get install chromium fonts-wqy-microhei "
+            f"no Chromium at {path}: install Debian's packages: apt-get install chromium fonts-wqy-microhei "
             "(.ci/run does this); the browser tests never download a browser"
         )
     return path
@@ -191,31 +202,32 @@ class ServedHub:
 
 
 async def prepare_database(database_url: str, *, now: datetime) -> None:
-    """The operators of OPERATORS and the store's profile (a Chinese name, Taipei time, TWD, region north)."""
+    """The operators of OPERATORS and the stores' PROFILES (one with a Chinese name, Taipei time and TWD)."""
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
-            for username, role in OPERATORS:
+            for username, role, store_ids in OPERATORS:
                 await operators.add_operator(
                     session,
                     username=username,
                     role=role,
                     password=PASSWORD,
-                    scope=operators.Scope(),
+                    scope=operators.Scope(store_ids=store_ids),
                     by="tests",
                     now=now,
                 )
-            await session.execute(
-                insert(StoreProfile).values(
-                    store_id=STORE,
-                    name=STORE_NAME,
-                    timezone="Asia/Taipei",
-                    currency="TWD",
-                    opening_hours={},
-                    region="north",
-                    updated_at=now,
+            for store_id, name, time_zone, currency, region in PROFILES:
+                await session.execute(
+                    insert(StoreProfile).values(
+                        store_id=store_id,
+                        name=name,
+                        timezone=time_zone,
+                        currency=currency,
+                        opening_hours={},
+                        region=region,
+                        updated_at=now,
+                    )
                 )
-            )
             await session.commit()
     finally:
         await engine.dispose()
@@ -323,18 +335,23 @@ async def browsers(chromium: Browser, hub: ServedHub) -> AsyncIterator[Browsers]
         await opened.close()
 
 
-async def post_from_page(page: Page, path: str, form: Mapping[str, str], *, csrf: bool = True) -> int:
+async def post_from_page(
+    page: Page, path: str, form: Mapping[str, str], *, csrf: bool = True, as_json: bool = False
+) -> int:
     """POST a form with the page's session (its browser context's cookies); the status, redirects not followed.
 
     With ``csrf`` the token is taken from its cookie and sent as console.js does; without it, as a form posted from
-    another site would arrive.
+    another site would arrive. ``as_json`` sends the fields as a JSON body (the API's way) instead of a form.
     """
     headers = {}
     if csrf:
         token = next((c["value"] for c in await page.context.cookies() if c["name"] == CSRF_COOKIE), None)
         assert token is not None, "the page is not signed in"
         headers[CSRF_HEADER] = token
-    response = await page.request.post(path, form=dict(form), headers=headers, max_redirects=0)
+    if as_json:
+        response = await page.request.post(path, data=dict(form), headers=headers, max_redirects=0)
+    else:
+        response = await page.request.post(path, form=dict(form), headers=headers, max_redirects=0)
     return response.status
 
 

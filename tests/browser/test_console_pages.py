@@ -15,7 +15,9 @@ from hub.alerting.models import AlertRow
 from tests.browser.conftest import (
     GATEWAY,
     LIVE_LOOP,
+    OTHER_STORE,
     PHONE,
+    PROFILES,
     STORE,
     STORE_NAME,
     VIEWPORTS,
@@ -109,8 +111,33 @@ async def test_a_viewer_sees_no_acknowledge_button_and_a_forged_one_is_refused(
     await expect(viewer.locator("table#alerts input[name=note]")).to_have_count(0)
     # The viewer's own session, its own CSRF token, the console's route and the API's: refused.
     assert await post_from_page(viewer, target, {"note": "forged"}) == 403
-    assert await post_from_page(viewer, f"/api/v1/alerts/{alert.alert_id}/acknowledge", {"note": "forged"}) == 403
+    api = f"/api/v1/alerts/{alert.alert_id}/acknowledge"
+    assert await post_from_page(viewer, api, {"note": "forged"}, as_json=True) == 403
     stored = await current(hub, alert.alert_id)
+    assert (stored.status, stored.acknowledged_by) == ("open", None)
+
+
+async def test_an_operator_of_one_store_never_sees_another_stores_alert_live(
+    browsers: Browsers, hub: ServedHub
+) -> None:
+    page = await browsers.signed_in("sam", "/alerts")  # ops, scoped to STORE
+    await expect(page.locator("body")).to_have_attribute("data-live", "on")
+    await hub.publish_printer_out(store_id=OTHER_STORE, device_id="printer-elsewhere")
+    elsewhere = await hub.alert_for("printer-elsewhere")
+    await hub.publish_printer_out(store_id=STORE, device_id="printer-here")
+    here = await hub.alert_for("printer-here")
+    # The other store's alert was committed first: had the stream leaked it, it would be on the page by now.
+    await expect(page.locator(f"table#alerts tbody tr#alert-{here.alert_id}")).to_be_visible()
+    await expect(page.locator(f"#alert-{elsewhere.alert_id}")).to_have_count(0)
+    await expect(page.locator(f'table#alerts tbody tr[data-store-id="{OTHER_STORE}"]')).to_have_count(0)
+    await expect(page.locator("main")).not_to_contain_text("printer-elsewhere")
+    # Asked for directly, the other store's alert is not there for this operator.
+    direct = await page.goto(f"/alerts/{elsewhere.alert_id}")
+    assert direct is not None
+    assert direct.status in (403, 404)
+    api = f"/api/v1/alerts/{elsewhere.alert_id}/acknowledge"
+    assert await post_from_page(page, api, {"note": "not mine"}, as_json=True) in (403, 404)
+    stored = await current(hub, elsewhere.alert_id)
     assert (stored.status, stored.acknowledged_by) == ("open", None)
 
 
@@ -149,7 +176,7 @@ async def test_overview_store_and_fleet_show_the_store_and_fit_the_screen(
     await hub.alert_for("receipt-printer")
     page = await browsers.signed_in("otto", "/", viewport=VIEWPORTS[viewport])
 
-    await expect(page.locator('section#counts [data-count="stores"] .value')).to_have_text("1")
+    await expect(page.locator('section#counts [data-count="stores"] .value')).to_have_text(str(len(PROFILES)))
     await expect(page.locator('section#counts [data-count="warning"] .value')).to_have_text("1")
     await expect(page.locator('section#counts [data-count="critical"] .value')).to_have_text("0")
     store_row = page.locator(f'table#stores tr[data-store-id="{STORE}"]')
