@@ -42,10 +42,12 @@ from launcher.broker import free_port
 from storegate import wire
 from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
-from tests.hub.conftest import (  # noqa: F401  (fixtures: a migrated SQLite file, no STOREGATE_HUB_* leaking in)
+from tests.hub.conftest import (  # noqa: F401  (fixtures: migrated databases, no STOREGATE_HUB_* leaking in)
     PlainGateway,
     _no_hub_env,
     migrated_sqlite_file,
+    postgres_template,
+    postgres_url,
     sqlite_url,
 )
 
@@ -266,15 +268,19 @@ async def served_hub(database_url: str, mqtt: MqttSettings, secrets_dir: Path) -
         await asyncio.wait_for(server, timeout=15)
 
 
+@pytest.fixture
+def hub_database_url(request: pytest.FixtureRequest) -> str:
+    """This test's database: SQLite, or PostgreSQL where a test parametrizes ``hub_database_url`` indirectly with
+    "postgresql" (the live stream may take another path there: API and consumer can be processes apart)."""
+    kind = getattr(request, "param", "sqlite")
+    return str(request.getfixturevalue("postgres_url" if kind == "postgresql" else "sqlite_url"))
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def hub(
-    sqlite_url: str,  # noqa: F811
-    mqtt_settings: MqttSettings,
-    tmp_path: Path,
-) -> AsyncIterator[ServedHub]:
-    """A hub on this test's SQLite file and Mosquitto, served on loopback, with OPERATORS and a store profile."""
-    await prepare_database(sqlite_url, now=wire.utc_now())
-    async with served_hub(sqlite_url, mqtt_settings, tmp_path / "hub-secrets") as served:
+async def hub(hub_database_url: str, mqtt_settings: MqttSettings, tmp_path: Path) -> AsyncIterator[ServedHub]:
+    """A hub on this test's database and Mosquitto, served on loopback, with OPERATORS and the stores' PROFILES."""
+    await prepare_database(hub_database_url, now=wire.utc_now())
+    async with served_hub(hub_database_url, mqtt_settings, tmp_path / "hub-secrets") as served:
         yield served
 
 

@@ -42,7 +42,11 @@ async def current(hub: ServedHub, alert_id: str) -> AlertRow:
     return next(a for a in await hub.alerts() if a.alert_id == alert_id)
 
 
-@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+@pytest.mark.parametrize(
+    ("viewport", "hub_database_url"),
+    [("desktop", "sqlite"), ("phone", "sqlite"), ("desktop", "postgresql")],
+    indirect=["hub_database_url"],
+)
 async def test_an_alert_from_a_device_appears_live_is_acknowledged_and_audited(
     browsers: Browsers, hub: ServedHub, viewport: str
 ) -> None:
