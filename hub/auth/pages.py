@@ -51,7 +51,9 @@ def render_login(
     body = render_in(
         "login.html", locale, {"next_path": next_path, "problem": problem, "minutes": minutes, "username": username}
     )
-    return HTMLResponse(body, headers={"content-security-policy": CONSOLE_CSP})
+    # The hub's default Referrer-Policy is no-referrer, under which a browser sends "Origin: null" with the form, which
+    # the origin check of the sign-in must refuse; same-origin still tells other sites nothing.
+    return HTMLResponse(body, headers={"content-security-policy": CONSOLE_CSP, "referrer-policy": "same-origin"})
 
 
 @router.get("/login", response_class=HTMLResponse, summary="Sign-in page")
