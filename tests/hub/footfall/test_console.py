@@ -1,4 +1,4 @@
-"""The dashboard shows each store's today: visitors and conversion by local hour beside sales, escaped, with
+"""Each store's today, as the console shows it: visitors and conversion by local hour beside sales, escaped, with
 hours without camera counts as no data (a running hub on SQLite; events through the ingest's unit of work)."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from sqlalchemy import insert
 
 from hub.catalog.models import StoreProfile
 from hub.domain.footfall import DayFigures
-from hub.footfall.console import StoreToday, today_section
+from hub.footfall.console import StoreToday, today_by_store, today_section
 from hub.ingest.operations import HubOperations
 from storegate import wire
 from tests.hub.conftest import RunningHub
 from tests.hub.footfall.conftest import Feed, profile
 
 
-async def test_the_dashboard_shows_todays_visitors_and_conversion_by_hour(hub: RunningHub) -> None:
+async def test_todays_visitors_and_conversion_by_hour_in_the_stores_zone(hub: RunningHub) -> None:
     engine = hub.runtime.engine
     async with engine.begin() as connection:
         await connection.execute(insert(StoreProfile), [profile("berlin", "Europe/Berlin", "EUR")])
@@ -29,7 +29,9 @@ async def test_the_dashboard_shows_todays_visitors_and_conversion_by_hour(hub: R
         feed.scan("berlin", minute),
         feed.scan("store-0002", minute),  # a store without cameras (nor a profile): UTC
     )
-    page = (await hub.client.get("/")).text
+    async with hub.runtime.sessions() as session:
+        today = await today_by_store(session, ["berlin", "store-0002"], now=now, basket_gap_s=120.0)
+    page = today_section(today["berlin"]) + today_section(today["store-0002"])
     local = minute.astimezone(ZoneInfo("Europe/Berlin"))
     assert f"Today ({local.date().isoformat()}, Europe/Berlin): visitors and conversion by hour" in page
     assert "7 visitors · 1 transactions · 0 units sold · conversion 14.3 % (1 hours with camera counts)" in page
