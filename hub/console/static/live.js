@@ -21,6 +21,18 @@
       message.hidden = true;
     }
   });
+  // A reconnected stream may bring again a new alert the list already shows: the old row goes, the new one is put
+  // at the top (a row replaced in place is its own target and stays).
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var fragment = event.detail.fragment;
+    var target = event.detail.target;
+    if (!fragment || !fragment.querySelectorAll) return;
+    var rows = fragment.querySelectorAll("tr[id]");
+    for (var i = 0; i < rows.length; i++) {
+      var existing = document.getElementById(rows[i].id);
+      if (existing && existing !== target && !existing.contains(target)) existing.remove();
+    }
+  });
   // A live alert in an empty list: the "no alert matches" line goes.
   document.addEventListener("htmx:oobAfterSwap", function () {
     var empty = document.getElementById("no-alerts");

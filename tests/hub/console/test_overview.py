@@ -180,7 +180,7 @@ async def test_the_overview_speaks_chinese(hub: RunningHub) -> None:
 
 def test_the_order_is_offline_then_critical_then_silent_then_warnings_losses_and_backlog() -> None:
     def state(store_id: str, **values: int) -> StoreState:
-        return StoreState(store_id=store_id, name=None, region=None, time_zone="UTC", **values)  # type: ignore[arg-type]
+        return StoreState(store_id=store_id, name=None, region=None, time_zone="UTC", **values)
 
     stores = [
         state("fine"),
