@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal
 from urllib.parse import urlencode
@@ -31,7 +31,7 @@ from hub.db.models import DataLossRecord, Gateway, Store
 router = APIRouter(tags=["dashboard"])
 
 # "The rest" (stores that need nothing) comes this many at a time; stores that need attention are always shown.
-REST_PAGE_SIZE: Final = 100
+REST_PAGE_SIZE: Final = 50
 # Events lost this recently make a store need attention; older losses stay in the store's page.
 LOSS_WINDOW: Final = timedelta(hours=24)
 # A gateway's outbox this deep, or its oldest unacknowledged event this old, is a backlog worth looking at.
@@ -66,23 +66,19 @@ class StoreState:
     backlog: int = 0
     backlog_age_s: float = 0.0
 
-    @property
-    def backlogged(self) -> bool:
-        """Whether a gateway's outbox is backing up (deep, or holding an old event)."""
-        return self.backlog >= BACKLOG_EVENTS or self.backlog_age_s >= BACKLOG_AGE_S
+    # Why the store needs attention, worst first (empty: it does not); worked out once, when the state is made.
+    reasons: tuple[str, ...] = field(init=False, compare=False)
 
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """Why the store needs attention, worst first (empty: it does not)."""
+    def __post_init__(self) -> None:
         found = (
             ("offline", self.offline > 0),
             ("critical", self.critical > 0),
             ("silent", self.silent > 0),
             ("warning", self.warning > 0),
             ("lost", self.lost > 0),
-            ("backlog", self.backlogged),
+            ("backlog", self.backlog >= BACKLOG_EVENTS or self.backlog_age_s >= BACKLOG_AGE_S),
         )
-        return tuple(reason for reason, present in found if present)
+        object.__setattr__(self, "reasons", tuple(reason for reason, present in found if present))
 
     @property
     def needs_attention(self) -> bool:
@@ -151,14 +147,14 @@ class Counts:
 
 def counts_of(states: Iterable[StoreState]) -> Counts:
     """Stores, stores needing attention, stores with a gateway offline, open critical and warning alerts."""
-    listed = list(states)
-    return Counts(
-        stores=len(listed),
-        attention=sum(1 for s in listed if s.needs_attention),
-        offline=sum(1 for s in listed if s.offline > 0),
-        critical=sum(s.critical for s in listed),
-        warning=sum(s.warning for s in listed),
-    )
+    stores = attention = offline = critical = warning = 0
+    for state in states:
+        stores += 1
+        attention += 1 if state.reasons else 0
+        offline += 1 if state.offline else 0
+        critical += state.critical
+        warning += state.warning
+    return Counts(stores=stores, attention=attention, offline=offline, critical=critical, warning=warning)
 
 
 def _scoped(column: object, store_ids: Collection[str] | None) -> object:
@@ -264,6 +260,7 @@ async def get_overview(
     attention = [s for s in shown if s.needs_attention]
     rest = [s for s in shown if not s.needs_attention]
     start = (page_number - 1) * REST_PAGE_SIZE
+    listed = [*attention, *rest[start : start + REST_PAGE_SIZE]]
     return page(
         "overview.html",
         reader,
@@ -274,9 +271,12 @@ async def get_overview(
         regions=regions_of(states.values()),
         filters=filters,
         state_filters=STATE_FILTERS,
-        stores=[*attention, *rest[start : start + REST_PAGE_SIZE]],
+        stores=listed,
+        # Formatted once per time zone, not once per store.
+        local_times={zone: reader.formats.time(now, zone) for zone in {s.time_zone for s in listed}},
         shown_total=len(shown),
         rest_total=len(rest),
         page_number=page_number,
         more=start + REST_PAGE_SIZE < len(rest),
+        oob=False,
     )

@@ -9,10 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert
 
+from hub.catalog.models import StoreProfile
 from hub.console import overview
 from hub.console.i18n import Formats
 from hub.console.overview import StoreState, attention_key
-from hub.db.models import DataLossRecord
+from hub.db.models import DataLossRecord, Gateway, Store
 from storegate import wire
 from tests.hub.conftest import RunningHub
 from tests.hub.console.conftest import add_operator, browser
@@ -219,3 +220,54 @@ async def test_an_old_loss_no_longer_needs_attention(hub: RunningHub) -> None:
         )
     page = (await hub.client.get("/")).text
     assert 'data-count="attention"><span class="value">0<' in page
+
+
+async def test_the_first_load_with_a_thousand_stores_stays_under_200_kb_over_the_wire(hub: RunningHub) -> None:
+    now = wire.utc_now()
+    stores = [f"store-{n:04d}" for n in range(1_000)]
+    async with hub.runtime.sessions() as session, session.begin():
+        await session.execute(insert(Store), [{"store_id": s, "first_seen": now, "event_count": 0} for s in stores])
+        await session.execute(
+            insert(StoreProfile),
+            [
+                {
+                    "store_id": s,
+                    "name": f"店舖 {s} long name street",
+                    "timezone": "Asia/Taipei",
+                    "currency": "TWD",
+                    "opening_hours": {},
+                    "region": f"region-{n % 12}",
+                    "updated_at": now,
+                }
+                for n, s in enumerate(stores)
+            ],
+        )
+        await session.execute(
+            insert(Gateway),
+            [
+                {
+                    "store_id": s,
+                    "gateway_id": "gw-1",
+                    "online": n % 40 != 0,  # 25 stores offline
+                    "last_seen_at": now,
+                    "devices": [],
+                    "enrolled_at": now,
+                    "enrolled_by": "tests",
+                    "enrolment": "operator",
+                }
+                for n, s in enumerate(stores)
+            ],
+        )
+    for n in range(30):
+        await raise_alert(hub, stores[n * 7], severity="critical" if n % 2 else "warning")
+    gzip = {"accept-encoding": "gzip"}
+    page = await hub.client.get("/", headers=gzip)
+    assert page.headers["content-encoding"] == "gzip"
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    sizes = [int(page.headers["content-length"])]
+    for url in assets:
+        asset = await hub.client.get(url.replace("&amp;", "&"), headers=gzip)
+        assert asset.status_code == 200, url
+        sizes.append(int(asset.headers["content-length"]))
+    assert len(store_rows(page.text)) == 25 + 30 - 1 + overview.REST_PAGE_SIZE  # store-0000 is offline and alerts
+    assert sum(sizes) < 200_000, sizes
