@@ -70,6 +70,9 @@ class LiveClient:
     # The newest transition the page already showed (alerts); transitions after it are news.
     since: int = 0
     store_filters: overview.StoreFilters = field(default_factory=overview.StoreFilters)
+    page_number: int = 1
+    # The overview's rows the page holds (as the poller knew the stores when the reader came, then as sent).
+    on_page: set[str] = field(default_factory=set)
     alert_filters: alert_pages.AlertFilters = field(default_factory=alert_pages.AlertFilters)
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     # Per row id (and "#counts"): what it was last sent; "gone" for a row it was told to remove.
@@ -258,6 +261,7 @@ class LiveFeed:
         client.sent["#counts"] = overview.counts_of(visible)
         for state in visible:
             client.sent[state.store_id] = state
+        client.on_page = {s.store_id for s in overview.page_of(visible, client.store_filters, client.page_number).rows}
 
     async def _overview(self, session: AsyncSession, clients: list[LiveClient]) -> None:
         now = self.clock()
@@ -276,16 +280,17 @@ class LiveFeed:
             for state in changed:
                 if not reader.who.reaches(state.store_id) or client.sent.get(state.store_id) == state:
                     continue
-                before = client.sent.get(state.store_id)
-                shown_before = isinstance(before, overview.StoreState) and overview.matches(
-                    before, client.store_filters
-                )
                 client.sent[state.store_id] = state
-                if not (shown_before or overview.matches(state, client.store_filters)):
+                on_page = state.store_id in client.on_page
+                # A store that comes to need attention is put at the top of a page that did not hold it; any other
+                # change replaces the row where it is (the order is the page's until it is loaded again).
+                if not on_page and not (state.needs_attention and overview.matches(state, client.store_filters)):
                     continue
-                key = (state, reader.locale, now.replace(second=0, microsecond=0))
+                key = (state, reader.locale, now.replace(second=0, microsecond=0), on_page)
                 if key not in rendered:
-                    rendered[key] = render("_overview_row.html", reader, {"store": state, "now": now, "oob": True})
+                    row = render("_overview_row.html", reader, {"store": state, "now": now, "oob": on_page})
+                    rendered[key] = row if on_page else f'<tbody hx-swap-oob="afterbegin:#stores tbody">{row}</tbody>'
+                client.on_page.add(state.store_id)
                 client.offer(event(rendered[key]))
             counts = overview.counts_of(self._visible(client, states.values()))
             if client.sent.get("#counts") != counts:
@@ -309,13 +314,14 @@ def _client(
     severity: str,
     rule: str,
     store_id: str,
+    page_number: int,
 ) -> LiveClient:
     """The reader's stream for its page's filters; 422 for a filter the page does not offer, 403 outside scope."""
     if view == "overview":
         if state not in overview.STATE_FILTERS:
             raise HTTPException(status_code=422, detail=f"state: the overview has no filter {state!r}")
         filters = overview.StoreFilters(q=q.strip(), region=region, state=state)
-        return LiveClient(view=view, reader=reader, store_filters=filters)
+        return LiveClient(view=view, reader=reader, store_filters=filters, page_number=page_number)
     if state not in alert_pages.STATE_CHOICES:
         raise HTTPException(status_code=422, detail=f"state: alerts are never {state!r}")
     if severity not in alert_pages.SEVERITY_CHOICES:
@@ -351,6 +357,7 @@ async def get_live(
     severity: Annotated[str, Query(max_length=MAX_FILTER_CHARS)] = "",
     rule: Annotated[str, Query(max_length=64)] = "",
     store_id: Annotated[str, Query(max_length=63)] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000, description="the overview's page")] = 1,
 ) -> StreamingResponse:
     """The stream; it ends when the reader leaves, is dropped, or the hub stops."""
     feed: LiveFeed | None = getattr(request.app.state, "live", None)
@@ -360,7 +367,16 @@ async def get_live(
     async with runtime.sessions() as session:
         reader = await templating.reader(request, session, who)
     client = _client(
-        view, reader, since=since, q=q, region=region, state=state, severity=severity, rule=rule, store_id=store_id
+        view,
+        reader,
+        since=since,
+        q=q,
+        region=region,
+        state=state,
+        severity=severity,
+        rule=rule,
+        store_id=store_id,
+        page_number=page_number,
     )
     try:
         feed.join(client)

@@ -224,6 +224,30 @@ def ordered(states: Iterable[StoreState], filters: StoreFilters) -> list[StoreSt
     return sorted((s for s in states if matches(s, filters)), key=attention_key)
 
 
+@dataclass(frozen=True, slots=True)
+class OverviewPage:
+    """The rows of one page of the overview: every store that needs attention, then a page of the rest."""
+
+    rows: list[StoreState]
+    shown_total: int
+    rest_total: int
+    more: bool
+
+
+def page_of(states: Iterable[StoreState], filters: StoreFilters, page_number: int) -> OverviewPage:
+    """The stores of page ``page_number`` (from 1) that pass the filters, in attention order."""
+    shown = ordered(states, filters)
+    attention = [s for s in shown if s.needs_attention]
+    rest = [s for s in shown if not s.needs_attention]
+    start = (page_number - 1) * REST_PAGE_SIZE
+    return OverviewPage(
+        rows=[*attention, *rest[start : start + REST_PAGE_SIZE]],
+        shown_total=len(shown),
+        rest_total=len(rest),
+        more=start + REST_PAGE_SIZE < len(rest),
+    )
+
+
 def regions_of(states: Iterable[StoreState]) -> list[str]:
     """The regions of the stores, for the filter's menu."""
     return sorted({s.region for s in states if s.region})
@@ -256,11 +280,7 @@ async def get_overview(
         session, store_ids=reader.who.store_ids, now=now, grace_s=runtime.settings.gateway_offline_grace_s
     )
     filters = StoreFilters(q=q.strip(), region=region, state=state)
-    shown = ordered(states.values(), filters)
-    attention = [s for s in shown if s.needs_attention]
-    rest = [s for s in shown if not s.needs_attention]
-    start = (page_number - 1) * REST_PAGE_SIZE
-    listed = [*attention, *rest[start : start + REST_PAGE_SIZE]]
+    listed = page_of(states.values(), filters, page_number)
     return page(
         "overview.html",
         reader,
@@ -271,12 +291,12 @@ async def get_overview(
         regions=regions_of(states.values()),
         filters=filters,
         state_filters=STATE_FILTERS,
-        stores=listed,
+        stores=listed.rows,
         # Formatted once per time zone, not once per store.
-        local_times={zone: reader.formats.time(now, zone) for zone in {s.time_zone for s in listed}},
-        shown_total=len(shown),
-        rest_total=len(rest),
+        local_times={zone: reader.formats.time(now, zone) for zone in {s.time_zone for s in listed.rows}},
+        shown_total=listed.shown_total,
+        rest_total=listed.rest_total,
         page_number=page_number,
-        more=start + REST_PAGE_SIZE < len(rest),
+        more=listed.more,
         oob=False,
     )

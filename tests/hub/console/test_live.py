@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from sqlalchemy import update
 
-from hub.console import live
+from hub.console import live, overview
 from hub.console.live import LiveClient, LiveFeed
 from hub.console.templating import Reader
 from hub.db.models import Gateway
@@ -263,3 +263,29 @@ async def test_a_worker_serves_no_live_pages(hub_settings: HubSettings) -> None:
     async with running_hub(hub_settings.model_copy(update={"role": "worker"}), role=None) as worker:
         assert worker.app.state.live is None
         assert (await worker.client.get("/console/live?view=overview")).status_code == 404
+
+
+async def test_a_store_off_the_page_that_comes_to_need_attention_is_put_at_the_top(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = served.hub
+    monkeypatch.setattr(overview, "REST_PAGE_SIZE", 1)
+    await add_stores(hub, Shop("a-1"), Shop("b-2"), Shop("c-3"))
+    token = await make_token(hub.runtime, "viewer")
+    async with stream(served, token, "view=overview") as first_page:
+        await passes_after(served.feed, 2)
+        async with hub.runtime.sessions() as session, session.begin():
+            await session.execute(update(Gateway).where(Gateway.store_id == "c-3").values(online=False))
+        await eventually(
+            lambda: _true(first_page.containing('data-store-id="c-3"')), timeout=DEADLINE_S, what="the row"
+        )
+        [row] = first_page.containing('data-store-id="c-3"')
+        assert row.startswith('<tbody hx-swap-oob="afterbegin:#stores tbody"><tr id="store-c-3"')
+        # Back online: the row now on the page is replaced where it is.
+        async with hub.runtime.sessions() as session, session.begin():
+            await session.execute(update(Gateway).where(Gateway.store_id == "c-3").values(online=True))
+        await eventually(
+            lambda: _true(len(first_page.containing('data-store-id="c-3"')) == 2), timeout=DEADLINE_S, what="again"
+        )
+        assert first_page.containing('data-store-id="c-3"')[1].startswith('<tr id="store-c-3"')
+        assert not first_page.containing('data-store-id="b-2"')  # on page 2, and nothing to look at
