@@ -15,6 +15,7 @@ from typing import Annotated, Final, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -280,11 +281,7 @@ async def post_acknowledge(
     response_class=HTMLResponse,
     summary="Resolve an alert (console)",
     description="Resolves with a note (what was found or done) and answers the alert's row for the list.",
-    responses={
-        404: {"description": "no such alert"},
-        409: {"description": "already resolved"},
-        422: {"description": "no note"},
-    },
+    responses={404: {"description": "no such alert"}, 409: {"description": "already resolved"}},
 )
 async def post_resolve(
     request: Request,
@@ -295,10 +292,19 @@ async def post_resolve(
     alert_id: str,
     note: Note = "",
 ) -> HTMLResponse:
-    """Resolve with a note (422 without one); 409 if it is already resolved."""
+    """Resolve with a note (422 without one, as a validation error names it); 409 if it is already resolved."""
     text = note.strip()
     if not text:
-        raise HTTPException(status_code=422, detail="say what was found or done in the note to resolve an alert")
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "note"),
+                    "msg": "say what was found or done in the note to resolve an alert",
+                    "input": note,
+                }
+            ]
+        )
     return await _act(
         request,
         session,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +54,9 @@ MAX_TRANSITIONS: Final = 1_000
 LOOKBACK_IDS: Final = 200
 # A browser told to reconnect this soon after a dropped stream.
 RETRY_MS: Final = 2_000
+# A stream ends after this long and the browser reconnects: its credentials are checked again, so a session signed
+# out, expired or revoked, or an operator disabled, stops receiving within this time.
+MAX_STREAM_S: Final = 300.0
 
 View = Literal["overview", "alerts"]
 
@@ -344,6 +348,9 @@ def _client(
     "page's filters: htmx fragments of what changed, for the reader's stores only.",
     response_class=StreamingResponse,
     responses={503: {"description": "this hub process serves as many live pages as it may, or is stopping"}},
+    # A stream for the console's own pages, not an API for clients: it never ends, so a client reading it whole
+    # (an OpenAPI property test, a generated client) would wait forever.
+    include_in_schema=False,
 )
 async def get_live(
     request: Request,
@@ -390,11 +397,12 @@ async def get_live(
 
 
 async def _stream(feed: LiveFeed, client: LiveClient) -> AsyncIterator[str]:
+    ends = time.monotonic() + MAX_STREAM_S
     try:
         yield f"retry: {RETRY_MS}\n: live\n\n"
-        while True:
+        while (left := ends - time.monotonic()) > 0:
             try:
-                message = await asyncio.wait_for(client.queue.get(), timeout=HEARTBEAT_S)
+                message = await asyncio.wait_for(client.queue.get(), timeout=min(HEARTBEAT_S, left))
             except TimeoutError:
                 yield ": heartbeat\n\n"
                 continue

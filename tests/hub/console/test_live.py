@@ -289,3 +289,14 @@ async def test_a_store_off_the_page_that_comes_to_need_attention_is_put_at_the_t
         )
         assert first_page.containing('data-store-id="c-3"')[1].startswith('<tr id="store-c-3"')
         assert not first_page.containing('data-store-id="b-2"')  # on page 2, and nothing to look at
+
+
+async def test_a_stream_ends_in_time_so_its_credentials_are_checked_again(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "MAX_STREAM_S", 1.0)
+    token = await make_token(served.hub.runtime, "viewer")
+    async with stream(served, token, "view=overview") as seen:
+        await eventually(lambda: _true(seen.ended), timeout=DEADLINE_S, what="the stream's end")
+        assert seen.status == 200
+    await eventually(lambda: _true(not served.feed.clients), timeout=DEADLINE_S, what="the reader gone")
