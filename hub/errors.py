@@ -40,7 +40,8 @@ while ``except LookupError`` and the like keep their meaning::
     ├── AlreadyEnrolledError(RuntimeError)     hub.fleet.registry                        enrolled (and not revoked)
     ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
     ├── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
-    └── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
+    ├── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
+    └── LiveFullError(RuntimeError)            hub.console.live                          no room for another live page
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.
 """

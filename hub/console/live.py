@@ -36,6 +36,7 @@ from hub.auth.guard import PrincipalDep
 from hub.console import alerts as alert_pages
 from hub.console import overview, templating
 from hub.console.templating import Reader, render
+from hub.errors import HubError
 from storegate import wire
 
 log = structlog.get_logger(__name__)
@@ -61,8 +62,8 @@ MAX_STREAM_S: Final = 300.0
 View = Literal["overview", "alerts"]
 
 
-class LiveFullError(Exception):
-    """The process serves as many live readers as it may."""
+class LiveFullError(HubError, RuntimeError):
+    """The process serves as many live readers as it may, or is stopping."""
 
 
 @dataclass(eq=False)
