@@ -132,6 +132,8 @@ class LiveFeed:
         self._cursor: int | None = None
         self._states: dict[str, overview.StoreState] | None = None
         self._closed = False
+        # The overview's pages read the stores' states from here, and the poller refreshes it.
+        self.shared_states = overview.SharedStates()
 
     @property
     def running(self) -> bool:
@@ -271,6 +273,7 @@ class LiveFeed:
     async def _overview(self, session: AsyncSession, clients: list[LiveClient]) -> None:
         now = self.clock()
         states = await overview.store_states(session, store_ids=None, now=now, grace_s=self.grace_s)
+        self.shared_states.put(states)
         previous, self._states = self._states, states
         if previous is None:
             for client in clients:

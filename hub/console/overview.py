@@ -10,7 +10,8 @@ order, the filters and the counts are pure functions of those states (:func:`att
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal
@@ -32,7 +33,10 @@ router = APIRouter(tags=["dashboard"])
 
 # "The rest" (stores that need nothing) comes this many at a time; stores that need attention are always shown.
 REST_PAGE_SIZE: Final = 50
-# Events lost this recently make a store need attention; older losses stay in the store's page.
+# How old the states shared by the readers of one process may be (the live stream corrects the page within a second).
+SHARED_STATES_MAX_AGE_S: Final = 1.0
+# Events the hub learned were lost this recently (whenever the gateway lost them) make a store need attention;
+# older losses stay on the store's page. Losses are rare: their table is small enough to read without an index.
 LOSS_WINDOW: Final = timedelta(hours=24)
 # A gateway's outbox this deep, or its oldest unacknowledged event this old, is a backlog worth looking at.
 BACKLOG_EVENTS: Final = 1_000
@@ -193,7 +197,7 @@ async def store_states(
     )
     losses = await session.execute(
         select(DataLossRecord.store_id, func.sum(DataLossRecord.count))
-        .where(DataLossRecord.reported_at >= now - LOSS_WINDOW, _scoped(DataLossRecord.store_id, store_ids))  # type: ignore[arg-type]
+        .where(DataLossRecord.recorded_at >= now - LOSS_WINDOW, _scoped(DataLossRecord.store_id, store_ids))  # type: ignore[arg-type]
         .group_by(DataLossRecord.store_id)
     )
     fields: dict[str, dict[str, object]] = {
@@ -217,6 +221,43 @@ async def store_states(
         if store_id in fields:
             fields[store_id]["lost"] = int(lost or 0)
     return {store_id: StoreState(store_id=store_id, **values) for store_id, values in fields.items()}  # type: ignore[arg-type]
+
+
+class SharedStates:
+    """Every store's state, read at most once per ``max_age_s`` for all the readers of one hub process.
+
+    Fifty people opening the overview at once cost one round of the four queries, not fifty; each reader's page is
+    then the states its scope reaches. The live poller (hub.console.live) refreshes it as it reads, so a page and
+    the stream it opens start from the same states.
+    """
+
+    def __init__(self, *, max_age_s: float = SHARED_STATES_MAX_AGE_S, monotonic: Callable[[], float] = time.monotonic):
+        self.max_age_s = max_age_s
+        self.monotonic = monotonic
+        self._states: dict[str, StoreState] | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def put(self, states: dict[str, StoreState]) -> None:
+        """States just read (by the poller)."""
+        self._states, self._read_at = states, self.monotonic()
+
+    def _fresh(self) -> dict[str, StoreState] | None:
+        if self._states is not None and self.monotonic() - self._read_at < self.max_age_s:
+            return self._states
+        return None
+
+    async def get(self, session: AsyncSession, *, now: datetime, grace_s: float) -> dict[str, StoreState]:
+        """Every store's state, no older than ``max_age_s``; readers arriving together share one reading."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        async with self._lock:
+            fresh = self._fresh()
+            if fresh is None:
+                fresh = await store_states(session, store_ids=None, now=now, grace_s=grace_s)
+                self.put(fresh)
+            return fresh
 
 
 def ordered(states: Iterable[StoreState], filters: StoreFilters) -> list[StoreState]:
@@ -276,9 +317,13 @@ async def get_overview(
         check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
     )
     problems = [c.problem for c in (database, mqtt) if c.problem is not None]
-    states = await store_states(
-        session, store_ids=reader.who.store_ids, now=now, grace_s=runtime.settings.gateway_offline_grace_s
-    )
+    grace_s = runtime.settings.gateway_offline_grace_s
+    shared: SharedStates | None = getattr(getattr(request.app.state, "live", None), "shared_states", None)
+    if shared is None:
+        states = await store_states(session, store_ids=reader.who.store_ids, now=now, grace_s=grace_s)
+    else:
+        every = await shared.get(session, now=now, grace_s=grace_s)
+        states = {k: v for k, v in every.items() if reader.who.reaches(k)}
     filters = StoreFilters(q=q.strip(), region=region, state=state)
     listed = page_of(states.values(), filters, page_number)
     return page(

@@ -3,8 +3,10 @@ the top; on SQLite and PostgreSQL, for each role and scope."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -215,7 +217,7 @@ async def test_an_old_loss_no_longer_needs_attention(hub: RunningHub) -> None:
                 by_kind={},
                 event_id="2" * 36,
                 reported_at=wire.utc_now() - overview.LOSS_WINDOW - timedelta(minutes=1),
-                recorded_at=wire.utc_now(),
+                recorded_at=wire.utc_now() - overview.LOSS_WINDOW - timedelta(minutes=1),
             )
         )
     page = (await hub.client.get("/")).text
@@ -271,3 +273,25 @@ async def test_the_first_load_with_a_thousand_stores_stays_under_200_kb_over_the
         sizes.append(int(asset.headers["content-length"]))
     assert len(store_rows(page.text)) == 25 + 30 - 1 + overview.REST_PAGE_SIZE  # store-0000 is offline and alerts
     assert sum(sizes) < 200_000, sizes
+
+
+async def test_readers_arriving_together_share_one_reading_of_the_states(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_stores(hub, Shop("store-0001"), Shop("store-0002", gateways=(False,)))
+    readings: list[object] = []
+    read = overview.store_states
+
+    async def counted(*args: Any, **kwargs: Any) -> dict[str, StoreState]:
+        readings.append(kwargs.get("store_ids"))
+        return await read(*args, **kwargs)
+
+    monkeypatch.setattr(overview, "store_states", counted)
+    pages = await asyncio.gather(*(hub.client.get("/") for _ in range(20)))
+    assert {p.status_code for p in pages} == {200}
+    assert readings == [None]  # every store once, each page then filtered to its reader's scope
+    assert {tuple(store_rows(p.text)) for p in pages} == {("store-0002", "store-0001")}
+    # Older than allowed: read again.
+    hub.app.state.live.shared_states.max_age_s = 0.0
+    await hub.client.get("/")
+    assert readings == [None, None]
