@@ -83,6 +83,8 @@ class LiveClient:
     # Per row id (and "#counts"): what it was last sent; "gone" for a row it was told to remove.
     sent: dict[str, object] = field(default_factory=dict)
     seen_history: int = 0
+    # The transitions of the last LOOKBACK_IDS already handled for this reader.
+    handled: set[int] = field(default_factory=set)
     dropped: bool = False
 
     def offer(self, message: str) -> None:
@@ -218,13 +220,17 @@ class LiveFeed:
         for client in clients:
             changed: dict[str, int] = {}
             for history_id, alert_id, _ in rows:
-                if history_id > client.seen_history - LOOKBACK_IDS:
+                # Each transition once, and none the page already showed; a late commit below the newest is read
+                # again by the lookback and handled then.
+                if history_id > client.since and history_id not in client.handled:
                     changed[alert_id] = history_id
+                    client.handled.add(history_id)
             for alert_id in sorted(changed, key=changed.__getitem__):
                 view = views.get(alert_id)
                 if view is not None:
                     self._send_alert(client, view, opened.get(alert_id), rendered)
             client.seen_history = max(client.seen_history, newest)
+            client.handled = {i for i in client.handled if i > client.seen_history - LOOKBACK_IDS}
         self._cursor = max(self._cursor, newest)
 
     @staticmethod
@@ -377,6 +383,9 @@ async def get_live(
     # Its own short session: a stream lasts hours, and must not hold a database connection for them.
     async with runtime.sessions() as session:
         reader = await templating.reader(request, session, who)
+        newest = await alert_pages.newest_history_id(session) if view == "alerts" else 0
+    # No page's mark (or one from the future): news from now on. An old one: at most a pass's worth of catching up.
+    since = newest if not 0 < since <= newest else max(since, newest - MAX_TRANSITIONS)
     client = _client(
         view,
         reader,

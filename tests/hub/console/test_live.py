@@ -300,3 +300,20 @@ async def test_a_stream_ends_in_time_so_its_credentials_are_checked_again(
         await eventually(lambda: _true(seen.ended), timeout=DEADLINE_S, what="the stream's end")
         assert seen.status == 200
     await eventually(lambda: _true(not served.feed.clients), timeout=DEADLINE_S, what="the reader gone")
+
+
+async def test_a_stream_without_the_pages_mark_sends_only_what_happens_from_now_on(served: Served) -> None:
+    hub = served.hub
+    await add_stores(hub, Shop("store-0001"))
+    before = await raise_alert(hub, "store-0001", severity="warning", rule_id="chillers")
+    token = await make_token(hub.runtime, "ops")
+    async with (
+        stream(served, token, "view=alerts") as unmarked,
+        stream(served, token, "view=alerts&since=999999") as from_the_future,
+    ):
+        after = await raise_alert(hub, "store-0001")
+        await eventually(lambda: _true(unmarked.containing(after)), timeout=DEADLINE_S, what="the new alert")
+        await eventually(lambda: _true(from_the_future.containing(after)), timeout=DEADLINE_S, what="the new alert")
+        await passes_after(served.feed, 2)
+        assert not unmarked.containing(before)
+        assert not from_the_future.containing(before)
