@@ -43,7 +43,7 @@ from hub.alerting.notifications import NotificationDispatcher
 from hub.alerting.rules_db import seed_default_rules
 from hub.alerting.secret_box import SecretBox, SecretKeyError, seal_stored_secrets
 from hub.alerting.webhooks import quiet_leaky_library_logs
-from hub.api import events, gateways, health, losses, pages, refused, stores
+from hub.api import events, gateways, health, losses, refused, stores
 from hub.api.edge import HttpEdge, allowed_hosts_of
 from hub.api.schemas import Problem, ValidationProblem
 from hub.auth import api as operators_api
@@ -52,12 +52,16 @@ from hub.auth import pages as login_pages
 from hub.catalog import api as catalog
 from hub.commands import api as commands_api
 from hub.commands.sender import CommandPublisher
+from hub.console import alerts as console_alerts
 from hub.console import assets as console_assets
 from hub.console import audit_page as console_audit
 from hub.console import fleet as console_fleet
 from hub.console import language as console_language
+from hub.console import live as console_live
+from hub.console import overview as console_overview
 from hub.console import reports_page as console_reports
 from hub.console import store as console_store
+from hub.console.live import LiveFeed
 from hub.db.checkpoint import WalCheckpointer
 from hub.db.engine import create_engine, describe_error, redacted, session_factory, sqlite_path
 from hub.db.migrate import upgrade_to_head
@@ -97,6 +101,8 @@ SHARED_SESSION_EXPIRY_S: Final = 10
 # and promoted each unit into the older generations, whose passes then walked it again: issue 19 measured 0.92 s
 # of collections per 100,000 events at 700 and 0.54 s at 20,000 (docs/benchmarks.md).
 GC_YOUNG_THRESHOLD: Final = 20_000
+# How long a stopping hub waits for open requests (the console's live streams stay open until cut).
+GRACEFUL_SHUTDOWN_S: Final = 5
 # Answers smaller than this go out as they are: compressing them saves less than it costs.
 GZIP_MIN_BYTES: Final = 1024
 
@@ -112,7 +118,7 @@ acknowledges them to the gateways, and tracks each gateway's presence and health
 * `/api/v1/catalog/...`: SKUs, store profiles and planograms, with CSV import (row and column errors) and export.
 * `/healthz`: the hub's own health (503 with problems in words when degraded).
 * `/metrics`: Prometheus metrics, `storegate_hub_*`.
-* `/`: a dashboard page for people; `/login` signs in.
+* `/`, `/alerts`: the ops console for people, live over `/console/live`; `/login` signs in.
 
 Every operation but `/healthz` and the sign-in form needs a principal: an API token
 (`Authorization: Bearer sgt_...`, made with `storegate hub tokens create` or `POST /api/v1/tokens`) or a
@@ -412,6 +418,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 raise
             raise error from err
         app.state.runtime = runtime
+        if settings.role != "worker":  # the console's live pages: one poller, started when a page listens
+            app.state.live = LiveFeed(sessions=runtime.sessions, grace_s=settings.gateway_offline_grace_s)
+            stack.push_async_callback(app.state.live.close)
         # Everything alive now (modules, schemas, the engine, the app) lives as long as the hub. Kept out
         # of the collector's full passes, which otherwise walk all of it again and again while batches are
         # decoded: a third of the decoding time. Cyclic garbage is still collected; unfreeze on the way out.
@@ -425,6 +434,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             app.state.runtime = None
+            app.state.live = None
             log.info("hub_stopping")
     log.info("hub_stopped")
 
@@ -529,7 +539,9 @@ _API_MODULES: Final = (
     reports,
     footfall_api,
     health,
-    pages,
+    console_overview,
+    console_alerts,
+    console_live,
     login_pages,
     operators_api,
     snapshots_api,
@@ -592,6 +604,7 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
     app.state.settings = settings
     app.state.clock = clock
     app.state.runtime = None
+    app.state.live = None
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Errors of the database's availability, not of the request (an IntegrityError stays a bug: 500).
     app.add_exception_handler(OperationalError, _database_unavailable)
@@ -680,6 +693,8 @@ async def serve(settings: HubSettings, *, stop: asyncio.Event | None = None) -> 
         log_config=None,  # logging is configured once per process by storegate.logs
         log_level=settings.log_level.lower(),
         server_header=False,
+        # The console's live streams never end by themselves: at shutdown they are cut after this.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=settings.http_tls_certfile,
         ssl_keyfile=settings.http_tls_keyfile,
         # uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; the hub believes only the proxies named.

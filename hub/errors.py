@@ -44,7 +44,8 @@ while ``except LookupError`` and the like keep their meaning::
     ├── ReportNotFoundError(LookupError)       hub.reports.documents                     a report of an unknown store
     ├── ReportScopeError(PermissionError)      hub.reports.documents                     a store outside the reader's
     ├── BundleTooLargeError(ValueError)        hub.reports.documents                     a bundle past its store limit
-    └── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
+    ├── SnapshotRefusedError(ValueError)       hub.snapshots.store                       an upload that is no still
+    └── LiveFullError(RuntimeError)            hub.console.live                          no room for another live page
 
 This module imports nothing, so every part of the hub can derive from it, the pure ``hub.domain`` included.
 """

@@ -1,7 +1,7 @@
 """The monitoring tables: rules in force, alerts and their history, excursions, notifications and webhooks.
 
-Migrations ``0004``, ``0007`` (sealed webhook secrets, delivery timing) and ``0010`` (rule states shared by N
-workers) create the same schema.
+Migrations ``0004``, ``0007`` (sealed webhook secrets, delivery timing), ``0010`` (rule states shared by N
+workers) and ``0015`` (alerts newest first) create the same schema.
 ``alert_history`` is append-only: the hub inserts into it and never updates or deletes a row.
 """
 
@@ -53,6 +53,8 @@ class AlertRow(Base):
         UniqueConstraint("active_key"),
         Index("ix_alerts_store_opened", "store_id", "opened_at"),
         Index("ix_alerts_status_opened", "status", "opened_at"),
+        # The console's list, newest first across stores and states (migration 0015).
+        Index("ix_alerts_opened", "opened_at", "alert_id"),
     )
 
     alert_id: Mapped[str] = mapped_column(String(UUID_LENGTH), primary_key=True)

@@ -22,7 +22,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.api.dashboard import STYLE_SHA256
 from hub.errors import HubError
 
 log = structlog.get_logger(__name__)
@@ -39,11 +38,6 @@ SECURITY_HEADERS: Final = (
 )
 # JSON, CSV and PDF answers load nothing and may be framed by nobody.
 DEFAULT_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# The dashboard is one page with one inline <style> and no script (hub.api.dashboard); only that style may apply.
-DASHBOARD_CSP: Final = (
-    f"default-src 'none'; style-src '{STYLE_SHA256}'; img-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
 # FastAPI's /docs and /redoc load their scripts and styles from jsDelivr and start them with an inline script.
 API_DOCS_CSP: Final = (
     "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
@@ -51,7 +45,8 @@ API_DOCS_CSP: Final = (
     "font-src https://fonts.gstatic.com; connect-src 'self'; worker-src blob:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-CSP_OF_PATH: Final = {"/": DASHBOARD_CSP, "/docs": API_DOCS_CSP, "/redoc": API_DOCS_CSP}
+# The console's pages set their own (hub.console.templating.CONSOLE_CSP).
+CSP_OF_PATH: Final = {"/docs": API_DOCS_CSP, "/redoc": API_DOCS_CSP}
 # Sent over TLS only: over plain HTTP a browser ignores it, and behind a proxy the proxy's scheme decides.
 HSTS: Final = "max-age=31536000"
 

@@ -66,6 +66,12 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/docs"): read(page=True),
     ("GET", "/redoc"): read(page=True),
     ("GET", "/"): read(FILTERED, page=True),
+    # the console's alerts: the list filtered to the reader's stores, one alert by its store, acting needs operate
+    ("GET", "/alerts"): read(FILTERED, page=True),
+    ("GET", "/alerts/{alert_id}"): read(OBJECT, page=True),
+    ("POST", "/alerts/{alert_id}/acknowledge"): operate(OBJECT),
+    ("POST", "/alerts/{alert_id}/resolve"): operate(OBJECT),
+    ("GET", "/console/live"): read(FILTERED),
     # signing in and out, who am I
     ("GET", "/login"): OPEN,
     ("POST", "/login"): OPEN,

@@ -3,8 +3,7 @@
 "Today" is each store's own local date (its profile's zone; UTC without one). One report over the span of the
 stores' todays (a day at most, as zones differ) answers every store asked for: its three queries per call,
 whatever the number of stores. The store page (``hub.console.store``, template ``_store_today.html``) shows one
-store's today; :func:`today_section` is the old dashboard's HTML of it, kept only while ``hub/api/dashboard.py``
-is (the console's overview replaces that page, and this function goes with it).
+store's today.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from html import escape
-from typing import Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -23,9 +20,6 @@ from hub.catalog.models import StoreProfile
 from hub.domain.footfall import DayFigures, HourFigures
 from hub.footfall.queries import footfall_report
 from hub.reports.queries import FALLBACK_TIME_ZONE, ReportFilter
-
-NO_DATA: Final = "no data"
-_NONE: Final = "\u2013"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,42 +60,3 @@ async def today_by_store(
         )
         for store in store_ids
     }
-
-
-def _count(value: int | None) -> str:
-    return NO_DATA if value is None else f"{value:,}"
-
-
-def _rate(value: float | None) -> str:
-    return _NONE if value is None else f"{value * 100:.1f} %"
-
-
-def today_section(today: StoreToday) -> str:
-    """The store's today as the old dashboard's HTML (every value escaped): a line of totals and a row per hour."""
-    title = (
-        f"<h3>Today ({escape(today.local_date.isoformat())}, {escape(today.timezone)}): "
-        "visitors and conversion by hour</h3>"
-    )
-    day = today.day
-    if day is None:
-        return title + "<p class='meta'>No visitors counted and no sales yet today.</p>"
-    totals = (
-        f"<p class='meta'>{escape(_count(day.visitors))} visitors · {day.transactions:,} transactions · "
-        f"{day.units_sold:,} units sold · conversion {escape(_rate(day.conversion_rate))}"
-        f" ({day.hours_with_data} hours with camera counts)</p>"
-    )
-    rows = [
-        "<tr>"
-        f"<td>{hour.key.local_hour:02d}:00</td>"
-        f"<td>{escape(_count(hour.visitors))}</td>"
-        f"<td>{escape(_count(hour.exits))}</td>"
-        f"<td>{hour.transactions:,}</td>"
-        f"<td>{hour.units_sold:,}</td>"
-        f"<td>{escape(_rate(hour.conversion_rate))}</td>"
-        "</tr>"
-        for hour in today.hours
-    ]
-    return (
-        title + totals + "<table><thead><tr><th>Hour (local)</th><th>Visitors</th><th>Exits</th><th>Transactions</th>"
-        "<th>Units sold</th><th>Conversion</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-    )

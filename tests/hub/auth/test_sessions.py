@@ -131,7 +131,7 @@ async def test_a_browser_signs_in_changes_things_with_its_csrf_token_and_signs_o
 
         dashboard = await client.get("/", headers=jar)
         assert dashboard.status_code == 200
-        assert "Signed in as alice (admin)" in dashboard.text
+        assert '<span class="who">alice</span>' in dashboard.text
         assert (await client.get("/api/v1/me", headers=jar)).json()["kind"] == "user"
 
         body = {"name": "from-a-browser", "role": "viewer", "expires_in_days": 1}

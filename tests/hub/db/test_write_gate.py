@@ -153,14 +153,14 @@ async def test_healthz_names_a_writer_stuck_in_its_turn_and_recovers_when_it_let
     assert (healthy.status_code, healthy.json()["problems"]) == (200, [])
 
 
-async def test_the_dashboard_names_a_writer_stuck_in_its_turn_as_healthz_does(
+async def test_the_overview_names_a_writer_stuck_in_its_turn_as_healthz_does(
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("hub.api.checks.WRITE_TURN_STUCK_S", 0.0)
     async with turn_held(hub.runtime.write_gate, writegate.INGEST):
         page = (await hub.client.get("/")).text
 
-    assert "<li>the ingest writer has held the database" in page
+    assert '<p class="error" role="alert">the ingest writer has held the database' in page
     assert "write turn for " in page
     assert "the ingest writer has held" not in (await hub.client.get("/")).text
 

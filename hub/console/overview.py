@@ -1,0 +1,347 @@
+"""``/``: the overview of the reader's stores, the ones that need attention first.
+
+A store needs attention when a gateway is offline or silent, an alert is open, events were lost in the last day, or
+a gateway's outbox is backing up. Its state is gathered in four grouped queries for all the reader's stores at once
+(:func:`store_states`), never one query per store: with 1,000 stores the page stays one round of the database. The
+order, the filters and the counts are pure functions of those states (:func:`attention_key`, :func:`matches`,
+:func:`counts_of`), which the live stream (hub.console.live) shares, so a row sent live reads as the page does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Final, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import and_, case, func, select, union
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.alerting.models import AlertRow
+from hub.api.checks import check_database, check_mqtt
+from hub.api.deps import NowDep, RuntimeDep, SessionDep
+from hub.catalog.models import StoreProfile
+from hub.console.templating import ReaderDep, page
+from hub.db.models import DataLossRecord, Gateway, Store
+
+router = APIRouter(tags=["dashboard"])
+
+# "The rest" (stores that need nothing) comes this many at a time; stores that need attention are always shown.
+REST_PAGE_SIZE: Final = 50
+# How old the states shared by the readers of one process may be (the live stream corrects the page within a second).
+SHARED_STATES_MAX_AGE_S: Final = 1.0
+# Events the hub learned were lost this recently (whenever the gateway lost them) make a store need attention;
+# older losses stay on the store's page. Losses are rare: their table is small enough to read without an index.
+LOSS_WINDOW: Final = timedelta(hours=24)
+# A gateway's outbox this deep, or its oldest unacknowledged event this old, is a backlog worth looking at.
+BACKLOG_EVENTS: Final = 1_000
+BACKLOG_AGE_S: Final = 300.0
+MAX_QUERY_CHARS: Final = 100
+DEFAULT_TIME_ZONE: Final = "UTC"
+SEVERITIES: Final = ("critical", "warning", "info")
+# Alert states that count as open on the overview (acknowledged is someone on it, but not over).
+ACTIVE_STATES: Final = ("open", "acknowledged")
+
+StateFilter = Literal["", "attention", "offline", "alerts", "ok"]
+STATE_FILTERS: Final[tuple[StateFilter, ...]] = ("", "attention", "offline", "alerts", "ok")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """What the overview shows of one store (its local time aside, which the page adds when it renders)."""
+
+    store_id: str
+    name: str | None
+    region: str | None
+    time_zone: str
+    gateways: int = 0
+    online: int = 0
+    offline: int = 0
+    silent: int = 0
+    critical: int = 0
+    warning: int = 0
+    info: int = 0
+    lost: int = 0
+    backlog: int = 0
+    backlog_age_s: float = 0.0
+
+    # Why the store needs attention, worst first (empty: it does not); worked out once, when the state is made.
+    reasons: tuple[str, ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        found = (
+            ("offline", self.offline > 0),
+            ("critical", self.critical > 0),
+            ("silent", self.silent > 0),
+            ("warning", self.warning > 0),
+            ("lost", self.lost > 0),
+            ("backlog", self.backlog >= BACKLOG_EVENTS or self.backlog_age_s >= BACKLOG_AGE_S),
+        )
+        object.__setattr__(self, "reasons", tuple(reason for reason, present in found if present))
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def open_alerts(self) -> int:
+        return self.critical + self.warning + self.info
+
+
+def attention_key(state: StoreState) -> tuple[int, int, int, int, int, int, int, str]:
+    """The overview's order: stores that need attention first, the worst first (offline, critical alerts, silent
+    gateways, warnings, losses, backlog), then by id."""
+    return (
+        0 if state.needs_attention else 1,
+        -state.offline,
+        -state.critical,
+        -state.silent,
+        -state.warning,
+        -state.lost,
+        -state.backlog,
+        state.store_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFilters:
+    """The overview's search and filters, as the form sends them."""
+
+    q: str = ""
+    region: str = ""
+    state: StateFilter = ""
+
+    @property
+    def query_string(self) -> str:
+        """The filters as a query string (for the live stream's URL and the next page's link)."""
+        return urlencode({k: v for k, v in (("q", self.q), ("region", self.region), ("state", self.state)) if v})
+
+
+def matches(state: StoreState, filters: StoreFilters) -> bool:
+    """Whether a store passes the search (id or name, any case) and the region and state filters."""
+    needle = filters.q.strip().casefold()
+    if needle and needle not in state.store_id.casefold() and needle not in (state.name or "").casefold():
+        return False
+    if filters.region and state.region != filters.region:
+        return False
+    return {
+        "": True,
+        "attention": state.needs_attention,
+        "offline": state.offline > 0 or state.silent > 0,
+        "alerts": state.open_alerts > 0,
+        "ok": not state.needs_attention,
+    }[filters.state]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The numbers at the top of the overview, over every store the reader reaches (not only the filtered)."""
+
+    stores: int
+    attention: int
+    offline: int
+    critical: int
+    warning: int
+
+
+def counts_of(states: Iterable[StoreState]) -> Counts:
+    """Stores, stores needing attention, stores with a gateway offline, open critical and warning alerts."""
+    stores = attention = offline = critical = warning = 0
+    for state in states:
+        stores += 1
+        attention += 1 if state.reasons else 0
+        offline += 1 if state.offline else 0
+        critical += state.critical
+        warning += state.warning
+    return Counts(stores=stores, attention=attention, offline=offline, critical=critical, warning=warning)
+
+
+def _scoped(column: object, store_ids: Collection[str] | None) -> object:
+    return True if store_ids is None else column.in_(sorted(store_ids))  # type: ignore[attr-defined]
+
+
+async def store_states(
+    session: AsyncSession, *, store_ids: Collection[str] | None, now: datetime, grace_s: float
+) -> dict[str, StoreState]:
+    """Every store of ``store_ids`` (None: all) the hub knows (by a gateway or a profile), by id."""
+    ids = union(select(Store.store_id.label("store_id")), select(StoreProfile.store_id.label("store_id"))).subquery()
+    stores = await session.execute(
+        select(ids.c.store_id, StoreProfile.name, StoreProfile.region, StoreProfile.timezone)
+        .outerjoin(StoreProfile, StoreProfile.store_id == ids.c.store_id)
+        .where(_scoped(ids.c.store_id, store_ids))  # type: ignore[arg-type]
+    )
+    cutoff = now - timedelta(seconds=grace_s)
+    seen = Gateway.online.is_(True)
+    gateways = await session.execute(
+        select(
+            Gateway.store_id,
+            func.count(),
+            func.sum(case((and_(seen, Gateway.last_seen_at >= cutoff), 1), else_=0)),
+            func.sum(case((Gateway.online.is_(False), 1), else_=0)),
+            func.sum(case((and_(seen, Gateway.last_seen_at < cutoff), 1), else_=0)),
+            func.max(Gateway.last_health["outbox_depth"].as_integer()),
+            func.max(Gateway.last_health["oldest_unacked_age_s"].as_float()),
+        )
+        .where(Gateway.revoked_at.is_(None), _scoped(Gateway.store_id, store_ids))  # type: ignore[arg-type]
+        .group_by(Gateway.store_id)
+    )
+    alerts = await session.execute(
+        select(AlertRow.store_id, AlertRow.severity, func.count())
+        .where(AlertRow.status.in_(ACTIVE_STATES), _scoped(AlertRow.store_id, store_ids))  # type: ignore[arg-type]
+        .group_by(AlertRow.store_id, AlertRow.severity)
+    )
+    losses = await session.execute(
+        select(DataLossRecord.store_id, func.sum(DataLossRecord.count))
+        .where(DataLossRecord.recorded_at >= now - LOSS_WINDOW, _scoped(DataLossRecord.store_id, store_ids))  # type: ignore[arg-type]
+        .group_by(DataLossRecord.store_id)
+    )
+    fields: dict[str, dict[str, object]] = {
+        store_id: {"name": name, "region": region, "time_zone": time_zone or DEFAULT_TIME_ZONE}
+        for store_id, name, region, time_zone in stores
+    }
+    for store_id, total, online, offline, silent, depth, age in gateways:
+        if store_id in fields:
+            fields[store_id].update(
+                gateways=int(total),
+                online=int(online or 0),
+                offline=int(offline or 0),
+                silent=int(silent or 0),
+                backlog=int(depth or 0),
+                backlog_age_s=float(age or 0.0),
+            )
+    for store_id, severity, count in alerts:
+        if store_id in fields and severity in SEVERITIES:
+            fields[store_id][severity] = int(count)
+    for store_id, lost in losses:
+        if store_id in fields:
+            fields[store_id]["lost"] = int(lost or 0)
+    return {store_id: StoreState(store_id=store_id, **values) for store_id, values in fields.items()}  # type: ignore[arg-type]
+
+
+class SharedStates:
+    """Every store's state, read at most once per ``max_age_s`` for all the readers of one hub process.
+
+    Fifty people opening the overview at once cost one round of the four queries, not fifty; each reader's page is
+    then the states its scope reaches. The live poller (hub.console.live) refreshes it as it reads, so a page and
+    the stream it opens start from the same states.
+    """
+
+    def __init__(self, *, max_age_s: float = SHARED_STATES_MAX_AGE_S, monotonic: Callable[[], float] = time.monotonic):
+        self.max_age_s = max_age_s
+        self.monotonic = monotonic
+        self._states: dict[str, StoreState] | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def put(self, states: dict[str, StoreState]) -> None:
+        """States just read (by the poller)."""
+        self._states, self._read_at = states, self.monotonic()
+
+    def _fresh(self) -> dict[str, StoreState] | None:
+        if self._states is not None and self.monotonic() - self._read_at < self.max_age_s:
+            return self._states
+        return None
+
+    async def get(self, session: AsyncSession, *, now: datetime, grace_s: float) -> dict[str, StoreState]:
+        """Every store's state, no older than ``max_age_s``; readers arriving together share one reading."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        async with self._lock:
+            fresh = self._fresh()
+            if fresh is None:
+                fresh = await store_states(session, store_ids=None, now=now, grace_s=grace_s)
+                self.put(fresh)
+            return fresh
+
+
+def ordered(states: Iterable[StoreState], filters: StoreFilters) -> list[StoreState]:
+    """The stores that pass the filters, in attention order."""
+    return sorted((s for s in states if matches(s, filters)), key=attention_key)
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewPage:
+    """The rows of one page of the overview: every store that needs attention, then a page of the rest."""
+
+    rows: list[StoreState]
+    shown_total: int
+    rest_total: int
+    more: bool
+
+
+def page_of(states: Iterable[StoreState], filters: StoreFilters, page_number: int) -> OverviewPage:
+    """The stores of page ``page_number`` (from 1) that pass the filters, in attention order."""
+    shown = ordered(states, filters)
+    attention = [s for s in shown if s.needs_attention]
+    rest = [s for s in shown if not s.needs_attention]
+    start = (page_number - 1) * REST_PAGE_SIZE
+    return OverviewPage(
+        rows=[*attention, *rest[start : start + REST_PAGE_SIZE]],
+        shown_total=len(shown),
+        rest_total=len(rest),
+        more=start + REST_PAGE_SIZE < len(rest),
+    )
+
+
+def regions_of(states: Iterable[StoreState]) -> list[str]:
+    """The regions of the stores, for the filter's menu."""
+    return sorted({s.region for s in states if s.region})
+
+
+@router.get(
+    "/",
+    response_class=HTMLResponse,
+    summary="Overview",
+    description="The reader's stores, those that need attention first (offline or silent gateways, open alerts by "
+    "severity, events lost, a backlog), with search and filters; live over /console/live.",
+)
+async def get_overview(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
+    reader: ReaderDep,
+    q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="part of a store's id or name")] = "",
+    region: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
+    state: Annotated[StateFilter, Query(description="attention, offline, alerts or ok")] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000, description="page of the rest")] = 1,
+) -> HTMLResponse:
+    """The page; stores that need attention always, the rest ``REST_PAGE_SIZE`` at a time."""
+    database, mqtt = await asyncio.gather(
+        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
+    )
+    problems = [c.problem for c in (database, mqtt) if c.problem is not None]
+    grace_s = runtime.settings.gateway_offline_grace_s
+    shared: SharedStates | None = getattr(getattr(request.app.state, "live", None), "shared_states", None)
+    if shared is None:
+        states = await store_states(session, store_ids=reader.who.store_ids, now=now, grace_s=grace_s)
+    else:
+        every = await shared.get(session, now=now, grace_s=grace_s)
+        states = {k: v for k, v in every.items() if reader.who.reaches(k)}
+    filters = StoreFilters(q=q.strip(), region=region, state=state)
+    listed = page_of(states.values(), filters, page_number)
+    return page(
+        "overview.html",
+        reader,
+        request,
+        now=now,
+        problems=problems,
+        counts=counts_of(states.values()),
+        regions=regions_of(states.values()),
+        filters=filters,
+        state_filters=STATE_FILTERS,
+        stores=listed.rows,
+        # Formatted once per time zone, not once per store.
+        local_times={zone: reader.formats.time(now, zone) for zone in {s.time_zone for s in listed.rows}},
+        shown_total=listed.shown_total,
+        rest_total=listed.rest_total,
+        page_number=page_number,
+        more=listed.more,
+        oob=False,
+    )
