@@ -122,8 +122,11 @@ async def test_full_outbox_evicts_telemetry_first_and_the_hub_records_the_loss(
             assert [g["events_lost"] for g in gateways] == [evicted]
             metrics = (await http.get("/metrics")).text
             assert f'storegate_hub_events_lost_total{{reason="evicted"}} {float(evicted)}' in metrics
-            page = (await http.get("/")).text
-            assert "data loss" in page
+            overview = (await http.get("/")).text  # the store needs attention for its lost events
+            assert "Events lost" in overview
+            store_page = (await http.get("/stores/store-0009")).text
+            assert "Events lost for good" in store_page
+            assert f">{evicted:,}<" in store_page
     finally:
         agent_stop.set()
         hub_stop.set()

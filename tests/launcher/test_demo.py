@@ -152,7 +152,7 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
         page = httpx.get(f"{base}/", headers=session, timeout=5.0)
         assert page.status_code == 200
         assert "store-0001" in page.text
-        assert "Signed in as demo-admin" in page.text
+        assert '<span class="who">demo-admin</span>' in page.text  # the console, signed in
         children.update(p.pid for p in _descendants(demo.pid))
         assert len(children) >= 4, "broker, hub, simulated devices and agent should run as children"
 
