@@ -31,8 +31,9 @@ from hub.db.models import DataLossRecord, Gateway, Store
 
 router = APIRouter(tags=["dashboard"])
 
-# "The rest" (stores that need nothing) comes this many at a time; stores that need attention are always shown.
-REST_PAGE_SIZE: Final = 50
+# Stores come this many to a page, those that need attention first: in a bad hour hundreds of stores need it, and a
+# page of them all is neither readable nor cheap to render (the counts at the top still cover every store).
+PAGE_SIZE: Final = 100
 # How old the states shared by the readers of one process may be (the live stream corrects the page within a second).
 SHARED_STATES_MAX_AGE_S: Final = 1.0
 # Events the hub learned were lost this recently (whenever the gateway lost them) make a store need attention;
@@ -267,25 +268,19 @@ def ordered(states: Iterable[StoreState], filters: StoreFilters) -> list[StoreSt
 
 @dataclass(frozen=True, slots=True)
 class OverviewPage:
-    """The rows of one page of the overview: every store that needs attention, then a page of the rest."""
+    """The rows of one page of the overview, in attention order."""
 
     rows: list[StoreState]
     shown_total: int
-    rest_total: int
     more: bool
 
 
 def page_of(states: Iterable[StoreState], filters: StoreFilters, page_number: int) -> OverviewPage:
-    """The stores of page ``page_number`` (from 1) that pass the filters, in attention order."""
+    """The stores of page ``page_number`` (from 1) that pass the filters, in attention order: the worst on page 1."""
     shown = ordered(states, filters)
-    attention = [s for s in shown if s.needs_attention]
-    rest = [s for s in shown if not s.needs_attention]
-    start = (page_number - 1) * REST_PAGE_SIZE
+    start = (page_number - 1) * PAGE_SIZE
     return OverviewPage(
-        rows=[*attention, *rest[start : start + REST_PAGE_SIZE]],
-        shown_total=len(shown),
-        rest_total=len(rest),
-        more=start + REST_PAGE_SIZE < len(rest),
+        rows=shown[start : start + PAGE_SIZE], shown_total=len(shown), more=start + PAGE_SIZE < len(shown)
     )
 
 
@@ -310,9 +305,9 @@ async def get_overview(
     q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="part of a store's id or name")] = "",
     region: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
     state: Annotated[StateFilter, Query(description="attention, offline, alerts or ok")] = "",
-    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000, description="page of the rest")] = 1,
+    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000, description="page of stores, worst first")] = 1,
 ) -> HTMLResponse:
-    """The page; stores that need attention always, the rest ``REST_PAGE_SIZE`` at a time."""
+    """The page: ``PAGE_SIZE`` stores at a time, those that need attention first."""
     database, mqtt = await asyncio.gather(
         check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
     )
@@ -340,7 +335,6 @@ async def get_overview(
         # Formatted once per time zone, not once per store.
         local_times={zone: reader.formats.time(now, zone) for zone in {s.time_zone for s in listed.rows}},
         shown_total=listed.shown_total,
-        rest_total=listed.rest_total,
         page_number=page_number,
         more=listed.more,
         oob=False,

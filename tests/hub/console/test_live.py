@@ -269,7 +269,7 @@ async def test_a_store_off_the_page_that_comes_to_need_attention_is_put_at_the_t
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = served.hub
-    monkeypatch.setattr(overview, "REST_PAGE_SIZE", 1)
+    monkeypatch.setattr(overview, "PAGE_SIZE", 1)
     await add_stores(hub, Shop("a-1"), Shop("b-2"), Shop("c-3"))
     token = await make_token(hub.runtime, "viewer")
     async with stream(served, token, "view=overview") as first_page:
