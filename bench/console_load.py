@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
 import signal
@@ -65,21 +64,11 @@ from hub.db.migrate import upgrade_to_head  # noqa: E402
 from launcher.broker import LocalBroker, free_port, start_mosquitto  # noqa: E402
 from storegate import wire  # noqa: E402
 from storegate.mqtt import MqttSettings  # noqa: E402
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 ADMIN_CANDIDATES: Final = ("postgres", "root")
 PASSWORD: Final = "bench console load password"
 OPERATOR: Final = "bench-admin"
-CHROMIUM: Final = Path(os.environ.get("STOREGATE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS: Final = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 # (time zone, currency, region, names): a chain across Taiwan, China, Hong Kong, Japan, the UK, Germany and the US.
 PLACES: Final = (
     ("Asia/Taipei", "TWD", "tw", ("台北信義店", "高雄左營店", "台中逢甲店")),
@@ -521,8 +510,23 @@ def cookie_header(cookies: dict[str, str]) -> str:
     return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
-async def load(name: str, url: str, *, clients: int, requests: int, phase_s: float, headers: dict[str, str]) -> Latency:
-    """``requests`` GETs of ``url`` by ``clients`` concurrent clients, stopping early at ``phase_s``."""
+async def load(
+    name: str,
+    url: str,
+    *,
+    clients: int,
+    requests: int,
+    phase_s: float,
+    headers: dict[str, str],
+    think_s: float = 0.0,
+) -> Latency:
+    """``requests`` GETs of ``url`` by ``clients`` concurrent clients, stopping early at ``phase_s``.
+
+    ``think_s`` 0: each client asks again as soon as it has its answer (the server saturated: latency is the queue of
+    50 requests). Otherwise each client waits 0.5 to 1.5 times ``think_s`` between requests, as people do, so the
+    latency is what a person waits with 50 of them at their screens.
+    """
+    pacing = random.Random(7)
     figures = Latency(name=name, path=httpx.URL(url).path)
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
@@ -535,6 +539,8 @@ async def load(name: str, url: str, *, clients: int, requests: int, phase_s: flo
 
         async def worker() -> None:
             nonlocal remaining
+            if think_s > 0:  # people do not all press enter in the same millisecond
+                await asyncio.sleep(think_s * pacing.uniform(0.0, 1.0))
             while remaining > 0 and time.monotonic() < deadline:
                 remaining -= 1
                 started = time.perf_counter()
@@ -546,6 +552,8 @@ async def load(name: str, url: str, *, clients: int, requests: int, phase_s: flo
                     statuses[type(err).__name__] += 1
                     continue
                 latencies.append(time.perf_counter() - started)
+                if think_s > 0:
+                    await asyncio.sleep(think_s * pacing.uniform(0.5, 1.5))
 
         began = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(clients)))
@@ -811,25 +819,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         ("store page", f"{base}/stores/{store}"),
                     ]
                     latencies = []
-                    show(
-                        f"\n{args.clients} concurrent clients, "
-                        f"up to {args.requests} requests or {args.phase_s:.0f} s each"
-                    )
-                    show(f"{'target':<26}{'path':<24}{'requests':>9}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}  statuses")
-                    for name, url in targets:
-                        figures = await load(
-                            name,
-                            url,
-                            clients=args.clients,
-                            requests=args.requests,
-                            phase_s=args.phase_s,
-                            headers=headers,
-                        )
-                        latencies.append(asdict(figures))
+                    for think_s in (0.0, args.think_s) if args.think_s > 0 else (0.0,):
+                        pace = f"each waiting about {think_s:g} s between pages" if think_s else "back to back"
                         show(
-                            f"{name:<26}{figures.path:<24}{figures.requests:>9}{figures.p50_ms or '-':>9}"
-                            f"{figures.p95_ms or '-':>9}{figures.rps or '-':>8}  {figures.statuses} {figures.note}"
+                            f"\n{args.clients} concurrent clients, {pace}, "
+                            f"up to {args.requests} requests or {args.phase_s:.0f} s each"
                         )
+                        show(
+                            f"{'target':<26}{'path':<24}{'requests':>9}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}  statuses"
+                        )
+                        for name, url in targets:
+                            figures = await load(
+                                name,
+                                url,
+                                clients=args.clients,
+                                requests=args.requests,
+                                phase_s=args.phase_s,
+                                headers=headers,
+                                think_s=think_s,
+                            )
+                            latencies.append({**asdict(figures), "think_s": think_s})
+                            show(
+                                f"{name:<26}{figures.path:<24}{figures.requests:>9}{figures.p50_ms or '-':>9}"
+                                f"{figures.p95_ms or '-':>9}{figures.rps or '-':>8}  {figures.statuses} {figures.note}"
+                            )
                     results["latency"] = latencies
                     kb, files, note = await first_load_kb(base, {"cookie": cookie_header(cookies)})
                     results["first_load"] = {"kb": kb, "files": files, "note": note}
@@ -862,6 +875,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reading-minutes", type=int, default=30, help="minutes between readings of a zone")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=500, help="requests per target")
+    parser.add_argument(
+        "--think-s", type=float, default=2.0, help="a second pass with clients pausing about this long (0: none)"
+    )
     parser.add_argument("--phase-s", type=float, default=45.0, help="at most this long per target")
     parser.add_argument("--live-alerts", type=int, default=20, help="alerts timed from commit to screen")
     parser.add_argument("--seed", type=int, default=16)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -50,18 +49,8 @@ from launcher.broker import free_port, start_mosquitto  # noqa: E402
 from storegate import wire  # noqa: E402
 from storegate.logs import configure_logging  # noqa: E402
 from storegate.mqtt import MqttSettings  # noqa: E402
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
-CHROMIUM: Final = Path(os.environ.get("STOREGATE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS: Final = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 USER: Final = "demo-admin"
 PASSWORD: Final = "screenshots only, never a real password"  # noqa: S105 - a throwaway demo hub
 # (store id, name, time zone, currency, region)

@@ -135,7 +135,7 @@ class LiveFeed:
         self._states: dict[str, overview.StoreState] | None = None
         self._closed = False
         # The overview's pages read the stores' states from here, and the poller refreshes it.
-        self.shared_states = overview.SharedStates()
+        self.shared_states = overview.SharedStates(sessions=sessions)
 
     @property
     def running(self) -> bool:
@@ -162,6 +162,7 @@ class LiveFeed:
     async def close(self) -> None:
         """End every stream and stop the poller (at shutdown)."""
         self._closed = True
+        await self.shared_states.close()
         for client in list(self.clients):
             client.close()
         self.clients.clear()

@@ -41,6 +41,7 @@ from hub.settings import HubSettings, load_hub_settings
 from launcher.broker import free_port
 from storegate import wire
 from storegate.mqtt import MqttSettings
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import eventually
 from tests.hub.conftest import (  # noqa: F401  (fixtures: migrated databases, no STOREGATE_HUB_* leaking in)
     PlainGateway,
@@ -51,19 +52,6 @@ from tests.hub.conftest import (  # noqa: F401  (fixtures: migrated databases, n
     sqlite_url,
 )
 
-# Debian's Chromium; STOREGATE_CHROMIUM names another build of it (never one Playwright downloads).
-CHROMIUM: Final = Path(os.environ.get("STOREGATE_CHROMIUM", "/usr/bin/chromium"))
-# Headless, and quiet: without these Chromium keeps calling Google's hosts, which a closed network never answers.
-CHROMIUM_ARGS: Final = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 DESKTOP: Final = ViewportSize(width=1280, height=800)
 PHONE: Final = ViewportSize(width=390, height=844)
 VIEWPORTS: Final[Mapping[str, ViewportSize]] = {"desktop": DESKTOP, "phone": PHONE}
