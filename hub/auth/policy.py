@@ -163,6 +163,7 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/reports/sell-through"): read(QUERY),
     ("GET", "/api/v1/reports/shrink"): read(QUERY),
     ("GET", "/api/v1/reports/alerts"): read(QUERY),
+    ("GET", "/api/v1/reports/alert-log"): read(QUERY),
     ("GET", "/api/v1/reports/footfall"): read(QUERY),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.csv"): read(PATH),
     ("GET", "/api/v1/reports/cold-chain/{store_id}/{day}.pdf"): read(PATH),

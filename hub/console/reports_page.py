@@ -28,11 +28,18 @@ router = APIRouter(tags=["dashboard"])
 
 _ID_MAX: Final = 63
 ReportKind = Literal[
-    "daily-summary", "chain-summary", "cold-chain", "cold-chain-bundle", "sales", "inventory-turnover", "alerts"
+    "daily-summary",
+    "chain-summary",
+    "cold-chain",
+    "cold-chain-bundle",
+    "sales",
+    "inventory-turnover",
+    "alerts",
+    "alert-log",
 ]
 # "csv-bom" is CSV with a byte order mark: what Excel needs to read Chinese names from a CSV.
 DownloadFormat = Literal["pdf", "xlsx", "csv", "csv-bom", "json", "zip"]
-_PERIOD_KINDS: Final = frozenset({"sales", "inventory-turnover", "alerts"})
+_PERIOD_KINDS: Final = frozenset({"sales", "inventory-turnover", "alerts", "alert-log"})
 _STORE_KINDS: Final = frozenset({"daily-summary", "cold-chain", *_PERIOD_KINDS})
 _FORMATS_OF: Final[dict[str, tuple[str, ...]]] = {
     "daily-summary": ("pdf", "xlsx", "csv", "csv-bom", "json"),
@@ -42,6 +49,7 @@ _FORMATS_OF: Final[dict[str, tuple[str, ...]]] = {
     "sales": ("xlsx", "pdf", "csv", "csv-bom", "json"),
     "inventory-turnover": ("xlsx", "pdf", "csv", "csv-bom", "json"),
     "alerts": ("xlsx", "pdf", "csv", "csv-bom", "json"),
+    "alert-log": ("xlsx", "pdf", "csv", "csv-bom", "json"),
 }
 
 

@@ -157,6 +157,28 @@ class AlertStatsRowOut(ApiModel):
     open_now: int = Field(description="of these alerts, how many are not resolved now")
 
 
+class AlertLogRowOut(ApiModel):
+    """One alert opened in the period, and who acknowledged and resolved it; times on the store's clock."""
+
+    store_id: str
+    timezone: str
+    timezone_assumed: bool
+    alert_id: str
+    opened_at: str = Field(description="when it opened, the store's local time with its UTC offset")
+    severity: str
+    rule_id: str
+    rule_kind: str
+    subject: str = Field(description="what it is about: kind:id (a device, a slot, a gateway)")
+    message: str
+    status: str = Field(description="open, acknowledged or resolved, now")
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    resolved_by: str | None
+    resolved_at: str | None
+    resolution_note: str | None
+    note: str | None = Field(default=None, description="on the last row of a log cut at 50,000 alerts")
+
+
 RowT = TypeVar("RowT", bound=BaseModel)
 
 
@@ -374,6 +396,21 @@ async def get_alert_stats(
 ) -> ReportOut[AlertStatsRowOut] | Response:
     """The alert statistics."""
     return await _render("alerts", AlertStatsRowOut, queries.alert_stats, session, scope, output, file)
+
+
+@router.get(
+    "/alert-log",
+    response_model=ReportOut[AlertLogRowOut],
+    summary="Alert log: each alert opened in the period",
+    description="Every alert opened in the period, per store and oldest first, with who acknowledged and resolved "
+    "it, when (the store's clock) and the resolution note; at most 50,000 alerts, the last row saying so.",
+    responses=_CSV_RESPONSE,
+)
+async def get_alert_log(
+    session: SessionDep, scope: StoreFilterDep, file: FileDep, output: FormatQuery = "json"
+) -> ReportOut[AlertLogRowOut] | Response:
+    """The alert log."""
+    return await _render("alert-log", AlertLogRowOut, queries.alert_log, session, scope, output, file)
 
 
 # --------------------------------------------------------------------------- cold chain

@@ -449,8 +449,26 @@ PERIOD_REPORTS: Final[Mapping[str, PeriodReport]] = MappingProxyType(
                 "currency",
             ),
         ),
+        "alert-log": PeriodReport(
+            title="Alert log",
+            rows_of=queries.alert_log,
+            columns=(
+                "store_id",
+                "opened_at",
+                "severity",
+                "rule_kind",
+                "subject",
+                "message",
+                "status",
+                "acknowledged_by",
+                "acknowledged_at",
+                "resolved_by",
+                "resolved_at",
+                "resolution_note",
+            ),
+        ),
         "alerts": PeriodReport(
-            title="Alert history",
+            title="Alert statistics",
             rows_of=queries.alert_stats,
             columns=(
                 "store_id",

@@ -453,8 +453,18 @@ async def test_inventory_alert_history_and_cold_chain_as_excel_pdf_and_csv_for_e
     assert alerts.status_code == 200, alerts.text
     assert alerts.headers["content-disposition"] == f'attachment; filename="alerts_taipei_2025-11-01_{DAY}.pdf"'
     text = pdf_text(alerts.content)
-    assert "Alert history" in text
+    assert "Alert statistics" in text
     assert "door_open warning 2" in text  # rule kind, severity, alerts (one the day before)
+
+    log = await client.get("/api/v1/reports/alert-log", params={**period, "format": "xlsx"})
+    assert log.status_code == 200, log.text
+    logged = [
+        list(row) for row in openpyxl.load_workbook(io.BytesIO(log.content))["Alert log"].iter_rows(values_only=True)
+    ]
+    top = logged.index(next(row for row in logged if row[0] == "store_id"))
+    entries = [dict(zip(logged[top], row, strict=True)) for row in logged[top + 1 :] if row[0] == "taipei"]
+    assert [e["rule_kind"] for e in entries].count("door_open") == 2  # one alert a row, not one row a kind
+    assert all(str(e["opened_at"]).endswith("+08:00") for e in entries)  # on the store's clock (Asia/Taipei)
 
     sales = await client.get("/api/v1/reports/sales", params={**period, "format": "csv", "bom": "true"})
     assert sales.content.startswith(UTF8_BOM.encode())
