@@ -136,6 +136,8 @@ class LiveFeed:
         self._closed = False
         # The overview's pages read the stores' states from here, and the poller refreshes it.
         self.shared_states = overview.SharedStates(sessions=sessions)
+        # And the hub's own problems the overview names above its counts.
+        self.hub_problems = overview.SharedProblems()
 
     @property
     def running(self) -> bool:

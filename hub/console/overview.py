@@ -30,6 +30,7 @@ from hub.api.deps import NowDep, RuntimeDep, SessionDep
 from hub.catalog.models import StoreProfile
 from hub.console.templating import ReaderDep, page
 from hub.db.models import DataLossRecord, Gateway, Store
+from hub.runtime import HubRuntime
 
 log = structlog.get_logger(__name__)
 
@@ -313,6 +314,48 @@ class SharedStates:
                 await task
 
 
+class SharedProblems:
+    """The hub's own problems (its database, its MQTT session) as the overview names them, checked at most once per
+    ``max_age_s`` for all the readers of one hub process.
+
+    The database check opens a connection of its own beside the one the page's session holds: fifty pages at once
+    each waiting for a second connection emptied the pool, the pages waited seconds for it (8.5 overviews a second,
+    p50 6 s, in bench/console_load.py) and the check could end saying the database was unreachable.
+    """
+
+    def __init__(self, *, max_age_s: float = SHARED_STATES_MAX_AGE_S, monotonic: Callable[[], float] = time.monotonic):
+        self.max_age_s = max_age_s
+        self.monotonic = monotonic
+        self._problems: list[str] | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> list[str] | None:
+        if self._problems is not None and self.monotonic() - self._checked_at < self.max_age_s:
+            return self._problems
+        return None
+
+    async def get(self, runtime: HubRuntime) -> list[str]:
+        """The problems, in words; one check at a time, shared by the readers arriving while it runs."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        async with self._lock:
+            fresh = self._fresh()
+            if fresh is None:
+                fresh = await hub_problems(runtime)
+                self._problems, self._checked_at = fresh, self.monotonic()
+            return fresh
+
+
+async def hub_problems(runtime: HubRuntime) -> list[str]:
+    """The hub's own problems now, as /healthz names them."""
+    database, mqtt = await asyncio.gather(
+        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
+    )
+    return [c.problem for c in (database, mqtt) if c.problem is not None]
+
+
 def ordered(states: Iterable[StoreState], filters: StoreFilters) -> list[StoreState]:
     """The stores that pass the filters, in attention order."""
     return sorted((s for s in states if matches(s, filters)), key=attention_key)
@@ -360,12 +403,11 @@ async def get_overview(
     page_number: Annotated[int, Query(alias="page", ge=1, le=10_000, description="page of stores, worst first")] = 1,
 ) -> HTMLResponse:
     """The page: ``PAGE_SIZE`` stores at a time, those that need attention first."""
-    database, mqtt = await asyncio.gather(
-        check_database(runtime.engine, runtime.settings.database_url, runtime.write_gate), check_mqtt(runtime.mqtt)
-    )
-    problems = [c.problem for c in (database, mqtt) if c.problem is not None]
+    live = getattr(request.app.state, "live", None)
+    shared_problems: SharedProblems | None = getattr(live, "hub_problems", None)
+    problems = await (shared_problems.get(runtime) if shared_problems is not None else hub_problems(runtime))
     grace_s = runtime.settings.gateway_offline_grace_s
-    shared: SharedStates | None = getattr(getattr(request.app.state, "live", None), "shared_states", None)
+    shared: SharedStates | None = getattr(live, "shared_states", None)
     if shared is None:
         states = await store_states(session, store_ids=reader.who.store_ids, now=now, grace_s=grace_s)
     else:

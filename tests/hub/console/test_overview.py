@@ -16,6 +16,7 @@ from hub.console import overview
 from hub.console.i18n import Formats
 from hub.console.overview import StoreState, attention_key
 from hub.db.models import DataLossRecord, Gateway, Store
+from hub.runtime import HubRuntime
 from storegate import wire
 from tests.hub.conftest import RunningHub, until
 from tests.hub.console.conftest import add_operator, browser
@@ -272,6 +273,25 @@ async def test_the_first_load_with_a_thousand_stores_stays_under_200_kb_over_the
         sizes.append(int(asset.headers["content-length"]))
     assert len(store_rows(page.text)) == overview.PAGE_SIZE
     assert sum(sizes) < 200_000, sizes
+
+
+async def test_readers_arriving_together_share_one_check_of_the_hubs_health(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = 0
+    check = overview.hub_problems
+
+    async def counted(runtime: HubRuntime) -> list[str]:
+        nonlocal checks
+        checks += 1
+        return await check(runtime)
+
+    monkeypatch.setattr(overview, "hub_problems", counted)
+    # Each page used to open a second database connection for the check beside its session's: fifty at once emptied
+    # the pool and waited seconds for it.
+    pages = await asyncio.gather(*(hub.client.get("/") for _ in range(30)))
+    assert {p.status_code for p in pages} == {200}
+    assert checks == 1
 
 
 async def test_readers_arriving_together_share_one_reading_of_the_states(
