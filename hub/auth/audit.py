@@ -133,6 +133,7 @@ class AuditFilter:
 
     actor: str | None = None
     action: str | None = None
+    target: str | None = None  # targets starting with this: "alert:" every alert, "operator:mei" one operator
     store_id: str | None = None
     outcome: str | None = None
     since: datetime | None = None
@@ -149,6 +150,8 @@ async def read_entries(
     if wanted.action is not None:
         # "login" matches login.succeeded and login.failed; "POST" every POST.
         query = query.where(AuditEntry.action.startswith(wanted.action, autoescape=True))
+    if wanted.target is not None:
+        query = query.where(AuditEntry.target.startswith(wanted.target, autoescape=True))
     if wanted.store_id is not None:
         query = query.where(AuditEntry.store_id == wanted.store_id)
     if wanted.outcome is not None:

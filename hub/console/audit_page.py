@@ -1,27 +1,25 @@
 """``/audit``: the audit log for admins, newest first, filtered and paged.
 
-The same entries as ``GET /api/v1/audit`` (admins only, chain-wide), as a page: filter by actor (exactly), action
-and target (each by its beginning: ``POST /api/v1/alerts`` or ``alert:``), store, and time (``since`` inclusive,
-``until`` exclusive; a time without a zone is UTC, as the page shows them). Pages go back by id (keyset: a page
-costs the same however deep), :data:`PAGE_SIZE` entries at a time.
+The same entries as ``GET /api/v1/audit`` (admins only, chain-wide; both read by
+:func:`hub.auth.audit.read_entries`), as a page: filter by actor (exactly), action and target (each by its
+beginning: ``POST /api/v1/alerts`` or ``alert:``), store, and time (``since`` inclusive, ``until`` exclusive; a time
+without a zone is UTC, as the page shows them). Pages go back by id (keyset: a page costs the same however deep),
+:data:`PAGE_SIZE` entries at a time.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.api.deps import SessionDep
 from hub.api.params import invalid
-from hub.auth.models import AuditEntry
+from hub.auth.audit import AuditFilter, read_entries
 from hub.console.templating import ReaderDep, page
 from hub.db.bounds import INT64_MAX
 from storegate.wire import SEGMENT_PATTERN
@@ -33,18 +31,6 @@ MAX_PAGE_SIZE: Final = 200
 # A change's before and after are shown up to this many characters each (the API has them whole).
 MAX_CHANGE_CHARS: Final = 300
 MAX_TIME_CHARS: Final = 40
-
-
-@dataclass(frozen=True, slots=True)
-class AuditQuery:
-    """The page's filters; every given one applies."""
-
-    actor: str | None = None
-    action: str | None = None
-    target: str | None = None
-    store_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
 
 
 def parse_time(parameter: str, text: str | None) -> datetime | None:
@@ -70,28 +56,6 @@ def change_text(change: dict[str, Any] | None) -> str | None:
     return text if len(text) <= MAX_CHANGE_CHARS else text[:MAX_CHANGE_CHARS] + "…"
 
 
-async def audit_entries(
-    session: AsyncSession, wanted: AuditQuery, *, limit: int, before_id: int | None
-) -> list[AuditEntry]:
-    """Entries matching every filter, newest (highest id) first, ``limit`` of them below ``before_id``."""
-    query = select(AuditEntry)
-    if wanted.actor is not None:
-        query = query.where(AuditEntry.actor == wanted.actor)
-    if wanted.action is not None:
-        query = query.where(AuditEntry.action.startswith(wanted.action, autoescape=True))
-    if wanted.target is not None:
-        query = query.where(AuditEntry.target.startswith(wanted.target, autoescape=True))
-    if wanted.store_id is not None:
-        query = query.where(AuditEntry.store_id == wanted.store_id)
-    if wanted.since is not None:
-        query = query.where(AuditEntry.at >= wanted.since)
-    if wanted.until is not None:
-        query = query.where(AuditEntry.at < wanted.until)
-    if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
-    return list(await session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
-
-
 @router.get(
     "/audit",
     response_class=HTMLResponse,
@@ -113,7 +77,7 @@ async def audit_page(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
 ) -> HTMLResponse:
     """A page of the audit log."""
-    wanted = AuditQuery(
+    wanted = AuditFilter(
         actor=actor or None,
         action=action or None,
         target=target or None,
@@ -121,7 +85,7 @@ async def audit_page(
         since=parse_time("since", since),
         until=parse_time("until", until),
     )
-    entries = await audit_entries(session, wanted, limit=limit, before_id=before)
+    entries = await read_entries(session, wanted, limit=limit, before_id=before)
     chosen = {
         "actor": actor or "",
         "action": action or "",
