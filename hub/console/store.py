@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import BigInteger, and_, cast, func, literal, or_, select
+from sqlalchemy import BigInteger, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import AlertRow
@@ -41,6 +41,7 @@ from hub.domain.alerts import AlertStatus
 from hub.domain.ledger import MovementKind
 from hub.domain.rules import EnvironmentRangeRule, Rule
 from hub.footfall.console import today_by_store
+from hub.inventory import levels
 from hub.inventory.models import LedgerRow, RestockTask, ShelfLevel
 from hub.inventory.replenishment_suggestions import UnknownStoreError, store_reorder_suggestions
 from hub.reports.queries import FALLBACK_TIME_ZONE
@@ -275,15 +276,7 @@ def gateway_lines(views: Sequence[GatewayView], alerts: Sequence[AlertRow], *, n
 async def slots_below_minimum(session: AsyncSession, store_id: str) -> list[SlotLine]:
     """Slots whose shelf counts fewer items than the planogram's minimum, emptiest first."""
     rows = await session.execute(
-        select(ShelfLevel, Slot.min_quantity, Slot.capacity, Sku.name)
-        .join(
-            Slot,
-            and_(
-                Slot.store_id == ShelfLevel.store_id, Slot.shelf_id == ShelfLevel.shelf_id, Slot.slot == ShelfLevel.slot
-            ),
-        )
-        .outerjoin(Sku, Sku.sku_id == ShelfLevel.sku_id)
-        .where(ShelfLevel.store_id == store_id, ShelfLevel.quantity < Slot.min_quantity)
+        levels.below_minimum(store_id)
         .order_by(ShelfLevel.quantity, ShelfLevel.shelf_id, ShelfLevel.slot)
         .limit(MAX_SLOTS_SHOWN)
     )

@@ -16,14 +16,15 @@ from decimal import Decimal
 from typing import Final
 
 from pydantic import Field
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.alerting.models import AlertRow
-from hub.catalog.models import Sku, Slot, StoreProfile
+from hub.catalog.models import Sku, StoreProfile
 from hub.catalog.values import money_text
 from hub.db.models import Store
 from hub.domain.alerts import Severity
+from hub.inventory import levels
 from hub.inventory.models import RestockTask, ShelfLevel
 from hub.reports import queries
 from hub.reports.cold_chain import ColdChainReport, ReportModel, cold_chain_report, stop_at_now
@@ -269,18 +270,7 @@ async def store_ids(session: AsyncSession, *, region: str | None = None) -> list
 
 
 async def _below_minimum(session: AsyncSession, store_id: str) -> list[SlotBelowMinimum]:
-    rows = await session.execute(
-        select(ShelfLevel, Slot.min_quantity, Sku.name)
-        .join(
-            Slot,
-            and_(
-                Slot.store_id == ShelfLevel.store_id, Slot.shelf_id == ShelfLevel.shelf_id, Slot.slot == ShelfLevel.slot
-            ),
-        )
-        .outerjoin(Sku, Sku.sku_id == ShelfLevel.sku_id)
-        .where(ShelfLevel.store_id == store_id, ShelfLevel.quantity < Slot.min_quantity)
-        .order_by(ShelfLevel.shelf_id, ShelfLevel.slot)
-    )
+    rows = await session.execute(levels.below_minimum(store_id).order_by(ShelfLevel.shelf_id, ShelfLevel.slot))
     return [
         SlotBelowMinimum(
             shelf_id=level.shelf_id,
@@ -290,7 +280,7 @@ async def _below_minimum(session: AsyncSession, store_id: str) -> list[SlotBelow
             quantity=level.quantity,
             min_quantity=minimum,
         )
-        for level, minimum, name in rows
+        for level, minimum, _capacity, name in rows
     ]
 
 
