@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+from collections.abc import Mapping
 from functools import partial
 from typing import Final, Literal
 from uuid import UUID
@@ -50,7 +51,7 @@ import structlog
 from device_drivers.base import Reading
 from device_drivers.profiles import ProfileCatalog
 from edge_agent.acks import AckHandler
-from edge_agent.commands import Commands
+from edge_agent.commands import Commands, GatewayCommandHandler
 from edge_agent.config import AgentConfig, catalog_of, print_jobs_path
 from edge_agent.devices import DriverBuilder, DriverFactory
 from edge_agent.errors import AgentFailedError
@@ -88,7 +89,8 @@ class EdgeAgent:
     """One gateway's agent. Runs once: ``await agent.run(stop)`` until ``stop`` is set.
 
     ``clock``, ``driver_factory``, ``device_backoff``, ``rng``, ``catalog`` and ``port_lister``
-    (the hot-plug port list; None turns hot-plug off) are seams for tests.
+    (the hot-plug port list; None turns hot-plug off) are seams for tests. ``gateway_commands`` answer the
+    hub's commands for the gateway itself (:data:`edge_agent.commands.GatewayCommandHandler`).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class EdgeAgent:
         rng: random.Random | None = None,
         catalog: ProfileCatalog | None = None,
         port_lister: PortLister | Literal["default"] | None = "default",
+        gateway_commands: Mapping[str, GatewayCommandHandler] | None = None,
     ) -> None:
         self.config = config
         self._clock: Clock = clock or SystemClock()
@@ -157,7 +160,13 @@ class EdgeAgent:
             clock=self._clock,
             rng=rng,
         )
-        self._commands = Commands(config=config, clock=self._clock, devices=self._devices, print_jobs=self._print_jobs)
+        self._commands = Commands(
+            config=config,
+            clock=self._clock,
+            devices=self._devices,
+            print_jobs=self._print_jobs,
+            gateway_commands=gateway_commands,
+        )
         self._health = HealthReporter(
             config=config,
             clock=self._clock,

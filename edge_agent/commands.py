@@ -13,7 +13,8 @@ delivers again (QoS 1) is answered from memory rather than run twice.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 from uuid import UUID
 
 import structlog
@@ -36,15 +37,30 @@ COMMAND_TIMEOUT_S: Final = 30.0
 # Results of recent commands kept to answer a redelivered command (QoS 1) without running it twice.
 COMMAND_RESULTS_KEPT: Final = 1000
 
+FinalStatus: TypeAlias = Literal["done", "failed", "rejected", "expired"]
+# Publishes a non-final ``accepted`` result with this detail: "stored, applying; the outcome follows".
+Progress: TypeAlias = Callable[[str], None]
+# A command for the gateway itself (no device_id): runs the command and returns its final status and detail.
+# It may take minutes (a config on probation, an update), so it is not held to COMMAND_TIMEOUT_S; it calls
+# ``progress`` first when the outcome will take a while, so the hub shows "accepted" meanwhile.
+GatewayCommandHandler: TypeAlias = Callable[[wire.Command, Progress], Awaitable[tuple[FinalStatus, str]]]
+
 
 class Commands:
     """Runs the hub's commands on ``devices`` and publishes each result; ``topic`` is where commands arrive.
 
-    ``print_jobs`` takes the ``print`` commands (None: they run like any other command).
+    ``print_jobs`` takes the ``print`` commands (None: they run like any other command). ``gateway_commands``
+    are the commands for the gateway itself (no ``device_id``), by name, beside the built-in ``ping``.
     """
 
     def __init__(
-        self, *, config: AgentConfig, clock: Clock, devices: DeviceManager, print_jobs: PrintJobs | None = None
+        self,
+        *,
+        config: AgentConfig,
+        clock: Clock,
+        devices: DeviceManager,
+        print_jobs: PrintJobs | None = None,
+        gateway_commands: Mapping[str, GatewayCommandHandler] | None = None,
     ) -> None:
         store, gateway = config.store_id, config.gateway_id
         self._store_id, self._gateway_id = store, gateway
@@ -54,8 +70,14 @@ class Commands:
         self.topic = wire.topic(store, gateway, wire.Channel.COMMANDS)
         self._results_topic = wire.topic(store, gateway, wire.Channel.COMMAND_RESULTS)
         self._results: dict[UUID, wire.CommandResult] = {}
+        self._gateway_commands: dict[str, GatewayCommandHandler] = dict(gateway_commands or {})
+        self._running: set[UUID] = set()  # commands being run now: a redelivery of one is not run again
         self._tasks: set[asyncio.Task[None]] = set()
         self.rejected = 0  # commands that were no valid Command
+
+    def register(self, name: str, handler: GatewayCommandHandler) -> None:
+        """Answer the gateway command ``name`` (no ``device_id``) with ``handler``."""
+        self._gateway_commands[name] = handler
 
     def start(self, link: MqttLink, raw: bytes) -> None:
         """Run the command ``raw`` in a task of its own; its result goes out on ``link``."""
@@ -93,7 +115,19 @@ class Commands:
                 return
         result = self._results.get(command.command_id)
         if result is None:
-            result = await self._execute(command)
+            if command.command_id in self._running:
+                log.info("command_redelivered_while_running", command=command.name, command_id=str(command.command_id))
+                return  # its result goes out when it ends
+
+            def progress(detail: str) -> None:
+                if link.connected:
+                    link.publish(self._results_topic, wire.encode(self._answer(command, "accepted", detail)), qos=1)
+
+            self._running.add(command.command_id)
+            try:
+                result = await self._execute(command, progress)
+            finally:
+                self._running.discard(command.command_id)
             self._results[command.command_id] = result
             while len(self._results) > COMMAND_RESULTS_KEPT:
                 self._results.pop(next(iter(self._results)))
@@ -102,7 +136,7 @@ class Commands:
             link.publish(self._results_topic, wire.encode(result), qos=1)
 
     def _answer(
-        self, command: wire.Command, status: Literal["done", "failed", "rejected", "expired"], detail: str
+        self, command: wire.Command, status: Literal["accepted", "done", "failed", "rejected", "expired"], detail: str
     ) -> wire.CommandResult:
         return wire.CommandResult(
             command_id=command.command_id,
@@ -113,8 +147,8 @@ class Commands:
             ts=self._clock.now(),
         )
 
-    async def _execute(self, command: wire.Command) -> wire.CommandResult:
-        def answer(status: Literal["done", "failed", "rejected", "expired"], detail: str) -> wire.CommandResult:
+    async def _execute(self, command: wire.Command, progress: Progress) -> wire.CommandResult:
+        def answer(status: FinalStatus, detail: str) -> wire.CommandResult:
             return self._answer(command, status, detail)
 
         if command.expires_at is not None and command.expires_at <= self._clock.now():
@@ -122,7 +156,18 @@ class Commands:
         if command.device_id is None:
             if command.name == "ping":
                 return answer("done", "pong")
-            return answer("rejected", f"the gateway has no command {command.name!r}; name a device_id")
+            handler = self._gateway_commands.get(command.name)
+            if handler is None:
+                known = ", ".join(sorted(["ping", *self._gateway_commands]))
+                return answer(
+                    "rejected", f"the gateway has no command {command.name!r} (it has: {known}); or name a device_id"
+                )
+            try:
+                status, detail = await handler(command, progress)
+            except Exception as err:  # a handler bug answers "failed" and is logged; the agent goes on
+                log.error("gateway_command_crashed", command=command.name, exc_info=err)
+                return answer("failed", f"the gateway failed to run {command.name!r}: {err!r}")
+            return answer(status, detail)
         supervisor = self._devices.supervisor(command.device_id)
         if supervisor is None:
             known = ", ".join(self._devices.device_ids) or "none"
