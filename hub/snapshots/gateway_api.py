@@ -8,9 +8,13 @@ installed uvicorn does not hand the peer certificate to the app (the ASGI TLS ex
 puts the certificate's name in the request state. The common name is ``<store_id>/<gateway_id>``
 (:mod:`hub.pki.identity`); the gateway must be enrolled and not revoked, and may upload for its own store only.
 
-One route: ``PUT /api/v1/gateway/stores/{store_id}/snapshots/{ref}``, the body the JPEG, ``?device_id=`` and
+Its own route: ``PUT /api/v1/gateway/stores/{store_id}/snapshots/{ref}``, the body the JPEG, ``?device_id=`` and
 ``?taken_at=`` optional. 201 stored, 200 held already (idempotent), 403 another store's or a gateway that is
 not enrolled, 413 too large, 415 not a JPEG, 422 a reference that is not the body's SHA-256.
+
+Other areas serve gateways here too (certificate renewal, self-test reports, software releases): each has a
+router of its own, listed in :func:`gateway_routers`, whose routes take :data:`CallingGateway` (the calling
+gateway, enrolled and not revoked, or 401/403) and reach the database through :func:`gateway_service`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import structlog
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
@@ -148,9 +152,48 @@ async def _body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def gateway_service(request: Request) -> SnapshotService:
+    """The listener's shared service (settings, database sessions, write gate, clock), for other areas' routes."""
+    service: SnapshotService = request.app.state.gateway_service
+    return service
+
+
+async def calling_gateway(request: Request) -> GatewayIdentity:
+    """The gateway whose certificate made this connection: enrolled and not revoked, else 401 or 403."""
+    service = gateway_service(request)
+    name: str | None = getattr(request.state, PEER_NAME_KEY, None)
+    client = request.client.host if request.client is not None else None
+    context = {"path": request.url.path, "client": client}
+    if name is None:  # only when the listener was served without ClientCertProtocol: refuse, never guess
+        log.warning("gateway_request_refused", reason="no_certificate", **context)
+        raise HTTPException(status_code=401, detail="a gateway certificate is required")
+    try:
+        gateway = GatewayIdentity.parse(name)
+    except IdentityError:
+        log.warning("gateway_request_refused", reason="not_a_gateway", peer=name, **context)
+        raise HTTPException(status_code=403, detail="the certificate is not a gateway's") from None
+    async with service.sessions() as session:
+        refusal = await _enrolment_refusal(session, gateway, accept_unknown=service.accept_unknown_gateways)
+    if refusal is not None:
+        log.warning("gateway_request_refused", reason=refusal, gateway=name, **context)
+        raise HTTPException(status_code=403, detail=f"gateway {name} may not ({refusal.replace('_', ' ')})")
+    return gateway
+
+
+CallingGateway = Annotated[GatewayIdentity, Depends(calling_gateway)]
+
+
+def gateway_routers() -> list[APIRouter]:
+    """The routes other areas serve to gateways on this listener (imported here, when the listener is made)."""
+    return []
+
+
 def create_gateway_app(service: SnapshotService) -> FastAPI:
-    """The listener's app: the upload route and nothing else (no docs, no other routes)."""
+    """The listener's app: the stills' upload and :func:`gateway_routers` (no docs, nothing else)."""
     app = FastAPI(title="Storegate hub: gateway uploads", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway_service = service
+    for router in gateway_routers():
+        app.include_router(router)
     settings = service.settings
 
     @app.put(UPLOAD_PATH, status_code=201)
