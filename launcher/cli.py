@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import typer
 
 from storegate import __version__
+from storegate.log_options import LogFormat, LogLevel, request_log_options
 from storegate.process import EXIT_CONFIG
 
 # Storegate's own top-level packages: a missing one is a broken install, not a missing extra.
@@ -76,6 +77,28 @@ hub_app = typer.Typer(
 )
 app.add_typer(hub_app, name="hub")
 
+# Every service's logging (storegate.log_options): kept in the environment, so the demo's parts log the same way.
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option(
+        "--log-format",
+        case_sensitive=False,
+        help="json (one object a line) or console (readable lines); default: json to a pipe or journald, "
+        "console on a terminal. Also STOREGATE_LOG_FORMAT.",
+        show_default=False,
+    ),
+]
+LogLevelOption = Annotated[
+    LogLevel | None,
+    typer.Option(
+        "--log-level",
+        case_sensitive=False,
+        help="The least severe level written: DEBUG, INFO, WARNING, ERROR or CRITICAL; default: INFO (the hub: its "
+        "log_level setting, which this overrides). Also STOREGATE_LOG_LEVEL.",
+        show_default=False,
+    ),
+]
+
 HubConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -106,8 +129,11 @@ def hub(
             "N workers share a subscription, docs/scaling.md).",
         ),
     ] = None,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run the hub: MQTT consumer, database, API and dashboard. ``storegate hub backup|restore`` for its database."""
+    request_log_options(log_format, log_level)
     if ctx.invoked_subcommand is not None:
         return
     with installed("hub", "hub"):
@@ -538,8 +564,11 @@ def agent(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Agent TOML config file (see docs/operations.md).")
     ] = None,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run the edge agent: ``storegate agent --config agent.toml``; ``storegate agent status`` reports on it."""
+    request_log_options(log_format, log_level)
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
@@ -568,8 +597,11 @@ def agent_status(
 def simulate_store(
     workdir: Annotated[Path, typer.Option(help="Where the simulated devices live; devices.json is written here.")],
     seed: Annotated[int, typer.Option(help="Seeds customers, noise and sensor series, so runs repeat.")] = 0,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run the demo's simulated store devices (shelf, till scanner, sensors, freezer door) until SIGTERM."""
+    request_log_options(log_format, log_level)
     with installed("simulate-store", "edge"):
         from device_drivers.simulated.runner import run_simulated_store
 
@@ -587,8 +619,11 @@ def demo(
         Path | None,
         typer.Option(help="Keep the demo's databases and configs here (default: a temporary directory)."),
     ] = None,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a whole demo on this machine: broker, hub with dashboard, and one simulated store."""
+    request_log_options(log_format, log_level)  # for its parts: the hub, the agent and the simulated devices
     with installed("demo", "demo"):
         from launcher.demo import DemoOptions, run_demo
 

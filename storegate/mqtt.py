@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from storegate.reachability import UnreachableWarnings, describe_connect_error
 from storegate.secret_files import read_secret_file, require_private_file
 
 # publish() return codes under which paho holds a QoS 1 message: sent, or kept until it reconnects.
@@ -151,6 +154,8 @@ class MqttLink:
         self._closing = False
         self.connects_total = 0
         self.last_error: str | None = None
+        # Touched by paho's network thread only: when to warn that the broker cannot be reached.
+        self._unreachable = UnreachableWarnings()
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,6 +184,7 @@ class MqttLink:
             client.will_set(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
         client.reconnect_delay_set(min_delay=max(1, int(s.reconnect_min_s)), max_delay=int(s.reconnect_max_s))
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         # Outgoing QoS 1 messages the broker has not PUBACKed yet; more wait in paho's queue.
@@ -279,7 +285,7 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker {self.settings.address} refused the connection: {reason_code}"
-            log.warning("mqtt_refused", broker=self.settings.address, reason=str(reason_code))
+            self._note_failure(str(reason_code), event="mqtt_refused")  # e.g. "Not authorized"
             return
         sock = client.socket()
         if isinstance(sock, socket.socket):  # also ssl.SSLSocket; None or a websocket wrapper otherwise
@@ -292,6 +298,14 @@ class MqttLink:
         self.connects_total += 1
         self.last_error = None
         self._connected.set()
+        outage = self._unreachable.reached(time.monotonic())
+        if outage is not None:
+            log.info(
+                "mqtt_broker_reachable",
+                broker=self.settings.address,
+                unreachable_for_s=round(outage.failing_for_s, 1),
+                failed_attempts=outage.attempts,
+            )
         log.info(
             "mqtt_connected",
             broker=self.settings.address,
@@ -314,10 +328,31 @@ class MqttLink:
         if self._closing:
             return
         self.last_error = f"connection to broker {self.settings.address} lost: {reason_code}"
-        if was_connected:  # log the transition once, not every failed retry
-            log.warning("mqtt_disconnected", broker=self.settings.address, reason=str(reason_code))
+        if was_connected:  # the start of an outage; failed retries after it go through _handle_connect_fail
+            self._note_failure(str(reason_code), event="mqtt_disconnected")
         if self._on_disconnect_cb is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_disconnect_cb, str(reason_code))
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        # paho calls this from inside its ``except OSError`` around the connection attempt and passes no error:
+        # the exception being handled is the reason (refused, unresolvable name, TLS, timeout).
+        reason = describe_connect_error(sys.exception())
+        self.last_error = f"broker {self.settings.address} unreachable: {reason}"
+        self._note_failure(reason)
+
+    def _note_failure(self, reason: str, *, event: str = "mqtt_broker_unreachable") -> None:
+        """A failed attempt or a lost connection: a warning for the first of an outage, then with backoff."""
+        if self._closing:
+            return
+        outage = self._unreachable.failed(time.monotonic())
+        if outage is not None:
+            log.warning(
+                event,
+                broker=self.settings.address,
+                reason=reason,
+                failing_for_s=round(outage.failing_for_s, 1),
+                failed_attempts=outage.attempts,
+            )
 
     def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         loop = self._loop

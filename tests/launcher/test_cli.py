@@ -21,9 +21,10 @@ def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     ("args", "mentions"),
     [
         ((), ["hub", "agent", "provision", "demo"]),
-        (("hub",), ["--config", "--port", "--database-url", "--role", "STOREGATE_HUB_"]),
-        (("agent",), ["--config"]),
-        (("demo",), ["--http-port", "--broker", "--data-dir"]),
+        (("hub",), ["--config", "--port", "--database-url", "--role", "STOREGATE_HUB_", "--log-format", "--log-level"]),
+        (("agent",), ["--config", "--log-format", "--log-level"]),
+        (("demo",), ["--http-port", "--broker", "--data-dir", "--log-format", "--log-level"]),
+        (("simulate-store",), ["--workdir", "--log-format", "--log-level"]),
         (("provision",), ["agent-config", "check"]),
         (("provision", "agent-config"), ["--store-id", "--gateway-id", "--broker-host"]),
     ],
