@@ -27,6 +27,7 @@ from hub.pki.settings import BrokerSettings
 from hub.reports.settings import ReportSettings
 from hub.snapshots.settings import SnapshotSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
+from storegate.env_names import unknown_variables
 from storegate.mqtt import MqttSettings
 from storegate.secret_files import SecretFileError
 
@@ -326,6 +327,10 @@ def _describe(err: ValidationError) -> list[str]:
 
 def load_hub_settings(path: Path | None, **overrides: Any) -> HubSettings:
     """Build the settings from ``path`` (if given), the environment and ``overrides``; raise ConfigError."""
+    # Refused like an unknown key of the file: pydantic-settings would ignore it and leave the default in force.
+    unknown = unknown_variables(HubSettings, os.environ, prefix=ENV_PREFIX, delimiter=ENV_NESTED_DELIMITER)
+    if unknown:
+        raise ConfigError(path, unknown)
     file_values = read_toml(path) if path is not None else {}
     token = _file_values.set(MappingProxyType(file_values))
     try:
