@@ -25,6 +25,7 @@ from prometheus_client.exposition import start_http_server
 from edge_agent.acks import RefusedAck
 from edge_agent.status import AgentStatusFile, clock_time
 from storegate import wire
+from storegate.service_metrics import register_service_metrics
 from storegate.tasks import wait_for_event
 
 if TYPE_CHECKING:
@@ -251,6 +252,7 @@ def agent_registry(snapshot: Callable[[], AgentStats]) -> CollectorRegistry:
     """A registry of its own for one agent, so several agents (or tests) in one process do not collide."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(snapshot))
+    register_service_metrics(registry, "agent")
     return registry
 
 

@@ -165,6 +165,7 @@ async def _start(
     metrics = HubMetrics()
     # The hub's writers take turns at SQLite's one write lock instead of racing for it (hub.db.writegate).
     write_gate = WriteGate(serialise=database_file is not None, observe=metrics.observe_write_turn)
+    metrics.watch_write_turn(write_gate.held_for)
     snapshots = (
         None
         if settings.role == "worker"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Final, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from hub.ingest.clock import ClockIssue
 from storegate import wire
+from storegate.service_metrics import register_service_metrics
 
 LOSS_REASONS: Final[tuple[str, ...]] = get_args(wire.DataLoss.model_fields["reason"].annotation)
 _GATEWAY_LABELS: Final = ["store", "gateway"]
@@ -16,11 +18,12 @@ CLOCK_ISSUES: Final = tuple(issue.value for issue in ClockIssue)
 
 
 class HubMetrics:
-    """Every metric the hub exports, all named ``storegate_hub_*``."""
+    """Every metric the hub exports, named ``storegate_hub_*``, with the build info and process metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
+        register_service_metrics(r, "hub")
         self.messages_received = Counter(
             "storegate_hub_messages_received",
             "valid messages taken from the broker, by channel",
@@ -172,6 +175,12 @@ class HubMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+        # The histogram above learns of a wait only when it ends: a writer stuck inside its turn shows here.
+        self.write_turn_held_seconds = Gauge(
+            "storegate_hub_write_turn_held_seconds",
+            "on SQLite, how long the current holder of the database's write turn has held it (0 when free)",
+            registry=r,
+        )
         # N workers on a shared subscription (hub.ingest.shared; docs/scaling.md).
         self.store_lock_wait_seconds = Histogram(
             "storegate_hub_store_lock_wait_seconds",
@@ -257,6 +266,10 @@ class HubMetrics:
             "audit log entries that could not be written (the database was away): investigate",
             registry=r,
         )
+
+    def watch_write_turn(self, held_for: Callable[[], float | None]) -> None:
+        """Read the write turn's current holding time at each scrape (hub.db.writegate's ``held_for``)."""
+        self.write_turn_held_seconds.set_function(lambda: held_for() or 0.0)
 
     def observe_write_turn(self, writer: str, seconds: float) -> None:
         """How long ``writer`` waited for its turn to write (hub.db.writegate)."""

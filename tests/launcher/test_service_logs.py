@@ -97,7 +97,7 @@ def json_records(captured: Captured) -> list[dict[str, Any]]:
 
 def console_records(captured: Captured) -> list[dict[str, str]]:
     """Console lines as level, event and their key=value text; a JSON line fails the match."""
-    records = []
+    records: list[dict[str, str]] = []
     for line in captured.lines:
         if not TIMESTAMP.match(line):
             assert records, f"not a console line: {line!r}"
