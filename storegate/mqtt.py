@@ -156,6 +156,7 @@ class MqttLink:
         self.last_error: str | None = None
         # Touched by paho's network thread only: when to warn that the broker cannot be reached.
         self._unreachable = UnreachableWarnings()
+        self._refused = False  # the broker refused the last CONNECT: paho's disconnect after it is no news
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ lifecycle
@@ -285,6 +286,7 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker {self.settings.address} refused the connection: {reason_code}"
+            self._refused = True
             self._note_failure(str(reason_code), event="mqtt_refused")  # e.g. "Not authorized"
             return
         sock = client.socket()
@@ -297,6 +299,7 @@ class MqttLink:
             client.subscribe(topic_filter, qos)
         self.connects_total += 1
         self.last_error = None
+        self._refused = False
         self._connected.set()
         outage = self._unreachable.reached(time.monotonic())
         if outage is not None:
@@ -330,6 +333,14 @@ class MqttLink:
         self.last_error = f"connection to broker {self.settings.address} lost: {reason_code}"
         if was_connected:  # the start of an outage; failed retries after it go through _handle_connect_fail
             self._note_failure(str(reason_code), event="mqtt_disconnected")
+        elif self._refused:  # paho closing after a refusal _handle_connect has noted
+            self._refused = False
+        else:
+            # The TCP connection was made but closed before any CONNACK: plain MQTT spoken to a TLS port, or no
+            # broker at that port at all.
+            reason = f"the connection closed before the broker answered ({reason_code}): check the port and tls"
+            self.last_error = f"broker {self.settings.address} unreachable: {reason}"
+            self._note_failure(reason)
         if self._on_disconnect_cb is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_disconnect_cb, str(reason_code))
 
