@@ -88,6 +88,9 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
             broker,
             "--data-dir",
             str(tmp_path / "demo"),
+            # A pipe would get JSON lines by default: the parts log as the demo was asked to.
+            "--log-format",
+            "console",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -167,5 +170,8 @@ def test_demo_shows_live_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path, brok
     assert "Storegate demo is running" in text
     assert "the demo broker is plain MQTT, anonymous and loopback-only" in text
     assert "demo catalog was not loaded" not in text
+    for part in ("hub", "agent", "simulated-store"):
+        assert re.search(rf"^\S+Z \[info\s*\] .* process={part}\b", text, re.MULTILINE), f"no console line of {part}"
+    assert not re.search(r'^\{"', text, re.MULTILINE), "a JSON line despite --log-format console"
     left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"processes left behind: {left}"
