@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,17 @@ import pytest
 from edge_agent.config import load_agent_config
 
 
-def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def storegate(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+        [sys.executable, "-m", "launcher", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+        env=env,
     )
 
 
@@ -56,6 +65,18 @@ def test_broken_hub_config_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert str(config) in result.stderr
     assert "mqtt.port" in result.stderr
     assert "70000" in result.stderr
+
+
+def test_an_unknown_hub_environment_variable_stops_a_hub_command_with_exit_2(tmp_path: Path) -> None:
+    # Every hub command loads the settings the same way (load_hub_settings); `pki list` imports the least.
+    env = {key: value for key, value in os.environ.items() if not key.upper().startswith("STOREGATE_HUB_")}
+    env["STOREGATE_HUB_MQTT__PROT"] = "8883"
+    result = storegate("hub", "pki", "list", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        "environment variable STOREGATE_HUB_MQTT__PROT: names no setting; did you mean STOREGATE_HUB_MQTT__PORT?"
+        in result.stderr
+    )
 
 
 def test_provisioned_config_is_valid_and_checkable(tmp_path: Path) -> None:
