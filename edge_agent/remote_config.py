@@ -285,6 +285,10 @@ class RemoteConfig:
         except ValidationError as err:
             return "rejected", "config.apply: " + "; ".join(describe_validation_error(err))
         record = self.pending()
+        if record is not None and record.command_id == command.command_id:
+            # Delivered again (after a reconnect): the outcome of the first delivery is what goes out, once.
+            log.info("config_apply_redelivered", version=record.version, phase=record.phase)
+            await asyncio.Event().wait()
         if record is not None and record.phase == "probation":
             return "rejected", f"version {record.version} is still on probation: push again once it has ended"
         problems = await asyncio.to_thread(candidate_problems, args.toml, running=running, config_path=self.config_path)

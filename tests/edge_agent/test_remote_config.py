@@ -156,7 +156,9 @@ class HubSide(PlainGateway):
         async def ended() -> wire.CommandResult | None:
             return next((r for r in self.results(command_id) if r.status != "accepted"), None)
 
-        return await eventually(ended, timeout=timeout, what=f"the final result of {command_id}")
+        result = await eventually(ended, timeout=timeout, what=f"the final result of {command_id}")
+        assert result is not None
+        return result
 
 
 @pytest.fixture

@@ -51,7 +51,9 @@ async def outcome(hub: RunningHub, version: int, *, timeout: float) -> dict[str,
         row: dict[str, Any] = next(v for v in shown["history"] if v["version"] == version)
         return row if row["status"] not in ("pending", "accepted") else None
 
-    return await eventually(ended, timeout=timeout, what=f"the outcome of version {version}")
+    row = await eventually(ended, timeout=timeout, what=f"the outcome of version {version}")
+    assert row is not None
+    return row
 
 
 async def test_pushes_applied_refused_and_rolled_back_with_every_event_at_the_hub_once(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pytest
 from sqlalchemy import select
@@ -87,12 +87,12 @@ async def test_a_push_goes_out_and_each_answer_of_the_gateway_is_recorded_and_au
     results_topic = wire.topic(STORE, GATEWAY, wire.Channel.COMMAND_RESULTS)
     gateway_client.subscribe(commands_topic)
 
-    async def answer(command: wire.Command, status: str, detail: str) -> None:
+    async def answer(command: wire.Command, status: Literal["accepted", "done", "failed"], detail: str) -> None:
         result = wire.CommandResult(
             command_id=command.command_id,
             store_id=STORE,
             gateway_id=GATEWAY,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             detail=detail,
             ts=wire.utc_now(),
         )
