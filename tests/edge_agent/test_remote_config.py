@@ -125,6 +125,46 @@ def test_a_resend_rewinds_only_above_its_seq_and_never_below_the_hubs_ack() -> N
     assert (window.cursor, window.probing) == (10, True)
 
 
+def apply_command(**args: Any) -> wire.Command:
+    return wire.Command(
+        command_id=uuid.uuid4(),
+        store_id=STORE,
+        gateway_id=GATEWAY,
+        name="config.apply",
+        args=args,
+        issued_at=wire.utc_now(),
+    )
+
+
+async def test_apply_refuses_bad_arguments_and_a_second_push_during_probation(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    text = agent_toml(MqttSettings(port=1883))
+    path.write_text(text)
+    remote, restart = RemoteConfig(config_path=path), asyncio.Event()
+    progress: list[str] = []
+    running = load_agent_config(path)
+
+    async def apply(command: wire.Command) -> tuple[str, str]:
+        return await remote.apply(command, progress.append, running=running, restart=restart)
+
+    status, detail = await apply(apply_command(version=0, toml=text))
+    assert status == "rejected"
+    assert detail.startswith("config.apply: version:")
+    assert (await apply(apply_command(version=2, toml=text, probation_s=901)))[0] == "rejected"
+    on_probation = PendingApply(
+        command_id=uuid.uuid4(), store_id=STORE, gateway_id=GATEWAY, version=1, probation_s=60, phase="probation"
+    )
+    remote.pending_path.write_text(on_probation.model_dump_json())
+    assert await apply(apply_command(version=2, toml=text)) == (
+        "rejected",
+        "version 1 is still on probation: push again once it has ended",
+    )
+    remote.pending_path.write_text("{not json")
+    assert remote.pending() is None  # set aside, logged, and the agent goes on
+    assert (tmp_path / "config-apply.json.corrupt").read_text() == "{not json"
+    assert (progress, restart.is_set(), path.read_text()) == ([], False, text)
+
+
 # ------------------------------------------------------------------ the runner on a real broker
 
 
