@@ -181,6 +181,12 @@ def candidate_problems(text: str, *, running: AgentConfig, config_path: Path) ->
         problems.append(f"store_id: {candidate.store_id!r} is not this gateway's store {running.store_id!r}")
     if candidate.gateway_id != running.gateway_id:
         problems.append(f"gateway_id: {candidate.gateway_id!r} is not this gateway {running.gateway_id!r}")
+    # The events waiting in the outbox stay there: a push that moved it would leave them behind unsent.
+    if candidate.outbox.path != running.outbox.path:
+        problems.append(
+            f"outbox.path: a push may not move the outbox (from {running.outbox.path} to {candidate.outbox.path}): "
+            "the events waiting in it would be left behind"
+        )
     return problems
 
 

@@ -66,6 +66,8 @@ def test_a_candidate_is_checked_as_the_agent_checks_its_file(tmp_path: Path) -> 
     (inline,) = problems(agent_toml(mqtt).replace("[mqtt]\n", '[mqtt]\npassword = "hunter2"\n'))
     assert inline.startswith("mqtt.password is written inline")
     assert problems("store_id = \n")[0].startswith("not TOML")
+    (moved,) = problems(agent_toml(mqtt).replace('path = "outbox.sqlite"', 'path = "elsewhere.sqlite"'))
+    assert moved.startswith("outbox.path: a push may not move the outbox")
     (unknown_profile,) = problems(
         agent_toml(mqtt, device='[[devices]]\ndevice_id = "scale-1"\nprofile = "no-such"\naddress = "/dev/x"\n')
     )
