@@ -248,16 +248,24 @@ class EdgeAgent:
         supervisor = self._devices.supervisor(device_id)
         return None if supervisor is None else supervisor.up
 
-    def publish_command_result(self, result: wire.CommandResult) -> bool:
-        """Publish ``result`` (QoS 1) while connected; False when not connected or the client refused it.
+    async def publish_command_result(self, result: wire.CommandResult, *, timeout_s: float = 5.0) -> bool:
+        """Publish ``result`` (QoS 1) and wait for the broker's PUBACK; False when not connected or not acknowledged.
 
-        For a result that outlives the agent that got the command (a config on probation across a restart).
+        For a result that outlives the agent that got the command (a config on probation across a restart): its
+        record is forgotten only once the broker has the result.
         """
         link = self._link
         if link is None or not self._state.connected:
             return False
         topic = wire.topic(self.config.store_id, self.config.gateway_id, wire.Channel.COMMAND_RESULTS)
-        return link.publish(topic, wire.encode(result), qos=1).rc in QUEUED_RCS
+        info = link.publish(topic, wire.encode(result), qos=1)
+        if info.rc not in QUEUED_RCS:
+            return False
+        try:
+            await asyncio.to_thread(info.wait_for_publish, timeout_s)
+        except (RuntimeError, ValueError):  # the connection dropped meanwhile, or the client's queue is full
+            return False
+        return info.is_published()
 
     def resend_after(self, seq: int) -> tuple[int, int] | None:
         """Send the events above ``seq`` still in the outbox again; the seqs that go (first, last), or None.

@@ -15,7 +15,8 @@ The steps, each one surviving a restart of the process::
 
 An agent killed during its probation finds the record in phase "probation" when it starts again and rolls back
 first (:meth:`RemoteConfig.recover_on_start`): a config that kills the agent is the worst kind of broken.
-The record is deleted once the final result has gone out.
+The record is deleted once the broker has acknowledged the final result (PUBACK); until then each new agent
+publishes it again, and the hub keeps the first final result.
 
 Why "an ack" and not only "connected": a config can point at a broker that accepts the connection but not the
 gateway's publishes (a wrong username under the broker's ACL), and only the hub's ack proves events arrive.
@@ -125,7 +126,7 @@ class ProbationSubject(Protocol):
 class ResultSubject(ProbationSubject, Protocol):
     """An agent that can also publish a command result."""
 
-    def publish_command_result(self, result: wire.CommandResult) -> bool: ...
+    async def publish_command_result(self, result: wire.CommandResult) -> bool: ...
 
 
 def expected_devices(config: AgentConfig) -> list[str]:
@@ -277,7 +278,7 @@ class RemoteConfig:
                 await self._clock.sleep(PROBATION_POLL_S)
             record = await asyncio.to_thread(self.passed, record)
         result = record.result(self._clock.now())
-        while not agent.publish_command_result(result):
+        while not await agent.publish_command_result(result):
             await self._clock.sleep(RESULT_RETRY_S)
         log.info("config_apply_result_published", version=record.version, status=result.status, detail=result.detail)
         await asyncio.to_thread(self.finished)
