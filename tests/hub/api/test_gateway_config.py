@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 import pytest
 from sqlalchemy import select
 
+from hub.commands.status import EXPIRED_UNSENT, set_command_status
 from hub.db.models import GatewayConfig, OutgoingCommand
 from hub.fleet.configs import MAX_CONFIG_BYTES, push_problems
 from hub.settings import HubSettings, load_hub_settings
@@ -131,7 +132,16 @@ async def test_a_push_goes_out_and_each_answer_of_the_gateway_is_recorded_and_au
         await answer(wire.decode(wire.Command, payload2), "done", "applied version 2")
         await eventually(lambda: status_of(2, "applied"), what="version 2 applied")
 
+        # A push that never reaches its gateway expires (as the command sender marks it): the hub's own entry.
+        third = await technician.put(CONFIG, json={"toml": TOML + "# v3\n"})
+        assert third.status_code == 202, third.text
+        async with hub.runtime.sessions() as session, session.begin():
+            await set_command_status(
+                session, [third.json()["command_id"]], "expired", detail=EXPIRED_UNSENT, at=wire.utc_now()
+            )
         shown = (await technician.get(CONFIG)).json()
+    assert shown["history"][0]["status"] == "expired"
+    shown["history"].pop(0)
     assert shown["current"]["version"] == 2
     assert shown["current"]["toml"] == TOML + "# v2\n"
     assert [(v["version"], v["status"]) for v in shown["history"]] == [(2, "applied"), (1, "rolled_back")]
@@ -143,12 +153,15 @@ async def test_a_push_goes_out_and_each_answer_of_the_gateway_is_recorded_and_au
     assert sorted(e["target"] for e in pushes) == [
         f"gateway-config:{STORE}/{GATEWAY}/v1",
         f"gateway-config:{STORE}/{GATEWAY}/v2",
+        f"gateway-config:{STORE}/{GATEWAY}/v3",
     ]
     assert all("toml" not in (e["after"] or {}) for e in pushes)
     rolled_back = await audit(hub, action="config.rolled_back")
     assert [(e["actor"], e["actor_kind"], e["detail"]) for e in rolled_back] == [
         (f"gateway:{STORE}/{GATEWAY}", "gateway", why)
     ]
+    (expired,) = await audit(hub, action="config.expired")
+    assert (expired["actor"], expired["actor_kind"], expired["detail"]) == ("hub", "system", EXPIRED_UNSENT)
     assert [e["target"] for e in await audit(hub, action="config.applied")] == [f"gateway-config:{STORE}/{GATEWAY}/v2"]
 
 
