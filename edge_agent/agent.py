@@ -76,7 +76,7 @@ from edge_agent.timing import Backoff
 from edge_agent.uplink import Uplink, new_window
 from storegate import wire
 from storegate.clock import Clock, SystemClock
-from storegate.mqtt import MqttLink
+from storegate.mqtt import QUEUED_RCS, MqttLink
 from storegate.tasks import BackgroundTask
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,7 @@ class EdgeAgent:
         )
         """Camera stills waiting for the hub (opened when the agent runs)."""
         self._uploader: SnapshotUploader | None = None
+        self._link: MqttLink | None = None  # while the agent runs
         self._uploads_off: str | None = None  # why stills cannot be uploaded at all, when a file is unusable
         self._recorder = recorder = Recorder(config=config, clock=self._clock, rng=rng, state=state, spool=self.spool)
         # The recorder's own methods, not wrappers: record() is the hot path, one call per reading.
@@ -227,6 +228,62 @@ class EdgeAgent:
         """The durable print queue (for tests and tools; the agent owns it, open while it runs)."""
         return self._print_jobs
 
+    @property
+    def connected(self) -> bool:
+        """Whether the agent is connected to the broker now (its birth went out on this connection)."""
+        return self._state.connected
+
+    @property
+    def acked(self) -> int:
+        """Events the hub has acknowledged since this agent started."""
+        return self._state.acked
+
+    def waiting_events(self) -> int:
+        """Events in the outbox waiting for the hub's ack (0 before the outbox is open)."""
+        outbox = self._state.outbox
+        return 0 if outbox is None else outbox.depth()
+
+    def device_up(self, device_id: str) -> bool | None:
+        """Whether a device's driver is open now; None when no such device runs."""
+        supervisor = self._devices.supervisor(device_id)
+        return None if supervisor is None else supervisor.up
+
+    async def publish_command_result(self, result: wire.CommandResult, *, timeout_s: float = 5.0) -> bool:
+        """Publish ``result`` (QoS 1) and wait for the broker's PUBACK; False when not connected or not acknowledged.
+
+        For a result that outlives the agent that got the command (a config on probation across a restart): its
+        record is forgotten only once the broker has the result.
+        """
+        link = self._link
+        if link is None or not self._state.connected:
+            return False
+        topic = wire.topic(self.config.store_id, self.config.gateway_id, wire.Channel.COMMAND_RESULTS)
+        info = link.publish(topic, wire.encode(result), qos=1)
+        if info.rc not in QUEUED_RCS:
+            return False
+        try:
+            await asyncio.to_thread(info.wait_for_publish, timeout_s)
+        except (RuntimeError, ValueError):  # the connection dropped meanwhile, or the client's queue is full
+            return False
+        return info.is_published()
+
+    def resend_after(self, seq: int) -> tuple[int, int] | None:
+        """Send the events above ``seq`` still in the outbox again; the seqs that go (first, last), or None.
+
+        What the hub has acknowledged is deleted here and cannot go again: the first seq sent is the
+        first one still held. The hub's idempotent store keeps each event once.
+        """
+        outbox, window = self._state.outbox, self._state.window
+        if outbox is None or window is None:
+            return None
+        first, last = max(seq, window.acked_seq) + 1, outbox.last_seq
+        if first > last:
+            return None
+        window.request_resend_after(first - 1)
+        self._state.wake_sender.set()
+        log.info("resend_requested", first_seq=first, last_seq=last)
+        return first, last
+
     def _devices_changed(self) -> None:
         self._presence.devices_changed()
         self._print_jobs.devices_changed()
@@ -284,6 +341,7 @@ class EdgeAgent:
             queue_size=1000,
         )
         uplink = Uplink(config=config, clock=clock, state=state, outbox=outbox, link=link, window=window)
+        self._link = link
         acks = AckHandler(
             config=config,
             clock=clock,

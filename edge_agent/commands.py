@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 COMMAND_TIMEOUT_S: Final = 30.0
 # Results of recent commands kept to answer a redelivered command (QoS 1) without running it twice.
 COMMAND_RESULTS_KEPT: Final = 1000
+# ``restart`` for a device: its driver is stopped and started again, answered once it is open or after this long.
+RESTART_COMMAND: Final = "restart"
+RESTART_TIMEOUT_S: Final = 30.0
 
 FinalStatus: TypeAlias = Literal["done", "failed", "rejected", "expired"]
 # Publishes a non-final ``accepted`` result with this detail: "stored, applying; the outcome follows".
@@ -172,6 +175,8 @@ class Commands:
         if supervisor is None:
             known = ", ".join(self._devices.device_ids) or "none"
             return answer("rejected", f"no device {command.device_id!r} on this gateway (devices: {known})")
+        if command.name == RESTART_COMMAND:
+            return await self._restart(command)
         try:
             return await asyncio.wait_for(supervisor.execute(command), COMMAND_TIMEOUT_S)
         except CommandNotSupportedError as err:
@@ -183,3 +188,14 @@ class Commands:
         except Exception as err:  # a driver bug answers "failed" and is logged; the agent goes on
             log.error("command_crashed", command=command.name, device_id=command.device_id, exc_info=err)
             return answer("failed", f"the driver failed: {err!r}")
+
+    async def _restart(self, command: wire.Command) -> wire.CommandResult:
+        """Stop a device's driver and start it again: ``done`` once it is open again, else ``failed``."""
+        assert command.device_id is not None
+        if command.args:
+            return self._answer(command, "rejected", f"restart takes no arguments, got {sorted(command.args)}")
+        try:
+            up, detail = await self._devices.restart(command.device_id, timeout_s=RESTART_TIMEOUT_S)
+        except KeyError:
+            return self._answer(command, "rejected", f"{command.device_id!r} stopped running before its restart")
+        return self._answer(command, "done" if up else "failed", detail)

@@ -12,6 +12,7 @@ before every open, the highest number the outbox has committed for it.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -110,6 +111,7 @@ class DeviceSupervisor:
         self.since = clock.monotonic()  # when ``up`` last changed
         self.last_error: str | None = None
         self.rejected = 0
+        self._opened = asyncio.Event()  # set when the driver is open and passing readings on (a restart waits on it)
 
     @property
     def driver(self) -> Driver | None:
@@ -152,6 +154,14 @@ class DeviceSupervisor:
                 return
             await self._clock.sleep(delay)
 
+    async def wait_up(self, timeout_s: float) -> bool:
+        """Wait until the driver has opened (at most ``timeout_s``); whether it did."""
+        try:
+            await asyncio.wait_for(self._opened.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     async def execute(self, command: Command) -> CommandResult:
         """Run a hub command on the device; DeviceUnavailableError while its driver is not open."""
         driver = self._driver
@@ -192,6 +202,7 @@ class DeviceSupervisor:
         self.failures = 0
         self.last_error = None
         self.since = now
+        self._opened.set()
         if self.reports_lifecycle:
             assert isinstance(self.config, ProfiledDeviceConfig)
             await self._emit(

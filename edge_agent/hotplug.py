@@ -272,6 +272,27 @@ class DeviceManager:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def restart(self, device_id: str, *, timeout_s: float) -> tuple[bool, str]:
+        """Stop the driver of ``device_id`` and start it again; whether it opened within ``timeout_s``, in words.
+
+        KeyError when no such device runs. The same config and port are used: a restart clears a driver's
+        state (a wedged serial line, a camera that stopped answering), it does not reconfigure it.
+        """
+        async with self._scanning:  # not while a scan starts or stops devices
+            running = self._running.get(device_id)
+            if running is None:
+                raise KeyError(device_id)
+            log.info("device_restarting", device_id=device_id)
+            await self._stop(device_id, reason="restart")
+            self._start(running.supervisor.config, port=running.port)
+            supervisor = self._running[device_id].supervisor
+        if await supervisor.wait_up(timeout_s):
+            return True, f"{device_id} restarted and connected again"
+        return False, (
+            f"{device_id} restarted but not connected within {timeout_s:.0f} s: "
+            f"{supervisor.last_error or 'the driver has not opened yet'}"
+        )
+
     async def _scan(self) -> None:
         assert self._lister is not None
         try:

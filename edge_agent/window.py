@@ -68,6 +68,7 @@ class SendWindow:
         self._progress_at = now  # restarted by acks, by rewinds, and when an empty window gets an event
         self._waiting_since = now  # restarted by acks and when nothing was outstanding; rewinds leave it
         self._rewind_requested = False
+        self._rewind_floor: int | None = None  # a rewind asked for from a seq on: to this, not to acked_seq
 
     @property
     def next_after(self) -> int:
@@ -108,8 +109,17 @@ class SendWindow:
     def request_rewind(self) -> None:
         """Send everything unacknowledged again before anything new, probing first (after a (re)connect)."""
         self._rewind_requested = True
+        self._rewind_floor = None
         self.probing = True
         self._probe_timeouts = 0
+
+    def request_resend_after(self, seq: int) -> None:
+        """Send the rows above ``seq`` again (the hub asked: a resend from a seq), without probing."""
+        if self._rewind_requested and self._rewind_floor is None:
+            return  # a full rewind is due anyway
+        floor = seq if self._rewind_floor is None else min(self._rewind_floor, seq)
+        self._rewind_requested = True
+        self._rewind_floor = floor
 
     def heard_from_hub(self) -> bool:
         """The hub answered (any ack of this stream): it is listening, so stop probing; True if it was."""
@@ -127,8 +137,14 @@ class SendWindow:
             self._probe_timeouts = self._probe_timeouts + 1 if self.probing else _AFTER_TIMEOUT
             self.probing = True
         if reason is not None:
+            floor = self._rewind_floor if reason == "connected" else None
             self._rewind_requested = False
-            self.cursor = self.ahead_through = self.acked_seq
+            self._rewind_floor = None
+            if floor is None or floor <= self.acked_seq:
+                self.cursor = self.ahead_through = self.acked_seq
+            else:  # a resend from a seq: only the rows above it go again
+                self.cursor = min(self.cursor, floor)
+                self.ahead_through = min(self.ahead_through, floor)
             self._flights.clear()
             self._backlog_in_flight = self._ahead_in_flight = 0
             self._progress_at = now

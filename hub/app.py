@@ -68,6 +68,7 @@ from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
 from hub.errors import HubError
 from hub.fleet import api as fleet_api
+from hub.fleet import config_api as fleet_config_api
 from hub.footfall import api as footfall_api
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
@@ -553,6 +554,7 @@ _API_MODULES: Final = (
     console_store,
     console_fleet,
     console_audit,
+    fleet_config_api,
 )
 
 

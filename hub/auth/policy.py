@@ -111,6 +111,10 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/commands/{command_id}"): read(OBJECT),  # the handler checks the command's store
     # a test page, snapshot, status or ping needs maintain, a receipt operate: checked by the handler on the body
     ("POST", "/api/v1/stores/{store_id}/gateways/{gateway_id}/devices/{device_id}/commands"): command(PATH),
+    # the gateway's own commands (ping, resend) and its pushed configs: technicians of the store and admins
+    ("POST", "/api/v1/stores/{store_id}/gateways/{gateway_id}/commands"): maintain(PATH),
+    ("GET", "/api/v1/stores/{store_id}/gateways/{gateway_id}/config"): read(PATH),
+    ("PUT", "/api/v1/stores/{store_id}/gateways/{gateway_id}/config"): maintain(PATH),
     # catalog: reference data read by all, imported by admins
     ("POST", "/api/v1/catalog/skus/import"): administer(),
     ("GET", "/api/v1/catalog/skus/export"): read(),

@@ -21,7 +21,7 @@ from hub.api.deps import NowDep, SessionDep
 from hub.api.schemas import ApiModel, ValidationProblem
 from hub.auth.audit import note_change
 from hub.auth.guard import PrincipalDep
-from hub.commands.requests import CommandRequest, kind_of, lifetime, needed_capability, wire_args
+from hub.commands.requests import CommandRequest, GatewayCommandRequest, kind_of, lifetime, needed_capability, wire_args
 from hub.db.models import OutgoingCommand
 from hub.domain.access import AccessDenied
 from hub.fleet import registry
@@ -92,11 +92,12 @@ def status_out(row: OutgoingCommand) -> CommandStatusOut:
     response_model=CommandQueuedOut,
     status_code=202,
     summary="Send a device a command",
-    description="Queue `print` (`args.document` `test_page` or `receipt`), `snapshot`, `status` or `ping` for a "
+    description="Queue `print` (`args.document` `test_page` or `receipt`), `snapshot`, `status`, `ping` or "
+    "`restart` (the driver stopped and started again; `done` once it is connected again) for a "
     "device of an enrolled gateway; the hub publishes it on the gateway's commands topic and records its result, "
     "readable at `status_url`. A receipt needs the `operate` capability (ops, admins); the others `maintain` "
     "(technicians, admins). The command expires unsent after `expires_in_s` (default: 15 min for a test page or "
-    "a snapshot, 1 h for a receipt, 5 min for status and ping).",
+    "a snapshot, 1 h for a receipt, 5 min for status, ping and restart).",
     responses={
         403: {"description": "the role may not send this command, or the store is outside the caller's access"},
         404: {"description": "the store has no gateway of that id"},
@@ -116,8 +117,55 @@ async def send_command(
     body: CommandRequest,
 ) -> CommandQueuedOut:
     """Queue ``body`` for ``device_id`` behind ``gateway_id`` of ``store_id``; 202 with its id."""
-    kind = kind_of(body)
     target = f"device:{store_id}/{gateway_id}/{device_id}"
+    return await _queue(request, response, session, now, who, store_id, gateway_id, device_id, body, target=target)
+
+
+@router.post(
+    "/api/v1/stores/{store_id}/gateways/{gateway_id}/commands",
+    response_model=CommandQueuedOut,
+    status_code=202,
+    summary="Send a gateway a command",
+    description="Queue `ping` or `resend` (`args.from_seq`: the gateway's outbox events from that seq on go to the "
+    "hub again; the hub keeps each event once, and events it acknowledged are no longer on the gateway) for an "
+    "enrolled gateway; its result is readable at `status_url`. Needs `maintain` (technicians, admins). A config "
+    "goes by `PUT .../config`, not here.",
+    responses={
+        403: {"description": "the role may not send this command, or the store is outside the caller's access"},
+        404: {"description": "the store has no gateway of that id"},
+        409: {"description": "the gateway was revoked"},
+        422: {"model": ValidationProblem, "description": "an unknown command, bad or out-of-range arguments"},
+    },
+)
+async def send_gateway_command(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    now: NowDep,
+    who: PrincipalDep,
+    store_id: StorePath,
+    gateway_id: GatewayPath,
+    body: GatewayCommandRequest,
+) -> CommandQueuedOut:
+    """Queue ``body`` for the gateway ``gateway_id`` of ``store_id`` itself; 202 with its id."""
+    target = f"gateway:{store_id}/{gateway_id}"
+    return await _queue(request, response, session, now, who, store_id, gateway_id, None, body, target=target)
+
+
+async def _queue(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    now: NowDep,
+    who: PrincipalDep,
+    store_id: str,
+    gateway_id: str,
+    device_id: str | None,
+    body: CommandRequest | GatewayCommandRequest,
+    *,
+    target: str,
+) -> CommandQueuedOut:
+    kind = kind_of(body)
     note_change(request, target=target, store_id=store_id, detail=kind)
     need = needed_capability(body)
     if not who.can(need):
@@ -164,7 +212,7 @@ async def send_command(
     note_change(
         request,
         target=f"command:{command_id}",
-        after={"command": kind, "device": target, "expires_at": expires_at.isoformat()},
+        after={"command": kind, "device" if device_id else "gateway": target, "expires_at": expires_at.isoformat()},
     )
     log.info("command_queued", command_id=command_id, kind=kind, target=target, actor=who.actor)
     status_url = COMMAND_PATH.format(command_id=command_id)

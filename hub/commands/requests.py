@@ -1,11 +1,12 @@
 """What an operator may ask a device to do through the hub's API, validated before anything is queued (pure).
 
-The names are an allow-list: ``print`` (a ``test_page`` or a ``receipt``), ``snapshot``, ``status`` and
-``ping``. The arguments are checked here against the limits the gateway's drivers apply
-(``device_drivers.printer.render.parse_document``, ``device_drivers.camera.driver.SnapshotArgs``), which the hub
-cannot import: a command the hub accepts is one the driver can run, and a bad one is a 422 now rather than a
-``rejected`` result minutes later. Text may not carry control characters: on the printer, ESC or GS would
-be commands, not text (the driver blanks them; the hub refuses them, so nobody is surprised by the paper).
+The names are an allow-list: ``print`` (a ``test_page`` or a ``receipt``), ``snapshot``, ``status``, ``ping``
+and ``restart`` for a device; ``ping`` and ``resend`` for the gateway itself. The arguments are checked here
+against the limits the gateway's drivers apply (``device_drivers.printer.render.parse_document``,
+``device_drivers.camera.driver.SnapshotArgs``), which the hub cannot import: a command the hub accepts is one
+the driver can run, and a bad one is a 422 now rather than a ``rejected`` result minutes later. Text may not
+carry control characters: on the printer, ESC or GS would be commands, not text (the driver blanks them; the
+hub refuses them, so nobody is surprised by the paper).
 
 A receipt needs ``operate`` (ops, admins: it is the store's business); the rest needs ``maintain``
 (technicians, admins): :func:`needed_capability`.
@@ -151,10 +152,44 @@ class PingRequest(_Request):
     args: NoArgs = NoArgs()
 
 
-CommandRequest = Annotated[PrintRequest | SnapshotRequest | StatusRequest | PingRequest, Field(discriminator="name")]
+class RestartRequest(_Request):
+    """Stop the device's driver and start it again (maintain); answered once it is connected again, or failed."""
+
+    name: Literal["restart"]
+    args: NoArgs = NoArgs()
 
 
-def kind_of(request: CommandRequest) -> str:
+CommandRequest = Annotated[
+    PrintRequest | SnapshotRequest | StatusRequest | PingRequest | RestartRequest, Field(discriminator="name")
+]
+
+
+# The gateway's own commands (no device): ``ping``, and ``resend`` of the outbox's events from a seq on.
+# ``config.apply`` is not among them: it goes out only through a config push (hub.fleet.config_api), with a version.
+class ResendArgs(_Args):
+    """The events from ``from_seq`` on go to the hub again (those the gateway still holds: unacknowledged ones)."""
+
+    from_seq: int = Field(ge=1, le=2**63 - 1, description="the first seq of the gateway's outbox stream to resend")
+
+
+class GatewayPingRequest(_Request):
+    """Is the gateway there (maintain)."""
+
+    name: Literal["ping"]
+    args: NoArgs = NoArgs()
+
+
+class ResendRequest(_Request):
+    """Send the outbox's events from a seq on again (maintain); the hub keeps each event once."""
+
+    name: Literal["resend"]
+    args: ResendArgs
+
+
+GatewayCommandRequest = Annotated[GatewayPingRequest | ResendRequest, Field(discriminator="name")]
+
+
+def kind_of(request: CommandRequest | GatewayCommandRequest) -> str:
     """What is asked, as the tables below and the audit log name it: ``print:receipt``, ``ping``..."""
     if isinstance(request, PrintRequest):
         return f"print:{request.args.document}"
@@ -168,6 +203,8 @@ NEEDS: Final[dict[str, Capability]] = {
     "snapshot": Capability.MAINTAIN,
     "status": Capability.MAINTAIN,
     "ping": Capability.MAINTAIN,
+    "restart": Capability.MAINTAIN,
+    "resend": Capability.MAINTAIN,
 }
 DEFAULT_LIFETIME: Final[dict[str, timedelta]] = {
     "print:test_page": timedelta(minutes=15),
@@ -175,22 +212,24 @@ DEFAULT_LIFETIME: Final[dict[str, timedelta]] = {
     "snapshot": timedelta(minutes=15),
     "status": timedelta(minutes=5),
     "ping": timedelta(minutes=5),
+    "restart": timedelta(minutes=5),
+    "resend": timedelta(minutes=15),
 }
 
 
-def needed_capability(request: CommandRequest) -> Capability:
+def needed_capability(request: CommandRequest | GatewayCommandRequest) -> Capability:
     """The capability a principal needs to send ``request``."""
     return NEEDS[kind_of(request)]
 
 
-def lifetime(request: CommandRequest) -> timedelta:
+def lifetime(request: CommandRequest | GatewayCommandRequest) -> timedelta:
     """How long ``request`` may wait for its gateway: the caller's ``expires_in_s``, else its kind's default."""
     if request.expires_in_s is not None:
         return timedelta(seconds=request.expires_in_s)
     return DEFAULT_LIFETIME[kind_of(request)]
 
 
-def wire_args(request: CommandRequest) -> dict[str, JsonValue]:
+def wire_args(request: CommandRequest | GatewayCommandRequest) -> dict[str, JsonValue]:
     """The command's ``args`` as the gateway receives them (amounts as decimal strings, nothing unset)."""
     args: dict[str, JsonValue] = request.args.model_dump(mode="json", exclude_none=True)
     return args

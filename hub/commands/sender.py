@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.commands.status import mark_sent, set_command_status
+from hub.commands.status import EXPIRED_UNSENT, mark_sent, set_command_status
 from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand
@@ -85,7 +85,7 @@ async def publish_pending(session: AsyncSession, link: Publisher, *, now: dateti
             break  # try again on the next round, in order
         sent.append(row.command_id)
     if expired:
-        await set_command_status(session, expired, "expired", detail="expired before it could be sent", at=now)
+        await set_command_status(session, expired, "expired", detail=EXPIRED_UNSENT, at=now)
     if sent:
         await mark_sent(session, sent, at=now)
     return len(sent)

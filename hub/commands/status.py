@@ -21,12 +21,16 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import OutgoingCommand
+from hub.auth import audit
+from hub.db.models import GatewayConfig, OutgoingCommand
+from hub.fleet.configs import OPEN_STATUSES, config_status
 from hub.inventory.models import RestockTask
 from storegate import wire
 
 log = structlog.get_logger(__name__)
 
+# The detail of a command the sender found expired before it could be sent (hub.commands.sender).
+EXPIRED_UNSENT: Final = "expired before it could be sent"
 # These UPDATEs change rows by criteria: the ORM need not look for them among the session's objects.
 _NO_SYNC: Final = {"synchronize_session": False}
 
@@ -78,6 +82,7 @@ async def set_command_status(
         .values(status=status, result_detail=detail, result_at=at),
         execution_options=_NO_SYNC,
     )
+    await config_results(session, command_ids, status, detail=detail, at=at)
     print_status = print_status_of(status)
     await session.execute(
         update(RestockTask)
@@ -88,6 +93,51 @@ async def set_command_status(
         .values(print_status=print_status, print_detail=detail),
         execution_options=_NO_SYNC,
     )
+
+
+async def config_results(
+    session: AsyncSession, command_ids: Sequence[str], status: str, *, detail: str, at: datetime
+) -> None:
+    """Move the pushed configs these commands carry (``config.apply``) to ``status``'s config status, audited.
+
+    Each change is a system entry of the audit log (actor: the gateway, or the hub for a push that expired
+    unsent), as an operator's push is an entry of its request.
+    """
+    new_status = config_status(status, detail)
+    allowed = ["pending"] if new_status == "accepted" else list(OPEN_STATUSES)
+    rows = (
+        (
+            await session.execute(
+                select(GatewayConfig).where(
+                    GatewayConfig.command_id.in_(command_ids), GatewayConfig.status.in_(allowed)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for row in rows:
+        before = row.status
+        row.status, row.detail, row.result_at = new_status, detail, at
+        gateway = f"{row.store_id}/{row.gateway_id}"
+        sent = status != "expired" or detail != EXPIRED_UNSENT
+        session.add(
+            audit.entry(
+                audit.AuditEvent(
+                    action=f"config.{new_status}",
+                    actor=f"gateway:{gateway}" if sent else "hub",
+                    actor_kind="gateway" if sent else "system",
+                    outcome=new_status,
+                    target=f"gateway-config:{gateway}/v{row.version}",
+                    store_id=row.store_id,
+                    before={"status": before},
+                    after={"status": new_status, "version": row.version, "sha256": row.toml_sha256},
+                    detail=detail,
+                ),
+                at=at,
+            )
+        )
+        log.info("config_result", gateway=gateway, version=row.version, status=new_status, detail=detail[:200])
 
 
 def print_status_of(status: str) -> str:

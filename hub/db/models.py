@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -300,4 +301,34 @@ class OutgoingCommand(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     sent_at: Mapped[datetime | None]
     result_detail: Mapped[str | None] = mapped_column(Text)
+    result_at: Mapped[datetime | None]
+
+
+class GatewayConfig(Base):
+    """One version of a gateway's agent.toml pushed by the hub (``config.apply``), and what the gateway made of it.
+
+    ``status``: "pending" until the gateway answers (its command's status says whether it was sent), "accepted"
+    while it is on probation, then "applied", "rolled_back" (it failed its probation), "rejected" (refused
+    before anything changed), "failed" or "expired" (never reached the gateway).
+    """
+
+    __tablename__ = "gateway_configs"
+    __table_args__ = (
+        UniqueConstraint("store_id", "gateway_id", "version"),
+        ForeignKeyConstraint(["store_id", "gateway_id"], [Gateway.store_id, Gateway.gateway_id]),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    toml: Mapped[str] = mapped_column(Text)
+    toml_sha256: Mapped[str] = mapped_column(String(64))
+    probation_s: Mapped[float] = mapped_column(Float)
+    pushed_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    pushed_at: Mapped[datetime]
+    command_id: Mapped[str] = mapped_column(String(UUID_LENGTH), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
     result_at: Mapped[datetime | None]

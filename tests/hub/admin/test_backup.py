@@ -609,6 +609,23 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "delivered_at": None,
         }
     ],
+    "gateway_configs": [
+        {
+            "id": 1,
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "version": 1,
+            "toml": 'store_id = "store-0001"\ngateway_id = "gw-1"\n# Grüße\n',
+            "toml_sha256": "0" * 64,
+            "probation_s": 120.0,
+            "pushed_by": "tech-mei",
+            "pushed_at": at(12),
+            "command_id": uid(0xC2),
+            "status": "rolled_back",
+            "detail": "rolled back: the broker at hub:8883 was not reached",
+            "result_at": at(140),
+        }
+    ],
 }
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
