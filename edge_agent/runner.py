@@ -13,6 +13,7 @@ from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.errors import AgentFailedError
 from edge_agent.outbox import OutboxError
 from edge_agent.print_jobs import PrintJobsError
+from edge_agent.updates import Updater, update_home
 from storegate.configfile import ConfigError
 from storegate.logs import configure_logging
 from storegate.process import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, stop_on_signals
@@ -21,11 +22,14 @@ from storegate.secret_files import SecretFileError
 log = structlog.get_logger(__name__)
 
 
-async def _serve(config: AgentConfig) -> int:
+async def _serve(config: AgentConfig, home: Path) -> int:
     stop = asyncio.Event()
+    updater = Updater(config=config, home=home, request_stop=stop.set)  # the `update` command: docs/updates.md
     with stop_on_signals(stop):
         try:
-            await EdgeAgent(config=config).run(stop)
+            agent = EdgeAgent(config=config, gateway_commands=updater.commands)
+            async with updater.watching(agent):
+                await agent.run(stop)
         # Outbox or print jobs unusable, metrics port taken, TLS file missing, a secret file made readable since the
         # config was read.
         except (OutboxError, PrintJobsError, OSError, SecretFileError) as err:
@@ -34,7 +38,7 @@ async def _serve(config: AgentConfig) -> int:
         except AgentFailedError as err:
             log.error("agent_failed", error=str(err))
             return EXIT_FAILED
-    return EXIT_OK
+    return updater.exit_code(EXIT_OK)
 
 
 def run_agent(config_path: Path) -> int:
@@ -47,4 +51,4 @@ def run_agent(config_path: Path) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, update_home(config_path)))
