@@ -66,10 +66,10 @@ def run_agent_releases(config_path: Path, run_in_process: Callable[[], int], *, 
             if code != EXIT_SWITCH:
                 return code
             continue
-        code = _run_release(home, config_path, release)
-        if code is None or code == EXIT_SWITCH:  # rolled back, or switched again: run what current names now
+        ended = _run_release(home, config_path, release)
+        if ended is None or ended == EXIT_SWITCH:  # rolled back, or switched again: run what current names now
             continue
-        return code
+        return ended
 
 
 def _probation(home: Path, release: str) -> UpdateRecord | None:

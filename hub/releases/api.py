@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID, uuid4
 
 import structlog
@@ -91,7 +91,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     responses={
         409: {"description": "a release of that version exists (with another SHA-256 if it differs)"},
         413: {"description": "larger than releases.max_bytes"},
-        422: {"model": ValidationProblem, "description": "not a wheel of the storegate distribution, in words"},
+        422: {"description": "not a wheel of the storegate distribution, in words"},
     },
 )
 async def upload_release(
@@ -282,7 +282,7 @@ async def _targets(session: AsyncSession, rollout_id: str) -> list[RolloutTarget
 
 async def _detail(session: AsyncSession, row: Rollout) -> RolloutDetailOut:
     targets = await _targets(session, row.rollout_id)
-    return RolloutDetailOut(**_rollout_fields(row, targets), targets=[_target_out(t) for t in targets])  # type: ignore[arg-type]
+    return RolloutDetailOut(**_rollout_fields(row, targets), targets=[_target_out(t) for t in targets])
 
 
 async def _chosen_gateways(session: AsyncSession, rollout_in: RolloutIn) -> list[tuple[str, str]]:
@@ -379,11 +379,11 @@ async def create_rollout(
 async def list_rollouts(session: SessionDep) -> RolloutList:
     """Every rollout, newest first, with its counts by outcome."""
     rows = (await session.scalars(select(Rollout).order_by(Rollout.created_at.desc()))).all()
-    out = [RolloutOut(**_rollout_fields(row, await _targets(session, row.rollout_id))) for row in rows]  # type: ignore[arg-type]
+    out = [RolloutOut(**_rollout_fields(row, await _targets(session, row.rollout_id))) for row in rows]
     return RolloutList(rollouts=out)
 
 
-_NOT_FOUND: Final = {404: {"description": "no such rollout"}}
+_NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"description": "no such rollout"}}
 
 
 async def _existing(session: AsyncSession, rollout_id: UUID) -> Rollout:
@@ -432,7 +432,10 @@ async def _act(
     return out
 
 
-_CONFLICT: Final = {**_NOT_FOUND, 409: {"description": "the rollout's state does not allow it"}}
+_CONFLICT: Final[dict[int | str, dict[str, Any]]] = {
+    **_NOT_FOUND,
+    409: {"description": "the rollout's state does not allow it"},
+}
 
 
 @router.post(ROLLOUTS_PATH + "/{rollout_id}/pause", response_model=RolloutDetailOut, responses=_CONFLICT)

@@ -96,7 +96,13 @@ def agent_at(home: Path, tls: TlsBroker, listener_port: int) -> Service:
         "health": {"interval_s": 2},
         "snapshots": {"hub_url": f"https://{HOST}:{listener_port}"},
         "devices": [
-            {"device_id": "door-1", "driver": "simulated-sequence", "kind": "security.door", "count": 1_000_000},
+            {
+                "device_id": "door-1",
+                "driver": "simulated-sequence",
+                "kind": "security.door",
+                "count": 1_000_000,
+                "rate_per_s": 50,
+            },
         ],
     }
     write_private(home / "agent.toml", tomli_w.dumps(config))
