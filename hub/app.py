@@ -209,7 +209,7 @@ async def _start(
         settings, engine, link, stack, clock, metrics, write_gate, secret_box, leadership
     )
     schedules = _start_report_schedules(settings, engine, stack, clock, metrics, write_gate, secret_box, leadership)
-    rollouts = _start_rollouts(settings, engine, stack, clock, write_gate, leadership, commands)
+    rollouts = _start_rollouts(settings, engine, stack, clock, metrics, write_gate, leadership, commands)
     ingestor = Ingestor(
         link=link,
         engine=engine,
@@ -405,6 +405,7 @@ def _start_rollouts(
     engine: AsyncEngine,
     stack: AsyncExitStack,
     clock: Callable[[], datetime],
+    metrics: HubMetrics,
     write_gate: WriteGate,
     leadership: Leadership | None,
     commands: CommandPublisher | None,
@@ -413,6 +414,7 @@ def _start_rollouts(
     runner = RolloutRunner(
         engine=engine,
         poll_s=settings.releases.poll_s,
+        metrics=metrics,
         notify_commands=commands.notify if commands is not None else lambda: None,
         clock=clock,
         write_gate=write_gate,

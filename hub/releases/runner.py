@@ -32,6 +32,7 @@ from hub.db import writegate
 from hub.db.engine import session_factory
 from hub.db.models import OutgoingCommand, Release, Rollout, RolloutTarget
 from hub.db.writegate import NO_TURNS, WriteGate
+from hub.metrics import HubMetrics
 from hub.releases import plan
 from storegate import wire
 from storegate.tasks import BackgroundTask, wait_for_event
@@ -54,8 +55,14 @@ def update_args(release: Release, probation_s: int) -> dict[str, object]:
     }
 
 
-async def advance(session: AsyncSession, rollout: Rollout, *, now: datetime) -> list[AuditEvent]:
-    """One step of a running rollout (the caller commits); the audit events of any change of its state."""
+async def advance(
+    session: AsyncSession, rollout: Rollout, *, now: datetime, finished: list[str] | None = None
+) -> list[AuditEvent]:
+    """One step of a running rollout (the caller commits); the audit events of any change of its state.
+
+    The outcome of each gateway that finished in this step is appended to ``finished`` (for the counters).
+    """
+    finished = [] if finished is None else finished
     targets = list(
         (await session.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == rollout.rollout_id))).all()
     )
@@ -76,6 +83,7 @@ async def advance(session: AsyncSession, rollout: Rollout, *, now: datetime) -> 
             if outcome is not None:
                 target.outcome, target.finished_at = outcome, now
                 target.detail = detail or status
+                finished.append(outcome)
                 log.info(
                     "rollout_gateway_finished", rollout_id=rollout.rollout_id, gateway=_name(target), outcome=outcome
                 )
@@ -84,6 +92,7 @@ async def advance(session: AsyncSession, rollout: Rollout, *, now: datetime) -> 
             if target.outcome == plan.SENT and target.sent_at is not None and now - target.sent_at >= deadline:
                 target.outcome, target.finished_at = plan.FAILED, now
                 target.detail = f"no outcome from the gateway within {rollout.answer_within_s} s of the command"
+                finished.append(plan.FAILED)
                 log.warning("rollout_gateway_silent", rollout_id=rollout.rollout_id, gateway=_name(target))
     step = plan.next_step(
         [(t.stage, t.outcome) for t in targets],
@@ -158,6 +167,7 @@ class RolloutRunner:
         *,
         engine: AsyncEngine,
         poll_s: float,
+        metrics: HubMetrics | None = None,
         notify_commands: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = wire.utc_now,
         write_gate: WriteGate = NO_TURNS,
@@ -165,6 +175,7 @@ class RolloutRunner:
     ) -> None:
         self._sessions = session_factory(engine)
         self._poll_s = poll_s
+        self._metrics = metrics
         self._notify_commands = notify_commands
         self._clock = clock
         self._gate = write_gate
@@ -192,11 +203,16 @@ class RolloutRunner:
         async with self._gate.turn(writegate.COMMANDS), self._sessions() as session, session.begin():
             rollouts = (await session.scalars(select(Rollout).where(Rollout.status == "running"))).all()
             events: list[AuditEvent] = []
+            finished: list[str] = []
             for rollout in rollouts:
-                events += await advance(session, rollout, now=now)
+                events += await advance(session, rollout, now=now, finished=finished)
             if events:
                 await audit.append(session, events, at=now)
         self.passes += 1
+        if self._metrics is not None:  # counted once committed
+            for outcome in finished:
+                self._metrics.update_outcomes.labels(outcome=outcome).inc()
+            self._metrics.rollouts_halted.inc(sum(1 for e in events if e.action == "rollout.halted"))
         if rollouts:
             self._notify_commands()
 

@@ -141,6 +141,10 @@ async def test_a_rollout_goes_stage_by_stage_and_halts_past_its_threshold_saying
         "failed",
         "rolled back from 0.2.0 to 0.1.0: the new release crashed",
     )
+    metrics = api_hub.runtime.metrics.registry
+    assert metrics.get_sample_value("storegate_hub_update_outcomes_total", {"outcome": "done"}) == 1
+    assert metrics.get_sample_value("storegate_hub_update_outcomes_total", {"outcome": "failed"}) == 1
+    assert metrics.get_sample_value("storegate_hub_rollouts_halted_total") == 1
     halted = [e for e in await audit_actions(api_hub) if e["action"] == "rollout.halted"]
     assert [(e["actor"], e["target"]) for e in halted] == [("system:rollouts", f"rollout:{rollout_id}")]
 
