@@ -316,7 +316,7 @@ def _wake_runner(request: Request) -> None:
     "halts and says why.",
     responses={
         404: {"description": "no release of that version"},
-        409: {"description": "the stores chosen have no enrolled gateway"},
+        409: {"description": "another rollout is running or paused, or the stores chosen have no enrolled gateway"},
         422: {"model": ValidationProblem, "description": "bad stages, store choice or times"},
     },
 )
@@ -327,6 +327,14 @@ async def create_rollout(
     note_change(request, target=f"release:{rollout_in.version}", detail="rollout")
     if await session.get(Release, rollout_in.version) is None:
         raise HTTPException(status_code=404, detail=f"no release {rollout_in.version}: upload it first")
+    # One rollout at a time: two could offer one gateway two releases, and their outcomes would be hard to read.
+    active = (await session.scalars(select(Rollout).where(Rollout.status.in_(["running", "paused"])).limit(1))).first()
+    if active is not None:
+        raise HTTPException(
+            status_code=409,
+            detail=f"rollout {active.rollout_id} of {active.version} is {active.status}: cancel it or let it finish "
+            "before starting another",
+        )
     gateways = await _chosen_gateways(session, rollout_in)
     if not gateways:
         raise HTTPException(status_code=409, detail="the stores chosen have no enrolled, unrevoked gateway")

@@ -167,6 +167,9 @@ async def test_pause_holds_the_next_stage_and_cancel_skips_the_gateways_not_yet_
     rollout_id = (await client.post("/api/v1/rollouts", json=body)).json()["rollout_id"]
     await runner.run_once()
     first = (await _commands(api_hub))[("store-a", "gw-1")]
+    second = await client.post("/api/v1/rollouts", json=body)
+    assert second.status_code == 409
+    assert f"rollout {rollout_id} of 0.2.0 is running" in second.json()["detail"]
     paused = await client.post(f"/api/v1/rollouts/{rollout_id}/pause")
     assert paused.json()["status"] == "paused"
     await _answer(api_hub, [first.command_id], "done", "ok")
@@ -179,6 +182,7 @@ async def test_pause_holds_the_next_stage_and_cancel_skips_the_gateways_not_yet_
     actions = {e["action"] for e in await audit_actions(api_hub) if e["target"] == f"rollout:{rollout_id}"}
     assert len(actions) >= 2
 
+    # Cancelled: another may start (these are refused for their own reasons).
     unknown = await client.post("/api/v1/rollouts", json={**body, "version": "9.9.9"})
     assert unknown.status_code == 404
     nobody = await client.post("/api/v1/rollouts", json={**body, "store_ids": ["store-z"]})
