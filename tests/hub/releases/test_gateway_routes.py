@@ -1,8 +1,12 @@
 """The gateways' routes of updates on the real gateway listener (TLS, client certificates issued by the hub's CA):
-a gateway downloads releases and reports the outcome of its own update commands only."""
+a gateway downloads releases and reports the outcome of its own update commands only; the agent's updater
+installs what it downloaded only when it is what the command said."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -11,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge_agent.config import AgentConfig
+from edge_agent.updates import Updater, current_release, read_record
 from hub.db.models import OutgoingCommand
 from hub.fleet import registry
 from hub.pki.identity import GatewayIdentity
@@ -131,3 +137,70 @@ async def test_a_gateway_downloads_releases_and_reports_only_its_own_updates(tls
         async with client_of(tls, None, port) as anonymous:
             with pytest.raises(httpx.HTTPError):
                 await anonymous.get("/api/v1/gateway/releases/0.2.0/wheel")
+        await _the_updater_installs_only_what_the_command_names(tls, port, tmp_path, wheel)
+
+
+def update_command(**args: object) -> wire.Command:
+    return wire.Command(
+        command_id=uuid.uuid4(),
+        store_id=STORE_A.store_id,
+        gateway_id=STORE_A.gateway_id,
+        name="update",
+        args={"download_path": "/api/v1/gateway/releases/0.2.0/wheel", "probation_s": 60, **args},
+        issued_at=wire.utc_now(),
+    )
+
+
+async def _the_updater_installs_only_what_the_command_names(
+    tls: TlsBroker, port: int, tmp_path: Path, wheel: bytes
+) -> None:
+    home = tmp_path / "gateway-home"
+    home.mkdir()
+    config = AgentConfig.model_validate(
+        {
+            "store_id": STORE_A.store_id,
+            "gateway_id": STORE_A.gateway_id,
+            "mqtt": tls.gateway_settings(STORE_A).model_dump(),
+            "outbox": {"path": home / "outbox.sqlite"},
+            "snapshots": {"hub_url": f"https://{HOST}:{port}"},
+        }
+    )
+    stop = asyncio.Event()
+    progress: list[str] = []
+    updater = Updater(config=config, home=home, request_stop=stop.set, running_version="0.1.0")
+    good = hashlib.sha256(wheel).hexdigest()
+
+    status, detail = await updater.handle(update_command(version="0.2.0", sha256="0" * 64), progress.append)
+    assert status == "failed"
+    assert detail == f"the download's SHA-256 is {good}, not {'0' * 64}: nothing was installed"
+    status, detail = await updater.handle(update_command(version="0.2.1", sha256=good), progress.append)
+    assert (status, detail) == ("failed", "the wheel is version 0.2.0, not 0.2.1: nothing was installed")
+    status, detail = await updater.handle(update_command(version="0.1.0", sha256=good), progress.append)
+    assert (status, detail) == ("done", "already running 0.1.0")
+    status, detail = await updater.handle(update_command(version="0.2.0", sha256=good, probation_s=1), progress.append)
+    assert status == "rejected"
+    assert "probation_s" in detail
+    assert current_release(home) is None
+    assert read_record(home) is None
+    assert not stop.is_set()
+    assert progress == []
+
+    switching = asyncio.create_task(updater.handle(update_command(version="0.2.0", sha256=good), progress.append))
+    await asyncio.wait_for(stop.wait(), 10)  # installed and switched: the agent is asked to stop
+    switching.cancel()  # as the agent's shutdown does; the next agent reports the outcome
+    with contextlib.suppress(asyncio.CancelledError):
+        await switching
+    assert current_release(home) == "0.2.0"
+    record = read_record(home)
+    assert record is not None
+    assert (record.state, record.from_version, record.to_version, record.probation_s) == (
+        "switching",
+        "0.1.0",
+        "0.2.0",
+        60,
+    )
+    assert progress == [
+        "installed 0.2.0 beside 0.1.0; switching to it, with 60 s to reach the hub and its devices "
+        "(the outcome follows)"
+    ]
+    assert updater.exit_code(0) == 75
