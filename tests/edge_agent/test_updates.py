@@ -170,15 +170,14 @@ def test_a_release_that_never_confirms_is_stopped_and_rolled_back_after_its_prob
     )
 
 
+# The new agent's part, with the standard library only (the real one is edge_agent.updates.Updater._confirm).
 CONFIRMS = """
-import os, pathlib
-from edge_agent.updates import Outcome, read_record, write_record
-home = pathlib.Path(os.environ["STOREGATE_AGENT_HOME"])
-record = read_record(home)
-assert record is not None and record.state == "probation", record
-assert os.environ["STOREGATE_RELEASE"] == "0.2.0"
-write_record(home, record.model_copy(update={"state": "confirmed", "outcome": Outcome(status="done", detail="ok")}))
-raise SystemExit(0)
+import json, os, pathlib
+path = pathlib.Path(os.environ["STOREGATE_AGENT_HOME"]) / "update.json"
+record = json.loads(path.read_text())
+assert record["state"] == "probation" and os.environ["STOREGATE_RELEASE"] == "0.2.0", record
+record.update(state="confirmed", outcome={"status": "done", "detail": "ok"})
+path.write_text(json.dumps(record))
 """
 
 

@@ -1,7 +1,8 @@
 """Issue 15's proof of software updates: two releases of this project are built, a running agent is updated from one
 to the other through the hub's API, and a deliberately broken third release is rolled back on its own.
 
-Everything is real: wheels built from a copy of this source tree with ``pip wheel --no-deps --no-build-isolation``,
+Everything is real: wheels built from copies of this source tree with ``pip wheel --no-deps --no-build-isolation``
+(the broken one is release 2's wheel with a module that raises, saving a third build),
 Mosquitto running the hub's TLS configuration, the hub with its gateway listener (client certificates), and the
 agent started as the systemd unit starts it (``python -m launcher agent --config <home>/agent.toml``), numbering its
 readings (the simulated-sequence device), so the hub can tell that none was lost or stored twice across switches.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ BROKEN = "raise RuntimeError('release 3 is broken')\n"
 WHEEL = {"Content-Type": "application/octet-stream"}
 
 
-def _source_tree(into: Path, version: str, *, broken: bool) -> Path:
+def _source_tree(into: Path, version: str) -> Path:
     into.mkdir(parents=True)
     for name in SOURCES:
         shutil.copytree(ROOT / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -48,26 +50,40 @@ def _source_tree(into: Path, version: str, *, broken: bool) -> Path:
     text = (ROOT / "pyproject.toml").read_text()
     assert '\nversion = "0.1.0"\n' in text
     (into / "pyproject.toml").write_text(text.replace('\nversion = "0.1.0"\n', f'\nversion = "{version}"\n', 1))
-    if broken:  # raises as the agent's code is imported, before anything could report
-        init = into / "edge_agent" / "__init__.py"
-        init.write_text(init.read_text() + BROKEN)
     return into
+
+
+def _broken_copy(wheel: Path, version: str) -> Path:
+    """Release 2's wheel made into ``version``, whose agent raises as its code is imported (before it can report)."""
+    source_version = wheel.name.split("-")[1]
+    out = wheel.with_name(f"storegate-{version}-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as original, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as broken:
+        for member in original.infolist():
+            data = original.read(member)
+            name = member.filename.replace(f"storegate-{source_version}.dist-info", f"storegate-{version}.dist-info")
+            if name.endswith(".dist-info/METADATA"):
+                data = data.replace(f"Version: {source_version}".encode(), f"Version: {version}".encode())
+            if name == "edge_agent/__init__.py":
+                data += BROKEN.encode()
+            broken.writestr(name, data)
+    return out
 
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three releases of this project, built side by side: test1, test2, and test3 that raises at import."""
+    """Two releases of this project built side by side (test1, test2), and test3: test2 raising at import."""
     work = tmp_path_factory.mktemp("releases")
     out = work / "wheels"
     builds = []
-    for version in (V1, V2, V3):
-        tree = _source_tree(work / version, version, broken=version == V3)
+    for version in (V1, V2):
+        tree = _source_tree(work / version, version)
         command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
         builds.append(subprocess.Popen([*command, "-w", str(out), str(tree)], stderr=subprocess.PIPE))
     for build in builds:
         _, errors = build.communicate(timeout=120)
         assert build.returncode == 0, errors.decode(errors="replace")[-2000:]
-    return {version: out / f"storegate-{version}-py3-none-any.whl" for version in (V1, V2, V3)}
+    built = {version: out / f"storegate-{version}-py3-none-any.whl" for version in (V1, V2)}
+    return {**built, V3: _broken_copy(built[V2], V3)}
 
 
 @pytest.fixture
