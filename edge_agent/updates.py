@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import storegate
 from edge_agent.commands import FinalStatus, GatewayCommandHandler, Progress
+from edge_agent.errors import AgentError
 from edge_agent.snapshots import client_ssl_context
 from storegate import wire
 from storegate.private_files import write_private
@@ -388,5 +389,5 @@ class Updater:
         await asyncio.to_thread(write_record, self._home, record.model_copy(update={"reported": True}))
 
 
-class DownloadError(Exception):
+class DownloadError(AgentError):
     """The hub did not give the release (an error status, too large)."""

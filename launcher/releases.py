@@ -77,9 +77,10 @@ def _probation(home: Path, release: str) -> UpdateRecord | None:
     record = read_record(home)
     if record is None or record.to_version != release or record.state not in {"switching", "probation"}:
         return None
-    if record.state == "switching" or record.probation_started is None:
-        record = record.model_copy(update={"state": "probation", "probation_started": time.time()})
-        write_record(home, record)
+    # A fresh probation at each start: a gateway restarted mid-probation (a power cut) gives the release its full
+    # time again; a release that crashes is caught by its exit, whenever it comes.
+    record = record.model_copy(update={"state": "probation", "probation_started": time.time()})
+    write_record(home, record)
     log.info("update_probation", version=release, probation_s=record.probation_s)
     return record
 
