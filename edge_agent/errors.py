@@ -11,6 +11,7 @@ written for that builtin catches what it caught before::
         ├── OutboxError(AgentError)                  (edge_agent.outbox) the outbox cannot be opened or used
         ├── OutboxFullError(AgentError)              (edge_agent.outbox) the quota is full, nothing may go
         ├── PrintJobsError(AgentError)               (edge_agent.print_jobs) the print-jobs file cannot be used
+        ├── DownloadError(AgentError)                (edge_agent.updates) the hub did not give a release
         └── UploadRefusedError(AgentError)           (edge_agent.snapshots) the hub refused a still for now
 """
 

@@ -69,7 +69,12 @@ from storegate.wire import MAX_LOSS_RANGES, DataLoss, EventKind, Priority, SeqRa
 
 log = structlog.get_logger(__name__)
 
+# The outbox's format (``PRAGMA user_version``), migrated forward when an agent opens an older one. A format
+# records in ``meta`` the oldest format an agent must know to use the file (``oldest_reader``): a change that older
+# agents can still work with (a new index, a new meta key) keeps it, so an agent rolled back after an update goes on
+# with the file; one that they cannot raises it, and such an agent refuses the file in words and leaves it untouched.
 SCHEMA_VERSION: Final = 2
+OLDEST_READER: Final = 2
 # Counted against max_bytes on top of the JSON: the row's other columns, its cell and its index entry.
 ROW_OVERHEAD_BYTES: Final = 48
 # An eviction goes this far below the quota, so that the next appends do not evict (and write a
@@ -182,6 +187,29 @@ encode_json: Final[Callable[[object], str]] = json.JSONEncoder(
 
 class OutboxError(AgentError):
     """The outbox file cannot be used: unreadable, not a database, in use, or from a newer agent."""
+
+
+def newer_format_refusal(version: int, oldest_reader: int | None, *, path: Path | str) -> str | None:
+    """Why this agent may not use an outbox of a newer ``version`` (None: it may), in words for the log."""
+    if oldest_reader is not None and oldest_reader <= SCHEMA_VERSION:
+        return None
+    needs = f"an agent that knows format {oldest_reader} or later" if oldest_reader else "the agent that wrote it"
+    return (
+        f"outbox {path} is in format {version}, which this agent (format {SCHEMA_VERSION}) cannot read: it needs "
+        f"{needs}; the file is left untouched (switch back to the newer release, or move the file aside to start "
+        "a new outbox, losing what it holds)"
+    )
+
+
+def _oldest_reader(conn: sqlite3.Connection) -> int | None:
+    """The ``oldest_reader`` a newer format recorded, or None (no meta table, no key, not a number)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'oldest_reader'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    if row is None or not str(row[0]).isdigit():
+        return None
+    return int(row[0])
 
 
 class OutboxFullError(AgentError):
@@ -531,16 +559,22 @@ class Outbox(SqliteOnItsThread):
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0] or 0)
             if version > SCHEMA_VERSION:
-                raise OutboxError(
-                    f"outbox {self.path} has schema version {version}; this agent knows up to {SCHEMA_VERSION}"
-                )
+                # A newer agent's file (this one was rolled back): usable only if that format says so; before any
+                # write, so a refused file is left as it was.
+                refusal = newer_format_refusal(version, _oldest_reader(conn), path=self.path)
+                if refusal is not None:
+                    raise OutboxError(refusal)
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('stream', ?)", (str(uuid4()),))
             if version == 1:
                 self._migrate_v1(conn)
             conn.execute("INSERT OR IGNORE INTO state VALUES (1, 0, 0, 0, 0)")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version <= SCHEMA_VERSION:  # a newer readable format keeps its number and its oldest reader
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('oldest_reader', ?)", (str(OLDEST_READER),)
+                )
             stream = conn.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()[0]
             last_seq, depth, size, acked_through = conn.execute(
                 "SELECT last_seq, depth, bytes, acked_through FROM state"

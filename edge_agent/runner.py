@@ -4,6 +4,8 @@ The agent's work restarts in the same process when the hub pushes a config (:mod
 the running :class:`~edge_agent.agent.EdgeAgent` stops cleanly (devices first, then every queued reading is
 committed to the outbox), and a new one starts on the new file, with the same outbox, so no event is dropped.
 Beside each agent, :meth:`RemoteConfig.settle` judges a config on probation and publishes the outcome.
+An ``update`` command (:mod:`edge_agent.updates`) stops the work for good instead: the process exits with
+``EXIT_SWITCH`` and the launcher (:mod:`launcher.releases`) runs the new release.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edge_agent.errors import AgentFailedError
 from edge_agent.outbox import OutboxError
 from edge_agent.print_jobs import PrintJobsError
 from edge_agent.remote_config import APPLY_COMMAND, RESEND_COMMAND, RemoteConfig, ResendArgs
+from edge_agent.updates import Updater, update_home
 from storegate import wire
 from storegate.configfile import ConfigError, describe_validation_error
 from storegate.logs import configure_logging
@@ -52,10 +55,19 @@ async def resend(agent: EdgeAgent, command: wire.Command, progress: Progress) ->
     return "done", f"resending seqs {first}..{last}{held}"
 
 
-async def _run_once(config: AgentConfig, remote: RemoteConfig, stop: asyncio.Event, options: Mapping[str, Any]) -> bool:
-    """Run one agent until ``stop`` or a pushed config's restart; True when the work should start again."""
+async def _run_once(
+    config: AgentConfig, remote: RemoteConfig, stop: asyncio.Event, options: Mapping[str, Any], *, home: Path
+) -> int | None:
+    """Run one agent until ``stop`` or a pushed config's restart: None when the work should start again, else the
+    exit code (``EXIT_SWITCH`` after an update switched releases)."""
     restart = asyncio.Event()
     agent_stop = asyncio.Event()
+    # The `update` command (docs/updates.md) stops the work for good: the launcher runs the new release next.
+    updater = Updater(config=config, home=home, request_stop=stop.set)
+
+    async def run_watched() -> None:
+        async with updater.watching(agent):
+            await agent.run(agent_stop)
 
     async def resend_here(command: wire.Command, progress: Progress) -> tuple[FinalStatus, str]:
         return await resend(agent, command, progress)
@@ -63,9 +75,10 @@ async def _run_once(config: AgentConfig, remote: RemoteConfig, stop: asyncio.Eve
     commands: dict[str, GatewayCommandHandler] = {
         APPLY_COMMAND: partial(remote.apply, running=config, restart=restart),
         RESEND_COMMAND: resend_here,
+        **updater.commands,
     }
     agent = EdgeAgent(config=config, gateway_commands=commands, **options)
-    run = asyncio.create_task(agent.run(agent_stop), name="agent")
+    run = asyncio.create_task(run_watched(), name="agent")
     settle = asyncio.create_task(remote.settle(agent, restart), name="agent config settle")
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(restart.wait())]
     try:
@@ -84,20 +97,22 @@ async def _run_once(config: AgentConfig, remote: RemoteConfig, stop: asyncio.Eve
             raise
         # The new config starts but cannot run: that is a failed probation too.
         await asyncio.to_thread(remote.roll_back, record, f"the agent failed with version {record.version}: {err}")
-        return True
+        return None
     if stop.is_set():
-        return False
+        return updater.exit_code(EXIT_OK)
     log.info("agent_restarting", reason="a config pushed by the hub")
-    return True
+    return None
 
 
-async def serve(config_path: Path, stop: asyncio.Event, **options: Any) -> None:
+async def serve(config_path: Path, stop: asyncio.Event, **options: Any) -> int:
     """Run the agent of ``config_path`` until ``stop`` is set, restarting its work for each pushed config.
 
-    Raises ConfigError for a config that cannot be used (and none to roll back to), and the errors of
-    :data:`AGENT_FAILURES`. ``options`` go to each :class:`EdgeAgent` (test seams).
+    Returns the exit code: ``EXIT_OK``, or ``EXIT_SWITCH`` after an update. Raises ConfigError for a config that
+    cannot be used (and none to roll back to), and the errors of :data:`AGENT_FAILURES`. ``options`` go to each
+    :class:`EdgeAgent` (test seams).
     """
     remote = RemoteConfig(config_path=config_path)
+    home = update_home(config_path)
     await asyncio.to_thread(remote.recover_on_start)
     while True:
         try:
@@ -109,15 +124,16 @@ async def serve(config_path: Path, stop: asyncio.Event, **options: Any) -> None:
             problems = "; ".join(err.problems)
             await asyncio.to_thread(remote.roll_back, record, f"version {record.version} cannot be loaded: {problems}")
             continue
-        if not await _run_once(config, remote, stop, options):
-            return
+        code = await _run_once(config, remote, stop, options, home=home)
+        if code is not None:
+            return code
 
 
 async def _serve(config_path: Path) -> int:
     stop = asyncio.Event()
     with stop_on_signals(stop):
         try:
-            await serve(config_path, stop)
+            return await serve(config_path, stop)
         except ConfigError as err:
             print(err, file=sys.stderr)
             return EXIT_CONFIG

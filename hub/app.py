@@ -78,6 +78,8 @@ from hub.inventory import replenishment_api
 from hub.inventory.apply import RestockSettings
 from hub.metrics import HubMetrics
 from hub.pki.commands import pki_directory
+from hub.releases import api as releases_api
+from hub.releases.runner import RolloutRunner
 from hub.reports import api as reports
 from hub.reports.schedules import api as report_schedules_api
 from hub.reports.schedules.runner import ScheduleRunner
@@ -209,6 +211,7 @@ async def _start(
         settings, engine, link, stack, clock, metrics, write_gate, secret_box, leadership
     )
     schedules = _start_report_schedules(settings, engine, stack, clock, metrics, write_gate, secret_box, leadership)
+    rollouts = _start_rollouts(settings, engine, stack, clock, metrics, write_gate, leadership, commands)
     ingestor = Ingestor(
         link=link,
         engine=engine,
@@ -241,6 +244,7 @@ async def _start(
         leadership=leadership,
         snapshots=snapshots,
         report_schedules=schedules,
+        rollouts=rollouts,
     )
 
 
@@ -389,6 +393,31 @@ def _start_report_schedules(
         settings=settings,
         metrics=metrics,
         secret_box=secret_box,
+        clock=clock,
+        write_gate=write_gate,
+        active=leadership if leadership is not None else _always,
+    )
+    runner.start()
+    stack.push_async_callback(runner.stop)
+    return runner
+
+
+def _start_rollouts(
+    settings: HubSettings,
+    engine: AsyncEngine,
+    stack: AsyncExitStack,
+    clock: Callable[[], datetime],
+    metrics: HubMetrics,
+    write_gate: WriteGate,
+    leadership: Leadership | None,
+    commands: CommandPublisher | None,
+) -> RolloutRunner:
+    """The rollouts' runner (hub.releases): every worker starts it, the leader runs its passes."""
+    runner = RolloutRunner(
+        engine=engine,
+        poll_s=settings.releases.poll_s,
+        metrics=metrics,
+        notify_commands=commands.notify if commands is not None else lambda: None,
         clock=clock,
         write_gate=write_gate,
         active=leadership if leadership is not None else _always,
@@ -555,6 +584,7 @@ _API_MODULES: Final = (
     console_fleet,
     console_audit,
     fleet_config_api,
+    releases_api,
 )
 
 
@@ -622,7 +652,10 @@ def create_app(settings: HubSettings, *, clock: Callable[[], datetime] = wire.ut
         allowed_hosts=allowed_hosts_of(settings.http_allowed_hosts, settings.http_host),
         max_body_bytes=settings.http_max_body_bytes,
         large_body_bytes=settings.http_max_import_body_bytes,
-        large_body_paths=[r.path for r in catalog.router.routes if isinstance(r, APIRoute) and _is_import(r)],
+        large_body_paths=[
+            *(r.path for r in catalog.router.routes if isinstance(r, APIRoute) and _is_import(r)),
+            releases_api.RELEASES_PATH,  # a wheel, up to releases.max_bytes (checked by its route)
+        ],
     )
     # Pages, scripts and JSON compressed for clients that accept it (the console's first load is measured over the
     # wire); server-sent events are never compressed (Starlette leaves text/event-stream alone), so they flow at once.

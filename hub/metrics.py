@@ -246,6 +246,21 @@ class HubMetrics:
             registry=r,
         )
 
+        # Rollouts of agent releases (hub.releases): each gateway's outcome, and rollouts halted.
+        self.update_outcomes = Counter(
+            "storegate_hub_update_outcomes",
+            "gateways' outcomes in rollouts of agent releases: done, failed (rolled back, refused or silent)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("done", "failed"):
+            self.update_outcomes.labels(outcome=outcome)
+        self.rollouts_halted = Counter(
+            "storegate_hub_rollouts_halted",
+            "rollouts halted past their failure threshold: see their reason",
+            registry=r,
+        )
+
         # Operators (hub.auth): refusals, sign-ins, the audit log.
         self.access_refused = Counter(
             "storegate_hub_access_refused",

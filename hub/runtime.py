@@ -19,6 +19,7 @@ from hub.snapshots.gateway_api import SnapshotService
 from storegate.mqtt import MqttLink
 
 if TYPE_CHECKING:  # the runner imports the reports, whose routes import hub.api.deps, which imports this
+    from hub.releases.runner import RolloutRunner
     from hub.reports.schedules.runner import ScheduleRunner
 
 
@@ -44,6 +45,8 @@ class HubRuntime:
     snapshots: SnapshotService | None = None
     # Report schedules (hub.reports.schedules): None in an API process, or with reports.schedules_enabled off.
     report_schedules: ScheduleRunner | None = None
+    # Rollouts of agent releases (hub.releases): None in an API process.
+    rollouts: RolloutRunner | None = None
 
     @property
     def link(self) -> MqttLink:

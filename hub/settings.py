@@ -24,6 +24,7 @@ from hub.auth.settings import AuthSettings
 from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
+from hub.releases.settings import ReleaseSettings
 from hub.reports.settings import ReportSettings
 from hub.snapshots.settings import SnapshotSettings
 from storegate.configfile import ConfigError, describe_validation_error, read_toml
@@ -234,6 +235,10 @@ class HubSettings(BaseSettings):
     snapshots: SnapshotSettings = Field(
         default_factory=SnapshotSettings,
         description="camera stills: the gateway listener (client certificates only), their files and retention",
+    )
+    releases: ReleaseSettings = Field(
+        default_factory=ReleaseSettings,
+        description="releases of the agent software and their rollouts to gateways: docs/updates.md",
     )
     rejected_messages_keep: int = Field(
         default=10_000,

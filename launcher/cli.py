@@ -576,8 +576,10 @@ def agent(
         raise typer.Exit(2)
     with installed("agent", "edge"):
         from edge_agent.runner import run_agent
+        from launcher.releases import run_agent_releases
 
-    raise typer.Exit(run_agent(config))
+    # The release `current` names runs, watched by this (the installation's) code: docs/updates.md.
+    raise typer.Exit(run_agent_releases(config, lambda: run_agent(config), own_version=__version__))
 
 
 @agent_app.command("status")

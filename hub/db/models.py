@@ -332,3 +332,56 @@ class GatewayConfig(Base):
     status: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
     result_at: Mapped[datetime | None]
+
+
+class Release(Base):
+    """A release of the agent software an admin uploaded (hub.releases): a checked wheel kept in the hub's files."""
+
+    __tablename__ = "releases"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigId)
+    # The wheel's file (absolute) in releases.directory, named by the hub from the version, never by the uploader.
+    path: Mapped[str] = mapped_column(Text)
+    uploaded_at: Mapped[datetime]
+    uploaded_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class Rollout(Base):
+    """A release offered to a set of gateways in stages (hub.releases.rollouts), and where it stands."""
+
+    __tablename__ = "rollouts"
+
+    rollout_id: Mapped[str] = mapped_column(String(UUID_LENGTH), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), ForeignKey("releases.version"), index=True)
+    # "running", "paused", "halted" (past the failure threshold: see reason), "cancelled", "done".
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # The stages as asked ({"unit": "gateways"|"percent", "sizes": [5, 100]}) and the number of gateways in each.
+    stages: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stage: Mapped[int] = mapped_column(Integer)  # the stage being run (0-based)
+    probation_s: Mapped[int] = mapped_column(Integer)
+    max_failed: Mapped[int] = mapped_column(Integer)
+    answer_within_s: Mapped[int] = mapped_column(Integer)
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    updated_at: Mapped[datetime]
+
+
+class RolloutTarget(Base):
+    """One gateway of a rollout: its stage, the ``update`` command it was sent, and its outcome."""
+
+    __tablename__ = "rollout_targets"
+
+    rollout_id: Mapped[str] = mapped_column(String(UUID_LENGTH), ForeignKey("rollouts.rollout_id"), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    stage: Mapped[int] = mapped_column(Integer)
+    # "waiting" (its stage has not come), "sent" (its command is out), "done", "failed", "skipped" (cancelled).
+    outcome: Mapped[str] = mapped_column(String(16))
+    command_id: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
+    sent_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ from uuid import RFC_4122, UUID, uuid4
 import pytest
 
 from edge_agent.outbox import (
+    OLDEST_READER,
     SCHEMA_VERSION,
     NewEvent,
     Outbox,
@@ -498,15 +499,54 @@ async def test_a_file_that_is_not_a_database_is_refused(path: Path) -> None:
             pass
 
 
-async def test_an_outbox_from_a_newer_agent_is_refused(path: Path) -> None:
+def _set_format(path: Path, version: int, oldest_reader: int | None) -> None:
+    """Make the file look as a newer agent left it: its format and the oldest reader it declares."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("DELETE FROM meta WHERE key = 'oldest_reader'")
+        if oldest_reader is not None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('oldest_reader', ?)", (str(oldest_reader),))
+    conn.close()
+
+
+def _format_of(path: Path) -> tuple[int, str | None]:
+    with sqlite3.connect(path) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'oldest_reader'").fetchone()
+    conn.close()
+    return int(version), None if row is None else str(row[0])
+
+
+async def test_an_outbox_records_its_format_and_the_oldest_agent_that_reads_it(path: Path) -> None:
     async with Outbox(path=path):
         pass
-    with sqlite3.connect(path) as conn:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    with pytest.raises(OutboxError, match="schema version"):
+    assert _format_of(path) == (SCHEMA_VERSION, str(OLDEST_READER))
+
+
+async def test_a_rolled_back_agent_goes_on_with_a_newer_format_that_declares_it_readable(path: Path) -> None:
+    async with Outbox(path=path) as outbox:
+        await outbox.append([new_event(0), new_event(1)])
+    _set_format(path, SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    async with Outbox(path=path) as outbox:
+        assert seqs(await outbox.read_after(0, 10)) == [1, 2]  # nothing lost across the rollback
+        await outbox.append([new_event(2)])
+    # The newer agent finds its own format again, not one downgraded by the older agent.
+    assert _format_of(path) == (SCHEMA_VERSION + 1, str(SCHEMA_VERSION))
+
+
+@pytest.mark.parametrize("oldest_reader", [None, SCHEMA_VERSION + 1])
+async def test_an_outbox_in_a_format_this_agent_cannot_read_is_refused_in_words_and_left_untouched(
+    path: Path, oldest_reader: int | None
+) -> None:
+    async with Outbox(path=path) as outbox:
+        await outbox.append([new_event(0)])
+    _set_format(path, SCHEMA_VERSION + 1, oldest_reader)
+    before = path.read_bytes()
+    with pytest.raises(OutboxError, match=f"in format {SCHEMA_VERSION + 1}, which this agent .* cannot read"):
         async with Outbox(path=path):
             pass
+    assert path.read_bytes() == before
+    assert _format_of(path) == (SCHEMA_VERSION + 1, None if oldest_reader is None else str(oldest_reader))
 
 
 async def test_the_database_is_in_wal_mode(path: Path) -> None:

@@ -626,6 +626,46 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "result_at": at(140),
         }
     ],
+    "releases": [
+        {
+            "version": "0.2.0",
+            "sha256": "ab" * 32,
+            "size": 123456,
+            "path": "/var/lib/storegate-hub/releases/storegate-0.2.0-py3-none-any.whl",
+            "uploaded_at": at(4),
+            "uploaded_by": "admin",
+        }
+    ],
+    "rollouts": [
+        {
+            "rollout_id": "00000000-0000-0000-0000-000000000001",
+            "version": "0.2.0",
+            "status": "running",
+            "stages": {"unit": "gateways", "sizes": [1, 100], "counts": [1]},
+            "stage": 0,
+            "probation_s": 300,
+            "max_failed": 0,
+            "answer_within_s": 900,
+            "selection": {"stores": "all", "region": None, "store_ids": None},
+            "reason": None,
+            "created_at": at(5),
+            "created_by": "admin",
+            "updated_at": at(6),
+        }
+    ],
+    "rollout_targets": [
+        {
+            "rollout_id": "00000000-0000-0000-0000-000000000001",
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "stage": 0,
+            "outcome": "sent",
+            "command_id": "00000000-0000-0000-0000-000000000002",
+            "sent_at": at(7),
+            "finished_at": None,
+            "detail": None,
+        }
+    ],
 }
 
 Snapshot = dict[str, list[tuple[Any, ...]]]

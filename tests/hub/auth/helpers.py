@@ -27,6 +27,7 @@ SAMPLE_PARAMS: Final = {
     "device_id": "printer-1",
     "command_id": str(uuid.UUID(int=9)),
     "schedule_id": str(uuid.UUID(int=11)),
+    "rollout_id": str(uuid.UUID(int=12)),
 }
 
 STORES_CSV: Final = (
