@@ -65,8 +65,8 @@ _SEGMENT = r"[a-z0-9][a-z0-9_-]{0,62}"
 # A whole store or gateway id, for validators outside the wire models (API path parameters).
 SEGMENT_PATTERN: Final = rf"^{_SEGMENT}$"
 # Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
-StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
-GatewayId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="gateway id, e.g. 'gw-1'")]
+StoreId = Annotated[str, Field(pattern=SEGMENT_PATTERN, description="store id, e.g. 'store-0042'")]
+GatewayId = Annotated[str, Field(pattern=SEGMENT_PATTERN, description="gateway id, e.g. 'gw-1'")]
 # Characters an SKU id cannot hold: it is one URL path segment (``/skus/{sku_id}``). "/" and "\\" (which
 # browsers and WHATWG URL parsers read as "/") split it, "?" and "#" end the path when a client does not
 # encode them, "%" is read as an escape; control characters are line noise.
@@ -86,10 +86,11 @@ def check_sku_id(value: str) -> str:
 
 # The retailer's code of an article, as the catalog and shelf events name it.
 SkuId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_sku_id)]
+DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 DeviceId = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        pattern=DEVICE_ID_PATTERN,
         description="device id, stable across unplug and replug, e.g. 'fridge-1' or 'usb-1a86:7523-A1B2'",
     ),
 ]
