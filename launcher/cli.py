@@ -532,35 +532,63 @@ agent_app = typer.Typer(
 app.add_typer(agent_app, name="agent")
 
 
+AgentConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Agent TOML config file (see docs/operations.md); default: $STOREGATE_AGENT_CONFIG, else agent.toml "
+        "in the gateway home ($STOREGATE_AGENT_HOME, /var/lib/storegate).",
+        show_default=False,
+    ),
+]
+
+
+def _agent_config(ctx: typer.Context, config: Path | None) -> Path:
+    """--config of the command, else of ``storegate agent``, else the gateway home's (``default_config_path``)."""
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    given = config if config is not None else parent.get("config")
+    if given is not None:
+        return Path(given)
+    from provisioning.layout import default_config_path
+
+    default = default_config_path()
+    if not default.exists():
+        typer.echo(
+            f"no agent config at {default} (the default); name one with --config FILE or STOREGATE_AGENT_CONFIG",
+            err=True,
+        )
+        raise typer.Exit(EXIT_CONFIG)
+    return default
+
+
 @agent_app.callback(invoke_without_command=True)
-def agent(
-    ctx: typer.Context,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Agent TOML config file (see docs/operations.md).")
-    ] = None,
-) -> None:
-    """Run the edge agent: ``storegate agent --config agent.toml``; ``storegate agent status`` reports on it."""
+def agent(ctx: typer.Context, config: AgentConfigOption = None) -> None:
+    """Run the edge agent: ``storegate agent [--config agent.toml]``; ``storegate agent status`` reports on it."""
     if ctx.invoked_subcommand is not None:
         return
-    if config is None:
-        typer.echo("storegate agent needs --config FILE (or a subcommand: status)", err=True)
-        raise typer.Exit(2)
+    path = _agent_config(ctx, config)
     with installed("agent", "edge"):
         from edge_agent.runner import run_agent
 
-    raise typer.Exit(run_agent(config))
+    raise typer.Exit(run_agent(path))
 
 
 @agent_app.command("status")
 def agent_status(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The agent's TOML config file.")],
+    ctx: typer.Context,
+    config: AgentConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document: the assessment and the status file as written.")
+    ] = False,
 ) -> None:
-    """Say how the agent is doing: backlog, oldest unacknowledged event, rates, resends, evictions, broker."""
+    """Say how the agent is doing: broker (and why not), devices, backlog, oldest unacknowledged event, rates."""
+    path = _agent_config(ctx, config)
     with installed("agent status", "edge"):
         from edge_agent.status import agent_status as describe
 
-    text, code = describe(config)
-    typer.echo(text, err=code == 2)
+    text, code = describe(path, as_json=as_json)
+    typer.echo(text, err=code == 2 and not as_json)
     raise typer.Exit(code)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -89,6 +90,24 @@ class MqttSettings(BaseModel):
             read_secret_file(self.password_file, what="broker password file")
         if self.tls and self.key_file is not None:
             require_private_file(self.key_file, what="TLS private key")
+
+
+def describe_connect_error(host: str, port: int, err: BaseException | None) -> str:
+    """Why a connection to the broker at ``host:port`` failed, in words a technician can act on."""
+    address = f"{host}:{port}"
+    if isinstance(err, socket.gaierror):
+        return f"the host name {host!r} cannot be found ({err.strerror or err})"
+    if isinstance(err, ConnectionRefusedError):
+        return f"nothing listens on {address} (connection refused)"
+    if isinstance(err, TimeoutError):
+        return f"no answer from {address} (timed out: a firewall, or the wrong address)"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate at {address} is not accepted: {err.verify_message}"
+    if isinstance(err, ssl.SSLError):
+        return f"the TLS handshake with {address} failed: {err.reason or err}"
+    if isinstance(err, OSError):
+        return f"cannot connect to {address}: {err.strerror or err}"
+    return f"cannot connect to {address}" + ("" if err is None else f": {err}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +198,7 @@ class MqttLink:
             client.will_set(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
         client.reconnect_delay_set(min_delay=max(1, int(s.reconnect_min_s)), max_delay=int(s.reconnect_max_s))
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         # Outgoing QoS 1 messages the broker has not PUBACKed yet; more wait in paho's queue.
@@ -300,6 +320,17 @@ class MqttLink:
         )
         if self._on_connect_cb is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_connect_cb)
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        # paho calls this from inside its ``except OSError`` around the connect: the exception is the current one.
+        error = describe_connect_error(self.settings.host, self.settings.port, sys.exc_info()[1])
+        repeated = error == self.last_error
+        self.last_error = error
+        if repeated:
+            return  # the same failure on every retry: logged and reported once
+        log.warning("mqtt_connect_failed", broker=self.settings.address, error=error)
+        if self._on_disconnect_cb is not None and self._loop is not None and not self._closing:
+            self._loop.call_soon_threadsafe(self._on_disconnect_cb, error)
 
     def _handle_disconnect(
         self,

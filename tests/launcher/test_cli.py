@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from edge_agent.config import load_agent_config
+from launcher.cli import app
 
 
 def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,6 +48,23 @@ def test_broken_agent_config_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert str(config) in result.stderr
     assert "outbox.max_batch" in result.stderr
     assert "mqtt.prot: unknown key" in result.stderr
+
+
+def test_agent_status_reads_the_gateway_homes_config_by_default(tmp_path: Path) -> None:
+    # In process (typer's runner): a subprocess costs seconds of interpreter start-up for nothing more.
+    home = tmp_path / "home"
+    env = {"STOREGATE_AGENT_HOME": str(home), "STOREGATE_AGENT_CONFIG": ""}
+    runner = CliRunner()
+    missing = runner.invoke(app, ["agent", "status", "--json"], env=env)
+    assert missing.exit_code == 2
+    assert f"no agent config at {home / 'agent.toml'} (the default)" in missing.stderr
+    home.mkdir()
+    (home / "agent.toml").write_text('store_id = "store-1"\ngateway_id = "gw-1"\n')
+    found = runner.invoke(app, ["agent", "status", "--json"], env=env)
+    assert found.exit_code == 2
+    assert json.loads(found.stdout) == {
+        "error": f"no status file {home / 'outbox.sqlite.status.json'}: the agent has not run with this config"
+    }
 
 
 def test_broken_hub_config_names_the_file_and_the_key(tmp_path: Path) -> None:
