@@ -701,6 +701,29 @@ def provision_check(
     typer.echo(f"{config}: valid for store {loaded.store_id}, gateway {loaded.gateway_id}")
 
 
+@provision_app.command("detect")
+def provision_detect(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent config: its extra profiles and [hotplug] settings, and the devices it names already "
+            "(default: none; the shipped profiles).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of text.")] = False,
+) -> None:
+    """List every device plugged in, the profile it matched and the [[devices]] entry to paste; unknown devices
+    with their ids. Exit 1 when a device is unknown or a configured one is not plugged in."""
+    with installed("provision detect", "edge"):
+        from provisioning.detect import run_detect
+
+    text, code = run_detect(config, as_json=as_json)
+    typer.echo(text, err=code == 2)
+    raise typer.Exit(code)
+
+
 def run() -> None:
     """Console entry point."""
     app(prog_name="storegate")

@@ -27,7 +27,7 @@ def storegate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
         (("hub",), ["--config", "--port", "--database-url", "--role", "STOREGATE_HUB_"]),
         (("agent",), ["--config"]),
         (("demo",), ["--http-port", "--broker", "--data-dir"]),
-        (("provision",), ["agent-config", "check"]),
+        (("provision",), ["agent-config", "check", "detect"]),
         (("provision", "agent-config"), ["--store-id", "--gateway-id", "--broker-host"]),
     ],
 )
