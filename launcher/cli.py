@@ -681,14 +681,40 @@ def provision_agent_config(
 
 @provision_app.command("check")
 def provision_check(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file to check.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent TOML config file to check (default: $STOREGATE_AGENT_CONFIG, else the gateway home's).",
+            show_default=False,
+        ),
+    ] = None,
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Also try the way to the hub step by step: DNS, TCP, TLS, MQTT login, a publish, the hub's ack "
+            "(stop the agent first).",
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=1, max=120, help="Seconds each --connect step may take.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="With --connect: the steps as one JSON document.")] = False,
 ) -> None:
     """Check an agent config file and say what is wrong with it, key by key, its TLS files included."""
     with installed("provision check", "edge"):
         from edge_agent.config import load_agent_config
         from provisioning.agent_config import tls_problems
+        from provisioning.layout import default_config_path
     from storegate.configfile import ConfigError
 
+    config = config if config is not None else default_config_path()
+    if connect:
+        from provisioning.connect_check import run_connect_check
+
+        text, code = run_connect_check(config, as_json=as_json, timeout_s=timeout)
+        typer.echo(text, err=code == EXIT_CONFIG)
+        raise typer.Exit(code)
     try:
         loaded = load_agent_config(config)
     except ConfigError as err:

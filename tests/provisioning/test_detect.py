@@ -10,6 +10,7 @@ import json
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serial.tools import list_ports
@@ -52,7 +53,7 @@ def write_config(tmp_path: Path, w1: str, devices: str = "") -> Path:
     return path
 
 
-def ours(report: dict[str, list[dict[str, str]]], plugged: dict[str, str]) -> dict[str, dict[str, str]]:
+def ours(report: dict[str, Any], plugged: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The report's devices that this test plugged in, by address (the machine's own, if any, left out)."""
     mine = {plugged["shelf"], plugged["scanner"], plugged["adapter"], f"{plugged['w1']}/28-0316a279b0ff"}
     return {device["address"]: device for device in report["devices"] if device["address"] in mine}
@@ -75,7 +76,8 @@ async def test_every_device_with_its_profile_and_the_entry_to_paste(tmp_path: Pa
     probe = found[f"{plugged['w1']}/28-0316a279b0ff"]
     assert (probe["profile"], probe["suggested_device_id"]) == ("ds18b20", "probe-1")
     unknown = found[plugged["adapter"]]
-    assert (unknown["profile"], unknown["toml"]) == (None, None)
+    assert unknown["profile"] is None
+    assert unknown["toml"] is None
     assert unknown["usb_id"] == "1a86:7523"
     assert unknown["advice"].startswith("no profile knows this device (USB 1a86:7523, product USB Serial)")
 
