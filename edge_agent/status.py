@@ -230,6 +230,19 @@ def holds_open(pid: int, path: Path) -> bool | None:
     return False
 
 
+def running_agent_pid(outbox_path: Path) -> int | None:
+    """The pid of the agent running on this outbox (its status says running and it holds the outbox), else None.
+
+    For tools that must not run beside the agent: the connection check (same broker session), the self-test (same
+    serial ports).
+    """
+    try:
+        status = read_status(status_path(outbox_path))
+    except (OSError, ValidationError):
+        return None
+    return status.pid if status.running and holds_open(status.pid, outbox_path) else None
+
+
 def _outbox_trouble(status: AgentStatusFile, now: datetime) -> str:
     """The outbox's disk and writes in words, or "" when all is well."""
     if status.write_failing_since is not None:

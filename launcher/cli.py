@@ -750,6 +750,38 @@ def provision_detect(
     raise typer.Exit(code)
 
 
+@provision_app.command("selftest")
+def provision_selftest(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent TOML config (default: $STOREGATE_AGENT_CONFIG, else the gateway home's).",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before each device: test them all.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, max=600, help="Seconds each device's step may take.")] = 60.0,
+    slot: Annotated[int, typer.Option(min=1, max=255, help="The shelf slot the known weight goes on.")] = 1,
+    weight_g: Annotated[float, typer.Option(min=50, max=50_000, help="The known weight, in grams.")] = 500.0,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON document.")] = False,
+) -> None:
+    """Walk through every configured device with the technician: scan the code shown, put the known weight on a
+    slot, open and close the door, read each sensor; pass or fail for each, and a report (stop the agent first)."""
+    with installed("provision selftest", "edge"):
+        from provisioning.layout import default_config_path
+        from provisioning.selftest import SelftestOptions, TerminalPrompter, run_selftest_command
+
+    options = SelftestOptions(step_timeout_s=timeout, shelf_slot=slot, weight_g=weight_g)
+    prompter = TerminalPrompter(yes=yes, echo=lambda line: typer.echo(line, err=as_json))
+    text, code = run_selftest_command(
+        config if config is not None else default_config_path(), options=options, prompter=prompter, as_json=as_json
+    )
+    typer.echo(text, err=code == EXIT_CONFIG)
+    raise typer.Exit(code)
+
+
 def run() -> None:
     """Console entry point."""
     app(prog_name="storegate")

@@ -38,10 +38,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from edge_agent.config import AgentConfig, load_agent_config
-from edge_agent.status import holds_open, read_status, status_path
+from edge_agent.status import running_agent_pid
 from provisioning.agent_config import tls_problems
 from storegate import wire
 from storegate.configfile import ConfigError
@@ -442,17 +442,6 @@ class _CheckSession:
             self.acked.set()
 
 
-def agent_running(config: AgentConfig) -> int | None:
-    """The pid of the agent running with this config's outbox, or None (the check must not share its session)."""
-    try:
-        status = read_status(status_path(config.outbox.path))
-    except (OSError, ValidationError):
-        return None
-    if status.running and holds_open(status.pid, config.outbox.path):
-        return status.pid
-    return None
-
-
 def run_connect_check(config_path: Path, *, as_json: bool, timeout_s: float) -> tuple[str, int]:
     """``storegate provision check --connect``: the report and the exit code (0 all passed, 1 a step failed,
     2 the config cannot be used or the agent is running)."""
@@ -460,7 +449,7 @@ def run_connect_check(config_path: Path, *, as_json: bool, timeout_s: float) -> 
         config = load_agent_config(config_path)
     except ConfigError as err:
         return str(err), EXIT_CONFIG
-    pid = agent_running(config)
+    pid = running_agent_pid(config.outbox.path)
     if pid is not None:
         return (
             f"the agent runs (pid {pid}) with this config: stop it first (systemctl stop storegate-agent); "
