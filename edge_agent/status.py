@@ -106,11 +106,11 @@ def status_path(outbox_path: Path) -> Path:
 def status_bytes(status: AgentStatusFile) -> bytes:
     """The status as the file holds it: JSON padded with spaces to STATUS_FILE_BYTES (problems cut to fit)."""
     text = status.model_dump_json(indent=2).encode()
-    problems = list(status.problems)
+    problems, whole = list(status.problems), status
     while len(text) >= STATUS_FILE_BYTES and problems:
         problems = problems[: len(problems) // 2]
-        cut = [*problems, f"(and {len(status.problems) - len(problems):,} more problems)"]
-        status = status.model_copy(update={"problems": cut})
+        cut = [*problems, f"(and {len(whole.problems) - len(problems):,} more problems)"]
+        status = whole.model_copy(update={"problems": cut})
         text = status.model_dump_json(indent=2).encode()
     devices = list(status.devices)
     while len(text) >= STATUS_FILE_BYTES and devices:  # the failing devices are named in the problems too
