@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_agent.config import load_agent_config
+from launcher.broker import free_port
 from launcher.cli import app
 
 
@@ -65,6 +66,21 @@ def test_agent_status_reads_the_gateway_homes_config_by_default(tmp_path: Path) 
     assert json.loads(found.stdout) == {
         "error": f"no status file {home / 'outbox.sqlite.status.json'}: the agent has not run with this config"
     }
+
+
+def test_the_technicians_tools_are_wired(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'store_id = "store-1"\ngateway_id = "gw-1"\n[mqtt]\nport = {free_port()}\n')
+    runner = CliRunner()
+    detected = runner.invoke(app, ["provision", "detect", "--config", str(config), "--json"])
+    assert detected.exit_code in (0, 1)  # whatever this machine has plugged in
+    assert set(json.loads(detected.stdout)) == {"devices", "not_plugged_in"}
+    walked = runner.invoke(app, ["provision", "selftest", "--config", str(config), "--yes"])
+    assert walked.exit_code == 0
+    assert walked.stdout.startswith("selftest PASSED: 0 passed, 0 failed, 0 skipped; report in ")
+    checked = runner.invoke(app, ["provision", "check", "--config", str(config), "--connect", "--timeout", "2"])
+    assert checked.exit_code == 1
+    assert "FAIL tcp: nothing listens on 127.0.0.1:" in checked.stdout
 
 
 def test_broken_hub_config_names_the_file_and_the_key(tmp_path: Path) -> None:
