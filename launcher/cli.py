@@ -766,6 +766,9 @@ def provision_selftest(
     slot: Annotated[int, typer.Option(min=1, max=255, help="The shelf slot the known weight goes on.")] = 1,
     weight_g: Annotated[float, typer.Option(min=50, max=50_000, help="The known weight, in grams.")] = 500.0,
     as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON document.")] = False,
+    upload_only: Annotated[
+        bool, typer.Option("--upload-only", help="Only send the reports the hub has not taken yet.")
+    ] = False,
 ) -> None:
     """Walk through every configured device with the technician: scan the code shown, put the known weight on a
     slot, open and close the door, read each sensor; pass or fail for each, and a report (stop the agent first)."""
@@ -776,7 +779,11 @@ def provision_selftest(
     options = SelftestOptions(step_timeout_s=timeout, shelf_slot=slot, weight_g=weight_g)
     prompter = TerminalPrompter(yes=yes, echo=lambda line: typer.echo(line, err=as_json))
     text, code = run_selftest_command(
-        config if config is not None else default_config_path(), options=options, prompter=prompter, as_json=as_json
+        config if config is not None else default_config_path(),
+        options=options,
+        prompter=prompter,
+        as_json=as_json,
+        upload_only=upload_only,
     )
     typer.echo(text, err=code == EXIT_CONFIG)
     raise typer.Exit(code)

@@ -12,7 +12,9 @@ profile catalog) and asks the technician for one act per device, then checks wha
 - printers and cameras are listed as not tested (their own test page and still are not part of this walk yet).
 
 Each step has a time limit. The agent must be stopped (it holds the same serial ports); the walk says so otherwise.
-The report is written (0600) beside the config, ``selftest-<time>.json``.
+The report is written (0600) to ``selftests/pending`` beside the config and sent to the hub's gateway listener
+(``snapshots.hub_url``, with the gateway's certificate); one the hub has not taken waits there for the next run or
+``--upload-only``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Final, Protocol
 
+import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
 from device_drivers.base import Driver, Reading
 from device_drivers.ports import PortInfo
@@ -35,15 +36,18 @@ from device_drivers.profiles import kind_of
 from edge_agent.config import AgentConfig, DeviceConfig, ProfiledDeviceConfig, catalog_of, load_agent_config
 from edge_agent.devices import DriverBuilder
 from edge_agent.hotplug import default_lister
+from edge_agent.snapshots import client_ssl_context
 from edge_agent.status import running_agent_pid
 from storegate import wire
 from storegate.configfile import ConfigError
 from storegate.private_files import write_private
 from storegate.process import EXIT_CONFIG
-from storegate.wire import UtcDatetime, utc_now
+from storegate.wire import utc_now
 
 log = structlog.get_logger(__name__)
 
+# The hub's route for reports on its gateway listener (hub.selftests.gateway_api; the gateway may not import the hub).
+REPORT_PATH: Final = "/api/v1/gateway/selftests"
 # Real EAN-13 codes (zxing-cpp's test set, shared/data/barcodes): one is shown per run.
 TEST_CODES: Final = ("8886316200561", "8480010001136", "3560070169443", "4045787034318")
 # What a store's environment sensors can plausibly read, by quantity (beyond: a broken or misplaced probe).
@@ -60,41 +64,10 @@ MIN_TOLERANCE_G: Final = 10.0
 SHELF_REPORT_S: Final = 1.0
 
 
-class Outcome(StrEnum):
-    """One device's result."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class DeviceResult(BaseModel):
-    """One device: what was asked, and the outcome with its reason in words."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    device_id: str
-    profile: str | None = None
-    kind: str | None = None
-    outcome: Outcome
-    reason: str = Field(max_length=1000)
-
-
-class SelftestReport(BaseModel):
-    """The whole walk, as written beside the config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    store_id: str
-    gateway_id: str
-    started_at: UtcDatetime
-    finished_at: UtcDatetime
-    results: list[DeviceResult]
-
-    @property
-    def passed(self) -> bool:
-        """Whether no device failed (skipped ones do not count against it)."""
-        return all(result.outcome is not Outcome.FAILED for result in self.results)
+# The report's models are the wire's: the same document goes to the hub's gateway listener.
+Outcome = wire.SelftestOutcome
+DeviceResult = wire.SelftestDeviceResult
+SelftestReport = wire.SelftestReport
 
 
 class Prompter(Protocol):
@@ -350,12 +323,70 @@ class TerminalPrompter:
         self.echo(text)
 
 
-def write_report(report: SelftestReport, directory: Path) -> Path:
-    """Write the report beside the config, 0600 (it names the store's devices); the path written."""
+def pending_dir(config_dir: Path) -> Path:
+    """Where reports wait for the hub: ``selftests/pending`` beside the config (sent ones go to ``selftests/sent``)."""
+    return config_dir / "selftests" / "pending"
+
+
+def write_report(report: SelftestReport, config_dir: Path) -> Path:
+    """Write the report to wait for the hub, 0600 (it names the store's devices); the path written."""
     stamp: datetime = report.finished_at
-    path = directory / f"selftest-{stamp:%Y%m%dT%H%M%SZ}.json"
+    path = pending_dir(config_dir) / f"selftest-{stamp:%Y%m%dT%H%M%S%fZ}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, report.model_dump_json(indent=2))
     return path
+
+
+def upload_pending(config: AgentConfig, config_dir: Path, *, timeout_s: float = 30.0) -> list[str]:
+    """Send every waiting report to the hub's gateway listener with the gateway's certificate; what happened, in
+    words. A report the hub took moves to ``selftests/sent``; one it refuses for good (not a report, too large, not
+    this gateway's) to ``selftests/refused``; any other failure leaves it waiting for the next run."""
+    waiting = sorted(pending_dir(config_dir).glob("selftest-*.json"))
+    if not waiting:
+        return []
+    hub_url, cert, key = config.snapshots.hub_url, config.mqtt.cert_file, config.mqtt.key_file
+    if hub_url is None or cert is None:
+        return [
+            f"{len(waiting)} report(s) kept in {pending_dir(config_dir)}: set snapshots.hub_url (the hub's gateway "
+            "listener) and the gateway's certificate (mqtt.cert_file) to send them"
+        ]
+    context = client_ssl_context(ca_file=config.mqtt.ca_file, cert_file=cert, key_file=key)
+    said = []
+    with httpx.Client(base_url=hub_url, verify=context, timeout=timeout_s) as client:
+        for path in waiting:
+            try:
+                response = client.post(REPORT_PATH, content=path.read_bytes())
+            except httpx.HTTPError as err:
+                said.append(f"{path.name}: not sent, kept for the next run ({err or type(err).__name__})")
+                log.warning("selftest_upload_failed", report=path.name, error=str(err))
+                break  # the hub is not there: the others would fail alike
+            if response.status_code == httpx.codes.CREATED:
+                _move(path, config_dir / "selftests" / "sent")
+                said.append(f"{path.name}: sent to the hub")
+            elif response.status_code in _REFUSED_FOR_GOOD:
+                _move(path, config_dir / "selftests" / "refused")
+                said.append(f"{path.name}: refused by the hub ({response.status_code}: {_detail(response)})")
+                log.warning("selftest_upload_refused", report=path.name, status=response.status_code)
+            else:
+                said.append(f"{path.name}: not taken ({response.status_code}: {_detail(response)}), kept")
+                log.warning("selftest_upload_failed", report=path.name, status=response.status_code)
+    return said
+
+
+# Answers after which sending the same report again cannot help.
+_REFUSED_FOR_GOOD: Final = frozenset({400, 413, 422})
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))[:200]
+    except ValueError:
+        return response.text[:200]
+
+
+def _move(path: Path, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path.replace(directory / path.name)
 
 
 def describe_report(report: SelftestReport) -> str:
@@ -369,16 +400,22 @@ def describe_report(report: SelftestReport) -> str:
 
 
 def run_selftest_command(
-    config_path: Path, *, options: SelftestOptions, prompter: Prompter, as_json: bool
+    config_path: Path, *, options: SelftestOptions, prompter: Prompter, as_json: bool, upload_only: bool = False
 ) -> tuple[str, int]:
     """``storegate provision selftest``: the summary (or the report as JSON) and the exit code.
 
-    0: no device failed; 1: a device failed; 2: the config cannot be used, or the agent runs (it holds the ports).
+    0: no device failed (with ``upload_only``: nothing left unsent); 1: a device failed (a report left unsent);
+    2: the config cannot be used, or the agent runs (it holds the ports).
     """
     try:
         config = load_agent_config(config_path)
     except ConfigError as err:
         return str(err), EXIT_CONFIG
+    config_dir = config_path.resolve().parent
+    if upload_only:
+        said = upload_pending(config, config_dir)
+        left = list(pending_dir(config_dir).glob("selftest-*.json"))
+        return "\n".join(said) or "no report waiting", 1 if left else 0
     pid = running_agent_pid(config.outbox.path)
     if pid is not None:
         return (
@@ -387,6 +424,8 @@ def run_selftest_command(
             EXIT_CONFIG,
         )
     report = asyncio.run(run_selftest(config, prompter, options))
-    written = write_report(report, config_path.resolve().parent)
-    text = report.model_dump_json(indent=2) if as_json else f"{describe_report(report)}; report in {written}"
+    written = write_report(report, config_dir)
+    for line in upload_pending(config, config_dir):
+        prompter.show(line)
+    text = report.model_dump_json(indent=2) if as_json else f"{describe_report(report)}; report {written.name}"
     return text, 0 if report.passed else 1

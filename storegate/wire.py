@@ -842,3 +842,40 @@ def _refuse_non_finite(model: type[WireModel], raw: bytes) -> None:
 def encode(message: WireModel) -> bytes:
     """Serialise a message as compact UTF-8 JSON."""
     return message.model_dump_json().encode()
+
+
+# --------------------------------------------------------------------------- self-test reports
+
+
+class SelftestOutcome(StrEnum):
+    """One device's result in a self-test (``storegate provision selftest``)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class SelftestDeviceResult(WireModel):
+    """One device in a self-test: its outcome and the reason in words."""
+
+    device_id: DeviceId
+    profile: str | None = Field(default=None, max_length=64)
+    kind: str | None = Field(default=None, max_length=32)
+    outcome: SelftestOutcome
+    reason: str = Field(max_length=1000)
+
+
+class SelftestReport(WireModel):
+    """A gateway's self-test: what a technician proved of each device, uploaded to the hub's gateway listener."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    started_at: UtcDatetime
+    finished_at: UtcDatetime
+    results: list[SelftestDeviceResult] = Field(default_factory=list, max_length=256)
+
+    @property
+    def passed(self) -> bool:
+        """Whether no device failed (skipped ones do not count against it)."""
+        return all(result.outcome is not SelftestOutcome.FAILED for result in self.results)

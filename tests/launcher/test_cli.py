@@ -77,7 +77,8 @@ def test_the_technicians_tools_are_wired(tmp_path: Path) -> None:
     assert set(json.loads(detected.stdout)) == {"devices", "not_plugged_in"}
     walked = runner.invoke(app, ["provision", "selftest", "--config", str(config), "--yes"])
     assert walked.exit_code == 0
-    assert walked.stdout.startswith("selftest PASSED: 0 passed, 0 failed, 0 skipped; report in ")
+    assert "selftest PASSED: 0 passed, 0 failed, 0 skipped; report selftest-" in walked.stdout
+    assert "1 report(s) kept in" in walked.stdout  # no hub_url to send it to
     checked = runner.invoke(app, ["provision", "check", "--config", str(config), "--connect", "--timeout", "2"])
     assert checked.exit_code == 1
     assert "FAIL tcp: nothing listens on 127.0.0.1:" in checked.stdout

@@ -158,16 +158,24 @@ async def test_a_wrong_code_a_missing_device_and_no_weight_fail_with_the_reason(
     assert not report.passed
 
 
-def test_the_command_writes_the_report_and_refuses_a_broken_config(tmp_path: Path) -> None:
+def test_the_command_keeps_the_report_for_the_hub_and_refuses_a_broken_config(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('store_id = "store-0042"\ngateway_id = "gw-1"\n')
     technician = Technician({})
     text, code = run_selftest_command(config, options=SelftestOptions(), prompter=technician, as_json=False)
     assert code == 0
-    assert text.startswith("selftest PASSED: 0 passed, 0 failed, 0 skipped; report in ")
-    (written,) = tmp_path.glob("selftest-*.json")
+    assert text.startswith("selftest PASSED: 0 passed, 0 failed, 0 skipped; report selftest-")
+    (written,) = (tmp_path / "selftests" / "pending").glob("selftest-*.json")
     assert written.stat().st_mode & 0o777 == 0o600
     assert json.loads(written.read_text())["store_id"] == "store-0042"
+    assert technician.shown == [
+        f"1 report(s) kept in {tmp_path / 'selftests' / 'pending'}: set snapshots.hub_url (the hub's gateway "
+        "listener) and the gateway's certificate (mqtt.cert_file) to send them"
+    ]
+    text, code = run_selftest_command(
+        config, options=SelftestOptions(), prompter=technician, as_json=False, upload_only=True
+    )
+    assert code == 1  # still waiting
     config.write_text('store_id = "store-0042"\n')
     text, code = run_selftest_command(config, options=SelftestOptions(), prompter=technician, as_json=False)
     assert (code, "gateway_id: required, but missing: add it" in text) == (2, True)
