@@ -9,7 +9,8 @@ profile catalog) and asks the technician for one act per device, then checks wha
 - a **shelf** must read the known weight put on a slot, within a tolerance, against the slot's weight before;
 - a **door** must report opened, then closed;
 - an environment **sensor** must read a plausible value for what it measures (:data:`PLAUSIBLE`);
-- printers and cameras are listed as not tested (their own test page and still are not part of this walk yet).
+- a **printer** must print a test page (the driver's own ``print`` command: status read before and after);
+- cameras are listed as not tested (a still is not part of this walk yet).
 
 Each step has a time limit. The agent must be stopped (it holds the same serial ports); the walk says so otherwise.
 The report is written (0600) to ``selftests/pending`` beside the config and sent to the hub's gateway listener
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,11 +107,11 @@ class _Readings:
 
     def __init__(self, driver: Driver) -> None:
         self.queue: asyncio.Queue[Reading | BaseException] = asyncio.Queue()
-        self._driver = driver
+        self.driver = driver
 
     async def pump(self) -> None:
         try:
-            async for reading in self._driver.readings():
+            async for reading in self.driver.readings():
                 self.queue.put_nowait(reading)
         except asyncio.CancelledError:
             raise
@@ -223,7 +225,9 @@ def _step_of(kind: str, options: SelftestOptions, code: str) -> tuple[Step | Non
         return _door_step, "open the door and close it"
     if kind.endswith("sensor"):
         return _sensor_step, "read the sensor"
-    return None, {"printer": "a printer", "camera": "a camera"}.get(kind, f"a {kind}")
+    if kind == "printer":
+        return _printer_step, "print a test page"
+    return None, {"camera": "a camera"}.get(kind, f"a {kind}")
 
 
 def _scanner_step(code: str) -> Step:
@@ -297,6 +301,30 @@ async def _sensor_step(device: ProfiledDeviceConfig, readings: _Readings, deadli
                 "a broken or misplaced probe?"
             )
         return f"{value.quantity.value} {value.value:g} {value.unit}, plausible"
+
+
+async def _printer_step(device: ProfiledDeviceConfig, readings: _Readings, deadline: float, prompter: Prompter) -> str:
+    await readings.next(deadline, "printer status")  # read on open: the printer answers
+    command = wire.Command(
+        command_id=uuid.uuid4(),
+        store_id="selftest",
+        gateway_id="selftest",
+        device_id=device.device_id,
+        name="print",
+        args={"document": "test_page"},
+        issued_at=utc_now(),
+    )
+    try:
+        async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+            result = await readings.driver.execute(command)
+    except TimeoutError:
+        raise _StepFailed("the test page did not finish in time") from None
+    except Exception as err:  # not ready (paper out, cover open), gone mid-job: the driver says which in words
+        raise _StepFailed(f"no test page: {err}") from None
+    if result.status != "done":
+        raise _StepFailed(f"no test page: {result.detail}")
+    await prompter.instruct(device.device_id, f"take the test page from {device.device_id}: is it readable?")
+    return f"test page printed ({result.detail})"
 
 
 class TerminalPrompter:

@@ -20,6 +20,7 @@ import pytest
 from device_drivers.barcode.simulator import SimulatedSerialScanner
 from device_drivers.door.simulator import SimulatedDoorModule
 from device_drivers.onewire.simulator import OneWireSimulator
+from device_drivers.printer.simulator import EmulatedPrinter, TcpPrinter
 from device_drivers.shelf.simulator import ShelfSimulator, SlotSpec
 from device_drivers.simulated.pty import NullModem, PtyPort
 from edge_agent.config import AgentConfig
@@ -56,6 +57,7 @@ class Store:
     scanner: SimulatedSerialScanner
     shelf: ShelfSimulator
     door: SimulatedDoorModule
+    printer: EmulatedPrinter
     devices: list[dict[str, Any]]
 
 
@@ -73,6 +75,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         door = SimulatedDoorModule(port=cable.device_port)
         door.set_input(0, True)  # closed: the contact conducts
         await stack.enter_async_context(door)
+        printer = await stack.enter_async_context(TcpPrinter(EmulatedPrinter()))
         w1 = OneWireSimulator(root=tmp_path / "w1", interval_s=0.2)
         probe = w1.add_probe(serial="0316a279b0ff", offset_c=-1.0, seed=4)
         tasks = [asyncio.create_task(job) for job in (scanner.run(), shelf.run(), w1.run())]
@@ -81,12 +84,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
                 scanner=scanner,
                 shelf=shelf,
                 door=door,
+                printer=printer.printer,
                 devices=[
                     {"device_id": "till-1", "profile": "zebra-ds-cdc", "address": scanner_port.port},
                     {"device_id": "shelf-1", "profile": "storegate-shelf-v1", "address": shelf_port.port},
                     {"device_id": "door-1", "profile": "door-modbus-di", "address": cable.port},
                     {"device_id": "probe-1", "profile": "ds18b20", "address": str(probe)},
-                    {"device_id": "printer-1", "profile": "network-printer-9100", "address": "127.0.0.1:9"},
+                    {"device_id": "printer-1", "profile": "network-printer-9100", "address": printer.address},
+                    {"device_id": "cam-1", "profile": "ip-camera-rtsp", "address": "rtsp://127.0.0.1:9/live"},
                 ],
             )
         finally:
@@ -125,7 +130,10 @@ async def test_every_device_passes_on_the_right_act(tmp_path: Path, store: Store
     assert outcomes["door-1"] == (Outcome.PASSED, "reported opened, then closed")
     assert outcomes["probe-1"][0] is Outcome.PASSED, outcomes
     assert outcomes["probe-1"][1].endswith("Cel, plausible")
-    assert outcomes["printer-1"] == (Outcome.SKIPPED, "a printer: not part of the walk yet")
+    assert outcomes["printer-1"][0] is Outcome.PASSED, outcomes
+    assert outcomes["printer-1"][1].startswith("test page printed")
+    assert len(store.printer.receipts) == 1  # the page came out
+    assert outcomes["cam-1"] == (Outcome.SKIPPED, "a camera: not part of the walk yet")
     assert report.passed
     assert f"scan this code with till-1: {CODE}" in technician.told
     assert "put 500 g on slot 1 of shelf-1" in technician.told
@@ -139,7 +147,9 @@ async def test_a_wrong_code_a_missing_device_and_no_weight_fail_with_the_reason(
         store.devices[0],
         store.devices[1],
         {"device_id": "till-2", "profile": "zebra-ds-cdc", "identity": "usb-05e0:1701-GONE"},
+        store.devices[4],
     ]
+    store.printer.paper = "out"
     technician = Technician({"till-1": scan_another})  # and nothing is put on the shelf
     report = await run_selftest(
         config_of(tmp_path, devices), technician, SelftestOptions(step_timeout_s=3, code=CODE), ports=[]
@@ -155,6 +165,9 @@ async def test_a_wrong_code_a_missing_device_and_no_weight_fail_with_the_reason(
         Outcome.FAILED,
         "not plugged in: no device with identity usb-05e0:1701-GONE (storegate provision detect)",
     )
+    assert outcomes["printer-1"][0] is Outcome.FAILED
+    assert "paper" in outcomes["printer-1"][1]
+    assert store.printer.receipts == []
     assert not report.passed
 
 
