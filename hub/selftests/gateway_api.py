@@ -3,7 +3,7 @@
 The gateway is known by its certificate (:data:`hub.snapshots.gateway_api.CallingGateway`: enrolled, not revoked);
 a report must be its own (store and gateway as in the certificate), else 403. The body is a
 :class:`storegate.wire.SelftestReport` (422 otherwise, 413 beyond :data:`MAX_REPORT_BYTES`). 201 with the row's id.
-Each report stored is logged; there is no operator to audit (the gateway's certificate is the actor).
+Each report stored is logged and audited (``selftest.received``, the actor ``gateway:<store>/<gateway>``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
 
+from hub.auth import audit
 from hub.db import writegate
 from hub.db.models import SelftestReportRow
 from hub.snapshots.gateway_api import CallingGateway, gateway_service
@@ -70,7 +71,20 @@ async def upload_selftest(request: Request, gateway: CallingGateway) -> StoredRe
     )
     async with service.write_gate.turn(writegate.API, timeout_s=_WRITE_TURN_WAIT_S), service.sessions() as session:
         session.add(row)
-        await session.commit()
+        await session.flush()
         stored = row.id
+        # A system action, in the same audit log as the operators' (the gateway's certificate is the actor).
+        event = audit.AuditEvent(
+            action="selftest.received",
+            actor=f"gateway:{gateway.common_name}",
+            actor_kind="gateway",
+            outcome="201",
+            target=f"selftest:{stored}",
+            store_id=report.store_id,
+            client=request.client.host if request.client is not None else None,
+            detail=f"{'passed' if report.passed else 'failed'}: {row.failed} of {len(report.results)} devices failed",
+        )
+        await audit.append(session, [event], at=row.received_at)
+        await session.commit()
     log.info("selftest_stored", gateway=gateway.common_name, passed=report.passed, failed=row.failed, id=stored)
     return StoredReport(id=stored)

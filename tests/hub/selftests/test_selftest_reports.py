@@ -13,8 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from edge_agent.config import AgentConfig
+from hub.auth.models import AuditEntry
 from launcher.broker import free_port
 from provisioning.selftest import pending_dir, upload_pending, write_report
 from storegate import wire
@@ -78,6 +80,16 @@ async def test_a_gateway_sends_its_reports_and_operators_read_them_newest_first(
         assert [line.split(": ", 1)[1] for line in said] == ["sent to the hub", "sent to the hub"]
         assert list(pending_dir(gateway_home).iterdir()) == []
         assert len(list((gateway_home / "selftests" / "sent").iterdir())) == 2
+        async with hub.runtime.sessions() as session:
+            audited = (
+                await session.execute(
+                    select(AuditEntry.actor, AuditEntry.detail).where(AuditEntry.action == "selftest.received")
+                )
+            ).all()
+        assert sorted(audited) == [
+            ("gateway:store-a/gw-1", "failed: 1 of 1 devices failed"),
+            ("gateway:store-a/gw-1", "passed: 0 of 1 devices failed"),
+        ]
 
         async with gateway_client(tls, STORE_B, port) as store_b:
             forged = await store_b.post(PATH, content=wire.encode(report("store-a", "gw-1", failed=False, minute=9)))
