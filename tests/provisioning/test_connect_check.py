@@ -23,9 +23,10 @@ from hub.db.models import StoredEvent
 from hub.fleet.commands import add_gateway
 from hub.pki.identity import GatewayIdentity
 from hub.settings import HubSettings
-from launcher.broker import free_port
+from launcher.broker import LocalBroker, free_port
 from provisioning.connect_check import CHECK_KIND, ConnectReport, Step, check_connection, run_connect_check
 from storegate.mqtt import MqttSettings
+from tests.edge_agent.test_secrets import USER, auth_broker  # noqa: F401 - the fixture, used by name
 from tests.edge_agent.test_status import sample_status
 from tests.tls_broker import STORE_A, STORE_B, TlsBroker, running_tls_broker
 
@@ -122,6 +123,19 @@ def test_another_gateways_certificate_cannot_publish_as_this_one(tmp_path: Path,
     assert step == Step.PUBLISH
     assert "store-a/gw-1" in detail
     assert "store_id and gateway_id in the config right?" in fix
+
+
+def test_a_wrong_password_is_refused_at_the_login(tmp_path: Path, auth_broker: LocalBroker) -> None:  # noqa: F811
+    password = tmp_path / "mqtt-password"
+    password.write_text("not the password\n")
+    password.chmod(0o600)
+    mqtt = MqttSettings(host=auth_broker.host, port=auth_broker.port, username=USER, password_file=password)
+    step, detail, fix = failed_at(check_connection(config_of(tmp_path, mqtt), timeout_s=5))
+    assert step == Step.MQTT
+    assert detail.startswith("the broker refused the gateway: ")
+    assert "Not authorized" in detail or "Bad user name or password" in detail
+    assert fix == "check mqtt.username and the password (mqtt.password_file); the hub's operator can reset them"
+    assert "not the password" not in detail + fix
 
 
 def test_a_good_gateway_without_a_hub_reaches_the_broker_and_waits_for_the_ack(tmp_path: Path, tls: TlsBroker) -> None:
