@@ -54,7 +54,7 @@ from device_drivers.profile_base import ProfileId
 from device_drivers.profiles import ProfileCatalog, load_catalog, parse_settings
 from device_drivers.simulated.sequence import SimulatedSequenceConfig
 from device_drivers.simulated.temperature import SimulatedSensorConfig
-from storegate.configfile import ConfigError, describe_validation_error, load_model
+from storegate.configfile import ConfigError, describe_validation_error, did_you_mean, load_model
 from storegate.mqtt import MqttSettings
 from storegate.secret_files import SecretFileError
 from storegate.wire import MAX_BATCH_EVENTS, DeviceId, GatewayId, StoreId
@@ -81,7 +81,9 @@ DEFAULT_MAX_BYTES: Final = 1024**3
 class OutboxConfig(ConfigModel):
     """Where events wait until the hub acknowledges them, and how they are sent."""
 
-    path: Path = Field(description="SQLite file; relative paths are relative to the config file")
+    path: Path = Field(
+        default=Path("outbox.sqlite"), description="SQLite file; relative paths are relative to the config file"
+    )
     max_batch: int = Field(default=500, gt=0, le=MAX_BATCH_EVENTS, description="events per MQTT message")
     max_in_flight: int = Field(default=5000, gt=0, description="published but unacknowledged events at most")
     ack_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="resend when the hub is silent this long")
@@ -222,7 +224,8 @@ class AgentConfig(ConfigModel):
     store_id: StoreId
     gateway_id: GatewayId
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    outbox: OutboxConfig
+    # Every outbox key has a default: a config needs no [outbox] section (outbox.sqlite beside the file).
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     hotplug: HotplugConfig = Field(default_factory=HotplugConfig)
     print_jobs: PrintJobsConfig = Field(default_factory=PrintJobsConfig)
@@ -342,7 +345,7 @@ def device_problems(config: AgentConfig, catalog: ProfileCatalog) -> list[str]:
         try:
             profile = catalog.get(device.profile)
         except KeyError as err:
-            problems.append(f"{where}.profile: {err.args[0]}")
+            problems.append(f"{where}.profile: {err.args[0]}{did_you_mean(device.profile, catalog.profiles)}")
             continue
         try:
             parse_settings(profile, device.settings)

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 
 from edge_agent.acks import RefusedAck
-from edge_agent.status import AgentStatusFile, clock_time
+from edge_agent.status import AgentStatusFile, DeviceState, clock_time
 from storegate import wire
 from storegate.service_metrics import register_service_metrics
 from storegate.tasks import wait_for_event
@@ -320,6 +320,7 @@ class HealthReporter:
         self._publish_rate = RateMeter()
         self._ack_rate = RateMeter()
         self._problems_logged = False
+        self._link: MqttLink | None = None  # the link run() reports on; its last connection error goes in the status
 
     def stats(self) -> AgentStats:
         """A snapshot of the counters; safe to read from any thread."""
@@ -409,6 +410,7 @@ class HealthReporter:
         state, clock = self._state, self._clock
         interval_s = self._config.health.interval_s
         next_report = clock.monotonic() + interval_s  # or at the first connect
+        self._link = link
         await self.write_status(running=True)  # at once, so `storegate agent status` has something to say
         while True:
             now = clock.monotonic()
@@ -466,5 +468,23 @@ class HealthReporter:
             if recorder.write_failing is None
             else self._clock.now() - timedelta(seconds=now - recorder.write_failing[0]),
             last_write_at=recorder.last_write_at,
+            last_connection_error=None if self._link is None or stats.connected else self._link.last_error,
+            devices=self.device_states(now),
         )
         await self._status_file.write(status)
+
+    def device_states(self, now: float) -> list[DeviceState]:
+        """Every running device's state, for the status file (``storegate agent status`` lists them)."""
+        states = []
+        for device in self._devices.supervisors:
+            driver = device.driver
+            states.append(
+                DeviceState(
+                    device_id=device.device_id,
+                    up=device.up,
+                    down_for_s=device.down_for(now),
+                    last_error=None if device.up else device.last_error,
+                    attention=None if driver is None or not device.up else driver.health().attention,
+                )
+            )
+        return states

@@ -36,6 +36,7 @@ from device_drivers.base import Driver, Reading
 from device_drivers.families import families
 from device_drivers.ports import PortInfo
 from device_drivers.ports import PortLister as PortLister  # the agent names it here
+from device_drivers.profile_base import ProfileBase
 from device_drivers.profiles import ProfileCatalog
 from edge_agent.config import DeviceConfig, HotplugConfig, ProfiledDeviceConfig
 from edge_agent.devices import DeviceSupervisor
@@ -109,6 +110,19 @@ class PortChanges:
 
     arrived: tuple[PortInfo, ...]
     left: tuple[PortInfo, ...]
+
+
+def identifiable(port: PortInfo) -> bool:
+    """Whether a port says who it is (USB ids or a serial number); others are neither matched nor reported."""
+    return port.identity.vendor_id is not None or port.identity.serial_number is not None
+
+
+def profile_for(catalog: ProfileCatalog, port: PortInfo) -> ProfileBase | None:
+    """The profile hot-plug gives a port: the one its lister names, else the best USB match; None: unknown.
+
+    The one matcher: the agent and ``storegate provision detect`` both ask it.
+    """
+    return catalog.profiles.get(port.profile_hint) if port.profile_hint else catalog.match(port)
 
 
 def diff_ports(before: Iterable[PortInfo], now: Iterable[PortInfo]) -> PortChanges:
@@ -316,9 +330,9 @@ class DeviceManager:
             assert isinstance(config, ProfiledDeviceConfig)
             config = config.model_copy(update={"address": port.address})
         else:
-            if port.identity.vendor_id is None and port.identity.serial_number is None:
+            if not identifiable(port):
                 return
-            profile = self._catalog.profiles.get(port.profile_hint) if port.profile_hint else self._catalog.match(port)
+            profile = profile_for(self._catalog, port)
             if profile is None:
                 if key not in self._unknown:
                     self._unknown.add(key)

@@ -82,12 +82,13 @@ class Presence:
         state.wake_health.set()
 
     def disconnected(self, reason: str) -> None:
-        """The link dropped (``reason`` in paho's words)."""
+        """The link dropped, or a connection attempt failed for a new reason (``reason`` in words)."""
         state = self._state
         state.connected = False
         if state.disconnected_at is None:
             state.disconnected_at = self._clock.monotonic()
-            state.wake_health.set()
+        # At once, not at the next interval: `storegate agent status` should say why without waiting.
+        state.wake_health.set()
 
     def devices_changed(self) -> None:
         """A device started or stopped: while connected, the retained status says so (the hub's gateway view)."""

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -45,6 +46,18 @@ EXIT_NO_STATUS: Final = 2
 # A status older than this many health intervals (and at least STALE_MIN_S) means the agent is not running.
 STALE_INTERVALS: Final = 3
 STALE_MIN_S: Final = 10.0
+
+
+class DeviceState(BaseModel):
+    """One running device as the status file lists it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    device_id: str
+    up: bool
+    down_for_s: float | None = Field(default=None, description="failing this long (None while up or still opening)")
+    last_error: str | None = None
+    attention: str | None = Field(default=None, description="works, but needs a person (out of paper...)")
 
 
 class AgentStatusFile(BaseModel):
@@ -78,6 +91,8 @@ class AgentStatusFile(BaseModel):
     disk_full_since: UtcDatetime | None = Field(default=None, description="when the outbox's filesystem filled up")
     write_failing_since: UtcDatetime | None = Field(default=None, description="when outbox writes began to fail")
     last_write_at: UtcDatetime | None = Field(default=None, description="the last outbox write that worked")
+    last_connection_error: str | None = Field(default=None, description="why the broker cannot be reached, in words")
+    devices: list[DeviceState] = Field(default_factory=list, description="the devices running, with their state")
 
 
 STATUS_NAME: Final = "<outbox>.status.json"
@@ -91,11 +106,17 @@ def status_path(outbox_path: Path) -> Path:
 def status_bytes(status: AgentStatusFile) -> bytes:
     """The status as the file holds it: JSON padded with spaces to STATUS_FILE_BYTES (problems cut to fit)."""
     text = status.model_dump_json(indent=2).encode()
-    problems = list(status.problems)
+    problems, whole = list(status.problems), status
     while len(text) >= STATUS_FILE_BYTES and problems:
         problems = problems[: len(problems) // 2]
-        cut = [*problems, f"(and {len(status.problems) - len(problems):,} more problems)"]
-        text = status.model_copy(update={"problems": cut}).model_dump_json(indent=2).encode()
+        cut = [*problems, f"(and {len(whole.problems) - len(problems):,} more problems)"]
+        status = whole.model_copy(update={"problems": cut})
+        text = status.model_dump_json(indent=2).encode()
+    devices = list(status.devices)
+    while len(text) >= STATUS_FILE_BYTES and devices:  # the failing devices are named in the problems too
+        devices = devices[: len(devices) // 2]
+        status = status.model_copy(update={"devices": devices})
+        text = status.model_dump_json(indent=2).encode()
     return text + b"\n" + b" " * (STATUS_FILE_BYTES - len(text) - 1)
 
 
@@ -209,6 +230,19 @@ def holds_open(pid: int, path: Path) -> bool | None:
     return False
 
 
+def running_agent_pid(outbox_path: Path) -> int | None:
+    """The pid of the agent running on this outbox (its status says running and it holds the outbox), else None.
+
+    For tools that must not run beside the agent: the connection check (same broker session), the self-test (same
+    serial ports).
+    """
+    try:
+        status = read_status(status_path(outbox_path))
+    except (OSError, ValidationError):
+        return None
+    return status.pid if status.running and holds_open(status.pid, outbox_path) else None
+
+
 def _outbox_trouble(status: AgentStatusFile, now: datetime) -> str:
     """The outbox's disk and writes in words, or "" when all is well."""
     if status.write_failing_since is not None:
@@ -227,10 +261,40 @@ def _outbox_trouble(status: AgentStatusFile, now: datetime) -> str:
     return ""
 
 
-def describe_status(
+class BrokerReport(BaseModel):
+    """The broker connection as ``agent status --json`` gives it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str
+    connected: bool
+    unreachable_for_s: float | None = Field(description="how long the agent has been trying, as of now")
+    trying_since: UtcDatetime | None = None
+    last_error: str | None = Field(description="why the last connection attempt failed, in words")
+
+
+class StatusReport(BaseModel):
+    """``storegate agent status --json``: the assessment (running, problems, exit code) and the status file itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store_id: str
+    gateway_id: str
+    running: bool
+    healthy: bool
+    exit_code: int
+    status_age_s: float
+    broker: BrokerReport
+    devices: list[DeviceState]
+    problems: list[str]
+    status: AgentStatusFile
+
+
+def assess_status(
     status: AgentStatusFile, *, now: datetime, pid_alive: bool = True, holds_outbox: bool | None = None
-) -> tuple[str, int]:
-    """The status in words and the exit code (0 healthy, 1 problems or not running).
+) -> StatusReport:
+    """What the status file means as of ``now``: is the agent running, for how long the broker has been away, what
+    is wrong.
 
     ``holds_outbox``: whether the status's pid holds the outbox open (None: cannot tell). A
     live agent whose status is old (it cannot write it) is running all the same.
@@ -238,34 +302,82 @@ def describe_status(
     age_s = max(0.0, (now - status.written_at).total_seconds())
     stale = age_s > max(STALE_INTERVALS * status.health_interval_s, STALE_MIN_S)
     running = status.running and pid_alive and (not stale or holds_outbox is True)
-    head = f"gateway {status.store_id}/{status.gateway_id}: "
     extra_problems: list[str] = []
-    if running:
+    if running and stale:
+        extra_problems.append(
+            f"the agent has not updated its status for {_age(age_s)}: it cannot write {STATUS_NAME} "
+            "(is the disk full?); figures below are as of then"
+        )
+    unreachable_for_s = trying_since = None
+    if not status.connected and status.disconnected_for_s is not None:
+        # The file says how long as of its writing; a running agent has gone on trying since.
+        unreachable_for_s = status.disconnected_for_s + (age_s if running else 0.0)
+        trying_since = status.written_at - timedelta(seconds=status.disconnected_for_s)
+    problems = [*extra_problems, *status.problems] if running else ["the agent is not running", *status.problems]
+    code = EXIT_PROBLEMS if problems else EXIT_HEALTHY
+    return StatusReport(
+        store_id=status.store_id,
+        gateway_id=status.gateway_id,
+        running=running,
+        healthy=not problems,
+        exit_code=code,
+        status_age_s=round(age_s, 3),
+        broker=BrokerReport(
+            address=status.broker,
+            connected=status.connected,
+            unreachable_for_s=unreachable_for_s,
+            trying_since=trying_since,
+            last_error=status.last_connection_error,
+        ),
+        devices=status.devices,
+        problems=problems,
+        status=status,
+    )
+
+
+def _device_line(device: DeviceState) -> str:
+    if device.up:
+        return f"{device.device_id}: up" + (f", needs attention: {device.attention}" if device.attention else "")
+    if device.down_for_s is None:
+        return f"{device.device_id}: opening"
+    error = f" ({device.last_error})" if device.last_error else ""
+    return f"{device.device_id}: down for {_age(device.down_for_s)}{error}"
+
+
+def describe_status(
+    status: AgentStatusFile, *, now: datetime, pid_alive: bool = True, holds_outbox: bool | None = None
+) -> tuple[str, int]:
+    """The status in words and the exit code (0 healthy, 1 problems or not running)."""
+    report = assess_status(status, now=now, pid_alive=pid_alive, holds_outbox=holds_outbox)
+    age_s = report.status_age_s
+    head = f"gateway {status.store_id}/{status.gateway_id}: "
+    if report.running:
         head += f"agent running (pid {status.pid}, status {_age(age_s)} old)"
         trouble = _outbox_trouble(status, now)
         head += f"; {trouble}" if trouble else ""
-        if stale:
-            extra_problems.append(
-                f"the agent has not updated its status for {_age(age_s)}: it cannot write {STATUS_NAME} "
-                "(is the disk full?); figures below are as of then"
-            )
     elif not status.running:
         head += f"agent not running (stopped cleanly; status {_age(age_s)} old)"
     else:
         head += f"agent not running (status {_age(age_s)} old)"
+    broker_report = report.broker
     if status.connected:
         broker = f"broker {status.broker}: connected"
-    elif status.disconnected_for_s is not None:
-        broker = f"broker {status.broker}: unreachable for {_age(status.disconnected_for_s)}"
+    elif broker_report.unreachable_for_s is not None and broker_report.trying_since is not None:
+        broker = (
+            f"broker {status.broker}: unreachable for {_age(broker_report.unreachable_for_s)} "
+            f"(trying since {clock_time(broker_report.trying_since)})"
+        )
     else:
         broker = f"broker {status.broker}: not connected"
+    if not status.connected and broker_report.last_error:
+        broker += f"; last error: {broker_report.last_error}"
     oldest = (
         "" if status.oldest_unacked_age_s is None else f", oldest unacknowledged {_age(status.oldest_unacked_age_s)}"
     )
     evicted = ", ".join(f"{name} {count:,}" for name, count in status.evicted_by_priority.items() if count)
     lines = [
         head,
-        broker + ("" if running else ", when last seen"),
+        broker + ("" if report.running else ", when last seen"),
         f"backlog: {status.outbox_depth:,} event{'' if status.outbox_depth == 1 else 's'} "
         f"({status.outbox_bytes / 1e6:,.1f} MB){oldest}",
         f"rates over the last minute: published {status.publish_rate:,.1f} events/s, "
@@ -276,37 +388,42 @@ def describe_status(
         + (f" ({evicted})" if evicted else "")
         + f", duplicates dropped {status.duplicates_total:,}, invalid readings {status.rejected_total:,}",
     ]
-    problems = [*extra_problems, *status.problems] if running else ["the agent is not running", *status.problems]
-    if problems:
+    if status.devices:
+        lines.append("devices:")
+        lines += [f"  - {_device_line(device)}" for device in status.devices]
+    if report.problems:
         lines.append("problems:")
-        lines += [f"  - {problem}" for problem in problems]
+        lines += [f"  - {problem}" for problem in report.problems]
     else:
         lines.append("problems: none")
-    return "\n".join(lines), EXIT_PROBLEMS if problems else EXIT_HEALTHY
+    return "\n".join(lines), report.exit_code
 
 
-def agent_status(config_path: Path) -> tuple[str, int]:
-    """How the agent of ``config_path`` is doing, in words, and an exit code.
+def agent_status(config_path: Path, *, as_json: bool = False) -> tuple[str, int]:
+    """How the agent of ``config_path`` is doing, in words (or JSON, :class:`StatusReport`), and an exit code.
 
     0: running without problems; 1: problems, or not running; 2: no status file, or the
-    config or the status file cannot be read.
+    config or the status file cannot be read (as JSON: ``{"error": ...}``).
     """
+
+    def failed(text: str) -> tuple[str, int]:
+        return (json.dumps({"error": text}) if as_json else text), EXIT_NO_STATUS
+
     try:
         config = load_agent_config(config_path)
     except ConfigError as err:
-        return str(err), EXIT_NO_STATUS
+        return failed(str(err))
     path = status_path(config.outbox.path)
     try:
         status = read_status(path)
     except FileNotFoundError:
-        return f"no status file {path}: the agent has not run with this config", EXIT_NO_STATUS
+        return failed(f"no status file {path}: the agent has not run with this config")
     except OSError as err:
-        return f"cannot read status file {path}: {err.strerror}", EXIT_NO_STATUS
+        return failed(f"cannot read status file {path}: {err.strerror}")
     except ValidationError as err:
-        return f"status file {path} is not a valid status: {err.errors()[0]['msg']}", EXIT_NO_STATUS
-    return describe_status(
-        status,
-        now=utc_now(),
-        pid_alive=_pid_alive(status.pid),
-        holds_outbox=holds_open(status.pid, config.outbox.path),
-    )
+        return failed(f"status file {path} is not a valid status: {err.errors()[0]['msg']}")
+    now, alive, holds = utc_now(), _pid_alive(status.pid), holds_open(status.pid, config.outbox.path)
+    if as_json:
+        report = assess_status(status, now=now, pid_alive=alive, holds_outbox=holds)
+        return report.model_dump_json(indent=2), report.exit_code
+    return describe_status(status, now=now, pid_alive=alive, holds_outbox=holds)

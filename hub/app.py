@@ -84,6 +84,7 @@ from hub.reports import api as reports
 from hub.reports.schedules import api as report_schedules_api
 from hub.reports.schedules.runner import ScheduleRunner
 from hub.runtime import HubRuntime
+from hub.selftests import api as selftests_api
 from hub.settings import HubSettings
 from hub.snapshots import api as snapshots_api
 from hub.snapshots.gateway_api import SnapshotListener, SnapshotService
@@ -585,6 +586,7 @@ _API_MODULES: Final = (
     console_audit,
     fleet_config_api,
     releases_api,
+    selftests_api,
 )
 
 

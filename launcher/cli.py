@@ -558,40 +558,71 @@ agent_app = typer.Typer(
 app.add_typer(agent_app, name="agent")
 
 
+AgentConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Agent TOML config file (see docs/operations.md); default: $STOREGATE_AGENT_CONFIG, else agent.toml "
+        "in the gateway home ($STOREGATE_AGENT_HOME, /var/lib/storegate).",
+        show_default=False,
+    ),
+]
+
+
+def _agent_config(ctx: typer.Context, config: Path | None) -> Path:
+    """--config of the command, else of ``storegate agent``, else the gateway home's (``default_config_path``)."""
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    given = config if config is not None else parent.get("config")
+    if given is not None:
+        return Path(given)
+    from provisioning.layout import default_config_path
+
+    default = default_config_path()
+    if not default.exists():
+        typer.echo(
+            f"no agent config at {default} (the default); name one with --config FILE or STOREGATE_AGENT_CONFIG",
+            err=True,
+        )
+        raise typer.Exit(EXIT_CONFIG)
+    return default
+
+
 @agent_app.callback(invoke_without_command=True)
 def agent(
     ctx: typer.Context,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Agent TOML config file (see docs/operations.md).")
-    ] = None,
+    config: AgentConfigOption = None,
     log_format: LogFormatOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
-    """Run the edge agent: ``storegate agent --config agent.toml``; ``storegate agent status`` reports on it."""
+    """Run the edge agent: ``storegate agent [--config agent.toml]``; ``storegate agent status`` reports on it."""
     request_log_options(log_format, log_level)
     if ctx.invoked_subcommand is not None:
         return
-    if config is None:
-        typer.echo("storegate agent needs --config FILE (or a subcommand: status)", err=True)
-        raise typer.Exit(2)
+    path = _agent_config(ctx, config)
     with installed("agent", "edge"):
         from edge_agent.runner import run_agent
         from launcher.releases import run_agent_releases
 
     # The release `current` names runs, watched by this (the installation's) code: docs/updates.md.
-    raise typer.Exit(run_agent_releases(config, lambda: run_agent(config), own_version=__version__))
+    raise typer.Exit(run_agent_releases(path, lambda: run_agent(path), own_version=__version__))
 
 
 @agent_app.command("status")
 def agent_status(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The agent's TOML config file.")],
+    ctx: typer.Context,
+    config: AgentConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document: the assessment and the status file as written.")
+    ] = False,
 ) -> None:
-    """Say how the agent is doing: backlog, oldest unacknowledged event, rates, resends, evictions, broker."""
+    """Say how the agent is doing: broker (and why not), devices, backlog, oldest unacknowledged event, rates."""
+    path = _agent_config(ctx, config)
     with installed("agent status", "edge"):
         from edge_agent.status import agent_status as describe
 
-    text, code = describe(config)
-    typer.echo(text, err=code == 2)
+    text, code = describe(path, as_json=as_json)
+    typer.echo(text, err=code == 2 and not as_json)
     raise typer.Exit(code)
 
 
@@ -690,14 +721,40 @@ def provision_agent_config(
 
 @provision_app.command("check")
 def provision_check(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML config file to check.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent TOML config file to check (default: $STOREGATE_AGENT_CONFIG, else the gateway home's).",
+            show_default=False,
+        ),
+    ] = None,
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Also try the way to the hub step by step: DNS, TCP, TLS, MQTT login, a publish, the hub's ack "
+            "(stop the agent first).",
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=1, max=120, help="Seconds each --connect step may take.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="With --connect: the steps as one JSON document.")] = False,
 ) -> None:
     """Check an agent config file and say what is wrong with it, key by key, its TLS files included."""
     with installed("provision check", "edge"):
         from edge_agent.config import load_agent_config
         from provisioning.agent_config import tls_problems
+        from provisioning.layout import default_config_path
     from storegate.configfile import ConfigError
 
+    config = config if config is not None else default_config_path()
+    if connect:
+        from provisioning.connect_check import run_connect_check
+
+        text, code = run_connect_check(config, as_json=as_json, timeout_s=timeout)
+        typer.echo(text, err=code == EXIT_CONFIG)
+        raise typer.Exit(code)
     try:
         loaded = load_agent_config(config)
     except ConfigError as err:
@@ -708,6 +765,68 @@ def provision_check(
         typer.echo(str(ConfigError(config, problems)), err=True)
         raise typer.Exit(2)
     typer.echo(f"{config}: valid for store {loaded.store_id}, gateway {loaded.gateway_id}")
+
+
+@provision_app.command("detect")
+def provision_detect(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent config: its extra profiles and [hotplug] settings, and the devices it names already "
+            "(default: none; the shipped profiles).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of text.")] = False,
+) -> None:
+    """List every device plugged in, the profile it matched and the [[devices]] entry to paste; unknown devices
+    with their ids. Exit 1 when a device is unknown or a configured one is not plugged in."""
+    with installed("provision detect", "edge"):
+        from provisioning.detect import run_detect
+
+    text, code = run_detect(config, as_json=as_json)
+    typer.echo(text, err=code == 2)
+    raise typer.Exit(code)
+
+
+@provision_app.command("selftest")
+def provision_selftest(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent TOML config (default: $STOREGATE_AGENT_CONFIG, else the gateway home's).",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before each device: test them all.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, max=600, help="Seconds each device's step may take.")] = 60.0,
+    slot: Annotated[int, typer.Option(min=1, max=255, help="The shelf slot the known weight goes on.")] = 1,
+    weight_g: Annotated[float, typer.Option(min=50, max=50_000, help="The known weight, in grams.")] = 500.0,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON document.")] = False,
+    upload_only: Annotated[
+        bool, typer.Option("--upload-only", help="Only send the reports the hub has not taken yet.")
+    ] = False,
+) -> None:
+    """Walk through every configured device with the technician: scan the code shown, put the known weight on a
+    slot, open and close the door, read each sensor; pass or fail for each, and a report (stop the agent first)."""
+    with installed("provision selftest", "edge"):
+        from provisioning.layout import default_config_path
+        from provisioning.selftest import SelftestOptions, TerminalPrompter, run_selftest_command
+
+    options = SelftestOptions(step_timeout_s=timeout, shelf_slot=slot, weight_g=weight_g)
+    prompter = TerminalPrompter(yes=yes, echo=lambda line: typer.echo(line, err=as_json))
+    text, code = run_selftest_command(
+        config if config is not None else default_config_path(),
+        options=options,
+        prompter=prompter,
+        as_json=as_json,
+        upload_only=upload_only,
+    )
+    typer.echo(text, err=code == EXIT_CONFIG)
+    raise typer.Exit(code)
 
 
 def run() -> None:

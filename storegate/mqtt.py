@@ -94,6 +94,27 @@ class MqttSettings(BaseModel):
             require_private_file(self.key_file, what="TLS private key")
 
 
+def describe_connect_failure(host: str, port: int, err: BaseException | None) -> str:
+    """Why a connection to the broker at ``host:port`` failed, naming the address, for the status a technician reads.
+
+    (The warning in the log says it as :func:`storegate.reachability.describe_connect_error` does, with the fix.)
+    """
+    address = f"{host}:{port}"
+    if isinstance(err, socket.gaierror):
+        return f"the host name {host!r} cannot be found ({err.strerror or err})"
+    if isinstance(err, ConnectionRefusedError):
+        return f"nothing listens on {address} (connection refused)"
+    if isinstance(err, TimeoutError):
+        return f"no answer from {address} (timed out: a firewall, or the wrong address)"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate at {address} is not accepted: {err.verify_message}"
+    if isinstance(err, ssl.SSLError):
+        return f"the TLS handshake with {address} failed: {err.reason or err}"
+    if isinstance(err, OSError):
+        return f"cannot connect to {address}: {err.strerror or err}"
+    return f"cannot connect to {address}" + ("" if err is None else f": {err}")
+
+
 @dataclass(frozen=True, slots=True)
 class Will:
     """The last-will message the broker publishes when the connection is lost."""
@@ -347,9 +368,15 @@ class MqttLink:
     def _handle_connect_fail(self, client: paho.Client, userdata: object) -> None:
         # paho calls this from inside its ``except OSError`` around the connection attempt and passes no error:
         # the exception being handled is the reason (refused, unresolvable name, TLS, timeout).
-        reason = describe_connect_error(sys.exception())
-        self.last_error = f"broker {self.settings.address} unreachable: {reason}"
-        self._note_failure(reason)
+        err = sys.exception()
+        error = describe_connect_failure(self.settings.host, self.settings.port, err)
+        repeated = error == self.last_error
+        self.last_error = error
+        self._note_failure(describe_connect_error(err))  # the log: the first failure, then with backoff
+        if repeated:
+            return  # the same failure on every retry: reported to the agent's status once
+        if self._on_disconnect_cb is not None and self._loop is not None and not self._closing:
+            self._loop.call_soon_threadsafe(self._on_disconnect_cb, error)
 
     def _note_failure(self, reason: str, *, event: str = "mqtt_broker_unreachable") -> None:
         """A failed attempt or a lost connection: a warning for the first of an outage, then with backoff."""

@@ -65,8 +65,8 @@ _SEGMENT = r"[a-z0-9][a-z0-9_-]{0,62}"
 # A whole store or gateway id, for validators outside the wire models (API path parameters).
 SEGMENT_PATTERN: Final = rf"^{_SEGMENT}$"
 # Store and gateway ids are topic segments: lower case, no MQTT wildcards or slashes.
-StoreId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="store id, e.g. 'store-0042'")]
-GatewayId = Annotated[str, Field(pattern=rf"^{_SEGMENT}$", description="gateway id, e.g. 'gw-1'")]
+StoreId = Annotated[str, Field(pattern=SEGMENT_PATTERN, description="store id, e.g. 'store-0042'")]
+GatewayId = Annotated[str, Field(pattern=SEGMENT_PATTERN, description="gateway id, e.g. 'gw-1'")]
 # Characters an SKU id cannot hold: it is one URL path segment (``/skus/{sku_id}``). "/" and "\\" (which
 # browsers and WHATWG URL parsers read as "/") split it, "?" and "#" end the path when a client does not
 # encode them, "%" is read as an escape; control characters are line noise.
@@ -86,10 +86,11 @@ def check_sku_id(value: str) -> str:
 
 # The retailer's code of an article, as the catalog and shelf events name it.
 SkuId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_sku_id)]
+DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 DeviceId = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        pattern=DEVICE_ID_PATTERN,
         description="device id, stable across unplug and replug, e.g. 'fridge-1' or 'usb-1a86:7523-A1B2'",
     ),
 ]
@@ -841,3 +842,40 @@ def _refuse_non_finite(model: type[WireModel], raw: bytes) -> None:
 def encode(message: WireModel) -> bytes:
     """Serialise a message as compact UTF-8 JSON."""
     return message.model_dump_json().encode()
+
+
+# --------------------------------------------------------------------------- self-test reports
+
+
+class SelftestOutcome(StrEnum):
+    """One device's result in a self-test (``storegate provision selftest``)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class SelftestDeviceResult(WireModel):
+    """One device in a self-test: its outcome and the reason in words."""
+
+    device_id: DeviceId
+    profile: str | None = Field(default=None, max_length=64)
+    kind: str | None = Field(default=None, max_length=32)
+    outcome: SelftestOutcome
+    reason: str = Field(max_length=1000)
+
+
+class SelftestReport(WireModel):
+    """A gateway's self-test: what a technician proved of each device, uploaded to the hub's gateway listener."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    store_id: StoreId
+    gateway_id: GatewayId
+    started_at: UtcDatetime
+    finished_at: UtcDatetime
+    results: list[SelftestDeviceResult] = Field(default_factory=list, max_length=256)
+
+    @property
+    def passed(self) -> bool:
+        """Whether no device failed (skipped ones do not count against it)."""
+        return all(result.outcome is not SelftestOutcome.FAILED for result in self.results)

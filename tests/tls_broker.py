@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from hub.pki.authority import CertificateAuthority
 from hub.pki.broker import BrokerFiles, write_broker_files
 from hub.pki.identity import GatewayIdentity
+from hub.pki.settings import DEFAULT_BROKER_HOSTS
 from launcher.broker import LocalBroker, find_mosquitto, free_port, start_mosquitto_with
 from storegate.mqtt import MqttSettings
 from tests.conftest import wait_until
@@ -80,11 +81,18 @@ class TlsBroker:
         )
 
 
-def start_tls_broker(workdir: Path, gateways: tuple[GatewayIdentity, ...] = (STORE_A, STORE_B)) -> TlsBroker:
-    """A CA with ``gateways`` issued, its broker files written, and Mosquitto started on them."""
+def start_tls_broker(
+    workdir: Path,
+    gateways: tuple[GatewayIdentity, ...] = (STORE_A, STORE_B),
+    broker_hosts: tuple[str, ...] = DEFAULT_BROKER_HOSTS,
+) -> TlsBroker:
+    """A CA with ``gateways`` issued, its broker files written, and Mosquitto started on them.
+
+    ``broker_hosts``: the names the broker's certificate holds (fewer, to test a name it does not hold).
+    """
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed: apt-get install mosquitto")
-    ca = CertificateAuthority.create(workdir / "secrets" / "pki")
+    ca = CertificateAuthority.create(workdir / "secrets" / "pki", broker_hosts=broker_hosts)
     port = free_port(HOST)
     bundles = {}
     for gateway in gateways:
@@ -102,10 +110,12 @@ def start_tls_broker(workdir: Path, gateways: tuple[GatewayIdentity, ...] = (STO
 
 @contextlib.contextmanager
 def running_tls_broker(
-    workdir: Path, gateways: tuple[GatewayIdentity, ...] = (STORE_A, STORE_B)
+    workdir: Path,
+    gateways: tuple[GatewayIdentity, ...] = (STORE_A, STORE_B),
+    broker_hosts: tuple[str, ...] = DEFAULT_BROKER_HOSTS,
 ) -> Iterator[TlsBroker]:
     """:func:`start_tls_broker` for a block; the broker is killed after it."""
-    tls = start_tls_broker(workdir, gateways)
+    tls = start_tls_broker(workdir, gateways, broker_hosts)
     try:
         yield tls
     finally:

@@ -104,6 +104,8 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     # enrolling issues the gateway's certificate and key; revoking shuts it out at the broker and the hub
     ("POST", "/api/v1/stores/{store_id}/gateways"): administer(PATH),
     ("POST", "/api/v1/stores/{store_id}/gateways/{gateway_id}/revoke"): administer(PATH),
+    # self-test reports the gateway uploaded (hub.selftests): read like the gateway itself
+    ("GET", "/api/v1/stores/{store_id}/gateways/{gateway_id}/selftests"): read(PATH),
     ("GET", "/api/v1/refused-events"): read(QUERY),
     ("GET", "/api/v1/events"): read(QUERY),
     ("GET", "/api/v1/data-losses"): read(QUERY),

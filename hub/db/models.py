@@ -334,6 +334,24 @@ class GatewayConfig(Base):
     result_at: Mapped[datetime | None]
 
 
+class SelftestReportRow(Base):
+    """A gateway's self-test report (``storegate provision selftest``), as its gateway uploaded it."""
+
+    __tablename__ = "selftest_reports"
+    __table_args__ = (Index("ix_selftest_reports_gateway", "store_id", "gateway_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    received_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    passed: Mapped[bool] = mapped_column(Boolean)
+    failed: Mapped[int] = mapped_column(Integer)
+    # The report as sent (storegate.wire.SelftestReport): its devices and the reasons, in words.
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class Release(Base):
     """A release of the agent software an admin uploaded (hub.releases): a checked wheel kept in the hub's files."""
 
@@ -385,3 +403,10 @@ class RolloutTarget(Base):
     sent_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    passed: Mapped[bool] = mapped_column(Boolean)
+    failed: Mapped[int] = mapped_column(Integer)
+    # The report as sent (storegate.wire.SelftestReport): its devices and the reasons, in words.
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)

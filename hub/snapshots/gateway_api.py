@@ -186,8 +186,9 @@ CallingGateway = Annotated[GatewayIdentity, Depends(calling_gateway)]
 def gateway_routers() -> list[APIRouter]:
     """The routes other areas serve to gateways on this listener (imported here, when the listener is made)."""
     from hub.releases import gateway_api as releases
+    from hub.selftests import gateway_api as selftests
 
-    return [releases.router]
+    return [releases.router, selftests.router]
 
 
 def create_gateway_app(service: SnapshotService) -> FastAPI:

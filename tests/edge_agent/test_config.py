@@ -123,8 +123,8 @@ def test_full_config(tmp_path: Path) -> None:
         (MINIMAL + "[mqtt]\nprot = 1883\n", "mqtt.prot: unknown key"),
         ("colour = 'blue'\n" + MINIMAL, "colour: unknown key"),
         (MINIMAL + "colour = 'blue'\n", "outbox.colour: unknown key"),
-        (MINIMAL.replace('"gw-1"', '"GW 1"'), "gateway_id: String should match pattern"),
-        (MINIMAL.replace('gateway_id = "gw-1"', ""), "gateway_id: Field required"),
+        (MINIMAL.replace('"gw-1"', '"GW 1"'), "gateway_id: must be 1 to 63 characters: lower-case letters"),
+        (MINIMAL.replace('gateway_id = "gw-1"', ""), "gateway_id: required, but missing: add it"),
         (MINIMAL + "[health]\nmetrics_port = 70000\n", "health.metrics_port: Input should be less than or equal to"),
         (
             MINIMAL + '[[devices]]\ndevice_id = "t1"\ndriver = "thermo-9000"\n',
@@ -141,7 +141,7 @@ def test_full_config(tmp_path: Path) -> None:
         ),
         (
             MINIMAL + '[[devices]]\ndevice_id = "s1"\ndriver = "simulated-sequence"\n',
-            "devices.0.simulated-sequence.count: Field required",
+            "devices.0.simulated-sequence.count: required, but missing: add it",
         ),
         (
             MINIMAL + '[[devices]]\ndevice_id = "s1"\ndriver = "simulated-sequence"\ncount = 5\nkind = "outbox.loss"\n',

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import load_agent_config
-from edge_agent.status import AgentStatusFile, agent_status, describe_status, status_path, write_status
+from edge_agent.status import (
+    AgentStatusFile,
+    DeviceState,
+    agent_status,
+    describe_status,
+    status_bytes,
+    status_path,
+    write_status,
+)
 from storegate.mqtt import MqttSettings
 from storegate.wire import utc_now
 from tests.edge_agent.conftest import GATEWAY, STORE, FakeHub, running, temperature
@@ -95,6 +103,51 @@ def test_problems_and_an_unreachable_broker() -> None:
     assert text.endswith("problems:\n  - broker 10.0.0.5:1883 unreachable for 125 s")
 
 
+def test_an_unreachable_broker_says_how_long_it_has_been_trying_and_why() -> None:
+    # Written 2 s after the start, read 23 s later: the agent has been trying for 25 s, not 2.
+    written = utc_now()
+    status = sample_status(
+        written_at=written,
+        health_interval_s=30.0,
+        connected=False,
+        disconnected_for_s=2.0,
+        last_connection_error="nothing listens on 10.0.0.5:1883 (connection refused)",
+    )
+    text, code = describe_status(status, now=written + timedelta(seconds=23))
+    started = (written - timedelta(seconds=2)).strftime("%H:%M:%S UTC")
+    assert code == 0  # the problems are the agent's to say; none were written in this sample
+    assert text.splitlines()[1] == (
+        f"broker 10.0.0.5:1883: unreachable for 25 s (trying since {started}); "
+        "last error: nothing listens on 10.0.0.5:1883 (connection refused)"
+    )
+
+
+def test_the_devices_are_listed_with_their_state() -> None:
+    devices = [
+        DeviceState(device_id="shelf-1", up=True),
+        DeviceState(device_id="printer-1", up=True, attention="out of paper"),
+        DeviceState(device_id="door-1", up=False, down_for_s=75.0, last_error="/dev/ttyUSB3: no such device"),
+        DeviceState(device_id="scanner-1", up=False),
+    ]
+    text, _ = describe_status(sample_status(devices=devices), now=utc_now())
+    lines = text.splitlines()
+    at = lines.index("devices:")
+    assert lines[at + 1 : at + 5] == [
+        "  - shelf-1: up",
+        "  - printer-1: up, needs attention: out of paper",
+        "  - door-1: down for 1 min (/dev/ttyUSB3: no such device)",
+        "  - scanner-1: opening",
+    ]
+
+
+def test_a_status_with_many_failing_devices_still_fits_its_file() -> None:
+    devices = [DeviceState(device_id=f"d{n}", up=False, down_for_s=1.0, last_error="e" * 200) for n in range(256)]
+    text = status_bytes(sample_status(devices=devices))
+    assert len(text) == 16 * 1024
+    kept = AgentStatusFile.model_validate_json(text).devices
+    assert 0 < len(kept) < 256
+
+
 def test_a_stale_or_dead_or_stopped_agent_is_not_running() -> None:
     old = sample_status(written_at=utc_now() - timedelta(minutes=5))
     text, code = describe_status(old, now=utc_now())
@@ -122,6 +175,9 @@ def test_no_status_or_no_config_is_exit_2(tmp_path: Path, unreachable_mqtt: Mqtt
     path.write_text("{not json")
     text, code = agent_status(config)
     assert (code, text.startswith(f"status file {path} is not a valid status")) == (2, True)
+    text, code = agent_status(config, as_json=True)
+    assert code == 2
+    assert json.loads(text)["error"].startswith(f"status file {path} is not a valid status")
 
 
 def test_the_status_file_is_replaced_atomically(tmp_path: Path) -> None:
@@ -164,16 +220,25 @@ async def test_the_running_agent_keeps_its_status_file_and_agent_status_reads_it
 async def test_agent_status_of_an_agent_that_cannot_reach_its_broker(
     tmp_path: Path, unreachable_mqtt: MqttSettings
 ) -> None:
-    config_path = write_config(tmp_path, unreachable_mqtt)
+    device = '\n[[devices]]\ndevice_id = "chiller-2"\ndriver = "simulated-temperature"\nzone = "chiller-2"\n'
+    config_path = write_config(tmp_path, unreachable_mqtt, outbox_settings=device)
     agent = EdgeAgent(config=load_agent_config(config_path))
     async with running(agent):
         await agent.record(temperature(0))
 
         def reported() -> bool:
             text = agent_status(config_path)[0]
-            return text.count("unreachable for") == 2 and "backlog: 1 event (0.0 MB)" in text
+            return text.count("unreachable for") == 2 and "backlog: 0 events" not in text
 
         await until(reported, "a status saying the broker is unreachable")
+        await until(lambda: "last error" in agent_status(config_path)[0], "the connection error in the status")
         text, code = agent_status(config_path)
+        report = json.loads(agent_status(config_path, as_json=True)[0])
     assert code == 1
     assert f"broker {unreachable_mqtt.address}: unreachable for" in text
+    assert f"last error: nothing listens on {unreachable_mqtt.address} (connection refused)" in text
+    assert report["exit_code"] == 1
+    assert report["broker"]["last_error"] == f"nothing listens on {unreachable_mqtt.address} (connection refused)"
+    assert report["broker"]["unreachable_for_s"] >= 0
+    assert report["status"]["outbox_depth"] >= 1
+    assert [device["device_id"] for device in report["devices"]] == ["chiller-2"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from edge_agent.config import load_agent_config
+from launcher.broker import free_port
+from launcher.cli import app
 
 
 def storegate(
@@ -34,7 +38,7 @@ def storegate(
         (("agent",), ["--config", "--log-format", "--log-level"]),
         (("demo",), ["--http-port", "--broker", "--data-dir", "--log-format", "--log-level"]),
         (("simulate-store",), ["--workdir", "--log-format", "--log-level"]),
-        (("provision",), ["agent-config", "check"]),
+        (("provision",), ["agent-config", "check", "detect"]),
         (("provision", "agent-config"), ["--store-id", "--gateway-id", "--broker-host"]),
     ],
 )
@@ -55,6 +59,39 @@ def test_broken_agent_config_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert str(config) in result.stderr
     assert "outbox.max_batch" in result.stderr
     assert "mqtt.prot: unknown key" in result.stderr
+
+
+def test_agent_status_reads_the_gateway_homes_config_by_default(tmp_path: Path) -> None:
+    # In process (typer's runner): a subprocess costs seconds of interpreter start-up for nothing more.
+    home = tmp_path / "home"
+    env = {"STOREGATE_AGENT_HOME": str(home), "STOREGATE_AGENT_CONFIG": ""}
+    runner = CliRunner()
+    missing = runner.invoke(app, ["agent", "status", "--json"], env=env)
+    assert missing.exit_code == 2
+    assert f"no agent config at {home / 'agent.toml'} (the default)" in missing.stderr
+    home.mkdir()
+    (home / "agent.toml").write_text('store_id = "store-1"\ngateway_id = "gw-1"\n')
+    found = runner.invoke(app, ["agent", "status", "--json"], env=env)
+    assert found.exit_code == 2
+    assert json.loads(found.stdout) == {
+        "error": f"no status file {home / 'outbox.sqlite.status.json'}: the agent has not run with this config"
+    }
+
+
+def test_the_technicians_tools_are_wired(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'store_id = "store-1"\ngateway_id = "gw-1"\n[mqtt]\nport = {free_port()}\n')
+    runner = CliRunner()
+    detected = runner.invoke(app, ["provision", "detect", "--config", str(config), "--json"])
+    assert detected.exit_code in (0, 1)  # whatever this machine has plugged in
+    assert set(json.loads(detected.stdout)) == {"devices", "not_plugged_in"}
+    walked = runner.invoke(app, ["provision", "selftest", "--config", str(config), "--yes"])
+    assert walked.exit_code == 0
+    assert "selftest PASSED: 0 passed, 0 failed, 0 skipped; report selftest-" in walked.stdout
+    assert "1 report(s) kept in" in walked.stdout  # no hub_url to send it to
+    checked = runner.invoke(app, ["provision", "check", "--config", str(config), "--connect", "--timeout", "2"])
+    assert checked.exit_code == 1
+    assert "FAIL tcp: nothing listens on 127.0.0.1:" in checked.stdout
 
 
 def test_broken_hub_config_names_the_file_and_the_key(tmp_path: Path) -> None:

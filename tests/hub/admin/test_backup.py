@@ -626,6 +626,26 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "result_at": at(140),
         }
     ],
+    "selftest_reports": [
+        {
+            "id": 1,
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "received_at": at(30),
+            "started_at": at(10),
+            "finished_at": at(29),
+            "passed": False,
+            "failed": 1,
+            "report": {
+                "v": 1,
+                "store_id": STORE,
+                "gateway_id": GATEWAY,
+                "started_at": "2025-03-01T08:00:10Z",
+                "finished_at": "2025-03-01T08:00:29Z",
+                "results": [{"device_id": "shelf-1", "outcome": "failed", "reason": "slot 1 read +0 g, not 500 g"}],
+            },
+        }
+    ],
     "releases": [
         {
             "version": "0.2.0",

@@ -1,0 +1,1 @@
+"""Gateways' self-test reports: uploaded on the gateway listener, read by operators per gateway."""
