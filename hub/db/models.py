@@ -403,10 +403,3 @@ class RolloutTarget(Base):
     sent_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     detail: Mapped[str | None] = mapped_column(Text)
-    received_at: Mapped[datetime]
-    started_at: Mapped[datetime]
-    finished_at: Mapped[datetime]
-    passed: Mapped[bool] = mapped_column(Boolean)
-    failed: Mapped[int] = mapped_column(Integer)
-    # The report as sent (storegate.wire.SelftestReport): its devices and the reasons, in words.
-    report: Mapped[dict[str, Any]] = mapped_column(JSON)
