@@ -68,6 +68,7 @@ from hub.db.migrate import upgrade_to_head
 from hub.db.writegate import WriteGate, WriteGateTimeout
 from hub.errors import HubError
 from hub.fleet import api as fleet_api
+from hub.fleet import enrolment_api
 from hub.footfall import api as footfall_api
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
@@ -266,6 +267,8 @@ async def _start_snapshots(
         metrics=SnapshotMetrics(metrics.registry),
         accept_unknown_gateways=settings.accept_unknown_gateways,
         clock=clock,
+        hub_settings=settings,
+        hub_metrics=metrics,
     )
     purge = RetentionPurge(
         files=files,
@@ -552,6 +555,7 @@ _API_MODULES: Final = (
     console_store,
     console_fleet,
     console_audit,
+    enrolment_api,
 )
 
 
