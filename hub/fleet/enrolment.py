@@ -150,14 +150,18 @@ async def revoke_token(session: AsyncSession, row: EnrolmentToken, *, by: str, n
     return row
 
 
-async def claim(session: AsyncSession, text: str, *, client: str | None, now: datetime) -> EnrolmentToken:
-    """Spend the token ``text``: mark it used in the caller's transaction, or TokenRefusedError saying why."""
+async def claim(session: AsyncSession, text: str, *, ca_pin: str, client: str | None, now: datetime) -> EnrolmentToken:
+    """Spend the token ``text``: mark it used in the caller's transaction, or TokenRefusedError saying why.
+
+    ``ca_pin`` is the pin of the hub's CA now: a token whose pin was altered would make the gateway refuse the
+    answer after the token was spent, so it is refused as forged before.
+    """
     try:
         token = enrolment.parse_token(text)
     except enrolment.TokenFormatError:
         raise _forged() from None
     row = await session.get(EnrolmentToken, token.token_id, populate_existing=True)
-    if row is None or not credentials.same_secret(token.secret, row.secret_digest):
+    if row is None or not credentials.same_secret(token.secret, row.secret_digest) or token.ca_pin != ca_pin:
         raise _forged()
     _refuse_unless_live(row, now)
     claimed = await session.execute(

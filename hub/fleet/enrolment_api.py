@@ -290,7 +290,8 @@ async def post_enrol(
             [{"type": "value_error", "loc": ("body", "csr_pem"), "msg": str(err), "input": None}]
         ) from None
     try:
-        row = await enrolment.claim(session, body.token, client=client, now=now)
+        pin = ca_pin(await asyncio.to_thread(authority.ca_cert_path.read_bytes))
+        row = await enrolment.claim(session, body.token, ca_pin=pin, client=client, now=now)
     except enrolment.TokenRefusedError as err:
         raise refused(err.reason, 403, str(err)) from None
     store_id, gateway_id = row.store_id, row.gateway_id

@@ -160,7 +160,9 @@ async def test_a_technician_makes_a_token_for_their_store_and_the_gateway_enrols
             assert "not one the hub made" in answer.json()["detail"]
             unknown = f"sge1.{'0' * 16}.{parsed.secret}.{parsed.ca_pin}"
             assert "not one the hub made" in (await enrol(hub, unknown, made_key.csr_pem)).json()["detail"]
-            assert refused_count(hub, "forged") == 2
+            altered_pin = f"sge1.{parsed.token_id}.{parsed.secret}.{'0' * 64}"
+            assert "not one the hub made" in (await enrol(hub, altered_pin, made_key.csr_pem)).json()["detail"]
+            assert refused_count(hub, "forged") == 3
 
             bad_csr = await enrol(hub, token, forged_signature(made_key.csr_pem))
             assert bad_csr.status_code == 422
@@ -268,7 +270,7 @@ async def test_two_claims_at_once_on_postgresql_leave_exactly_one_winner(postgre
         async def claim() -> str:
             async with sessions() as session:
                 try:
-                    await enrolment.claim(session, made.text, client="192.0.2.1", now=now)
+                    await enrolment.claim(session, made.text, ca_pin="c" * 64, client="192.0.2.1", now=now)
                 except enrolment.TokenRefusedError as err:
                     return err.reason
                 await session.commit()
