@@ -1,4 +1,4 @@
-"""A new private key and its certificate signing request, made on the gateway by the ``openssl`` command.
+"""A new private key and its certificate signing request (and a certificate's dates), by the ``openssl`` command.
 
 The gateway's code does not install the ``cryptography`` package (the ``edge`` extra stays small; the import
 contract "gateway-without-hub-packages" keeps it out), and the standard library cannot make keys, so the OpenSSL
@@ -9,8 +9,10 @@ to ``openssl req`` by a pipe: it is never in a file until the caller writes it (
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 _TIMEOUT_S: Final = 60.0  # a P-256 key takes milliseconds; a busy Pi Zero still answers well within this
@@ -56,3 +58,21 @@ def new_key_and_csr(common_name: str) -> KeyAndCsr:
     subject = "/O=Storegate/OU=gateway/CN=" + common_name.replace("/", "\\/")
     csr = _run([openssl, "req", "-new", "-key", "/dev/stdin", "-sha256", "-subj", subject], key)
     return KeyAndCsr(key_pem=key, csr_pem=csr.decode())
+
+
+def certificate_dates(pem: str | bytes) -> tuple[datetime, datetime]:
+    """``(not_before, not_after)`` of the first certificate in ``pem``, UTC; KeyGenerationError if unreadable.
+
+    Read by ``openssl x509``: the standard library has no public parser of a certificate's dates.
+    """
+    data = pem.encode() if isinstance(pem, str) else pem
+    out = _run([_openssl(), "x509", "-noout", "-startdate", "-enddate"], data).decode()
+    dates = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    try:
+        # openssl prints "notBefore=Dec  6 21:40:00 2026 GMT", the format ssl.cert_time_to_seconds reads.
+        return (
+            datetime.fromtimestamp(ssl.cert_time_to_seconds(dates["notBefore"]), UTC),
+            datetime.fromtimestamp(ssl.cert_time_to_seconds(dates["notAfter"]), UTC),
+        )
+    except (KeyError, ValueError) as err:
+        raise KeyGenerationError(f"openssl printed no dates of the certificate: {out.strip()!r}") from err
