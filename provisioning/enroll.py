@@ -159,7 +159,8 @@ def _ask_hub(options: EnrolOptions, hub_url: str, request: EnrolRequest) -> Enro
     except httpx.HTTPError as err:
         raise EnrolFailedError(
             f"the hub at {hub_url} could not be reached ({err.__class__.__name__}: {err}); check the address, the "
-            "network and the gateway's clock, then run the same command again (the token is not spent)"
+            "network and the gateway's clock, then run the same command again (should the hub then say the token "
+            "was used, its answer was lost on the way: an operator revokes the gateway and makes a new token)"
         ) from None
     if response.status_code != 201:
         raise EnrolRefusedError(f"the hub refused the enrolment ({response.status_code}): {_detail(response)}")
