@@ -51,9 +51,6 @@ class EnrolmentSettings(BaseModel):
         le=825,
         description="the lifetime of a certificate signed at enrolment or renewal",
     )
-    expiry_warning_days: float = Field(
-        default=14.0, gt=0, le=365, description="the fleet flags a gateway whose certificate ends within this"
-    )
 
     @model_validator(mode="after")
     def _default_within_bound(self) -> EnrolmentSettings:
