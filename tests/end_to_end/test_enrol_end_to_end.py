@@ -236,10 +236,10 @@ async def test_a_technician_enrols_a_fresh_gateway_with_one_command_and_its_even
             calls = (technician.workdir / "shim" / "calls").read_text().splitlines()
             assert calls == ["systemctl daemon-reload", f"systemctl enable --now {AGENT_UNIT}"]
 
-            async def online() -> dict[str, object] | None:
+            async def online() -> dict[str, object]:
                 answer = await hub.get(f"/api/v1/stores/{STORE}/gateways/{GATEWAY}", headers=desk)
                 body: dict[str, object] = answer.json()
-                return body if body.get("online") else None
+                return body if body.get("online") else {}
 
             gateway = await eventually(
                 online, timeout=30, what=f"the agent online at the hub\n{technician.agent_log()}"
