@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import ssl
 import subprocess
@@ -188,6 +189,13 @@ def enroll(options: EnrolOptions, *, run: Callable[[list[str]], None] | None = N
         token: EnrolmentToken = parse_token(options.token)
     except TokenFormatError as err:
         raise EnrolRefusedError(str(err)) from None
+    systemd_runs = options.systemd_runtime_dir.is_dir()
+    if systemd_runs and _account(options.user) is None:  # before the token is spent: the unit could not start
+        raise EnrolRefusedError(
+            f"the account {options.user!r} the agent runs as does not exist: create it with "
+            f"`sudo useradd --system --home-dir {home.root} --shell /usr/sbin/nologin {options.user}` "
+            "(or give --user), then run the same command again"
+        )
     if not options.force and (home.config.exists() or home.key_file.exists()):
         raise EnrolRefusedError(
             f"{home.root} holds a gateway already ({home.config.name} or tls/{home.key_file.name}); "
@@ -227,6 +235,10 @@ def enroll(options: EnrolOptions, *, run: Callable[[list[str]], None] | None = N
         )
     except ValueError as err:  # the certificate is not our key's, or not the CA's: written, but unusable
         raise EnrolFailedError(f"the hub's answer cannot be used: {err}") from None
+    owner = _account(options.user)
+    if owner is not None and os.geteuid() == 0:  # run as root: the agent's account must read its own files
+        for path in (home.root, home.tls_dir, home.key_file, home.cert_file, home.ca_file, home.config):
+            os.chown(path, owner[0], owner[1])
     lines = [
         f"enrolled as {answer.store_id}/{answer.gateway_id}; certificate {answer.serial} valid until "
         f"{answer.not_after:%Y-%m-%d %H:%M} UTC (the agent renews it)",
@@ -246,6 +258,15 @@ def enroll(options: EnrolOptions, *, run: Callable[[list[str]], None] | None = N
         started=started,
         lines=lines,
     )
+
+
+def _account(user: str) -> tuple[int, int] | None:
+    """The uid and gid of ``user``, or None when there is no such account."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
 
 
 def _systemctl(args: list[str]) -> None:

@@ -130,6 +130,8 @@ def technician_enrols(technician: Technician, *, hub_url: str, token: str) -> su
         str(technician.unit_dir),
         "--systemd-runtime-dir",
         str(technician.workdir / "systemd-runtime"),
+        "--user",  # the account the package makes on a gateway; here, whoever runs the tests
+        getpass.getuser(),
     )
 
 

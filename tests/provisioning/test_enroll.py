@@ -9,6 +9,7 @@ An impostor hub (an attacker between the gateway and the hub) is played by an ht
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import subprocess
 import sys
@@ -88,11 +89,18 @@ async def test_enroll_writes_the_home_and_the_unit_and_starts_the_agent_where_sy
     hub_url = str(client.base_url).rstrip("/")
     token = await new_token(client, admin)
 
-    # Where systemd runs: daemon-reload, then enable --now (recorded: systemd is not PID 1 here).
-    calls: list[list[str]] = []
+    # Where systemd runs, the agent's account must exist first (the token is not spent on a unit that cannot start).
     (tmp_path / "systemd").mkdir()
+    with pytest.raises(EnrolRefusedError, match="the account 'no-such-account' the agent runs as does not exist"):
+        await asyncio.to_thread(
+            enroll, options(tmp_path, hub_url, token, systemd_runtime_dir=tmp_path / "systemd", user="no-such-account")
+        )
+    # Then: daemon-reload, enable --now (recorded: systemd is not PID 1 here).
+    calls: list[list[str]] = []
     done = await asyncio.to_thread(
-        enroll, options(tmp_path, hub_url, token, systemd_runtime_dir=tmp_path / "systemd"), run=calls.append
+        enroll,
+        options(tmp_path, hub_url, token, systemd_runtime_dir=tmp_path / "systemd", user=getpass.getuser()),
+        run=calls.append,
     )
     assert calls == [["daemon-reload"], ["enable", "--now", AGENT_UNIT]]
     assert done.started
