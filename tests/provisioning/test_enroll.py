@@ -122,29 +122,38 @@ async def test_enroll_writes_the_home_and_the_unit_and_starts_the_agent_where_sy
     with pytest.raises(EnrolRefusedError, match=r"refused the enrolment \(403\): .*used already"):
         await asyncio.to_thread(enroll, options(tmp_path, hub_url, token, force=True))
 
-    # Where systemd does not run: said in words, with the command to start the agent by hand (the CLI, exit 0).
+    # First boot, where systemd does not run: the bundle's enrolment file, deleted once the token is spent; no
+    # systemd said in words, with the command to start the agent by hand (the CLI, exit 0).
     other = await new_token(client, admin, "gw-2")
-    result = await asyncio.to_thread(
-        CliRunner().invoke,
-        cli_app,
-        [
-            "provision",
-            "enroll",
-            "--hub",
-            hub_url,
-            "--token",
-            other,
-            "--home",
-            str(tmp_path / "gw-2"),
-            "--unit-dir",
-            str(tmp_path / "units-2"),
-            "--systemd-runtime-dir",
-            str(tmp_path / "no-systemd"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "systemd is not running here" in result.output
-    assert f"agent --config {tmp_path / 'gw-2'}/agent.toml" in result.output
+    bundle = write_bundle(tmp_path / "boot", hub_url=hub_url, token=other, executable=STOREGATE, home=tmp_path)
+
+    def first_boot() -> tuple[int, str]:
+        result = CliRunner().invoke(
+            cli_app,
+            [
+                "provision",
+                "enroll",
+                "--from-file",
+                str(bundle.enrolment_file),
+                "--home",
+                str(tmp_path / "gw-2"),
+                "--unit-dir",
+                str(tmp_path / "units-2"),
+                "--systemd-runtime-dir",
+                str(tmp_path / "no-systemd"),
+            ],
+        )
+        return result.exit_code, result.output
+
+    code, output = await asyncio.to_thread(first_boot)
+    assert code == 0, output
+    assert "systemd is not running here" in output
+    assert f"agent --config {tmp_path / 'gw-2'}/agent.toml" in output
+    assert f"removed {bundle.enrolment_file}" in output
+    assert not bundle.enrolment_file.exists()
+    code, output = await asyncio.to_thread(first_boot)  # the unit's ConditionPathExists stops this on a gateway
+    assert code == 2
+    assert "is not an enrolment file (FileNotFoundError)" in output
 
 
 async def test_refusals_are_sentences_and_exit_2_and_an_impostor_hub_gets_nothing_written(
