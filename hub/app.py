@@ -55,6 +55,7 @@ from hub.commands.sender import CommandPublisher
 from hub.console import alerts as console_alerts
 from hub.console import assets as console_assets
 from hub.console import audit_page as console_audit
+from hub.console import enrol_page
 from hub.console import fleet as console_fleet
 from hub.console import language as console_language
 from hub.console import live as console_live
@@ -556,6 +557,7 @@ _API_MODULES: Final = (
     console_fleet,
     console_audit,
     enrolment_api,
+    enrol_page,
 )
 
 

@@ -110,6 +110,7 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/api/v1/enrolment-tokens"): maintain(FILTERED),
     ("DELETE", "/api/v1/enrolment-tokens/{token_id}"): maintain(OBJECT),
     ("POST", "/api/v1/enrol"): OPEN,
+    ("GET", "/enrol"): OPEN,  # where an enrolment link leads: a page of words (the token stays in the fragment)
     ("GET", "/api/v1/refused-events"): read(QUERY),
     ("GET", "/api/v1/events"): read(QUERY),
     ("GET", "/api/v1/data-losses"): read(QUERY),

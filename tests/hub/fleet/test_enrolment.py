@@ -146,6 +146,12 @@ async def test_a_technician_makes_a_token_for_their_store_and_the_gateway_enrols
             assert made["state"] == "live"
             assert made["command"] == f"storegate provision enroll --hub http://127.0.0.1 --token {token}"
             assert made["link"] == f"http://127.0.0.1/enrol#{token}"
+            async with hub.anonymous() as phone:  # where the link leads: words for anyone, the token never sent
+                page = await phone.get("/enrol", headers={"accept-language": "zh-TW"})
+            assert page.status_code == 200
+            assert "storegate provision enroll --link" in page.text
+            assert "一次性註冊連結" in page.text
+            assert "content-security-policy" in page.headers
             parsed = parse_token(token)
             assert parsed.ca_pin == ca_pin(ca.ca_cert_path.read_bytes())  # the Pi checks the CA it gets against this
             listed = (await technician.get(TOKENS)).json()["items"]
