@@ -61,7 +61,12 @@ from edge_agent.outbox import Outbox, Quota
 from edge_agent.presence import Presence
 from edge_agent.print_jobs import PrintJobs, PrintJobsCollector
 from edge_agent.recorder import Recorder
-from edge_agent.renewal import CertificateRenewer, finish_interrupted_renewal, renewal_hub_url
+from edge_agent.renewal import (
+    CertificateRenewer,
+    RenewalCollector,
+    finish_interrupted_renewal,
+    renewal_hub_url,
+)
 from edge_agent.snapshots import (
     ShelfPickSnapshots,
     SnapshotCollector,
@@ -187,6 +192,7 @@ class EdgeAgent:
         self.registry = agent_registry(self._health.stats)
         self.registry.register(PrintJobsCollector(self._print_jobs.stats))
         self.registry.register(SnapshotCollector(lambda: self.spool.stats))
+        self.registry.register(RenewalCollector(lambda: self.renewer))
         self._metrics = (
             None
             if config.health.metrics_port is None

@@ -19,7 +19,7 @@ import asyncio
 import os
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Final, Literal
 
 import httpx
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import ValidationError
 
 from edge_agent.config import RenewalConfig
@@ -109,6 +110,8 @@ class CertificateRenewer:
         self._timeout_s = timeout_s
         self.state = RenewalState()
         self.renewals = 0
+        self.refusals = 0
+        self.not_after: datetime | None = None  # of the certificate in use, once read
 
     def problem(self) -> str | None:
         """The health report's sentence while renewal is refused, else None."""
@@ -130,6 +133,7 @@ class CertificateRenewer:
             not_before, not_after = await asyncio.to_thread(certificate_dates, self._cert_file.read_bytes())
         except (OSError, KeyGenerationError) as err:
             return self._failed(f"the certificate {self._cert_file} cannot be read: {err}")
+        self.not_after = not_after
         if not renewal_due(not_before, not_after, self._clock.now(), self._config.remaining_fraction):
             due = due_at(not_before, not_after, self._config.remaining_fraction)
             log.debug("certificate_renewal_not_due", due_at=due.isoformat())
@@ -152,6 +156,7 @@ class CertificateRenewer:
         if response.status_code == 403:
             detail = _detail(response)
             self.state = RenewalState("refused", detail, not_after)
+            self.refusals += 1
             log.error("certificate_renewal_refused", status=403, detail=detail, url=self._url)
             return "refused"
         if response.status_code != 201:
@@ -162,6 +167,7 @@ class CertificateRenewer:
         except (ValidationError, ValueError, OSError, ssl.SSLError) as err:
             return self._failed(f"the hub's answer cannot be used: {err}")
         self.state = RenewalState("renewed", f"certificate {answer.serial}", answer.not_after)
+        self.not_after = answer.not_after
         self.renewals += 1
         log.info("certificate_renewed", serial=answer.serial, not_after=answer.not_after.isoformat())
         self._on_renewed()
@@ -199,3 +205,30 @@ def _detail(response: httpx.Response) -> str:
 def renewal_hub_url(renewal: RenewalConfig, snapshots_hub_url: str | None) -> str | None:
     """The listener renewal talks to: its own setting, else the stills' one."""
     return renewal.hub_url or snapshots_hub_url
+
+
+class RenewalCollector:
+    """Prometheus collector of the renewer: when the certificate ends (an alert's number), renewals and refusals."""
+
+    def __init__(self, renewer: Callable[[], CertificateRenewer | None]) -> None:
+        self._renewer = renewer
+
+    def collect(self) -> Iterable[Metric]:
+        """The renewal's metrics as of now (none while the agent renews nothing)."""
+        renewer = self._renewer()
+        if renewer is None:
+            return
+        if renewer.not_after is not None:
+            yield GaugeMetricFamily(
+                "storegate_agent_certificate_expiry_timestamp_seconds",
+                "When the gateway's certificate ends (Unix time); it is renewed a third of its lifetime before.",
+                value=renewer.not_after.timestamp(),
+            )
+        yield CounterMetricFamily(
+            "storegate_agent_certificate_renewals", "Certificates renewed with the hub.", value=renewer.renewals
+        )
+        yield CounterMetricFamily(
+            "storegate_agent_certificate_renewals_refused",
+            "Renewals the hub refused (a revoked gateway).",
+            value=renewer.refusals,
+        )

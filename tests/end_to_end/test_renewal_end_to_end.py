@@ -90,6 +90,9 @@ async def test_the_agent_renews_mid_stream_and_the_hub_stores_each_event_once_th
                     assert row is not None
                     assert row.certificate_expires_at == new[-1].not_after
                 assert finish_interrupted_renewal(cert_file, config.mqtt.key_file) is None  # type: ignore[arg-type]
+                metric = agent.registry.get_sample_value
+                assert metric("storegate_agent_certificate_renewals_total") == 1
+                assert metric("storegate_agent_certificate_expiry_timestamp_seconds") == new[-1].not_after.timestamp()
 
                 # Revoked: the renewal is refused, and the agent says so in its health report.
                 async with hub.runtime.sessions() as session:
@@ -98,3 +101,4 @@ async def test_the_agent_renews_mid_stream_and_the_hub_stores_each_event_once_th
                 assert await agent.renewer.renew() == "refused"
                 problems = agent.health().problems
                 assert any("refused to renew" in p and "revoked" in p for p in problems), problems
+                assert metric("storegate_agent_certificate_renewals_refused_total") == 1
