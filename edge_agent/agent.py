@@ -61,6 +61,12 @@ from edge_agent.outbox import Outbox, Quota
 from edge_agent.presence import Presence
 from edge_agent.print_jobs import PrintJobs, PrintJobsCollector
 from edge_agent.recorder import Recorder
+from edge_agent.renewal import (
+    CertificateRenewer,
+    RenewalCollector,
+    finish_interrupted_renewal,
+    renewal_hub_url,
+)
 from edge_agent.snapshots import (
     ShelfPickSnapshots,
     SnapshotCollector,
@@ -118,6 +124,9 @@ class EdgeAgent:
         """Camera stills waiting for the hub (opened when the agent runs)."""
         self._uploader: SnapshotUploader | None = None
         self._link: MqttLink | None = None  # while the agent runs
+        self._upload_context: ssl.SSLContext | None = None
+        self.renewer: CertificateRenewer | None = None
+        """Renews the gateway's certificate (while the agent runs, when ``[renewal]`` can: a certificate, a hub)."""
         self._uploads_off: str | None = None  # why stills cannot be uploaded at all, when a file is unusable
         self._recorder = recorder = Recorder(config=config, clock=self._clock, rng=rng, state=state, spool=self.spool)
         # The recorder's own methods, not wrappers: record() is the hot path, one call per reading.
@@ -175,11 +184,16 @@ class EdgeAgent:
             recorder=recorder,
             devices=self._devices,
             status_file=StatusFile(path=self.status_path),
-            extra_problems=lambda: [*self._print_jobs.problems(), *self._snapshot_problems()],
+            extra_problems=lambda: [
+                *self._print_jobs.problems(),
+                *self._snapshot_problems(),
+                *self._renewal_problems(),
+            ],
         )
         self.registry = agent_registry(self._health.stats)
         self.registry.register(PrintJobsCollector(self._print_jobs.stats))
         self.registry.register(SnapshotCollector(lambda: self.spool.stats))
+        self.registry.register(RenewalCollector(lambda: self.renewer))
         self._metrics = (
             None
             if config.health.metrics_port is None
@@ -299,6 +313,11 @@ class EdgeAgent:
         if self._ran:
             raise RuntimeError("an EdgeAgent runs once; create a new one to run again")
         self._ran = True
+        mqtt = self.config.mqtt
+        if mqtt.cert_file is not None and mqtt.key_file is not None:
+            finished = await asyncio.to_thread(finish_interrupted_renewal, mqtt.cert_file, mqtt.key_file)
+            if finished is not None:
+                log.warning("certificate_renewal_interrupted", outcome=finished, cert_file=str(mqtt.cert_file))
         outbox_config = self.config.outbox
         try:
             async with (
@@ -355,6 +374,7 @@ class EdgeAgent:
         )
         devices = BackgroundTask(self._devices.run, name="device manager")
         uploader = self._snapshot_uploader()
+        renewal = self._certificate_renewal(link)
         core = {
             "writer": BackgroundTask(partial(self._recorder.run, outbox), name="agent writer"),
             "sender": BackgroundTask(uplink.run, name="agent sender"),
@@ -376,11 +396,14 @@ class EdgeAgent:
                 task.start()
             if uploader is not None:
                 uploader.start()
+            if renewal is not None:
+                renewal.start()
             failure = await self._until_stopped_or_failed(stop, core)
         finally:
-            if uploader is not None:
-                uploader.cancel()
-                await uploader.wait()
+            for optional in (uploader, renewal):
+                if optional is not None:
+                    optional.cancel()
+                    await optional.wait()
             await self._shelf_pick_snapshots.stop()
             await self._shutdown(core, devices, link)
             if self._metrics is not None:
@@ -420,6 +443,7 @@ class EdgeAgent:
             log.error("snapshot_uploads_off", reason="the gateway's TLS files cannot be used", error=str(err))
             self._uploads_off = f"the gateway's TLS files cannot be used ({err})"
             return None
+        self._upload_context = context
         uploader = SnapshotUploader(
             spool=self.spool,
             store_id=self.config.store_id,
@@ -432,6 +456,37 @@ class EdgeAgent:
         )
         self._uploader = uploader
         return BackgroundTask(uploader.run, name="snapshot uploader")
+
+    def _renewal_problems(self) -> list[str]:
+        problem = None if self.renewer is None else self.renewer.problem()
+        return [] if problem is None else [problem]
+
+    def _certificate_renewal(self, link: MqttLink) -> BackgroundTask | None:
+        """The task that renews the certificate before it ends, when there is one and a hub to ask."""
+        mqtt = self.config.mqtt
+        hub_url = renewal_hub_url(self.config.renewal, self.config.snapshots.hub_url)
+        if not self.config.renewal.enabled or mqtt.cert_file is None or mqtt.key_file is None or hub_url is None:
+            log.info(
+                "certificate_renewal_off", reason="no client certificate or no hub_url, or [renewal] enabled=false"
+            )
+            return None
+
+        def renewed() -> None:
+            link.reload_client_certificate()
+            if self._upload_context is not None and mqtt.cert_file is not None:
+                self._upload_context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file))
+
+        self.renewer = CertificateRenewer(
+            config=self.config.renewal,
+            hub_url=hub_url,
+            ca_file=mqtt.ca_file,
+            cert_file=mqtt.cert_file,
+            key_file=mqtt.key_file,
+            common_name=f"{self.config.store_id}/{self.config.gateway_id}",
+            clock=self._clock,
+            on_renewed=renewed,
+        )
+        return BackgroundTask(self.renewer.run, name="certificate renewal")
 
     def _connected(self, link: MqttLink, uplink: Uplink) -> None:
         self._presence.connected(link)  # the birth

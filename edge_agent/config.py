@@ -218,6 +218,25 @@ class SnapshotsConfig(ConfigModel):
     retry_max_s: float = Field(default=60.0, gt=0, le=3600, description="the longest wait between retries")
 
 
+class RenewalConfig(ConfigModel):
+    """``[renewal]``: the agent renews its certificate with the hub's gateway listener before it ends."""
+
+    enabled: bool = Field(default=True, description="renew the certificate (needs mqtt.cert_file and a hub_url)")
+    hub_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^/\s]+$",
+        description="the hub's gateway listener; default: [snapshots] hub_url (enrolment writes it there)",
+    )
+    remaining_fraction: float = Field(
+        default=1 / 3,
+        gt=0,
+        lt=1,
+        description="renew once this fraction of the certificate's lifetime is left (default: a third)",
+    )
+    check_interval_s: float = Field(default=3600.0, gt=0, le=86_400, description="how often the dates are checked")
+    retry_s: float = Field(default=300.0, gt=0, le=86_400, description="the wait after a renewal that failed")
+
+
 class AgentConfig(ConfigModel):
     """The whole agent config file."""
 
@@ -230,6 +249,7 @@ class AgentConfig(ConfigModel):
     hotplug: HotplugConfig = Field(default_factory=HotplugConfig)
     print_jobs: PrintJobsConfig = Field(default_factory=PrintJobsConfig)
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig)
+    renewal: RenewalConfig = Field(default_factory=RenewalConfig)
     devices: list[DeviceConfig] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")

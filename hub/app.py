@@ -55,6 +55,7 @@ from hub.commands.sender import CommandPublisher
 from hub.console import alerts as console_alerts
 from hub.console import assets as console_assets
 from hub.console import audit_page as console_audit
+from hub.console import enrol_page
 from hub.console import fleet as console_fleet
 from hub.console import language as console_language
 from hub.console import live as console_live
@@ -69,6 +70,7 @@ from hub.db.writegate import WriteGate, WriteGateTimeout
 from hub.errors import HubError
 from hub.fleet import api as fleet_api
 from hub.fleet import config_api as fleet_config_api
+from hub.fleet import enrolment_api
 from hub.footfall import api as footfall_api
 from hub.ingest.consumer import Ingestor, subscriptions
 from hub.ingest.operations import HubOperations
@@ -273,6 +275,8 @@ async def _start_snapshots(
         metrics=SnapshotMetrics(metrics.registry),
         accept_unknown_gateways=settings.accept_unknown_gateways,
         clock=clock,
+        hub_settings=settings,
+        hub_metrics=metrics,
     )
     purge = RetentionPurge(
         files=files,
@@ -587,6 +591,8 @@ _API_MODULES: Final = (
     fleet_config_api,
     releases_api,
     selftests_api,
+    enrolment_api,
+    enrol_page,
 )
 
 

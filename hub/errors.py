@@ -39,6 +39,10 @@ while ``except LookupError`` and the like keep their meaning::
     ├── GatewayNotFoundError(LookupError)      hub.fleet.registry                        no such gateway in the store
     ├── AlreadyEnrolledError(RuntimeError)     hub.fleet.registry                        enrolled (and not revoked)
     ├── AlreadyRevokedError(RuntimeError)      hub.fleet.registry                        revoked already
+    ├── EnrolmentError(ValueError)             hub.fleet.enrolment                       a token that cannot be made
+    ├── TokenNotFoundError(LookupError)        hub.fleet.enrolment                       no enrolment token of that id
+    ├── TokenRefusedError(PermissionError)     hub.fleet.enrolment                       forged, expired, used, revoked
+    ├── CsrError(ValueError)                   hub.fleet.enrolment                       a CSR the hub will not sign
     ├── ReportPeriodError(ValueError)          hub.reports.queries                       a report period not acceptable
     ├── DeliveryError                          hub.reports.schedules.delivery            a scheduled report not sent
     ├── ReportNotFoundError(LookupError)       hub.reports.documents                     a report of an unknown store

@@ -260,6 +260,20 @@ class HubMetrics:
             "rollouts halted past their failure threshold: see their reason",
             registry=r,
         )
+        # Enrolment by token and certificate renewal (hub.fleet.enrolment, hub.fleet.renewal).
+        self.enrolments = Counter("storegate_hub_enrolments", "gateways enrolled with a one-time token", registry=r)
+        self.enrolments_refused = Counter(
+            "storegate_hub_enrolments_refused",
+            "enrolment attempts refused, by reason: forged, expired, used, revoked, gateway_enrolled, bad_csr",
+            ["reason"],
+            registry=r,
+        )
+        self.certificate_renewals = Counter(
+            "storegate_hub_certificate_renewals",
+            "gateway certificate renewals, by outcome: renewed, refused (revoked or unknown gateway), bad_csr",
+            ["outcome"],
+            registry=r,
+        )
 
         # Operators (hub.auth): refusals, sign-ins, the audit log.
         self.access_refused = Counter(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from hub.alerting.notification_settings import NotificationSettings
 from hub.auth.settings import AuthSettings
+from hub.fleet.settings import EnrolmentSettings
 from hub.footfall.settings import FootfallSettings
 from hub.ingest.clock import EventClockSettings
 from hub.pki.settings import BrokerSettings
@@ -239,6 +240,10 @@ class HubSettings(BaseSettings):
     releases: ReleaseSettings = Field(
         default_factory=ReleaseSettings,
         description="releases of the agent software and their rollouts to gateways: docs/updates.md",
+    )
+    enrolment: EnrolmentSettings = Field(
+        default_factory=EnrolmentSettings,
+        description="gateways enrolling by one-time token and renewing their certificates; what they are told",
     )
     rejected_messages_keep: int = Field(
         default=10_000,

@@ -50,7 +50,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 provision_app = typer.Typer(
-    help="Field provisioning: write and check a gateway's configuration.",
+    help="Field provisioning: enrol a gateway, write and check its configuration.",
     no_args_is_help=True,
 )
 app.add_typer(provision_app, name="provision")
@@ -827,6 +827,115 @@ def provision_selftest(
     )
     typer.echo(text, err=code == EXIT_CONFIG)
     raise typer.Exit(code)
+
+
+def _storegate_executable() -> Path:
+    """The storegate command that runs now (its absolute path), for the units that will run it again."""
+    import shutil
+
+    found = shutil.which("storegate") or sys.argv[0]
+    return Path(found).absolute()
+
+
+@provision_app.command("enroll")
+def provision_enroll(
+    hub: Annotated[str | None, typer.Option(help="The hub's address, e.g. https://hub.example.net.")] = None,
+    token: Annotated[str | None, typer.Option(help="The one-time enrolment token the hub showed.")] = None,
+    link: Annotated[str | None, typer.Option(help="The enrolment link instead of --hub and --token.")] = None,
+    from_file: Annotated[
+        Path | None, typer.Option(help="An enrolment file (storegate provision bundle); deleted once enrolled.")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="The gateway home (default /var/lib/storegate or STOREGATE_AGENT_HOME).")
+    ] = None,
+    unit_dir: Annotated[Path, typer.Option(help="Where the agent's systemd unit is written.")] = Path(
+        "/etc/systemd/system"
+    ),
+    user: Annotated[str, typer.Option(help="The account the agent's unit runs as.")] = "storegate",
+    hub_ca: Annotated[
+        Path | None, typer.Option(help="Trust this CA (PEM) for the hub's HTTPS instead of the system's CAs.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Enrol again over an existing config and key.")] = False,
+    systemd_runtime_dir: Annotated[Path, typer.Option(hidden=True)] = Path("/run/systemd/system"),
+) -> None:
+    """Enrol this gateway with a one-time token: make its key here, get its certificate, write its config, start it.
+
+    Exit 0 enrolled, 1 something to try again (the hub unreachable), 2 refused (the reason is printed).
+    """
+    with installed("provision enroll", "edge"):
+        from provisioning.enroll import (
+            EnrolFailedError,
+            EnrolmentFile,
+            EnrolOptions,
+            EnrolRefusedError,
+            enroll,
+            token_and_hub,
+        )
+        from provisioning.layout import GatewayHome, gateway_home
+
+    try:
+        if from_file is not None:
+            read = EnrolmentFile.read(from_file)
+            hub_url, text = read.hub_url, read.token
+        else:
+            hub_url, text = token_and_hub(hub=hub, token=token, link=link)
+        done = enroll(
+            EnrolOptions(
+                hub_url=hub_url,
+                token=text,
+                home=GatewayHome(home) if home is not None else gateway_home(),
+                unit_dir=unit_dir,
+                executable=_storegate_executable(),
+                user=user,
+                hub_ca=hub_ca,
+                force=force,
+                systemd_runtime_dir=systemd_runtime_dir,
+                from_file=from_file,
+            )
+        )
+    except EnrolRefusedError as err:
+        typer.echo(f"not enrolled: {err}", err=True)
+        raise typer.Exit(2) from err
+    except EnrolFailedError as err:
+        typer.echo(f"not enrolled: {err}", err=True)
+        raise typer.Exit(1) from err
+    for line in done.lines:
+        typer.echo(line)
+
+
+@provision_app.command("bundle")
+def provision_bundle(
+    out: Annotated[Path, typer.Option(help="Where to write the files, e.g. the SD card's boot partition.")],
+    hub: Annotated[str | None, typer.Option(help="The hub's address, e.g. https://hub.example.net.")] = None,
+    token: Annotated[str | None, typer.Option(help="The one-time enrolment token the hub showed.")] = None,
+    link: Annotated[str | None, typer.Option(help="The enrolment link instead of --hub and --token.")] = None,
+    boot_path: Annotated[
+        Path, typer.Option(help="Where the gateway will see --out once booted (the unit names the file there).")
+    ] = Path("/boot/firmware"),
+    home: Annotated[Path, typer.Option(help="The gateway home on the gateway.")] = Path("/var/lib/storegate"),
+    qr: Annotated[bool, typer.Option(help="Print the enrolment link as a QR code.")] = True,
+) -> None:
+    """Write an enrolment file (0600) and the first-boot unit, so a gateway enrols itself when it first boots."""
+    with installed("provision bundle", "edge"):
+        from provisioning.bundle import qr_code, write_bundle
+        from provisioning.enroll import EnrolRefusedError, token_and_hub
+
+    try:
+        hub_url, text = token_and_hub(hub=hub, token=token, link=link)
+        bundle = write_bundle(
+            out, hub_url=hub_url, token=text, executable=_storegate_executable(), home=home, boot_path=boot_path
+        )
+    except EnrolRefusedError as err:
+        typer.echo(f"no bundle written: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"wrote {bundle.enrolment_file} (0600: it holds the token) and {bundle.unit_file}")
+    typer.echo(
+        f"the gateway image needs {bundle.unit_file.name} once, in /etc/systemd/system and enabled "
+        f"(systemctl enable {bundle.unit_file.name}); then it enrols on first boot and deletes the file"
+    )
+    typer.echo(f"enrolment link: {bundle.link}")
+    if qr:
+        typer.echo(qr_code(bundle.link))
 
 
 def run() -> None:

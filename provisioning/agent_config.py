@@ -51,8 +51,11 @@ def agent_config_document(
     username: str | None,
     outbox: Path,
     files: TlsFiles | None = None,
+    gateway_listener_url: str | None = None,
 ) -> dict[str, Any]:
     """The TOML document of a new gateway's config; raises ValueError naming any bad value.
+
+    ``gateway_listener_url`` is the hub's gateway listener (``[snapshots] hub_url``: stills and certificate renewal).
 
     The TLS and password files are written as absolute paths, so the config means the same
     files wherever it is moved to.
@@ -74,6 +77,8 @@ def agent_config_document(
         "mqtt": mqtt,
         "outbox": {"path": str(outbox)},
     }
+    if gateway_listener_url is not None:
+        document["snapshots"] = {"hub_url": gateway_listener_url}
     try:
         config = AgentConfig.model_validate(document)
     except ValidationError as err:
@@ -94,6 +99,7 @@ def write_agent_config(
     username: str | None,
     outbox: Path,
     files: TlsFiles | None = None,
+    gateway_listener_url: str | None = None,
 ) -> None:
     """Validate and write a gateway's config file, 0600 (it names the gateway's key and password file)."""
     document = agent_config_document(
@@ -104,6 +110,7 @@ def write_agent_config(
         username=username,
         outbox=outbox,
         files=files,
+        gateway_listener_url=gateway_listener_url,
     )
     write_private(path, tomli_w.dumps(document))
 

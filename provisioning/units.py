@@ -8,9 +8,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Final, Literal
 
-UnitName = Literal["storegate-agent.service", "storegate-hub.service"]
+UnitName = Literal["storegate-agent.service", "storegate-hub.service", "storegate-firstboot.service"]
 AGENT_UNIT: Final[UnitName] = "storegate-agent.service"
 HUB_UNIT: Final[UnitName] = "storegate-hub.service"
+# Enrolment on first boot (provisioning.bundle): its own placeholder, @ENROLMENT_FILE@, is filled in there.
+FIRSTBOOT_UNIT: Final[UnitName] = "storegate-firstboot.service"
 
 
 @dataclass(frozen=True, slots=True)

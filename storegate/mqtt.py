@@ -178,6 +178,7 @@ class MqttLink:
         # Touched by paho's network thread only: when to warn that the broker cannot be reached.
         self._unreachable = UnreachableWarnings()
         self._refused = False  # the broker refused the last CONNECT: paho's disconnect after it is no news
+        self._tls_context: ssl.SSLContext | None = None
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ lifecycle
@@ -202,6 +203,7 @@ class MqttLink:
             if s.cert_file:
                 context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
             client.tls_set_context(context)
+            self._tls_context = context
         if self._will is not None:
             client.will_set(self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain)
         client.reconnect_delay_set(min_delay=max(1, int(s.reconnect_min_s)), max_delay=int(s.reconnect_max_s))
@@ -263,6 +265,26 @@ class MqttLink:
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until connected, up to ``timeout`` seconds."""
         return await asyncio.to_thread(self._connected.wait, timeout)
+
+    def reload_client_certificate(self) -> None:
+        """Take the certificate and key files anew (renewed) and reconnect with them.
+
+        The SSL context paho holds is given the new pair (OpenSSL replaces it for every new connection), then the
+        connection's socket is shut: paho's network thread sees the connection lost and reconnects as after any
+        drop, with the new certificate. Messages paho held are sent again and the agent's outbox resends what the
+        hub has not acknowledged, so nothing is lost; the hub stores each event once whatever arrives twice.
+        """
+        s = self.settings
+        if self._tls_context is None or s.cert_file is None:
+            raise RuntimeError("this link has no client certificate to reload")
+        if s.key_file is not None:
+            require_private_file(s.key_file, what="TLS private key")
+        self._tls_context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):  # closed meanwhile: paho reconnects anyway
+                sock.shutdown(socket.SHUT_RDWR)
+        log.info("mqtt_client_certificate_reloaded", broker=s.address, cert_file=str(s.cert_file))
 
     # ------------------------------------------------------------------ I/O
 

@@ -66,12 +66,18 @@ class GatewayOut(ApiModel):
     gateway_id: str
     enrolled_at: datetime = Field(description="when it was enrolled (the hub accepts it from then on), UTC")
     enrolled_by: str = Field(description="who enrolled it")
-    enrolment: Literal["operator", "first_contact", "migrated"] = Field(
-        description="operator: added by a person; first_contact: accepted on its first message while "
-        "accept_unknown_gateways was on; migrated: it sent before enrolment existed"
+    enrolment: Literal["operator", "token", "first_contact", "migrated"] = Field(
+        description="operator: added by a person; token: it enrolled itself with a person's one-time token; "
+        "first_contact: accepted on its first message while accept_unknown_gateways was on; migrated: it sent "
+        "before enrolment existed"
     )
     revoked_at: datetime | None = Field(description="when it was revoked (nothing of it is accepted since), UTC")
     revoked_by: str | None
+    certificate_expires_at: datetime | None = Field(
+        default=None,
+        description="when the newest certificate the hub signed for it ends, UTC (the agent renews it before); "
+        "null when the hub runs no CA or signed none since it records this",
+    )
     first_seen: datetime | None = Field(description="when the hub first heard from it; null until then")
     online: bool = Field(description="its status says online and it was heard from within gateway_offline_grace_s")
     connectivity: Literal["online", "silent", "offline", "unknown"] = Field(

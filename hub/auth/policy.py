@@ -106,6 +106,13 @@ _POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("POST", "/api/v1/stores/{store_id}/gateways/{gateway_id}/revoke"): administer(PATH),
     # self-test reports the gateway uploaded (hub.selftests): read like the gateway itself
     ("GET", "/api/v1/stores/{store_id}/gateways/{gateway_id}/selftests"): read(PATH),
+    # enrolment tokens: admins, and technicians for their stores (the body's store; a token by id: its store, checked
+    # by the handler); the gateway enrols itself anonymously, its one-time token in the body is its credential
+    ("POST", "/api/v1/enrolment-tokens"): maintain(StoreFrom.BODY, "store_id"),
+    ("GET", "/api/v1/enrolment-tokens"): maintain(FILTERED),
+    ("DELETE", "/api/v1/enrolment-tokens/{token_id}"): maintain(OBJECT),
+    ("POST", "/api/v1/enrol"): OPEN,
+    ("GET", "/enrol"): OPEN,  # where an enrolment link leads: a page of words (the token stays in the fragment)
     ("GET", "/api/v1/refused-events"): read(QUERY),
     ("GET", "/api/v1/events"): read(QUERY),
     ("GET", "/api/v1/data-losses"): read(QUERY),

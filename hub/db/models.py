@@ -122,6 +122,9 @@ class Gateway(Base):
     enrolment: Mapped[str] = mapped_column(String(16))
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))
+    # The not-after of the newest certificate the hub signed for it (enrolment by token, renewal, an operator's
+    # enrolment); None when the hub runs no CA or issued none since this column exists.
+    certificate_expires_at: Mapped[datetime | None]
 
 
 class GatewayPresence(Base):
@@ -403,3 +406,27 @@ class RolloutTarget(Base):
     sent_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class EnrolmentToken(Base):
+    """A one-time token that lets one gateway enrol itself (hub.fleet.enrolment): only its secret's SHA-256 is kept.
+
+    It is live until it expires, is used (``used_at``: the one enrolment it made) or is revoked.
+    """
+
+    __tablename__ = "enrolment_tokens"
+    __table_args__ = (Index("ix_enrolment_tokens_store_created", "store_id", "created_at"),)
+
+    token_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    store_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    gateway_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    # The address the enrolment came from, and the certificate it was answered with.
+    used_from: Mapped[str | None] = mapped_column(String(64))
+    certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))

@@ -105,9 +105,11 @@ async def enrol_gateway(
     gateway_id = body.gateway_id
     try:
         credentials.check_identity(settings, store_id, gateway_id)
-        await registry.enrol(session, store_id, gateway_id, by=who.actor, now=now)
+        row = await registry.enrol(session, store_id, gateway_id, by=who.actor, now=now)
         # Issued before the commit: if the CA fails, the enrolment is not kept either.
         issued = await asyncio.to_thread(credentials.issue_credentials, settings, store_id, gateway_id)
+        if issued is not None:
+            row.certificate_expires_at = issued.record.not_after
     except registry.AlreadyEnrolledError as err:
         raise HTTPException(status_code=409, detail=str(err)) from None
     except (registry.InvalidGatewayError, IdentityError) as err:

@@ -54,6 +54,8 @@ async def add_gateway(
     async def change(session: AsyncSession) -> tuple[Gateway, IssuedCertificate | None]:
         gateway = await registry.enrol(session, store_id, gateway_id, by=by, now=now or wire.utc_now())
         issued = None if settings is None else credentials.issue_credentials(settings, store_id, gateway_id)
+        if issued is not None:
+            gateway.certificate_expires_at = issued.record.not_after
         return gateway, issued
 
     return await _in_transaction(database_url, change)

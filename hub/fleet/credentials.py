@@ -10,7 +10,9 @@ Both functions block (files, a signature, a SIGHUP): the API calls them with ``a
 
 from __future__ import annotations
 
-from hub.pki.authority import CertificateAuthority, IssuedCertificate
+from dataclasses import dataclass
+
+from hub.pki.authority import CertificateAuthority, CertificateRecord, IssuedCertificate, SignableKey
 from hub.pki.broker import sync_broker
 from hub.pki.commands import pki_directory
 from hub.pki.identity import GatewayIdentity
@@ -39,6 +41,34 @@ def issue_credentials(settings: HubSettings, store_id: str, gateway_id: str) -> 
     issued = authority.issue_gateway(GatewayIdentity(store_id, gateway_id))
     sync_broker(authority, settings.broker)
     return issued
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCertificate:
+    """A certificate the CA signed for a gateway's own key, with the CA's certificate."""
+
+    record: CertificateRecord
+    certificate_pem: str
+    ca_pem: str
+
+
+def sign_gateway_key(
+    authority: CertificateAuthority,
+    settings: HubSettings,
+    store_id: str,
+    gateway_id: str,
+    public_key: SignableKey,
+    *,
+    sync: bool = True,
+) -> SignedCertificate:
+    """Sign a certificate for the gateway's own key (enrolment by token, renewal); with ``sync``, admit it at the
+    broker too (a renewal of a gateway the broker knows already needs no new ACL block, only the index)."""
+    record, pem = authority.sign_gateway_csr(
+        GatewayIdentity(store_id, gateway_id), public_key, days=settings.enrolment.certificate_days
+    )
+    if sync:
+        sync_broker(authority, settings.broker)
+    return SignedCertificate(record, pem.decode(), authority.ca_cert_path.read_text())
 
 
 def revoke_credentials(settings: HubSettings, store_id: str, gateway_id: str) -> int:

@@ -26,7 +26,7 @@ from hub.errors import HubError
 from storegate import wire
 
 GatewayKey = tuple[str, str]  # (store_id, gateway_id)
-Enrolment = Literal["operator", "first_contact", "migrated"]
+Enrolment = Literal["operator", "token", "first_contact", "migrated"]
 
 # Who enrolled a gateway that the hub accepted on first contact (accept_unknown_gateways).
 FIRST_CONTACT_ACTOR: Final = "first contact (accept_unknown_gateways)"
@@ -92,8 +92,12 @@ async def _ensure_store(session: AsyncSession, store_id: str, *, now: datetime) 
     )
 
 
-async def enrol(session: AsyncSession, store_id: str, gateway_id: str, *, by: str, now: datetime) -> Gateway:
+async def enrol(
+    session: AsyncSession, store_id: str, gateway_id: str, *, by: str, now: datetime, how: Enrolment = "operator"
+) -> Gateway:
     """Add a gateway to its store, or enrol a revoked one again; the hub accepts it from now on.
+
+    ``how`` is "token" when the gateway enrolled itself with an operator's one-time token (hub.fleet.enrolment).
 
     Raises AlreadyEnrolledError if it is enrolled and not revoked, InvalidGatewayError for bad ids.
     """
@@ -114,11 +118,11 @@ async def enrol(session: AsyncSession, store_id: str, gateway_id: str, *, by: st
             devices=[],
             enrolled_at=now,
             enrolled_by=actor,
-            enrolment="operator",
+            enrolment=how,
         )
         session.add(row)
     else:  # revoked before: enrolled again, its history kept
-        row.enrolled_at, row.enrolled_by, row.enrolment = now, actor, "operator"
+        row.enrolled_at, row.enrolled_by, row.enrolment = now, actor, how
         row.revoked_at, row.revoked_by = None, None
     await session.flush()
     return row

@@ -8,10 +8,11 @@ Files (keys 0600, written atomically through :mod:`storegate.private_files`)::
     index.json              every certificate issued: serial, kind, name, not-after, revoked-at
     crl.pem                 the revocation list the broker checks (``crlfile``), re-signed on every change
 
-A gateway's key is made here and handed out once with its certificate (:class:`IssuedCertificate`); the
-hub keeps only the certificate's record. Keys are ECDSA P-256: small, fast on a Raspberry Pi, and what
-every TLS stack speaks. Changes go under an exclusive lock on ``.lock``, so the CLI and a running hub
-can issue and revoke at the same time without losing a record.
+A gateway's key is made here and handed out once with its certificate (:class:`IssuedCertificate`), or, with
+enrolment by token and renewal, made on the gateway and only its CSR's public key signed here
+(:meth:`CertificateAuthority.sign_gateway_csr`); the hub keeps only the certificate's record. Keys are ECDSA
+P-256: small, fast on a Raspberry Pi, and what every TLS stack speaks. Changes go under an exclusive lock on
+``.lock``, so the CLI and a running hub can issue and revoke at the same time without losing a record.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Final, Literal
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hub.errors import HubError
@@ -41,6 +42,7 @@ from storegate.private_files import private_dir, write_private
 log = structlog.get_logger(__name__)
 
 CertificateKind = Literal["gateway", "hub", "broker"]
+SignableKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 _KINDS: Final[dict[str, CertificateKind]] = {"gateway": "gateway", "hub": "hub", "broker": "broker"}
 
 CA_DAYS: Final = 3650
@@ -258,6 +260,19 @@ class CertificateAuthority:
         log.info("pki_gateway_issued", gateway=identity.common_name, serial=format(issued.record.serial, "x"))
         return issued
 
+    def sign_gateway_csr(
+        self, identity: GatewayIdentity, public_key: SignableKey, *, days: int = LEAF_DAYS, now: datetime | None = None
+    ) -> tuple[CertificateRecord, bytes]:
+        """A client certificate for ``identity`` on a key the gateway made and kept (the CSR's, checked by the
+        caller: hub.fleet.enrolment.read_csr); returns its record and PEM. The CSR's subject is not used."""
+        with self._locked():
+            at = now or _now()
+            cert = self._certificate("gateway", identity.common_name, public_key, hosts=(), days=days, now=at)
+            record = self._record("gateway", identity.common_name, cert)
+            self._write_crl(at)
+        log.info("pki_gateway_signed", gateway=identity.common_name, serial=format(record.serial, "x"))
+        return record, cert.public_bytes(serialization.Encoding.PEM)
+
     def issue_hub(self, name: str, *, days: int = LEAF_DAYS, now: datetime | None = None) -> IssuedCertificate:
         """A client certificate for another hub process (its MQTT client id is ``name``)."""
         check_hub_name(name)
@@ -345,17 +360,41 @@ class CertificateAuthority:
     def _issue(
         self, kind: CertificateKind, name: str, *, hosts: Sequence[str], days: int, now: datetime
     ) -> IssuedCertificate:
+        key = _new_key()
+        cert = self._certificate(kind, name, key.public_key(), hosts=hosts, days=days, now=now)
+        return IssuedCertificate(
+            record=self._record(kind, name, cert),
+            certificate_pem=cert.public_bytes(serialization.Encoding.PEM),
+            key_pem=_key_pem(key),
+            ca_pem=self.ca_cert_path.read_bytes(),
+        )
+
+    def _record(self, kind: CertificateKind, name: str, cert: x509.Certificate) -> CertificateRecord:
+        """Add ``cert`` to the index (under the lock)."""
+        record = CertificateRecord(serial=cert.serial_number, kind=kind, name=name, not_after=cert.not_valid_after_utc)
+        self._save_index([*self.records(), record])
+        return record
+
+    def _certificate(
+        self,
+        kind: CertificateKind,
+        name: str,
+        public_key: SignableKey,
+        *,
+        hosts: Sequence[str],
+        days: int,
+        now: datetime,
+    ) -> x509.Certificate:
         if days < 1:
             raise PkiError(f"a certificate must be valid for at least a day, not {days}")
         ca_key, ca_cert = self._signer()
-        key = _new_key()
         not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if kind == "broker" else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(name, kind))
             .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(not_after)
@@ -364,7 +403,8 @@ class CertificateAuthority:
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
-                    key_encipherment=False,
+                    # An RSA key agrees TLS 1.2 keys by encipherment; an EC key signs only.
+                    key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
                     data_encipherment=False,
                     key_agreement=False,
                     key_cert_sign=False,
@@ -375,20 +415,12 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if hosts:
             builder = builder.add_extension(x509.SubjectAlternativeName(_subject_alt_names(hosts)), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        record = CertificateRecord(serial=cert.serial_number, kind=kind, name=name, not_after=not_after)
-        self._save_index([*self.records(), record])
-        return IssuedCertificate(
-            record=record,
-            certificate_pem=cert.public_bytes(serialization.Encoding.PEM),
-            key_pem=_key_pem(key),
-            ca_pem=self.ca_cert_path.read_bytes(),
-        )
+        return builder.sign(ca_key, hashes.SHA256())
 
     def _revoke(self, kind: CertificateKind, name: str, *, now: datetime) -> list[CertificateRecord]:
         with self._locked():

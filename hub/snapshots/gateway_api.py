@@ -41,7 +41,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from hub.db import writegate
 from hub.db.models import Gateway
 from hub.db.writegate import WriteGate
+from hub.metrics import HubMetrics
 from hub.pki.identity import GatewayIdentity, IdentityError
+from hub.settings import HubSettings
 from hub.snapshots.settings import SnapshotSettings
 from hub.snapshots.store import SnapshotFiles, SnapshotMetrics, SnapshotRefusedError, Upload, check_still, store_upload
 from hub.sockets import bound_socket
@@ -115,6 +117,9 @@ class SnapshotService:
     accept_unknown_gateways: bool
     clock: Callable[[], datetime] = wire.utc_now
     listener: SnapshotListener | None = None  # while the gateway listener serves (its port: listener.port)
+    # The whole hub's settings and counters, for other areas' routes (certificate renewal: the CA, its lifetimes).
+    hub_settings: HubSettings | None = None
+    hub_metrics: HubMetrics | None = None
 
 
 def _refuse(service: SnapshotService, status: int, reason: str, detail: str, **context: Any) -> HTTPException:
@@ -137,7 +142,7 @@ async def _enrolment_refusal(session: AsyncSession, gateway: GatewayIdentity, *,
     return "revoked_gateway" if row.revoked_at is not None else None
 
 
-async def _body(request: Request, limit: int) -> bytes | None:
+async def read_limited_body(request: Request, limit: int) -> bytes | None:
     """The request body, or None as soon as it is larger than ``limit`` (the rest is not read)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -185,10 +190,11 @@ CallingGateway = Annotated[GatewayIdentity, Depends(calling_gateway)]
 
 def gateway_routers() -> list[APIRouter]:
     """The routes other areas serve to gateways on this listener (imported here, when the listener is made)."""
+    from hub.fleet import renewal  # imported when the listener is made: renewal imports this module
     from hub.releases import gateway_api as releases
     from hub.selftests import gateway_api as selftests
 
-    return [releases.router, selftests.router]
+    return [renewal.router, releases.router, selftests.router]
 
 
 def create_gateway_app(service: SnapshotService) -> FastAPI:
@@ -225,7 +231,7 @@ def create_gateway_app(service: SnapshotService) -> FastAPI:
             raise _refuse(
                 service, 403, refusal, f"gateway {name} may not upload ({refusal.replace('_', ' ')})", **context
             )
-        data = await _body(request, settings.max_bytes)
+        data = await read_limited_body(request, settings.max_bytes)
         if data is None:
             raise _refuse(service, 413, "too_large", f"a still may be at most {settings.max_bytes:,} bytes", **context)
         try:

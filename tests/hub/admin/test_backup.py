@@ -92,6 +92,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "enrolment": "operator",
             "revoked_at": None,
             "revoked_by": None,
+            "certificate_expires_at": at(5000),
         }
     ],
     "gateway_presence": [
@@ -684,6 +685,22 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "sent_at": at(7),
             "finished_at": None,
             "detail": None,
+        }
+    ],
+    "enrolment_tokens": [
+        {
+            "token_id": "0123456789abcdef",
+            "secret_digest": "d" * 64,
+            "store_id": STORE,
+            "gateway_id": GATEWAY,
+            "created_at": at(0),
+            "created_by": "tech-li",
+            "expires_at": at(9),
+            "used_at": at(2),
+            "used_from": "192.0.2.7",
+            "certificate_serial": "1f" * 20,
+            "revoked_at": None,
+            "revoked_by": None,
         }
     ],
 }
