@@ -28,6 +28,7 @@ from hub.db.models import Gateway, Release, Rollout, RolloutTarget
 from hub.releases import plan
 from hub.releases.store import write_wheel
 from hub.runtime import HubRuntime
+from hub.snapshots.gateway_api import read_limited_body
 from storegate import wire
 from storegate.wheels import VERSION_PATTERN, WheelError, inspect_wheel
 
@@ -68,18 +69,6 @@ def _release_out(row: Release) -> ReleaseOut:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is larger than ``limit``."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post(
     RELEASES_PATH,
     status_code=201,
@@ -99,7 +88,7 @@ async def upload_release(
 ) -> ReleaseOut:
     """Check and keep one release; 201 with what was recorded."""
     config = settings.releases
-    data = await _read_body(request, config.max_bytes)
+    data = await read_limited_body(request, config.max_bytes)
     if data is None:
         log.warning("release_refused", reason="too_large", actor=who.actor)
         raise HTTPException(status_code=413, detail=f"a release may be at most {config.max_bytes:,} bytes")
