@@ -10,7 +10,8 @@ profile catalog) and asks the technician for one act per device, then checks wha
 - a **door** must report opened, then closed;
 - an environment **sensor** must read a plausible value for what it measures (:data:`PLAUSIBLE`);
 - a **printer** must print a test page (the driver's own ``print`` command: status read before and after);
-- cameras are listed as not tested (a still is not part of this walk yet).
+- a **camera** must give a still (the driver's own ``snapshot`` command) that decodes and is not blank: a covered
+  lens, a dark room or a dead sensor give a flat grey picture (:data:`BLANK_SPREAD`).
 
 Each step has a time limit. The agent must be stopped (it holds the same serial ports); the walk says so otherwise.
 The report is written (0600) to ``selftests/pending`` beside the config and sent to the hub's gateway listener
@@ -96,6 +97,13 @@ class SelftestOptions:
     shelf_slot: int = 1
     weight_g: float = 500.0
     code: str | None = None
+
+
+# A still whose grey levels spread less than this (standard deviation, of 255) shows nothing: a lens covered or
+# taped over, a dark room, a dead sensor. The camera's own tamper rule uses the same idea on the live picture.
+BLANK_SPREAD: Final = 6.0
+# Between snapshot attempts while the camera has no frame yet (it opens its stream first).
+_SNAPSHOT_RETRY_S: Final = 0.2
 
 
 class _StepFailed(Exception):
@@ -227,7 +235,9 @@ def _step_of(kind: str, options: SelftestOptions, code: str) -> tuple[Step | Non
         return _sensor_step, "read the sensor"
     if kind == "printer":
         return _printer_step, "print a test page"
-    return None, {"camera": "a camera"}.get(kind, f"a {kind}")
+    if kind == "camera":
+        return _camera_step, "take a still (point the camera at its view)"
+    return None, f"a {kind}"
 
 
 def _scanner_step(code: str) -> Step:
@@ -325,6 +335,56 @@ async def _printer_step(device: ProfiledDeviceConfig, readings: _Readings, deadl
         raise _StepFailed(f"no test page: {result.detail}")
     await prompter.instruct(device.device_id, f"take the test page from {device.device_id}: is it readable?")
     return f"test page printed ({result.detail})"
+
+
+async def _camera_step(device: ProfiledDeviceConfig, readings: _Readings, deadline: float, prompter: Prompter) -> str:
+    loop = asyncio.get_running_loop()
+    while True:  # the camera opens its stream first: "no frame yet" until it has one
+        command = wire.Command(
+            command_id=uuid.uuid4(),
+            store_id="selftest",
+            gateway_id="selftest",
+            device_id=device.device_id,
+            name="snapshot",
+            args={"reason": "requested"},
+            issued_at=utc_now(),
+        )
+        try:
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                result = await readings.driver.execute(command)
+        except TimeoutError:
+            raise _StepFailed("no still in time") from None
+        except Exception as err:  # the stream failed: the driver says why in words
+            raise _StepFailed(f"no still: {err}") from None
+        if result.status == "done":
+            break
+        if result.status != "failed" or loop.time() + _SNAPSHOT_RETRY_S >= deadline:
+            raise _StepFailed(f"no still: {result.detail}")
+        await asyncio.sleep(_SNAPSHOT_RETRY_S)
+    while True:  # motion or tamper readings may come first
+        reading = await readings.next(deadline, "still from the camera")
+        if reading.attachment is not None:
+            break
+    spread, size = await asyncio.to_thread(_grey_spread, reading.attachment)
+    if spread is None:
+        raise _StepFailed("the still is not a readable JPEG")
+    if spread < BLANK_SPREAD:
+        raise _StepFailed(
+            f"the still is blank (grey levels spread {spread:.1f}, under {BLANK_SPREAD:g}): "
+            "a covered lens, a dark room or a dead sensor?"
+        )
+    return f"a still {size}, not blank (grey spread {spread:.0f}; {result.detail})"
+
+
+def _grey_spread(jpeg: bytes) -> tuple[float | None, str]:
+    """The standard deviation of a JPEG's grey levels and its size, or None when it does not decode."""
+    import cv2  # the camera's own dependency; only a walk with a camera needs it
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        return None, "unreadable"
+    return float(image.std()), f"{image.shape[1]}x{image.shape[0]}"
 
 
 class TerminalPrompter:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from device_drivers.barcode.simulator import SimulatedSerialScanner
+from device_drivers.camera.simulator import Clip
 from device_drivers.door.simulator import SimulatedDoorModule
 from device_drivers.onewire.simulator import OneWireSimulator
 from device_drivers.printer.simulator import EmulatedPrinter, TcpPrinter
@@ -78,6 +79,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         printer = await stack.enter_async_context(TcpPrinter(EmulatedPrinter()))
         w1 = OneWireSimulator(root=tmp_path / "w1", interval_s=0.2)
         probe = w1.add_probe(serial="0316a279b0ff", offset_c=-1.0, seed=4)
+        # Real video files, read by OpenCV as the camera driver reads a camera: a shop's view, and a lens covered.
+        view = Clip(frames=30, fps=15.0).write(tmp_path / "view.avi")
+        covered = Clip(frames=30, fps=15.0, happenings=[("covered", 0, 29)]).write(tmp_path / "covered.avi")
         tasks = [asyncio.create_task(job) for job in (scanner.run(), shelf.run(), w1.run())]
         try:
             yield Store(
@@ -91,7 +95,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
                     {"device_id": "door-1", "profile": "door-modbus-di", "address": cable.port},
                     {"device_id": "probe-1", "profile": "ds18b20", "address": str(probe)},
                     {"device_id": "printer-1", "profile": "network-printer-9100", "address": printer.address},
-                    {"device_id": "cam-1", "profile": "ip-camera-rtsp", "address": "rtsp://127.0.0.1:9/live"},
+                    {"device_id": "cam-1", "profile": "ip-camera-rtsp", "address": str(view)},
+                    {"device_id": "cam-2", "profile": "ip-camera-rtsp", "address": str(covered)},
                 ],
             )
         finally:
@@ -133,8 +138,12 @@ async def test_every_device_passes_on_the_right_act(tmp_path: Path, store: Store
     assert outcomes["printer-1"][0] is Outcome.PASSED, outcomes
     assert outcomes["printer-1"][1].startswith("test page printed")
     assert len(store.printer.receipts) == 1  # the page came out
-    assert outcomes["cam-1"] == (Outcome.SKIPPED, "a camera: not part of the walk yet")
-    assert report.passed
+    assert outcomes["cam-1"][0] is Outcome.PASSED, outcomes
+    assert outcomes["cam-1"][1].startswith("a still 640x480, not blank")
+    assert outcomes["cam-2"][0] is Outcome.FAILED  # its lens covered
+    assert outcomes["cam-2"][1].startswith("the still is blank (grey levels spread")
+    assert outcomes["cam-2"][1].endswith("a covered lens, a dark room or a dead sensor? (within 15 s)")
+    assert not report.passed  # one device failed: the report says so
     assert f"scan this code with till-1: {CODE}" in technician.told
     assert "put 500 g on slot 1 of shelf-1" in technician.told
 
