@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from device_drivers.onewire.simulator import OneWireSimulator
 from device_drivers.printer.simulator import EmulatedPrinter, TcpPrinter
 from device_drivers.shelf.simulator import ShelfSimulator, SlotSpec
 from device_drivers.simulated.pty import NullModem, PtyPort
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.status import write_status
 from provisioning.selftest import Outcome, SelftestOptions, run_selftest, run_selftest_command
+from tests.edge_agent.test_status import sample_status
 from tests.hub.conftest import until
 from tests.provisioning.conftest import Systemd
 
@@ -253,3 +256,20 @@ def test_the_agent_service_is_stopped_for_the_walk_and_started_again_whatever_ha
         "storegate-agent.service failed because the control process exited with error code.; start it by hand: "
         "sudo systemctl start storegate-agent.service"
     ) in technician.shown
+
+
+def test_an_agent_run_by_hand_is_left_alone_and_the_walk_refused(tmp_path: Path, systemd: Systemd) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('store_id = "store-0042"\ngateway_id = "gw-1"\n')
+    outbox = load_agent_config(config).outbox.path
+    with outbox.open("w"):  # this process holds the outbox open, as a running agent does
+        write_status(outbox.with_name(outbox.name + ".status.json"), sample_status(pid=os.getpid()))
+        text, code = run_selftest_command(
+            config, options=SelftestOptions(), prompter=Technician({}), as_json=False, service=systemd.service
+        )
+    assert (code, text) == (
+        2,
+        f"the agent runs (pid {os.getpid()}), not as the storegate-agent.service service, and holds the devices: "
+        "stop it first, run the self-test, then start it again",
+    )
+    assert systemd.calls == ["is-active --quiet storegate-agent.service"]  # nothing stopped
