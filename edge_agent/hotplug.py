@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from device_drivers.base import Driver, Reading
 from device_drivers.families import families
@@ -60,8 +63,9 @@ class SerialPortLister:
         """Every USB serial port present now, with its USB identity."""
         from serial.tools import list_ports
 
+        bench = os.environ.get(BENCH_USB_PORTS_ENV)
         found: list[PortInfo] = []
-        for port in list_ports.comports():
+        for port in bench_usb_ports(Path(bench)) if bench else list_ports.comports():
             if port.vid is None:
                 continue  # a UART on the board: configure it by address, it is not plugged in
             found.append(
@@ -78,6 +82,51 @@ class SerialPortLister:
                 )
             )
         return found
+
+
+# A bench and test seam, and only that: the JSON file it names stands in for the USB descriptions pyserial reads
+# from sysfs (a pty, a bench adapter flashed with simulated firmware, has none). Everything above the port list
+# (matching, identities, drivers opening the ports) runs as on a gateway; a warning says the seam is in use.
+BENCH_USB_PORTS_ENV: Final = "STOREGATE_BENCH_USB_PORTS"
+
+
+class BenchUsbPort(BaseModel):
+    """One USB serial port as sysfs would describe it, in the file ``STOREGATE_BENCH_USB_PORTS`` names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(max_length=256, description="the port's path, e.g. a pty's /dev/pts/7")
+    vid: int = Field(ge=0, le=0xFFFF)
+    pid: int | None = Field(default=None, ge=0, le=0xFFFF)
+    serial_number: str | None = Field(default=None, max_length=256)
+    manufacturer: str | None = Field(default=None, max_length=256)
+    product: str | None = Field(default=None, max_length=256)
+    location: str | None = Field(default=None, max_length=256)
+
+
+_BENCH_PORTS: Final = TypeAdapter(list[BenchUsbPort])
+_bench_warned: set[str] = set()
+
+
+def bench_usb_ports(path: Path) -> list[Any]:
+    """The ports the bench file describes, as pyserial's ``ListPortInfo``; none (logged) when it cannot be read."""
+    from serial.tools.list_ports_common import ListPortInfo
+
+    try:
+        described = _BENCH_PORTS.validate_json(path.read_bytes())
+    except (OSError, ValidationError) as err:
+        log.error("bench_usb_ports_unreadable", path=str(path), error=str(err)[:500])
+        return []
+    if str(path) not in _bench_warned:  # once per file: the list is polled every few seconds
+        _bench_warned.add(str(path))
+        log.warning("bench_usb_ports_in_use", path=str(path), ports=len(described))
+    ports = []
+    for entry in described:
+        info = ListPortInfo(entry.device, skip_link_detection=True)
+        info.vid, info.pid, info.serial_number = entry.vid, entry.pid, entry.serial_number
+        info.manufacturer, info.product, info.location = entry.manufacturer, entry.product, entry.location
+        ports.append(info)
+    return ports
 
 
 def _short(value: str | None) -> str | None:

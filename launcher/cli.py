@@ -779,13 +779,26 @@ def provision_detect(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of text.")] = False,
+    add: Annotated[
+        bool,
+        typer.Option(
+            "--add",
+            help="Add the recognised devices the config does not name yet to it (default config: the gateway "
+            "home's) and restart the agent's service.",
+        ),
+    ] = False,
+    systemd_runtime_dir: Annotated[Path, typer.Option(hidden=True)] = Path("/run/systemd/system"),
 ) -> None:
-    """List every device plugged in, the profile it matched and the [[devices]] entry to paste; unknown devices
-    with their ids. Exit 1 when a device is unknown or a configured one is not plugged in."""
+    """List every device plugged in, the profile it matched and the [[devices]] entry to paste (or --add it);
+    unknown devices with their ids. Exit 1 when a device is unknown or a configured one is not plugged in."""
     with installed("provision detect", "edge"):
         from provisioning.detect import run_detect
+        from provisioning.layout import default_config_path
+        from provisioning.service import AgentService
 
-    text, code = run_detect(config, as_json=as_json)
+    if add and config is None:
+        config = default_config_path()
+    text, code = run_detect(config, as_json=as_json, add=add, service=AgentService(runtime_dir=systemd_runtime_dir))
     typer.echo(text, err=code == 2)
     raise typer.Exit(code)
 
@@ -809,12 +822,15 @@ def provision_selftest(
     upload_only: Annotated[
         bool, typer.Option("--upload-only", help="Only send the reports the hub has not taken yet.")
     ] = False,
+    systemd_runtime_dir: Annotated[Path, typer.Option(hidden=True)] = Path("/run/systemd/system"),
 ) -> None:
     """Walk through every configured device with the technician: scan the code shown, put the known weight on a
-    slot, open and close the door, read each sensor; pass or fail for each, and a report (stop the agent first)."""
+    slot, open and close the door, read each sensor; pass or fail for each, and a report. The agent's service is
+    stopped meanwhile and started again afterwards."""
     with installed("provision selftest", "edge"):
         from provisioning.layout import default_config_path
         from provisioning.selftest import SelftestOptions, TerminalPrompter, run_selftest_command
+        from provisioning.service import AgentService
 
     options = SelftestOptions(step_timeout_s=timeout, shelf_slot=slot, weight_g=weight_g)
     prompter = TerminalPrompter(yes=yes, echo=lambda line: typer.echo(line, err=as_json))
@@ -824,6 +840,7 @@ def provision_selftest(
         prompter=prompter,
         as_json=as_json,
         upload_only=upload_only,
+        service=AgentService(runtime_dir=systemd_runtime_dir),
     )
     typer.echo(text, err=code == EXIT_CONFIG)
     raise typer.Exit(code)

@@ -10,16 +10,23 @@ For a recognised device it prints the ``[[devices]]`` entry to paste, keyed by t
 replug. For an unknown one it prints its ids (USB vendor:product, serial number, maker and product strings) and
 what to do. With a config, devices it already names are shown as such, and configured devices that are not
 plugged in are listed.
+
+With ``--add`` it appends the entries of recognised devices the config does not name yet (each once: a device is
+known by its identity, and a suggested id never reuses one the config has), checks the result loads as the agent
+would load it before replacing the file (atomically, 0600, its owner kept), and restarts the agent's service when
+systemd runs (otherwise it says how to restart the agent by hand).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+import structlog
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +34,9 @@ from device_drivers.ports import PortInfo, PortLister
 from device_drivers.profiles import ProfileCatalog, kind_of, load_catalog
 from edge_agent.config import AgentConfig, HotplugConfig, ProfiledDeviceConfig, catalog_of, load_agent_config
 from edge_agent.hotplug import default_lister, identifiable, profile_for
+from provisioning.service import AgentService, ServiceError
 from storegate.configfile import ConfigError
+from storegate.private_files import write_private
 from storegate.process import EXIT_CONFIG
 
 # The word a suggested device id begins with, by profile kind ("scanner-1", "shelf-2").
@@ -43,6 +52,8 @@ _ID_WORDS: Final = {
     "modbus-sensor": "sensor",
 }
 _UNSAFE: Final = re.compile(r"[^a-z0-9-]+")
+
+log = structlog.get_logger(__name__)
 
 
 class DetectedDevice(BaseModel):
@@ -73,6 +84,7 @@ class DetectReport(BaseModel):
     not_plugged_in: list[str] = Field(
         default_factory=list, description="device_ids of the config's hot-plugged devices that were not found"
     )
+    added: list[str] = Field(default_factory=list, description="device_ids --add appended to the config")
 
 
 def detect(ports: Sequence[PortInfo], catalog: ProfileCatalog, config: AgentConfig | None = None) -> DetectReport:
@@ -185,11 +197,44 @@ def describe_report(report: DetectReport) -> str:
     return "\n".join(lines)
 
 
-def run_detect(config_path: Path | None, *, as_json: bool, lister: PortLister | None = None) -> tuple[str, int]:
+def add_detected(config_path: Path, report: DetectReport) -> list[DetectedDevice]:
+    """Append the entries of ``report``'s recognised devices the config does not name yet; the devices added.
+
+    The config is replaced only by a whole file that loads (ConfigError otherwise, the file untouched): written
+    beside it 0600, given the old file's owner (when run as root, so the agent's account still reads it), checked
+    with the agent's own loader, then renamed over it.
+    """
+    new = [device for device in report.devices if device.toml is not None and device.configured_as is None]
+    if not new:
+        return []
+    text = config_path.read_text(encoding="utf-8").rstrip("\n") + "\n" + "".join("\n" + d.toml for d in new if d.toml)
+    candidate = config_path.with_name(f".{config_path.name}.adding")
+    write_private(candidate, text)
+    try:
+        old = config_path.stat()
+        if os.geteuid() == 0:
+            os.chown(candidate, old.st_uid, old.st_gid)
+        load_agent_config(candidate)
+        os.replace(candidate, config_path)
+    finally:
+        candidate.unlink(missing_ok=True)
+    return new
+
+
+def run_detect(
+    config_path: Path | None,
+    *,
+    as_json: bool,
+    lister: PortLister | None = None,
+    add: bool = False,
+    service: AgentService | None = None,
+) -> tuple[str, int]:
     """``storegate provision detect``: the report (text or JSON) and the exit code.
 
-    0: every device found is recognised or configured; 1: an unknown device, or a configured one not plugged in;
-    2: the config cannot be read. Without a config, the shipped profiles and the default [hotplug] settings.
+    0: every device found is recognised or configured; 1: an unknown device, or a configured one not plugged in
+    (with ``add``: or the agent could not be restarted); 2: the config cannot be read (with ``add``: or would not
+    load with the entries added; it is left as it was). Without a config, the shipped profiles and the default
+    [hotplug] settings; ``add`` needs one.
     """
     config: AgentConfig | None = None
     if config_path is not None:
@@ -197,10 +242,46 @@ def run_detect(config_path: Path | None, *, as_json: bool, lister: PortLister | 
             config = load_agent_config(config_path)
         except ConfigError as err:
             return str(err), EXIT_CONFIG
+    elif add:
+        return "--add needs the agent's config (--config)", EXIT_CONFIG
     catalog = catalog_of(config) if config is not None else load_catalog()
     hotplug = config.hotplug if config is not None else HotplugConfig()
     ports = (lister or default_lister(hotplug, catalog)).list_ports()
     report = detect(ports, catalog, config)
-    trouble = report.not_plugged_in or any(device.profile is None for device in report.devices)
-    text = report.model_dump_json(indent=2) if as_json else describe_report(report)
+    said: list[str] = []
+    restart_failed = False
+    if add and config_path is not None:
+        try:
+            added = add_detected(config_path, report)
+        except ConfigError as err:
+            log.error("detect_add_refused", config=str(config_path), error=str(err)[:500])
+            return f"nothing added: {config_path} would not load with the entries added:\n{err}", EXIT_CONFIG
+        if added:
+            report = detect(ports, catalog, load_agent_config(config_path))  # as the agent will see them now
+            report.added = [device.suggested_device_id or device.identity for device in added]
+            log.info("detect_added", config=str(config_path), devices=report.added)
+            said += [
+                f"added {device.suggested_device_id} ({device.profile}, identity {device.identity}) to {config_path}"
+                for device in added
+            ]
+            said_service, restart_failed = _restart_agent(service or AgentService(), config_path)
+            said += said_service
+        else:
+            said.append(f"nothing to add: {config_path} names every recognised device plugged in")
+    trouble = report.not_plugged_in or any(device.profile is None for device in report.devices) or restart_failed
+    text = report.model_dump_json(indent=2) if as_json else "\n".join([describe_report(report), "", *said]).rstrip()
     return text, 1 if trouble else 0
+
+
+def _restart_agent(service: AgentService, config_path: Path) -> tuple[list[str], bool]:
+    """Restart the agent's service so it runs the added devices; what happened in words, and whether it failed."""
+    if not service.systemd_runs:
+        return [
+            f"systemd is not running here (no {service.runtime_dir}): restart the agent by hand to use them "
+            f"(stop it, then start `storegate agent --config {config_path}` again)"
+        ], False
+    try:
+        service.restart()
+    except ServiceError as err:
+        return [f"the agent was not restarted: {err}; restart it by hand: {service.by_hand()}"], True
+    return [f"restarted {service.unit}: the agent now runs the added devices"], False

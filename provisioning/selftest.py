@@ -13,7 +13,9 @@ profile catalog) and asks the technician for one act per device, then checks wha
 - a **camera** must give a still (the driver's own ``snapshot`` command) that decodes and is not blank: a covered
   lens, a dark room or a dead sensor give a flat grey picture (:data:`BLANK_SPREAD`).
 
-Each step has a time limit. The agent must be stopped (it holds the same serial ports); the walk says so otherwise.
+Each step has a time limit. The agent must not run meanwhile (it holds the same serial ports): when it runs as the
+systemd service the command stops it and starts it again afterwards, whatever happens; an agent run otherwise (by
+hand) is left alone and the walk refuses, saying so.
 The report is written (0600) to ``selftests/pending`` beside the config and sent to the hub's gateway listener
 (``snapshots.hub_url``, with the gateway's certificate); one the hub has not taken waits there for the next run or
 ``--upload-only``.
@@ -41,6 +43,7 @@ from edge_agent.devices import DriverBuilder
 from edge_agent.hotplug import default_lister
 from edge_agent.snapshots import client_ssl_context
 from edge_agent.status import running_agent_pid
+from provisioning.service import AgentService, ServiceError
 from storegate import wire
 from storegate.configfile import ConfigError
 from storegate.private_files import write_private
@@ -487,13 +490,29 @@ def describe_report(report: SelftestReport) -> str:
     )
 
 
+def _start_again(service: AgentService, prompter: Prompter) -> None:
+    try:
+        service.start()
+    except ServiceError as err:
+        prompter.show(f"the agent was not started again: {err}; start it by hand: sudo systemctl start {service.unit}")
+    else:
+        prompter.show(f"started {service.unit} again")
+
+
 def run_selftest_command(
-    config_path: Path, *, options: SelftestOptions, prompter: Prompter, as_json: bool, upload_only: bool = False
+    config_path: Path,
+    *,
+    options: SelftestOptions,
+    prompter: Prompter,
+    as_json: bool,
+    upload_only: bool = False,
+    service: AgentService | None = None,
 ) -> tuple[str, int]:
     """``storegate provision selftest``: the summary (or the report as JSON) and the exit code.
 
     0: no device failed (with ``upload_only``: nothing left unsent); 1: a device failed (a report left unsent);
-    2: the config cannot be used, or the agent runs (it holds the ports).
+    2: the config cannot be used, or the agent runs outside systemd (it holds the ports). An agent that runs as the
+    systemd service is stopped for the walk and started again afterwards, whatever happens.
     """
     try:
         config = load_agent_config(config_path)
@@ -504,14 +523,28 @@ def run_selftest_command(
         said = upload_pending(config, config_dir)
         left = list(pending_dir(config_dir).glob("selftest-*.json"))
         return "\n".join(said) or "no report waiting", 1 if left else 0
-    pid = running_agent_pid(config.outbox.path)
-    if pid is not None:
-        return (
-            f"the agent runs (pid {pid}) and holds the devices: stop it first (systemctl stop storegate-agent), "
-            "run the self-test, then start it again",
-            EXIT_CONFIG,
-        )
-    report = asyncio.run(run_selftest(config, prompter, options))
+    service = service or AgentService()
+    stopped = False
+    if not service.active():
+        pid = running_agent_pid(config.outbox.path)
+        if pid is not None:
+            return (
+                f"the agent runs (pid {pid}), not as the {service.unit} service, and holds the devices: stop it "
+                "first, run the self-test, then start it again",
+                EXIT_CONFIG,
+            )
+    else:
+        prompter.show(f"stopping {service.unit} (it holds the devices); it starts again after the self-test")
+        try:
+            service.stop()
+        except ServiceError as err:
+            return f"the self-test did not run: {err}", EXIT_CONFIG
+        stopped = True
+    try:
+        report = asyncio.run(run_selftest(config, prompter, options))
+    finally:
+        if stopped:
+            _start_again(service, prompter)
     written = write_report(report, config_dir)
     for line in upload_pending(config, config_dir):
         prompter.show(line)

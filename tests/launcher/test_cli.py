@@ -84,7 +84,7 @@ def test_the_technicians_tools_are_wired(tmp_path: Path) -> None:
     runner = CliRunner()
     detected = runner.invoke(app, ["provision", "detect", "--config", str(config), "--json"])
     assert detected.exit_code in (0, 1)  # whatever this machine has plugged in
-    assert set(json.loads(detected.stdout)) == {"devices", "not_plugged_in"}
+    assert set(json.loads(detected.stdout)) == {"devices", "not_plugged_in", "added"}  # added: with --add
     walked = runner.invoke(app, ["provision", "selftest", "--config", str(config), "--yes"])
     assert walked.exit_code == 0
     assert "selftest PASSED: 0 passed, 0 failed, 0 skipped; report selftest-" in walked.stdout

@@ -1,7 +1,8 @@
 """``storegate provision detect``: the devices plugged in, matched by hot-plug's own matcher, with entries to paste.
 
 The ports are real ptys and a 1-Wire directory; only the USB ids pyserial would read from sysfs are faked, at its
-lowest layer (``serial.tools.list_ports.comports``), as a pty has none.
+lowest layer (``serial.tools.list_ports.comports``), as a pty has none. ``--add`` restarts the agent through a
+``systemctl`` shim on PATH (systemd is not PID 1 here).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from serial.tools.list_ports_common import ListPortInfo
 
 from device_drivers.simulated.pty import PtyPort
 from edge_agent.config import load_agent_config
+from edge_agent.hotplug import BENCH_USB_PORTS_ENV, SerialPortLister
 from provisioning.detect import run_detect
+from provisioning.service import AgentService
+from storegate.private_files import is_private
+from tests.provisioning.conftest import Systemd
 
 IDS = 'store_id = "store-0042"\ngateway_id = "gw-1"\n'
 
@@ -118,3 +123,96 @@ def test_a_broken_config_is_refused_in_words(tmp_path: Path) -> None:
     assert "hotplug.poll_intervl_s: unknown key (check its spelling and section); did you mean 'poll_interval_s'?" in (
         text
     )
+
+
+async def test_add_appends_each_new_device_once_and_restarts_the_agent(
+    tmp_path: Path, plugged: dict[str, str], systemd: Systemd
+) -> None:
+    absent = '[[devices]]\ndevice_id = "shelf-1"\nprofile = "zebra-ds-cdc"\nidentity = "usb-05e0:1701-GONE"\n'
+    config = write_config(tmp_path, plugged["w1"], absent)
+    config.chmod(0o600)
+    text, code = run_detect(config, as_json=False, add=True, service=systemd.service)
+    assert code == 1  # the CH340 adapter is still unknown, and the configured shelf-1 is not plugged in
+    lines = text.splitlines()
+    assert sorted(line for line in lines if line.startswith("added ")) == [
+        f"added probe-1 (ds18b20, identity dev-28-0316a279b0ff) to {config}",
+        f"added scanner-1 (zebra-ds-cdc, identity usb-05e0:1701-S22) to {config}",
+        f"added shelf-2 (storegate-shelf-v1, identity usb-2e8a:000a-SGS-0001) to {config}",
+    ]
+    assert lines[-1] == "restarted storegate-agent.service: the agent now runs the added devices"
+    assert systemd.calls == ["restart storegate-agent.service"]
+    assert is_private(config)
+    assert sorted(device.device_id for device in load_agent_config(config).devices) == [
+        "probe-1",
+        "scanner-1",
+        "shelf-1",
+        "shelf-2",  # the suggested id never reuses one the config has
+    ]
+    assert f"{plugged['shelf']}: shelf-2 (profile storegate-shelf-v1)" in lines  # the report as the agent sees it
+
+    # Run again: nothing new, nothing doubled, no restart.
+    text, _ = run_detect(config, as_json=True, add=True, service=systemd.service)
+    assert json.loads(text)["added"] == []
+    assert len(load_agent_config(config).devices) == 4
+    assert systemd.calls == ["restart storegate-agent.service"]
+    assert list(tmp_path.glob(".agent.toml.*")) == []
+
+
+async def test_add_without_systemd_says_how_and_a_failed_restart_is_said(
+    tmp_path: Path, plugged: dict[str, str], systemd: Systemd
+) -> None:
+    config = write_config(tmp_path, plugged["w1"])
+    no_systemd = AgentService(runtime_dir=tmp_path / "no-systemd")
+    text, code = run_detect(config, as_json=False, add=True, service=no_systemd)
+    assert code == 1  # the unknown adapter
+    assert text.splitlines()[-1] == (
+        f"systemd is not running here (no {tmp_path / 'no-systemd'}): restart the agent by hand to use them "
+        f"(stop it, then start `storegate agent --config {config}` again)"
+    )
+    assert systemd.calls == []
+
+    config.write_text(config.read_text().split("[[devices]]")[0])  # the entries gone again
+    systemd.fails("restart")
+    text, code = run_detect(config, as_json=False, add=True, service=systemd.service)
+    assert code == 1
+    assert text.splitlines()[-1] == (
+        "the agent was not restarted: systemctl restart storegate-agent.service failed: Job for "
+        "storegate-agent.service failed because the control process exited with error code.; restart it by hand: "
+        "sudo systemctl restart storegate-agent.service"
+    )
+    assert len(load_agent_config(config).devices) == 3  # the config has them: a restart by hand is all it takes
+
+
+async def test_add_leaves_a_config_it_would_break_as_it_was(
+    tmp_path: Path, plugged: dict[str, str], systemd: Systemd
+) -> None:
+    config = write_config(tmp_path, plugged["w1"])
+    config.write_text(IDS + "devices = []\n" + f'[hotplug]\nw1_root = "{plugged["w1"]}"\n')
+    before = config.read_text()
+    text, code = run_detect(config, as_json=False, add=True, service=systemd.service)
+    assert code == 2
+    assert text.startswith(f"nothing added: {config} would not load with the entries added:")
+    assert config.read_text() == before
+    assert list(tmp_path.glob(".agent.toml.*")) == []
+    assert systemd.calls == []
+    assert run_detect(None, as_json=False, add=True) == ("--add needs the agent's config (--config)", 2)
+
+
+def test_a_forged_bench_port_list_is_refused_and_the_lister_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = tmp_path / "usb-ports.json"
+    monkeypatch.setenv(BENCH_USB_PORTS_ENV, str(bench))
+    for forged in (
+        "not json",
+        json.dumps([{"device": "/dev/ttyACM0", "vid": 70000}]),  # beyond 16 bits
+        json.dumps([{"device": "/dev/ttyACM0", "vid": 1, "command": "rm -rf /"}]),  # a key no port has
+        json.dumps([{"device": "/dev/" + "x" * 5000, "vid": 1}]),
+    ):
+        bench.write_text(forged)
+        assert SerialPortLister().list_ports() == []
+    bench.unlink()
+    assert SerialPortLister().list_ports() == []  # a missing file: logged, nothing listed
+    bench.write_text(json.dumps([{"device": "/dev/ttyACM7", "vid": 0x05E0, "pid": 0x1701, "serial_number": "S22"}]))
+    (port,) = SerialPortLister().list_ports()
+    assert (port.address, port.stable_key) == ("/dev/ttyACM7", "usb-05e0:1701-S22")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -24,9 +25,12 @@ from device_drivers.onewire.simulator import OneWireSimulator
 from device_drivers.printer.simulator import EmulatedPrinter, TcpPrinter
 from device_drivers.shelf.simulator import ShelfSimulator, SlotSpec
 from device_drivers.simulated.pty import NullModem, PtyPort
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.status import write_status
 from provisioning.selftest import Outcome, SelftestOptions, run_selftest, run_selftest_command
+from tests.edge_agent.test_status import sample_status
 from tests.hub.conftest import until
+from tests.provisioning.conftest import Systemd
 
 CODE = "4045787034318"
 
@@ -201,3 +205,80 @@ def test_the_command_keeps_the_report_for_the_hub_and_refuses_a_broken_config(tm
     config.write_text('store_id = "store-0042"\n')
     text, code = run_selftest_command(config, options=SelftestOptions(), prompter=technician, as_json=False)
     assert (code, "gateway_id: required, but missing: add it" in text) == (2, True)
+
+
+def test_the_agent_service_is_stopped_for_the_walk_and_started_again_whatever_happens(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('store_id = "store-0042"\ngateway_id = "gw-1"\n')
+    systemd.runs_agent()
+    technician = Technician({})
+    text, code = run_selftest_command(
+        config, options=SelftestOptions(), prompter=technician, as_json=False, service=systemd.service
+    )
+    assert code == 0, text
+    assert systemd.calls == [
+        "is-active --quiet storegate-agent.service",
+        "stop storegate-agent.service",
+        "start storegate-agent.service",
+    ]
+    assert technician.shown[0] == (
+        "stopping storegate-agent.service (it holds the devices); it starts again after the self-test"
+    )
+    assert technician.shown[-2] == "started storegate-agent.service again"
+
+    # The technician gives up mid-walk (Ctrl-C): the agent is started again all the same.
+    config.write_text(
+        config.read_text() + '[[devices]]\ndevice_id = "till-1"\nprofile = "zebra-ds-cdc"\naddress = "/dev/null"\n'
+    )
+
+    class GivesUp(Technician):
+        async def ready(self, device_id: str, what: str) -> bool:
+            raise KeyboardInterrupt
+
+    quitter = GivesUp({})
+    with pytest.raises(KeyboardInterrupt):
+        run_selftest_command(
+            config, options=SelftestOptions(), prompter=quitter, as_json=False, service=systemd.service
+        )
+    assert systemd.calls[-2:] == ["stop storegate-agent.service", "start storegate-agent.service"]
+    assert quitter.shown[-1] == "started storegate-agent.service again"
+
+    # A stop that fails: no walk (the ports are held), said in words; a start that fails: said, with what to type.
+    systemd.fails("stop")
+    text, code = run_selftest_command(
+        config, options=SelftestOptions(), prompter=technician, as_json=False, service=systemd.service
+    )
+    assert (code, text) == (
+        2,
+        "the self-test did not run: systemctl stop storegate-agent.service failed: Job for storegate-agent.service "
+        "failed because the control process exited with error code.",
+    )
+    systemd.fails("start")
+    text, code = run_selftest_command(
+        config, options=SelftestOptions(step_timeout_s=1), prompter=technician, as_json=False, service=systemd.service
+    )
+    assert code == 1  # till-1 on /dev/null is no scanner
+    assert (
+        "the agent was not started again: systemctl start storegate-agent.service failed: Job for "
+        "storegate-agent.service failed because the control process exited with error code.; start it by hand: "
+        "sudo systemctl start storegate-agent.service"
+    ) in technician.shown
+
+
+def test_an_agent_run_by_hand_is_left_alone_and_the_walk_refused(tmp_path: Path, systemd: Systemd) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('store_id = "store-0042"\ngateway_id = "gw-1"\n')
+    outbox = load_agent_config(config).outbox.path
+    with outbox.open("w"):  # this process holds the outbox open, as a running agent does
+        write_status(outbox.with_name(outbox.name + ".status.json"), sample_status(pid=os.getpid()))
+        text, code = run_selftest_command(
+            config, options=SelftestOptions(), prompter=Technician({}), as_json=False, service=systemd.service
+        )
+    assert (code, text) == (
+        2,
+        f"the agent runs (pid {os.getpid()}), not as the storegate-agent.service service, and holds the devices: "
+        "stop it first, run the self-test, then start it again",
+    )
+    assert systemd.calls == ["is-active --quiet storegate-agent.service"]  # nothing stopped
