@@ -47,6 +47,7 @@ from tests.hub.conftest import (  # noqa: F401  (fixtures: migrated databases, n
     PlainGateway,
     _no_hub_env,
     migrated_sqlite_file,
+    postgres_copies,
     postgres_template,
     postgres_url,
     sqlite_url,
