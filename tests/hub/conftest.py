@@ -16,12 +16,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.api.deps import get_now, get_runtime, get_session
 from hub.app import _validation_error, create_app, lifespan
-from hub.auth import guard, operators
+from hub.auth import credentials, guard, operators
 from hub.db.engine import create_engine, session_factory
 from hub.db.migrate import upgrade_to_head
 from hub.domain.access import Principal, Role
@@ -54,6 +55,18 @@ async def until(predicate: Callable[[], object], *, timeout: float = 5.0, what: 
         return bool(predicate())
 
     await eventually(probe, timeout=timeout, what=what)
+
+
+# Argon2id with the least work argon2-cffi allows. The hub's parameters (argon2-cffi's defaults: 64 MiB, 3
+# passes) cost a third of a second a hash or a check on the test machine, and the tests add and sign in
+# hundreds of operators; what they test (the hashing and checking code, the refusals, the decoy) is the same.
+TEST_PASSWORD_HASHER: Final = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash operators' passwords with TEST_PASSWORD_HASHER in this process."""
+    monkeypatch.setattr(credentials, "_hasher", TEST_PASSWORD_HASHER)
 
 
 @pytest.fixture(autouse=True)
