@@ -49,6 +49,7 @@ from tests.hub.conftest import (  # noqa: F401  (fixtures: migrated databases, n
     _no_hub_env,
     migrated_sqlite_file,
     postgres_copies,
+    postgres_dropper,
     postgres_template,
     postgres_url,
     sqlite_url,

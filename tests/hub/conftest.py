@@ -156,55 +156,77 @@ def postgres_template() -> Iterator[str]:
         asyncio.run(_drop_database(name))
 
 
-class PostgresCopies:
-    """Fresh copies of the template, each made before a test asks for it and dropped after the test, in threads.
+class PostgresDropper:
+    """Drops the tests' PostgreSQL databases in threads, so that no test waits for it.
 
-    A copy is as fresh as before (made from the template, used by one test, then dropped); only the waiting
-    moves. CREATE DATABASE writes the copy to the WAL and DROP DATABASE forces a checkpoint: together seconds
-    on a busy machine, which each PostgreSQL test used to spend in its setup and teardown. Now the next
-    test's copy is made, and the last test's dropped, while a test runs; the session waits for the drops at
-    its end, and a failed drop still fails the run.
+    On PostgreSQL 15 DROP DATABASE forces an immediate checkpoint: a second or more on a busy machine. Several
+    droppers run at once, so that checkpoints requested together are done once. The session waits for every
+    drop at its end, and a drop that failed fails the run there.
     """
 
-    def __init__(self, template: str) -> None:
+    def __init__(self) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postgres-drop")
+        self._drops: list[Future[None]] = []
+
+    def drop(self, name: str) -> None:
+        """Drop the database ``name`` (its connections forced closed) in the background."""
+        self._drops.append(self._threads.submit(asyncio.run, _drop_database(name)))
+
+    def close(self) -> None:
+        """Wait for every drop; raise the first that failed."""
+        self._threads.shutdown()
+        for dropped in self._drops:
+            dropped.result()
+
+
+@pytest.fixture(scope="session")
+def postgres_dropper() -> Iterator[PostgresDropper]:
+    """The session's dropper of PostgreSQL databases."""
+    dropper = PostgresDropper()
+    try:
+        yield dropper
+    finally:
+        dropper.close()
+
+
+class PostgresCopies:
+    """Fresh copies of the template, each made in a thread before a test asks for it.
+
+    A copy is as fresh as before (made from the template, used by one test, then dropped); only the waiting
+    moves. CREATE DATABASE writes the whole copy to the WAL: a second or more on a busy machine, which each
+    PostgreSQL test used to spend in its setup. Now the next test's copy is made while a test runs.
+    """
+
+    def __init__(self, template: str, dropper: PostgresDropper) -> None:
         self._template = template
+        self._dropper = dropper
         # One maker: a copy ahead is enough, and the copies do not compete with each other for the disk.
         self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-copy")
-        # Several droppers: checkpoints requested at the same time are done once.
-        self._dropper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postgres-drop")
         self._ahead: deque[Future[tuple[str, str]]] = deque()
-        self._drops: list[Future[None]] = []
 
     def _make_one(self) -> None:
         self._ahead.append(self._maker.submit(asyncio.run, _create_database(self._template)))
 
     async def take(self) -> tuple[str, str]:
-        """A fresh copy's name and URL; the next test's copy is started."""
+        """A fresh copy's name and URL (drop it with the dropper); the next test's copy is started."""
         if not self._ahead:
             self._make_one()
         made = self._ahead.popleft()
         self._make_one()
         return await asyncio.wrap_future(made)
 
-    def drop(self, name: str) -> None:
-        """Drop the copy ``name`` (its connections forced closed) in the background."""
-        self._drops.append(self._dropper.submit(asyncio.run, _drop_database(name)))
-
     def close(self) -> None:
-        """Drop the copies made ahead and wait for every drop; raise the first drop that failed."""
+        """Drop the copies made ahead that no test took."""
+        self._maker.shutdown()
         for made in self._ahead:
             with contextlib.suppress(BaseException):  # a copy that could not be made has nothing to drop
-                self.drop(made.result()[0])
-        self._maker.shutdown()
-        self._dropper.shutdown()
-        for dropped in self._drops:
-            dropped.result()
+                self._dropper.drop(made.result()[0])
 
 
 @pytest.fixture(scope="session")
-def postgres_copies(postgres_template: str) -> Iterator[PostgresCopies]:
-    """The session's maker and dropper of copies of the template."""
-    copies = PostgresCopies(postgres_template)
+def postgres_copies(postgres_template: str, postgres_dropper: PostgresDropper) -> Iterator[PostgresCopies]:
+    """The session's maker of copies of the template."""
+    copies = PostgresCopies(postgres_template, postgres_dropper)
     try:
         yield copies
     finally:
@@ -212,13 +234,13 @@ def postgres_copies(postgres_template: str) -> Iterator[PostgresCopies]:
 
 
 @pytest.fixture
-async def postgres_url(postgres_copies: PostgresCopies) -> AsyncIterator[str]:
+async def postgres_url(postgres_copies: PostgresCopies, postgres_dropper: PostgresDropper) -> AsyncIterator[str]:
     """A PostgreSQL database of its own for this test, at the newest revision, dropped afterwards."""
     name, url = await postgres_copies.take()
     try:
         yield url
     finally:
-        postgres_copies.drop(name)
+        postgres_dropper.drop(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -234,11 +256,12 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}"
         return
+    dropper: PostgresDropper = request.getfixturevalue("postgres_dropper")
     name, url = await _create_database()
     try:
         yield url
     finally:
-        await _drop_database(name)
+        dropper.drop(name)
 
 
 @pytest.fixture
