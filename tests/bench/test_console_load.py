@@ -18,6 +18,8 @@ from storegate.mqtt import MqttSettings
 from tests.bench.modules import bench_module
 from tests.hub.conftest import (  # noqa: F401  (fixtures: a migrated PostgreSQL database, no settings leaking in)
     _no_hub_env,
+    postgres_copies,
+    postgres_dropper,
     postgres_template,
     postgres_url,
     running_hub,

@@ -45,8 +45,11 @@ from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import eventually
 from tests.hub.conftest import (  # noqa: F401  (fixtures: migrated databases, no STOREGATE_HUB_* leaking in)
     PlainGateway,
+    _cheap_password_hashes,
     _no_hub_env,
     migrated_sqlite_file,
+    postgres_copies,
+    postgres_dropper,
     postgres_template,
     postgres_url,
     sqlite_url,

@@ -10,16 +10,19 @@ import shutil
 import sqlite3
 import threading
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -28,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.api.deps import get_now, get_runtime, get_session
 from hub.app import _validation_error, create_app, lifespan
-from hub.auth import guard, operators
+from hub.auth import credentials, guard, operators
 from hub.db.engine import create_engine, session_factory
 from hub.db.migrate import upgrade_to_head
 from hub.domain.access import Principal, Role
@@ -52,6 +55,18 @@ async def until(predicate: Callable[[], object], *, timeout: float = 5.0, what: 
         return bool(predicate())
 
     await eventually(probe, timeout=timeout, what=what)
+
+
+# Argon2id with the least work argon2-cffi allows. The hub's parameters (argon2-cffi's defaults: 64 MiB, 3
+# passes) cost a third of a second a hash or a check on the test machine, and the tests add and sign in
+# hundreds of operators; what they test (the hashing and checking code, the refusals, the decoy) is the same.
+TEST_PASSWORD_HASHER: Final = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash operators' passwords with TEST_PASSWORD_HASHER in this process."""
+    monkeypatch.setattr(credentials, "_hasher", TEST_PASSWORD_HASHER)
 
 
 @pytest.fixture(autouse=True)
@@ -141,14 +156,91 @@ def postgres_template() -> Iterator[str]:
         asyncio.run(_drop_database(name))
 
 
+class PostgresDropper:
+    """Drops the tests' PostgreSQL databases in threads, so that no test waits for it.
+
+    On PostgreSQL 15 DROP DATABASE forces an immediate checkpoint: a second or more on a busy machine. Several
+    droppers run at once, so that checkpoints requested together are done once. The session waits for every
+    drop at its end, and a drop that failed fails the run there.
+    """
+
+    def __init__(self) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postgres-drop")
+        self._drops: list[Future[None]] = []
+
+    def drop(self, name: str) -> None:
+        """Drop the database ``name`` (its connections forced closed) in the background."""
+        self._drops.append(self._threads.submit(asyncio.run, _drop_database(name)))
+
+    def close(self) -> None:
+        """Wait for every drop; raise the first that failed."""
+        self._threads.shutdown()
+        for dropped in self._drops:
+            dropped.result()
+
+
+@pytest.fixture(scope="session")
+def postgres_dropper() -> Iterator[PostgresDropper]:
+    """The session's dropper of PostgreSQL databases."""
+    dropper = PostgresDropper()
+    try:
+        yield dropper
+    finally:
+        dropper.close()
+
+
+class PostgresCopies:
+    """Fresh copies of the template, each made in a thread before a test asks for it.
+
+    A copy is as fresh as before (made from the template, used by one test, then dropped); only the waiting
+    moves. CREATE DATABASE writes the whole copy to the WAL: a second or more on a busy machine, which each
+    PostgreSQL test used to spend in its setup. Now the next test's copy is made while a test runs.
+    """
+
+    def __init__(self, template: str, dropper: PostgresDropper) -> None:
+        self._template = template
+        self._dropper = dropper
+        # One maker: a copy ahead is enough, and the copies do not compete with each other for the disk.
+        self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-copy")
+        self._ahead: deque[Future[tuple[str, str]]] = deque()
+
+    def _make_one(self) -> None:
+        self._ahead.append(self._maker.submit(asyncio.run, _create_database(self._template)))
+
+    async def take(self) -> tuple[str, str]:
+        """A fresh copy's name and URL (drop it with the dropper); the next test's copy is started."""
+        if not self._ahead:
+            self._make_one()
+        made = self._ahead.popleft()
+        self._make_one()
+        return await asyncio.wrap_future(made)
+
+    def close(self) -> None:
+        """Drop the copies made ahead that no test took."""
+        self._maker.shutdown()
+        for made in self._ahead:
+            with contextlib.suppress(BaseException):  # a copy that could not be made has nothing to drop
+                self._dropper.drop(made.result()[0])
+
+
+@pytest.fixture(scope="session")
+def postgres_copies(postgres_template: str, postgres_dropper: PostgresDropper) -> Iterator[PostgresCopies]:
+    """The session's maker of copies of the template."""
+    copies = PostgresCopies(postgres_template, postgres_dropper)
+    try:
+        yield copies
+    finally:
+        copies.close()
+
+
 @pytest.fixture
-async def postgres_url(postgres_template: str) -> AsyncIterator[str]:
+async def postgres_url(postgres_copies: PostgresCopies, postgres_dropper: PostgresDropper) -> AsyncIterator[str]:
     """A PostgreSQL database of its own for this test, at the newest revision, dropped afterwards."""
-    name, url = await _create_database(postgres_template)
+    name, url = await postgres_copies.take()
     try:
         yield url
     finally:
-        await _drop_database(name)
+        postgres_dropper.drop(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -164,11 +256,12 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}"
         return
+    dropper: PostgresDropper = request.getfixturevalue("postgres_dropper")
     name, url = await _create_database()
     try:
         yield url
     finally:
-        await _drop_database(name)
+        dropper.drop(name)
 
 
 @pytest.fixture

@@ -38,9 +38,10 @@ from storegate.mqtt import MqttSettings
 from tests.conftest import eventually
 from tests.hub.conftest import (
     PlainGateway,
+    PostgresCopies,
+    PostgresDropper,
     RunningHub,
     _create_database,
-    _drop_database,
     batch_of,
     reading,
 )
@@ -757,17 +758,18 @@ def is_sqlite(database_url: str) -> bool:
 
 
 @pytest.fixture
-async def fresh_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+async def fresh_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A database that does not exist yet (SQLite) or is empty, not even migrated (PostgreSQL), of the same kind."""
     if is_sqlite(database_url):
         (tmp_path / "restored").mkdir()
         yield f"sqlite+aiosqlite:///{tmp_path / 'restored' / 'hub.sqlite3'}"
         return
+    dropper: PostgresDropper = request.getfixturevalue("postgres_dropper")
     name, url = await _create_database()
     try:
         yield url
     finally:
-        await _drop_database(name)
+        dropper.drop(name)
 
 
 @pytest.fixture
@@ -838,12 +840,14 @@ async def test_restore_into_a_migrated_empty_database_needs_no_force(
         await restore_database(target, path)
         assert await snapshot_of(target) == await snapshot_of(full_database)
         return
-    name, target = await _create_database(request.getfixturevalue("postgres_template"))
+    copies: PostgresCopies = request.getfixturevalue("postgres_copies")
+    dropper: PostgresDropper = request.getfixturevalue("postgres_dropper")
+    name, target = await copies.take()
     try:
         await restore_database(target, path)
         assert await snapshot_of(target) == await snapshot_of(full_database)
     finally:
-        await _drop_database(name)
+        dropper.drop(name)
 
 
 async def test_restore_refuses_a_database_with_rows_unless_forced(full_database: str, tmp_path: Path) -> None:

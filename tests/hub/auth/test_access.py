@@ -9,6 +9,7 @@ from hub.auth import credentials
 from hub.auth.policy import policy_of
 from hub.auth.throttle import LoginThrottle, throttle_keys
 from hub.domain.access import AccessDenied, Capability, Policy, Principal, Role, StoreFrom, decide
+from tests.hub.conftest import TEST_PASSWORD_HASHER
 
 ADJUST = policy_of("POST", "/api/v1/stores/{store_id}/stock/adjustments")
 PUT_CHAIN_RULE = policy_of("PUT", "/api/v1/rules/{rule_id}")
@@ -124,7 +125,7 @@ class CountingHasher:
 def test_an_unknown_user_costs_the_same_argon2_verification_as_a_wrong_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    counting = CountingHasher(PasswordHasher())
+    counting = CountingHasher(TEST_PASSWORD_HASHER)  # the kind of hash matters here, not its cost
     monkeypatch.setattr(credentials, "_hasher", counting)
     stored = credentials.hash_password("the right password")
     assert credentials.verify_password(stored, "a wrong password") is False

@@ -41,7 +41,7 @@ from launcher.broker import free_port
 from storegate import wire
 from storegate.mqtt import MqttLink, MqttSettings
 from tests.conftest import eventually, wait_until
-from tests.hub.conftest import _create_database, _drop_database
+from tests.hub.conftest import PostgresCopies, PostgresDropper
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -258,19 +258,21 @@ def stopping(workers: list[Worker]) -> Iterator[None]:
 
 
 @pytest.fixture
-async def databases(postgres_template: str) -> AsyncIterator[tuple[str, str]]:
+async def databases(
+    postgres_copies: PostgresCopies, postgres_dropper: PostgresDropper
+) -> AsyncIterator[tuple[str, str]]:
     """Two databases at the newest revision: one for one worker, one for two."""
     names: list[str] = []
     try:
         urls = []
         for _ in range(2):
-            name, url = await _create_database(postgres_template)
+            name, url = await postgres_copies.take()
             names.append(name)
             urls.append(url)
         yield urls[0], urls[1]
     finally:
         for name in names:
-            await _drop_database(name)
+            postgres_dropper.drop(name)
 
 
 # --------------------------------------------------------------------------- the feeder
