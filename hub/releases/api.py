@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import structlog
 from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,7 +81,7 @@ def _release_out(row: Release) -> ReleaseOut:
     responses={
         409: {"description": "a release of that version exists (with another SHA-256 if it differs)"},
         413: {"description": "larger than releases.max_bytes"},
-        422: {"description": "not a wheel of the storegate distribution, in words"},
+        422: {"model": ValidationProblem, "description": "not a wheel of the storegate distribution, in words"},
     },
 )
 async def upload_release(
@@ -96,7 +97,9 @@ async def upload_release(
         info = await asyncio.to_thread(inspect_wheel, data, max_bytes=config.max_bytes)
     except WheelError as err:
         log.warning("release_refused", reason="not_a_release", detail=str(err), actor=who.actor)
-        raise HTTPException(status_code=422, detail=str(err)) from None
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body",), "msg": str(err), "input": None}]
+        ) from None
     note_change(request, target=f"release:{info.version}", detail=f"sha256 {info.sha256}")
     existing = await session.get(Release, info.version)
     if existing is not None:

@@ -28,6 +28,7 @@ from hub.commands.requests import (
     MAX_TOTALS,
     NEEDS,
     CommandRequest,
+    GatewayCommandRequest,
     kind_of,
     needed_capability,
     wire_args,
@@ -36,6 +37,7 @@ from hub.domain.access import Capability
 from tests.device_drivers.printer.escpos_text import decode
 
 REQUEST: Final[TypeAdapter[CommandRequest]] = TypeAdapter(CommandRequest)
+GATEWAY_REQUEST: Final[TypeAdapter[GatewayCommandRequest]] = TypeAdapter(GatewayCommandRequest)
 
 
 def at_the_limits() -> dict[str, Any]:
@@ -119,13 +121,18 @@ def test_a_receipt_needs_operate_everything_else_maintain_and_each_kind_has_a_li
             {"name": "snapshot"},
             {"name": "status"},
             {"name": "ping"},
+            {"name": "restart"},
         )
     }
+    resend = GATEWAY_REQUEST.validate_python({"name": "resend", "args": {"from_seq": 1200}})
+    kinds[kind_of(resend)] = needed_capability(resend)
     assert kinds == {
         "print:receipt": Capability.OPERATE,
         "print:test_page": Capability.MAINTAIN,
         "snapshot": Capability.MAINTAIN,
         "status": Capability.MAINTAIN,
         "ping": Capability.MAINTAIN,
+        "restart": Capability.MAINTAIN,
+        "resend": Capability.MAINTAIN,
     }
     assert set(NEEDS) == set(DEFAULT_LIFETIME) == set(kinds)
