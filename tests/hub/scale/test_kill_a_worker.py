@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -458,7 +457,6 @@ async def run(
 async def test_two_workers_one_killed_apply_every_event_once_and_raise_the_alerts_of_one(
     tmp_path: Path, databases: tuple[str, str], mqtt_settings: MqttSettings
 ) -> None:
-    started = time.monotonic()
     start = (wire.utc_now() - timedelta(minutes=40)).replace(microsecond=0)  # the same store day for both runs
     one, _ = await run(tmp_path / "one", databases[0], mqtt_settings, workers=1, start=start)
     two, workers = await run(tmp_path / "two", databases[1], mqtt_settings, workers=2, start=start)
@@ -481,4 +479,3 @@ async def test_two_workers_one_killed_apply_every_event_once_and_raise_the_alert
     assert len(one.excursions) == len(STORES)
     assert two.excursions == one.excursions
     assert workers[1].logged("hub_leader_elected"), "the second worker never became the leader"
-    assert time.monotonic() - started < 120
