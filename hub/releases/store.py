@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from storegate.private_files import write_private
 from storegate.wheels import WheelInfo
 
 
@@ -16,16 +15,6 @@ def wheel_filename(version: str) -> str:
 
 def write_wheel(directory: Path, info: WheelInfo, data: bytes) -> Path:
     """Write ``data`` as the release ``info`` into ``directory`` (made if absent), whole or not at all."""
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / wheel_filename(info.version)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=".whl")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_private(target, data)  # atomic (a temporary file renamed over), 0600: only the hub serves it
     return target
