@@ -34,6 +34,7 @@ from typing import Final, Protocol
 
 import httpx
 import structlog
+from pydantic import JsonValue
 
 from device_drivers.base import Driver, Reading
 from device_drivers.ports import PortInfo
@@ -316,17 +317,22 @@ async def _sensor_step(device: ProfiledDeviceConfig, readings: _Readings, deadli
         return f"{value.quantity.value} {value.value:g} {value.unit}, plausible"
 
 
-async def _printer_step(device: ProfiledDeviceConfig, readings: _Readings, deadline: float, prompter: Prompter) -> str:
-    await readings.next(deadline, "printer status")  # read on open: the printer answers
-    command = wire.Command(
+def _device_command(device: ProfiledDeviceConfig, name: str, args: dict[str, JsonValue]) -> wire.Command:
+    """A command for the device's own driver, as the hub would send it (the walk runs the driver itself)."""
+    return wire.Command(
         command_id=uuid.uuid4(),
         store_id="selftest",
         gateway_id="selftest",
         device_id=device.device_id,
-        name="print",
-        args={"document": "test_page"},
+        name=name,
+        args=args,
         issued_at=utc_now(),
     )
+
+
+async def _printer_step(device: ProfiledDeviceConfig, readings: _Readings, deadline: float, prompter: Prompter) -> str:
+    await readings.next(deadline, "printer status")  # read on open: the printer answers
+    command = _device_command(device, "print", {"document": "test_page"})
     try:
         async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
             result = await readings.driver.execute(command)
@@ -343,15 +349,7 @@ async def _printer_step(device: ProfiledDeviceConfig, readings: _Readings, deadl
 async def _camera_step(device: ProfiledDeviceConfig, readings: _Readings, deadline: float, prompter: Prompter) -> str:
     loop = asyncio.get_running_loop()
     while True:  # the camera opens its stream first: "no frame yet" until it has one
-        command = wire.Command(
-            command_id=uuid.uuid4(),
-            store_id="selftest",
-            gateway_id="selftest",
-            device_id=device.device_id,
-            name="snapshot",
-            args={"reason": "requested"},
-            issued_at=utc_now(),
-        )
+        command = _device_command(device, "snapshot", {"reason": "requested"})
         try:
             async with asyncio.timeout(max(0.0, deadline - loop.time())):
                 result = await readings.driver.execute(command)
